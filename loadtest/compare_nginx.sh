@@ -1,0 +1,589 @@
+#!/usr/bin/env bash
+# Compare llm-proxy with nginx doing the same job (bearer-key check, key
+# swap, keep-alive upstream pool, unbuffered pass-through) in front of the
+# same mock upstream.
+#
+# Phase 1, throughput / CPU cost: the server under test (llm-proxy, or the
+#   nginx worker) alone on SERVER_CORE (0); the mock upstream and wrk on
+#   LOAD_CORE (1).  wrk -t1 -c$CONNECTIONS for $DURATION per run, proxy and
+#   nginx interleaved for $ROUNDS rounds.  The server's utime+stime is read
+#   from /proc/PID/stat before and after each run, giving CPU µs per request.
+# Phase 2, added latency: everything on SERVER_CORE (the running mock is
+#   re-pinned there with `taskset -a -p`, wrk is started there), wrk -t1 -c1
+#   against the mock directly, via llm-proxy and via nginx, interleaved.
+#   Added latency = (via X) - (direct), for the medians of p50 and p99.
+#
+# See loadtest/README.md for details.  Environment knobs (defaults):
+#   LLM_PROXY_BIN=target/release/llm-proxy  (built with cargo if missing)
+#   MOCK_PORT=19001 PROXY_PORT=19002 NGINX_PORT=19003
+#   ROUNDS=3 DURATION=10s CONNECTIONS=32 WARMUP=2s (0 = no warm-up run)
+#   SERVER_CORE=0 LOAD_CORE=1
+#   MOCK_ARGS="" PROXY_ARGS=""   extra flags for `mock-upstream` / `server`
+#   NGINX_BIN=nginx KEEP_WORKDIR=0 (1 = keep logs and raw wrk output)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
+ORIG_PWD=$PWD
+
+DEFAULT_BIN=target/release/llm-proxy
+BIN=${LLM_PROXY_BIN:-$DEFAULT_BIN}
+MOCK_PORT=${MOCK_PORT:-19001}
+PROXY_PORT=${PROXY_PORT:-19002}
+NGINX_PORT=${NGINX_PORT:-19003}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+WARMUP=${WARMUP:-2s}
+SERVER_CORE=${SERVER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+MOCK_ARGS=${MOCK_ARGS:-}
+PROXY_ARGS=${PROXY_ARGS:-}
+NGINX_BIN=${NGINX_BIN:-nginx}
+KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+
+CLIENT_KEY=sk-bench
+UPSTREAM_KEY=sk-upstream
+CHAT_PATH=/v1/chat/completions
+CHAT_BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+LUA_SCRIPT=$SCRIPT_DIR/chat.lua
+NGINX_TEMPLATE=$SCRIPT_DIR/nginx.conf.template
+
+WORKDIR=""
+MOCK_PID=""
+PROXY_PID=""
+NGINX_PID=""
+NGINX_WORKERS=()
+WRK_PID=""
+FAILURES=()
+
+log() { printf '[compare_nginx] %s\n' "$*" >&2; }
+die() {
+    printf '[compare_nginx] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- cleanup --
+
+is_running() {
+    # kill -0 also succeeds on zombies, so look at the state field as well.
+    local pid=$1 stat
+    [[ -n $pid ]] || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    if is_running "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            is_running "$pid" || break
+            sleep 0.1
+        done
+        if is_running "$pid"; then
+            log "pid $pid ignored SIGTERM for 5s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+show_log_tail() {
+    local name=$1 file=$2
+    if [[ -s $file ]]; then
+        printf -- '----- last lines of %s (%s) -----\n' "$name" "$file" >&2
+        tail -n 20 "$file" >&2 || true
+    fi
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    set +e
+    stop_pid "$WRK_PID"
+    if [[ -n $NGINX_PID ]]; then
+        # Remember the workers before the master goes, so none can be left.
+        mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID" 2>/dev/null)
+        stop_pid "$NGINX_PID"
+        for pid in "${NGINX_WORKERS[@]}"; do
+            if is_running "$pid" && grep -q nginx "/proc/$pid/cmdline" 2>/dev/null; then
+                kill -KILL "$pid" 2>/dev/null
+            fi
+        done
+    fi
+    stop_pid "$PROXY_PID"
+    stop_pid "$MOCK_PID"
+    if [[ -n $WORKDIR && -d $WORKDIR ]]; then
+        if ((rc == 130 || rc == 143)); then
+            log "interrupted; logs and raw wrk output kept in $WORKDIR"
+        elif ((rc != 0)); then
+            show_log_tail "mock upstream" "$WORKDIR/mock.log"
+            show_log_tail "llm-proxy" "$WORKDIR/proxy.log"
+            show_log_tail "nginx" "$WORKDIR/nginx-error.log"
+            log "logs and raw wrk output kept in $WORKDIR"
+        elif [[ $KEEP_WORKDIR == 1 ]]; then
+            log "logs and raw wrk output kept in $WORKDIR"
+        else
+            rm -rf -- "$WORKDIR"
+        fi
+    fi
+    exit "$rc"
+}
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------ validation --
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+for var in MOCK_PORT PROXY_PORT NGINX_PORT ROUNDS CONNECTIONS SERVER_CORE LOAD_CORE; do
+    is_uint "${!var}" || die "$var must be a non-negative integer, got '${!var}'"
+done
+((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
+((CONNECTIONS >= 1)) || die "CONNECTIONS must be >= 1"
+[[ $DURATION =~ ^[0-9]+[smh]?$ ]] || die "DURATION must look like 10, 10s, 1m (got '$DURATION')"
+[[ $WARMUP =~ ^[0-9]+[smh]?$ ]] || die "WARMUP must look like 0, 2s, ... (got '$WARMUP')"
+((SERVER_CORE != LOAD_CORE)) || die "SERVER_CORE and LOAD_CORE must differ"
+
+for tool in wrk taskset curl getconf awk pgrep sed sort; do
+    command -v "$tool" >/dev/null 2>&1 ||
+        die "'$tool' not found (apt-get install -y wrk util-linux curl procps)"
+done
+if ! command -v "$NGINX_BIN" >/dev/null 2>&1; then
+    if [[ $NGINX_BIN == nginx && -x /usr/sbin/nginx ]]; then
+        NGINX_BIN=/usr/sbin/nginx
+    else
+        die "'$NGINX_BIN' not found (apt-get install -y nginx)"
+    fi
+fi
+[[ -r $LUA_SCRIPT ]] || die "missing $LUA_SCRIPT"
+[[ -r $NGINX_TEMPLATE ]] || die "missing $NGINX_TEMPLATE"
+
+NPROC=$(nproc)
+((SERVER_CORE < NPROC && LOAD_CORE < NPROC)) ||
+    die "need cores $SERVER_CORE and $LOAD_CORE, this machine has $NPROC"
+CLK_TCK=$(getconf CLK_TCK)
+
+# The binary: an explicit LLM_PROXY_BIN is taken relative to the caller's
+# directory; the default is relative to the repository root.
+if [[ -n ${LLM_PROXY_BIN:-} ]]; then
+    [[ $BIN == /* ]] || BIN=$ORIG_PWD/$BIN
+    [[ -x $BIN ]] || die "LLM_PROXY_BIN=$BIN is not an executable file"
+else
+    BIN=$REPO_ROOT/$DEFAULT_BIN
+    if [[ ! -x $BIN ]]; then
+        log "$BIN not found, running cargo build --release"
+        (cd "$REPO_ROOT" && cargo build --release) || die "cargo build --release failed"
+        [[ -x $BIN ]] || die "cargo build --release did not produce $BIN"
+    fi
+fi
+
+port_in_use() {
+    # curl exit 7 = connection refused, i.e. nothing listens there.
+    local rc=0
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/" || rc=$?
+    ((rc != 7))
+}
+for var in MOCK_PORT PROXY_PORT NGINX_PORT; do
+    if port_in_use "${!var}"; then
+        die "$var=${!var} is already in use on 127.0.0.1 (set $var to a free port)"
+    fi
+done
+
+if pgrep -x rustc >/dev/null 2>&1 || pgrep -x cargo >/dev/null 2>&1; then
+    log "WARNING: cargo/rustc is running on this machine; numbers will be noisy"
+fi
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-bench.XXXXXX")
+
+# ---------------------------------------------------------------- helpers --
+
+# Sum of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) over
+# the given processes.  /proc/PID/stat covers all threads of the process.
+cpu_ticks() {
+    local total=0 pid stat
+    local -a f
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat") || die "cannot read /proc/$pid/stat (process gone?)"
+        stat=${stat##*) } # drop "pid (comm) "; f[0] is then field 3
+        read -r -a f <<<"$stat"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# http_code URL KEY [OUTFILE]: HTTP status of one chat request ("000" = no
+# answer).
+http_code() {
+    local url=$1 key=$2 out=${3:-/dev/null}
+    curl -s -o "$out" --max-time 5 -w '%{http_code}' \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer $key" \
+        --data "$CHAT_BODY" "$url" || true
+}
+
+# wait_ready NAME PID URL [HEADER]: poll URL until it answers 2xx.
+wait_ready() {
+    local name=$1 pid=$2 url=$3 header=${4:-X-Bench: 1} code i
+    for ((i = 0; i < 300; i++)); do
+        is_running "$pid" || die "$name (pid $pid) exited during start-up"
+        code=$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' -H "$header" "$url" || true)
+        if [[ $code == 2?? ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name not ready after 30s (last status from $url: ${code:-none})"
+}
+
+check_alive() {
+    is_running "$MOCK_PID" || die "mock upstream (pid $MOCK_PID) died"
+    is_running "$PROXY_PID" || die "llm-proxy (pid $PROXY_PID) died"
+    is_running "$NGINX_PID" || die "nginx master (pid $NGINX_PID) died"
+    local pid
+    for pid in "${NGINX_WORKERS[@]}"; do
+        is_running "$pid" || die "nginx worker (pid $pid) died or was respawned"
+    done
+}
+
+# wrk_field FILE KEY: value of KEY=... on the WRK_RESULT line.
+wrk_field() {
+    local line
+    line=$(grep -m1 '^WRK_RESULT ' "$1") || die "no WRK_RESULT line in $1 (wrk failed?): $(tail -n 5 "$1")"
+    awk -v k="$2" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) { print kv[2]; exit } } }' <<<"$line"
+}
+
+# run_wrk CORE CONNS DURATION URL KEY OUTFILE
+run_wrk() {
+    local core=$1 conns=$2 dur=$3 url=$4 key=$5 out=$6 rc=0
+    # In the background so that a signal to this script is handled at once
+    # (bash runs traps only between foreground commands); cleanup kills it.
+    taskset -c "$core" wrk -t1 -c"$conns" -d"$dur" --latency -s "$LUA_SCRIPT" "$url" -- "$key" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    ((rc == 0)) || die "wrk exited with status $rc against $url: $(tail -n 5 "$out")"
+}
+
+# check_wrk LABEL FILE: record a failure if the run had errors or no requests.
+check_wrk() {
+    local label=$1 file=$2 requests errors non2xx socket timeouts bad
+    requests=$(wrk_field "$file" requests)
+    errors=$(wrk_field "$file" errors)
+    non2xx=$(wrk_field "$file" non2xx)
+    socket=$(wrk_field "$file" socket_errors)
+    timeouts=$(wrk_field "$file" timeouts)
+    bad=$(wrk_field "$file" first_bad_status)
+    if ((requests == 0)); then
+        FAILURES+=("$label: no request completed")
+    fi
+    if ((errors != 0)); then
+        FAILURES+=("$label: $errors errors (non-2xx=$non2xx, first bad status=$bad, socket errors=$socket, timeouts=$timeouts) out of $requests requests")
+    fi
+    if ((requests == 0 || errors != 0)); then
+        log "FAILED: ${FAILURES[-1]}"
+    fi
+}
+
+# record PHASE TARGET METRIC VALUE / median PHASE TARGET METRIC
+record() { echo "$4" >>"$WORKDIR/res.$1.$2.$3"; }
+median() {
+    sort -g "$WORKDIR/res.$1.$2.$3" |
+        awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# fmt VALUE DECIMALS
+fmt() { awk -v v="$1" -v d="$2" 'BEGIN { if (v == "nan") print "n/a"; else printf "%.*f\n", d, v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+d\n", a - b }'; }
+
+url_of() {
+    case $1 in
+    direct) echo "http://127.0.0.1:$MOCK_PORT$CHAT_PATH" ;;
+    proxy) echo "http://127.0.0.1:$PROXY_PORT$CHAT_PATH" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT$CHAT_PATH" ;;
+    esac
+}
+key_of() {
+    if [[ $1 == direct ]]; then echo "$UPSTREAM_KEY"; else echo "$CLIENT_KEY"; fi
+}
+# Processes whose CPU time is charged to a target.
+pids_of() {
+    case $1 in
+    proxy) echo "$PROXY_PID" ;;
+    nginx) echo "$NGINX_PID ${NGINX_WORKERS[*]}" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- start-up --
+
+read -r -a mock_extra <<<"$MOCK_ARGS"
+read -r -a proxy_extra <<<"$PROXY_ARGS"
+
+log "binary: $BIN"
+log "work dir: $WORKDIR"
+
+log "starting mock upstream on 127.0.0.1:$MOCK_PORT (core $LOAD_CORE)"
+# Both llm-proxy processes run in $WORKDIR: the server reads ./.env and
+# keeps its data directory (./data) relative to the working directory, and a
+# developer's .env must neither change the benchmark nor get a data/ dir.
+mkdir -p "$WORKDIR/run"
+(
+    cd "$WORKDIR/run"
+    exec taskset -c "$LOAD_CORE" "$BIN" mock-upstream --addr "127.0.0.1:$MOCK_PORT" \
+        --api-key "$UPSTREAM_KEY" "${mock_extra[@]}"
+) >"$WORKDIR/mock.log" 2>&1 &
+MOCK_PID=$!
+wait_ready "mock upstream" "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/v1/models" \
+    "Authorization: Bearer $UPSTREAM_KEY"
+
+# --pin-cores pins worker 0 to core 0, so only pass it when that is our core.
+pin_flag=()
+if ((SERVER_CORE == 0)); then
+    pin_flag=(--pin-cores)
+fi
+log "starting llm-proxy on 127.0.0.1:$PROXY_PORT (core $SERVER_CORE, 1 worker)"
+(
+    cd "$WORKDIR/run"
+    # Settings that could come from the caller's environment and change
+    # what is measured; the command line below says it all.
+    unset LISTEN_ADDR DATABASE_PATH API_CONFIG_PATH WORKERS UPSTREAM_CA_FILE
+    export PROXY_API_KEY=$CLIENT_KEY OPENAI_API_KEY=$UPSTREAM_KEY
+    export OPENAI_API_URL="http://127.0.0.1:$MOCK_PORT"
+    exec taskset -c "$SERVER_CORE" "$BIN" server --addr "127.0.0.1:$PROXY_PORT" \
+        --workers 1 "${pin_flag[@]}" "${proxy_extra[@]}"
+) >"$WORKDIR/proxy.log" 2>&1 &
+PROXY_PID=$!
+wait_ready "llm-proxy" "$PROXY_PID" "http://127.0.0.1:$PROXY_PORT/health"
+
+cpu_mask=1
+for ((i = 0; i < SERVER_CORE; i++)); do cpu_mask+=0; done
+sed -e "s|@WORKDIR@|$WORKDIR|g" \
+    -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
+    -e "s|@CPU_MASK@|$cpu_mask|g" \
+    -e "s|@CLIENT_KEY@|$CLIENT_KEY|g" \
+    -e "s|@UPSTREAM_KEY@|$UPSTREAM_KEY|g" \
+    "$NGINX_TEMPLATE" >"$WORKDIR/nginx.conf"
+nginx_cmd=("$NGINX_BIN" -e "$WORKDIR/nginx-error.log" -p "$WORKDIR" -c "$WORKDIR/nginx.conf")
+"${nginx_cmd[@]}" -t >"$WORKDIR/nginx-test.log" 2>&1 ||
+    die "nginx -t rejected the rendered config: $(cat "$WORKDIR/nginx-test.log")"
+log "starting nginx on 127.0.0.1:$NGINX_PORT (core $SERVER_CORE, 1 worker)"
+taskset -c "$SERVER_CORE" "${nginx_cmd[@]}" >"$WORKDIR/nginx.out" 2>&1 &
+NGINX_PID=$!
+wait_ready "nginx" "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT$CHAT_PATH" \
+    "Authorization: Bearer $CLIENT_KEY"
+mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID")
+((${#NGINX_WORKERS[@]} >= 1)) || die "nginx master $NGINX_PID has no worker process"
+
+# Show where every thread may run.
+show_affinity() {
+    local name=$1 pid=$2 tid comm cpus
+    for tid in /proc/"$pid"/task/*; do
+        tid=${tid##*/}
+        comm=$(cat "/proc/$pid/task/$tid/comm" 2>/dev/null || echo '?')
+        cpus=$(taskset -pc "$tid" 2>/dev/null | sed 's/.*: //')
+        log "  $name pid $pid tid $tid ($comm): cpus $cpus"
+    done
+}
+log "CPU affinity:"
+show_affinity mock "$MOCK_PID"
+show_affinity llm-proxy "$PROXY_PID"
+show_affinity nginx-master "$NGINX_PID"
+for pid in "${NGINX_WORKERS[@]}"; do show_affinity nginx-worker "$pid"; done
+
+# ----------------------------------------------------------- sanity checks --
+
+log "sanity checks"
+code=$(http_code "$(url_of direct)" "$UPSTREAM_KEY" "$WORKDIR/direct.json")
+[[ $code == 200 ]] || die "mock upstream answered $code to a chat request with the upstream key: $(head -c 300 "$WORKDIR/direct.json")"
+code=$(http_code "$(url_of direct)" "$CLIENT_KEY")
+if [[ $code == 401 || $code == 403 ]]; then
+    log "  mock rejects the client key ($code): the key swap is exercised"
+else
+    log "  WARNING: mock answered $code to the client key; --api-key is not enforced, key swap not verified"
+fi
+for target in proxy nginx; do
+    code=$(http_code "$(url_of "$target")" "$CLIENT_KEY" "$WORKDIR/$target.json")
+    [[ $code == 200 ]] || die "$target answered $code to a chat request: $(head -c 300 "$WORKDIR/$target.json")"
+    code=$(http_code "$(url_of "$target")" wrong-key)
+    if [[ $code == 401 || $code == 403 ]]; then
+        log "  $target rejects a wrong client key ($code)"
+    else
+        log "  WARNING: $target answered $code to a wrong client key (expected 401)"
+    fi
+done
+log "  direct response: $(head -c 200 "$WORKDIR/direct.json")"
+log "  proxy response:  $(head -c 200 "$WORKDIR/proxy.json")"
+
+# ------------------------------------------------ phase 1: throughput/CPU --
+
+echo
+echo "== Phase 1: throughput and CPU per request =="
+echo "   server under test on core $SERVER_CORE; mock + wrk on core $LOAD_CORE;"
+echo "   wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), CLK_TCK=$CLK_TCK"
+
+if [[ $WARMUP != 0 && $WARMUP != 0[smh] ]]; then
+    for target in proxy nginx; do
+        log "warm-up: $target for $WARMUP"
+        run_wrk "$LOAD_CORE" "$CONNECTIONS" "$WARMUP" "$(url_of "$target")" "$(key_of "$target")" "$WORKDIR/warmup.$target.txt"
+        check_wrk "warm-up $target" "$WORKDIR/warmup.$target.txt"
+        check_alive
+    done
+fi
+
+printf '\n%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s\n' \
+    round target requests req/s errors p50_us p99_us cpu_tick cpu% cpu_us/req
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in proxy nginx; do
+        out=$WORKDIR/tp.$round.$target.txt
+        read -r -a pids <<<"$(pids_of "$target")"
+        before=$(cpu_ticks "${pids[@]}")
+        run_wrk "$LOAD_CORE" "$CONNECTIONS" "$DURATION" "$(url_of "$target")" "$(key_of "$target")" "$out"
+        after=$(cpu_ticks "${pids[@]}")
+        check_wrk "throughput round $round $target" "$out"
+        check_alive
+        requests=$(wrk_field "$out" requests)
+        rps=$(wrk_field "$out" rps)
+        errors=$(wrk_field "$out" errors)
+        p50=$(wrk_field "$out" p50_us)
+        p99=$(wrk_field "$out" p99_us)
+        dur_us=$(wrk_field "$out" duration_us)
+        ticks=$((after - before))
+        cpu_per_req=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }')
+        cpu_pct=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$dur_us" 'BEGIN { if (d > 0) printf "%.0f", 100 * t / hz / (d / 1e6); else print "nan" }')
+        record tp "$target" rps "$rps"
+        record tp "$target" cpu_us "$cpu_per_req"
+        record tp "$target" cpu_pct "$cpu_pct"
+        record tp "$target" p50 "$p50"
+        record tp "$target" p99 "$p99"
+        printf '%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s\n' \
+            "$round" "$target" "$requests" "$(fmt "$rps" 0)" "$errors" "$p50" "$p99" "$ticks" "$cpu_pct" "$cpu_per_req"
+    done
+done
+
+for target in proxy nginx; do
+    for metric in rps cpu_us cpu_pct p50 p99; do
+        printf -v "TP_${target}_${metric}" '%s' "$(median tp "$target" "$metric")"
+    done
+done
+# shellcheck disable=SC2154 # TP_* are set through printf -v above
+{
+    echo
+    echo "medians over $ROUNDS round(s):"
+    printf '  %-6s %10s req/s  %8s cpu_us/req  %4s%% cpu  p50 %s us  p99 %s us\n' \
+        proxy "$(fmt "$TP_proxy_rps" 0)" "$(fmt "$TP_proxy_cpu_us" 2)" "$(fmt "$TP_proxy_cpu_pct" 0)" "$(fmt "$TP_proxy_p50" 0)" "$(fmt "$TP_proxy_p99" 0)"
+    printf '  %-6s %10s req/s  %8s cpu_us/req  %4s%% cpu  p50 %s us  p99 %s us\n' \
+        nginx "$(fmt "$TP_nginx_rps" 0)" "$(fmt "$TP_nginx_cpu_us" 2)" "$(fmt "$TP_nginx_cpu_pct" 0)" "$(fmt "$TP_nginx_p50" 0)" "$(fmt "$TP_nginx_p99" 0)"
+    echo "  ratio proxy/nginx: cpu_us/req $(ratio "$TP_proxy_cpu_us" "$TP_nginx_cpu_us"), req/s $(ratio "$TP_proxy_rps" "$TP_nginx_rps")"
+}
+
+# ---------------------------------------------------- phase 2: latency ----
+
+echo
+echo "== Phase 2: added latency =="
+echo "   mock, llm-proxy, nginx and wrk all on core $SERVER_CORE; wrk -t1 -c1 -d$DURATION, $ROUNDS round(s)"
+# Re-pin every thread of the running mock (rather than starting a second
+# one) so the proxy and nginx keep their upstream pools to the same process.
+taskset -a -p -c "$SERVER_CORE" "$MOCK_PID" >"$WORKDIR/mock-repin.log" 2>&1 ||
+    die "could not re-pin the mock to core $SERVER_CORE: $(cat "$WORKDIR/mock-repin.log")"
+show_affinity mock "$MOCK_PID"
+
+if [[ $WARMUP != 0 && $WARMUP != 0[smh] ]]; then
+    for target in direct proxy nginx; do
+        run_wrk "$SERVER_CORE" 1 1s "$(url_of "$target")" "$(key_of "$target")" "$WORKDIR/warmup-lat.$target.txt"
+        check_wrk "latency warm-up $target" "$WORKDIR/warmup-lat.$target.txt"
+        check_alive
+    done
+fi
+
+printf '\n%-5s %-6s %10s %10s %7s %8s %8s %8s\n' round target requests req/s errors p50_us p90_us p99_us
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in direct proxy nginx; do
+        out=$WORKDIR/lat.$round.$target.txt
+        run_wrk "$SERVER_CORE" 1 "$DURATION" "$(url_of "$target")" "$(key_of "$target")" "$out"
+        check_wrk "latency round $round $target" "$out"
+        check_alive
+        record lat "$target" p50 "$(wrk_field "$out" p50_us)"
+        record lat "$target" p99 "$(wrk_field "$out" p99_us)"
+        record lat "$target" rps "$(wrk_field "$out" rps)"
+        printf '%-5s %-6s %10s %10s %7s %8s %8s %8s\n' "$round" "$target" \
+            "$(wrk_field "$out" requests)" "$(fmt "$(wrk_field "$out" rps)" 0)" "$(wrk_field "$out" errors)" \
+            "$(wrk_field "$out" p50_us)" "$(wrk_field "$out" p90_us)" "$(wrk_field "$out" p99_us)"
+    done
+done
+
+for target in direct proxy nginx; do
+    for metric in p50 p99 rps; do
+        printf -v "LAT_${target}_${metric}" '%s' "$(median lat "$target" "$metric")"
+    done
+done
+# shellcheck disable=SC2154 # LAT_* are set through printf -v above
+{
+    echo
+    echo "medians over $ROUNDS round(s):"
+    printf '  %-6s p50 %6s us  p99 %6s us\n' direct "$(fmt "$LAT_direct_p50" 0)" "$(fmt "$LAT_direct_p99" 0)"
+    for target in proxy nginx; do
+        p50_var=LAT_${target}_p50
+        p99_var=LAT_${target}_p99
+        printf '  %-6s p50 %6s us  p99 %6s us  added p50 %s us  added p99 %s us\n' "$target" \
+            "$(fmt "${!p50_var}" 0)" "$(fmt "${!p99_var}" 0)" \
+            "$(diff_us "${!p50_var}" "$LAT_direct_p50")" "$(diff_us "${!p99_var}" "$LAT_direct_p99")"
+    done
+}
+
+# ---------------------------------------------------------------- summary --
+
+cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+kernel=$(uname -r)
+today=$(date -u +%Y-%m-%d)
+nginx_version=$("$NGINX_BIN" -v 2>&1 | sed 's|.*/||')
+wrk_version=$(wrk -v 2>&1 | head -n 1 | awk '{ print $2 }' || true)
+proxy_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+if [[ -n $(git -C "$REPO_ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    proxy_rev+=" (+ local changes)"
+fi
+
+# shellcheck disable=SC2154 # TP_* / LAT_* are set through printf -v above
+cat <<EOF
+
+==================== summary (Markdown, paste into docs/benchmarks.md) ====================
+
+### llm-proxy vs nginx, ${today}
+
+Machine: ${NPROC} cores, ${cpu_model:-unknown CPU}, Linux ${kernel}.
+llm-proxy ${proxy_rev}, nginx ${nginx_version}, wrk ${wrk_version}.
+Run: \`ROUNDS=${ROUNDS} DURATION=${DURATION} CONNECTIONS=${CONNECTIONS} loadtest/compare_nginx.sh\`; medians over ${ROUNDS} interleaved round(s).
+Request: non-streaming \`POST ${CHAT_PATH}\` (${#CHAT_BODY}-byte body) to the built-in mock upstream; both servers check the client key and swap it for the upstream key.
+
+**Throughput and CPU cost** (server on core ${SERVER_CORE}, one worker; mock and \`wrk -t1 -c${CONNECTIONS}\` on core ${LOAD_CORE}):
+
+| server | req/s | CPU µs / request | server CPU % | p50 µs | p99 µs |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| llm-proxy | $(fmt "$TP_proxy_rps" 0) | $(fmt "$TP_proxy_cpu_us" 2) | $(fmt "$TP_proxy_cpu_pct" 0) | $(fmt "$TP_proxy_p50" 0) | $(fmt "$TP_proxy_p99" 0) |
+| nginx | $(fmt "$TP_nginx_rps" 0) | $(fmt "$TP_nginx_cpu_us" 2) | $(fmt "$TP_nginx_cpu_pct" 0) | $(fmt "$TP_nginx_p50" 0) | $(fmt "$TP_nginx_p99" 0) |
+| ratio llm-proxy / nginx | $(ratio "$TP_proxy_rps" "$TP_nginx_rps") | $(ratio "$TP_proxy_cpu_us" "$TP_nginx_cpu_us") | | | |
+
+**Added latency** (mock, server and \`wrk -t1 -c1\` all on core ${SERVER_CORE}):
+
+| path | p50 µs | p99 µs | added p50 µs | added p99 µs |
+| --- | ---: | ---: | ---: | ---: |
+| direct to mock | $(fmt "$LAT_direct_p50" 0) | $(fmt "$LAT_direct_p99" 0) | | |
+| via llm-proxy | $(fmt "$LAT_proxy_p50" 0) | $(fmt "$LAT_proxy_p99" 0) | $(diff_us "$LAT_proxy_p50" "$LAT_direct_p50") | $(diff_us "$LAT_proxy_p99" "$LAT_direct_p99") |
+| via nginx | $(fmt "$LAT_nginx_p50" 0) | $(fmt "$LAT_nginx_p99" 0) | $(diff_us "$LAT_nginx_p50" "$LAT_direct_p50") | $(diff_us "$LAT_nginx_p99" "$LAT_direct_p99") |
+
+EOF
+
+if ((${#FAILURES[@]} > 0)); then
+    {
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo "!! BENCHMARK INVALID: ${#FAILURES[@]} run(s) had errors or non-2xx responses:"
+        for f in "${FAILURES[@]}"; do echo "!!   $f"; done
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    } >&2
+    exit 1
+fi
+log "all runs completed without errors"

@@ -1,0 +1,4 @@
+//! One module per subcommand; each turns parsed arguments into work.
+
+pub mod mock_upstream;
+pub mod server;

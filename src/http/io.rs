@@ -1,0 +1,85 @@
+//! Buffer-owning reads and response serialization shared by every server in
+//! the crate (the proxy, the mock upstream).
+
+use std::io::{self, Write};
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+
+/// Spare room kept free in a read buffer before each read.
+const MIN_SPARE: usize = 4096;
+
+/// Reads once, appending at most `max_read` bytes to the end of `buf`.
+pub async fn read_append<S: AsyncReadRent>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    max_read: usize,
+) -> (io::Result<usize>, Vec<u8>) {
+    let len = buf.len();
+    if buf.capacity() - len < MIN_SPARE {
+        buf.reserve(MIN_SPARE);
+    }
+    let end = len + max_read.min(buf.capacity() - len);
+    let (result, slice) = stream.read(buf.slice_mut(len..end)).await;
+    (result, slice.into_inner())
+}
+
+/// Reads once into the whole of `buf` (cleared first), at most `max_read` bytes.
+pub async fn read_fresh<S: AsyncReadRent>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    max_read: usize,
+) -> (io::Result<usize>, Vec<u8>) {
+    buf.clear();
+    read_append(stream, buf, max_read).await
+}
+
+/// Appends a status line; the reason phrase is the canonical one.
+pub fn status_line(out: &mut Vec<u8>, status: http::StatusCode) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+}
+
+pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn header_u64(out: &mut Vec<u8>, name: &str, value: u64) {
+    let _ = write!(out, "{name}: {value}\r\n");
+}
+
+/// Serializes a complete JSON response with `Content-Length` framing.
+pub fn json_response(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    body: &[u8],
+    extra: &[(&str, &[u8])],
+    close: bool,
+) {
+    status_line(out, status);
+    out.extend_from_slice(b"Content-Type: application/json\r\n");
+    header_u64(out, "Content-Length", body.len() as u64);
+    for (name, value) in extra {
+        header(out, name, value);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Current wall-clock time in unix nanoseconds, for the timing headers.
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,26 @@
+//! llm-proxy: a share-nothing, thread-per-core gateway for OpenAI-compatible
+//! LLM APIs, and the tools around it.
+//!
+//! Module map (HOT: on the request path; COLD: startup and tools; SHARED: both):
+//!
+//! - [`http`]      HOT    HTTP/1.1 on owned buffers: heads, chunked framing, serialization
+//! - [`server`]    HOT    per-worker listeners, the connection loop, local endpoints, draining
+//! - [`proxy`]     HOT    request phases: authenticate → route → forward → relay → finish;
+//!                        the one error table
+//! - [`upstream`]  HOT    per-worker keep-alive pools, plain and TLS upstream connections
+//! - [`runtime`]   COLD   worker threads, one monoio runtime each, pinning, driver fallback
+//! - [`settings`]  COLD   typed settings from flags, environment and the `.env` file
+//! - [`providers`] SHARED the provider table (api_providers.yaml), immutable behind an `Arc`
+//! - [`mock`]      COLD   the OpenAI-compatible mock upstream for tests, demos, benchmarks
+//! - [`cli`], [`cmd`] COLD command-line definitions and one module per subcommand
+
+pub mod cli;
+pub mod cmd;
+pub mod http;
+pub mod mock;
+pub mod providers;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod settings;
+pub mod upstream;

@@ -1,0 +1,188 @@
+//! The one table that turns every request-path failure into a status, an
+//! OpenAI error `type` and a machine-readable `code`, and its rendering as the
+//! OpenAI error envelope `{"error":{"message","type","param","code"}}`.
+
+use std::io;
+
+use http::StatusCode;
+
+use crate::http::head::HeadError;
+use crate::http::io::json_response;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("missing API key: send it as 'Authorization: Bearer <key>'")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("no such route")]
+    NotFound,
+    #[error("endpoint {0} is not allowed")]
+    EndpointNotAllowed(String),
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: http::Method, allow: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request header fields are larger than {0} bytes")]
+    HeaderTooLarge(usize),
+    #[error("too many request header fields")]
+    TooManyHeaders,
+    #[error("request body is larger than the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("the client took too long to send the request")]
+    ClientTimeout,
+    #[error("transfer codings other than 'chunked' are not supported")]
+    UnsupportedTransferEncoding,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("could not connect to the upstream: {0}")]
+    UpstreamConnect(io::Error),
+    #[error("TLS handshake with the upstream failed: {0}")]
+    UpstreamTls(String),
+    #[error("timed out connecting to the upstream")]
+    UpstreamConnectTimeout,
+    #[error("timed out waiting for the upstream's response")]
+    UpstreamTimeout,
+    #[error("the upstream closed the connection before responding")]
+    UpstreamClosed,
+    #[error("the upstream sent an invalid response: {0}")]
+    UpstreamProtocol(String),
+    #[error("upstream I/O error: {0}")]
+    UpstreamIo(io::Error),
+    /// The client went away; nothing can be sent back.
+    #[error("client closed the connection")]
+    ClientGone,
+}
+
+impl ProxyError {
+    /// Status, OpenAI error type and error code, in one place.
+    pub fn table(&self) -> (StatusCode, &'static str, &'static str) {
+        use ProxyError::*;
+        match self {
+            MissingKey => (StatusCode::UNAUTHORIZED, "invalid_request_error", "missing_api_key"),
+            InvalidKey => (StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key"),
+            NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            EndpointNotAllowed(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "endpoint_not_allowed",
+            ),
+            MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "bad_request"),
+            HeaderTooLarge(_) | TooManyHeaders => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                "header_too_large",
+            ),
+            BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            ClientTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
+            ),
+            UnsupportedTransferEncoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                "unsupported_transfer_encoding",
+            ),
+            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "shutting_down"),
+            UpstreamConnect(_) | UpstreamTls(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unavailable")
+            }
+            UpstreamConnectTimeout | UpstreamTimeout => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout")
+            }
+            UpstreamClosed | UpstreamProtocol(_) | UpstreamIo(_) => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", "bad_upstream_response")
+            }
+            // Never rendered: there is nobody to send it to. 499 as nginx logs it.
+            ClientGone => (
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "client_error",
+                "client_closed_request",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.table().0
+    }
+
+    /// Errors after which the client connection cannot be trusted for reuse.
+    pub fn must_close(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::HeaderTooLarge(_)
+                | ProxyError::TooManyHeaders
+                | ProxyError::BodyTooLarge(_)
+                | ProxyError::ClientTimeout
+                | ProxyError::UnsupportedTransferEncoding
+                | ProxyError::ClientGone
+        )
+    }
+
+    /// Serializes the full HTTP response for this error into `out`.
+    pub fn render(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
+        let (status, kind, code) = self.table();
+        let body = serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": kind,
+                "param": null,
+                "code": code,
+            }
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+        if !request_id.is_empty() {
+            extra.push(("X-Request-ID", request_id.as_bytes()));
+        }
+        if let ProxyError::MethodNotAllowed { allow, .. } = self {
+            extra.push(("Allow", allow.as_bytes()));
+        }
+        json_response(out, status, &body, &extra, close);
+    }
+}
+
+impl From<HeadError> for ProxyError {
+    fn from(error: HeadError) -> Self {
+        match error {
+            HeadError::UnsupportedTransferEncoding => ProxyError::UnsupportedTransferEncoding,
+            HeadError::TooManyHeaders => ProxyError::TooManyHeaders,
+            HeadError::Malformed(what) => ProxyError::BadRequest(format!("malformed request: {what}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openai_envelope() {
+        let mut out = Vec::new();
+        ProxyError::MethodNotAllowed {
+            method: http::Method::PUT,
+            allow: "GET, POST".into(),
+        }
+        .render(&mut out, "req-1", false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("Allow: GET, POST\r\n"));
+        assert!(text.contains("X-Request-ID: req-1\r\n"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "method_not_allowed");
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert!(json["error"]["param"].is_null());
+    }
+}

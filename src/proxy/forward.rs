@@ -1,0 +1,285 @@
+//! Phase 3, forward: send the request upstream (head, then the body as it
+//! arrives) and wait for the response head.
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::time::Instant;
+
+use super::Exchange;
+use super::error::ProxyError;
+use crate::http::head::{is_hop_by_hop, listed_in_connection};
+use crate::http::io::{read_append, unix_nanos};
+use crate::http::{BodyTracker, Parsed, RequestHead, ResponseHead};
+use crate::providers::Provider;
+use crate::server::conn::ClientConn;
+use crate::server::worker::Worker;
+use crate::upstream::{self, UpstreamStream};
+
+/// Largest single read of a request body from the client.
+const BODY_READ_SIZE: usize = 64 << 10;
+/// Largest response head accepted from an upstream.
+const MAX_RESPONSE_HEAD: usize = 64 << 10;
+const RELAY_BUFFER: usize = 16 << 10;
+
+/// An upstream response whose head has arrived.
+pub struct ResponseStart {
+    pub stream: UpstreamStream,
+    pub head: ResponseHead,
+    /// The response head, followed by whatever body bytes came with it.
+    pub buf: Vec<u8>,
+    /// Unix ns when the request was sent upstream / the head came back.
+    pub start_ns: u64,
+    pub stop_ns: u64,
+}
+
+/// A failed attempt; a stale pooled connection may be retried on a new one.
+enum Failure {
+    Stale(ProxyError),
+    Fatal(ProxyError),
+}
+
+pub async fn forward(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    index: usize,
+    provider: &Provider,
+    exchange: &mut Exchange,
+) -> Result<ResponseStart, ProxyError> {
+    let upstream_key = worker.settings.upstream_key.as_deref();
+    conn.out.clear();
+    write_request_head(&mut conn.out, &conn.buf, head, provider, upstream_key, &exchange.request_id);
+
+    // Body bytes that came with the head go out in the same write.
+    let mut body = BodyTracker::new(head.framing);
+    let window = &conn.buf[head.len..];
+    let taken = body.advance(window).map_err(chunk_error)?;
+    check_chunked_limit(worker, &body)?;
+    conn.out.extend_from_slice(&window[..taken]);
+    if body.is_done() {
+        conn.buf.drain(head.len..head.len + taken);
+        exchange.body_done = true;
+    } else {
+        conn.buf.truncate(head.len);
+    }
+    // Only a request held whole in `conn.out` can be sent again.
+    let replayable = exchange.body_done;
+
+    let start_ns = unix_nanos();
+    let mut fresh_only = false;
+    loop {
+        let (stream, reused) = acquire(worker, index, provider, fresh_only).await?;
+        match attempt(worker, conn, head, provider, stream, &mut body, exchange).await {
+            Ok((stream, response, buf)) => {
+                conn.out.clear();
+                return Ok(ResponseStart {
+                    stream,
+                    head: response,
+                    buf,
+                    start_ns,
+                    stop_ns: unix_nanos(),
+                });
+            }
+            Err(Failure::Stale(error)) if reused && replayable && !fresh_only => {
+                tracing::debug!(%error, "pooled upstream connection was stale; retrying");
+                fresh_only = true;
+            }
+            Err(Failure::Stale(error) | Failure::Fatal(error)) => return Err(error),
+        }
+    }
+}
+
+async fn acquire(
+    worker: &Worker,
+    index: usize,
+    provider: &Provider,
+    fresh_only: bool,
+) -> Result<(UpstreamStream, bool), ProxyError> {
+    if !fresh_only {
+        let pooled = worker.pool.borrow_mut().take(index, provider.timeouts.idle);
+        if let Some(stream) = pooled {
+            return Ok((stream, true));
+        }
+    }
+    let stream = upstream::connect(
+        &provider.target,
+        provider.timeouts.connect,
+        &worker.dns,
+        &worker.tls,
+    )
+    .await?;
+    Ok((stream, false))
+}
+
+/// One try: write the request, stream the rest of the body, read the head.
+async fn attempt(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    provider: &Provider,
+    mut stream: UpstreamStream,
+    body: &mut BodyTracker,
+    exchange: &mut Exchange,
+) -> Result<(UpstreamStream, ResponseHead, Vec<u8>), Failure> {
+    let out = std::mem::take(&mut conn.out);
+    let (result, out) = stream.write_all(out).await;
+    conn.out = out;
+    if let Err(error) = result {
+        return Err(Failure::Stale(ProxyError::UpstreamIo(error)));
+    }
+    if !exchange.body_done {
+        stream_body(worker, conn, head, &mut stream, body, exchange)
+            .await
+            .map_err(Failure::Fatal)?;
+    }
+    let mut buf = std::mem::take(&mut conn.relay);
+    buf.clear();
+    if buf.capacity() < RELAY_BUFFER {
+        buf.reserve(RELAY_BUFFER);
+    }
+    let (response, buf) = read_response_head(provider, &mut stream, buf).await?;
+    Ok((stream, response, buf))
+}
+
+/// Relays the request body from the client as it arrives.
+async fn stream_body(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    upstream: &mut UpstreamStream,
+    body: &mut BodyTracker,
+    exchange: &mut Exchange,
+) -> Result<(), ProxyError> {
+    if head.expect_continue {
+        let (result, _) = conn.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        result.map_err(|_| ProxyError::ClientGone)?;
+    }
+    let timeout = worker.settings.limits.body_timeout;
+    let mut chunk = std::mem::take(&mut conn.relay);
+    loop {
+        let buf = std::mem::take(&mut conn.buf);
+        let limit = body.read_limit(BODY_READ_SIZE);
+        match monoio::time::timeout(timeout, read_append(&mut conn.stream, buf, limit)).await {
+            Err(_) => return Err(ProxyError::ClientTimeout),
+            Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
+            Ok((_, buf)) => {
+                conn.buf = buf;
+                return Err(ProxyError::ClientGone);
+            }
+        }
+        let window = &conn.buf[head.len..];
+        let taken = body.advance(window).map_err(chunk_error)?;
+        check_chunked_limit(worker, body)?;
+        chunk.clear();
+        chunk.extend_from_slice(&window[..taken]);
+        let done = body.is_done();
+        if done {
+            // Anything after the body is the client's next request.
+            conn.buf.drain(head.len..head.len + taken);
+        } else {
+            conn.buf.truncate(head.len);
+        }
+        let (result, returned) = upstream.write_all(chunk).await;
+        chunk = returned;
+        result.map_err(ProxyError::UpstreamIo)?;
+        if done {
+            exchange.body_done = true;
+            conn.relay = chunk;
+            return Ok(());
+        }
+    }
+}
+
+async fn read_response_head(
+    provider: &Provider,
+    stream: &mut UpstreamStream,
+    mut buf: Vec<u8>,
+) -> Result<(ResponseHead, Vec<u8>), Failure> {
+    let deadline = Instant::now() + provider.timeouts.response_header;
+    loop {
+        if !buf.is_empty() {
+            match ResponseHead::parse(&buf) {
+                Err(error) => return Err(Failure::Fatal(ProxyError::UpstreamProtocol(error.to_string()))),
+                Ok(Parsed::Complete(response)) if response.is_interim() => {
+                    buf.drain(..response.len);
+                    continue;
+                }
+                Ok(Parsed::Complete(response)) => return Ok((response, buf)),
+                Ok(Parsed::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(Failure::Fatal(ProxyError::UpstreamProtocol(
+                        "response head too large".into(),
+                    )));
+                }
+                Ok(Parsed::Partial) => {}
+            }
+        }
+        let nothing_yet = buf.is_empty();
+        let read = read_append(stream, buf, RELAY_BUFFER);
+        let (result, returned) = match monoio::time::timeout_at(deadline, read).await {
+            Ok(read) => read,
+            Err(_) => return Err(Failure::Fatal(ProxyError::UpstreamTimeout)),
+        };
+        buf = returned;
+        let error = match result {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => ProxyError::UpstreamClosed,
+            Err(error) => ProxyError::UpstreamIo(error),
+        };
+        // A pooled connection closed by the upstream fails before any byte.
+        return Err(if nothing_yet {
+            Failure::Stale(error)
+        } else {
+            Failure::Fatal(error)
+        });
+    }
+}
+
+fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    provider: &Provider,
+    upstream_key: Option<&str>,
+    request_id: &str,
+) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(provider.target.base_path.as_bytes());
+    out.extend_from_slice(head.target.of(buf));
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(provider.target.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        let name = name.of(buf);
+        let replaced = name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"authorization")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-request-id");
+        if replaced || is_hop_by_hop(name) || listed_in_connection(buf, head.connection, name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.of(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(key) = upstream_key {
+        out.extend_from_slice(b"Authorization: Bearer ");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Request-ID: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+fn chunk_error(error: crate::http::body::ChunkError) -> ProxyError {
+    ProxyError::BadRequest(format!("invalid chunked request body: {error}"))
+}
+
+fn check_chunked_limit(worker: &Worker, body: &BodyTracker) -> Result<(), ProxyError> {
+    let limit = worker.settings.limits.max_body_bytes;
+    if body.chunked_payload() > limit {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The request path, as phases that read top to bottom:
+//! read head (server::conn) → authenticate → route → forward → relay → finish.
+//! `finish` runs exactly once per request, whatever happened before it, and
+//! is the only place where a failure is rendered and logged.
+
+pub mod auth;
+pub mod error;
+mod forward;
+mod relay;
+pub mod route;
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use error::ProxyError;
+
+use crate::http::{Framing, RequestHead};
+use crate::server::conn::ClientConn;
+use crate::server::worker::Worker;
+
+/// What one request/response exchange has done so far.
+pub struct Exchange {
+    pub request_id: String,
+    received: Instant,
+    /// Once the response head went out, errors can only close the connection.
+    response_started: bool,
+    status: u16,
+    /// The request body has been read from the client entirely.
+    body_done: bool,
+    /// The client connection must close after this exchange.
+    close: bool,
+}
+
+/// Proxies one `/v1/…` request. Returns whether the connection may be reused.
+pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
+    let mut exchange = Exchange {
+        request_id: request_id(head, &conn.buf),
+        received: Instant::now(),
+        response_started: false,
+        status: 0,
+        body_done: !head.has_body(),
+        close: false,
+    };
+    let result = proxy(worker, conn, head, &mut exchange).await;
+    finish(worker, conn, head, exchange, result).await
+}
+
+async fn proxy(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    exchange: &mut Exchange,
+) -> Result<(), ProxyError> {
+    auth::authenticate(worker, head, &conn.buf)?;
+    let (index, provider) = route::route(worker, head, &conn.buf)?;
+    let limit = worker.settings.limits.max_body_bytes;
+    if let Framing::Length(length) = head.framing
+        && length > limit
+    {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+    let response = forward::forward(worker, conn, head, index, provider, exchange).await?;
+    relay::relay(worker, conn, head, index, provider, response, exchange).await
+}
+
+async fn finish(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    mut exchange: Exchange,
+    result: Result<(), ProxyError>,
+) -> bool {
+    if let Err(error) = &result {
+        exchange.status = error.status().as_u16();
+        if exchange.response_started || matches!(error, ProxyError::ClientGone) {
+            exchange.close = true;
+        } else {
+            if !exchange.body_done {
+                exchange.body_done = conn.discard_buffered_body(head);
+            }
+            exchange.close |= error.must_close()
+                || !exchange.body_done
+                || !head.keep_alive
+                || worker.draining();
+            error.render(&mut conn.out, &exchange.request_id, exchange.close);
+            if !conn.send_out().await {
+                exchange.close = true;
+            }
+        }
+    }
+    let elapsed_us = exchange.received.elapsed().as_micros() as u64;
+    match &result {
+        Err(error) if error.status().is_server_error() => tracing::warn!(
+            request_id = exchange.request_id,
+            method = %head.method,
+            path = %log_path(head, &conn.buf),
+            status = exchange.status,
+            elapsed_us,
+            %error,
+            "request failed"
+        ),
+        Err(error) => tracing::debug!(
+            request_id = exchange.request_id,
+            method = %head.method,
+            path = %log_path(head, &conn.buf),
+            status = exchange.status,
+            elapsed_us,
+            %error,
+            "request rejected"
+        ),
+        Ok(()) => tracing::debug!(
+            request_id = exchange.request_id,
+            method = %head.method,
+            path = %log_path(head, &conn.buf),
+            status = exchange.status,
+            elapsed_us,
+            "request served"
+        ),
+    }
+    !exchange.close
+}
+
+fn log_path<'a>(head: &RequestHead, buf: &'a [u8]) -> Cow<'a, str> {
+    if buf.len() >= head.len {
+        String::from_utf8_lossy(head.path(buf))
+    } else {
+        Cow::Borrowed("-")
+    }
+}
+
+/// The client's `X-Request-ID` when it is sane, otherwise a fresh one.
+pub fn request_id(head: &RequestHead, buf: &[u8]) -> String {
+    match head.header(buf, "x-request-id") {
+        Some(value)
+            if !value.is_empty()
+                && value.len() <= 128
+                && value.iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            String::from_utf8_lossy(value).into_owned()
+        }
+        _ => new_request_id(),
+    }
+}
+
+/// A random UUIDv4 from the thread's fast generator (no syscall).
+pub fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}

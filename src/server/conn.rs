@@ -1,0 +1,139 @@
+//! The client connection loop: read a head, dispatch it, repeat while the
+//! connection is kept alive. Pipelined requests are served in order.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use super::health;
+use super::worker::{ConnectionGuard, Worker};
+use crate::http::io::read_append;
+use crate::http::{BodyTracker, Parsed, RequestHead};
+use crate::proxy;
+use crate::proxy::error::ProxyError;
+
+/// Largest single read from a client.
+const READ_SIZE: usize = 16 << 10;
+
+pub struct ClientConn {
+    pub stream: TcpStream,
+    /// Bytes received and not yet consumed. While a request is served its
+    /// head sits at the front; body bytes follow it.
+    pub buf: Vec<u8>,
+    /// Serialization buffer for outgoing heads and small bodies.
+    pub out: Vec<u8>,
+    /// Buffer that carries response bodies from the upstream to the client.
+    pub relay: Vec<u8>,
+}
+
+impl ClientConn {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(4096),
+            relay: Vec::new(),
+        }
+    }
+
+    /// Writes `out` to the client; `false` if the client is gone.
+    pub async fn send_out(&mut self) -> bool {
+        let out = std::mem::take(&mut self.out);
+        let (result, mut out) = self.stream.write_all(out).await;
+        out.clear();
+        self.out = out;
+        result.is_ok()
+    }
+
+    /// Drops this request's body from the buffer if all of it has arrived,
+    /// so the connection can serve the next request without reading it.
+    pub fn discard_buffered_body(&mut self, head: &RequestHead) -> bool {
+        let mut tracker = BodyTracker::new(head.framing);
+        let Ok(taken) = tracker.advance(&self.buf[head.len..]) else {
+            return false;
+        };
+        if !tracker.is_done() {
+            return false;
+        }
+        self.buf.drain(head.len..head.len + taken);
+        true
+    }
+}
+
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
+    let _guard = ConnectionGuard::new(&worker);
+    let _ = stream.set_nodelay(true);
+    let mut conn = ClientConn::new(stream);
+    let drain = worker.drain.clone();
+    let mut drained = pin!(drain.wait());
+    loop {
+        let head = match next_head(&worker, &mut conn, drained.as_mut()).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(error) => {
+                let request_id = proxy::new_request_id();
+                error.render(&mut conn.out, &request_id, true);
+                conn.send_out().await;
+                tracing::debug!(%error, request_id, "rejected request head");
+                return;
+            }
+        };
+        let keep_alive = if head.path(&conn.buf).starts_with(b"/v1/") {
+            proxy::handle(&worker, &mut conn, &head).await
+        } else {
+            health::handle(&worker, &mut conn, &head).await
+        };
+        if !keep_alive || worker.draining() {
+            return;
+        }
+        // The handler consumed the body; what follows the head is the next request.
+        conn.buf.drain(..head.len);
+    }
+}
+
+/// Waits for the next complete request head. `Ok(None)` means the
+/// connection should close quietly (client left, idle timeout, draining).
+async fn next_head(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    drained: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let limits = &worker.settings.limits;
+    if conn.buf.is_empty() {
+        let buf = std::mem::take(&mut conn.buf);
+        let read = monoio::time::timeout(
+            limits.idle_timeout,
+            read_append(&mut conn.stream, buf, READ_SIZE),
+        );
+        monoio::select! {
+            _ = drained => return Ok(None),
+            result = read => match result {
+                Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
+                _ => return Ok(None),
+            },
+        }
+    }
+    let deadline = Instant::now() + limits.header_timeout;
+    loop {
+        if let Parsed::Complete(head) = RequestHead::parse(&conn.buf)? {
+            if head.len > limits.max_header_bytes {
+                return Err(ProxyError::HeaderTooLarge(limits.max_header_bytes));
+            }
+            return Ok(Some(head));
+        }
+        if conn.buf.len() >= limits.max_header_bytes {
+            return Err(ProxyError::HeaderTooLarge(limits.max_header_bytes));
+        }
+        let buf = std::mem::take(&mut conn.buf);
+        match monoio::time::timeout_at(deadline, read_append(&mut conn.stream, buf, READ_SIZE)).await
+        {
+            Err(_) => return Err(ProxyError::ClientTimeout),
+            Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
+            Ok(_) => return Ok(None),
+        }
+    }
+}

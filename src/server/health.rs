@@ -1,0 +1,58 @@
+//! Local endpoints answered by the gateway itself: `/health`, `/ready`,
+//! `/live`; everything else outside `/v1/` is a JSON 404.
+
+use http::StatusCode;
+
+use super::conn::ClientConn;
+use super::worker::Worker;
+use crate::http::RequestHead;
+use crate::http::io::json_response;
+use crate::proxy;
+use crate::proxy::error::ProxyError;
+
+pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
+    let request_id = proxy::request_id(head, &conn.buf);
+    let path = head.path(&conn.buf).to_vec();
+    let body_consumed = conn.discard_buffered_body(head);
+    let close = !head.keep_alive || worker.draining() || !body_consumed;
+    let readable = head.method == http::Method::GET || head.method == http::Method::HEAD;
+    let answer = match path.as_slice() {
+        b"/health" | b"/ready" | b"/live" if !readable => Err(ProxyError::MethodNotAllowed {
+            method: head.method.clone(),
+            allow: "GET, HEAD".into(),
+        }),
+        b"/health" => Ok((
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "driver": worker.driver.name(),
+                "workers": worker.settings.workers,
+            }),
+        )),
+        b"/ready" if worker.draining() => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "draining"}),
+        )),
+        b"/ready" => Ok((StatusCode::OK, serde_json::json!({"status": "ready"}))),
+        b"/live" => Ok((StatusCode::OK, serde_json::json!({"status": "alive"}))),
+        _ => Err(ProxyError::NotFound),
+    };
+    match answer {
+        Ok((status, body)) => {
+            let mut body = serde_json::to_vec(&body).unwrap_or_default();
+            if head.method == http::Method::HEAD {
+                body.clear();
+            }
+            json_response(
+                &mut conn.out,
+                status,
+                &body,
+                &[("X-Request-ID", request_id.as_bytes())],
+                close,
+            );
+        }
+        Err(error) => error.render(&mut conn.out, &request_id, close),
+    }
+    conn.send_out().await && !close
+}

@@ -1,0 +1,141 @@
+//! The gateway server: per-worker listeners and accept loops, connection
+//! handling, local endpoints, and draining on shutdown.
+
+pub mod conn;
+mod drain;
+mod health;
+mod listener;
+pub mod worker;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use monoio::time::Instant;
+
+pub use drain::Drain;
+pub use listener::bind_listeners;
+use worker::Worker;
+
+use crate::runtime::{self, Driver};
+use crate::settings::ServerSettings;
+use crate::upstream::{DnsCache, Pool, tls};
+
+/// A running server: its address, and the means to drain and join it.
+pub struct ServerHandle {
+    pub local_addr: SocketAddr,
+    pub driver: Driver,
+    drainer: Drainer,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts draining every worker; can be handed to a signal thread.
+#[derive(Clone)]
+pub struct Drainer(Vec<Arc<Drain>>);
+
+impl Drainer {
+    /// Stops accepting and lets in-flight requests finish (up to the
+    /// shutdown timeout). Returns at once.
+    pub fn drain(&self) {
+        for drain in &self.0 {
+            drain.start();
+        }
+    }
+}
+
+impl ServerHandle {
+    pub fn drainer(&self) -> Drainer {
+        self.drainer.clone()
+    }
+
+    /// Waits until every worker has finished.
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn start(settings: Arc<ServerSettings>) -> anyhow::Result<ServerHandle> {
+    let tls_config = tls::client_config(settings.upstream_ca_file.as_deref())?;
+    let listeners = bind_listeners(settings.addr, settings.workers)
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let local_addr = listeners[0].local_addr()?;
+    let driver = Driver::detect();
+    let drains: Vec<Arc<Drain>> = (0..settings.workers).map(|_| Arc::default()).collect();
+    // Each worker takes its own listener out by index (startup only).
+    let listeners: Arc<Mutex<Vec<Option<std::net::TcpListener>>>> =
+        Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
+    let worker_drains = drains.clone();
+    let threads = runtime::spawn_workers(
+        "worker",
+        settings.workers,
+        settings.pin_cores,
+        driver,
+        move |id| {
+            let listener = listeners.lock().ok().and_then(|mut l| l[id].take());
+            let worker = Rc::new(Worker {
+                id,
+                driver,
+                pool: RefCell::new(Pool::new(settings.providers.providers.len())),
+                settings: settings.clone(),
+                tls: tls_config.clone().into(),
+                dns: DnsCache::default(),
+                drain: worker_drains[id].clone(),
+                connections: Cell::new(0),
+            });
+            run_worker(worker, listener)
+        },
+    )?;
+    Ok(ServerHandle {
+        local_addr,
+        driver,
+        drainer: Drainer(drains),
+        threads,
+    })
+}
+
+async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>) {
+    let listener = match listener.map(monoio::net::TcpListener::from_std) {
+        Some(Ok(listener)) => listener,
+        Some(Err(error)) => {
+            tracing::error!(worker = worker.id, %error, "cannot use the listener");
+            return;
+        }
+        None => return,
+    };
+    let drain = worker.drain.clone();
+    let mut drained = pin!(drain.wait());
+    loop {
+        monoio::select! {
+            _ = drained.as_mut() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    monoio::spawn(conn::serve(worker.clone(), stream));
+                }
+                Err(error) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(worker = worker.id, %error, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + worker.settings.shutdown_timeout;
+    while worker.connections.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if worker.connections.get() > 0 {
+        tracing::warn!(
+            worker = worker.id,
+            open = worker.connections.get(),
+            "shutdown timeout reached; closing remaining connections"
+        );
+    }
+}

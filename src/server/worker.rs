@@ -1,0 +1,47 @@
+//! One worker's state. Everything here belongs to a single thread; only the
+//! settings snapshot and the drain signal are shared, both immutable or atomic.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use monoio_rustls::TlsConnector;
+
+use super::drain::Drain;
+use crate::runtime::Driver;
+use crate::settings::ServerSettings;
+use crate::upstream::{DnsCache, Pool};
+
+pub struct Worker {
+    pub id: usize,
+    pub driver: Driver,
+    pub settings: Arc<ServerSettings>,
+    pub tls: TlsConnector,
+    /// Idle upstream connections, by provider index.
+    pub pool: RefCell<Pool>,
+    pub dns: DnsCache,
+    pub drain: Arc<Drain>,
+    /// Open client connections, so that shutdown can wait for them.
+    pub connections: Cell<usize>,
+}
+
+impl Worker {
+    pub fn draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+}
+
+/// Counts a client connection for as long as it lives.
+pub struct ConnectionGuard<'a>(&'a Worker);
+
+impl<'a> ConnectionGuard<'a> {
+    pub fn new(worker: &'a Worker) -> Self {
+        worker.connections.set(worker.connections.get() + 1);
+        Self(worker)
+    }
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+    }
+}

@@ -1,0 +1,219 @@
+//! Typed settings, resolved once at startup from flags, the process
+//! environment and the `.env` file, in that order of precedence.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::ServerArgs;
+use crate::providers::ProviderTable;
+
+/// Default upstream when no API config file is given.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com";
+
+/// The process environment, backed by the values of a `.env` file.
+#[derive(Debug, Default)]
+pub struct Env {
+    file: HashMap<String, String>,
+}
+
+impl Env {
+    /// Reads `path`; a missing file is an error only when `required`.
+    pub fn load(path: &Path, required: bool) -> anyhow::Result<Self> {
+        let iter = match dotenvy::from_path_iter(path) {
+            Ok(iter) => iter,
+            Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let file = iter
+            .collect::<Result<HashMap<_, _>, _>>()
+            .with_context(|| format!("invalid env file {}", path.display()))?;
+        Ok(Self { file })
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .or_else(|| self.file.get(key).cloned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn duration(&self, key: &str, default: Duration) -> anyhow::Result<Duration> {
+        match self.get(key) {
+            Some(text) => humantime::parse_duration(&text)
+                .with_context(|| format!("{key}: invalid duration {text:?} (try \"30s\")")),
+            None => Ok(default),
+        }
+    }
+
+    fn size(&self, key: &str, default: u64) -> anyhow::Result<u64> {
+        match self.get(key) {
+            Some(text) => parse_size(&text)
+                .with_context(|| format!("{key}: invalid size {text:?} (try \"10MB\")")),
+            None => Ok(default),
+        }
+    }
+}
+
+/// Parses "1048576", "512KB", "10MB", "1GiB" (K/M/G are powers of 1024).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Limits that protect the proxy from clients.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    /// From the first byte of a request head to its end.
+    pub header_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub pin_cores: bool,
+    pub providers: ProviderTable,
+    /// Sent upstream as `Authorization: Bearer …` in place of the client's key.
+    pub upstream_key: Option<String>,
+    /// Keys clients may present (until the key store manages them).
+    pub client_keys: Vec<String>,
+    pub limits: ClientLimits,
+    pub shutdown_timeout: Duration,
+    pub upstream_ca_file: Option<PathBuf>,
+}
+
+impl ServerSettings {
+    pub fn resolve(args: &ServerArgs) -> anyhow::Result<Self> {
+        // A YAML file given to --config is the API config, not an env file.
+        let (env_file, yaml_config) = match &args.config {
+            Some(path) if is_yaml(path) => (None, Some(path.clone())),
+            Some(path) => (Some(path.clone()), None),
+            None => (None, None),
+        };
+        let env = match &env_file {
+            Some(path) => Env::load(path, true)?,
+            None => Env::load(Path::new(".env"), false)?,
+        };
+        let addr_text = args
+            .addr
+            .clone()
+            .or_else(|| env.get("LISTEN_ADDR"))
+            .unwrap_or_else(|| ":8080".into());
+        let addr = parse_listen_addr(&addr_text)?;
+        let data_dir = args
+            .db
+            .clone()
+            .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let workers = match args.workers.or(env.get("WORKERS").and_then(|w| w.parse().ok())) {
+            Some(0) => bail!("--workers must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let base_url_override = env.get("OPENAI_API_URL");
+        let api_config = args
+            .api_config
+            .clone()
+            .or(yaml_config)
+            .or_else(|| env.get("API_CONFIG_PATH").map(PathBuf::from));
+        let providers = match api_config {
+            Some(path) => ProviderTable::load(&path, base_url_override.as_deref())?,
+            None => ProviderTable::openai(base_url_override.as_deref().unwrap_or(OPENAI_BASE_URL))?,
+        };
+        let client_keys: Vec<String> = env
+            .get("PROXY_API_KEY")
+            .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        let limits = ClientLimits {
+            max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
+            max_body_bytes: env.size("MAX_REQUEST_SIZE", 10 << 20)?,
+            header_timeout: env.duration("CLIENT_HEADER_TIMEOUT", Duration::from_secs(10))?,
+            body_timeout: env.duration("CLIENT_BODY_TIMEOUT", Duration::from_secs(30))?,
+            idle_timeout: env.duration("CLIENT_IDLE_TIMEOUT", Duration::from_secs(60))?,
+        };
+        if limits.max_header_bytes < 1024 {
+            bail!("MAX_HEADER_SIZE must be at least 1KB");
+        }
+        Ok(Self {
+            addr,
+            data_dir,
+            workers,
+            pin_cores: args.pin_cores,
+            providers,
+            upstream_key: env.get("OPENAI_API_KEY"),
+            client_keys,
+            limits,
+            shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            upstream_ca_file: args
+                .upstream_ca_file
+                .clone()
+                .or_else(|| env.get("UPSTREAM_CA_FILE").map(PathBuf::from)),
+        })
+    }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+/// Accepts "host:port", "ip:port" and Go-style ":port" (every interface).
+pub fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("invalid listen address {text:?} (try \":8080\" or \"127.0.0.1:8080\")"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MB"), Some(10 << 20));
+        assert_eq!(parse_size("512 kb"), Some(512 << 10));
+        assert_eq!(parse_size("42"), Some(42));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("10XB"), None);
+    }
+
+    #[test]
+    fn listen_addrs() {
+        assert_eq!(parse_listen_addr(":8080").unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(parse_listen_addr("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_listen_addr("nonsense").is_err());
+    }
+}
