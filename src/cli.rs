@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "llm-proxy", version, about = "A thread-per-core gateway for OpenAI-compatible LLM APIs")]
+#[command(
+    name = "llm-proxy",
+    version,
+    about = "A thread-per-core gateway for OpenAI-compatible LLM APIs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -3,16 +3,17 @@
 //!
 //! Module map (HOT: on the request path; COLD: startup and tools; SHARED: both):
 //!
-//! - [`http`]      HOT    HTTP/1.1 on owned buffers: heads, chunked framing, serialization
-//! - [`server`]    HOT    per-worker listeners, the connection loop, local endpoints, draining
-//! - [`proxy`]     HOT    request phases: authenticate → route → forward → relay → finish;
-//!                        the one error table
-//! - [`upstream`]  HOT    per-worker keep-alive pools, plain and TLS upstream connections
-//! - [`runtime`]   COLD   worker threads, one monoio runtime each, pinning, driver fallback
-//! - [`settings`]  COLD   typed settings from flags, environment and the `.env` file
-//! - [`providers`] SHARED the provider table (api_providers.yaml), immutable behind an `Arc`
-//! - [`mock`]      COLD   the OpenAI-compatible mock upstream for tests, demos, benchmarks
-//! - [`cli`], [`cmd`] COLD command-line definitions and one module per subcommand
+//! ```text
+//! http       HOT     HTTP/1.1 on owned buffers: heads, chunked framing, serialization
+//! server     HOT     per-worker listeners, the connection loop, local endpoints, draining
+//! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table
+//! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
+//! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
+//! runtime    COLD    worker threads, one monoio runtime each, pinning, driver fallback
+//! settings   COLD    typed settings from flags, environment and the .env file
+//! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
+//! cli, cmd   COLD    command-line definitions, one module per subcommand
+//! ```
 
 pub mod cli;
 pub mod cmd;

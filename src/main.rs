@@ -32,7 +32,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `RUST_LOG` wins; otherwise `LOG_LEVEL` (as in the seed); default `info`.
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())))
+        .or_else(|_| {
+            EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

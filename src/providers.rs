@@ -88,7 +88,10 @@ impl Target {
         let authority = uri
             .authority()
             .with_context(|| format!("base URL {base_url:?} has no host"))?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(Self {
             tls,
@@ -244,7 +247,11 @@ fn build_provider(name: String, base_url: &str, api: ProviderFile) -> anyhow::Re
             "response_header",
         )?,
         read: duration(&api.timeouts.request, defaults.read, "request")?,
-        idle: duration(&api.timeouts.idle_connection, defaults.idle, "idle_connection")?,
+        idle: duration(
+            &api.timeouts.idle_connection,
+            defaults.idle,
+            "idle_connection",
+        )?,
     };
     let max_idle = api
         .connection
@@ -263,7 +270,11 @@ fn build_provider(name: String, base_url: &str, api: ProviderFile) -> anyhow::Re
 }
 
 fn allow_header(methods: &[http::Method]) -> String {
-    methods.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ")
+    methods
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

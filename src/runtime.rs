@@ -61,9 +61,7 @@ where
         let handle = std::thread::Builder::new()
             .name(format!("{name}-{index}"))
             .spawn(move || {
-                if pin_cores
-                    && let Err(error) = monoio::utils::bind_to_cpu_set([index % cores])
-                {
+                if pin_cores && let Err(error) = monoio::utils::bind_to_cpu_set([index % cores]) {
                     tracing::warn!(worker = index, %error, "could not pin worker to a core");
                 }
                 let future = make(index);

@@ -63,7 +63,9 @@ impl Env {
 /// Parses "1048576", "512KB", "10MB", "1GiB" (K/M/G are powers of 1024).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let multiplier = match unit.trim().to_ascii_uppercase().as_str() {
@@ -128,7 +130,10 @@ impl ServerSettings {
             .clone()
             .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("data"));
-        let workers = match args.workers.or(env.get("WORKERS").and_then(|w| w.parse().ok())) {
+        let workers = match args
+            .workers
+            .or(env.get("WORKERS").and_then(|w| w.parse().ok()))
+        {
             Some(0) => bail!("--workers must be at least 1"),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -145,7 +150,12 @@ impl ServerSettings {
         };
         let client_keys: Vec<String> = env
             .get("PROXY_API_KEY")
-            .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .map(|keys| {
+                keys.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let limits = ClientLimits {
             max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
@@ -193,7 +203,9 @@ pub fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
     full.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .with_context(|| format!("invalid listen address {text:?} (try \":8080\" or \"127.0.0.1:8080\")"))
+        .with_context(|| {
+            format!("invalid listen address {text:?} (try \":8080\" or \"127.0.0.1:8080\")")
+        })
 }
 
 #[cfg(test)]
@@ -212,7 +224,10 @@ mod tests {
 
     #[test]
     fn listen_addrs() {
-        assert_eq!(parse_listen_addr(":8080").unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            parse_listen_addr(":8080").unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
         assert_eq!(parse_listen_addr("127.0.0.1:0").unwrap().port(), 0);
         assert!(parse_listen_addr("nonsense").is_err());
     }

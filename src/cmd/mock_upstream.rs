@@ -20,9 +20,16 @@ pub fn run(args: &MockArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone(),
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
     };
-    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let handle = mock::start(settings)?;
-    tracing::info!("mock upstream listening on {scheme}://{}", handle.local_addr);
+    tracing::info!(
+        "mock upstream listening on {scheme}://{}",
+        handle.local_addr
+    );
     handle.join();
     Ok(())
 }

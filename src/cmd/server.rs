@@ -25,7 +25,9 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         None
     };
     if settings.client_keys.is_empty() {
-        bail!("no client key configured: set PROXY_API_KEY (comma-separated for several), or try --demo");
+        bail!(
+            "no client key configured: set PROXY_API_KEY (comma-separated for several), or try --demo"
+        );
     }
     let settings = Arc::new(settings);
     // Register before starting so that an early signal is not lost.
@@ -47,7 +49,11 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         .spawn(move || {
             let mut received = signals.forever();
             if let Some(signal) = received.next() {
-                tracing::info!(signal, ?grace, "draining: no new connections, finishing requests in flight");
+                tracing::info!(
+                    signal,
+                    ?grace,
+                    "draining: no new connections, finishing requests in flight"
+                );
                 drainer.drain();
             }
             if received.next().is_some() {

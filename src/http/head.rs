@@ -115,7 +115,10 @@ pub fn trim(value: &[u8]) -> &[u8] {
 
 /// Comma-separated tokens of a list-valued header field.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that a proxy must not forward.
@@ -169,19 +172,28 @@ impl RequestHead {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
-        let method = request.method.ok_or(HeadError::Malformed("missing method"))?;
+        let method = request
+            .method
+            .ok_or(HeadError::Malformed("missing method"))?;
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| HeadError::Malformed("invalid method"))?;
         let target = request.path.ok_or(HeadError::Malformed("missing target"))?;
         if !target.starts_with('/') {
-            return Err(HeadError::Malformed("request target must be an absolute path"));
+            return Err(HeadError::Malformed(
+                "request target must be an absolute path",
+            ));
         }
         let target = Span::within(buf, target.as_bytes());
         let http10 = request.version == Some(0);
         let headers: Vec<(Span, Span)> = request
             .headers
             .iter()
-            .map(|h| (Span::within(buf, h.name.as_bytes()), Span::within(buf, h.value)))
+            .map(|h| {
+                (
+                    Span::within(buf, h.name.as_bytes()),
+                    Span::within(buf, h.value),
+                )
+            })
             .collect();
         let summary = summarize(buf, &headers)?;
         let framing = if summary.chunked {
@@ -253,13 +265,20 @@ impl ResponseHead {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
-        let status = response.code.ok_or(HeadError::Malformed("missing status"))?;
+        let status = response
+            .code
+            .ok_or(HeadError::Malformed("missing status"))?;
         let reason = Span::within(buf, response.reason.unwrap_or("").as_bytes());
         let http10 = response.version == Some(0);
         let headers: Vec<(Span, Span)> = response
             .headers
             .iter()
-            .map(|h| (Span::within(buf, h.name.as_bytes()), Span::within(buf, h.value)))
+            .map(|h| {
+                (
+                    Span::within(buf, h.name.as_bytes()),
+                    Span::within(buf, h.value),
+                )
+            })
             .collect();
         let summary = summarize(buf, &headers)?;
         let reusable = if http10 {
@@ -339,7 +358,10 @@ mod tests {
         let two = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
         assert!(matches!(request(two), Err(HeadError::Malformed(_))));
         let gzip = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
-        assert_eq!(request(gzip).unwrap_err(), HeadError::UnsupportedTransferEncoding);
+        assert_eq!(
+            request(gzip).unwrap_err(),
+            HeadError::UnsupportedTransferEncoding
+        );
         let sign = b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n";
         assert!(matches!(request(sign), Err(HeadError::Malformed(_))));
         let absolute = b"GET http://x/ HTTP/1.1\r\n\r\n";

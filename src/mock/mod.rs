@@ -318,7 +318,11 @@ async fn respond<S: AsyncWriteRent>(
         if let Some(key) = &mock.settings.api_key {
             let expected = format!("Bearer {key}");
             if head.header(buf, "authorization") != Some(expected.as_bytes()) {
-                let body = openai::error("Incorrect API key provided", "invalid_request_error", "invalid_api_key");
+                let body = openai::error(
+                    "Incorrect API key provided",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                );
                 json_response(out, StatusCode::UNAUTHORIZED, &body, &[], false);
                 return send(stream, out).await;
             }
@@ -349,7 +353,8 @@ async fn respond<S: AsyncWriteRent>(
                 return stream_chat(mock, stream, out, &request, &id, created, &behaviour).await;
             }
             let words = behaviour.chunks;
-            let body = openai::completion(&id, created, &request.model, words, request.prompt_tokens());
+            let body =
+                openai::completion(&id, created, &request.model, words, request.prompt_tokens());
             json_response(out, StatusCode::OK, &body, &[], false);
         }
         (&http::Method::POST, b"/v1/embeddings") => {
@@ -390,7 +395,11 @@ async fn respond<S: AsyncWriteRent>(
 async fn send<S: AsyncWriteRent>(stream: &mut S, out: &mut Vec<u8>) -> Next {
     let (result, returned) = stream.write_all(std::mem::take(out)).await;
     *out = returned;
-    if result.is_ok() { Next::KeepAlive } else { Next::Close }
+    if result.is_ok() {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
 }
 
 async fn bad_json<S: AsyncWriteRent>(
@@ -398,7 +407,11 @@ async fn bad_json<S: AsyncWriteRent>(
     out: &mut Vec<u8>,
     error: &serde_json::Error,
 ) -> Next {
-    let body = openai::error(&format!("invalid JSON body: {error}"), "invalid_request_error", "invalid_json");
+    let body = openai::error(
+        &format!("invalid JSON body: {error}"),
+        "invalid_request_error",
+        "invalid_json",
+    );
     json_response(out, StatusCode::BAD_REQUEST, &body, &[], false);
     send(stream, out).await
 }
@@ -426,7 +439,10 @@ async fn stream_chat<S: AsyncWriteRent>(
             stats.streams_aborted.set(stats.streams_aborted.get() + 1);
             return Next::Close;
         }
-        sse_event(out, &openai::delta_chunk(id, created, &request.model, index));
+        sse_event(
+            out,
+            &openai::delta_chunk(id, created, &request.model, index),
+        );
         if paced {
             if matches!(send(stream, out).await, Next::Close) {
                 stats.streams_aborted.set(stats.streams_aborted.get() + 1);
@@ -438,12 +454,17 @@ async fn stream_chat<S: AsyncWriteRent>(
     }
     sse_event(out, &openai::finish_chunk(id, created, &request.model));
     let prompt = request.prompt_tokens();
-    sse_event(out, &openai::usage_chunk(id, created, &request.model, prompt, behaviour.chunks as u64));
+    sse_event(
+        out,
+        &openai::usage_chunk(id, created, &request.model, prompt, behaviour.chunks as u64),
+    );
     sse_event(out, b"[DONE]");
     out.extend_from_slice(b"0\r\n\r\n");
     match send(stream, out).await {
         Next::KeepAlive => {
-            stats.streams_completed.set(stats.streams_completed.get() + 1);
+            stats
+                .streams_completed
+                .set(stats.streams_completed.get() + 1);
             Next::KeepAlive
         }
         Next::Close => {

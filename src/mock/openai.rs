@@ -87,15 +87,33 @@ pub fn delta_chunk(id: &str, created: u64, model: &str, index: u32) -> Vec<u8> {
     if index == 0 {
         delta["role"] = json!("assistant");
     }
-    chunk(id, created, model, json!([{"index": 0, "delta": delta, "finish_reason": null}]), None)
+    chunk(
+        id,
+        created,
+        model,
+        json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+        None,
+    )
 }
 
 pub fn finish_chunk(id: &str, created: u64, model: &str) -> Vec<u8> {
-    chunk(id, created, model, json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]), None)
+    chunk(
+        id,
+        created,
+        model,
+        json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        None,
+    )
 }
 
 pub fn usage_chunk(id: &str, created: u64, model: &str, prompt: u64, completion: u64) -> Vec<u8> {
-    chunk(id, created, model, json!([]), Some(usage(prompt, completion)))
+    chunk(
+        id,
+        created,
+        model,
+        json!([]),
+        Some(usage(prompt, completion)),
+    )
 }
 
 fn chunk(
@@ -136,7 +154,9 @@ pub fn embeddings(request: &EmbeddingRequest, dims: usize) -> Vec<u8> {
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            let seed = text.bytes().fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+            let seed = text
+                .bytes()
+                .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
             let vector: Vec<f32> = (0..dims)
                 .map(|d| ((seed.wrapping_add(d as u32 * 7919) % 2000) as f32 / 1000.0) - 1.0)
                 .collect();

@@ -17,12 +17,14 @@ pub fn authenticate(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(
         .header(buf, "authorization")
         .ok_or(ProxyError::MissingKey)?;
     let key = bearer_key(value).ok_or(ProxyError::MissingKey)?;
-    let known = worker
-        .settings
-        .client_keys
-        .iter()
-        .fold(false, |found, k| found | constant_time_eq(k.as_bytes(), key));
-    if known { Ok(()) } else { Err(ProxyError::InvalidKey) }
+    let known = worker.settings.client_keys.iter().fold(false, |found, k| {
+        found | constant_time_eq(k.as_bytes(), key)
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(ProxyError::InvalidKey)
+    }
 }
 
 /// Compares without an early exit, so timing does not reveal a key prefix.

@@ -33,8 +33,6 @@ pub enum ProxyError {
     ClientTimeout,
     #[error("transfer codings other than 'chunked' are not supported")]
     UnsupportedTransferEncoding,
-    #[error("the server is shutting down")]
-    ShuttingDown,
     #[error("could not connect to the upstream: {0}")]
     UpstreamConnect(io::Error),
     #[error("TLS handshake with the upstream failed: {0}")]
@@ -59,8 +57,16 @@ impl ProxyError {
     pub fn table(&self) -> (StatusCode, &'static str, &'static str) {
         use ProxyError::*;
         match self {
-            MissingKey => (StatusCode::UNAUTHORIZED, "invalid_request_error", "missing_api_key"),
-            InvalidKey => (StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key"),
+            MissingKey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "missing_api_key",
+            ),
+            InvalidKey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
             NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             EndpointNotAllowed(_) => (
                 StatusCode::NOT_FOUND,
@@ -72,7 +78,11 @@ impl ProxyError {
                 "invalid_request_error",
                 "method_not_allowed",
             ),
-            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "bad_request"),
+            BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "bad_request",
+            ),
             HeaderTooLarge(_) | TooManyHeaders => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "invalid_request_error",
@@ -93,16 +103,21 @@ impl ProxyError {
                 "invalid_request_error",
                 "unsupported_transfer_encoding",
             ),
-            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "shutting_down"),
-            UpstreamConnect(_) | UpstreamTls(_) => {
-                (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unavailable")
-            }
-            UpstreamConnectTimeout | UpstreamTimeout => {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout")
-            }
-            UpstreamClosed | UpstreamProtocol(_) | UpstreamIo(_) => {
-                (StatusCode::BAD_GATEWAY, "upstream_error", "bad_upstream_response")
-            }
+            UpstreamConnect(_) | UpstreamTls(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_unavailable",
+            ),
+            UpstreamConnectTimeout | UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            UpstreamClosed | UpstreamProtocol(_) | UpstreamIo(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "bad_upstream_response",
+            ),
             // Never rendered: there is nobody to send it to. 499 as nginx logs it.
             ClientGone => (
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
@@ -158,7 +173,9 @@ impl From<HeadError> for ProxyError {
         match error {
             HeadError::UnsupportedTransferEncoding => ProxyError::UnsupportedTransferEncoding,
             HeadError::TooManyHeaders => ProxyError::TooManyHeaders,
-            HeadError::Malformed(what) => ProxyError::BadRequest(format!("malformed request: {what}")),
+            HeadError::Malformed(what) => {
+                ProxyError::BadRequest(format!("malformed request: {what}"))
+            }
         }
     }
 }

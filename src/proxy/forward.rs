@@ -47,7 +47,14 @@ pub async fn forward(
 ) -> Result<ResponseStart, ProxyError> {
     let upstream_key = worker.settings.upstream_key.as_deref();
     conn.out.clear();
-    write_request_head(&mut conn.out, &conn.buf, head, provider, upstream_key, &exchange.request_id);
+    write_request_head(
+        &mut conn.out,
+        &conn.buf,
+        head,
+        provider,
+        upstream_key,
+        &exchange.request_id,
+    );
 
     // Body bytes that came with the head go out in the same write.
     let mut body = BodyTracker::new(head.framing);
@@ -150,7 +157,10 @@ async fn stream_body(
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
     if head.expect_continue {
-        let (result, _) = conn.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        let (result, _) = conn
+            .stream
+            .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            .await;
         result.map_err(|_| ProxyError::ClientGone)?;
     }
     let timeout = worker.settings.limits.body_timeout;
@@ -198,7 +208,11 @@ async fn read_response_head(
     loop {
         if !buf.is_empty() {
             match ResponseHead::parse(&buf) {
-                Err(error) => return Err(Failure::Fatal(ProxyError::UpstreamProtocol(error.to_string()))),
+                Err(error) => {
+                    return Err(Failure::Fatal(ProxyError::UpstreamProtocol(
+                        error.to_string(),
+                    )));
+                }
                 Ok(Parsed::Complete(response)) if response.is_interim() => {
                     buf.drain(..response.len);
                     continue;

@@ -78,10 +78,8 @@ async fn finish(
             if !exchange.body_done {
                 exchange.body_done = conn.discard_buffered_body(head);
             }
-            exchange.close |= error.must_close()
-                || !exchange.body_done
-                || !head.keep_alive
-                || worker.draining();
+            exchange.close |=
+                error.must_close() || !exchange.body_done || !head.keep_alive || worker.draining();
             error.render(&mut conn.out, &exchange.request_id, exchange.close);
             if !conn.send_out().await {
                 exchange.close = true;

@@ -40,10 +40,8 @@ pub async fn relay(
     // An HTTP/1.0 client cannot read chunked framing: decode it for them.
     let dechunk = request.http10 && framing == Framing::Chunked;
     exchange.status = head.status;
-    exchange.close |= !request.keep_alive
-        || worker.draining()
-        || framing == Framing::UntilClose
-        || dechunk;
+    exchange.close |=
+        !request.keep_alive || worker.draining() || framing == Framing::UntilClose || dechunk;
     conn.out.clear();
     write_client_head(
         &mut conn.out,

@@ -129,7 +129,8 @@ async fn next_head(
             return Err(ProxyError::HeaderTooLarge(limits.max_header_bytes));
         }
         let buf = std::mem::take(&mut conn.buf);
-        match monoio::time::timeout_at(deadline, read_append(&mut conn.stream, buf, READ_SIZE)).await
+        match monoio::time::timeout_at(deadline, read_append(&mut conn.stream, buf, READ_SIZE))
+            .await
         {
             Err(_) => return Err(ProxyError::ClientTimeout),
             Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,

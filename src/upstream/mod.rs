@@ -43,7 +43,9 @@ impl DnsCache {
         let lookup = key.clone();
         let addrs = monoio::spawn_blocking(move || lookup.to_socket_addrs().map(Vec::from_iter))
             .await
-            .map_err(|_| ProxyError::UpstreamConnect(std::io::Error::other("DNS lookup cancelled")))?
+            .map_err(|_| {
+                ProxyError::UpstreamConnect(std::io::Error::other("DNS lookup cancelled"))
+            })?
             .map_err(ProxyError::UpstreamConnect)?;
         if addrs.is_empty() {
             return Err(ProxyError::UpstreamConnect(std::io::Error::other(format!(
@@ -80,9 +82,9 @@ pub async fn connect(
         let tcp = match tcp {
             Some(tcp) => tcp,
             None => {
-                return Err(ProxyError::UpstreamConnect(last_error.unwrap_or_else(|| {
-                    std::io::Error::other("no address to connect to")
-                })));
+                return Err(ProxyError::UpstreamConnect(last_error.unwrap_or_else(
+                    || std::io::Error::other("no address to connect to"),
+                )));
             }
         };
         let _ = tcp.set_nodelay(true);

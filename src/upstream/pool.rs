@@ -34,7 +34,13 @@ impl Pool {
         None
     }
 
-    pub fn put(&mut self, provider: usize, stream: UpstreamStream, max_idle: usize, max_age: Duration) {
+    pub fn put(
+        &mut self,
+        provider: usize,
+        stream: UpstreamStream,
+        max_idle: usize,
+        max_age: Duration,
+    ) {
         let Some(idle) = self.by_provider.get_mut(provider) else {
             return;
         };
