@@ -89,6 +89,8 @@ pub struct ClientLimits {
     pub body_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
+    /// Longest a single write to the client may wait for it to read.
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +165,7 @@ impl ServerSettings {
             header_timeout: env.duration("CLIENT_HEADER_TIMEOUT", Duration::from_secs(10))?,
             body_timeout: env.duration("CLIENT_BODY_TIMEOUT", Duration::from_secs(30))?,
             idle_timeout: env.duration("CLIENT_IDLE_TIMEOUT", Duration::from_secs(60))?,
+            write_timeout: env.duration("CLIENT_WRITE_TIMEOUT", Duration::from_secs(60))?,
         };
         if limits.max_header_bytes < 1024 {
             bail!("MAX_HEADER_SIZE must be at least 1KB");

@@ -50,6 +50,9 @@ pub enum ProxyError {
     /// The client went away; nothing can be sent back.
     #[error("client closed the connection")]
     ClientGone,
+    /// The client stopped reading the response for longer than allowed.
+    #[error("client stopped reading the response")]
+    ClientStalled,
 }
 
 impl ProxyError {
@@ -124,6 +127,11 @@ impl ProxyError {
                 "client_error",
                 "client_closed_request",
             ),
+            ClientStalled => (
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "client_error",
+                "client_stalled",
+            ),
         }
     }
 
@@ -142,6 +150,7 @@ impl ProxyError {
                 | ProxyError::ClientTimeout
                 | ProxyError::UnsupportedTransferEncoding
                 | ProxyError::ClientGone
+                | ProxyError::ClientStalled
         )
     }
 

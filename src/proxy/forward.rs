@@ -1,7 +1,9 @@
 //! Phase 3, forward: send the request upstream (head, then the body as it
 //! arrives) and wait for the response head.
 
-use monoio::io::AsyncWriteRentExt;
+use std::pin::pin;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use super::Exchange;
@@ -19,6 +21,8 @@ const BODY_READ_SIZE: usize = 64 << 10;
 /// Largest response head accepted from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
 const RELAY_BUFFER: usize = 16 << 10;
+/// Read size while watching the client for a hang-up.
+const CLIENT_PEEK: usize = 4096;
 
 /// An upstream response whose head has arrived.
 pub struct ResponseStart {
@@ -143,8 +147,32 @@ async fn attempt(
     if buf.capacity() < RELAY_BUFFER {
         buf.reserve(RELAY_BUFFER);
     }
-    let (response, buf) = read_response_head(provider, &mut stream, buf).await?;
+    let (response, buf) = await_response_head(conn, provider, &mut stream, buf).await?;
     Ok((stream, response, buf))
+}
+
+/// Waits for the response head while watching the client: if the client
+/// hangs up first, the upstream request is abandoned (dropping its
+/// connection cancels it) instead of running on for nobody.
+async fn await_response_head(
+    conn: &mut ClientConn,
+    provider: &Provider,
+    stream: &mut UpstreamStream,
+    buf: Vec<u8>,
+) -> Result<(ResponseHead, Vec<u8>), Failure> {
+    let mut head = pin!(read_response_head(provider, stream, buf));
+    let peek = Vec::with_capacity(CLIENT_PEEK);
+    monoio::select! {
+        result = head.as_mut() => result,
+        (peeked, peek) = conn.stream.read(peek) => match peeked {
+            Ok(n) if n > 0 => {
+                // A pipelined request: keep its bytes and stop watching.
+                conn.buf.extend_from_slice(&peek[..n]);
+                head.await
+            }
+            _ => Err(Failure::Fatal(ProxyError::ClientGone)),
+        },
+    }
 }
 
 /// Relays the request body from the client as it arrives.

@@ -72,7 +72,9 @@ async fn finish(
 ) -> bool {
     if let Err(error) = &result {
         exchange.status = error.status().as_u16();
-        if exchange.response_started || matches!(error, ProxyError::ClientGone) {
+        if exchange.response_started
+            || matches!(error, ProxyError::ClientGone | ProxyError::ClientStalled)
+        {
             exchange.close = true;
         } else {
             if !exchange.body_done {

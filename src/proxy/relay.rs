@@ -64,6 +64,7 @@ pub async fn relay(
     }
 
     let inactivity = provider.timeouts.read;
+    let write_timeout = worker.settings.limits.write_timeout;
     while !body.is_done() {
         let limit = body.read_limit(RELAY_READ_SIZE);
         let read = monoio::time::timeout(inactivity, read_fresh(&mut stream, buf, limit)).await;
@@ -86,7 +87,11 @@ pub async fn relay(
         }
         let taken = body.advance(&buf[..n]).map_err(protocol_error)?;
         reusable &= taken == n;
-        let (result, slice) = conn.stream.write_all(buf.slice(..taken)).await;
+        // A client that stops reading must not hold the upstream forever.
+        let write = conn.stream.write_all(buf.slice(..taken));
+        let (result, slice) = monoio::time::timeout(write_timeout, write)
+            .await
+            .map_err(|_| ProxyError::ClientStalled)?;
         buf = slice.into_inner();
         result.map_err(|_| ProxyError::ClientGone)?;
     }

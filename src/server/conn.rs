@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -28,30 +29,43 @@ pub struct ClientConn {
     pub out: Vec<u8>,
     /// Buffer that carries response bodies from the upstream to the client.
     pub relay: Vec<u8>,
+    /// Longest a write may wait for the client to read.
+    write_timeout: Duration,
 }
 
 impl ClientConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, write_timeout: Duration) -> Self {
         Self {
             stream,
             buf: Vec::with_capacity(READ_SIZE),
             out: Vec::with_capacity(4096),
             relay: Vec::new(),
+            write_timeout,
         }
     }
 
-    /// Writes `out` to the client; `false` if the client is gone.
+    /// Writes `out` to the client; `false` if the client is gone or stopped
+    /// reading.
     pub async fn send_out(&mut self) -> bool {
         let out = std::mem::take(&mut self.out);
-        let (result, mut out) = self.stream.write_all(out).await;
-        out.clear();
-        self.out = out;
-        result.is_ok()
+        let write = self.stream.write_all(out);
+        match monoio::time::timeout(self.write_timeout, write).await {
+            Ok((result, mut out)) => {
+                out.clear();
+                self.out = out;
+                result.is_ok()
+            }
+            Err(_) => false,
+        }
     }
 
     /// Drops this request's body from the buffer if all of it has arrived,
     /// so the connection can serve the next request without reading it.
     pub fn discard_buffered_body(&mut self, head: &RequestHead) -> bool {
+        if self.buf.len() < head.len {
+            // A failed read took the buffer with it: nothing left to reuse.
+            return false;
+        }
         let mut tracker = BodyTracker::new(head.framing);
         let Ok(taken) = tracker.advance(&self.buf[head.len..]) else {
             return false;
@@ -67,7 +81,7 @@ impl ClientConn {
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
     let _guard = ConnectionGuard::new(&worker);
     let _ = stream.set_nodelay(true);
-    let mut conn = ClientConn::new(stream);
+    let mut conn = ClientConn::new(stream, worker.settings.limits.write_timeout);
     let drain = worker.drain.clone();
     let mut drained = pin!(drain.wait());
     loop {
@@ -91,7 +105,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
             return;
         }
         // The handler consumed the body; what follows the head is the next request.
-        conn.buf.drain(..head.len);
+        conn.buf.drain(..head.len.min(conn.buf.len()));
     }
 }
 
