@@ -55,13 +55,34 @@ pub fn header_u64(out: &mut Vec<u8>, name: &str, value: u64) {
     let _ = write!(out, "{name}: {value}\r\n");
 }
 
+/// How a locally generated response goes out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reply {
+    /// Announce `Connection: close`: the connection ends after this response.
+    pub close: bool,
+    /// Answering `HEAD`: the same head as for `GET` (its `Content-Length`
+    /// included), no body, so a keep-alive connection stays in step.
+    pub head_only: bool,
+}
+
+impl Reply {
+    pub const KEEP_ALIVE: Reply = Reply {
+        close: false,
+        head_only: false,
+    };
+    pub const CLOSE: Reply = Reply {
+        close: true,
+        head_only: false,
+    };
+}
+
 /// Serializes a complete JSON response with `Content-Length` framing.
 pub fn json_response(
     out: &mut Vec<u8>,
     status: http::StatusCode,
     body: &[u8],
     extra: &[(&str, &[u8])],
-    close: bool,
+    reply: Reply,
 ) {
     status_line(out, status);
     out.extend_from_slice(b"Content-Type: application/json\r\n");
@@ -69,11 +90,13 @@ pub fn json_response(
     for (name, value) in extra {
         header(out, name, value);
     }
-    if close {
+    if reply.close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !reply.head_only {
+        out.extend_from_slice(body);
+    }
 }
 
 /// Current wall-clock time in unix nanoseconds, for the timing headers.

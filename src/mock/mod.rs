@@ -29,7 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
-use crate::http::io::{json_response, read_append, unix_nanos};
+use crate::http::io::{Reply, json_response, read_append, unix_nanos};
 use crate::http::{ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::runtime::{self, Driver};
 use crate::server::bind_listeners;
@@ -214,7 +214,7 @@ async fn serve<S: AsyncReadRent + AsyncWriteRent>(mock: Rc<Mock>, mut stream: S)
                         StatusCode::BAD_REQUEST,
                         &openai::error("malformed request", "invalid_request_error", "bad_request"),
                         &[],
-                        true,
+                        Reply::CLOSE,
                     );
                     let _ = stream.write_all(out).await;
                     return;
@@ -323,7 +323,7 @@ async fn respond<S: AsyncWriteRent>(
                     "invalid_request_error",
                     "invalid_api_key",
                 );
-                json_response(out, StatusCode::UNAUTHORIZED, &body, &[], false);
+                json_response(out, StatusCode::UNAUTHORIZED, &body, &[], Reply::KEEP_ALIVE);
                 return send(stream, out).await;
             }
         }
@@ -337,7 +337,7 @@ async fn respond<S: AsyncWriteRent>(
                 "mock_error",
                 &format!("mock_status_{}", status.as_u16()),
             );
-            json_response(out, status, &body, &[], false);
+            json_response(out, status, &body, &[], Reply::KEEP_ALIVE);
             return send(stream, out).await;
         }
     }
@@ -355,7 +355,7 @@ async fn respond<S: AsyncWriteRent>(
             let words = behaviour.chunks;
             let body =
                 openai::completion(&id, created, &request.model, words, request.prompt_tokens());
-            json_response(out, StatusCode::OK, &body, &[], false);
+            json_response(out, StatusCode::OK, &body, &[], Reply::KEEP_ALIVE);
         }
         (&http::Method::POST, b"/v1/embeddings") => {
             let request: openai::EmbeddingRequest = match serde_json::from_slice(body) {
@@ -363,10 +363,16 @@ async fn respond<S: AsyncWriteRent>(
                 Err(error) => return bad_json(stream, out, &error).await,
             };
             let body = openai::embeddings(&request, EMBEDDING_DIMS);
-            json_response(out, StatusCode::OK, &body, &[], false);
+            json_response(out, StatusCode::OK, &body, &[], Reply::KEEP_ALIVE);
         }
         (&http::Method::GET, b"/v1/models") => {
-            json_response(out, StatusCode::OK, &openai::models(created), &[], false);
+            json_response(
+                out,
+                StatusCode::OK,
+                &openai::models(created),
+                &[],
+                Reply::KEEP_ALIVE,
+            );
         }
         (&http::Method::GET, b"/mock/stats") => {
             let body = json!({
@@ -375,18 +381,36 @@ async fn respond<S: AsyncWriteRent>(
                 "streams_completed": stats.streams_completed.get(),
                 "streams_aborted": stats.streams_aborted.get(),
             });
-            json_response(out, StatusCode::OK, body.to_string().as_bytes(), &[], false);
+            json_response(
+                out,
+                StatusCode::OK,
+                body.to_string().as_bytes(),
+                &[],
+                Reply::KEEP_ALIVE,
+            );
         }
         (&http::Method::GET, b"/mock/last-request") => {
             let body = last_request_json(&stats.last_head.borrow());
-            json_response(out, StatusCode::OK, body.to_string().as_bytes(), &[], false);
+            json_response(
+                out,
+                StatusCode::OK,
+                body.to_string().as_bytes(),
+                &[],
+                Reply::KEEP_ALIVE,
+            );
         }
         (&http::Method::GET, b"/health") => {
-            json_response(out, StatusCode::OK, br#"{"status":"ok"}"#, &[], false);
+            json_response(
+                out,
+                StatusCode::OK,
+                br#"{"status":"ok"}"#,
+                &[],
+                Reply::KEEP_ALIVE,
+            );
         }
         _ => {
             let body = openai::error("unknown route", "invalid_request_error", "not_found");
-            json_response(out, StatusCode::NOT_FOUND, &body, &[], false);
+            json_response(out, StatusCode::NOT_FOUND, &body, &[], Reply::KEEP_ALIVE);
         }
     }
     send(stream, out).await
@@ -412,7 +436,7 @@ async fn bad_json<S: AsyncWriteRent>(
         "invalid_request_error",
         "invalid_json",
     );
-    json_response(out, StatusCode::BAD_REQUEST, &body, &[], false);
+    json_response(out, StatusCode::BAD_REQUEST, &body, &[], Reply::KEEP_ALIVE);
     send(stream, out).await
 }
 

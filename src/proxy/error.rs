@@ -7,7 +7,7 @@ use std::io;
 use http::StatusCode;
 
 use crate::http::head::HeadError;
-use crate::http::io::json_response;
+use crate::http::io::{Reply, json_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -154,8 +154,10 @@ impl ProxyError {
         )
     }
 
-    /// Serializes the full HTTP response for this error into `out`.
-    pub fn render(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
+    /// Serializes the full HTTP response for this error into `out`,
+    /// replacing whatever was there.
+    pub fn render(&self, out: &mut Vec<u8>, request_id: &str, reply: Reply) {
+        out.clear();
         let (status, kind, code) = self.table();
         let body = serde_json::json!({
             "error": {
@@ -173,7 +175,7 @@ impl ProxyError {
         if let ProxyError::MethodNotAllowed { allow, .. } = self {
             extra.push(("Allow", allow.as_bytes()));
         }
-        json_response(out, status, &body, &extra, close);
+        json_response(out, status, &body, &extra, reply);
     }
 }
 
@@ -200,7 +202,7 @@ mod tests {
             method: http::Method::PUT,
             allow: "GET, POST".into(),
         }
-        .render(&mut out, "req-1", false);
+        .render(&mut out, "req-1", Reply::KEEP_ALIVE);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("Allow: GET, POST\r\n"));

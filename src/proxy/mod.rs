@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use error::ProxyError;
 
+use crate::http::io::Reply;
 use crate::http::{Framing, RequestHead};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
@@ -82,7 +83,11 @@ async fn finish(
             }
             exchange.close |=
                 error.must_close() || !exchange.body_done || !head.keep_alive || worker.draining();
-            error.render(&mut conn.out, &exchange.request_id, exchange.close);
+            let reply = Reply {
+                close: exchange.close,
+                head_only: head.method == http::Method::HEAD,
+            };
+            error.render(&mut conn.out, &exchange.request_id, reply);
             if !conn.send_out().await {
                 exchange.close = true;
             }

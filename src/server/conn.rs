@@ -12,7 +12,7 @@ use monoio::time::Instant;
 
 use super::health;
 use super::worker::{ConnectionGuard, Worker};
-use crate::http::io::read_append;
+use crate::http::io::{Reply, read_append};
 use crate::http::{BodyTracker, Parsed, RequestHead};
 use crate::proxy;
 use crate::proxy::error::ProxyError;
@@ -90,7 +90,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
             Ok(None) => return,
             Err(error) => {
                 let request_id = proxy::new_request_id();
-                error.render(&mut conn.out, &request_id, true);
+                error.render(&mut conn.out, &request_id, Reply::CLOSE);
                 conn.send_out().await;
                 tracing::debug!(%error, request_id, "rejected request head");
                 return;

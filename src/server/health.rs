@@ -6,7 +6,7 @@ use http::StatusCode;
 use super::conn::ClientConn;
 use super::worker::Worker;
 use crate::http::RequestHead;
-use crate::http::io::json_response;
+use crate::http::io::{Reply, json_response};
 use crate::proxy;
 use crate::proxy::error::ProxyError;
 
@@ -38,21 +38,22 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         b"/live" => Ok((StatusCode::OK, serde_json::json!({"status": "alive"}))),
         _ => Err(ProxyError::NotFound),
     };
+    let reply = Reply {
+        close,
+        head_only: head.method == http::Method::HEAD,
+    };
     match answer {
         Ok((status, body)) => {
-            let mut body = serde_json::to_vec(&body).unwrap_or_default();
-            if head.method == http::Method::HEAD {
-                body.clear();
-            }
+            let body = serde_json::to_vec(&body).unwrap_or_default();
             json_response(
                 &mut conn.out,
                 status,
                 &body,
                 &[("X-Request-ID", request_id.as_bytes())],
-                close,
+                reply,
             );
         }
-        Err(error) => error.render(&mut conn.out, &request_id, close),
+        Err(error) => error.render(&mut conn.out, &request_id, reply),
     }
     conn.send_out().await && !close
 }
