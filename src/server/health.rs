@@ -28,6 +28,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
                 "version": env!("CARGO_PKG_VERSION"),
                 "driver": worker.driver.name(),
                 "workers": worker.settings.workers,
+                "worker": worker.id,
             }),
         )),
         b"/ready" if worker.draining() => Ok((
