@@ -374,7 +374,7 @@ nginx_cmd=("$NGINX_BIN" -e "$WORKDIR/nginx-error.log" -p "$WORKDIR" -c "$WORKDIR
 log "starting nginx on 127.0.0.1:$NGINX_PORT (core $SERVER_CORE, 1 worker)"
 taskset -c "$SERVER_CORE" "${nginx_cmd[@]}" >"$WORKDIR/nginx.out" 2>&1 &
 NGINX_PID=$!
-wait_ready "nginx" "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT$CHAT_PATH" \
+wait_ready "nginx" "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/v1/models" \
     "Authorization: Bearer $CLIENT_KEY"
 mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID")
 ((${#NGINX_WORKERS[@]} >= 1)) || die "nginx master $NGINX_PID has no worker process"

@@ -21,6 +21,8 @@ pub enum Command {
     Server(ServerArgs),
     /// Run an OpenAI-compatible mock upstream for tests, demos and benchmarks.
     MockUpstream(MockArgs),
+    /// Manage projects and tokens through a running server's management API.
+    Manage(ManageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,4 +82,123 @@ pub struct MockArgs {
     /// Private key (PEM) for --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManageArgs {
+    /// Management API base URL
+    #[arg(
+        long,
+        global = true,
+        env = "MANAGE_API_BASE_URL",
+        hide_env_values = true,
+        default_value = "http://localhost:8080",
+        value_name = "URL"
+    )]
+    pub manage_api_base_url: String,
+    /// Management token (or set MANAGEMENT_TOKEN)
+    #[arg(
+        long,
+        global = true,
+        env = "MANAGEMENT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub management_token: Option<String>,
+    /// Output results as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ManageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManageCommand {
+    /// Create, list, inspect, update and delete projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Generate, list, inspect and revoke tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// List all projects.
+    List,
+    /// Show one project.
+    Get {
+        /// UUID of the project
+        #[arg(value_name = "project-id")]
+        project_id: String,
+    },
+    /// Create a project.
+    Create {
+        /// Project name
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// OpenAI API key the project's requests are sent with
+        #[arg(long, value_name = "KEY")]
+        openai_key: String,
+    },
+    /// Change a project's name and/or OpenAI API key.
+    Update {
+        /// UUID of the project
+        #[arg(value_name = "project-id")]
+        project_id: String,
+        /// New project name
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// New OpenAI API key
+        #[arg(long, value_name = "KEY")]
+        openai_key: Option<String>,
+    },
+    /// Delete a project and revoke all its tokens.
+    Delete {
+        /// UUID of the project
+        #[arg(value_name = "project-id")]
+        project_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List tokens (secrets are shown obfuscated).
+    List {
+        /// Only the tokens of this project
+        #[arg(long, value_name = "ID")]
+        project_id: Option<String>,
+        /// Only active tokens
+        #[arg(long)]
+        active_only: bool,
+    },
+    /// Show one token.
+    Get {
+        /// UUID of the token, or the token itself
+        #[arg(value_name = "token-id")]
+        token_id: String,
+    },
+    /// Generate a token for a project; the secret is shown once.
+    Generate {
+        /// Project to create the token for
+        #[arg(long, value_name = "ID")]
+        project_id: String,
+        /// Token lifetime in hours
+        #[arg(
+            long,
+            value_name = "HOURS",
+            default_value_t = 24,
+            value_parser = clap::value_parser!(u64).range(1..=876_000)
+        )]
+        duration: u64,
+        /// Maximum number of requests (0 = unlimited)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_requests: u64,
+    },
+    /// Revoke (deactivate) a token.
+    Revoke {
+        /// UUID of the token, or the token itself
+        #[arg(value_name = "token-id")]
+        token_id: String,
+    },
 }

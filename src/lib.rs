@@ -6,22 +6,29 @@
 //! ```text
 //! http       HOT     HTTP/1.1 on owned buffers: heads, chunked framing, serialization
 //! server     HOT     per-worker listeners, the connection loop, local endpoints, draining
-//! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table
+//! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table;
+//!                    the per-worker key cache and quota leases
+//! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
+//! manage     COLD    the management API (/manage/...), served by the workers
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
 //! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
 //! runtime    COLD    worker threads, one monoio runtime each, pinning, driver fallback
 //! settings   COLD    typed settings from flags, environment and the .env file
 //! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
 //! cli, cmd   COLD    command-line definitions, one module per subcommand
+//! client     COLD    blocking JSON client of a running server's APIs, for the client commands
 //! ```
 
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod http;
+pub mod manage;
 pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+pub mod store;
 pub mod upstream;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use llm_proxy::cli::{Cli, Command};
+use llm_proxy::client::ClientError;
 use llm_proxy::cmd;
 use tracing_subscriber::EnvFilter;
 
@@ -10,13 +11,16 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return clap_exit(&error),
+    };
     init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&error))
         }
     }
 }
@@ -25,8 +29,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server(args) => cmd::server::run(&args)?,
         Command::MockUpstream(args) => cmd::mock_upstream::run(&args)?,
+        Command::Manage(args) => cmd::manage::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// 2 server unreachable, 3 authentication failed, 1 anything else.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<ClientError>()
+        .map_or(1, ClientError::exit_code)
+}
+
+/// `--help` and `--version` exit 0; bad arguments exit 1 (2 means "server
+/// unreachable" here, not clap's "usage error").
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `RUST_LOG` wins; otherwise `LOG_LEVEL` (as in the seed); default `info`.

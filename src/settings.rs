@@ -43,6 +43,15 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
+    pub fn flag(&self, key: &str) -> anyhow::Result<bool> {
+        match self.get(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("false" | "0" | "no") => Ok(false),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some(other) => bail!("{key}: expected true or false, got {other:?}"),
+        }
+    }
+
     fn duration(&self, key: &str, default: Duration) -> anyhow::Result<Duration> {
         match self.get(key) {
             Some(text) => humantime::parse_duration(&text)
@@ -100,10 +109,12 @@ pub struct ServerSettings {
     pub workers: usize,
     pub pin_cores: bool,
     pub providers: ProviderTable,
-    /// Sent upstream as `Authorization: Bearer …` in place of the client's key.
-    pub upstream_key: Option<String>,
-    /// Keys clients may present (until the key store manages them).
-    pub client_keys: Vec<String>,
+    /// Bearer token of the management API; `None` disables it.
+    pub management_token: Option<String>,
+    /// `ENCRYPTION_KEY`: seals provider keys at rest.
+    pub encryption_key: Option<String>,
+    /// `REQUIRE_ENCRYPTION_KEY=true`: refuse to start without one.
+    pub require_encryption: bool,
     pub limits: ClientLimits,
     pub shutdown_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
@@ -150,15 +161,6 @@ impl ServerSettings {
             Some(path) => ProviderTable::load(&path, base_url_override.as_deref())?,
             None => ProviderTable::openai(base_url_override.as_deref().unwrap_or(OPENAI_BASE_URL))?,
         };
-        let client_keys: Vec<String> = env
-            .get("PROXY_API_KEY")
-            .map(|keys| {
-                keys.split(',')
-                    .map(|k| k.trim().to_string())
-                    .filter(|k| !k.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
         let limits = ClientLimits {
             max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
             max_body_bytes: env.size("MAX_REQUEST_SIZE", 10 << 20)?,
@@ -176,8 +178,9 @@ impl ServerSettings {
             workers,
             pin_cores: args.pin_cores,
             providers,
-            upstream_key: env.get("OPENAI_API_KEY"),
-            client_keys,
+            management_token: env.get("MANAGEMENT_TOKEN"),
+            encryption_key: env.get("ENCRYPTION_KEY"),
+            require_encryption: env.flag("REQUIRE_ENCRYPTION_KEY")?,
             limits,
             shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             upstream_ca_file: args

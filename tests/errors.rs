@@ -365,7 +365,7 @@ fn upstream_failures_never_echo_the_upstream_request_to_the_client() {
     let proxy = Proxy::for_mock(&mock).start();
     let refused = Proxy::builder()
         .upstream(format!("http://{}", closed_port()))
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .upstream_key(UPSTREAM_KEY)
         .start();
 
     let mut chunked_garbage = Req::post("/v1/chat/completions", Vec::new())
@@ -419,7 +419,7 @@ fn upstream_failures_never_echo_the_upstream_request_to_the_client() {
 fn upstream_connection_refused_is_502() {
     let proxy = Proxy::builder()
         .upstream(format!("http://{}", closed_port()))
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .upstream_key(UPSTREAM_KEY)
         .start();
     let mut conn = proxy.conn();
     for _ in 0..2 {

@@ -1,4 +1,5 @@
 //! One module per subcommand; each turns parsed arguments into work.
 
+pub mod manage;
 pub mod mock_upstream;
 pub mod server;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -12,6 +12,7 @@ use crate::mock::{self, MockHandle, MockSettings};
 use crate::providers::ProviderTable;
 use crate::server;
 use crate::settings::ServerSettings;
+use crate::store::{NewKey, Store};
 
 /// Keys used by `--demo` when none are configured.
 const DEMO_CLIENT_KEY: &str = "sk-demo";
@@ -19,20 +20,27 @@ const DEMO_UPSTREAM_KEY: &str = "sk-mock-upstream";
 
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let mut settings = ServerSettings::resolve(args)?;
-    let _demo_upstream = if args.demo {
+    let demo = if args.demo {
         Some(start_demo_upstream(&mut settings)?)
     } else {
         None
     };
-    if settings.client_keys.is_empty() {
-        bail!(
-            "no client key configured: set PROXY_API_KEY (comma-separated for several), or try --demo"
-        );
+    let store = Store::open_checked(
+        &settings.data_dir,
+        settings.encryption_key.as_deref(),
+        settings.require_encryption,
+    )
+    .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    if demo.is_some() {
+        seed_demo(&store)?;
+    }
+    if settings.management_token.is_none() {
+        tracing::warn!("MANAGEMENT_TOKEN is not set: the management API is disabled");
     }
     let settings = Arc::new(settings);
     // Register before starting so that an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    let handle = server::start(settings.clone())?;
+    let handle = server::start(settings.clone(), Arc::new(store))?;
     tracing::info!(
         "listening on http://{} ({} workers, {})",
         handle.local_addr,
@@ -40,7 +48,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         handle.driver.name()
     );
     if args.demo {
-        print_demo_hint(handle.local_addr, &settings.client_keys[0]);
+        print_demo_hint(handle.local_addr, DEMO_CLIENT_KEY);
     }
     let drainer = handle.drainer();
     let grace = settings.shutdown_timeout;
@@ -66,8 +74,21 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--demo`: an in-process mock upstream, paced so streaming is visible.
-fn start_demo_upstream(settings: &mut ServerSettings) -> anyhow::Result<MockHandle> {
+/// What `--demo` runs beside the server; the temporary store goes with it.
+struct Demo {
+    _upstream: MockHandle,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// `--demo`: an in-process mock upstream, paced so streaming is visible,
+/// and a throw-away store (never the real data directory).
+fn start_demo_upstream(settings: &mut ServerSettings) -> anyhow::Result<Demo> {
     let mock = mock::start(MockSettings {
         addr: "127.0.0.1:0".parse()?,
         workers: 1,
@@ -79,12 +100,30 @@ fn start_demo_upstream(settings: &mut ServerSettings) -> anyhow::Result<MockHand
         tls: None,
     })?;
     settings.providers = ProviderTable::openai(&format!("http://{}", mock.local_addr))?;
-    settings.upstream_key = Some(DEMO_UPSTREAM_KEY.into());
-    if settings.client_keys.is_empty() {
-        settings.client_keys = vec![DEMO_CLIENT_KEY.into()];
-    }
-    tracing::info!("demo: mock upstream on http://{}", mock.local_addr);
-    Ok(mock)
+    settings.data_dir = std::env::temp_dir().join(format!("llm-proxy-demo-{}", std::process::id()));
+    settings.encryption_key = None;
+    settings.require_encryption = false;
+    tracing::info!(
+        "demo: mock upstream on http://{}, temporary store in {}",
+        mock.local_addr,
+        settings.data_dir.display()
+    );
+    Ok(Demo {
+        _upstream: mock,
+        data_dir: settings.data_dir.clone(),
+    })
+}
+
+/// A demo project with the mock's key, and the demo client key.
+fn seed_demo(store: &Store) -> anyhow::Result<()> {
+    let project = store.create_project("demo", DEMO_UPSTREAM_KEY)?;
+    store.create_key(NewKey {
+        project_id: project.id,
+        alias: Some("demo".into()),
+        secret: Some(DEMO_CLIENT_KEY.into()),
+        ..NewKey::default()
+    })?;
+    Ok(())
 }
 
 fn print_demo_hint(addr: std::net::SocketAddr, key: &str) {

@@ -1,8 +1,14 @@
-//! Phase 1, authenticate: the client's virtual key from `Authorization`.
+//! Phase 1, authenticate: the client's virtual key from `Authorization`,
+//! checked against the worker's key cache (backed by the store); then,
+//! once the request is routed, `admit` charges it to the key's quota.
+
+use std::rc::Rc;
 
 use super::error::ProxyError;
+use super::keys::{CachedKey, Lookup};
 use crate::http::RequestHead;
 use crate::server::worker::Worker;
+use crate::store::{Grant, now_ms};
 
 /// The key in `Authorization: Bearer <key>`, if the header has that shape.
 pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
@@ -12,27 +18,59 @@ pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer") && !key.is_empty()).then_some(key)
 }
 
-pub fn authenticate(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyError> {
+/// The key presented by the client, if it is known and usable.
+pub fn authenticate(
+    worker: &Worker,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<Rc<CachedKey>, ProxyError> {
     let value = head
         .header(buf, "authorization")
         .ok_or(ProxyError::MissingKey)?;
-    let key = bearer_key(value).ok_or(ProxyError::MissingKey)?;
-    let known = worker.settings.client_keys.iter().fold(false, |found, k| {
-        found | constant_time_eq(k.as_bytes(), key)
-    });
-    if known {
-        Ok(())
-    } else {
-        Err(ProxyError::InvalidKey)
+    let secret = bearer_key(value).ok_or(ProxyError::MissingKey)?;
+    let key = {
+        let mut cache = worker.keys.borrow_mut();
+        if cache.sync(&worker.store) {
+            // Limits may have changed: quota leased under the old ones goes back.
+            worker.quota.borrow_mut().return_all();
+        }
+        match cache.lookup(&worker.store, secret)? {
+            Lookup::Found(key) => key,
+            Lookup::Unknown => return Err(ProxyError::InvalidKey),
+        }
+    };
+    let view = &key.view;
+    if !view.is_active {
+        return Err(ProxyError::KeyRevoked);
     }
+    if view.expires_at.is_some_and(|at| at <= now_ms()) {
+        return Err(ProxyError::KeyExpired);
+    }
+    if !view.project_active || key.upstream_auth.is_none() {
+        return Err(ProxyError::ProjectInactive);
+    }
+    Ok(key)
 }
 
-/// Compares without an early exit, so timing does not reveal a key prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Charges one request to the key: out of this worker's lease, or a new
+/// lease from the store's ledger (durable before the request goes out).
+pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
+    let id = key.view.key_id;
+    if key.view.max_requests.is_some() && !worker.quota.borrow_mut().draw(id) {
+        let store = worker.store.clone();
+        let workers = worker.settings.workers;
+        // A ledger write fsyncs: never on the worker thread.
+        let grant = monoio::spawn_blocking(move || store.lease(id, workers))
+            .await
+            .map_err(|_| ProxyError::Internal("the ledger task was cancelled".into()))??;
+        match grant {
+            Grant::Granted(granted) => worker.quota.borrow_mut().add_lease(id, granted),
+            Grant::Exhausted => return Err(ProxyError::QuotaExhausted),
+            Grant::Unlimited => {}
+        }
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    worker.quota.borrow_mut().served(id);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -46,12 +84,5 @@ mod tests {
         assert_eq!(bearer_key(b"Basic abc"), None);
         assert_eq!(bearer_key(b"Bearer "), None);
         assert_eq!(bearer_key(b"sk-1"), None);
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -8,6 +8,7 @@ use http::StatusCode;
 
 use crate::http::head::HeadError;
 use crate::http::io::{Reply, json_response};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -15,6 +16,26 @@ pub enum ProxyError {
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,
+    #[error("this API key has been revoked")]
+    KeyRevoked,
+    #[error("this API key has expired")]
+    KeyExpired,
+    #[error("this API key has reached its maximum number of requests")]
+    QuotaExhausted,
+    #[error("the project of this API key is not active")]
+    ProjectInactive,
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
+    ManagementUnauthorized,
+    #[error("the management API is disabled: set MANAGEMENT_TOKEN on the server")]
+    ManagementDisabled,
+    #[error("{0} not found")]
+    ResourceNotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidBody(String),
     #[error("no such route")]
     NotFound,
     #[error("endpoint {0} is not allowed")]
@@ -69,6 +90,48 @@ impl ProxyError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 "invalid_api_key",
+            ),
+            KeyRevoked => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "key_revoked",
+            ),
+            KeyExpired => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "key_expired",
+            ),
+            QuotaExhausted => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "max_requests_exceeded",
+            ),
+            ProjectInactive => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "project_inactive",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
+            ManagementUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_management_token",
+            ),
+            ManagementDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "management_disabled",
+            ),
+            ResourceNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
+            InvalidBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_body",
             ),
             NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             EndpointNotAllowed(_) => (
@@ -176,6 +239,17 @@ impl ProxyError {
             extra.push(("Allow", allow.as_bytes()));
         }
         json_response(out, status, &body, &extra, reply);
+    }
+}
+
+impl From<StoreError> for ProxyError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => ProxyError::ResourceNotFound(what),
+            StoreError::NameTaken(_) => ProxyError::Conflict(error.to_string()),
+            StoreError::Invalid(message) => ProxyError::InvalidBody(message),
+            other => ProxyError::Internal(format!("store: {other}")),
+        }
     }
 }
 

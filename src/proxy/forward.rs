@@ -45,18 +45,17 @@ pub async fn forward(
     worker: &Worker,
     conn: &mut ClientConn,
     head: &RequestHead,
-    index: usize,
-    provider: &Provider,
+    (index, provider): (usize, &Provider),
+    upstream_auth: &[u8],
     exchange: &mut Exchange,
 ) -> Result<ResponseStart, ProxyError> {
-    let upstream_key = worker.settings.upstream_key.as_deref();
     conn.out.clear();
     write_request_head(
         &mut conn.out,
         &conn.buf,
         head,
         provider,
-        upstream_key,
+        upstream_auth,
         &exchange.request_id,
     );
 
@@ -280,7 +279,7 @@ fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
     provider: &Provider,
-    upstream_key: Option<&str>,
+    upstream_auth: &[u8],
     request_id: &str,
 ) {
     out.extend_from_slice(head.method.as_str().as_bytes());
@@ -304,11 +303,9 @@ fn write_request_head(
         out.extend_from_slice(value.of(buf));
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(key) = upstream_key {
-        out.extend_from_slice(b"Authorization: Bearer ");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(b"Authorization: ");
+    out.extend_from_slice(upstream_auth);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"X-Request-ID: ");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod error;
 mod forward;
+pub mod keys;
+pub mod quota;
 mod relay;
 pub mod route;
 
@@ -52,7 +54,7 @@ async fn proxy(
     head: &RequestHead,
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    auth::authenticate(worker, head, &conn.buf)?;
+    let key = auth::authenticate(worker, head, &conn.buf)?;
     let (index, provider) = route::route(worker, head, &conn.buf)?;
     let limit = worker.settings.limits.max_body_bytes;
     if let Framing::Length(length) = head.framing
@@ -60,7 +62,17 @@ async fn proxy(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    let response = forward::forward(worker, conn, head, index, provider, exchange).await?;
+    auth::admit(worker, &key).await?;
+    let upstream_auth = key.upstream_auth.as_deref().unwrap_or_default();
+    let response = forward::forward(
+        worker,
+        conn,
+        head,
+        (index, provider),
+        upstream_auth,
+        exchange,
+    )
+    .await?;
     relay::relay(worker, conn, head, index, provider, response, exchange).await
 }
 

@@ -13,9 +13,9 @@ use monoio::time::Instant;
 use super::health;
 use super::worker::{ConnectionGuard, Worker};
 use crate::http::io::{Reply, read_append};
-use crate::http::{BodyTracker, Parsed, RequestHead};
-use crate::proxy;
+use crate::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::proxy::error::ProxyError;
+use crate::{manage, proxy};
 
 /// Largest single read from a client.
 const READ_SIZE: usize = 16 << 10;
@@ -59,6 +59,74 @@ impl ClientConn {
         }
     }
 
+    /// Reads this request's whole body (for requests handled locally),
+    /// up to `limit` bytes, and removes it from the buffer so that the
+    /// connection can go on to the next request.
+    pub async fn read_body(
+        &mut self,
+        head: &RequestHead,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ProxyError> {
+        if let Framing::Length(length) = head.framing
+            && length > limit as u64
+        {
+            return Err(ProxyError::BodyTooLarge(limit as u64));
+        }
+        let mut body = Vec::new();
+        let mut decoder = ChunkedDecoder::new();
+        let mut scanned = head.len;
+        let mut asked_to_continue = false;
+        loop {
+            match head.framing {
+                Framing::Empty | Framing::UntilClose => return Ok(body),
+                Framing::Length(length) => {
+                    let end = head.len + length as usize;
+                    if self.buf.len() >= end {
+                        body.extend_from_slice(&self.buf[head.len..end]);
+                        self.buf.drain(head.len..end);
+                        return Ok(body);
+                    }
+                }
+                Framing::Chunked => {
+                    let fed = decoder.feed(&self.buf[scanned..], |data| {
+                        body.extend_from_slice(data);
+                    });
+                    let fed = fed.map_err(|e| {
+                        ProxyError::BadRequest(format!("invalid chunked request body: {e}"))
+                    })?;
+                    if let Some(end) = fed {
+                        self.buf.drain(head.len..scanned + end);
+                        return Ok(body);
+                    }
+                    scanned = self.buf.len();
+                    if body.len() > limit {
+                        return Err(ProxyError::BodyTooLarge(limit as u64));
+                    }
+                }
+            }
+            if head.expect_continue && !asked_to_continue {
+                asked_to_continue = true;
+                let (result, _) = self
+                    .stream
+                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                    .await;
+                result.map_err(|_| ProxyError::ClientGone)?;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            match monoio::time::timeout(timeout, read_append(&mut self.stream, buf, READ_SIZE))
+                .await
+            {
+                Err(_) => return Err(ProxyError::ClientTimeout),
+                Ok((Ok(n), buf)) if n > 0 => self.buf = buf,
+                Ok((_, buf)) => {
+                    self.buf = buf;
+                    return Err(ProxyError::ClientGone);
+                }
+            }
+        }
+    }
+
     /// Drops this request's body from the buffer if all of it has arrived,
     /// so the connection can serve the next request without reading it.
     pub fn discard_buffered_body(&mut self, head: &RequestHead) -> bool {
@@ -96,8 +164,11 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
                 return;
             }
         };
-        let keep_alive = if head.path(&conn.buf).starts_with(b"/v1/") {
+        let path = head.path(&conn.buf);
+        let keep_alive = if path.starts_with(b"/v1/") {
             proxy::handle(&worker, &mut conn, &head).await
+        } else if path.starts_with(b"/manage/") || path == b"/manage" {
+            manage::handle(&worker, &mut conn, &head).await
         } else {
             health::handle(&worker, &mut conn, &head).await
         };

@@ -19,11 +19,15 @@ use anyhow::Context;
 use monoio::time::Instant;
 
 pub use drain::Drain;
+
+/// How often each worker reports usage to the ledger.
+const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub use listener::bind_listeners;
 use worker::Worker;
 
 use crate::runtime::{self, Driver};
 use crate::settings::ServerSettings;
+use crate::store::Store;
 use crate::upstream::{DnsCache, Pool, tls};
 
 /// A running server: its address, and the means to drain and join it.
@@ -61,7 +65,7 @@ impl ServerHandle {
     }
 }
 
-pub fn start(settings: Arc<ServerSettings>) -> anyhow::Result<ServerHandle> {
+pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result<ServerHandle> {
     let tls_config = tls::client_config(settings.upstream_ca_file.as_deref())?;
     let listeners = bind_listeners(settings.addr, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
@@ -88,6 +92,9 @@ pub fn start(settings: Arc<ServerSettings>) -> anyhow::Result<ServerHandle> {
                 dns: DnsCache::default(),
                 drain: worker_drains[id].clone(),
                 connections: Cell::new(0),
+                store: store.clone(),
+                keys: RefCell::default(),
+                quota: RefCell::default(),
             });
             run_worker(worker, listener)
         },
@@ -109,6 +116,7 @@ async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>)
         }
         None => return,
     };
+    monoio::spawn(report_usage(worker.clone()));
     let drain = worker.drain.clone();
     let mut drained = pin!(drain.wait());
     loop {
@@ -137,5 +145,31 @@ async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>)
             open = worker.connections.get(),
             "shutdown timeout reached; closing remaining connections"
         );
+    }
+    worker.quota.borrow_mut().return_all();
+    settle(&worker).await;
+}
+
+/// Reports this worker's usage to the ledger about once a second, and
+/// hands back leases it no longer draws on.
+async fn report_usage(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(USAGE_REPORT_INTERVAL).await;
+        settle(&worker).await;
+    }
+}
+
+async fn settle(worker: &Worker) {
+    let reports = worker.quota.borrow_mut().take_reports();
+    if reports.is_empty() {
+        return;
+    }
+    let store = worker.store.clone();
+    // A ledger write fsyncs: off the worker thread.
+    let result = monoio::spawn_blocking(move || store.settle(&reports)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(worker = worker.id, %error, "cannot record usage"),
+        Err(_) => tracing::error!(worker = worker.id, "usage report cancelled"),
     }
 }

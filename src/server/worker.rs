@@ -7,8 +7,11 @@ use std::sync::Arc;
 use monoio_rustls::TlsConnector;
 
 use super::drain::Drain;
+use crate::proxy::keys::KeyCache;
+use crate::proxy::quota::Quota;
 use crate::runtime::Driver;
 use crate::settings::ServerSettings;
+use crate::store::Store;
 use crate::upstream::{DnsCache, Pool};
 
 pub struct Worker {
@@ -19,6 +22,12 @@ pub struct Worker {
     /// Idle upstream connections, by provider index.
     pub pool: RefCell<Pool>,
     pub dns: DnsCache,
+    /// Shared by all workers; read without locks, written off the workers.
+    pub store: Arc<Store>,
+    /// This worker's validated keys.
+    pub keys: RefCell<KeyCache>,
+    /// This worker's quota leases and unreported usage.
+    pub quota: RefCell<Quota>,
     pub drain: Arc<Drain>,
     /// Open client connections, so that shutdown can wait for them.
     pub connections: Cell<usize>,

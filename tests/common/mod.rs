@@ -28,6 +28,8 @@ use serde_json::Value;
 pub const CLIENT_KEY: &str = "sk-client-7f3a9c41d2";
 /// The key the proxy sends upstream in most tests.
 pub const UPSTREAM_KEY: &str = "sk-upstream-91c2e8b05f";
+/// The management API token of the test proxies.
+pub const MANAGEMENT_TOKEN: &str = "mt-test-5b1e0c93a7d4";
 
 /// How long a process may take to print its "listening on" line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -404,6 +406,9 @@ pub struct ProxyBuilder {
     files: Vec<(String, Vec<u8>)>,
     api_config: Option<String>,
     workers: usize,
+    /// The project seeded through the management API after start-up:
+    /// its provider key and the client keys created for it.
+    seed: Option<(String, Vec<String>)>,
 }
 
 impl ProxyBuilder {
@@ -416,6 +421,28 @@ impl ProxyBuilder {
 
     pub fn env_remove(mut self, key: &str) -> Self {
         self.env.retain(|(k, _)| k != key);
+        self
+    }
+
+    /// The provider key of the seeded project.
+    pub fn upstream_key(mut self, key: &str) -> Self {
+        if let Some(seed) = &mut self.seed {
+            seed.0 = key.to_string();
+        }
+        self
+    }
+
+    /// The client keys created for the seeded project.
+    pub fn client_keys(mut self, keys: &[&str]) -> Self {
+        if let Some(seed) = &mut self.seed {
+            seed.1 = keys.iter().map(|k| k.to_string()).collect();
+        }
+        self
+    }
+
+    /// Start with an empty store: no project, no key.
+    pub fn unseeded(mut self) -> Self {
+        self.seed = None;
         self
     }
 
@@ -469,7 +496,19 @@ impl ProxyBuilder {
         let cmd = self.command(&dir);
         let (mut proc, lines) = Proc::spawn(cmd);
         let (_, addr) = proc.wait_listening(lines, "proxy");
-        Proxy { proc, addr, dir }
+        let mut proxy = Proxy {
+            proc,
+            addr,
+            dir,
+            project_id: String::new(),
+        };
+        if let Some((upstream_key, client_keys)) = &self.seed {
+            proxy.project_id = proxy.create_project("test", upstream_key);
+            for key in client_keys {
+                proxy.create_token(serde_json::json!({"token": key}));
+            }
+        }
+        proxy
     }
 
     /// Runs the server expecting it to exit by itself (startup errors).
@@ -485,25 +524,59 @@ pub struct Proxy {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub dir: TempDir,
+    /// The seeded project (empty when started `unseeded`).
+    pub project_id: String,
 }
 
 impl Proxy {
-    /// A builder with `PROXY_API_KEY=CLIENT_KEY` and two workers.
+    /// A builder with two workers, `MANAGEMENT_TOKEN`, and a project
+    /// (provider key `UPSTREAM_KEY`) with the client key `CLIENT_KEY`,
+    /// created through the management API once the server is up.
     pub fn builder() -> ProxyBuilder {
         ProxyBuilder {
-            env: vec![("PROXY_API_KEY".into(), CLIENT_KEY.into())],
+            env: vec![("MANAGEMENT_TOKEN".into(), MANAGEMENT_TOKEN.into())],
             args: Vec::new(),
             files: Vec::new(),
             api_config: None,
             workers: 2,
+            seed: Some((UPSTREAM_KEY.into(), vec![CLIENT_KEY.into()])),
         }
     }
 
     /// A proxy in front of `mock` that swaps in `UPSTREAM_KEY`.
     pub fn for_mock(mock: &Mock) -> ProxyBuilder {
-        Self::builder()
-            .upstream(mock.url())
-            .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        Self::builder().upstream(mock.url())
+    }
+
+    /// A management API call with the management token.
+    pub fn manage(&self, method: &str, path: &str, body: Option<Value>) -> Response {
+        let mut request = Req::new(method, path).auth(MANAGEMENT_TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        self.call(request)
+    }
+
+    /// Creates a project; returns its id.
+    pub fn create_project(&self, name: &str, upstream_key: &str) -> String {
+        let body = serde_json::json!({"name": name, "openai_api_key": upstream_key});
+        let response = self.manage("POST", "/manage/projects", Some(body));
+        assert_eq!(response.status, 201, "create project: {}", response.text());
+        response.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a token for the seeded project with the extra fields of
+    /// `fields` (an object); returns the creation response's JSON.
+    pub fn create_token(&self, fields: Value) -> Value {
+        let mut body = serde_json::json!({"project_id": self.project_id});
+        if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
+            body.extend(fields);
+        }
+        let response = self.manage("POST", "/manage/tokens", Some(body));
+        assert_eq!(response.status, 201, "create token: {}", response.text());
+        response.json()
     }
 
     pub fn conn(&self) -> Conn {

@@ -1,0 +1,435 @@
+//! `llm-proxy manage`: projects and tokens through a running server's
+//! management API (`/manage/*`), printed as tables or, with `--json`, as the
+//! server's JSON.
+
+use std::io::{self, Write};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
+use serde_json::{Map, Value, json};
+
+use crate::cli::{ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
+use crate::client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
+
+pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
+    check_arguments(&args.command)?;
+    let client = Client::new(
+        MANAGEMENT_API,
+        &args.manage_api_base_url,
+        args.management_token.clone(),
+    )?
+    .require_token()?;
+    let output = match &args.command {
+        ManageCommand::Project(command) => project(&client, command, args.json)?,
+        ManageCommand::Token(command) => token(&client, command, args.json)?,
+    };
+    print(&output)?;
+    Ok(())
+}
+
+/// What clap cannot express, checked before anything is sent.
+fn check_arguments(command: &ManageCommand) -> Result<(), ClientError> {
+    if let ManageCommand::Project(ProjectCommand::Update {
+        name: None,
+        openai_key: None,
+        ..
+    }) = command
+    {
+        return Err(ClientError::Usage(
+            "nothing to update: pass --name and/or --openai-key".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn project(client: &Client, command: &ProjectCommand, json: bool) -> Result<String, ClientError> {
+    match command {
+        ProjectCommand::List => {
+            let projects = expect_array(client.get("/manage/projects")?, "project list")?;
+            Ok(if json {
+                pretty(&Value::Array(projects))
+            } else {
+                project_table(&projects)
+            })
+        }
+        ProjectCommand::Get { project_id } => {
+            let project = client.get(&project_path(project_id))?;
+            single(project, json, "project")
+        }
+        ProjectCommand::Create { name, openai_key } => {
+            let body = json!({"name": name, "openai_api_key": openai_key});
+            let project = client.post("/manage/projects", &body)?;
+            single(project, json, "project")
+        }
+        ProjectCommand::Update {
+            project_id,
+            name,
+            openai_key,
+        } => {
+            let mut body = Map::new();
+            if let Some(name) = name {
+                body.insert("name".into(), json!(name));
+            }
+            if let Some(key) = openai_key {
+                body.insert("openai_api_key".into(), json!(key));
+            }
+            let project = client.patch(&project_path(project_id), &Value::Object(body))?;
+            single(project, json, "project")
+        }
+        ProjectCommand::Delete { project_id } => {
+            let answer = client.delete(&project_path(project_id))?;
+            Ok(match (json, answer) {
+                (true, Some(answer)) => pretty(&answer),
+                (true, None) => pretty(&json!({"id": project_id, "deleted": true})),
+                (false, _) => format!("Deleted project {project_id} and revoked its tokens.\n"),
+            })
+        }
+    }
+}
+
+fn token(client: &Client, command: &TokenCommand, json: bool) -> Result<String, ClientError> {
+    match command {
+        TokenCommand::List {
+            project_id,
+            active_only,
+        } => {
+            let mut query = Vec::new();
+            if let Some(project_id) = project_id {
+                query.push(("project_id", project_id.as_str()));
+            }
+            if *active_only {
+                query.push(("active_only", "true"));
+            }
+            let path = with_query("/manage/tokens", &query);
+            let tokens = expect_array(client.get(&path)?, "token list")?;
+            Ok(if json {
+                pretty(&Value::Array(tokens))
+            } else {
+                token_table(&tokens)
+            })
+        }
+        TokenCommand::Get { token_id } => {
+            let token = client.get(&token_path(token_id))?;
+            single(token, json, "token")
+        }
+        TokenCommand::Generate {
+            project_id,
+            duration,
+            max_requests,
+        } => {
+            let mut body = json!({
+                "project_id": project_id,
+                "duration_minutes": duration.saturating_mul(60),
+            });
+            if *max_requests > 0 {
+                body["max_requests"] = json!(max_requests);
+            }
+            let token = expect_object(client.post("/manage/tokens", &body)?, "token")?;
+            if json {
+                return Ok(pretty(&Value::Object(token)));
+            }
+            generated(&token)
+        }
+        TokenCommand::Revoke { token_id } => {
+            let answer = client.delete(&token_path(token_id))?;
+            let shown = obfuscate(token_id);
+            Ok(match (json, answer) {
+                (true, Some(answer)) => pretty(&answer),
+                (true, None) => pretty(&json!({"id": shown, "revoked": true})),
+                (false, _) => format!("Revoked token {shown}.\n"),
+            })
+        }
+    }
+}
+
+fn project_path(id: &str) -> String {
+    format!("/manage/projects/{}", encode(id))
+}
+
+fn token_path(id: &str) -> String {
+    format!("/manage/tokens/{}", encode(id))
+}
+
+// ---------------------------------------------------------------------------
+// Shapes of the answers
+// ---------------------------------------------------------------------------
+
+fn expect_array(value: Value, what: &str) -> Result<Vec<Value>, ClientError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(unexpected(what, "an array", &other)),
+    }
+}
+
+fn expect_object(value: Value, what: &str) -> Result<Map<String, Value>, ClientError> {
+    match value {
+        Value::Object(fields) => Ok(fields),
+        other => Err(unexpected(what, "an object", &other)),
+    }
+}
+
+fn unexpected(what: &str, wanted: &str, got: &Value) -> ClientError {
+    let kind = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ClientError::BadResponse(format!(
+        "the management API sent {kind} where {wanted} ({what}) was expected: is the server the same version as this CLI?"
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+/// One object: the server's JSON, or a field/value table.
+fn single(value: Value, json: bool, what: &str) -> Result<String, ClientError> {
+    let fields = expect_object(value, what)?;
+    Ok(if json {
+        pretty(&Value::Object(fields))
+    } else {
+        field_table(fields.iter().map(|(k, v)| (k.as_str(), cell(v))))
+    })
+}
+
+/// The answer to `token generate`: the secret once, then the essentials.
+fn generated(token: &Map<String, Value>) -> Result<String, ClientError> {
+    let secret = token
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ClientError::BadResponse(
+                "the management API created a token but did not send its secret".into(),
+            )
+        })?;
+    let field = |name: &str| token.get(name).map(cell).unwrap_or_else(|| "-".into());
+    let max_requests = match token.get("max_requests") {
+        None | Some(Value::Null) => "unlimited".to_string(),
+        Some(value) => cell(value),
+    };
+    let expires = match token.get("expires_at") {
+        None | Some(Value::Null) => "never".to_string(),
+        Some(value) => cell(value),
+    };
+    let table = field_table([
+        ("id", field("id")),
+        ("project_id", field("project_id")),
+        ("expires_at", expires),
+        ("max_requests", max_requests),
+    ]);
+    Ok(format!(
+        "Token: {secret}  (shown once; store it now)\n{table}"
+    ))
+}
+
+fn project_table(projects: &[Value]) -> String {
+    if projects.is_empty() {
+        return "No projects.\n".into();
+    }
+    let mut table = table(["ID", "NAME", "OPENAI KEY", "ACTIVE", "CREATED"]);
+    for project in projects {
+        table.add_row([
+            cell(&project["id"]),
+            cell(&project["name"]),
+            cell(&project["openai_api_key"]),
+            yes_no(&project["is_active"]),
+            time(&project["created_at"]),
+        ]);
+    }
+    keep_whole(&mut table, &[0]);
+    format!("{table}\n")
+}
+
+fn token_table(tokens: &[Value]) -> String {
+    if tokens.is_empty() {
+        return "No tokens.\n".into();
+    }
+    let mut table = table([
+        "ID",
+        "TOKEN",
+        "PROJECT",
+        "ACTIVE",
+        "REQUESTS",
+        "EXPIRES",
+        "LAST USED",
+    ]);
+    for token in tokens {
+        let limit = match &token["max_requests"] {
+            Value::Null => "unlimited".to_string(),
+            value => cell(value),
+        };
+        let expires = match &token["expires_at"] {
+            Value::Null => "never".to_string(),
+            value => time(value),
+        };
+        table.add_row([
+            cell(&token["id"]),
+            cell(&token["token"]),
+            cell(&token["project_id"]),
+            yes_no(&token["is_active"]),
+            format!("{} / {limit}", cell(&token["request_count"])),
+            expires,
+            time(&token["last_used_at"]),
+        ]);
+    }
+    keep_whole(&mut table, &[0, 1, 2]);
+    format!("{table}\n")
+}
+
+/// A two-column table: field, value.
+fn field_table<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut table = table(["FIELD", "VALUE"]);
+    for (field, value) in rows {
+        table.add_row([field.to_string(), value]);
+    }
+    keep_whole(&mut table, &[0]);
+    format!("{table}\n")
+}
+
+fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
+    table
+}
+
+/// Identifiers are copied from tables: never wrap those columns.
+fn keep_whole(table: &mut Table, columns: &[usize]) {
+    for &index in columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+}
+
+/// A JSON value as table text: strings bare, null as "-".
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn yes_no(value: &Value) -> String {
+    match value {
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        other => cell(other),
+    }
+}
+
+/// An RFC 3339 time without its fraction of a second, for narrow columns.
+fn time(value: &Value) -> String {
+    let Value::String(s) = value else {
+        return cell(value);
+    };
+    match s.find('.') {
+        Some(dot) => {
+            let digits = s[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            format!("{}{}", &s[..dot], &s[dot + 1 + digits..])
+        }
+        None => s.clone(),
+    }
+}
+
+/// A token secret given on the command line, shortened like the server
+/// shows it; a UUID is left as it is.
+fn obfuscate(id: &str) -> String {
+    if !id.starts_with("sk-") {
+        return id.to_string();
+    }
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 12 {
+        return "sk-…".into();
+    }
+    let head: String = chars[..7].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+fn pretty(value: &Value) -> String {
+    let mut out = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    out.push('\n');
+    out
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print(output: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_lose_their_fraction() {
+        assert_eq!(
+            time(&json!("2025-01-02T03:04:05.123456Z")),
+            "2025-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            time(&json!("2025-01-02T03:04:05.5+02:00")),
+            "2025-01-02T03:04:05+02:00"
+        );
+        assert_eq!(time(&json!("2025-01-02T03:04:05Z")), "2025-01-02T03:04:05Z");
+        assert_eq!(time(&Value::Null), "-");
+    }
+
+    #[test]
+    fn secrets_are_shortened() {
+        assert_eq!(obfuscate("sk-abcdefghijklmnop"), "sk-abcd…mnop");
+        assert_eq!(obfuscate("sk-short"), "sk-…");
+        let uuid = "123e4567-e89b-12d3-a456-426614174000";
+        assert_eq!(obfuscate(uuid), uuid);
+    }
+
+    #[test]
+    fn generated_token_shows_the_secret_once() {
+        let token = json!({
+            "id": "t-1", "token": "sk-full-secret-value", "project_id": "p-1",
+            "expires_at": "2030-01-01T00:00:00Z", "max_requests": null,
+        });
+        let out = generated(token.as_object().unwrap()).unwrap();
+        assert!(out.starts_with("Token: sk-full-secret-value  (shown once; store it now)\n"));
+        assert_eq!(out.matches("sk-full-secret-value").count(), 1);
+        assert!(out.contains("unlimited"));
+        assert!(out.contains("t-1") && out.contains("2030-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn tables_hold_the_values() {
+        let projects = [json!({
+            "id": "p-1", "name": "Alpha", "openai_api_key": "sk-ab…wxyz",
+            "is_active": true, "created_at": "2025-01-01T00:00:00.5Z",
+        })];
+        let out = project_table(&projects);
+        for needle in ["p-1", "Alpha", "sk-ab…wxyz", "yes", "2025-01-01T00:00:00Z"] {
+            assert!(out.contains(needle), "{needle} in\n{out}");
+        }
+        assert_eq!(project_table(&[]), "No projects.\n");
+        let tokens = [json!({
+            "id": "t-1", "token": "sk-ab…wxyz", "project_id": "p-1", "is_active": false,
+            "request_count": 3, "max_requests": 10, "expires_at": null, "last_used_at": null,
+        })];
+        let out = token_table(&tokens);
+        for needle in ["t-1", "3 / 10", "never", "no"] {
+            assert!(out.contains(needle), "{needle} in\n{out}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The management API (`/manage/...`, same port as the proxy): projects
+//! and tokens, behind `Authorization: Bearer $MANAGEMENT_TOKEN`. Cold path:
+//! store calls run on the blocking pool, never on the worker thread.
+
+mod views;
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::http::RequestHead;
+use crate::http::io::{Reply, json_response};
+use crate::proxy;
+use crate::proxy::error::ProxyError;
+use crate::server::conn::ClientConn;
+use crate::server::worker::Worker;
+use crate::store::crypto::sha256;
+use crate::store::{KeyChanges, NewKey, ProjectChanges, Store};
+
+/// Largest management request body.
+const MAX_BODY: usize = 64 << 10;
+
+/// A management answer: status and JSON body (none for 204).
+type Answer = Result<(StatusCode, Option<Value>), ProxyError>;
+
+pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
+    let request_id = proxy::request_id(head, &conn.buf);
+    let mut close = !head.keep_alive || worker.draining();
+    let answer = match authorize(worker, head, &conn.buf) {
+        Ok(()) => {
+            let timeout = worker.settings.limits.body_timeout;
+            match conn.read_body(head, MAX_BODY, timeout).await {
+                Ok(body) => {
+                    let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
+                    route(worker, &head.method, &target, &body).await
+                }
+                Err(error) => {
+                    close = true;
+                    Err(error)
+                }
+            }
+        }
+        Err(error) => {
+            // The body was not read: reuse the connection only if it all arrived.
+            close |= !conn.discard_buffered_body(head);
+            Err(error)
+        }
+    };
+    if matches!(&answer, Err(ProxyError::ClientGone)) {
+        return false;
+    }
+    let reply = Reply {
+        close,
+        head_only: head.method == Method::HEAD,
+    };
+    let status = match &answer {
+        Ok((status, _)) => *status,
+        Err(error) => error.status(),
+    };
+    match answer {
+        Ok((status, body)) => {
+            let body = body
+                .map(|b| serde_json::to_vec(&b).unwrap_or_default())
+                .unwrap_or_default();
+            if status == StatusCode::NO_CONTENT {
+                write_no_content(&mut conn.out, &request_id, close);
+            } else {
+                let extra: [(&str, &[u8]); 1] = [("X-Request-ID", request_id.as_bytes())];
+                json_response(&mut conn.out, status, &body, &extra, reply);
+            }
+        }
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::error!(request_id, %error, "management request failed");
+            }
+            error.render(&mut conn.out, &request_id, reply);
+        }
+    }
+    tracing::debug!(request_id, method = %head.method, status = status.as_u16(), "management request");
+    conn.send_out().await && !close
+}
+
+fn write_no_content(out: &mut Vec<u8>, request_id: &str, close: bool) {
+    crate::http::io::status_line(out, StatusCode::NO_CONTENT);
+    crate::http::io::header(out, "X-Request-ID", request_id.as_bytes());
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Checks the management token in constant time.
+fn authorize(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyError> {
+    let Some(expected) = worker.settings.management_token.as_deref() else {
+        return Err(ProxyError::ManagementDisabled);
+    };
+    let presented = head
+        .header(buf, "authorization")
+        .and_then(proxy::auth::bearer_key)
+        .ok_or(ProxyError::ManagementUnauthorized)?;
+    // Digests have one length, and are compared without an early exit, so
+    // timing reveals neither the token's length nor a matching prefix.
+    let (expected, presented) = (sha256(expected.as_bytes()), sha256(presented));
+    let difference = expected
+        .iter()
+        .zip(presented.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if difference != 0 {
+        return Err(ProxyError::ManagementUnauthorized);
+    }
+    Ok(())
+}
+
+async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> Answer {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<String> = path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(2) // "" and "manage"
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let store = worker.store.clone();
+    match (segments.as_slice(), method) {
+        (["projects"], &Method::GET) => {
+            blocking(store, |s| {
+                let list: Vec<Value> = s.list_projects()?.iter().map(views::project).collect();
+                Ok((StatusCode::OK, Some(Value::Array(list))))
+            })
+            .await
+        }
+        (["projects"], &Method::POST) => {
+            let input: views::CreateProject = parse(body)?;
+            blocking(store, move |s| {
+                let project = s.create_project(&input.name, &input.openai_api_key)?;
+                Ok((StatusCode::CREATED, Some(views::project(&project))))
+            })
+            .await
+        }
+        (["projects"], _) => not_allowed(method, "GET, POST"),
+        (["projects", id], &Method::GET) => {
+            let id = uuid(id, "project")?;
+            blocking(store, move |s| {
+                Ok((StatusCode::OK, Some(views::project(&s.get_project(id)?))))
+            })
+            .await
+        }
+        (["projects", id], &Method::PATCH) => {
+            let id = uuid(id, "project")?;
+            let input: views::UpdateProject = parse(body)?;
+            let changes = ProjectChanges {
+                name: input.name,
+                upstream_key: input.openai_api_key,
+                is_active: input.is_active,
+            };
+            blocking(store, move |s| {
+                let project = s.update_project(id, changes)?;
+                Ok((StatusCode::OK, Some(views::project(&project))))
+            })
+            .await
+        }
+        (["projects", id], &Method::DELETE) => {
+            let id = uuid(id, "project")?;
+            blocking(store, move |s| {
+                s.delete_project(id)?;
+                Ok((StatusCode::NO_CONTENT, None))
+            })
+            .await
+        }
+        (["projects", _], _) => not_allowed(method, "GET, PATCH, DELETE"),
+        (["projects", id, "tokens", "revoke"], &Method::POST) => {
+            let id = uuid(id, "project")?;
+            blocking(store, move |s| {
+                let revoked = s.revoke_project_keys(id)?;
+                Ok((
+                    StatusCode::OK,
+                    Some(json!({"project_id": id, "revoked": revoked})),
+                ))
+            })
+            .await
+        }
+        (["projects", _, "tokens", "revoke"], _) => not_allowed(method, "POST"),
+        (["tokens"], &Method::GET) => {
+            let (project_id, active_only) = token_filters(query)?;
+            blocking(store, move |s| {
+                let list: Vec<Value> = s
+                    .list_keys(project_id, active_only)?
+                    .iter()
+                    .map(|(key, usage)| views::token(key, usage, None))
+                    .collect();
+                Ok((StatusCode::OK, Some(Value::Array(list))))
+            })
+            .await
+        }
+        (["tokens"], &Method::POST) => {
+            let input: views::CreateToken = parse(body)?;
+            let new = new_key(input)?;
+            blocking(store, move |s| {
+                let (key, secret) = s.create_key(new)?;
+                let usage = s.usage_of(key.id)?;
+                Ok((
+                    StatusCode::CREATED,
+                    Some(views::token(&key, &usage, Some(&secret))),
+                ))
+            })
+            .await
+        }
+        (["tokens"], _) => not_allowed(method, "GET, POST"),
+        (["tokens", id], &Method::GET) => {
+            let id = id.to_string();
+            blocking(store, move |s| {
+                let (key, usage) = s.find_key(&id)?;
+                Ok((StatusCode::OK, Some(views::token(&key, &usage, None))))
+            })
+            .await
+        }
+        (["tokens", id], &Method::PATCH) => {
+            let id = id.to_string();
+            let input: views::UpdateToken = parse(body)?;
+            let changes = key_changes(input)?;
+            blocking(store, move |s| {
+                let (key, _) = s.find_key(&id)?;
+                let (key, usage) = s.update_key(key.id, changes)?;
+                Ok((StatusCode::OK, Some(views::token(&key, &usage, None))))
+            })
+            .await
+        }
+        (["tokens", id], &Method::DELETE) => {
+            let id = id.to_string();
+            blocking(store, move |s| {
+                let (key, _) = s.find_key(&id)?;
+                let changes = KeyChanges {
+                    is_active: Some(false),
+                    ..KeyChanges::default()
+                };
+                s.update_key(key.id, changes)?;
+                Ok((StatusCode::NO_CONTENT, None))
+            })
+            .await
+        }
+        (["tokens", _], _) => not_allowed(method, "GET, PATCH, DELETE"),
+        _ => Err(ProxyError::NotFound),
+    }
+}
+
+/// Runs a store call on the blocking pool (writes fsync).
+async fn blocking<F>(store: Arc<Store>, call: F) -> Answer
+where
+    F: FnOnce(&Store) -> Answer + Send + 'static,
+{
+    monoio::spawn_blocking(move || call(&store))
+        .await
+        .map_err(|_| ProxyError::Internal("the store task was cancelled".into()))?
+}
+
+fn not_allowed(method: &Method, allow: &str) -> Answer {
+    Err(ProxyError::MethodNotAllowed {
+        method: method.clone(),
+        allow: allow.into(),
+    })
+}
+
+/// Parses a JSON body; serde's message names the unknown field or the
+/// field with the wrong type.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
+    if body.is_empty() {
+        return Err(ProxyError::InvalidBody("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ProxyError::InvalidBody(format!("invalid JSON: {e}")))
+}
+
+fn uuid(text: &str, what: &'static str) -> Result<Uuid, ProxyError> {
+    Uuid::parse_str(text).map_err(|_| ProxyError::ResourceNotFound(what))
+}
+
+fn token_filters(query: &str) -> Result<(Option<Uuid>, bool), ProxyError> {
+    let mut project_id = None;
+    let mut active_only = false;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "project_id" => {
+                project_id = Some(Uuid::parse_str(&value).map_err(|_| {
+                    ProxyError::InvalidBody(format!("project_id: not a UUID: {value:?}"))
+                })?);
+            }
+            "active_only" => {
+                active_only = match value.as_ref() {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ProxyError::InvalidBody(format!(
+                            "active_only: expected true or false, got {other:?}"
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(ProxyError::InvalidBody(format!(
+                    "unknown query parameter {other:?} (expected project_id, active_only)"
+                )));
+            }
+        }
+    }
+    Ok((project_id, active_only))
+}
+
+fn new_key(input: views::CreateToken) -> Result<NewKey, ProxyError> {
+    let project_id = Uuid::parse_str(&input.project_id).map_err(|_| {
+        ProxyError::InvalidBody(format!("project_id: not a UUID: {:?}", input.project_id))
+    })?;
+    let duration = views::requested_duration(input.duration_minutes, input.duration.as_deref())
+        .map_err(ProxyError::InvalidBody)?
+        .unwrap_or(views::DEFAULT_TOKEN_DURATION);
+    Ok(NewKey {
+        project_id,
+        expires_at: Some(views::expiry_after(duration)),
+        max_requests: input.max_requests.filter(|&max| max > 0),
+        alias: input.alias,
+        metadata: input
+            .metadata
+            .map(|m| Value::Object(m).to_string())
+            .unwrap_or_default(),
+        secret: input.token,
+    })
+}
+
+fn key_changes(input: views::UpdateToken) -> Result<KeyChanges, ProxyError> {
+    let duration = views::requested_duration(input.duration_minutes, input.duration.as_deref())
+        .map_err(ProxyError::InvalidBody)?;
+    Ok(KeyChanges {
+        is_active: input.is_active,
+        max_requests: input.max_requests.map(|max| max.filter(|&m| m > 0)),
+        expires_at: duration.map(|d| Some(views::expiry_after(d))),
+        alias: input.alias,
+        metadata: input.metadata.map(|m| Value::Object(m).to_string()),
+    })
+}

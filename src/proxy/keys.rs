@@ -1,0 +1,70 @@
+//! The per-worker key cache: validated keys by secret, filled from the
+//! store on a miss and dropped whole when the store generation moves (a
+//! management write happened). A hit allocates nothing and touches no lock.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::store::{KeyView, Store, StoreError, crypto};
+
+/// Entries kept per worker before the cache starts over.
+const MAX_ENTRIES: usize = 100_000;
+
+/// A key as the request path uses it.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub view: KeyView,
+    /// `Bearer <provider key>`, ready to be written upstream.
+    pub upstream_auth: Option<Box<[u8]>>,
+}
+
+#[derive(Default)]
+pub struct KeyCache {
+    generation: u64,
+    entries: HashMap<Box<[u8]>, Rc<CachedKey>>,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Found(Rc<CachedKey>),
+    Unknown,
+}
+
+impl KeyCache {
+    /// Whether the store changed since the cache was filled; if so the
+    /// cache is emptied and `true` returned.
+    pub fn sync(&mut self, store: &Store) -> bool {
+        let generation = store.generation();
+        if generation == self.generation {
+            return false;
+        }
+        self.entries.clear();
+        self.generation = generation;
+        true
+    }
+
+    /// The key with this secret. Call `sync` first.
+    pub fn lookup(&mut self, store: &Store, secret: &[u8]) -> Result<Lookup, StoreError> {
+        if let Some(found) = self.entries.get(secret) {
+            return Ok(Lookup::Found(found.clone()));
+        }
+        let Some(view) = store.lookup_key(&crypto::sha256(secret))? else {
+            return Ok(Lookup::Unknown);
+        };
+        let upstream_auth = view.upstream_key.as_deref().map(|key| {
+            let mut value = Vec::with_capacity(7 + key.len());
+            value.extend_from_slice(b"Bearer ");
+            value.extend_from_slice(key.as_bytes());
+            value.into_boxed_slice()
+        });
+        let entry = Rc::new(CachedKey {
+            view,
+            upstream_auth,
+        });
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(secret.into(), entry.clone());
+        Ok(Lookup::Found(entry))
+    }
+}

@@ -1,0 +1,311 @@
+//! Management reads and writes: projects and keys. Every write commits,
+//! then bumps the store generation so that each worker's key cache re-reads
+//! before the management call returns.
+
+use heed::RwTxn;
+use uuid::Uuid;
+
+use super::crypto::{self, new_id, new_secret, sha256};
+use super::model::{KeyRecord, Project, Usage, hint, now_ms};
+use super::{Store, StoreError};
+
+/// Fields of a project that an update may change.
+#[derive(Debug, Default)]
+pub struct ProjectChanges {
+    pub name: Option<String>,
+    pub upstream_key: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+/// A key to create.
+#[derive(Debug, Default)]
+pub struct NewKey {
+    pub project_id: Uuid,
+    pub expires_at: Option<i64>,
+    pub max_requests: Option<u64>,
+    pub alias: Option<String>,
+    /// A JSON object as text; empty means `{}`.
+    pub metadata: String,
+    /// Use this secret instead of generating one (imports, tests).
+    pub secret: Option<String>,
+}
+
+/// Fields of a key that an update may change. `Some(None)` clears.
+#[derive(Debug, Default)]
+pub struct KeyChanges {
+    pub is_active: Option<bool>,
+    pub max_requests: Option<Option<u64>>,
+    pub expires_at: Option<Option<i64>>,
+    pub alias: Option<Option<String>>,
+    pub metadata: Option<String>,
+}
+
+fn check_name(name: &str) -> Result<String, StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(StoreError::Invalid(
+            "name must be 1 to 200 characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_upstream_key(key: &str) -> Result<&str, StoreError> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 1024 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::Invalid(
+            "openai_api_key must be 1 to 1024 visible ASCII characters".into(),
+        ));
+    }
+    Ok(key)
+}
+
+impl Store {
+    fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
+        txn.commit()?;
+        self.bump_generation();
+        Ok(())
+    }
+
+    pub fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let mut projects = self
+            .projects
+            .iter(&txn)?
+            .map(|entry| entry.map(|(_, p)| p))
+            .collect::<Result<Vec<_>, _>>()?;
+        projects.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        Ok(projects)
+    }
+
+    pub fn get_project(&self, id: Uuid) -> Result<Project, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.projects
+            .get(&txn, id.as_bytes())?
+            .ok_or(StoreError::NotFound("project"))
+    }
+
+    pub fn create_project(&self, name: &str, upstream_key: &str) -> Result<Project, StoreError> {
+        let name = check_name(name)?;
+        let upstream_key = check_upstream_key(upstream_key)?;
+        let now = now_ms();
+        let project = Project {
+            id: new_id()?,
+            upstream_key: crypto::seal(self.cipher.as_ref(), upstream_key)?,
+            upstream_key_hint: hint(upstream_key),
+            name,
+            is_active: true,
+            created_at: now,
+            updated_at: now,
+            deactivated_at: None,
+        };
+        let mut txn = self.env.write_txn()?;
+        if self.project_names.get(&txn, &project.name)?.is_some() {
+            return Err(StoreError::NameTaken(project.name));
+        }
+        self.project_names
+            .put(&mut txn, &project.name, project.id.as_bytes())?;
+        self.projects
+            .put(&mut txn, project.id.as_bytes(), &project)?;
+        self.commit_admin(txn)?;
+        Ok(project)
+    }
+
+    pub fn update_project(&self, id: Uuid, changes: ProjectChanges) -> Result<Project, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut project = self
+            .projects
+            .get(&txn, id.as_bytes())?
+            .ok_or(StoreError::NotFound("project"))?;
+        let now = now_ms();
+        if let Some(name) = changes.name {
+            let name = check_name(&name)?;
+            if name != project.name {
+                if self.project_names.get(&txn, &name)?.is_some() {
+                    return Err(StoreError::NameTaken(name));
+                }
+                self.project_names.delete(&mut txn, &project.name)?;
+                self.project_names.put(&mut txn, &name, id.as_bytes())?;
+                project.name = name;
+            }
+        }
+        if let Some(key) = changes.upstream_key {
+            let key = check_upstream_key(&key)?;
+            project.upstream_key = crypto::seal(self.cipher.as_ref(), key)?;
+            project.upstream_key_hint = hint(key);
+        }
+        if let Some(active) = changes.is_active
+            && active != project.is_active
+        {
+            project.is_active = active;
+            project.deactivated_at = (!active).then_some(now);
+        }
+        project.updated_at = now;
+        self.projects.put(&mut txn, id.as_bytes(), &project)?;
+        self.commit_admin(txn)?;
+        Ok(project)
+    }
+
+    /// Deletes the project and revokes its keys; returns how many were revoked.
+    pub fn delete_project(&self, id: Uuid) -> Result<usize, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let project = self
+            .projects
+            .get(&txn, id.as_bytes())?
+            .ok_or(StoreError::NotFound("project"))?;
+        let revoked = self.revoke_keys_in(&mut txn, id)?;
+        self.project_names.delete(&mut txn, &project.name)?;
+        self.projects.delete(&mut txn, id.as_bytes())?;
+        self.commit_admin(txn)?;
+        Ok(revoked)
+    }
+
+    /// Revokes every active key of the project; returns how many.
+    pub fn revoke_project_keys(&self, id: Uuid) -> Result<usize, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        if self.projects.get(&txn, id.as_bytes())?.is_none() {
+            return Err(StoreError::NotFound("project"));
+        }
+        let revoked = self.revoke_keys_in(&mut txn, id)?;
+        self.commit_admin(txn)?;
+        Ok(revoked)
+    }
+
+    fn revoke_keys_in(&self, txn: &mut RwTxn, project_id: Uuid) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let mut revoked = Vec::new();
+        for entry in self.keys.iter(txn)? {
+            let (_, key) = entry?;
+            if key.project_id == project_id && key.is_active {
+                revoked.push(key);
+            }
+        }
+        for mut key in revoked.iter().cloned() {
+            key.is_active = false;
+            key.updated_at = now;
+            self.keys.put(txn, key.id.as_bytes(), &key)?;
+        }
+        Ok(revoked.len())
+    }
+
+    /// Creates a key; returns it with its secret (the only time the secret
+    /// is available).
+    pub fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), StoreError> {
+        let secret = match new.secret {
+            Some(secret) => {
+                if secret.len() < 8 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(StoreError::Invalid(
+                        "a key must be at least 8 visible ASCII characters".into(),
+                    ));
+                }
+                secret
+            }
+            None => new_secret()?,
+        };
+        let now = now_ms();
+        let key = KeyRecord {
+            id: new_id()?,
+            secret_hash: sha256(secret.as_bytes()),
+            hint: hint(&secret),
+            project_id: new.project_id,
+            alias: new.alias,
+            expires_at: new.expires_at,
+            is_active: true,
+            max_requests: new.max_requests,
+            metadata: if new.metadata.is_empty() {
+                "{}".into()
+            } else {
+                new.metadata
+            },
+            created_at: now,
+            updated_at: now,
+        };
+        let mut txn = self.env.write_txn()?;
+        if self
+            .projects
+            .get(&txn, new.project_id.as_bytes())?
+            .is_none()
+        {
+            return Err(StoreError::NotFound("project"));
+        }
+        if self.key_hashes.get(&txn, &key.secret_hash)?.is_some() {
+            return Err(StoreError::Invalid("that key already exists".into()));
+        }
+        self.key_hashes
+            .put(&mut txn, &key.secret_hash, key.id.as_bytes())?;
+        self.keys.put(&mut txn, key.id.as_bytes(), &key)?;
+        self.commit_admin(txn)?;
+        Ok((key, secret))
+    }
+
+    /// Keys with their usage, oldest first.
+    pub fn list_keys(
+        &self,
+        project_id: Option<Uuid>,
+        active_only: bool,
+    ) -> Result<Vec<(KeyRecord, Usage)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let mut keys = Vec::new();
+        for entry in self.keys.iter(&txn)? {
+            let (_, key) = entry?;
+            if project_id.is_some_and(|p| p != key.project_id) || (active_only && !key.is_active) {
+                continue;
+            }
+            let usage = self.usage.get(&txn, key.id.as_bytes())?.unwrap_or_default();
+            keys.push((key, usage));
+        }
+        keys.sort_by_key(|(key, _)| key.created_at);
+        Ok(keys)
+    }
+
+    /// A key by its id, or by its secret.
+    pub fn find_key(&self, id_or_secret: &str) -> Result<(KeyRecord, Usage), StoreError> {
+        let txn = self.env.read_txn()?;
+        let id = match Uuid::parse_str(id_or_secret) {
+            Ok(id) => Some(id),
+            Err(_) => self
+                .key_hashes
+                .get(&txn, &sha256(id_or_secret.as_bytes()))?
+                .and_then(|bytes| Uuid::from_slice(bytes).ok()),
+        };
+        let key = match id {
+            Some(id) => self.keys.get(&txn, id.as_bytes())?,
+            None => None,
+        }
+        .ok_or(StoreError::NotFound("token"))?;
+        let usage = self.usage.get(&txn, key.id.as_bytes())?.unwrap_or_default();
+        Ok((key, usage))
+    }
+
+    pub fn update_key(
+        &self,
+        id: Uuid,
+        changes: KeyChanges,
+    ) -> Result<(KeyRecord, Usage), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut key = self
+            .keys
+            .get(&txn, id.as_bytes())?
+            .ok_or(StoreError::NotFound("token"))?;
+        if let Some(active) = changes.is_active {
+            key.is_active = active;
+        }
+        if let Some(max) = changes.max_requests {
+            key.max_requests = max;
+        }
+        if let Some(expires) = changes.expires_at {
+            key.expires_at = expires;
+        }
+        if let Some(alias) = changes.alias {
+            key.alias = alias;
+        }
+        if let Some(metadata) = changes.metadata {
+            key.metadata = metadata;
+        }
+        key.updated_at = now_ms();
+        self.keys.put(&mut txn, id.as_bytes(), &key)?;
+        let usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
+        self.commit_admin(txn)?;
+        Ok((key, usage))
+    }
+}

@@ -1,0 +1,202 @@
+//! The embedded store: one LMDB environment (heed) in the data directory
+//! holding projects, keys and the usage ledger. The only module that
+//! touches LMDB.
+//!
+//! - `read`: lookups for the request path (no write, no lock).
+//! - `admin`: management writes; each bumps the store generation, which
+//!   tells every worker's key cache to re-read before the call returns.
+//! - `ledger`: quota leases and usage counts written by the workers.
+//!
+//! Read transactions are opened without thread-local slots (`WithoutTls`):
+//! many monoio tasks share a thread, and none holds a transaction across
+//! an `.await`.
+
+mod admin;
+pub mod crypto;
+mod ledger;
+pub mod model;
+mod read;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use heed::types::{Bytes, SerdeBincode, Str};
+use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+
+pub use admin::{KeyChanges, NewKey, ProjectChanges};
+pub use crypto::Cipher;
+pub use ledger::{Grant, Report};
+pub use model::{KeyRecord, Project, Usage, now_ms};
+pub use read::KeyView;
+
+/// Version of the record layout. Opening a store written by a newer
+/// version fails; older versions are migrated forward in `open`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Largest size the store may grow to (address space, not disk).
+const MAP_SIZE: usize = 1 << 34;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("LMDB: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("cannot create the data directory {0}: {1}")]
+    CreateDir(PathBuf, std::io::Error),
+    #[error(
+        "the store in {path} has schema version {found}, newer than this llm-proxy understands ({SCHEMA_VERSION}): upgrade llm-proxy"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+    #[error(
+        "ENCRYPTION_KEY must be 32 bytes, as base64 or 64 hex characters (generate one with: openssl rand -base64 32)"
+    )]
+    BadEncryptionKey,
+    #[error("a provider key is encrypted but ENCRYPTION_KEY is not set")]
+    EncryptionKeyNeeded,
+    #[error(
+        "a provider key cannot be decrypted: ENCRYPTION_KEY is not the key it was encrypted with"
+    )]
+    WrongEncryptionKey,
+    #[error("the system's secure random generator failed")]
+    Crypto,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("a project named {0:?} already exists")]
+    NameTaken(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Uuid16 = Bytes;
+
+pub struct Store {
+    env: Env<WithoutTls>,
+    meta: Database<Str, Bytes>,
+    projects: Database<Uuid16, SerdeBincode<Project>>,
+    project_names: Database<Str, Uuid16>,
+    keys: Database<Uuid16, SerdeBincode<KeyRecord>>,
+    key_hashes: Database<Bytes, Uuid16>,
+    usage: Database<Uuid16, SerdeBincode<Usage>>,
+    cipher: Option<Cipher>,
+    /// Bumped after every management write commits; workers compare it
+    /// with the generation their key cache was filled at.
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.env.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. One `Store` per
+    /// directory per process.
+    pub fn open(dir: &Path, cipher: Option<Cipher>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir(dir.to_path_buf(), e))?;
+        // SAFETY: heed requires that the environment is opened once per
+        // process and that the files are not modified by other means; the
+        // data directory belongs to llm-proxy and `Store` is opened once.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(MAP_SIZE)
+                .max_dbs(8)
+                .max_readers(1024)
+                .open(dir)?
+        };
+        let mut txn = env.write_txn()?;
+        let meta: Database<Str, Bytes> = env.create_database(&mut txn, Some("meta"))?;
+        let found = meta
+            .get(&txn, "schema_version")?
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map(u32::from_be_bytes);
+        match found {
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew {
+                    path: dir.to_path_buf(),
+                    found: version,
+                });
+            }
+            // Migrations from older layouts go here, one step per version.
+            Some(_) => {}
+            None => meta.put(&mut txn, "schema_version", &SCHEMA_VERSION.to_be_bytes())?,
+        }
+        let store = Store {
+            meta,
+            projects: env.create_database(&mut txn, Some("projects"))?,
+            project_names: env.create_database(&mut txn, Some("project_names"))?,
+            keys: env.create_database(&mut txn, Some("keys"))?,
+            key_hashes: env.create_database(&mut txn, Some("key_hashes"))?,
+            usage: env.create_database(&mut txn, Some("usage"))?,
+            env: env.clone(),
+            cipher,
+            generation: AtomicU64::new(1),
+        };
+        txn.commit()?;
+        Ok(store)
+    }
+
+    /// Opens the store with the cipher from `ENCRYPTION_KEY` (if any) and
+    /// checks that every sealed provider key can be opened with it.
+    pub fn open_checked(
+        dir: &Path,
+        encryption_key: Option<&str>,
+        require_encryption: bool,
+    ) -> Result<Self, StoreError> {
+        let cipher = match encryption_key {
+            Some(value) => Some(Cipher::from_env_value(value)?),
+            None if require_encryption => {
+                return Err(StoreError::Invalid(
+                    "REQUIRE_ENCRYPTION_KEY is set but ENCRYPTION_KEY is not".into(),
+                ));
+            }
+            None => None,
+        };
+        let store = Self::open(dir, cipher)?;
+        store.check_sealed()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.env.path()
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self
+            .meta
+            .get(&txn, "schema_version")?
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    /// The current generation (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn check_sealed(&self) -> Result<(), StoreError> {
+        let txn = self.env.read_txn()?;
+        for entry in self.projects.iter(&txn)? {
+            let (_, project) = entry?;
+            crypto::unseal(self.cipher.as_ref(), &project.upstream_key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the schema version directly; for tests of the version check.
+    #[doc(hidden)]
+    pub fn set_schema_version_for_tests(&self, version: u32) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.meta
+            .put(&mut txn, "schema_version", &version.to_be_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
