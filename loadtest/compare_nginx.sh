@@ -44,6 +44,8 @@ KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 
 CLIENT_KEY=sk-bench
 UPSTREAM_KEY=sk-upstream
+# Only for this run's throw-away store; the management API listens on loopback.
+MANAGEMENT_TOKEN=bench-management-$$-$RANDOM
 CHAT_PATH=/v1/chat/completions
 CHAT_BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 LUA_SCRIPT=$SCRIPT_DIR/chat.lua
@@ -350,14 +352,32 @@ log "starting llm-proxy on 127.0.0.1:$PROXY_PORT (core $SERVER_CORE, 1 worker)"
     cd "$WORKDIR/run"
     # Settings that could come from the caller's environment and change
     # what is measured; the command line below says it all.
-    unset LISTEN_ADDR DATABASE_PATH API_CONFIG_PATH WORKERS UPSTREAM_CA_FILE
-    export PROXY_API_KEY=$CLIENT_KEY OPENAI_API_KEY=$UPSTREAM_KEY
+    unset LISTEN_ADDR DATABASE_PATH API_CONFIG_PATH WORKERS UPSTREAM_CA_FILE \
+        ENCRYPTION_KEY REQUIRE_ENCRYPTION_KEY OPENAI_API_KEY
+    export MANAGEMENT_TOKEN=$MANAGEMENT_TOKEN
     export OPENAI_API_URL="http://127.0.0.1:$MOCK_PORT"
     exec taskset -c "$SERVER_CORE" "$BIN" server --addr "127.0.0.1:$PROXY_PORT" \
-        --workers 1 "${pin_flag[@]}" "${proxy_extra[@]}"
+        --db "$WORKDIR/run/data" --workers 1 "${pin_flag[@]}" "${proxy_extra[@]}"
 ) >"$WORKDIR/proxy.log" 2>&1 &
 PROXY_PID=$!
 wait_ready "llm-proxy" "$PROXY_PID" "http://127.0.0.1:$PROXY_PORT/health"
+
+# The proxy authenticates clients against its key store: create a project
+# holding the upstream key and import the client key into it (no request
+# limit, so no quota lease is taken on the measured path).
+manage_post() {
+    local path=$1 body=$2 out=$3 code
+    code=$(curl -s -o "$out" --max-time 10 -w '%{http_code}' \
+        -H "Authorization: Bearer $MANAGEMENT_TOKEN" -H 'Content-Type: application/json' \
+        --data "$body" "http://127.0.0.1:$PROXY_PORT$path" || true)
+    [[ $code == 2?? ]] || die "POST $path answered ${code:-nothing}: $(head -c 300 "$out" 2>/dev/null)"
+}
+log "creating the benchmark project and client key through the management API"
+manage_post /manage/projects "{\"name\":\"bench\",\"openai_api_key\":\"$UPSTREAM_KEY\"}" "$WORKDIR/project.json"
+project_id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$WORKDIR/project.json")
+[[ -n $project_id ]] || die "no project id in $(head -c 300 "$WORKDIR/project.json")"
+manage_post /manage/tokens "{\"project_id\":\"$project_id\",\"token\":\"$CLIENT_KEY\",\"alias\":\"bench\"}" \
+    "$WORKDIR/token.json"
 
 cpu_mask=1
 for ((i = 0; i < SERVER_CORE; i++)); do cpu_mask+=0; done

@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Start the gateway.
     Server(ServerArgs),
+    /// Write the .env, initialise the store, create a first project and token.
+    Setup(SetupArgs),
     /// Run an OpenAI-compatible mock upstream for tests, demos and benchmarks.
     MockUpstream(MockArgs),
     /// Manage projects and tokens through a running server's management API.
@@ -51,6 +53,37 @@ pub struct ServerArgs {
     /// Try it out: run the built-in mock upstream in-process and route to it
     #[arg(long)]
     pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Env file to write (mode 0600); other lines in it are kept
+    #[arg(long, default_value = ".env")]
+    pub config: PathBuf,
+    /// Ask for the values instead of taking them from flags
+    #[arg(long)]
+    pub interactive: bool,
+    /// Provider (OpenAI) API key of the first project
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_key: Option<String>,
+    /// Management token for the proxy [default: generate one]
+    #[arg(long, env = "MANAGEMENT_TOKEN", hide_env_values = true)]
+    pub management_token: Option<String>,
+    /// Name of the project to create
+    #[arg(long, default_value = "DefaultProject")]
+    pub project: String,
+    /// Lifetime of the token, in hours
+    #[arg(long, default_value_t = 24)]
+    pub duration: u64,
+    /// Skip project and token setup
+    #[arg(long)]
+    pub skip_project: bool,
+    /// Data directory
+    #[arg(long, env = "DATABASE_PATH", default_value = "data")]
+    pub db: PathBuf,
+    /// Address the server will listen on (written to the .env)
+    #[arg(long, default_value = "localhost:8080")]
+    pub addr: String,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server(args) => cmd::server::run(&args)?,
+        Command::Setup(args) => cmd::setup::run(&args)?,
         Command::MockUpstream(args) => cmd::mock_upstream::run(&args)?,
         Command::Manage(args) => cmd::manage::run(&args)?,
     }

@@ -3,3 +3,4 @@
 pub mod manage;
 pub mod mock_upstream;
 pub mod server;
+pub mod setup;

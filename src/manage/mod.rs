@@ -4,6 +4,8 @@
 
 mod views;
 
+pub use views::expiry_after;
+
 use std::sync::Arc;
 
 use http::{Method, StatusCode};

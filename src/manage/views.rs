@@ -11,8 +11,11 @@ use crate::store::{KeyRecord, Project, Usage};
 /// Tokens live 24 hours unless the request says otherwise (as in the seed CLI).
 pub const DEFAULT_TOKEN_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The end of year 9999, the last moment RFC 3339 can write.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_000;
+
 pub fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let at = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_RFC3339_MS) as u64);
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
@@ -123,10 +126,11 @@ pub fn requested_duration(
     Ok(Some(duration))
 }
 
-/// Unix milliseconds `duration` from now.
+/// Unix milliseconds `duration` from now (saturating: far enough is never).
 pub fn expiry_after(duration: Duration) -> i64 {
-    let at = SystemTime::now() + duration;
-    at.duration_since(UNIX_EPOCH)
+    SystemTime::now()
+        .checked_add(duration)
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
         .map_or(i64::MAX, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
@@ -148,6 +152,8 @@ mod tests {
         assert!(requested_duration(Some(1), Some("1h")).is_err());
         assert!(requested_duration(Some(0), None).is_err());
         assert!(requested_duration(None, Some("soon")).is_err());
+        assert_eq!(expiry_after(Duration::from_secs(u64::MAX)), i64::MAX);
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod cli;
+pub mod store;
+
 /// The key clients present to the proxy in most tests.
 pub const CLIENT_KEY: &str = "sk-client-7f3a9c41d2";
 /// The key the proxy sends upstream in most tests.

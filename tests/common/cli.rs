@@ -1,0 +1,323 @@
+//! Helpers for testing the client commands (`manage`, ...) as subprocesses.
+//!
+//! - [`Cli`]: runs `llm-proxy <args>` with a cleared environment and
+//!   captures stdout, stderr and the exit code.
+//! - [`RecordingServer`]: a tiny HTTP server that answers every request
+//!   with one scripted response and records what the client sent (method,
+//!   target, headers and body), one connection per request.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one CLI invocation may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One finished CLI run.
+#[derive(Debug)]
+pub struct CliRun {
+    pub args: Vec<String>,
+    /// `None` if killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Asserts the exit code, showing everything on failure.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "llm-proxy {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        self.assert_code(0);
+        &self.stdout
+    }
+
+    /// Asserts success and parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(out)
+            .unwrap_or_else(|e| panic!("stdout of {:?} is not JSON ({e}):\n{out}", self.args))
+    }
+
+    /// Asserts a failure with `code`, an empty stdout and exactly one
+    /// stderr line starting with `error: `; returns that line.
+    #[track_caller]
+    pub fn fails(&self, code: i32) -> &str {
+        self.assert_code(code);
+        assert!(
+            self.stdout.is_empty(),
+            "stdout of a failure should be empty: {:?}",
+            self.stdout
+        );
+        let line = self.stderr.strip_suffix('\n').unwrap_or(&self.stderr);
+        assert!(
+            !line.contains('\n') && line.starts_with("error: "),
+            "expected one `error: ` line on stderr, got {:?}",
+            self.stderr
+        );
+        line
+    }
+
+    /// Asserts that `needle` appears in neither stdout nor stderr.
+    #[track_caller]
+    pub fn assert_hides(&self, needle: &str) {
+        assert!(
+            !self.stdout.contains(needle) && !self.stderr.contains(needle),
+            "{needle:?} leaked into the output of {:?}:\nstdout:\n{}\nstderr:\n{}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Builds one `llm-proxy` invocation with a cleared environment.
+pub struct Cli {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
+        Self {
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `llm-proxy manage <args>`.
+    pub fn manage<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
+        Self::new(std::iter::once("manage".to_string()).chain(args.into_iter().map(Into::into)))
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Runs to completion (killed after a minute), in a fresh temp dir.
+    pub fn run(&self) -> CliRun {
+        let dir = super::TempDir::new("cli");
+        self.run_in(dir.path())
+    }
+
+    /// Runs to completion (killed after a minute) in `dir`.
+    pub fn run_in(&self, dir: &std::path::Path) -> CliRun {
+        let mut cmd = Command::new(super::bin());
+        cmd.current_dir(dir)
+            .env_clear()
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("spawn llm-proxy");
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let deadline = Instant::now() + CLI_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for llm-proxy") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "llm-proxy {:?} did not exit within {CLI_TIMEOUT:?}",
+                    self.args
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        CliRun {
+            args: self.args.clone(),
+            code: status.code(),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// A recording server
+// ---------------------------------------------------------------------------
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "request body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Answers every request with the same status and body, then closes.
+pub struct RecordingServer {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RecordingServer {
+    /// A JSON answer (an empty `body` sends no body and no content type).
+    pub fn json(status: u16, body: &str) -> Self {
+        let mut response = format!("HTTP/1.1 {status} Scripted\r\nConnection: close\r\n");
+        if !body.is_empty() {
+            response.push_str("Content-Type: application/json\r\n");
+        }
+        if status != 204 {
+            response.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        response.push_str("\r\n");
+        response.push_str(body);
+        Self::raw(response)
+    }
+
+    /// Any raw bytes as the answer.
+    pub fn raw(response: impl Into<Vec<u8>>) -> Self {
+        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (response, seen) = (response.clone(), seen.clone());
+                std::thread::spawn(move || serve_one(stream, &response, &seen));
+            }
+        });
+        Self {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The only request received so far.
+    #[track_caller]
+    pub fn only_request(&self) -> Recorded {
+        let requests = self.requests();
+        assert_eq!(requests.len(), 1, "requests: {requests:#?}");
+        requests.into_iter().next().unwrap()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next().unwrap_or_default().split(' ');
+    let method = start.next().unwrap_or_default().to_string();
+    let target = start.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    seen.lock().unwrap().push(Recorded {
+        method,
+        target,
+        headers,
+        body: buf[end..end + length].to_vec(),
+    });
+    let _ = stream.write_all(response);
+    let _ = stream.shutdown(Shutdown::Write);
+}
