@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Err(error) => return clap_exit(&error),
     };
     init_logging();
+    abort_on_panic();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -33,6 +34,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manage(args) => cmd::manage::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A panic is a bug: stop the whole process (status 134) so that a
+/// supervisor restarts it, rather than serve on with a dead worker whose
+/// listener still takes connections.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
 }
 
 /// 2 server unreachable, 3 authentication failed, 1 anything else.

@@ -269,13 +269,22 @@ fn not_allowed(method: &Method, allow: &str) -> Answer {
     })
 }
 
-/// Parses a JSON body; serde's message names the unknown field or the
-/// field with the wrong type.
+/// Parses a JSON body; the message names the unknown field or the field
+/// with the wrong type.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
     if body.is_empty() {
         return Err(ProxyError::InvalidBody("a JSON body is required".into()));
     }
-    serde_json::from_slice(body).map_err(|e| ProxyError::InvalidBody(format!("invalid JSON: {e}")))
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            ProxyError::InvalidBody(format!("invalid JSON: {inner}"))
+        } else {
+            ProxyError::InvalidBody(format!("invalid JSON at field `{path}`: {inner}"))
+        }
+    })
 }
 
 fn uuid(text: &str, what: &'static str) -> Result<Uuid, ProxyError> {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use super::error::ProxyError;
 use super::keys::{CachedKey, Lookup};
+use super::quota::Draw;
 use crate::http::RequestHead;
 use crate::server::worker::Worker;
 use crate::store::{Grant, now_ms};
@@ -30,10 +31,7 @@ pub fn authenticate(
     let secret = bearer_key(value).ok_or(ProxyError::MissingKey)?;
     let key = {
         let mut cache = worker.keys.borrow_mut();
-        if cache.sync(&worker.store) {
-            // Limits may have changed: quota leased under the old ones goes back.
-            worker.quota.borrow_mut().return_all();
-        }
+        cache.sync(&worker.store);
         match cache.lookup(&worker.store, secret)? {
             Lookup::Found(key) => key,
             Lookup::Unknown => return Err(ProxyError::InvalidKey),
@@ -56,17 +54,44 @@ pub fn authenticate(
 /// lease from the store's ledger (durable before the request goes out).
 pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
     let id = key.view.key_id;
-    if key.view.max_requests.is_some() && !worker.quota.borrow_mut().draw(id) {
-        let store = worker.store.clone();
-        let workers = worker.settings.workers;
-        // A ledger write fsyncs: never on the worker thread.
-        let grant = monoio::spawn_blocking(move || store.lease(id, workers))
-            .await
-            .map_err(|_| ProxyError::Internal("the ledger task was cancelled".into()))??;
-        match grant {
-            Grant::Granted(granted) => worker.quota.borrow_mut().add_lease(id, granted),
-            Grant::Exhausted => return Err(ProxyError::QuotaExhausted),
-            Grant::Unlimited => {}
+    let limit = key.view.max_requests;
+    if limit.is_some() {
+        loop {
+            let draw = worker.quota.borrow_mut().draw(id, limit);
+            match draw {
+                Draw::Charged => break,
+                Draw::Exhausted => return Err(ProxyError::QuotaExhausted),
+                Draw::Wait(event) => {
+                    // Re-check after registering, in case the refill just ended.
+                    let listener = event.listen();
+                    if worker.quota.borrow().is_refilling(id) {
+                        listener.await;
+                    }
+                }
+                Draw::Refill => {
+                    let store = worker.store.clone();
+                    let workers = worker.settings.workers;
+                    // A ledger write fsyncs: never on the worker thread.
+                    let grant = monoio::spawn_blocking(move || store.lease(id, workers)).await;
+                    let mut quota = worker.quota.borrow_mut();
+                    match grant {
+                        Ok(Ok(Grant::Granted(granted))) => quota.refilled(id, limit, Some(granted)),
+                        Ok(Ok(Grant::Exhausted)) => quota.refilled(id, limit, None),
+                        Ok(Ok(Grant::Unlimited)) => {
+                            quota.refill_failed(id);
+                            break;
+                        }
+                        Ok(Err(error)) => {
+                            quota.refill_failed(id);
+                            return Err(error.into());
+                        }
+                        Err(_) => {
+                            quota.refill_failed(id);
+                            return Err(ProxyError::Internal("the ledger task was cancelled".into()));
+                        }
+                    }
+                }
+            }
         }
     }
     worker.quota.borrow_mut().served(id);
