@@ -187,3 +187,36 @@ fn shutdown_timeout_cuts_a_stream_that_outlives_it() {
     let (_, end) = read_sse(&mut conn);
     assert!(end.is_err(), "the cut stream must not look complete");
 }
+
+#[test]
+fn demo_mode_streams_with_the_demo_key_and_cleans_up_its_store() {
+    let mut proxy = Proxy::builder()
+        .unseeded()
+        .env_remove("MANAGEMENT_TOKEN")
+        .arg("--demo")
+        .start();
+    let demo_dir = std::env::temp_dir().join(format!("llm-proxy-demo-{}", proxy.proc.pid()));
+    assert!(demo_dir.join("data.mdb").exists(), "demo store in {demo_dir:?}");
+
+    let mut conn = proxy.conn();
+    conn.send(
+        &Req::post("/v1/chat/completions", chat_body(true, "Hello"))
+            .auth("sk-demo-key")
+            .header("x-mock-chunk-interval-ms", "0")
+            .bytes(),
+    );
+    let head = conn.read_head().unwrap();
+    assert_eq!(head.status, 200);
+    let (events, end) = read_sse(&mut conn);
+    end.expect("complete demo stream");
+    let payloads: Vec<String> = events.into_iter().map(|e| e.data).collect();
+    assert_complete_stream(&payloads, MOCK_WORDS.len());
+    proxy
+        .call(Req::get("/v1/models").auth("sk-wrong-key"))
+        .assert_error(401, "invalid_api_key");
+
+    proxy.proc.signal("TERM");
+    let status = proxy.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.log());
+    assert!(!demo_dir.exists(), "the demo store is removed on exit");
+}

@@ -15,7 +15,7 @@ use crate::settings::ServerSettings;
 use crate::store::{NewKey, Store};
 
 /// Keys used by `--demo` when none are configured.
-const DEMO_CLIENT_KEY: &str = "sk-demo";
+const DEMO_CLIENT_KEY: &str = "sk-demo-key";
 const DEMO_UPSTREAM_KEY: &str = "sk-mock-upstream";
 
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
