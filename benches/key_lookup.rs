@@ -20,7 +20,9 @@ fn store_with_keys(encrypted: bool) -> (Store, Vec<String>, std::path::PathBuf) 
     let _ = std::fs::remove_dir_all(&dir);
     let cipher = encrypted.then(|| Cipher::from_env_value(&"ab".repeat(32)).unwrap());
     let store = Store::open(&dir, cipher).unwrap();
-    let project = store.create_project("bench", "sk-upstream-key-0123456789").unwrap();
+    let project = store
+        .create_project("bench", "sk-upstream-key-0123456789")
+        .unwrap();
     let secrets = (0..KEYS)
         .map(|_| {
             let (_, secret) = store
@@ -64,13 +66,16 @@ fn lookups(c: &mut Criterion) {
 
     let (store, secrets, dir) = store_with_keys(true);
     let mut i = 0;
-    c.bench_function("key cache miss, provider key encrypted (Store::lookup_key)", |b| {
-        b.iter(|| {
-            i = (i + 7919) % KEYS;
-            let hash = crypto::sha256(secrets[i].as_bytes());
-            black_box(store.lookup_key(&hash).unwrap().is_some())
-        })
-    });
+    c.bench_function(
+        "key cache miss, provider key encrypted (Store::lookup_key)",
+        |b| {
+            b.iter(|| {
+                i = (i + 7919) % KEYS;
+                let hash = crypto::sha256(secrets[i].as_bytes());
+                black_box(store.lookup_key(&hash).unwrap().is_some())
+            })
+        },
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }

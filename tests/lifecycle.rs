@@ -196,7 +196,10 @@ fn demo_mode_streams_with_the_demo_key_and_cleans_up_its_store() {
         .arg("--demo")
         .start();
     let demo_dir = std::env::temp_dir().join(format!("llm-proxy-demo-{}", proxy.proc.pid()));
-    assert!(demo_dir.join("data.mdb").exists(), "demo store in {demo_dir:?}");
+    assert!(
+        demo_dir.join("data.mdb").exists(),
+        "demo store in {demo_dir:?}"
+    );
 
     let mut conn = proxy.conn();
     conn.send(

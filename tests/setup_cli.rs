@@ -29,25 +29,50 @@ fn setup_then_server_then_a_chat_completion_with_the_printed_token() {
     let mock = Mock::builder().args(["--api-key", UPSTREAM_KEY]).start();
     let dir = TempDir::new("setup");
     let db = dir.path().join("store");
-    let run = Cli::new(["setup", "--openai-key", UPSTREAM_KEY, "--project", "My Project"])
-        .args(["--duration", "2", "--db"])
-        .arg(db.display().to_string())
-        .run_in(dir.path());
+    let run = Cli::new([
+        "setup",
+        "--openai-key",
+        UPSTREAM_KEY,
+        "--project",
+        "My Project",
+    ])
+    .args(["--duration", "2", "--db"])
+    .arg(db.display().to_string())
+    .run_in(dir.path());
     let stdout = run.ok().to_string();
     let token = printed_token(&stdout);
     assert!(token.starts_with("sk-") && token.len() >= 40, "{token}");
-    assert_eq!(stdout.matches(&token).count(), 1, "the token is printed once");
+    assert_eq!(
+        stdout.matches(&token).count(),
+        1,
+        "the token is printed once"
+    );
 
     let env_path = dir.path().join(".env");
     let mode = std::fs::metadata(&env_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the .env holds secrets");
     let env_file = std::fs::read_to_string(&env_path).unwrap();
-    assert_eq!(env_value(&env_file, "OPENAI_API_KEY").as_deref(), Some(UPSTREAM_KEY));
+    assert_eq!(
+        env_value(&env_file, "OPENAI_API_KEY").as_deref(),
+        Some(UPSTREAM_KEY)
+    );
     let management = env_value(&env_file, "MANAGEMENT_TOKEN").expect("a management token");
-    assert!(management.len() >= 40, "a strong generated token: {management}");
-    assert_eq!(env_value(&env_file, "DATABASE_PATH"), Some(db.display().to_string()));
-    assert!(!env_file.contains(&token), "the client token is not written anywhere");
-    assert!(!stdout.contains(&management), "the management token is not printed");
+    assert!(
+        management.len() >= 40,
+        "a strong generated token: {management}"
+    );
+    assert_eq!(
+        env_value(&env_file, "DATABASE_PATH"),
+        Some(db.display().to_string())
+    );
+    assert!(
+        !env_file.contains(&token),
+        "the client token is not written anywhere"
+    );
+    assert!(
+        !stdout.contains(&management),
+        "the management token is not printed"
+    );
 
     // `server --config .env` reads the management token and the store from it.
     let proxy = Proxy::builder()
@@ -57,12 +82,15 @@ fn setup_then_server_then_a_chat_completion_with_the_printed_token() {
         .arg("--config")
         .arg(env_path.display().to_string())
         .start();
-    let response = proxy.call(Req::post("/v1/chat/completions", chat_body(false, "hi")).auth(&token));
+    let response =
+        proxy.call(Req::post("/v1/chat/completions", chat_body(false, "hi")).auth(&token));
     assert_eq!(response.status, 200, "{}", response.text());
     let projects = proxy.call(Req::get("/manage/projects").auth(&management));
     assert_eq!(projects.status, 200, "{}", projects.text());
     assert_eq!(projects.json()[0]["name"], "My Project");
-    let tokens = proxy.call(Req::get("/manage/tokens").auth(&management)).json();
+    let tokens = proxy
+        .call(Req::get("/manage/tokens").auth(&management))
+        .json();
     let expires = tokens[0]["expires_at"].as_str().unwrap().to_string();
     assert!(!expires.is_empty());
 }
@@ -71,7 +99,9 @@ fn setup_then_server_then_a_chat_completion_with_the_printed_token() {
 fn rerunning_keeps_the_management_token_and_other_lines() {
     let dir = TempDir::new("setup-rerun");
     dir.write(".env", "# mine\nLOG_LEVEL=debug\n");
-    Cli::new(["setup", "--skip-project"]).run_in(dir.path()).ok();
+    Cli::new(["setup", "--skip-project"])
+        .run_in(dir.path())
+        .ok();
     let first = std::fs::read_to_string(dir.path().join(".env")).unwrap();
     let token = env_value(&first, "MANAGEMENT_TOKEN").unwrap();
     assert!(first.contains("# mine\nLOG_LEVEL=debug\n"), "{first}");
@@ -82,12 +112,20 @@ fn rerunning_keeps_the_management_token_and_other_lines() {
     let second = std::fs::read_to_string(dir.path().join(".env")).unwrap();
     assert_eq!(env_value(&second, "MANAGEMENT_TOKEN"), Some(token));
     assert!(second.contains("LOG_LEVEL=debug"));
-    assert!(dir.path().join("data").join("data.mdb").exists(), "store initialised");
+    assert!(
+        dir.path().join("data").join("data.mdb").exists(),
+        "store initialised"
+    );
 
     // A token given on the command line replaces it.
-    Cli::new(["setup", "--skip-project", "--management-token", "mt-chosen-0123456789"])
-        .run_in(dir.path())
-        .ok();
+    Cli::new([
+        "setup",
+        "--skip-project",
+        "--management-token",
+        "mt-chosen-0123456789",
+    ])
+    .run_in(dir.path())
+    .ok();
     let third = std::fs::read_to_string(dir.path().join(".env")).unwrap();
     assert_eq!(
         env_value(&third, "MANAGEMENT_TOKEN").as_deref(),
@@ -98,8 +136,8 @@ fn rerunning_keeps_the_management_token_and_other_lines() {
 #[test]
 fn skip_project_creates_no_project_and_prints_no_token() {
     let dir = TempDir::new("setup-skip");
-    let run = Cli::new(["setup", "--skip-project", "--openai-key", "sk-x-1234567890"])
-        .run_in(dir.path());
+    let run =
+        Cli::new(["setup", "--skip-project", "--openai-key", "sk-x-1234567890"]).run_in(dir.path());
     let stdout = run.ok();
     assert!(!stdout.contains("Token:"), "{stdout}");
     let env_file = std::fs::read_to_string(dir.path().join(".env")).unwrap();
@@ -130,8 +168,20 @@ fn bad_input_is_one_line_and_exit_1() {
     let dir = TempDir::new("setup-bad");
     let cases: [(&[&str], &str); 4] = [
         (&["setup"], "--openai-key"),
-        (&["setup", "--skip-project", "--management-token", "short"], "16"),
-        (&["setup", "--openai-key", "sk-x-1234567890", "--duration", "0"], "--duration"),
+        (
+            &["setup", "--skip-project", "--management-token", "short"],
+            "16",
+        ),
+        (
+            &[
+                "setup",
+                "--openai-key",
+                "sk-x-1234567890",
+                "--duration",
+                "0",
+            ],
+            "--duration",
+        ),
         (&["setup", "--interactive"], "terminal"),
     ];
     for (args, needle) in cases {
@@ -140,5 +190,99 @@ fn bad_input_is_one_line_and_exit_1() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
-    assert!(!dir.path().join(".env").exists(), "nothing written on bad input");
+    assert!(
+        !dir.path().join(".env").exists(),
+        "nothing written on bad input"
+    );
+}
+
+/// `--interactive` on a real terminal (a pty from `script`): each answer is
+/// typed once its prompt has appeared.
+#[test]
+fn interactive_setup_asks_for_what_the_flags_did_not_give() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("`script` (util-linux) is needed for this test");
+    }
+    let dir = TempDir::new("setup-interactive");
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} setup --interactive", bin()),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let output = Arc::new(Mutex::new(String::new()));
+    let sink = output.clone();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let answers = [
+        ("OpenAI API key", "sk-typed-in-key-123\r"),
+        ("Management token", "\r"),
+        ("Create a project", "y"),
+        ("Project name", "Typed Project\r"),
+        ("Token lifetime", "5\r"),
+    ];
+    let mut seen = 0;
+    for (prompt, answer) in answers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = output.lock().unwrap().clone();
+            if let Some(at) = text[seen..].find(prompt) {
+                seen += at + prompt.len();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no prompt {prompt:?} in {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stdin.write_all(answer.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{}", output.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = output.lock().unwrap().clone();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("Created project \"Typed Project\""), "{text}");
+    assert!(text.contains("expires in 5 h"), "{text}");
+    assert!(
+        !text.contains("sk-typed-in-key-123"),
+        "the key is not echoed: {text}"
+    );
+    let env_file = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    assert_eq!(
+        env_value(&env_file, "OPENAI_API_KEY").as_deref(),
+        Some("sk-typed-in-key-123")
+    );
+    assert!(env_value(&env_file, "MANAGEMENT_TOKEN").is_some_and(|t| t.len() >= 40));
 }

@@ -68,7 +68,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     write_env_file(&args.config, &values)?;
     println!("Wrote {} (mode 0600)", args.config.display());
     if generated {
-        println!("Generated a management token; it is in {}", args.config.display());
+        println!(
+            "Generated a management token; it is in {}",
+            args.config.display()
+        );
     }
 
     let store = Store::open_checked(
@@ -88,7 +91,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
         .find(|p| p.name == answers.project.trim())
     {
         Some(existing) => {
-            println!("Project {:?} exists already ({})", existing.name, existing.id);
+            println!(
+                "Project {:?} exists already ({})",
+                existing.name, existing.id
+            );
             existing
         }
         None => {
@@ -107,7 +113,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
         "\nToken: {secret}\n  (shown once; store it now)\n  id {}, expires in {} h\n",
         key.id, answers.duration_hours
     );
-    println!("Start the proxy with: llm-proxy server --config {}", args.config.display());
+    println!(
+        "Start the proxy with: llm-proxy server --config {}",
+        args.config.display()
+    );
     Ok(())
 }
 
@@ -239,4 +248,3 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
-

@@ -87,7 +87,9 @@ pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
                         }
                         Err(_) => {
                             quota.refill_failed(id);
-                            return Err(ProxyError::Internal("the ledger task was cancelled".into()));
+                            return Err(ProxyError::Internal(
+                                "the ledger task was cancelled".into(),
+                            ));
                         }
                     }
                 }
