@@ -1,8 +1,9 @@
 //! Command-line definitions (clap) and nothing else.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +26,8 @@ pub enum Command {
     MockUpstream(MockArgs),
     /// Manage projects and tokens through a running server's management API.
     Manage(ManageArgs),
+    /// Measure latency, throughput and errors of the proxy or of an API directly.
+    Benchmark(BenchmarkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -234,4 +237,91 @@ pub enum TokenCommand {
         #[arg(value_name = "token-id")]
         token_id: String,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("limit")
+        .args(["requests", "duration"])
+        .required(true)
+        .multiple(true)
+))]
+pub struct BenchmarkArgs {
+    /// Base URL of the target, e.g. http://localhost:8080 or https://api.openai.com/v1
+    #[arg(long, value_name = "URL")]
+    pub base_url: String,
+    /// API path to hit, appended to the base URL's path, e.g. /v1/chat/completions
+    #[arg(long, value_name = "PATH")]
+    pub endpoint: String,
+    /// Bearer token (proxy token or provider API key) [default: the --token-env variable]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Environment variable the token is read from when --token is absent
+    #[arg(long, value_name = "NAME", default_value = "PROXY_TOKEN")]
+    pub token_env: String,
+    /// Total number of requests to send (with --duration: whichever ends first)
+    #[arg(short = 'r', long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// How long to send requests for, e.g. 30s or 2m
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Number of concurrent keep-alive connections
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Open loop: send this many requests per second in total, whatever the
+    /// latency (latencies count from each request's intended send time)
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Client threads, one io_uring runtime each; connections are spread over them
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: usize,
+    /// JSON request body; `"stream": true` turns on streaming measurements
+    #[arg(long, value_name = "BODY")]
+    pub json: Option<String>,
+    /// HTTP method
+    #[arg(long, value_enum, ignore_case = true, default_value_t = BenchMethod::Post)]
+    pub method: BenchMethod,
+    /// Extra request header, "Name: value" (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Send "Cache-Control: public, max-age=<--cache-ttl>" to exercise response caching
+    #[arg(long)]
+    pub cache: bool,
+    /// TTL in seconds used with --cache
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub cache_ttl: u64,
+    /// Print one sample response and its headers per status code (secrets redacted)
+    #[arg(long)]
+    pub debug: bool,
+    /// Report format
+    #[arg(long, value_enum, default_value_t = BenchOutput::Text)]
+    pub output: BenchOutput,
+    /// Time allowed for connecting and for each whole request
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Extra CA certificate (PEM) to trust for https:// targets
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOutput {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
 }

@@ -17,12 +17,14 @@
 //! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
 //! cli, cmd   COLD    command-line definitions, one module per subcommand
 //! client     COLD    blocking JSON client of a running server's APIs, for the client commands
+//! loadgen    COLD    the load generator of `benchmark`: schedule, connections, exchanges, histograms
 //! ```
 
 pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod http;
+pub mod loadgen;
 pub mod manage;
 pub mod mock;
 pub mod providers;

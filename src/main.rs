@@ -5,6 +5,7 @@ use clap::Parser;
 use llm_proxy::cli::{Cli, Command};
 use llm_proxy::client::ClientError;
 use llm_proxy::cmd;
+use llm_proxy::loadgen::LoadError;
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -32,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Setup(args) => cmd::setup::run(&args)?,
         Command::MockUpstream(args) => cmd::mock_upstream::run(&args)?,
         Command::Manage(args) => cmd::manage::run(&args)?,
+        Command::Benchmark(args) => cmd::benchmark::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -49,6 +51,9 @@ fn abort_on_panic() {
 
 /// 2 server unreachable, 3 authentication failed, 1 anything else.
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(error) = error.downcast_ref::<LoadError>() {
+        return error.exit_code();
+    }
     error
         .downcast_ref::<ClientError>()
         .map_or(1, ClientError::exit_code)

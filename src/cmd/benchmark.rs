@@ -1,0 +1,493 @@
+//! `llm-proxy benchmark`: arguments become validated [`LoadSettings`] (every
+//! input error is found here, before anything is sent), the load generator
+//! runs, and its measurements become a compact report or one JSON object.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::cli::{BenchMethod, BenchOutput, BenchmarkArgs};
+use crate::loadgen::{
+    self, ErrorKind, LoadError, LoadReport, LoadSettings, Percentiles, RESERVED_HEADERS,
+    RequestSpec, Sample,
+};
+use crate::providers::Target;
+
+pub fn run(args: &BenchmarkArgs) -> anyhow::Result<()> {
+    let settings = settings(args, |name| std::env::var(name).ok())?;
+    register_interrupt(&settings.stop)?;
+    let request = args.debug.then(|| loadgen::describe_request(&settings));
+    let header = Header::of(&settings);
+    let bar = progress_bar(settings.requests);
+    let anonymous = settings.request.token.is_none();
+    let report = loadgen::run(settings, |done| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    })
+    .map_err(|error| match error {
+        LoadError::Auth { status, message } if anonymous => LoadError::Auth {
+            status,
+            message: format!(
+                "{message} (no token was sent: pass --token or set {})",
+                args.token_env
+            ),
+        },
+        other => other,
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    let out = match args.output {
+        BenchOutput::Text => text_report(&header, &report, request.as_deref(), args.debug),
+        BenchOutput::Json => {
+            let mut object = json_report(&header, &report);
+            if args.debug {
+                object["request"] = json!(request);
+                object["samples"] = json!(report.recorder.samples.values().collect::<Vec<_>>());
+            }
+            format!("{object:#}\n")
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn usage(message: impl Into<String>) -> LoadError {
+    LoadError::Usage(message.into())
+}
+
+/// Validates every argument; `env` reads the token variable.
+fn settings(
+    args: &BenchmarkArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LoadSettings, LoadError> {
+    let target = Target::parse(&args.base_url).map_err(|e| usage(format!("{e:#}")))?;
+    if args.base_url.contains(['?', '#']) {
+        return Err(usage("--base-url must not have a query or fragment"));
+    }
+    let endpoint = if args.endpoint.starts_with('/') {
+        args.endpoint.clone()
+    } else {
+        format!("/{}", args.endpoint)
+    };
+    if endpoint
+        .chars()
+        .any(|c| c.is_ascii_whitespace() || c.is_control())
+    {
+        return Err(usage(
+            "--endpoint must not contain spaces or control characters",
+        ));
+    }
+    if args.concurrency == 0 {
+        return Err(usage("--concurrency must be at least 1"));
+    }
+    if args.workers == 0 {
+        return Err(usage("--workers must be at least 1"));
+    }
+    if args.requests == Some(0) {
+        return Err(usage("--requests must be at least 1"));
+    }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(usage(
+            "--rate must be a positive number of requests per second",
+        ));
+    }
+    let token = args
+        .token
+        .clone()
+        .or_else(|| env(&args.token_env))
+        .filter(|t| !t.is_empty());
+    if token.as_deref().is_some_and(|t| t.contains(['\r', '\n'])) {
+        return Err(usage("the token must be on one line"));
+    }
+    let body = match &args.json {
+        None => None,
+        Some(text) => {
+            let parsed: Value = serde_json::from_str(text)
+                .map_err(|e| usage(format!("--json is not valid JSON: {e}")))?;
+            Some((text.clone().into_bytes(), parsed))
+        }
+    };
+    let stream = body
+        .as_ref()
+        .is_some_and(|(_, json)| json.get("stream") == Some(&Value::Bool(true)));
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let method = match args.method {
+        BenchMethod::Get => http::Method::GET,
+        BenchMethod::Post => http::Method::POST,
+        BenchMethod::Put => http::Method::PUT,
+        BenchMethod::Patch => http::Method::PATCH,
+    };
+    Ok(LoadSettings {
+        base_url: args.base_url.clone(),
+        target,
+        request: RequestSpec {
+            method,
+            endpoint,
+            token,
+            body: body.map(|(bytes, _)| bytes),
+            cache_ttl: args.cache.then_some(args.cache_ttl),
+            headers,
+        },
+        stream,
+        connections: args.concurrency,
+        workers: args.workers,
+        requests: args.requests,
+        duration: args.duration,
+        rate: args.rate,
+        timeout: args.timeout,
+        ca_file: args.ca_file.clone(),
+        debug: args.debug,
+        stop: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+/// `Name: value`, with a valid field name that the load generator does not own.
+fn parse_header(text: &str) -> Result<(String, String), LoadError> {
+    let bad = || usage(format!("--header {text:?} must look like 'Name: value'"));
+    let (name, value) = text.split_once(':').ok_or_else(bad)?;
+    let (name, value) = (name.trim(), value.trim());
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token_char) || value.contains(['\r', '\n']) {
+        return Err(bad());
+    }
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(usage(format!(
+            "--header cannot set {name}: the benchmark sets it itself"
+        )));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// First Ctrl-C: stop sending and report what was measured; second: exit.
+fn register_interrupt(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::SIGINT;
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, stop.clone())?;
+    signal_hook::flag::register(SIGINT, stop.clone())?;
+    Ok(())
+}
+
+/// A live line on stderr, only when stderr is a terminal.
+fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, {per_sec:0}",
+        ),
+        None => (
+            ProgressBar::no_length(),
+            "{spinner} {elapsed_precise} {pos} requests, {per_sec:0}",
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+/// What was asked for, for both report formats.
+struct Header {
+    base_url: String,
+    url: String,
+    method: String,
+    stream: bool,
+    rate: Option<f64>,
+    connections: usize,
+    requests: Option<u64>,
+    duration: Option<std::time::Duration>,
+}
+
+impl Header {
+    fn of(settings: &LoadSettings) -> Self {
+        let target = &settings.target;
+        let scheme = if target.tls { "https" } else { "http" };
+        Self {
+            base_url: settings.base_url.clone(),
+            url: format!(
+                "{scheme}://{}{}{}",
+                target.authority, target.base_path, settings.request.endpoint
+            ),
+            method: settings.request.method.to_string(),
+            stream: settings.stream,
+            rate: settings.rate,
+            connections: settings.connections,
+            requests: settings.requests,
+            duration: settings.duration,
+        }
+    }
+}
+
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1_000.0
+}
+
+fn percentiles_json(p: Option<Percentiles>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "count": p.count,
+            "min": micros(p.min),
+            "mean": p.mean.round() / 1_000.0,
+            "p50": micros(p.p50),
+            "p90": micros(p.p90),
+            "p99": micros(p.p99),
+            "p999": micros(p.p999),
+            "max": micros(p.max),
+        }),
+    }
+}
+
+fn json_report(header: &Header, report: &LoadReport) -> Value {
+    let r = &report.recorder;
+    let status: serde_json::Map<String, Value> = r
+        .status
+        .iter()
+        .map(|(status, count)| (status.to_string(), json!(count)))
+        .collect();
+    let errors: serde_json::Map<String, Value> = ErrorKind::ALL
+        .iter()
+        .map(|kind| {
+            (
+                kind.name().to_string(),
+                json!(r.errors.get(kind).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let split = Percentiles::of(&r.upstream).map(|upstream| {
+        json!({
+            "responses": upstream.count,
+            "upstream_us": percentiles_json(Some(upstream)),
+            "overhead_us": percentiles_json(Percentiles::of(&r.overhead)),
+        })
+    });
+    let incomplete = r
+        .errors
+        .get(&ErrorKind::IncompleteStream)
+        .copied()
+        .unwrap_or(0);
+    let streams = header.stream.then(|| {
+        json!({
+            "count": r.streams,
+            "complete": r.streams - incomplete,
+            "incomplete": incomplete,
+            "events": r.stream_events,
+            "first_event_us": percentiles_json(Percentiles::of(&r.first_event)),
+            "mean_gap_us": percentiles_json(Percentiles::of(&r.event_gap)),
+        })
+    });
+    json!({
+        "target": {
+            "base_url": header.base_url,
+            "url": header.url,
+            "method": header.method,
+            "stream": header.stream,
+        },
+        "load": {
+            "mode": if header.rate.is_some() { "open" } else { "closed" },
+            "rate": header.rate,
+            "connections": header.connections,
+            "workers": report.workers,
+            "driver": report.driver.name(),
+            "requests": header.requests,
+            "duration_s": header.duration.map(|d| d.as_secs_f64()),
+        },
+        "requests": r.requests(),
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "requests_per_sec": (report.requests_per_sec() * 10.0).round() / 10.0,
+        "status": status,
+        "errors": errors,
+        "errors_total": r.errors_total(),
+        "connections_opened": r.connections_opened,
+        "latency_us": percentiles_json(Percentiles::of(&r.latency)),
+        "ttfb_us": percentiles_json(Percentiles::of(&r.ttfb)),
+        "upstream_split": split,
+        "cache": {"hit": r.cache.hit, "miss": r.cache.miss, "bypass": r.cache.bypass},
+        "streams": streams,
+        "interrupted": report.interrupted,
+    })
+}
+
+/// A duration in nanoseconds, in the unit that reads best.
+fn human(ns: u64) -> String {
+    let ns = ns as f64;
+    if ns < 1e6 {
+        format!("{:.1}µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2}ms", ns / 1e6)
+    } else {
+        format!("{:.2}s", ns / 1e9)
+    }
+}
+
+fn percentile_line(p: &Percentiles) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        human(p.p50),
+        human(p.p90),
+        human(p.p99),
+        human(p.p999),
+        human(p.max)
+    )
+}
+
+fn text_report(header: &Header, report: &LoadReport, request: Option<&str>, debug: bool) -> String {
+    let r = &report.recorder;
+    let mut out = String::new();
+    if debug {
+        write_samples(&mut out, request, r.samples.values());
+    }
+    let _ = writeln!(out, "Target      {} {}", header.method, header.url);
+    let mode = match header.rate {
+        Some(rate) => format!("open loop at {rate} req/s"),
+        None => "closed loop".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "Load        {mode}, {} connection{} on {} client thread{} ({})",
+        header.connections,
+        plural(header.connections),
+        report.workers,
+        plural(report.workers),
+        report.driver.name()
+    );
+    let _ = writeln!(
+        out,
+        "Requests    {} in {:.2}s: {:.1} req/s{}",
+        r.requests(),
+        report.elapsed.as_secs_f64(),
+        report.requests_per_sec(),
+        if report.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
+    );
+    let status: Vec<String> = r.status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    let _ = writeln!(out, "Status      {}", list_or_none(&status));
+    let errors: Vec<String> = r
+        .errors
+        .iter()
+        .map(|(kind, n)| format!("{}: {n}", kind.name()))
+        .collect();
+    let _ = writeln!(out, "Errors      {}", list_or_none(&errors));
+    if let Some(p) = Percentiles::of(&r.latency) {
+        let _ = writeln!(out, "Latency     {}", percentile_line(&p));
+    }
+    if let Some(p) = Percentiles::of(&r.ttfb) {
+        let _ = writeln!(out, "First byte  {}", percentile_line(&p));
+    }
+    if let Some(p) = Percentiles::of(&r.upstream) {
+        let _ = writeln!(out, "Upstream    {}", percentile_line(&p));
+        if let Some(o) = Percentiles::of(&r.overhead) {
+            let _ = writeln!(out, "Overhead    {}", percentile_line(&o));
+        }
+        let _ = writeln!(
+            out,
+            "            (from X-UPSTREAM-REQUEST-START/STOP on {} responses; overhead = time to response head - upstream time)",
+            p.count
+        );
+    }
+    if r.cache.hit + r.cache.miss + r.cache.bypass > 0 {
+        let _ = writeln!(
+            out,
+            "Cache       hit: {}, miss: {}, bypass: {}",
+            r.cache.hit, r.cache.miss, r.cache.bypass
+        );
+    }
+    if header.stream {
+        let incomplete = r
+            .errors
+            .get(&ErrorKind::IncompleteStream)
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "Streams     {} streams, {} incomplete, {} events",
+            r.streams, incomplete, r.stream_events
+        );
+        if let Some(p) = Percentiles::of(&r.first_event) {
+            let _ = writeln!(out, "First event {}", percentile_line(&p));
+        }
+        if let Some(p) = Percentiles::of(&r.event_gap) {
+            let _ = writeln!(out, "Event gap   {}", percentile_line(&p));
+        }
+    }
+    out
+}
+
+fn write_samples<'a>(
+    out: &mut String,
+    request: Option<&str>,
+    samples: impl Iterator<Item = &'a Sample>,
+) {
+    if let Some(request) = request {
+        let _ = writeln!(out, "--- request ---\n{request}\n");
+    }
+    for sample in samples {
+        let _ = writeln!(out, "--- sample response: {} ---", sample.status);
+        let _ = writeln!(out, "HTTP/1.1 {} {}", sample.status, sample.reason);
+        for (name, value) in &sample.headers {
+            let _ = writeln!(out, "{name}: {value}");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", sample.body.trim_end());
+        if sample.truncated {
+            let _ = writeln!(out, "[body truncated]");
+        }
+        let _ = writeln!(out);
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_validated() {
+        assert_eq!(
+            parse_header("X-Mock-Cut-After: 2").unwrap(),
+            ("X-Mock-Cut-After".into(), "2".into())
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+        assert!(parse_header("Content-Length: 3").is_err());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(12_345), "12.3µs");
+        assert_eq!(human(12_345_678), "12.35ms");
+        assert_eq!(human(2_500_000_000), "2.50s");
+    }
+}
