@@ -1,12 +1,26 @@
 //! Micro-benchmarks of the functions every proxied request goes through.
 //! Run with `cargo bench --bench hot_path`; results in docs/benchmarks.md.
+//!
+//! With `HOT_PATH_ITERATIONS=N` set, criterion is skipped: each function
+//! runs N times through its own non-inlined wrapper (`profile_*`), so that
+//! `valgrind --tool=callgrind` counts instructions per call exactly:
+//!
+//! ```text
+//! HOT_PATH_ITERATIONS=100000 HOT_PATH_MESSAGES=loadtest \
+//!     valgrind --tool=callgrind target/release/deps/hot_path-<hash>
+//! callgrind_annotate --inclusive=yes callgrind.out.* | grep profile_
+//! ```
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
-use llm_proxy::providers::ProviderTable;
-use llm_proxy::proxy::auth::bearer_key;
 use std::hint::black_box;
 
+use criterion::{Criterion, Throughput, criterion_group};
+use llm_proxy::http::rewrite::{Upstream, write_client_head, write_request_head};
+use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
+use llm_proxy::providers::ProviderTable;
+use llm_proxy::proxy::RequestId;
+use llm_proxy::proxy::auth::bearer_key;
+
+/// What the OpenAI Python client sends.
 const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
 Host: localhost:8080\r\n\
 User-Agent: OpenAI/Python 1.51.0\r\n\
@@ -20,6 +34,7 @@ Content-Length: 68\r\n\
 \r\n\
 {\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
 
+/// The head of a streamed answer from OpenAI.
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Date: Sun, 22 Nov 2026 10:00:00 GMT\r\n\
 Content-Type: text/event-stream; charset=utf-8\r\n\
@@ -29,6 +44,27 @@ openai-processing-ms: 120\r\n\
 x-request-id: req_0123456789abcdef\r\n\
 Cache-Control: no-cache\r\n\
 \r\n";
+
+/// What `loadtest/compare_nginx.sh` sends (wrk with `chat.lua`) and what
+/// the mock upstream answers: the load test's request path.
+const LOADTEST_REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
+Host: 127.0.0.1:19002\r\n\
+Content-Type: application/json\r\n\
+Authorization: Bearer sk-bench\r\n\
+Content-Length: 67\r\n\
+\r\n";
+const LOADTEST_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 350\r\n\
+\r\n";
+
+const UPSTREAM: Upstream = Upstream {
+    base_path: "",
+    authority: "api.openai.com",
+    authorization: b"Bearer sk-upstream-0123456789abcdef0123456789abcdef",
+};
+const REQUEST_ID: &str = "0b3c4d5e-6f70-4182-93a4-b5c6d7e8f901";
+const TIMES: (u64, u64) = (1_795_473_602_123_456_789, 1_795_473_602_223_456_789);
 
 fn sse_stream(events: usize) -> Vec<u8> {
     let event = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" word"},"finish_reason":null}]}"#;
@@ -42,18 +78,96 @@ fn sse_stream(events: usize) -> Vec<u8> {
     body
 }
 
+fn request_head(raw: &[u8]) -> RequestHead {
+    match RequestHead::parse(raw) {
+        Ok(Parsed::Complete(head)) => head,
+        _ => panic!("bench request does not parse"),
+    }
+}
+
+fn response_head(raw: &[u8]) -> ResponseHead {
+    match ResponseHead::parse(raw) {
+        Ok(Parsed::Complete(head)) => head,
+        _ => panic!("bench response does not parse"),
+    }
+}
+
+#[inline(never)]
+fn profile_parse_request(raw: &[u8]) -> usize {
+    match RequestHead::parse(black_box(raw)) {
+        Ok(Parsed::Complete(head)) => head.len,
+        _ => 0,
+    }
+}
+
+#[inline(never)]
+fn profile_parse_response(raw: &[u8]) -> usize {
+    match ResponseHead::parse(black_box(raw)) {
+        Ok(Parsed::Complete(head)) => head.len,
+        _ => 0,
+    }
+}
+
+#[inline(never)]
+fn profile_write_request_head(out: &mut Vec<u8>, raw: &[u8], head: &RequestHead) -> usize {
+    out.clear();
+    write_request_head(out, black_box(raw), head, &UPSTREAM, REQUEST_ID);
+    out.len()
+}
+
+#[inline(never)]
+fn profile_write_client_head(out: &mut Vec<u8>, raw: &[u8], head: &ResponseHead) -> usize {
+    out.clear();
+    write_client_head(out, black_box(raw), head, REQUEST_ID, TIMES, false, false);
+    out.len()
+}
+
+#[inline(never)]
+fn profile_request_id(raw: &[u8], head: &RequestHead) -> usize {
+    RequestId::of(head, black_box(raw)).as_str().len()
+}
+
+/// Runs every profiled function `n` times on each message pair, or on the
+/// one named by `HOT_PATH_MESSAGES` (`openai` or `loadtest`).
+fn profile(n: usize) {
+    let mut out = Vec::with_capacity(4096);
+    let mut total = 0;
+    let pairs = match std::env::var("HOT_PATH_MESSAGES").as_deref() {
+        Ok("openai") => vec![(REQUEST, RESPONSE)],
+        Ok("loadtest") => vec![(LOADTEST_REQUEST, LOADTEST_RESPONSE)],
+        _ => vec![(REQUEST, RESPONSE), (LOADTEST_REQUEST, LOADTEST_RESPONSE)],
+    };
+    for (request, response) in pairs {
+        let (request_head, response_head) = (request_head(request), response_head(response));
+        for _ in 0..n {
+            total += profile_parse_request(request);
+            total += profile_parse_response(response);
+            total += profile_write_request_head(&mut out, request, &request_head);
+            total += profile_write_client_head(&mut out, response, &response_head);
+            total += profile_request_id(request, &request_head);
+        }
+    }
+    println!("{n} iterations per function and message pair ({total})");
+}
+
 fn heads(c: &mut Criterion) {
     c.bench_function("parse request head", |b| {
-        b.iter(|| match RequestHead::parse(black_box(REQUEST)) {
-            Ok(Parsed::Complete(head)) => head.len,
-            _ => 0,
-        })
+        b.iter(|| profile_parse_request(REQUEST))
     });
     c.bench_function("parse response head", |b| {
-        b.iter(|| match ResponseHead::parse(black_box(RESPONSE)) {
-            Ok(Parsed::Complete(head)) => head.len,
-            _ => 0,
-        })
+        b.iter(|| profile_parse_response(RESPONSE))
+    });
+    let request = request_head(REQUEST);
+    let response = response_head(RESPONSE);
+    let mut out = Vec::with_capacity(4096);
+    c.bench_function("write upstream request head", |b| {
+        b.iter(|| profile_write_request_head(&mut out, REQUEST, &request))
+    });
+    c.bench_function("write client response head", |b| {
+        b.iter(|| profile_write_client_head(&mut out, RESPONSE, &response))
+    });
+    c.bench_function("request id", |b| {
+        b.iter(|| profile_request_id(REQUEST, &request))
     });
     c.bench_function("bearer key", |b| {
         b.iter(|| bearer_key(black_box(b"Bearer sk-0123456789abcdef0123456789abcdef")))
@@ -87,4 +201,17 @@ fn chunked(c: &mut Criterion) {
 }
 
 criterion_group!(benches, heads, chunked);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("HOT_PATH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        profile(n);
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

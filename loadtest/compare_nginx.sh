@@ -205,18 +205,20 @@ WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/llm-proxy-bench.XXXXXX")
 
 # ---------------------------------------------------------------- helpers --
 
-# Sum of utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) over
-# the given processes.  /proc/PID/stat covers all threads of the process.
+# Sums of utime and of stime (fields 14 and 15 of /proc/PID/stat, clock
+# ticks) over the given processes, as "USER SYS".  /proc/PID/stat covers all
+# threads of the process.
 cpu_ticks() {
-    local total=0 pid stat
+    local user=0 sys=0 pid stat
     local -a f
     for pid in "$@"; do
         stat=$(cat "/proc/$pid/stat") || die "cannot read /proc/$pid/stat (process gone?)"
         stat=${stat##*) } # drop "pid (comm) "; f[0] is then field 3
         read -r -a f <<<"$stat"
-        total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
     done
-    echo "$total"
+    echo "$user $sys"
 }
 
 # http_code URL KEY [OUTFILE]: HTTP status of one chat request ("000" = no
@@ -455,15 +457,15 @@ if [[ $WARMUP != 0 && $WARMUP != 0[smh] ]]; then
     done
 fi
 
-printf '\n%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s\n' \
-    round target requests req/s errors p50_us p99_us cpu_tick cpu% cpu_us/req
+printf '\n%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s %7s %7s\n' \
+    round target requests req/s errors p50_us p99_us cpu_tick cpu% cpu_us/req usr_us sys_us
 for ((round = 1; round <= ROUNDS; round++)); do
     for target in proxy nginx; do
         out=$WORKDIR/tp.$round.$target.txt
         read -r -a pids <<<"$(pids_of "$target")"
-        before=$(cpu_ticks "${pids[@]}")
+        read -r user_before sys_before <<<"$(cpu_ticks "${pids[@]}")"
         run_wrk "$LOAD_CORE" "$CONNECTIONS" "$DURATION" "$(url_of "$target")" "$(key_of "$target")" "$out"
-        after=$(cpu_ticks "${pids[@]}")
+        read -r user_after sys_after <<<"$(cpu_ticks "${pids[@]}")"
         check_wrk "throughput round $round $target" "$out"
         check_alive
         requests=$(wrk_field "$out" requests)
@@ -472,21 +474,29 @@ for ((round = 1; round <= ROUNDS; round++)); do
         p50=$(wrk_field "$out" p50_us)
         p99=$(wrk_field "$out" p99_us)
         dur_us=$(wrk_field "$out" duration_us)
-        ticks=$((after - before))
-        cpu_per_req=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }')
+        user_ticks=$((user_after - user_before))
+        sys_ticks=$((sys_after - sys_before))
+        ticks=$((user_ticks + sys_ticks))
+        per_req() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }'; }
+        cpu_per_req=$(per_req "$ticks")
+        usr_per_req=$(per_req "$user_ticks")
+        sys_per_req=$(per_req "$sys_ticks")
         cpu_pct=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v d="$dur_us" 'BEGIN { if (d > 0) printf "%.0f", 100 * t / hz / (d / 1e6); else print "nan" }')
         record tp "$target" rps "$rps"
         record tp "$target" cpu_us "$cpu_per_req"
         record tp "$target" cpu_pct "$cpu_pct"
+        record tp "$target" usr_us "$usr_per_req"
+        record tp "$target" sys_us "$sys_per_req"
         record tp "$target" p50 "$p50"
         record tp "$target" p99 "$p99"
-        printf '%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s\n' \
-            "$round" "$target" "$requests" "$(fmt "$rps" 0)" "$errors" "$p50" "$p99" "$ticks" "$cpu_pct" "$cpu_per_req"
+        printf '%-5s %-6s %10s %10s %7s %8s %8s %8s %6s %11s %7s %7s\n' \
+            "$round" "$target" "$requests" "$(fmt "$rps" 0)" "$errors" "$p50" "$p99" "$ticks" "$cpu_pct" "$cpu_per_req" \
+            "$usr_per_req" "$sys_per_req"
     done
 done
 
 for target in proxy nginx; do
-    for metric in rps cpu_us cpu_pct p50 p99; do
+    for metric in rps cpu_us cpu_pct usr_us sys_us p50 p99; do
         printf -v "TP_${target}_${metric}" '%s' "$(median tp "$target" "$metric")"
     done
 done
@@ -494,10 +504,16 @@ done
 {
     echo
     echo "medians over $ROUNDS round(s):"
-    printf '  %-6s %10s req/s  %8s cpu_us/req  %4s%% cpu  p50 %s us  p99 %s us\n' \
-        proxy "$(fmt "$TP_proxy_rps" 0)" "$(fmt "$TP_proxy_cpu_us" 2)" "$(fmt "$TP_proxy_cpu_pct" 0)" "$(fmt "$TP_proxy_p50" 0)" "$(fmt "$TP_proxy_p99" 0)"
-    printf '  %-6s %10s req/s  %8s cpu_us/req  %4s%% cpu  p50 %s us  p99 %s us\n' \
-        nginx "$(fmt "$TP_nginx_rps" 0)" "$(fmt "$TP_nginx_cpu_us" 2)" "$(fmt "$TP_nginx_cpu_pct" 0)" "$(fmt "$TP_nginx_p50" 0)" "$(fmt "$TP_nginx_p99" 0)"
+    for target in proxy nginx; do
+        for metric in rps cpu_us cpu_pct usr_us sys_us p50 p99; do
+            var=TP_${target}_${metric}
+            printf -v "v_$metric" '%s' "${!var}"
+        done
+        # shellcheck disable=SC2154 # v_* are set through printf -v above
+        printf '  %-6s %10s req/s  %8s cpu_us/req (usr %s + sys %s)  %4s%% cpu  p50 %s us  p99 %s us\n' \
+            "$target" "$(fmt "$v_rps" 0)" "$(fmt "$v_cpu_us" 2)" "$(fmt "$v_usr_us" 2)" "$(fmt "$v_sys_us" 2)" \
+            "$(fmt "$v_cpu_pct" 0)" "$(fmt "$v_p50" 0)" "$(fmt "$v_p99" 0)"
+    done
     echo "  ratio proxy/nginx: cpu_us/req $(ratio "$TP_proxy_cpu_us" "$TP_nginx_cpu_us"), req/s $(ratio "$TP_proxy_rps" "$TP_nginx_rps")"
 }
 

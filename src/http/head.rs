@@ -1,6 +1,8 @@
 //! Request and response heads, parsed once with `httparse` into spans of the
 //! connection's read buffer, so nothing is copied or allocated per header.
 
+use std::mem::MaybeUninit;
+
 use super::body::Framing;
 
 /// Most headers accepted in one message head.
@@ -66,30 +68,39 @@ fn summarize(buf: &[u8], headers: &[(Span, Span)]) -> Result<FieldSummary, HeadE
     let mut summary = FieldSummary::default();
     let mut transfer_encoding = false;
     for (name, value) in headers {
-        let name = name.of(buf);
+        let field = Field::of(name.of(buf));
+        if field == Field::Other {
+            continue;
+        }
         let value_bytes = value.of(buf);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_content_length(value_bytes)
-                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
-            if summary.content_length.is_some_and(|seen| seen != length) {
-                return Err(HeadError::Malformed("conflicting Content-Length fields"));
+        match field {
+            Field::ContentLength => {
+                let length = parse_content_length(value_bytes)
+                    .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+                if summary.content_length.is_some_and(|seen| seen != length) {
+                    return Err(HeadError::Malformed("conflicting Content-Length fields"));
+                }
+                summary.content_length = Some(length);
             }
-            summary.content_length = Some(length);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only "chunked" alone is supported; anything else cannot be framed.
-            if transfer_encoding || !trim(value_bytes).eq_ignore_ascii_case(b"chunked") {
-                return Err(HeadError::UnsupportedTransferEncoding);
+            Field::TransferEncoding => {
+                // Only "chunked" alone is supported; anything else cannot be framed.
+                if transfer_encoding || !trim(value_bytes).eq_ignore_ascii_case(b"chunked") {
+                    return Err(HeadError::UnsupportedTransferEncoding);
+                }
+                transfer_encoding = true;
+                summary.chunked = true;
             }
-            transfer_encoding = true;
-            summary.chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            summary.connection = Some(*value);
-            for token in tokens(value_bytes) {
-                summary.close |= token.eq_ignore_ascii_case(b"close");
-                summary.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            Field::Connection => {
+                summary.connection = Some(*value);
+                for token in tokens(value_bytes) {
+                    summary.close |= token.eq_ignore_ascii_case(b"close");
+                    summary.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            summary.expect_continue = trim(value_bytes).eq_ignore_ascii_case(b"100-continue");
+            Field::Expect => {
+                summary.expect_continue = trim(value_bytes).eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
     }
     if summary.chunked && summary.content_length.is_some() {
@@ -106,7 +117,12 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // At most 19 digits: always fits in a u64.
+    Some(
+        value
+            .iter()
+            .fold(0u64, |length, digit| length * 10 + u64::from(digit - b'0')),
+    )
 }
 
 pub fn trim(value: &[u8]) -> &[u8] {
@@ -121,20 +137,110 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// The header fields the proxy acts on. Every field of every head is looked
+/// up here (several times per request), so a name is told apart by its
+/// length and first letter and then compared with one candidate at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Authorization,
+    Connection,
+    ContentLength,
+    Expect,
+    Host,
+    KeepAlive,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    XRequestId,
+    /// Any other field.
+    Other,
+}
+
+impl Field {
+    pub fn of(name: &[u8]) -> Self {
+        let Some(&first) = name.first() else {
+            return Field::Other;
+        };
+        // Length and first letter leave at most one candidate.
+        let (candidate, field): (&[u8], Field) = match (name.len(), first | 0x20) {
+            (2, b't') => (b"te", Field::Te),
+            (4, b'h') => (b"host", Field::Host),
+            (6, b'e') => (b"expect", Field::Expect),
+            (7, b't') => (b"trailer", Field::Trailer),
+            (7, b'u') => (b"upgrade", Field::Upgrade),
+            (10, b'c') => (b"connection", Field::Connection),
+            (10, b'k') => (b"keep-alive", Field::KeepAlive),
+            (12, b'x') => (b"x-request-id", Field::XRequestId),
+            (13, b'a') => (b"authorization", Field::Authorization),
+            (14, b'c') => (b"content-length", Field::ContentLength),
+            (16, b'p') => (b"proxy-connection", Field::ProxyConnection),
+            (17, b't') => (b"transfer-encoding", Field::TransferEncoding),
+            (18, b'p') => (b"proxy-authenticate", Field::ProxyAuthenticate),
+            (19, b'p') => (b"proxy-authorization", Field::ProxyAuthorization),
+            _ => return Field::Other,
+        };
+        if token_eq_lowercase(name, candidate) {
+            field
+        } else {
+            Field::Other
+        }
+    }
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1) that a proxy must not forward.
+    /// `Transfer-Encoding` is handled apart because the proxy keeps the framing.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::Trailer
+                | Field::Upgrade
+                | Field::ProxyAuthorization
+                | Field::ProxyAuthenticate
+        )
+    }
+}
+
+/// Whether the token `name` equals `lower` (lowercase letters and `-`
+/// only), ignoring ASCII case, eight bytes at a time. Setting bit 0x20
+/// lowercases a letter and leaves `-` as is; the only other byte it maps
+/// onto one of these is `\r` (onto `-`), which no token contains.
+fn token_eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let len = name.len();
+    if len != lower.len() {
+        return false;
+    }
+    if len < 8 {
+        return name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b);
+    }
+    let word = |bytes: &[u8], at: usize| {
+        bytes[at..]
+            .first_chunk::<8>()
+            .map_or(0, |chunk| u64::from_ne_bytes(*chunk))
+    };
+    let same = |at: usize| word(name, at) | LOWER == word(lower, at);
+    // Whole words, then one last word overlapping the previous one.
+    let mut at = 0;
+    while at + 8 < len {
+        if !same(at) {
+            return false;
+        }
+        at += 8;
+    }
+    same(len - 8)
+}
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that a proxy must not forward.
 /// `Transfer-Encoding` is handled apart because the proxy keeps the framing.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-    ];
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    Field::of(name).is_hop_by_hop()
 }
 
 /// Whether the `Connection` field lists `name` as hop-by-hop.
@@ -166,9 +272,9 @@ pub struct RequestHead {
 
 impl RequestHead {
     pub fn parse(buf: &[u8]) -> Result<Parsed<Self>, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut raw);
-        let len = match request.parse(buf)? {
+        let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let len = match request.parse_with_uninit_headers(buf, &mut raw)? {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
@@ -259,9 +365,14 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn parse(buf: &[u8]) -> Result<Parsed<Self>, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut raw);
-        let len = match response.parse(buf)? {
+        let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut raw,
+        );
+        let len = match parsed? {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
@@ -366,6 +477,79 @@ mod tests {
         assert!(matches!(request(sign), Err(HeadError::Malformed(_))));
         let absolute = b"GET http://x/ HTTP/1.1\r\n\r\n";
         assert!(matches!(request(absolute), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn fields_are_told_apart_whatever_their_case() {
+        let known = [
+            ("authorization", Field::Authorization),
+            ("connection", Field::Connection),
+            ("content-length", Field::ContentLength),
+            ("expect", Field::Expect),
+            ("host", Field::Host),
+            ("keep-alive", Field::KeepAlive),
+            ("proxy-authenticate", Field::ProxyAuthenticate),
+            ("proxy-authorization", Field::ProxyAuthorization),
+            ("proxy-connection", Field::ProxyConnection),
+            ("te", Field::Te),
+            ("trailer", Field::Trailer),
+            ("transfer-encoding", Field::TransferEncoding),
+            ("upgrade", Field::Upgrade),
+            ("x-request-id", Field::XRequestId),
+        ];
+        for (name, field) in known {
+            assert_eq!(Field::of(name.as_bytes()), field, "{name}");
+            assert_eq!(Field::of(name.to_uppercase().as_bytes()), field, "{name}");
+        }
+        for other in [
+            "",
+            "t",
+            "hosts",
+            "content-type",
+            "x-request-ie",
+            "tE-",
+            "upgrades",
+        ] {
+            assert_eq!(Field::of(other.as_bytes()), Field::Other, "{other}");
+        }
+        let hop_by_hop: Vec<&str> = known
+            .iter()
+            .filter(|(_, field)| field.is_hop_by_hop())
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(
+            hop_by_hop,
+            [
+                "connection",
+                "keep-alive",
+                "proxy-authenticate",
+                "proxy-authorization",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade"
+            ]
+        );
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_content_length(b" 350 "), Some(350));
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"+3",
+            b"-1",
+            b"3 4",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_content_length(bad), None);
+        }
     }
 
     #[test]

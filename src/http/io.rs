@@ -1,7 +1,7 @@
 //! Buffer-owning reads and response serialization shared by every server in
 //! the crate (the proxy, the mock upstream).
 
-use std::io::{self, Write};
+use std::io;
 
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
@@ -36,12 +36,11 @@ pub async fn read_fresh<S: AsyncReadRent>(
 
 /// Appends a status line; the reason phrase is the canonical one.
 pub fn status_line(out: &mut Vec<u8>, status: http::StatusCode) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, status.as_u16().into());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -52,7 +51,42 @@ pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 pub fn header_u64(out: &mut Vec<u8>, name: &str, value: u64) {
-    let _ = write!(out, "{name}: {value}\r\n");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    push_u64(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `value` in decimal. Runs for every response, so it goes without
+/// the `fmt` machinery, two digits per division.
+pub fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            pairs[2 * i] = b'0' + (i / 10) as u8;
+            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        pairs
+    };
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + value as u8;
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How a locally generated response goes out.
@@ -105,4 +139,31 @@ pub fn unix_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal() {
+        for value in [
+            0,
+            7,
+            10,
+            99,
+            100,
+            101,
+            4096,
+            1_763_936_000_123_456_789,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_u64(&mut out, value);
+            assert_eq!(out, value.to_string().as_bytes());
+        }
+        let mut out = Vec::new();
+        status_line(&mut out, http::StatusCode::NOT_FOUND);
+        assert_eq!(out, b"HTTP/1.1 404 Not Found\r\n");
+    }
 }

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod head;
 pub mod io;
+pub mod rewrite;
 
 pub use body::{BodyTracker, ChunkedDecoder, Framing};
 pub use head::{HeadError, Parsed, RequestHead, ResponseHead, Span};

@@ -2,14 +2,15 @@
 //! arrives) and wait for the response head.
 
 use std::pin::pin;
+use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use super::Exchange;
 use super::error::ProxyError;
-use crate::http::head::{is_hop_by_hop, listed_in_connection};
 use crate::http::io::{read_append, unix_nanos};
+use crate::http::rewrite::{Upstream, write_request_head};
 use crate::http::{BodyTracker, Parsed, RequestHead, ResponseHead};
 use crate::providers::Provider;
 use crate::server::conn::ClientConn;
@@ -23,6 +24,11 @@ const MAX_RESPONSE_HEAD: usize = 64 << 10;
 const RELAY_BUFFER: usize = 16 << 10;
 /// Read size while watching the client for a hang-up.
 const CLIENT_PEEK: usize = 4096;
+/// How long the upstream may take to start answering before the client is
+/// watched for a hang-up (see `await_response_head`).
+const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(20);
+/// Stands for timeouts too long to add to an instant.
+const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 
 /// An upstream response whose head has arrived.
 pub struct ResponseStart {
@@ -33,6 +39,9 @@ pub struct ResponseStart {
     /// Unix ns when the request was sent upstream / the head came back.
     pub start_ns: u64,
     pub stop_ns: u64,
+    /// When the head came back, on the monotonic clock: a clock read that
+    /// the relay reuses (write deadline, pool entry) instead of taking its own.
+    pub arrived: Instant,
 }
 
 /// A failed attempt; a stale pooled connection may be retried on a new one.
@@ -50,13 +59,17 @@ pub async fn forward(
     exchange: &mut Exchange,
 ) -> Result<ResponseStart, ProxyError> {
     conn.out.clear();
+    let upstream = Upstream {
+        base_path: &provider.target.base_path,
+        authority: &provider.target.authority,
+        authorization: upstream_auth,
+    };
     write_request_head(
         &mut conn.out,
         &conn.buf,
         head,
-        provider,
-        upstream_auth,
-        &exchange.request_id,
+        &upstream,
+        exchange.request_id.as_str(),
     );
 
     // Body bytes that came with the head go out in the same write.
@@ -75,10 +88,19 @@ pub async fn forward(
     let replayable = exchange.body_done;
 
     let start_ns = unix_nanos();
+    // One clock read for the pool's age check and, when nothing can hold the
+    // request on its way out (a pooled connection, the whole request in
+    // memory), as the start of the response-head deadline.
+    let started = Instant::now();
     let mut fresh_only = false;
     loop {
-        let (stream, reused) = acquire(worker, index, provider, fresh_only).await?;
-        match attempt(worker, conn, head, provider, stream, &mut body, exchange).await {
+        let (stream, reused) = acquire(worker, index, provider, fresh_only, started).await?;
+        let sent = (reused && replayable).then_some(started);
+        match attempt(
+            worker, conn, head, provider, stream, &mut body, exchange, sent,
+        )
+        .await
+        {
             Ok((stream, response, buf)) => {
                 conn.out.clear();
                 return Ok(ResponseStart {
@@ -87,6 +109,7 @@ pub async fn forward(
                     buf,
                     start_ns,
                     stop_ns: unix_nanos(),
+                    arrived: Instant::now(),
                 });
             }
             Err(Failure::Stale(error)) if reused && replayable && !fresh_only => {
@@ -103,9 +126,13 @@ async fn acquire(
     index: usize,
     provider: &Provider,
     fresh_only: bool,
+    now: Instant,
 ) -> Result<(UpstreamStream, bool), ProxyError> {
     if !fresh_only {
-        let pooled = worker.pool.borrow_mut().take(index, provider.timeouts.idle);
+        let pooled = worker
+            .pool
+            .borrow_mut()
+            .take(index, provider.timeouts.idle, now);
         if let Some(stream) = pooled {
             return Ok((stream, true));
         }
@@ -121,6 +148,9 @@ async fn acquire(
 }
 
 /// One try: write the request, stream the rest of the body, read the head.
+/// `sent` is a recent clock reading that may stand for the moment the
+/// request is out; without it the clock is read once the request is out.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     worker: &Worker,
     conn: &mut ClientConn,
@@ -129,6 +159,7 @@ async fn attempt(
     mut stream: UpstreamStream,
     body: &mut BodyTracker,
     exchange: &mut Exchange,
+    sent: Option<Instant>,
 ) -> Result<(UpstreamStream, ResponseHead, Vec<u8>), Failure> {
     let out = std::mem::take(&mut conn.out);
     let (result, out) = stream.write_all(out).await;
@@ -146,28 +177,55 @@ async fn attempt(
     if buf.capacity() < RELAY_BUFFER {
         buf.reserve(RELAY_BUFFER);
     }
-    let (response, buf) = await_response_head(conn, provider, &mut stream, buf).await?;
+    let sent = sent.unwrap_or_else(Instant::now);
+    let (response, buf) = await_response_head(conn, provider, &mut stream, buf, sent).await?;
     Ok((stream, response, buf))
 }
 
 /// Waits for the response head while watching the client: if the client
 /// hangs up first, the upstream request is abandoned (dropping its
 /// connection cancels it) instead of running on for nobody.
+///
+/// Watching costs a read on the client socket and its cancellation, two
+/// more io_uring operations, so it only starts once the upstream has taken
+/// `CLIENT_WATCH_DELAY`: most answers come sooner and never pay for it.
+/// One timer serves both the watch delay and the response-head deadline.
 async fn await_response_head(
     conn: &mut ClientConn,
     provider: &Provider,
     stream: &mut UpstreamStream,
     buf: Vec<u8>,
+    sent: Instant,
 ) -> Result<(ResponseHead, Vec<u8>), Failure> {
-    let mut head = pin!(read_response_head(provider, stream, buf));
+    let deadline = sent
+        .checked_add(provider.timeouts.response_header)
+        .unwrap_or_else(|| sent + NEVER);
+    let watch_at = (sent + CLIENT_WATCH_DELAY).min(deadline);
+    let mut head = pin!(read_response_head(stream, buf));
+    let mut timer = pin!(monoio::time::sleep_until(watch_at));
+    monoio::select! {
+        biased;
+        result = head.as_mut() => return result,
+        _ = timer.as_mut() => {}
+    }
+    if watch_at >= deadline {
+        return Err(Failure::Fatal(ProxyError::UpstreamTimeout));
+    }
+    timer.as_mut().reset(deadline);
     let peek = Vec::with_capacity(CLIENT_PEEK);
     monoio::select! {
+        biased;
         result = head.as_mut() => result,
+        _ = timer.as_mut() => Err(Failure::Fatal(ProxyError::UpstreamTimeout)),
         (peeked, peek) = conn.stream.read(peek) => match peeked {
             Ok(n) if n > 0 => {
                 // A pipelined request: keep its bytes and stop watching.
                 conn.buf.extend_from_slice(&peek[..n]);
-                head.await
+                monoio::select! {
+                    biased;
+                    result = head => result,
+                    _ = timer => Err(Failure::Fatal(ProxyError::UpstreamTimeout)),
+                }
             }
             _ => Err(Failure::Fatal(ProxyError::ClientGone)),
         },
@@ -226,12 +284,12 @@ async fn stream_body(
     }
 }
 
+/// Reads until a complete final response head is in `buf` (interim 1xx
+/// heads are skipped). The caller bounds the wait.
 async fn read_response_head(
-    provider: &Provider,
     stream: &mut UpstreamStream,
     mut buf: Vec<u8>,
 ) -> Result<(ResponseHead, Vec<u8>), Failure> {
-    let deadline = Instant::now() + provider.timeouts.response_header;
     loop {
         if !buf.is_empty() {
             match ResponseHead::parse(&buf) {
@@ -254,11 +312,7 @@ async fn read_response_head(
             }
         }
         let nothing_yet = buf.is_empty();
-        let read = read_append(stream, buf, RELAY_BUFFER);
-        let (result, returned) = match monoio::time::timeout_at(deadline, read).await {
-            Ok(read) => read,
-            Err(_) => return Err(Failure::Fatal(ProxyError::UpstreamTimeout)),
-        };
+        let (result, returned) = read_append(stream, buf, RELAY_BUFFER).await;
         buf = returned;
         let error = match result {
             Ok(n) if n > 0 => continue,
@@ -272,43 +326,6 @@ async fn read_response_head(
             Failure::Fatal(error)
         });
     }
-}
-
-fn write_request_head(
-    out: &mut Vec<u8>,
-    buf: &[u8],
-    head: &RequestHead,
-    provider: &Provider,
-    upstream_auth: &[u8],
-    request_id: &str,
-) {
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(provider.target.base_path.as_bytes());
-    out.extend_from_slice(head.target.of(buf));
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    out.extend_from_slice(provider.target.authority.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &head.headers {
-        let name = name.of(buf);
-        let replaced = name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(b"authorization")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-request-id");
-        if replaced || is_hop_by_hop(name) || listed_in_connection(buf, head.connection, name) {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.of(buf));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Authorization: ");
-    out.extend_from_slice(upstream_auth);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(b"X-Request-ID: ");
-    out.extend_from_slice(request_id.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 fn chunk_error(error: crate::http::body::ChunkError) -> ProxyError {

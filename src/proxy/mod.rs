@@ -23,7 +23,7 @@ use crate::server::worker::Worker;
 
 /// What one request/response exchange has done so far.
 pub struct Exchange {
-    pub request_id: String,
+    pub request_id: RequestId,
     received: Instant,
     /// Once the response head went out, errors can only close the connection.
     response_started: bool,
@@ -37,7 +37,7 @@ pub struct Exchange {
 /// Proxies one `/v1/…` request. Returns whether the connection may be reused.
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let mut exchange = Exchange {
-        request_id: request_id(head, &conn.buf),
+        request_id: RequestId::of(head, &conn.buf),
         received: Instant::now(),
         response_started: false,
         status: 0,
@@ -99,42 +99,48 @@ async fn finish(
                 close: exchange.close,
                 head_only: head.method == http::Method::HEAD,
             };
-            error.render(&mut conn.out, &exchange.request_id, reply);
+            error.render(&mut conn.out, exchange.request_id.as_str(), reply);
             if !conn.send_out().await {
                 exchange.close = true;
             }
         }
     }
-    let elapsed_us = exchange.received.elapsed().as_micros() as u64;
+    // Field values are only evaluated for enabled events: no clock read
+    // when the event is filtered out.
+    let received = exchange.received;
     match &result {
         Err(error) if error.status().is_server_error() => tracing::warn!(
-            request_id = exchange.request_id,
+            request_id = exchange.request_id.as_str(),
             method = %head.method,
             path = %log_path(head, &conn.buf),
             status = exchange.status,
-            elapsed_us,
+            elapsed_us = elapsed_us(received),
             %error,
             "request failed"
         ),
         Err(error) => tracing::debug!(
-            request_id = exchange.request_id,
+            request_id = exchange.request_id.as_str(),
             method = %head.method,
             path = %log_path(head, &conn.buf),
             status = exchange.status,
-            elapsed_us,
+            elapsed_us = elapsed_us(received),
             %error,
             "request rejected"
         ),
         Ok(()) => tracing::debug!(
-            request_id = exchange.request_id,
+            request_id = exchange.request_id.as_str(),
             method = %head.method,
             path = %log_path(head, &conn.buf),
             status = exchange.status,
-            elapsed_us,
+            elapsed_us = elapsed_us(received),
             "request served"
         ),
     }
     !exchange.close
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
 }
 
 fn log_path<'a>(head: &RequestHead, buf: &'a [u8]) -> Cow<'a, str> {
@@ -145,24 +151,58 @@ fn log_path<'a>(head: &RequestHead, buf: &'a [u8]) -> Cow<'a, str> {
     }
 }
 
+/// Longest client `X-Request-ID` that is passed on.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's ID, held inline (no allocation on the request path): the
+/// client's `X-Request-ID` when it is sane, otherwise a fresh UUIDv4.
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_REQUEST_ID],
+}
+
+impl RequestId {
+    pub fn of(head: &RequestHead, buf: &[u8]) -> Self {
+        match head.header(buf, "x-request-id") {
+            Some(value)
+                if !value.is_empty()
+                    && value.len() <= MAX_REQUEST_ID
+                    && value.iter().all(|b| b.is_ascii_graphic()) =>
+            {
+                let mut bytes = [0; MAX_REQUEST_ID];
+                bytes[..value.len()].copy_from_slice(value);
+                Self {
+                    len: value.len() as u8,
+                    bytes,
+                }
+            }
+            _ => Self::random(),
+        }
+    }
+
+    /// A random UUIDv4 from the thread's fast generator (no syscall).
+    pub fn random() -> Self {
+        let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        let mut bytes = [0; MAX_REQUEST_ID];
+        let len = uuid.hyphenated().encode_lower(&mut bytes).len();
+        Self {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII is ever stored, so this never fails.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
 /// The client's `X-Request-ID` when it is sane, otherwise a fresh one.
 pub fn request_id(head: &RequestHead, buf: &[u8]) -> String {
-    match head.header(buf, "x-request-id") {
-        Some(value)
-            if !value.is_empty()
-                && value.len() <= 128
-                && value.iter().all(|b| b.is_ascii_graphic()) =>
-        {
-            String::from_utf8_lossy(value).into_owned()
-        }
-        _ => new_request_id(),
-    }
+    RequestId::of(head, buf).as_str().to_owned()
 }
 
 /// A random UUIDv4 from the thread's fast generator (no syscall).
 pub fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    RequestId::random().as_str().to_owned()
 }

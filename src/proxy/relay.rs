@@ -2,23 +2,27 @@
 //! piece by piece as the upstream produces it (SSE events included), with
 //! one buffer read into and written from, no copies in between.
 
-use std::io::Write;
+use std::pin::Pin;
+use std::time::Duration;
 
 use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
+use monoio::time::{Instant, Sleep};
 
 use super::Exchange;
 use super::error::ProxyError;
 use super::forward::ResponseStart;
 use crate::http::body::ChunkError;
-use crate::http::head::{is_hop_by_hop, listed_in_connection};
-use crate::http::io::{header, header_u64, read_fresh};
-use crate::http::{BodyTracker, Framing, RequestHead, ResponseHead};
+use crate::http::io::read_fresh;
+use crate::http::rewrite::write_client_head;
+use crate::http::{BodyTracker, Framing, RequestHead};
 use crate::providers::Provider;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 
 const RELAY_READ_SIZE: usize = 16 << 10;
+/// Stands for timeouts too long to add to an instant.
+const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 
 pub async fn relay(
     worker: &Worker,
@@ -35,6 +39,7 @@ pub async fn relay(
         mut buf,
         start_ns,
         stop_ns,
+        arrived,
     } = response;
     let framing = head.framing(&request.method);
     // An HTTP/1.0 client cannot read chunked framing: decode it for them.
@@ -47,7 +52,7 @@ pub async fn relay(
         &mut conn.out,
         &buf,
         &head,
-        &exchange.request_id,
+        exchange.request_id.as_str(),
         (start_ns, stop_ns),
         exchange.close,
         dechunk,
@@ -59,16 +64,29 @@ pub async fn relay(
     let taken = take_body(&mut body, first, dechunk, &mut conn.out).map_err(protocol_error)?;
     reusable &= taken == first.len();
     exchange.response_started = true;
-    if !conn.send_out().await {
+    if !conn.send_out_since(arrived).await {
         return Err(ProxyError::ClientGone);
     }
+    // Still the last clock reading if the whole body came with the head.
+    let mut now = Some(arrived);
 
     let inactivity = provider.timeouts.read;
     let write_timeout = worker.settings.limits.write_timeout;
+    // One timer for the reads and one for the writes of a body that takes
+    // more than one read, made once and then pushed back chunk by chunk
+    // (cheaper than a new timer, entered in and taken out of the timer
+    // wheel, for every read and every write).
+    let (mut read_timer, mut write_timer) = (None, None);
     while !body.is_done() {
+        now = None;
         let limit = body.read_limit(RELAY_READ_SIZE);
-        let read = monoio::time::timeout(inactivity, read_fresh(&mut stream, buf, limit)).await;
-        let (result, returned) = read.map_err(|_| ProxyError::UpstreamTimeout)?;
+        let read = read_fresh(&mut stream, buf, limit);
+        let timer = arm(&mut read_timer, inactivity);
+        let (result, returned) = monoio::select! {
+            biased;
+            read = read => read,
+            _ = timer => return Err(ProxyError::UpstreamTimeout),
+        };
         buf = returned;
         let n = match result {
             Ok(0) if framing == Framing::UntilClose => break,
@@ -89,20 +107,39 @@ pub async fn relay(
         reusable &= taken == n;
         // A client that stops reading must not hold the upstream forever.
         let write = conn.stream.write_all(buf.slice(..taken));
-        let (result, slice) = monoio::time::timeout(write_timeout, write)
-            .await
-            .map_err(|_| ProxyError::ClientStalled)?;
+        let timer = arm(&mut write_timer, write_timeout);
+        let (result, slice) = monoio::select! {
+            biased;
+            written = write => written,
+            _ = timer => return Err(ProxyError::ClientStalled),
+        };
         buf = slice.into_inner();
         result.map_err(|_| ProxyError::ClientGone)?;
     }
     conn.relay = buf;
     if reusable && body.is_done() {
-        worker
-            .pool
-            .borrow_mut()
-            .put(index, stream, provider.max_idle, provider.timeouts.idle);
+        worker.pool.borrow_mut().put(
+            index,
+            stream,
+            provider.max_idle,
+            provider.timeouts.idle,
+            now.unwrap_or_else(Instant::now),
+        );
     }
     Ok(())
+}
+
+/// Sets `timer` (made on first use) to go off `timeout` from now.
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep> {
+    let now = Instant::now();
+    // Too far to represent: as good as never.
+    let deadline = now.checked_add(timeout).unwrap_or(now + NEVER);
+    let fresh = timer.is_none();
+    let timer = timer.get_or_insert_with(|| Box::pin(monoio::time::sleep_until(deadline)));
+    if !fresh {
+        timer.as_mut().reset(deadline);
+    }
+    timer.as_mut()
 }
 
 /// Accounts for body bytes in `input`, appending what the client must
@@ -125,56 +162,4 @@ fn take_body(
 
 fn protocol_error(error: ChunkError) -> ProxyError {
     ProxyError::UpstreamProtocol(format!("invalid chunked body: {error}"))
-}
-
-fn write_client_head(
-    out: &mut Vec<u8>,
-    buf: &[u8],
-    head: &ResponseHead,
-    request_id: &str,
-    (start_ns, stop_ns): (u64, u64),
-    close: bool,
-    dechunk: bool,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    header_status(out, head.status, head.reason.of(buf));
-    for (name, value) in &head.headers {
-        let name = name.of(buf);
-        if is_hop_by_hop(name)
-            || listed_in_connection(buf, head.connection, name)
-            || (dechunk && name.eq_ignore_ascii_case(b"transfer-encoding"))
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"x-request-id") {
-            // The gateway's ID is the request's ID; keep the provider's too.
-            header(out, "X-Upstream-Request-ID", value.of(buf));
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.of(buf));
-        out.extend_from_slice(b"\r\n");
-    }
-    header(out, "X-Request-ID", request_id.as_bytes());
-    header_u64(out, "X-UPSTREAM-REQUEST-START", start_ns);
-    header_u64(out, "X-UPSTREAM-REQUEST-STOP", stop_ns);
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn header_status(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    let _ = write!(out, "{status} ");
-    if reason.is_empty() {
-        let canonical = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        out.extend_from_slice(canonical.as_bytes());
-    } else {
-        out.extend_from_slice(reason);
-    }
-    out.extend_from_slice(b"\r\n");
 }

@@ -47,9 +47,19 @@ impl ClientConn {
     /// Writes `out` to the client; `false` if the client is gone or stopped
     /// reading.
     pub async fn send_out(&mut self) -> bool {
+        self.send_out_since(Instant::now()).await
+    }
+
+    /// `send_out` with the write timeout counted from `since`, a clock
+    /// reading taken a moment ago, so that no new one is needed.
+    pub async fn send_out_since(&mut self, since: Instant) -> bool {
         let out = std::mem::take(&mut self.out);
         let write = self.stream.write_all(out);
-        match monoio::time::timeout(self.write_timeout, write).await {
+        let written = match since.checked_add(self.write_timeout) {
+            Some(deadline) => monoio::time::timeout_at(deadline, write).await,
+            None => Ok(write.await),
+        };
+        match written {
             Ok((result, mut out)) => {
                 out.clear();
                 self.out = out;
@@ -194,15 +204,20 @@ async fn next_head(
             limits.idle_timeout,
             read_append(&mut conn.stream, buf, READ_SIZE),
         );
+        // The read first: most wake-ups are its completion, and then the
+        // drain signal need not be polled (or a branch drawn at random).
         monoio::select! {
-            _ = drained => return Ok(None),
+            biased;
             result = read => match result {
                 Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
                 _ => return Ok(None),
             },
+            _ = drained => return Ok(None),
         }
     }
-    let deadline = Instant::now() + limits.header_timeout;
+    // Counted from the first incomplete parse: a head that arrived whole
+    // (the usual case) costs no clock read.
+    let mut deadline = None;
     loop {
         if let Parsed::Complete(head) = RequestHead::parse(&conn.buf)? {
             if head.len > limits.max_header_bytes {
@@ -213,6 +228,7 @@ async fn next_head(
         if conn.buf.len() >= limits.max_header_bytes {
             return Err(ProxyError::HeaderTooLarge(limits.max_header_bytes));
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
         let buf = std::mem::take(&mut conn.buf);
         match monoio::time::timeout_at(deadline, read_append(&mut conn.stream, buf, READ_SIZE))
             .await

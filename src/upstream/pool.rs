@@ -2,7 +2,9 @@
 //! provider. Never shared between workers, so it needs no lock.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use monoio::time::Instant;
 
 use super::stream::UpstreamStream;
 
@@ -23,11 +25,17 @@ impl Pool {
     }
 
     /// The most recently used live connection, if any (LIFO keeps the
-    /// warmest connections busy and lets the others expire).
-    pub fn take(&mut self, provider: usize, max_age: Duration) -> Option<UpstreamStream> {
+    /// warmest connections busy and lets the others expire). `now` is a
+    /// recent clock reading: the caller has one at hand.
+    pub fn take(
+        &mut self,
+        provider: usize,
+        max_age: Duration,
+        now: Instant,
+    ) -> Option<UpstreamStream> {
         let idle = self.by_provider.get_mut(provider)?;
         while let Some(conn) = idle.pop_back() {
-            if conn.since.elapsed() < max_age {
+            if now.saturating_duration_since(conn.since) < max_age {
                 return Some(conn.stream);
             }
         }
@@ -40,21 +48,22 @@ impl Pool {
         stream: UpstreamStream,
         max_idle: usize,
         max_age: Duration,
+        now: Instant,
     ) {
         let Some(idle) = self.by_provider.get_mut(provider) else {
             return;
         };
-        while idle.front().is_some_and(|c| c.since.elapsed() >= max_age) {
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= max_age)
+        {
             idle.pop_front();
         }
         if idle.len() >= max_idle {
             idle.pop_front();
         }
         if max_idle > 0 {
-            idle.push_back(Idle {
-                stream,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { stream, since: now });
         }
     }
 

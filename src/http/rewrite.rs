@@ -1,0 +1,174 @@
+//! The heads the proxy sends on: the client's request head rewritten for
+//! the upstream, and the upstream's response head rewritten for the client.
+//! Hop-by-hop fields are dropped in both directions.
+
+use super::RequestHead;
+use super::ResponseHead;
+use super::head::{Field, listed_in_connection};
+use super::io::{header, header_u64, push_u64};
+
+/// Where a request goes and what it carries there instead of the client's
+/// `Host` and `Authorization`.
+pub struct Upstream<'a> {
+    /// Prefix of every upstream path, e.g. `/openai` (empty for none).
+    pub base_path: &'a str,
+    /// The `Host` field value.
+    pub authority: &'a str,
+    /// The whole `Authorization` field value, e.g. `Bearer sk-...`.
+    pub authorization: &'a [u8],
+}
+
+/// Writes the head sent upstream for `head` (parsed from `buf`).
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    upstream: &Upstream,
+    request_id: &str,
+) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream.base_path.as_bytes());
+    out.extend_from_slice(head.target.of(buf));
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(upstream.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        let name = name.of(buf);
+        let field = Field::of(name);
+        let replaced = matches!(
+            field,
+            Field::Host | Field::Authorization | Field::Expect | Field::XRequestId
+        );
+        if replaced || field.is_hop_by_hop() || listed_in_connection(buf, head.connection, name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.of(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Authorization: ");
+    out.extend_from_slice(upstream.authorization);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"X-Request-ID: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Writes the response head sent to the client for `head` (parsed from
+/// `buf`), with the request ID and the upstream timing fields.
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    request_id: &str,
+    (start_ns, stop_ns): (u64, u64),
+    close: bool,
+    dechunk: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    header_status(out, head.status, head.reason.of(buf));
+    for (name, value) in &head.headers {
+        let name = name.of(buf);
+        let field = Field::of(name);
+        if field.is_hop_by_hop()
+            || listed_in_connection(buf, head.connection, name)
+            || (dechunk && field == Field::TransferEncoding)
+        {
+            continue;
+        }
+        if field == Field::XRequestId {
+            // The gateway's ID is the request's ID; keep the provider's too.
+            header(out, "X-Upstream-Request-ID", value.of(buf));
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.of(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    header(out, "X-Request-ID", request_id.as_bytes());
+    header_u64(out, "X-UPSTREAM-REQUEST-START", start_ns);
+    header_u64(out, "X-UPSTREAM-REQUEST-STOP", stop_ns);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn header_status(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    push_u64(out, status.into());
+    out.push(b' ');
+    if reason.is_empty() {
+        let canonical = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        out.extend_from_slice(canonical.as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Parsed;
+
+    #[test]
+    fn request_head_for_the_upstream() {
+        let raw = b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer client\r\n\
+Content-Type: application/json\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\n\
+Expect: 100-continue\r\nX-Request-ID: theirs\r\nTE: trailers\r\nContent-Length: 2\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = RequestHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let upstream = Upstream {
+            base_path: "/openai",
+            authority: "api.example.com",
+            authorization: b"Bearer sk-up",
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, raw, &head, &upstream, "req-1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /openai/v1/chat/completions?x=1 HTTP/1.1\r\nHost: api.example.com\r\n\
+Content-Type: application/json\r\nContent-Length: 2\r\nAuthorization: Bearer sk-up\r\n\
+X-Request-ID: req-1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_head_for_the_client() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\
+Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-request-id: req_up\r\nCache-Control: no-cache\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = ResponseHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let mut out = Vec::new();
+        write_client_head(&mut out, raw, &head, "req-1", (12, 3456), false, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\
+X-Upstream-Request-ID: req_up\r\nCache-Control: no-cache\r\nX-Request-ID: req-1\r\n\
+X-UPSTREAM-REQUEST-START: 12\r\nX-UPSTREAM-REQUEST-STOP: 3456\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_client_head(&mut out, raw, &head, "req-1", (12, 3456), true, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+X-Upstream-Request-ID: req_up\r\nCache-Control: no-cache\r\nX-Request-ID: req-1\r\n\
+X-UPSTREAM-REQUEST-START: 12\r\nX-UPSTREAM-REQUEST-STOP: 3456\r\nConnection: close\r\n\r\n"
+        );
+        let raw = b"HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = ResponseHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let mut out = Vec::new();
+        write_client_head(&mut out, raw, &head, "r", (1, 2), false, false);
+        assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"));
+    }
+}
