@@ -66,21 +66,15 @@ where
                 }
                 let future = make(index);
                 match driver {
-                    Driver::IoUring => {
-                        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                            .enable_timer()
-                            .attach_thread_pool(Box::new(pool))
-                            .build()
-                        {
-                            Ok(mut runtime) => {
-                                let _ = started.send(Ok(()));
-                                runtime.block_on(future);
-                            }
-                            Err(error) => {
-                                let _ = started.send(Err(error));
-                            }
+                    Driver::IoUring => match build_uring_runtime(pool) {
+                        Ok(mut runtime) => {
+                            let _ = started.send(Ok(()));
+                            runtime.block_on(future);
                         }
-                    }
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                        }
+                    },
                     Driver::Epoll => {
                         match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                             .enable_timer()
@@ -109,4 +103,49 @@ where
         }
     }
     Ok(handles)
+}
+
+/// Ring set-ups, cheapest first. With DEFER_TASKRUN (Linux 6.1, with
+/// SINGLE_ISSUER: each ring belongs to one worker thread) completions are
+/// processed when the worker waits for them instead of interrupting it
+/// while it runs; COOP_TASKRUN (5.19) at least avoids the interrupt. Older
+/// kernels refuse the flags, and the next set-up is tried.
+const RING_SETUPS: [&str; 3] = ["defer-taskrun", "coop-taskrun", "default"];
+
+fn ring_builder(setup: &str) -> io_uring::Builder {
+    let mut builder = io_uring::IoUring::builder();
+    match setup {
+        "defer-taskrun" => {
+            builder
+                .setup_coop_taskrun()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }
+        "coop-taskrun" => {
+            builder.setup_coop_taskrun();
+        }
+        _ => {}
+    }
+    builder
+}
+
+fn build_uring_runtime(
+    pool: DefaultThreadPool,
+) -> io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    let mut last_error = None;
+    for setup in RING_SETUPS {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(ring_builder(setup))
+            .enable_timer()
+            .attach_thread_pool(Box::new(pool.clone()))
+            .build()
+        {
+            Ok(runtime) => return Ok(runtime),
+            Err(error) => {
+                tracing::debug!(setup, %error, "io_uring set-up refused; trying the next");
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no io_uring set-up to try")))
 }
