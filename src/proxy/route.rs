@@ -35,12 +35,12 @@ pub fn route<'w>(
 /// Segments that could make the upstream resolve a different path than the
 /// one the allowlist checked.
 fn has_unsafe_segment(path: &[u8]) -> bool {
+    const DOTS: [&[u8]; 6] = [b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."];
     path.split(|&b| b == b'/').any(|segment| {
-        let lower = segment.to_ascii_lowercase();
-        matches!(
-            lower.as_slice(),
-            b"." | b".." | b"%2e" | b"%2e%2e" | b".%2e" | b"%2e."
-        ) || lower.windows(3).any(|w| w == b"%2f" || w == b"%5c")
+        DOTS.iter().any(|dots| segment.eq_ignore_ascii_case(dots))
+            || segment
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"%2f") || w.eq_ignore_ascii_case(b"%5c"))
     })
 }
 
