@@ -53,29 +53,31 @@ fn lookups(c: &mut Criterion) {
             ))
         })
     });
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+    bench_misses(
+        c,
+        false,
+        "key cache miss: sha256 + LMDB (Store::lookup_key)",
+    );
+    bench_misses(
+        c,
+        true,
+        "key cache miss, provider key encrypted (Store::lookup_key)",
+    );
+}
+
+/// Lookups spread over the whole store, as the cache makes them on misses.
+fn bench_misses(c: &mut Criterion, encrypted: bool, name: &str) {
+    let (store, secrets, dir) = store_with_keys(encrypted);
     let mut i = 0;
-    c.bench_function("key cache miss: sha256 + LMDB (Store::lookup_key)", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             i = (i + 7919) % KEYS;
             let hash = crypto::sha256(secrets[i].as_bytes());
             black_box(store.lookup_key(&hash).unwrap().is_some())
         })
     });
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
-
-    let (store, secrets, dir) = store_with_keys(true);
-    let mut i = 0;
-    c.bench_function(
-        "key cache miss, provider key encrypted (Store::lookup_key)",
-        |b| {
-            b.iter(|| {
-                i = (i + 7919) % KEYS;
-                let hash = crypto::sha256(secrets[i].as_bytes());
-                black_box(store.lookup_key(&hash).unwrap().is_some())
-            })
-        },
-    );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
