@@ -12,6 +12,14 @@
 #   re-pinned there with `taskset -a -p`, wrk is started there), wrk -t1 -c1
 #   against the mock directly, via llm-proxy and via nginx, interleaved.
 #   Added latency = (via X) - (direct), for the medians of p50 and p99.
+# Phase 3, streaming: same pinning as phase 2; `llm-proxy benchmark -c1`
+#   (also on SERVER_CORE) sends $STREAM_REQUESTS streamed requests whose
+#   mock stream is paced ($STREAM_CHUNKS deltas, $STREAM_INTERVAL_MS ms
+#   apart), directly, via llm-proxy and via nginx, interleaved.  Added time
+#   to first event (p50, p99) and added mean inter-event gap, from medians.
+# Phase 4, memory: VmRSS of llm-proxy and of nginx (master + worker) idle
+#   and with $HOLD_CONNECTIONS open keep-alive connections, each having
+#   completed one request (loadtest/hold_connections.py, on LOAD_CORE).
 #
 # See loadtest/README.md for details.  Environment knobs (defaults):
 #   LLM_PROXY_BIN=target/release/llm-proxy  (built with cargo if missing)
@@ -20,6 +28,8 @@
 #   SERVER_CORE=0 LOAD_CORE=1
 #   MOCK_ARGS="" PROXY_ARGS=""   extra flags for `mock-upstream` / `server`
 #   NGINX_BIN=nginx KEEP_WORKDIR=0 (1 = keep logs and raw wrk output)
+#   STREAM_REQUESTS=100 STREAM_CHUNKS=20 STREAM_INTERVAL_MS=5
+#   HOLD_CONNECTIONS=10000 (0 = skip phase 4)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +51,10 @@ MOCK_ARGS=${MOCK_ARGS:-}
 PROXY_ARGS=${PROXY_ARGS:-}
 NGINX_BIN=${NGINX_BIN:-nginx}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+STREAM_REQUESTS=${STREAM_REQUESTS:-100}
+STREAM_CHUNKS=${STREAM_CHUNKS:-20}
+STREAM_INTERVAL_MS=${STREAM_INTERVAL_MS:-5}
+HOLD_CONNECTIONS=${HOLD_CONNECTIONS:-10000}
 
 CLIENT_KEY=sk-bench
 UPSTREAM_KEY=sk-upstream
@@ -48,6 +62,8 @@ UPSTREAM_KEY=sk-upstream
 MANAGEMENT_TOKEN=bench-management-$$-$RANDOM
 CHAT_PATH=/v1/chat/completions
 CHAT_BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+STREAM_BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}'
+HOLD_SCRIPT=$SCRIPT_DIR/hold_connections.py
 LUA_SCRIPT=$SCRIPT_DIR/chat.lua
 NGINX_TEMPLATE=$SCRIPT_DIR/nginx.conf.template
 
@@ -57,6 +73,7 @@ PROXY_PID=""
 NGINX_PID=""
 NGINX_WORKERS=()
 WRK_PID=""
+HOLD_PID=""
 FAILURES=()
 
 log() { printf '[compare_nginx] %s\n' "$*" >&2; }
@@ -106,6 +123,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     stop_pid "$WRK_PID"
+    stop_pid "$HOLD_PID"
     if [[ -n $NGINX_PID ]]; then
         # Remember the workers before the master goes, so none can be left.
         mapfile -t NGINX_WORKERS < <(pgrep -P "$NGINX_PID" 2>/dev/null)
@@ -143,18 +161,20 @@ trap 'exit 143' TERM
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
-for var in MOCK_PORT PROXY_PORT NGINX_PORT ROUNDS CONNECTIONS SERVER_CORE LOAD_CORE; do
+for var in MOCK_PORT PROXY_PORT NGINX_PORT ROUNDS CONNECTIONS SERVER_CORE LOAD_CORE \
+    STREAM_REQUESTS STREAM_CHUNKS STREAM_INTERVAL_MS HOLD_CONNECTIONS; do
     is_uint "${!var}" || die "$var must be a non-negative integer, got '${!var}'"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be >= 1"
 ((CONNECTIONS >= 1)) || die "CONNECTIONS must be >= 1"
+((STREAM_REQUESTS >= 1)) || die "STREAM_REQUESTS must be >= 1"
 [[ $DURATION =~ ^[0-9]+[smh]?$ ]] || die "DURATION must look like 10, 10s, 1m (got '$DURATION')"
 [[ $WARMUP =~ ^[0-9]+[smh]?$ ]] || die "WARMUP must look like 0, 2s, ... (got '$WARMUP')"
 ((SERVER_CORE != LOAD_CORE)) || die "SERVER_CORE and LOAD_CORE must differ"
 
-for tool in wrk taskset curl getconf awk pgrep sed sort; do
+for tool in wrk taskset curl getconf awk pgrep sed sort jq python3; do
     command -v "$tool" >/dev/null 2>&1 ||
-        die "'$tool' not found (apt-get install -y wrk util-linux curl procps)"
+        die "'$tool' not found (apt-get install -y wrk util-linux curl procps jq python3)"
 done
 if ! command -v "$NGINX_BIN" >/dev/null 2>&1; then
     if [[ $NGINX_BIN == nginx && -x /usr/sbin/nginx ]]; then
@@ -165,6 +185,19 @@ if ! command -v "$NGINX_BIN" >/dev/null 2>&1; then
 fi
 [[ -r $LUA_SCRIPT ]] || die "missing $LUA_SCRIPT"
 [[ -r $NGINX_TEMPLATE ]] || die "missing $NGINX_TEMPLATE"
+[[ -r $HOLD_SCRIPT ]] || die "missing $HOLD_SCRIPT"
+
+# Phase 4 holds $HOLD_CONNECTIONS connections: the client, llm-proxy and the
+# mock inherit this shell's limit; nginx gets it from worker_rlimit_nofile.
+# nginx counts upstream connections (up to one per request in flight) in
+# worker_connections too; when short it closes idle clients ("reusing").
+NOFILE_NEEDED=$((HOLD_CONNECTIONS + 4096))
+NGINX_WORKER_CONNECTIONS=$((HOLD_CONNECTIONS + 2048))
+((NGINX_WORKER_CONNECTIONS >= 4096)) || NGINX_WORKER_CONNECTIONS=4096
+if (($(ulimit -n) < NOFILE_NEEDED)); then
+    ulimit -n "$NOFILE_NEEDED" 2>/dev/null ||
+        die "HOLD_CONNECTIONS=$HOLD_CONNECTIONS needs ulimit -n >= $NOFILE_NEEDED, the hard limit is $(ulimit -Hn) (lower HOLD_CONNECTIONS or raise the limit)"
+fi
 
 NPROC=$(nproc)
 ((SERVER_CORE < NPROC && LOAD_CORE < NPROC)) ||
@@ -304,6 +337,58 @@ fmt() { awk -v v="$1" -v d="$2" 'BEGIN { if (v == "nan") print "n/a"; else print
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+d\n", a - b }'; }
 
+# rss_kb PID...: sum of VmRSS (kB) over the given processes.
+rss_kb() {
+    local total=0 pid kb
+    for pid in "$@"; do
+        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) ||
+            die "cannot read /proc/$pid/status (process gone?)"
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+mb() { awk -v k="$1" 'BEGIN { if (k == "nan" || k == "") print "n/a"; else printf "%.1f\n", k / 1024 }'; }
+
+# run_stream CORE TARGET REQUESTS OUTFILE: `llm-proxy benchmark` with a paced
+# SSE stream, one connection, JSON report in OUTFILE.
+run_stream() {
+    local core=$1 target=$2 n=$3 out=$4 rc=0 base
+    base=http://127.0.0.1:$MOCK_PORT
+    case $target in
+    proxy) base=http://127.0.0.1:$PROXY_PORT ;;
+    nginx) base=http://127.0.0.1:$NGINX_PORT ;;
+    esac
+    (
+        cd "$WORKDIR/run"
+        exec taskset -c "$core" "$BIN" benchmark --base-url "$base" --endpoint "$CHAT_PATH" \
+            --token "$(key_of "$target")" --json "$STREAM_BODY" \
+            -H "x-mock-stream-chunks: $STREAM_CHUNKS" -H "x-mock-chunk-interval-ms: $STREAM_INTERVAL_MS" \
+            -r "$n" -c 1 --output json
+    ) >"$out" 2>"$out.err" &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    ((rc == 0)) || die "llm-proxy benchmark exited with status $rc against $target: $(tail -n 5 "$out.err")"
+}
+
+# stream_fields FILE: "requests errors complete events ttfb_p50 fe_p50 fe_p99 gap_p50"
+stream_fields() {
+    jq -r '[.requests, .errors_total, (.streams.complete // 0), (.streams.events // 0),
+            (.ttfb_us.p50 // "nan"), (.streams.first_event_us.p50 // "nan"),
+            (.streams.first_event_us.p99 // "nan"), (.streams.mean_gap_us.p50 // "nan")] | @tsv' "$1" ||
+        die "cannot read the benchmark JSON in $1: $(head -c 300 "$1")"
+}
+
+# check_stream LABEL FILE REQUESTS: record a failure unless every stream completed.
+check_stream() {
+    local label=$1 file=$2 n=$3 requests errors complete rest
+    read -r requests errors complete rest <<<"$(stream_fields "$file")"
+    if ((requests != n || errors != 0 || complete != n)); then
+        FAILURES+=("$label: $requests requests, $errors errors, $complete complete streams (expected $n)")
+        log "FAILED: ${FAILURES[-1]}"
+    fi
+}
+
 url_of() {
     case $1 in
     direct) echo "http://127.0.0.1:$MOCK_PORT$CHAT_PATH" ;;
@@ -389,6 +474,8 @@ sed -e "s|@WORKDIR@|$WORKDIR|g" \
     -e "s|@CPU_MASK@|$cpu_mask|g" \
     -e "s|@CLIENT_KEY@|$CLIENT_KEY|g" \
     -e "s|@UPSTREAM_KEY@|$UPSTREAM_KEY|g" \
+    -e "s|@WORKER_CONNECTIONS@|$NGINX_WORKER_CONNECTIONS|g" \
+    -e "s|@NOFILE@|$NOFILE_NEEDED|g" \
     "$NGINX_TEMPLATE" >"$WORKDIR/nginx.conf"
 nginx_cmd=("$NGINX_BIN" -e "$WORKDIR/nginx-error.log" -p "$WORKDIR" -c "$WORKDIR/nginx.conf")
 "${nginx_cmd[@]}" -t >"$WORKDIR/nginx-test.log" 2>&1 ||
@@ -440,6 +527,12 @@ for target in proxy nginx; do
 done
 log "  direct response: $(head -c 200 "$WORKDIR/direct.json")"
 log "  proxy response:  $(head -c 200 "$WORKDIR/proxy.json")"
+
+# Memory before any load (phase 4 reports it next to the later figures).
+for target in proxy nginx; do
+    read -r -a pids <<<"$(pids_of "$target")"
+    printf -v "MEM_${target}_start" '%s' "$(rss_kb "${pids[@]}")"
+done
 
 # ------------------------------------------------ phase 1: throughput/CPU --
 
@@ -571,6 +664,116 @@ done
     done
 }
 
+# ------------------------------------------------- phase 3: streaming -----
+
+echo
+echo "== Phase 3: streaming (paced SSE) =="
+echo "   mock, llm-proxy, nginx and the client all on core $SERVER_CORE (as phase 2);"
+echo "   llm-proxy benchmark -c1 -r$STREAM_REQUESTS, $STREAM_CHUNKS deltas $STREAM_INTERVAL_MS ms apart, $ROUNDS round(s)"
+
+if [[ $WARMUP != 0 && $WARMUP != 0[smh] ]]; then
+    for target in direct proxy nginx; do
+        run_stream "$SERVER_CORE" "$target" 5 "$WORKDIR/warmup-stream.$target.json"
+        check_stream "stream warm-up $target" "$WORKDIR/warmup-stream.$target.json" 5
+        check_alive
+    done
+fi
+
+printf '\n%-5s %-6s %8s %6s %9s %9s %9s %9s %10s\n' round target requests errors events/st ttfb_p50 fe_p50 fe_p99 gap_p50
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in direct proxy nginx; do
+        out=$WORKDIR/stream.$round.$target.json
+        run_stream "$SERVER_CORE" "$target" "$STREAM_REQUESTS" "$out"
+        check_stream "stream round $round $target" "$out" "$STREAM_REQUESTS"
+        check_alive
+        read -r requests errors complete events ttfb50 fe50 fe99 gap50 <<<"$(stream_fields "$out")"
+        record st "$target" ttfb50 "$ttfb50"
+        record st "$target" fe50 "$fe50"
+        record st "$target" fe99 "$fe99"
+        record st "$target" gap50 "$gap50"
+        printf '%-5s %-6s %8s %6s %9s %9s %9s %9s %10s\n' "$round" "$target" "$requests" "$errors" \
+            "$(awk -v e="$events" -v c="$complete" 'BEGIN { if (c > 0) printf "%.1f", e / c; else print "n/a" }')" \
+            "$(fmt "$ttfb50" 0)" "$(fmt "$fe50" 0)" "$(fmt "$fe99" 0)" "$(fmt "$gap50" 0)"
+    done
+done
+
+for target in direct proxy nginx; do
+    for metric in ttfb50 fe50 fe99 gap50; do
+        printf -v "ST_${target}_${metric}" '%s' "$(median st "$target" "$metric")"
+    done
+done
+# shellcheck disable=SC2154 # ST_* are set through printf -v above
+{
+    echo
+    echo "medians over $ROUNDS round(s) (first event = first SSE data: event; gap = per-stream mean gap, p50 over streams):"
+    printf '  %-6s first event p50 %6s us  p99 %6s us  mean gap %7s us\n' direct \
+        "$(fmt "$ST_direct_fe50" 0)" "$(fmt "$ST_direct_fe99" 0)" "$(fmt "$ST_direct_gap50" 0)"
+    for target in proxy nginx; do
+        fe50=ST_${target}_fe50 fe99=ST_${target}_fe99 gap50=ST_${target}_gap50
+        printf '  %-6s first event p50 %6s us  p99 %6s us  mean gap %7s us  added: p50 %s us, p99 %s us, gap %s us\n' "$target" \
+            "$(fmt "${!fe50}" 0)" "$(fmt "${!fe99}" 0)" "$(fmt "${!gap50}" 0)" \
+            "$(diff_us "${!fe50}" "$ST_direct_fe50")" "$(diff_us "${!fe99}" "$ST_direct_fe99")" \
+            "$(diff_us "${!gap50}" "$ST_direct_gap50")"
+    done
+}
+
+# ---------------------------------------------------- phase 4: memory -----
+
+echo
+echo "== Phase 4: memory (VmRSS; nginx = master + worker) =="
+for target in proxy nginx; do
+    for when in idle held closed; do printf -v "MEM_${target}_${when}" nan; done
+done
+sleep 1
+for target in proxy nginx; do
+    read -r -a pids <<<"$(pids_of "$target")"
+    printf -v "MEM_${target}_idle" '%s' "$(rss_kb "${pids[@]}")"
+done
+if ((HOLD_CONNECTIONS > 0)); then
+    echo "   $HOLD_CONNECTIONS keep-alive connections, one request each, held open (client on core $LOAD_CORE, ulimit -n $(ulimit -n))"
+    for target in proxy nginx; do
+        read -r -a pids <<<"$(pids_of "$target")"
+        port=$PROXY_PORT
+        [[ $target == nginx ]] && port=$NGINX_PORT
+        hold_out=$WORKDIR/hold.$target.out
+        taskset -c "$LOAD_CORE" python3 "$HOLD_SCRIPT" --port "$port" --key "$CLIENT_KEY" \
+            -n "$HOLD_CONNECTIONS" --timeout 120 >"$hold_out" 2>"$hold_out.err" &
+        HOLD_PID=$!
+        for ((i = 0; i < 1300; i++)); do
+            grep -q '^READY ' "$hold_out" && break
+            is_running "$HOLD_PID" || break
+            sleep 0.1
+        done
+        ready=$(grep -m1 '^READY ' "$hold_out" || true)
+        [[ -n $ready ]] || die "hold_connections.py against $target never got ready: $(tail -n 5 "$hold_out.err")"
+        log "  $target: $ready"
+        sleep 1
+        check_alive
+        printf -v "MEM_${target}_held" '%s' "$(rss_kb "${pids[@]}")"
+        hold_rc=0
+        kill -TERM "$HOLD_PID" 2>/dev/null || true
+        wait "$HOLD_PID" || hold_rc=$?
+        HOLD_PID=""
+        final=$(grep -m1 '^FINAL ' "$hold_out" || true)
+        log "  $target: ${final:-no FINAL line}"
+        if ((hold_rc != 0)) || [[ $ready != *"ok=$HOLD_CONNECTIONS failed=0"* ]]; then
+            FAILURES+=("memory $target: $ready; ${final:-no FINAL line}; $(head -n 1 "$hold_out.err")")
+            log "FAILED: ${FAILURES[-1]}"
+        fi
+        sleep 1
+        printf -v "MEM_${target}_closed" '%s' "$(rss_kb "${pids[@]}")"
+    done
+fi
+# shellcheck disable=SC2154 # MEM_* are set through printf -v above
+{
+    printf '\n%-6s %12s %12s %14s %14s\n' server start_MB idle_MB "held_MB" closed_MB
+    for target in proxy nginx; do
+        s=MEM_${target}_start i=MEM_${target}_idle h=MEM_${target}_held c=MEM_${target}_closed
+        printf '%-6s %12s %12s %14s %14s\n' "$target" "$(mb "${!s}")" "$(mb "${!i}")" "$(mb "${!h}")" "$(mb "${!c}")"
+    done
+    echo "  start = before any load; idle = after phases 1-3; held = with $HOLD_CONNECTIONS connections open; closed = 1 s after they closed"
+}
+
 # ---------------------------------------------------------------- summary --
 
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
@@ -610,6 +813,21 @@ Request: non-streaming \`POST ${CHAT_PATH}\` (${#CHAT_BODY}-byte body) to the bu
 | direct to mock | $(fmt "$LAT_direct_p50" 0) | $(fmt "$LAT_direct_p99" 0) | | |
 | via llm-proxy | $(fmt "$LAT_proxy_p50" 0) | $(fmt "$LAT_proxy_p99" 0) | $(diff_us "$LAT_proxy_p50" "$LAT_direct_p50") | $(diff_us "$LAT_proxy_p99" "$LAT_direct_p99") |
 | via nginx | $(fmt "$LAT_nginx_p50" 0) | $(fmt "$LAT_nginx_p99" 0) | $(diff_us "$LAT_nginx_p50" "$LAT_direct_p50") | $(diff_us "$LAT_nginx_p99" "$LAT_direct_p99") |
+
+**Streaming** (paced SSE: ${STREAM_CHUNKS} deltas ${STREAM_INTERVAL_MS} ms apart; \`llm-proxy benchmark -c1 -r${STREAM_REQUESTS}\`, mock, server and client all on core ${SERVER_CORE}; gap = per-stream mean inter-event gap, median over streams):
+
+| path | first event p50 µs | first event p99 µs | mean gap µs | added first event p50 µs | added first event p99 µs | added gap µs |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| direct to mock | $(fmt "$ST_direct_fe50" 0) | $(fmt "$ST_direct_fe99" 0) | $(fmt "$ST_direct_gap50" 0) | | | |
+| via llm-proxy | $(fmt "$ST_proxy_fe50" 0) | $(fmt "$ST_proxy_fe99" 0) | $(fmt "$ST_proxy_gap50" 0) | $(diff_us "$ST_proxy_fe50" "$ST_direct_fe50") | $(diff_us "$ST_proxy_fe99" "$ST_direct_fe99") | $(diff_us "$ST_proxy_gap50" "$ST_direct_gap50") |
+| via nginx | $(fmt "$ST_nginx_fe50" 0) | $(fmt "$ST_nginx_fe99" 0) | $(fmt "$ST_nginx_gap50" 0) | $(diff_us "$ST_nginx_fe50" "$ST_direct_fe50") | $(diff_us "$ST_nginx_fe99" "$ST_direct_fe99") | $(diff_us "$ST_nginx_gap50" "$ST_direct_gap50") |
+
+**Memory** (VmRSS; nginx = master + worker; ${HOLD_CONNECTIONS} keep-alive connections that each completed one request, held open by \`loadtest/hold_connections.py\`):
+
+| server | before any load MB | idle after phases 1–3 MB | ${HOLD_CONNECTIONS} connections MB | after they close MB |
+| --- | ---: | ---: | ---: | ---: |
+| llm-proxy | $(mb "$MEM_proxy_start") | $(mb "$MEM_proxy_idle") | $(mb "$MEM_proxy_held") | $(mb "$MEM_proxy_closed") |
+| nginx | $(mb "$MEM_nginx_start") | $(mb "$MEM_nginx_idle") | $(mb "$MEM_nginx_held") | $(mb "$MEM_nginx_closed") |
 
 EOF
 

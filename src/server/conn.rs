@@ -19,6 +19,12 @@ use crate::{manage, proxy};
 
 /// Largest single read from a client.
 const READ_SIZE: usize = 16 << 10;
+/// Read buffer kept by an idle keep-alive connection (an io_uring read
+/// owns its buffer while it waits): small, so that many idle connections
+/// stay cheap. It grows while a request needs more.
+const IDLE_READ_SIZE: usize = 4 << 10;
+/// Initial room for the heads and small bodies a request writes.
+const OUT_SIZE: usize = 4 << 10;
 
 pub struct ClientConn {
     pub stream: TcpStream,
@@ -37,8 +43,8 @@ impl ClientConn {
     fn new(stream: TcpStream, write_timeout: Duration) -> Self {
         Self {
             stream,
-            buf: Vec::with_capacity(READ_SIZE),
-            out: Vec::with_capacity(4096),
+            buf: Vec::with_capacity(IDLE_READ_SIZE),
+            out: Vec::new(),
             relay: Vec::new(),
             write_timeout,
         }
@@ -174,19 +180,36 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
                 return;
             }
         };
+        conn.out.reserve(OUT_SIZE);
         let path = head.path(&conn.buf);
+        // The handlers' futures are boxed: inline, the largest of them
+        // would set the size of every connection's task, idle ones included.
         let keep_alive = if path.starts_with(b"/v1/") {
-            proxy::handle(&worker, &mut conn, &head).await
+            Box::pin(proxy::handle(&worker, &mut conn, &head)).await
         } else if path.starts_with(b"/manage/") || path == b"/manage" {
-            manage::handle(&worker, &mut conn, &head).await
+            Box::pin(manage::handle(&worker, &mut conn, &head)).await
         } else {
-            health::handle(&worker, &mut conn, &head).await
+            Box::pin(health::handle(&worker, &mut conn, &head)).await
         };
         if !keep_alive || worker.draining() {
             return;
         }
         // The handler consumed the body; what follows the head is the next request.
         conn.buf.drain(..head.len.min(conn.buf.len()));
+        conn.shed_buffers();
+    }
+}
+
+impl ClientConn {
+    /// Gives back what a request grew, before waiting for the next one:
+    /// an idle connection keeps only a small read buffer. (The allocator's
+    /// per-thread free lists make the next request's buffers cheap.)
+    fn shed_buffers(&mut self) {
+        self.out = Vec::new();
+        self.relay = Vec::new();
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_READ_SIZE {
+            self.buf = Vec::with_capacity(IDLE_READ_SIZE);
+        }
     }
 }
 
