@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use llm_proxy::proxy::keys::{KeyCache, Lookup};
+use llm_proxy::proxy::keys::KeyCache;
 use llm_proxy::store::{Cipher, NewKey, Store, crypto};
 
 /// Keys in the store, so that a miss walks a realistic B-tree.
@@ -43,13 +43,13 @@ fn lookups(c: &mut Criterion) {
     let mut cache = KeyCache::default();
     cache.sync(&store);
     let secret = secrets[KEYS / 2].as_bytes();
-    assert!(matches!(cache.lookup(&store, secret), Ok(Lookup::Found(_))));
+    assert!(matches!(cache.lookup(&store, secret), Ok(Some(_))));
     c.bench_function("key cache hit (KeyCache::lookup)", |b| {
         b.iter(|| {
             cache.sync(&store);
             black_box(matches!(
                 cache.lookup(&store, black_box(secret)),
-                Ok(Lookup::Found(_))
+                Ok(Some(_))
             ))
         })
     });

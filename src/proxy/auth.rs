@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::error::ProxyError;
-use super::keys::{CachedKey, Lookup};
+use super::keys::CachedKey;
 use super::quota::Draw;
 use crate::http::RequestHead;
 use crate::server::worker::Worker;
@@ -32,10 +32,9 @@ pub fn authenticate(
     let key = {
         let mut cache = worker.keys.borrow_mut();
         cache.sync(&worker.store);
-        match cache.lookup(&worker.store, secret)? {
-            Lookup::Found(key) => key,
-            Lookup::Unknown => return Err(ProxyError::InvalidKey),
-        }
+        cache
+            .lookup(&worker.store, secret)?
+            .ok_or(ProxyError::InvalidKey)?
     };
     let view = &key.view;
     if !view.is_active {

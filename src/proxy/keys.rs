@@ -24,12 +24,6 @@ pub struct KeyCache {
     entries: HashMap<Box<[u8]>, Rc<CachedKey>>,
 }
 
-/// What a lookup found.
-pub enum Lookup {
-    Found(Rc<CachedKey>),
-    Unknown,
-}
-
 impl KeyCache {
     /// Whether the store changed since the cache was filled; if so the
     /// cache is emptied and `true` returned.
@@ -43,13 +37,17 @@ impl KeyCache {
         true
     }
 
-    /// The key with this secret. Call `sync` first.
-    pub fn lookup(&mut self, store: &Store, secret: &[u8]) -> Result<Lookup, StoreError> {
+    /// The key with this secret, if there is one. Call `sync` first.
+    pub fn lookup(
+        &mut self,
+        store: &Store,
+        secret: &[u8],
+    ) -> Result<Option<Rc<CachedKey>>, StoreError> {
         if let Some(found) = self.entries.get(secret) {
-            return Ok(Lookup::Found(found.clone()));
+            return Ok(Some(found.clone()));
         }
         let Some(view) = store.lookup_key(&crypto::sha256(secret))? else {
-            return Ok(Lookup::Unknown);
+            return Ok(None);
         };
         let upstream_auth = view.upstream_key.as_deref().map(|key| {
             let mut value = Vec::with_capacity(7 + key.len());
@@ -65,6 +63,6 @@ impl KeyCache {
             self.entries.clear();
         }
         self.entries.insert(secret.into(), entry.clone());
-        Ok(Lookup::Found(entry))
+        Ok(Some(entry))
     }
 }

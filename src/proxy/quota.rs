@@ -35,8 +35,9 @@ pub struct Quota {
     refilling: HashMap<Uuid, Rc<Event>>,
     /// Keys found without quota: when, and under which limit.
     exhausted: HashMap<Uuid, (Instant, Option<u64>)>,
-    /// Requests served per key since the last report, with the last time.
-    served: HashMap<Uuid, (u64, i64)>,
+    /// Requests served per key since the last report. The report's time
+    /// stands for their last use: no clock read per request.
+    served: HashMap<Uuid, u64>,
     /// Unused quota to hand back with the next report.
     returned: HashMap<Uuid, u64>,
 }
@@ -117,9 +118,7 @@ impl Quota {
 
     /// Counts one request served for `key`.
     pub fn served(&mut self, key: Uuid) {
-        let entry = self.served.entry(key).or_insert((0, 0));
-        entry.0 += 1;
-        entry.1 = now_ms();
+        *self.served.entry(key).or_default() += 1;
     }
 
     /// Hands back every lease (the worker stops).
@@ -148,11 +147,11 @@ impl Quota {
         let mut reports: Vec<Report> = self
             .served
             .drain()
-            .map(|(key_id, (served, last_used_at))| Report {
+            .map(|(key_id, served)| Report {
                 key_id,
                 served,
                 returned: self.returned.remove(&key_id).unwrap_or(0),
-                last_used_at,
+                last_used_at: now_ms(),
             })
             .collect();
         reports.extend(self.returned.drain().map(|(key_id, returned)| Report {

@@ -180,12 +180,13 @@ impl Store {
                 revoked.push(key);
             }
         }
-        for mut key in revoked.iter().cloned() {
+        let count = revoked.len();
+        for mut key in revoked {
             key.is_active = false;
             key.updated_at = now;
             self.keys.put(txn, key.id.as_bytes(), &key)?;
         }
-        Ok(revoked.len())
+        Ok(count)
     }
 
     /// Creates a key; returns it with its secret (the only time the secret
