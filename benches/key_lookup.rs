@@ -27,7 +27,7 @@ fn store_with_keys(encrypted: bool) -> (Store, Vec<String>, std::path::PathBuf) 
         .map(|_| {
             let (_, secret) = store
                 .create_key(NewKey {
-                    project_id: project.id,
+                    project_id: Some(project.id),
                     max_requests: Some(1_000_000),
                     ..NewKey::default()
                 })

@@ -118,7 +118,7 @@ fn start_demo_upstream(settings: &mut ServerSettings) -> anyhow::Result<Demo> {
 fn seed_demo(store: &Store) -> anyhow::Result<()> {
     let project = store.create_project("demo", DEMO_UPSTREAM_KEY)?;
     store.create_key(NewKey {
-        project_id: project.id,
+        project_id: Some(project.id),
         alias: Some("demo".into()),
         secret: Some(DEMO_CLIENT_KEY.into()),
         ..NewKey::default()

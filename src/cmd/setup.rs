@@ -105,7 +105,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     };
     let lifetime = Duration::from_secs(answers.duration_hours.saturating_mul(3600));
     let (key, secret) = store.create_key(NewKey {
-        project_id: project.id,
+        project_id: Some(project.id),
         expires_at: Some(expiry_after(lifetime)),
         ..NewKey::default()
     })?;

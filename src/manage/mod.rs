@@ -330,7 +330,7 @@ fn new_key(input: views::CreateToken) -> Result<NewKey, ProxyError> {
         .map_err(ProxyError::InvalidBody)?
         .unwrap_or(views::DEFAULT_TOKEN_DURATION);
     Ok(NewKey {
-        project_id,
+        project_id: Some(project_id),
         expires_at: Some(views::expiry_after(duration)),
         max_requests: input.max_requests.filter(|&max| max > 0),
         alias: input.alias,
@@ -339,6 +339,7 @@ fn new_key(input: views::CreateToken) -> Result<NewKey, ProxyError> {
             .map(|m| Value::Object(m).to_string())
             .unwrap_or_default(),
         secret: input.token,
+        ..NewKey::default()
     })
 }
 
@@ -351,5 +352,6 @@ fn key_changes(input: views::UpdateToken) -> Result<KeyChanges, ProxyError> {
         expires_at: duration.map(|d| Some(views::expiry_after(d))),
         alias: input.alias,
         metadata: input.metadata.map(|m| Value::Object(m).to_string()),
+        ..KeyChanges::default()
     })
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use uuid::Uuid;
 
-use crate::store::{Report, now_ms};
+use crate::store::{Money, Report, now_ms};
 
 /// A lease not drawn on for this long is handed back, so that quota does
 /// not sit idle in one worker while another needs it. Also how long a
@@ -35,9 +35,10 @@ pub struct Quota {
     refilling: HashMap<Uuid, Rc<Event>>,
     /// Keys found without quota: when, and under which limit.
     exhausted: HashMap<Uuid, (Instant, Option<u64>)>,
-    /// Requests served per key since the last report. The report's time
-    /// stands for their last use: no clock read per request.
-    served: HashMap<Uuid, u64>,
+    /// Requests served per key since the last report, and what they cost.
+    /// The report's time stands for their last use: no clock read per
+    /// request.
+    served: HashMap<Uuid, (u64, Money)>,
     /// Unused quota to hand back with the next report.
     returned: HashMap<Uuid, u64>,
 }
@@ -118,7 +119,18 @@ impl Quota {
 
     /// Counts one request served for `key`.
     pub fn served(&mut self, key: Uuid) {
-        *self.served.entry(key).or_default() += 1;
+        self.served.entry(key).or_default().0 += 1;
+    }
+
+    /// Adds what a served request cost to `key`'s next report.
+    pub fn charge(&mut self, key: Uuid, cost: Money) {
+        let entry = self.served.entry(key).or_default();
+        entry.1 = entry.1.saturating_add(cost);
+    }
+
+    /// Cost charged to `key` here and not yet reported to the ledger.
+    pub fn unreported_cost(&self, key: Uuid) -> Money {
+        self.served.get(&key).map_or(Money(0), |(_, cost)| *cost)
     }
 
     /// Hands back every lease (the worker stops).
@@ -147,9 +159,10 @@ impl Quota {
         let mut reports: Vec<Report> = self
             .served
             .drain()
-            .map(|(key_id, served)| Report {
+            .map(|(key_id, (served, cost))| Report {
                 key_id,
                 served,
+                cost,
                 returned: self.returned.remove(&key_id).unwrap_or(0),
                 last_used_at: now_ms(),
             })
@@ -158,6 +171,7 @@ impl Quota {
             key_id,
             served: 0,
             returned,
+            cost: Money(0),
             last_used_at: 0,
         }));
         reports

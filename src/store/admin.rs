@@ -2,11 +2,13 @@
 //! then bumps the store generation so that each worker's key cache re-reads
 //! before the management call returns.
 
+use std::collections::BTreeMap;
+
 use heed::RwTxn;
 use uuid::Uuid;
 
 use super::crypto::{self, new_id, new_secret, sha256};
-use super::model::{KeyRecord, Project, Usage, hint, now_ms};
+use super::model::{Budget, KeyRecord, Money, Project, Usage, hint, now_ms};
 use super::{Store, StoreError};
 
 /// Fields of a project that an update may change.
@@ -20,10 +22,18 @@ pub struct ProjectChanges {
 /// A key to create.
 #[derive(Debug, Default)]
 pub struct NewKey {
-    pub project_id: Uuid,
+    /// `None`: the key reaches registered models only.
+    pub project_id: Option<Uuid>,
     pub expires_at: Option<i64>,
     pub max_requests: Option<u64>,
+    pub max_budget: Option<Budget>,
+    /// Spend already charged to the key (carried over from elsewhere).
+    pub spend: Money,
     pub alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub models: Vec<String>,
+    pub model_aliases: BTreeMap<String, String>,
     /// A JSON object as text; empty means `{}`.
     pub metadata: String,
     /// Use this secret instead of generating one (imports, tests).
@@ -35,8 +45,15 @@ pub struct NewKey {
 pub struct KeyChanges {
     pub is_active: Option<bool>,
     pub max_requests: Option<Option<u64>>,
+    pub max_budget: Option<Option<Budget>>,
+    /// Sets the key's spend (a correction by an administrator).
+    pub spend: Option<Money>,
     pub expires_at: Option<Option<i64>>,
     pub alias: Option<Option<String>>,
+    pub user_id: Option<Option<String>>,
+    pub team_id: Option<Option<String>>,
+    pub models: Option<Vec<String>>,
+    pub model_aliases: Option<BTreeMap<String, String>>,
     pub metadata: Option<String>,
 }
 
@@ -61,7 +78,7 @@ fn check_upstream_key(key: &str) -> Result<&str, StoreError> {
 }
 
 impl Store {
-    fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
+    pub(super) fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
         txn.commit()?;
         self.bump_generation();
         Ok(())
@@ -176,7 +193,7 @@ impl Store {
         let mut revoked = Vec::new();
         for entry in self.keys.iter(txn)? {
             let (_, key) = entry?;
-            if key.project_id == project_id && key.is_active {
+            if key.project_id == Some(project_id) && key.is_active {
                 revoked.push(key);
             }
         }
@@ -210,9 +227,14 @@ impl Store {
             hint: hint(&secret),
             project_id: new.project_id,
             alias: new.alias,
+            user_id: new.user_id,
+            team_id: new.team_id,
+            models: new.models,
+            model_aliases: new.model_aliases,
             expires_at: new.expires_at,
             is_active: true,
             max_requests: new.max_requests,
+            max_budget: new.max_budget,
             metadata: if new.metadata.is_empty() {
                 "{}".into()
             } else {
@@ -222,19 +244,27 @@ impl Store {
             updated_at: now,
         };
         let mut txn = self.env.write_txn()?;
-        if self
-            .projects
-            .get(&txn, new.project_id.as_bytes())?
-            .is_none()
+        if let Some(project_id) = key.project_id
+            && self.projects.get(&txn, project_id.as_bytes())?.is_none()
         {
             return Err(StoreError::NotFound("project"));
         }
         if self.key_hashes.get(&txn, &key.secret_hash)?.is_some() {
             return Err(StoreError::Invalid("that key already exists".into()));
         }
+        if let Some(alias) = &key.alias {
+            self.check_alias_free(&txn, alias, key.id)?;
+        }
         self.key_hashes
             .put(&mut txn, &key.secret_hash, key.id.as_bytes())?;
         self.keys.put(&mut txn, key.id.as_bytes(), &key)?;
+        if new.spend > Money(0) {
+            let usage = Usage {
+                spend: new.spend,
+                ..Usage::default()
+            };
+            self.usage.put(&mut txn, key.id.as_bytes(), &usage)?;
+        }
         self.commit_admin(txn)?;
         Ok((key, secret))
     }
@@ -249,7 +279,9 @@ impl Store {
         let mut keys = Vec::new();
         for entry in self.keys.iter(&txn)? {
             let (_, key) = entry?;
-            if project_id.is_some_and(|p| p != key.project_id) || (active_only && !key.is_active) {
+            if project_id.is_some_and(|p| Some(p) != key.project_id)
+                || (active_only && !key.is_active)
+            {
                 continue;
             }
             let usage = self.usage.get(&txn, key.id.as_bytes())?.unwrap_or_default();
@@ -297,16 +329,78 @@ impl Store {
         if let Some(expires) = changes.expires_at {
             key.expires_at = expires;
         }
+        if let Some(budget) = changes.max_budget {
+            key.max_budget = budget;
+        }
         if let Some(alias) = changes.alias {
+            if let Some(alias) = &alias {
+                self.check_alias_free(&txn, alias, id)?;
+            }
             key.alias = alias;
+        }
+        if let Some(user_id) = changes.user_id {
+            key.user_id = user_id;
+        }
+        if let Some(team_id) = changes.team_id {
+            key.team_id = team_id;
+        }
+        if let Some(models) = changes.models {
+            key.models = models;
+        }
+        if let Some(aliases) = changes.model_aliases {
+            key.model_aliases = aliases;
         }
         if let Some(metadata) = changes.metadata {
             key.metadata = metadata;
         }
         key.updated_at = now_ms();
         self.keys.put(&mut txn, id.as_bytes(), &key)?;
-        let usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
+        let mut usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
+        if let Some(spend) = changes.spend {
+            usage.spend = spend;
+            self.usage.put(&mut txn, id.as_bytes(), &usage)?;
+        }
         self.commit_admin(txn)?;
         Ok((key, usage))
+    }
+
+    /// Deletes keys for good (their usage too); returns the ids deleted.
+    /// Unknown ids are skipped.
+    pub fn delete_keys(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let mut deleted = Vec::new();
+        for id in ids {
+            if let Some(key) = self.keys.get(&txn, id.as_bytes())? {
+                self.key_hashes.delete(&mut txn, &key.secret_hash)?;
+                self.keys.delete(&mut txn, id.as_bytes())?;
+                self.usage.delete(&mut txn, id.as_bytes())?;
+                deleted.push(*id);
+            }
+        }
+        self.commit_admin(txn)?;
+        Ok(deleted)
+    }
+
+    /// The id of the key with this alias.
+    pub fn key_id_by_alias(&self, alias: &str) -> Result<Option<Uuid>, StoreError> {
+        let txn = self.env.read_txn()?;
+        for entry in self.keys.iter(&txn)? {
+            let (_, key) = entry?;
+            if key.alias.as_deref() == Some(alias) {
+                return Ok(Some(key.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Aliases are unique; admin writes are rare enough for a scan.
+    fn check_alias_free(&self, txn: &RwTxn, alias: &str, owner: Uuid) -> Result<(), StoreError> {
+        for entry in self.keys.iter(txn)? {
+            let (_, key) = entry?;
+            if key.id != owner && key.alias.as_deref() == Some(alias) {
+                return Err(StoreError::Taken("key_alias", alias.to_string()));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! The usage ledger: quota leases for keys with `max_requests`, and the
-//! request counts the workers report.
+//! request counts and spend the workers report.
 //!
 //! A worker serves a limited key only out of quota it has leased: the
 //! lease is added to `reserved` and committed (fsynced) before the first
@@ -10,7 +10,7 @@
 
 use uuid::Uuid;
 
-use super::model::Usage;
+use super::model::{Money, Usage};
 use super::{Store, StoreError};
 
 /// Largest lease handed out at once.
@@ -35,6 +35,9 @@ pub struct Report {
     pub served: u64,
     /// Leased quota handed back unused.
     pub returned: u64,
+    /// What the requests served since the last report cost; added to the
+    /// key's spend and to its user's.
+    pub cost: Money,
     pub last_used_at: i64,
 }
 
@@ -73,12 +76,20 @@ impl Store {
         let mut txn = self.env.write_txn()?;
         for report in reports {
             let id = report.key_id.as_bytes();
-            if self.keys.get(&txn, id)?.is_none() {
+            let Some(key) = self.keys.get(&txn, id)? else {
                 continue;
-            }
+            };
             let mut usage = self.usage.get(&txn, id)?.unwrap_or_default();
             usage.requests += report.served;
             usage.reserved = usage.reserved.saturating_sub(report.returned);
+            usage.spend = usage.spend.saturating_add(report.cost);
+            if report.cost > Money(0)
+                && let Some(user_id) = &key.user_id
+            {
+                let spend = self.user_spend.get(&txn, user_id)?.unwrap_or_default();
+                self.user_spend
+                    .put(&mut txn, user_id, &spend.saturating_add(report.cost))?;
+            }
             if report.served > 0 {
                 usage.last_used_at = Some(usage.last_used_at.unwrap_or(0).max(report.last_used_at));
             }

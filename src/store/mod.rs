@@ -1,21 +1,26 @@
 //! The embedded store: one LMDB environment (heed) in the data directory
-//! holding projects, keys and the usage ledger. The only module that
-//! touches LMDB.
+//! holding projects, keys, users, model deployments, credentials and the
+//! usage ledger. The only module that touches LMDB.
 //!
 //! - `read`: lookups for the request path (no write, no lock).
-//! - `admin`: management writes; each bumps the store generation, which
-//!   tells every worker's key cache to re-read before the call returns.
-//! - `ledger`: quota leases and usage counts written by the workers.
+//! - `admin`: management of projects and keys; `users`, `catalog`: of users,
+//!   and of deployments and credentials. Each write bumps the store
+//!   generation, which tells every worker to re-read before the call returns.
+//! - `ledger`: quota leases, usage counts and spend written by the workers.
+//! - `migrate`: older record layouts brought forward on open.
 //!
 //! Read transactions are opened without thread-local slots (`WithoutTls`):
 //! many monoio tasks share a thread, and none holds a transaction across
 //! an `.await`.
 
 mod admin;
+mod catalog;
 pub mod crypto;
 mod ledger;
+mod migrate;
 pub mod model;
 mod read;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +29,18 @@ use heed::types::{Bytes, SerdeBincode, Str};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
+pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use ledger::{Grant, Report};
-pub use model::{KeyRecord, Project, Usage, now_ms};
-pub use read::KeyView;
+pub use model::{
+    Budget, Credential, Deployment, KeyRecord, Money, Project, Usage, User, UserRole, now_ms,
+};
+pub use read::{KeyView, Spend};
+pub use users::{NewUser, UserChanges};
 
 /// Version of the record layout. Opening a store written by a newer
 /// version fails; older versions are migrated forward in `open`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Largest size the store may grow to (address space, not disk).
 const MAP_SIZE: usize = 1 << 34;
@@ -62,6 +71,9 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("a project named {0:?} already exists")]
     NameTaken(String),
+    /// A unique field (named first) already has this value.
+    #[error("{0} {1:?} is already taken")]
+    Taken(&'static str, String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -76,6 +88,11 @@ pub struct Store {
     keys: Database<Uuid16, SerdeBincode<KeyRecord>>,
     key_hashes: Database<Bytes, Uuid16>,
     usage: Database<Uuid16, SerdeBincode<Usage>>,
+    users: Database<Str, SerdeBincode<User>>,
+    /// Spend of each user, apart from the user record like `usage`.
+    user_spend: Database<Str, SerdeBincode<Money>>,
+    deployments: Database<Str, SerdeBincode<Deployment>>,
+    credentials: Database<Str, SerdeBincode<Credential>>,
     cipher: Option<Cipher>,
     /// Bumped after every management write commits; workers compare it
     /// with the generation their key cache was filled at.
@@ -102,7 +119,7 @@ impl Store {
             EnvOpenOptions::new()
                 .read_txn_without_tls()
                 .map_size(MAP_SIZE)
-                .max_dbs(8)
+                .max_dbs(16)
                 .max_readers(1024)
                 .open(dir)?
         };
@@ -119,7 +136,10 @@ impl Store {
                     found: version,
                 });
             }
-            // Migrations from older layouts go here, one step per version.
+            Some(1) => {
+                migrate::v1_to_v2(&env, &mut txn)?;
+                meta.put(&mut txn, "schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
             Some(_) => {}
             None => meta.put(&mut txn, "schema_version", &SCHEMA_VERSION.to_be_bytes())?,
         }
@@ -130,6 +150,10 @@ impl Store {
             keys: env.create_database(&mut txn, Some("keys"))?,
             key_hashes: env.create_database(&mut txn, Some("key_hashes"))?,
             usage: env.create_database(&mut txn, Some("usage"))?,
+            users: env.create_database(&mut txn, Some("users"))?,
+            user_spend: env.create_database(&mut txn, Some("user_spend"))?,
+            deployments: env.create_database(&mut txn, Some("deployments"))?,
+            credentials: env.create_database(&mut txn, Some("credentials"))?,
             env: env.clone(),
             cipher,
             generation: AtomicU64::new(1),
@@ -186,6 +210,16 @@ impl Store {
         for entry in self.projects.iter(&txn)? {
             let (_, project) = entry?;
             crypto::unseal(self.cipher.as_ref(), &project.upstream_key)?;
+        }
+        for entry in self.credentials.iter(&txn)? {
+            let (_, credential) = entry?;
+            crypto::unseal(self.cipher.as_ref(), &credential.values)?;
+        }
+        for entry in self.deployments.iter(&txn)? {
+            let (_, deployment) = entry?;
+            if let Some(key) = &deployment.api_key {
+                crypto::unseal(self.cipher.as_ref(), key)?;
+            }
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The records kept in the store. Timestamps are unix milliseconds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,20 +22,32 @@ pub struct Project {
     pub deactivated_at: Option<i64>,
 }
 
-/// A virtual key (a "token" in the management API). The secret itself is
-/// never stored, only its SHA-256.
+/// A virtual key: a "token" of the management API and a LiteLLM "virtual
+/// key" are this one record. The secret itself is never stored, only its
+/// SHA-256.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub id: Uuid,
     pub secret_hash: [u8; 32],
     /// Shown in place of the secret: `sk-abcd…wxyz`.
     pub hint: String,
-    pub project_id: Uuid,
+    /// The project whose provider key the key's pass-through requests use;
+    /// `None` for a key that reaches registered models only.
+    pub project_id: Option<Uuid>,
+    /// `key_alias`: unique among keys when set.
     pub alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    /// Model names the key may use; empty means every model.
+    pub models: Vec<String>,
+    /// Model names the key's requests may use in place of registered ones.
+    pub model_aliases: BTreeMap<String, String>,
     pub expires_at: Option<i64>,
     pub is_active: bool,
     /// `None`: unlimited.
     pub max_requests: Option<u64>,
+    /// `None`: unlimited.
+    pub max_budget: Option<Budget>,
     /// Free-form JSON object, kept as text (the record encoding is binary).
     pub metadata: String,
     pub created_at: i64,
@@ -50,6 +64,144 @@ pub struct Usage {
     /// `max_requests`; a crash can leave it above `requests` (lost leases).
     pub reserved: u64,
     pub last_used_at: Option<i64>,
+    /// What the key's requests cost.
+    pub spend: Money,
+}
+
+/// An amount of US dollars, counted in picodollars so that sums are exact
+/// whatever order the workers' reports arrive in. (The largest amount, about
+/// 18 million dollars, is far beyond any one key's or user's budget.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Money(pub u64);
+
+const PICO_PER_DOLLAR: f64 = 1e12;
+
+impl Money {
+    /// Dollars (as the APIs speak them) to the nearest picodollar; negative
+    /// and non-finite amounts are zero.
+    pub fn from_dollars(dollars: f64) -> Self {
+        if dollars.is_finite() && dollars > 0.0 {
+            Money((dollars * PICO_PER_DOLLAR).round() as u64)
+        } else {
+            Money(0)
+        }
+    }
+
+    pub fn dollars(self) -> f64 {
+        self.0 as f64 / PICO_PER_DOLLAR
+    }
+
+    pub fn saturating_add(self, other: Money) -> Money {
+        Money(self.0.saturating_add(other.0))
+    }
+}
+
+/// A spending limit: the dollar figure as given, and its exact amount.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub dollars: f64,
+    pub amount: Money,
+}
+
+impl Budget {
+    pub fn new(dollars: f64) -> Self {
+        Budget {
+            dollars,
+            amount: Money::from_dollars(dollars),
+        }
+    }
+
+    /// At or over the limit: no more requests.
+    pub fn is_spent(&self, spend: Money) -> bool {
+        spend >= self.amount
+    }
+}
+
+/// What a user may do through the management API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserRole {
+    ProxyAdmin,
+    ProxyAdminViewer,
+    InternalUser,
+    InternalUserViewer,
+}
+
+impl UserRole {
+    pub const NAMES: [&'static str; 4] = [
+        "proxy_admin",
+        "proxy_admin_viewer",
+        "internal_user",
+        "internal_user_viewer",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::ProxyAdmin => Self::NAMES[0],
+            UserRole::ProxyAdminViewer => Self::NAMES[1],
+            UserRole::InternalUser => Self::NAMES[2],
+            UserRole::InternalUserViewer => Self::NAMES[3],
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            UserRole::ProxyAdmin,
+            UserRole::ProxyAdminViewer,
+            UserRole::InternalUser,
+            UserRole::InternalUserViewer,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == name)
+    }
+}
+
+/// A person (or service) that owns keys; its spend is the sum of its keys'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    /// Unique among users when set.
+    pub user_email: Option<String>,
+    pub user_role: UserRole,
+    pub user_alias: Option<String>,
+    pub teams: Vec<String>,
+    pub max_budget: Option<Budget>,
+    /// Model names the user's keys may use; empty means every model.
+    pub models: Vec<String>,
+    /// Free-form JSON object, as text.
+    pub metadata: String,
+    /// For the built-in sign-in page; a PHC-format password hash.
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One deployment of a model: where requests for `model_name` may go. Several
+/// deployments may share a `model_name`; requests are balanced across them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub model_name: String,
+    /// `litellm_params` as a JSON object, without `api_key`.
+    pub params: String,
+    /// `litellm_params.api_key`, sealed.
+    pub api_key: Option<Sealed>,
+    /// `model_info` as a JSON object, without `id` and the timestamps.
+    pub model_info: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Named provider settings (an API key, a base URL, ...) that deployments
+/// refer to by name instead of repeating them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credential {
+    pub name: String,
+    /// `credential_info` as a JSON object (not secret).
+    pub info: String,
+    /// `credential_values` as a JSON object, sealed as a whole.
+    pub values: Sealed,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 pub fn now_ms() -> i64 {
