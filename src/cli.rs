@@ -28,6 +28,8 @@ pub enum Command {
     Manage(ManageArgs),
     /// Measure latency, throughput and errors of the proxy or of an API directly.
     Benchmark(BenchmarkArgs),
+    /// Talk to the OpenAI API through the proxy.
+    Openai(OpenaiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +304,50 @@ pub struct BenchmarkArgs {
     /// Extra CA certificate (PEM) to trust for https:// targets
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenaiArgs {
+    #[command(subcommand)]
+    pub command: OpenaiCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpenaiCommand {
+    /// Chat with a model: a line editor with history on a terminal, one
+    /// message per line when stdin is a pipe.
+    Chat(OpenaiChatArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OpenaiChatArgs {
+    /// Proxy token (or a provider API key when --base-url is the provider)
+    #[arg(
+        long,
+        env = "PROXY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Base URL of the proxy; one ending in /v1 (e.g. https://api.openai.com/v1)
+    /// gets /chat/completions appended, any other /v1/chat/completions
+    #[arg(long, value_name = "URL", default_value = "http://localhost:8080")]
+    pub base_url: String,
+    /// Model to chat with
+    #[arg(long, value_name = "MODEL", default_value = "gpt-4")]
+    pub model: String,
+    /// System message that opens the conversation
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Sampling temperature, 0 to 2 [default: the model's]
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Most tokens in one answer [default: the model's]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: Option<u32>,
+    /// Print each answer whole once it is complete instead of streaming it
+    #[arg(long)]
+    pub no_stream: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

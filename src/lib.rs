@@ -17,9 +17,11 @@
 //! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
 //! cli, cmd   COLD    command-line definitions, one module per subcommand
 //! client     COLD    blocking JSON client of a running server's APIs, for the client commands
+//! alloc      SHARED  the global allocator (mimalloc) and giving freed memory back to the system
 //! loadgen    COLD    the load generator of `benchmark`: schedule, connections, exchanges, histograms
 //! ```
 
+pub mod alloc;
 pub mod cli;
 pub mod client;
 pub mod cmd;

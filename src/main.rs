@@ -2,14 +2,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use llm_proxy::cli::{Cli, Command};
+use llm_proxy::cli::{Cli, Command, OpenaiCommand};
 use llm_proxy::client::ClientError;
 use llm_proxy::cmd;
 use llm_proxy::loadgen::LoadError;
 use tracing_subscriber::EnvFilter;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -34,6 +31,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::MockUpstream(args) => cmd::mock_upstream::run(&args)?,
         Command::Manage(args) => cmd::manage::run(&args)?,
         Command::Benchmark(args) => cmd::benchmark::run(&args)?,
+        Command::Openai(args) => match args.command {
+            OpenaiCommand::Chat(args) => return cmd::openai_chat::run(&args),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -223,3 +223,62 @@ fn demo_mode_streams_with_the_demo_key_and_cleans_up_its_store() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.log());
     assert!(!demo_dir.exists(), "the demo store is removed on exit");
 }
+
+/// Longer than the half second after which an idle keep-alive connection
+/// gives its read buffer back and waits for readability instead.
+const PARKED: Duration = Duration::from_millis(800);
+
+#[test]
+fn parked_idle_connections_serve_their_next_requests() {
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).start();
+    let mut conn = proxy.conn();
+    let chat = chat(false).bytes();
+    assert_eq!(conn.roundtrip(&chat).status, 200);
+
+    std::thread::sleep(PARKED);
+    assert_eq!(conn.roundtrip(&chat).status, 200);
+
+    // A request that trickles in after the park, split inside its head.
+    std::thread::sleep(PARKED);
+    let (first, rest) = chat.split_at(20);
+    conn.send(first);
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(rest);
+    let response = conn.read_response().expect("a response after the trickle");
+    assert_eq!(response.status, 200);
+    assert_eq!(mock.stat("requests"), 4, "three chats and this stats call");
+
+    // Two pipelined requests sent at once to a parked connection.
+    std::thread::sleep(PARKED);
+    conn.send(&[chat.clone(), chat.clone()].concat());
+    for _ in 0..2 {
+        assert_eq!(conn.read_response().expect("pipelined").status, 200);
+    }
+}
+
+#[test]
+fn parked_idle_connections_close_at_the_idle_timeout_and_on_drain() {
+    let mock = Mock::start();
+    let mut proxy = Proxy::for_mock(&mock)
+        .env("CLIENT_IDLE_TIMEOUT", "1500ms")
+        .start();
+
+    let mut timed_out = proxy.conn();
+    let started = Instant::now();
+    assert_eq!(timed_out.roundtrip(&Req::get("/live").bytes()).status, 200);
+    timed_out.assert_closed();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, idle timeout 1.5 s"
+    );
+
+    let mut drained = proxy.conn();
+    assert_eq!(drained.roundtrip(&Req::get("/live").bytes()).status, 200);
+    std::thread::sleep(PARKED);
+    proxy.proc.signal("TERM");
+    drained.assert_closed();
+    let status = proxy.proc.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.log());
+}

@@ -3,5 +3,6 @@
 pub mod benchmark;
 pub mod manage;
 pub mod mock_upstream;
+pub mod openai_chat;
 pub mod server;
 pub mod setup;

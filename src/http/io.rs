@@ -4,10 +4,20 @@
 use std::io;
 
 use monoio::buf::IoBufMut;
-use monoio::io::AsyncReadRent;
+use monoio::io::{AsyncReadRent, CancelHandle, CancelableAsyncReadRent};
 
 /// Spare room kept free in a read buffer before each read.
 const MIN_SPARE: usize = 4096;
+
+/// Makes room after the bytes `buf` holds and returns where the next read
+/// goes: at least `MIN_SPARE` bytes, at most `max_read`.
+fn spare_window(buf: &mut Vec<u8>, max_read: usize) -> std::ops::Range<usize> {
+    let len = buf.len();
+    if buf.capacity() - len < MIN_SPARE {
+        buf.reserve(MIN_SPARE);
+    }
+    len..len + max_read.min(buf.capacity() - len)
+}
 
 /// Reads once, appending at most `max_read` bytes to the end of `buf`.
 pub async fn read_append<S: AsyncReadRent>(
@@ -15,12 +25,21 @@ pub async fn read_append<S: AsyncReadRent>(
     mut buf: Vec<u8>,
     max_read: usize,
 ) -> (io::Result<usize>, Vec<u8>) {
-    let len = buf.len();
-    if buf.capacity() - len < MIN_SPARE {
-        buf.reserve(MIN_SPARE);
-    }
-    let end = len + max_read.min(buf.capacity() - len);
-    let (result, slice) = stream.read(buf.slice_mut(len..end)).await;
+    let window = spare_window(&mut buf, max_read);
+    let (result, slice) = stream.read(buf.slice_mut(window)).await;
+    (result, slice.into_inner())
+}
+
+/// `read_append` that `handle`'s canceller can stop; a cancelled read
+/// returns its buffer with an error (or with data, if it won the race).
+pub async fn read_append_cancelable<S: CancelableAsyncReadRent>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    max_read: usize,
+    handle: CancelHandle,
+) -> (io::Result<usize>, Vec<u8>) {
+    let window = spare_window(&mut buf, max_read);
+    let (result, slice) = stream.cancelable_read(buf.slice_mut(window), handle).await;
     (result, slice.into_inner())
 }
 

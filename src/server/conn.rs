@@ -7,12 +7,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use super::health;
 use super::worker::{ConnectionGuard, Worker};
-use crate::http::io::{Reply, read_append};
+use crate::http::io::{Reply, read_append, read_append_cancelable};
 use crate::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::proxy::error::ProxyError;
 use crate::{manage, proxy};
@@ -25,6 +26,11 @@ const READ_SIZE: usize = 16 << 10;
 const IDLE_READ_SIZE: usize = 4 << 10;
 /// Initial room for the heads and small bodies a request writes.
 const OUT_SIZE: usize = 4 << 10;
+/// How long a keep-alive connection waits with its read buffer in the
+/// kernel's hands. After that its read is cancelled, the buffer freed, and
+/// it waits for readability instead, holding no buffer at all: busy
+/// connections never get here, and thousands of idle ones cost little.
+const PARK_AFTER: Duration = Duration::from_millis(500);
 
 pub struct ClientConn {
     pub stream: TcpStream,
@@ -37,6 +43,9 @@ pub struct ClientConn {
     pub relay: Vec<u8>,
     /// Longest a write may wait for the client to read.
     write_timeout: Duration,
+    /// Cancels the read of an idle connection to take its buffer back;
+    /// kept for the connection's life so a request costs no allocation.
+    idle_read: Canceller,
 }
 
 impl ClientConn {
@@ -47,6 +56,7 @@ impl ClientConn {
             out: Vec::new(),
             relay: Vec::new(),
             write_timeout,
+            idle_read: Canceller::new(),
         }
     }
 
@@ -221,22 +231,8 @@ async fn next_head(
     drained: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let limits = &worker.settings.limits;
-    if conn.buf.is_empty() {
-        let buf = std::mem::take(&mut conn.buf);
-        let read = monoio::time::timeout(
-            limits.idle_timeout,
-            read_append(&mut conn.stream, buf, READ_SIZE),
-        );
-        // The read first: most wake-ups are its completion, and then the
-        // drain signal need not be polled (or a branch drawn at random).
-        monoio::select! {
-            biased;
-            result = read => match result {
-                Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
-                _ => return Ok(None),
-            },
-            _ = drained => return Ok(None),
-        }
+    if conn.buf.is_empty() && !wait_for_bytes(conn, limits.idle_timeout, drained).await {
+        return Ok(None);
     }
     // Counted from the first incomplete parse: a head that arrived whole
     // (the usual case) costs no clock read.
@@ -260,5 +256,65 @@ async fn next_head(
             Ok((Ok(n), buf)) if n > 0 => conn.buf = buf,
             Ok(_) => return Ok(None),
         }
+    }
+}
+
+/// Waits until the idle connection has bytes in `conn.buf`, or has gone
+/// parked and become readable: then `conn.buf` is empty and the header read
+/// brings them. `false` means close quietly (client left, idle timeout,
+/// draining).
+async fn wait_for_bytes(
+    conn: &mut ClientConn,
+    idle_timeout: Duration,
+    mut drained: Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    if let Some(got_bytes) = read_unless_idle(conn, idle_timeout, drained.as_mut()).await {
+        return got_bytes;
+    }
+    let readable = conn.stream.readable(false);
+    monoio::select! {
+        biased;
+        result = monoio::time::timeout(idle_timeout.saturating_sub(PARK_AFTER), readable) => {
+            matches!(result, Ok(Ok(())))
+        },
+        _ = drained => false,
+    }
+}
+
+/// Reads into the connection's buffer; `None` if nothing came for
+/// `PARK_AFTER`, in which case the read was cancelled and the buffer freed.
+async fn read_unless_idle(
+    conn: &mut ClientConn,
+    idle_timeout: Duration,
+    drained: Pin<&mut impl Future<Output = ()>>,
+) -> Option<bool> {
+    let buf = std::mem::take(&mut conn.buf);
+    let handle = conn.idle_read.handle();
+    let mut read = pin!(read_append_cancelable(
+        &mut conn.stream,
+        buf,
+        READ_SIZE,
+        handle
+    ));
+    // The read first: most wake-ups are its completion, and then neither
+    // the timer nor the drain signal need be polled.
+    monoio::select! {
+        biased;
+        (result, buf) = read.as_mut() => {
+            conn.buf = buf;
+            return Some(matches!(result, Ok(n) if n > 0));
+        },
+        _ = drained => return Some(false),
+        _ = monoio::time::sleep(PARK_AFTER.min(idle_timeout)) => {},
+    }
+    // Take the buffer back; bytes that raced the cancel are kept.
+    let canceller = std::mem::take(&mut conn.idle_read);
+    conn.idle_read = canceller.cancel();
+    match read.await {
+        (Ok(n), buf) => {
+            conn.buf = buf;
+            Some(n > 0)
+        }
+        (Err(_), _) => None,
     }
 }

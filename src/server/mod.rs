@@ -150,12 +150,13 @@ async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>)
     settle(&worker).await;
 }
 
-/// Reports this worker's usage to the ledger about once a second, and
-/// hands back leases it no longer draws on.
+/// Reports this worker's usage to the ledger about once a second, hands
+/// back leases it no longer draws on, and returns freed memory.
 async fn report_usage(worker: Rc<Worker>) {
     loop {
         monoio::time::sleep(USAGE_REPORT_INTERVAL).await;
         settle(&worker).await;
+        crate::alloc::release_free_memory();
     }
 }
 
