@@ -1,8 +1,11 @@
-//! The management API (`/manage/...`, same port as the proxy): projects
-//! and tokens, behind `Authorization: Bearer $MANAGEMENT_TOKEN`. Cold path:
-//! store calls run on the blocking pool, never on the worker thread.
+//! The management APIs, on the proxy's port, behind
+//! `Authorization: Bearer $MANAGEMENT_TOKEN`: `/manage/...` (projects and
+//! tokens) and, in `litellm`, the LiteLLM-compatible one (models,
+//! credentials, keys, users). Cold path: store calls run on the blocking
+//! pool, never on the worker thread.
 
-mod views;
+pub mod litellm;
+pub mod views;
 
 pub use views::expiry_after;
 
@@ -16,7 +19,7 @@ use uuid::Uuid;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::proxy;
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ErrorStyle, ProxyError};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::crypto::sha256;
@@ -28,16 +31,33 @@ const MAX_BODY: usize = 64 << 10;
 /// A management answer: status and JSON body (none for 204).
 type Answer = Result<(StatusCode, Option<Value>), ProxyError>;
 
+/// The two APIs served here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Manage,
+    LiteLlm,
+}
+
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let request_id = proxy::request_id(head, &conn.buf);
+    let api = if litellm::owns(head.path(&conn.buf)) {
+        Api::LiteLlm
+    } else {
+        Api::Manage
+    };
     let mut close = !head.keep_alive || worker.draining();
-    let answer = match authorize(worker, head, &conn.buf) {
-        Ok(()) => {
+    let answer = match authorize(worker, api, head, &conn.buf) {
+        Ok(caller) => {
             let timeout = worker.settings.limits.body_timeout;
             match conn.read_body(head, MAX_BODY, timeout).await {
                 Ok(body) => {
                     let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
-                    route(worker, &head.method, &target, &body).await
+                    match api {
+                        Api::Manage => route(worker, &head.method, &target, &body).await,
+                        Api::LiteLlm => {
+                            litellm::route(worker, caller, &head.method, &target, &body).await
+                        }
+                    }
                 }
                 Err(error) => {
                     close = true;
@@ -78,7 +98,11 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             if error.status().is_server_error() {
                 tracing::error!(request_id, %error, "management request failed");
             }
-            error.render(&mut conn.out, &request_id, reply);
+            let style = match api {
+                Api::Manage => ErrorStyle::OpenAi,
+                Api::LiteLlm => ErrorStyle::LiteLlm,
+            };
+            error.render_as(style, &mut conn.out, &request_id, reply);
         }
     }
     tracing::debug!(request_id, method = %head.method, status = status.as_u16(), "management request");
@@ -94,8 +118,47 @@ fn write_no_content(out: &mut Vec<u8>, request_id: &str, close: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Who may call: the master key anywhere; on the LiteLLM model listings
+/// also a virtual key; nobody needs a key for the readiness check.
+fn authorize(
+    worker: &Worker,
+    api: Api,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<litellm::Caller, ProxyError> {
+    let access = match api {
+        Api::Manage => litellm::Access::Master,
+        Api::LiteLlm => litellm::access(head.path(buf)),
+    };
+    match access {
+        litellm::Access::Public => Ok(litellm::Caller::Master),
+        litellm::Access::Master => check_master(worker, head, buf).map(|()| litellm::Caller::Master),
+        litellm::Access::AnyKey => match check_master(worker, head, buf) {
+            Ok(()) => Ok(litellm::Caller::Master),
+            Err(ProxyError::ManagementDisabled | ProxyError::ManagementUnauthorized) => {
+                let key = proxy::auth::authenticate(worker, head, buf)?;
+                let view = &key.view;
+                Ok(litellm::Caller::Key {
+                    models: allowed_models(&view.models, &view.user_models),
+                })
+            }
+            Err(error) => Err(error),
+        },
+    }
+}
+
+/// The models a key may use, given its own list and its user's (empty:
+/// no restriction).
+fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
+    match (key.is_empty(), user.is_empty()) {
+        (true, _) => user.to_vec(),
+        (false, true) => key.to_vec(),
+        (false, false) => key.iter().filter(|m| user.contains(m)).cloned().collect(),
+    }
+}
+
 /// Checks the management token in constant time.
-fn authorize(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyError> {
+fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyError> {
     let Some(expected) = worker.settings.management_token.as_deref() else {
         return Err(ProxyError::ManagementDisabled);
     };

@@ -43,10 +43,16 @@ pub fn authenticate(
     if view.expires_at.is_some_and(|at| at <= now_ms()) {
         return Err(ProxyError::KeyExpired);
     }
-    if !view.project_active || key.upstream_auth.is_none() {
-        return Err(ProxyError::ProjectInactive);
-    }
     Ok(key)
+}
+
+/// The `Bearer` value of a pass-through request's upstream: the key's
+/// project's provider key, while the project is active.
+pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
+    match &key.upstream_auth {
+        Some(auth) if key.view.project_active => Ok(auth),
+        _ => Err(ProxyError::ProjectInactive),
+    }
 }
 
 /// Charges one request to the key: out of this worker's lease, or a new

@@ -32,10 +32,22 @@ pub enum ProxyError {
     ManagementDisabled,
     #[error("{0} not found")]
     ResourceNotFound(&'static str),
+    /// Something named in the request does not exist; says what.
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     InvalidBody(String),
+    /// A field of a JSON body is wrong; `field` is its path.
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("this API key cannot use model {0:?}")]
+    ModelAccessDenied(String),
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
+    #[error("model {0:?} is not available on this gateway")]
+    ModelNotFound(String),
     #[error("no such route")]
     NotFound,
     #[error("endpoint {0} is not allowed")]
@@ -126,12 +138,34 @@ impl ProxyError {
                 "server_error",
                 "management_disabled",
             ),
-            ResourceNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            ResourceNotFound(_) | Missing(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+            }
             Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
             InvalidBody(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "invalid_body",
+            ),
+            InvalidField { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_body",
+            ),
+            ModelAccessDenied(_) => (
+                StatusCode::UNAUTHORIZED,
+                "key_model_access_denied",
+                "key_model_access_denied",
+            ),
+            BudgetExceeded(_) => (
+                StatusCode::BAD_REQUEST,
+                "budget_exceeded",
+                "budget_exceeded",
+            ),
+            ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
             ),
             NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             EndpointNotAllowed(_) => (
@@ -217,16 +251,33 @@ impl ProxyError {
         )
     }
 
+    /// The JSON field a validation error is about.
+    fn param(&self) -> Option<&str> {
+        match self {
+            ProxyError::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     /// Serializes the full HTTP response for this error into `out`,
     /// replacing whatever was there.
     pub fn render(&self, out: &mut Vec<u8>, request_id: &str, reply: Reply) {
+        self.render_as(ErrorStyle::OpenAi, out, request_id, reply);
+    }
+
+    /// `render` in the given style of envelope.
+    pub fn render_as(&self, style: ErrorStyle, out: &mut Vec<u8>, request_id: &str, reply: Reply) {
         out.clear();
         let (status, kind, code) = self.table();
+        let (kind, code) = match style {
+            ErrorStyle::OpenAi => (kind, code.to_string()),
+            ErrorStyle::LiteLlm => (litellm_type(status, kind), status.as_u16().to_string()),
+        };
         let body = serde_json::json!({
             "error": {
                 "message": self.to_string(),
                 "type": kind,
-                "param": null,
+                "param": self.param(),
                 "code": code,
             }
         });
@@ -242,11 +293,36 @@ impl ProxyError {
     }
 }
 
+/// The two envelopes errors are rendered in. Both are
+/// `{"error":{"message","type","param","code"}}`; they differ in `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// `code` names the error (`invalid_api_key`): the proxy and `/manage`.
+    OpenAi,
+    /// `code` is the status as a string and `type` one of LiteLLM's error
+    /// types: the LiteLLM-compatible management API, whose clients expect it.
+    LiteLlm,
+}
+
+fn litellm_type(status: StatusCode, kind: &'static str) -> &'static str {
+    match (status.as_u16(), kind) {
+        (_, "key_model_access_denied" | "budget_exceeded") => kind,
+        (401 | 403, _) => "auth_error",
+        (404, _) => "not_found_error",
+        (400..=499, _) => "bad_request_error",
+        _ => "internal_server_error",
+    }
+}
+
 impl From<StoreError> for ProxyError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ProxyError::ResourceNotFound(what),
             StoreError::NameTaken(_) => ProxyError::Conflict(error.to_string()),
+            StoreError::Taken(field, value) => ProxyError::InvalidField {
+                field: field.to_string(),
+                message: format!("{value:?} is already taken"),
+            },
             StoreError::Invalid(message) => ProxyError::InvalidBody(message),
             other => ProxyError::Internal(format!("store: {other}")),
         }

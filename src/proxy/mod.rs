@@ -55,6 +55,7 @@ async fn proxy(
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
     let key = auth::authenticate(worker, head, &conn.buf)?;
+    let upstream_auth = auth::project_upstream_auth(&key)?;
     let (index, provider) = route::route(worker, head, &conn.buf)?;
     let limit = worker.settings.limits.max_body_bytes;
     if let Framing::Length(length) = head.framing
@@ -63,7 +64,6 @@ async fn proxy(
         return Err(ProxyError::BodyTooLarge(limit));
     }
     auth::admit(worker, &key).await?;
-    let upstream_auth = key.upstream_auth.as_deref().unwrap_or_default();
     let response = forward::forward(
         worker,
         conn,

@@ -194,12 +194,10 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
         let path = head.path(&conn.buf);
         // The handlers' futures are boxed: inline, the largest of them
         // would set the size of every connection's task, idle ones included.
-        let keep_alive = if path.starts_with(b"/v1/") {
-            Box::pin(proxy::handle(&worker, &mut conn, &head)).await
-        } else if path.starts_with(b"/manage/") || path == b"/manage" {
-            Box::pin(manage::handle(&worker, &mut conn, &head)).await
-        } else {
-            Box::pin(health::handle(&worker, &mut conn, &head)).await
+        let keep_alive = match Handler::for_path(&worker, path) {
+            Handler::Proxy => Box::pin(proxy::handle(&worker, &mut conn, &head)).await,
+            Handler::Manage => Box::pin(manage::handle(&worker, &mut conn, &head)).await,
+            Handler::Local => Box::pin(health::handle(&worker, &mut conn, &head)).await,
         };
         if !keep_alive || worker.draining() {
             return;
@@ -207,6 +205,30 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
         // The handler consumed the body; what follows the head is the next request.
         conn.buf.drain(..head.len.min(conn.buf.len()));
         conn.shed_buffers();
+    }
+}
+
+/// Who answers a request, by its path.
+enum Handler {
+    Proxy,
+    Manage,
+    Local,
+}
+
+impl Handler {
+    fn for_path(worker: &Worker, path: &[u8]) -> Self {
+        if path.starts_with(b"/v1/") {
+            // `/v1/models` lists the registered models, if there are any;
+            // otherwise it is the upstream's list, passed through.
+            let local = (path == b"/v1/models" || path == b"/v1/model/info")
+                && worker.store.has_deployments().unwrap_or(false);
+            return if local { Handler::Manage } else { Handler::Proxy };
+        }
+        if path == b"/manage" || path.starts_with(b"/manage/") || manage::litellm::owns(path) {
+            Handler::Manage
+        } else {
+            Handler::Local
+        }
     }
 }
 

@@ -291,14 +291,16 @@ impl Store {
         Ok(keys)
     }
 
-    /// A key by its id, or by its secret.
+    /// A key by its id, its secret, or its secret's SHA-256 in hex (what
+    /// LiteLLM calls the key's `token`).
     pub fn find_key(&self, id_or_secret: &str) -> Result<(KeyRecord, Usage), StoreError> {
         let txn = self.env.read_txn()?;
+        let hash = crypto::decode_hex32(id_or_secret).unwrap_or_else(|| sha256(id_or_secret.as_bytes()));
         let id = match Uuid::parse_str(id_or_secret) {
             Ok(id) => Some(id),
             Err(_) => self
                 .key_hashes
-                .get(&txn, &sha256(id_or_secret.as_bytes()))?
+                .get(&txn, &hash)?
                 .and_then(|bytes| Uuid::from_slice(bytes).ok()),
         };
         let key = match id {
@@ -404,3 +406,4 @@ impl Store {
         Ok(())
     }
 }
+

@@ -10,10 +10,10 @@ use super::{Store, StoreError};
 #[derive(Debug, Default)]
 pub struct DeploymentChanges {
     pub model_name: Option<String>,
-    /// `litellm_params` without `api_key`.
+    /// `litellm_params` without its secrets.
     pub params: Option<String>,
-    /// `Some(None)` removes the key.
-    pub api_key: Option<Option<String>>,
+    /// The secret params as a JSON object; `Some(None)` removes them.
+    pub secrets: Option<Option<String>>,
     /// `model_info` without `id` and timestamps.
     pub model_info: Option<String>,
 }
@@ -38,6 +38,12 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(all)
+    }
+
+    /// Whether any model is registered.
+    pub fn has_deployments(&self) -> Result<bool, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(!self.deployments.is_empty(&txn)?)
     }
 
     pub fn get_deployment(&self, id: &str) -> Result<Deployment, StoreError> {
@@ -65,7 +71,7 @@ impl Store {
             id,
             model_name,
             params: new.params.unwrap_or_else(|| "{}".into()),
-            api_key: self.seal_optional(new.api_key.flatten())?,
+            secrets: self.seal_optional(new.secrets.flatten())?,
             model_info: new.model_info.unwrap_or_else(|| "{}".into()),
             created_at: now,
             updated_at: now,
@@ -96,8 +102,8 @@ impl Store {
         if let Some(params) = changes.params {
             deployment.params = params;
         }
-        if let Some(key) = changes.api_key {
-            deployment.api_key = self.seal_optional(key)?;
+        if let Some(secrets) = changes.secrets {
+            deployment.secrets = self.seal_optional(secrets)?;
         }
         if let Some(info) = changes.model_info {
             deployment.model_info = info;
@@ -117,13 +123,13 @@ impl Store {
         Ok(())
     }
 
-    /// The deployment's provider key, decrypted.
-    pub fn deployment_api_key(
+    /// The deployment's secret params (a JSON object as text), decrypted.
+    pub fn deployment_secrets(
         &self,
         deployment: &Deployment,
     ) -> Result<Option<String>, StoreError> {
         deployment
-            .api_key
+            .secrets
             .as_ref()
             .map(|sealed| crypto::unseal(self.cipher.as_ref(), sealed))
             .transpose()

@@ -34,13 +34,9 @@ impl std::fmt::Debug for Cipher {
 impl Cipher {
     pub fn from_env_value(value: &str) -> Result<Self, StoreError> {
         let value = value.trim();
-        let bytes = if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32)
-                .map(|i| u8::from_str_radix(&value[2 * i..2 * i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .ok()
-        } else {
-            STANDARD.decode(value).ok()
+        let bytes = match decode_hex32(value) {
+            Some(bytes) => Some(bytes.to_vec()),
+            None => STANDARD.decode(value).ok(),
         };
         let key = bytes
             .filter(|b| b.len() == 32)
@@ -89,6 +85,27 @@ pub fn unseal(cipher: Option<&Cipher>, sealed: &Sealed) -> Result<String, StoreE
         (Sealed::Aes256Gcm { nonce, ciphertext }, Some(cipher)) => cipher.open(nonce, ciphertext),
         (Sealed::Aes256Gcm { .. }, None) => Err(StoreError::EncryptionKeyNeeded),
     }
+}
+
+/// 32 bytes written as 64 hex digits (a SHA-256 digest, a key).
+pub fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 pub fn fill_random(buf: &mut [u8]) -> Result<(), StoreError> {

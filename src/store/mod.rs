@@ -217,8 +217,8 @@ impl Store {
         }
         for entry in self.deployments.iter(&txn)? {
             let (_, deployment) = entry?;
-            if let Some(key) = &deployment.api_key {
-                crypto::unseal(self.cipher.as_ref(), key)?;
+            if let Some(secrets) = &deployment.secrets {
+                crypto::unseal(self.cipher.as_ref(), secrets)?;
             }
         }
         Ok(())

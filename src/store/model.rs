@@ -181,10 +181,11 @@ pub struct User {
 pub struct Deployment {
     pub id: String,
     pub model_name: String,
-    /// `litellm_params` as a JSON object, without `api_key`.
+    /// `litellm_params` as a JSON object, without its secrets.
     pub params: String,
-    /// `litellm_params.api_key`, sealed.
-    pub api_key: Option<Sealed>,
+    /// The secret `litellm_params` (`api_key` and the like) as a JSON
+    /// object, sealed as a whole.
+    pub secrets: Option<Sealed>,
     /// `model_info` as a JSON object, without `id` and the timestamps.
     pub model_info: String,
     pub created_at: i64,

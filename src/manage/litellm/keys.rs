@@ -1,0 +1,287 @@
+//! `/key/generate`, `/key/info`, `/key/list`, `/key/update`, `/key/delete`:
+//! virtual keys. These are the same records as `/manage/tokens`; a key is
+//! named by its secret, its `token` (the secret's SHA-256 in hex) or its id.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{invalid, lenient_number, paginate, parse, query_number, query_pairs, query_value};
+use crate::manage::views::{present, requested_duration, rfc3339, rfc3339_opt};
+use crate::manage::{Answer, blocking, expiry_after};
+use crate::proxy::error::ProxyError;
+use crate::store::crypto::hex;
+use crate::store::{Budget, KeyChanges, KeyRecord, Money, NewKey, Store, Usage};
+
+/// A key as LiteLLM shows it (never with its secret).
+pub fn view(key: &KeyRecord, usage: &Usage) -> Value {
+    let metadata: Value = serde_json::from_str(&key.metadata).unwrap_or_else(|_| json!({}));
+    json!({
+        "token": hex(&key.secret_hash),
+        "key_name": key.hint,
+        "key_alias": key.alias,
+        "id": key.id,
+        "project_id": key.project_id,
+        "user_id": key.user_id,
+        "team_id": key.team_id,
+        "models": key.models,
+        "aliases": key.model_aliases,
+        "expires": rfc3339_opt(key.expires_at),
+        "max_budget": key.max_budget.map(|b| b.dollars),
+        "spend": usage.spend.dollars(),
+        "max_requests": key.max_requests,
+        "request_count": usage.requests,
+        "metadata": metadata,
+        "blocked": !key.is_active,
+        "created_at": rfc3339(key.created_at),
+        "updated_at": rfc3339(key.updated_at),
+        "last_used_at": rfc3339_opt(usage.last_used_at),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateInput {
+    /// A chosen secret instead of a generated one.
+    key: Option<String>,
+    models: Option<Vec<String>>,
+    aliases: Option<BTreeMap<String, String>>,
+    duration: Option<String>,
+    key_alias: Option<String>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    /// Pass-through requests of a key with a project use its provider key.
+    project_id: Option<String>,
+    #[serde(default)]
+    max_budget: Value,
+    #[serde(default)]
+    spend: Value,
+    #[serde(default)]
+    max_requests: Value,
+    metadata: Option<Map<String, Value>>,
+}
+
+fn budget(field: &str, value: &Value) -> Result<Option<Budget>, ProxyError> {
+    match lenient_number(field, value)? {
+        Some(n) if n < 0.0 => Err(invalid(field, "must not be negative")),
+        other => Ok(other.map(Budget::new)),
+    }
+}
+
+fn max_requests(value: &Value) -> Result<Option<u64>, ProxyError> {
+    match lenient_number("max_requests", value)? {
+        None => Ok(None),
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok((n > 0.0).then_some(n as u64)),
+        Some(_) => Err(invalid("max_requests", "must be a whole number")),
+    }
+}
+
+fn expiry(duration: Option<&str>) -> Result<Option<i64>, ProxyError> {
+    match duration.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            let duration = requested_duration(None, Some(text))
+                .map_err(|message| invalid("duration", message))?;
+            Ok(duration.map(expiry_after))
+        }
+    }
+}
+
+fn project(id: Option<&str>) -> Result<Option<Uuid>, ProxyError> {
+    id.map(|id| Uuid::parse_str(id).map_err(|_| invalid("project_id", "not a UUID")))
+        .transpose()
+}
+
+/// `POST /key/generate`: every field optional, `{}` included.
+pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: GenerateInput = parse(body)?;
+    let new = NewKey {
+        project_id: project(input.project_id.as_deref())?,
+        expires_at: expiry(input.duration.as_deref())?,
+        max_requests: max_requests(&input.max_requests)?,
+        max_budget: budget("max_budget", &input.max_budget)?,
+        spend: budget("spend", &input.spend)?.map_or(Money(0), |b| b.amount),
+        alias: input.key_alias.filter(|a| !a.is_empty()),
+        user_id: input.user_id.filter(|u| !u.is_empty()),
+        team_id: input.team_id.filter(|t| !t.is_empty()),
+        models: input.models.unwrap_or_default(),
+        model_aliases: input.aliases.unwrap_or_default(),
+        metadata: input
+            .metadata
+            .map(|m| Value::Object(m).to_string())
+            .unwrap_or_default(),
+        secret: input.key,
+    };
+    blocking(store, move |s| {
+        let (key, secret) = s.create_key(new)?;
+        let usage = s.usage_of(key.id)?;
+        let mut answer = view(&key, &usage);
+        answer["key"] = json!(secret);
+        Ok((StatusCode::OK, Some(answer)))
+    })
+    .await
+}
+
+/// `GET /key/info?key=K`.
+pub async fn info(store: Arc<Store>, query: &str) -> Answer {
+    let pairs = query_pairs(query);
+    let key = query_value(&pairs, "key")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| invalid("key", "required"))?
+        .to_string();
+    blocking(store, move |s| {
+        let (record, usage) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        Ok((
+            StatusCode::OK,
+            Some(json!({"key": key, "info": view(&record, &usage)})),
+        ))
+    })
+    .await
+}
+
+fn not_found(key: &str) -> ProxyError {
+    let shown = if key.len() > 12 { &key[..8] } else { key };
+    ProxyError::Missing(format!("no key {shown:?}…"))
+}
+
+/// `GET /key/list`.
+pub async fn list(store: Arc<Store>, query: &str) -> Answer {
+    let pairs = query_pairs(query);
+    let page = query_number(&pairs, "page", 1, usize::MAX)?;
+    let size = query_number(&pairs, "size", 10, 100)?;
+    let full = query_value(&pairs, "return_full_object").is_some_and(|v| v == "true");
+    let filter = |name: &str| query_value(&pairs, name).map(str::to_string);
+    let (user_id, team_id, alias, hash) = (
+        filter("user_id"),
+        filter("team_id"),
+        filter("key_alias"),
+        filter("key_hash"),
+    );
+    blocking(store, move |s| {
+        let keys: Vec<(KeyRecord, Usage)> = s
+            .list_keys(None, false)?
+            .into_iter()
+            .filter(|(k, _)| user_id.as_ref().is_none_or(|u| k.user_id.as_ref() == Some(u)))
+            .filter(|(k, _)| team_id.as_ref().is_none_or(|t| k.team_id.as_ref() == Some(t)))
+            .filter(|(k, _)| alias.as_ref().is_none_or(|a| k.alias.as_ref() == Some(a)))
+            .filter(|(k, _)| hash.as_ref().is_none_or(|h| *h == hex(&k.secret_hash)))
+            .collect();
+        let (keys, total, pages) = paginate(keys, page, size);
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(k, u)| if full { view(k, u) } else { json!(hex(&k.secret_hash)) })
+            .collect();
+        Ok((
+            StatusCode::OK,
+            Some(json!({
+                "keys": keys,
+                "total_count": total,
+                "current_page": page,
+                "total_pages": pages,
+            })),
+        ))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateInput {
+    key: Option<String>,
+    models: Option<Vec<String>>,
+    aliases: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    duration: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    key_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    team_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    max_budget: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    spend: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    max_requests: Option<Option<Value>>,
+    metadata: Option<Map<String, Value>>,
+    blocked: Option<bool>,
+}
+
+/// A field that was in the body, `null` included.
+fn given(field: Option<Option<Value>>) -> Option<Value> {
+    field.map(|value| value.unwrap_or(Value::Null))
+}
+
+/// `POST /key/update {"key", ...}`: the fields given change; `null` clears.
+pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: UpdateInput = parse(body)?;
+    let key = input
+        .key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| invalid("key", "required"))?;
+    let changes = KeyChanges {
+        is_active: input.blocked.map(|blocked| !blocked),
+        max_requests: given(input.max_requests)
+            .map(|v| max_requests(&v))
+            .transpose()?,
+        max_budget: given(input.max_budget)
+            .map(|v| budget("max_budget", &v))
+            .transpose()?,
+        spend: given(input.spend)
+            .map(|v| budget("spend", &v).map(|b| b.map_or(Money(0), |b| b.amount)))
+            .transpose()?,
+        expires_at: input
+            .duration
+            .map(|d| expiry(d.as_deref()))
+            .transpose()?,
+        alias: input.key_alias.map(|a| a.filter(|a| !a.is_empty())),
+        user_id: input.user_id,
+        team_id: input.team_id,
+        models: input.models,
+        model_aliases: input.aliases,
+        metadata: input.metadata.map(|m| Value::Object(m).to_string()),
+    };
+    blocking(store, move |s| {
+        let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        let (record, usage) = s.update_key(record.id, changes)?;
+        Ok((StatusCode::OK, Some(view(&record, &usage))))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct DeleteInput {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    key_aliases: Vec<String>,
+}
+
+/// `POST /key/delete {"keys":[...], "key_aliases":[...]}`: all or nothing;
+/// an unknown key or alias is a 404 and nothing is deleted.
+pub async fn delete(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: DeleteInput = parse(body)?;
+    if input.keys.is_empty() && input.key_aliases.is_empty() {
+        return Err(invalid("keys", "give keys or key_aliases to delete"));
+    }
+    blocking(store, move |s| {
+        let mut ids = Vec::new();
+        for key in &input.keys {
+            ids.push(s.find_key(key).map_err(|_| not_found(key))?.0.id);
+        }
+        for alias in &input.key_aliases {
+            let id = s
+                .key_id_by_alias(alias)?
+                .ok_or_else(|| ProxyError::Missing(format!("no key with alias {alias:?}")))?;
+            ids.push(id);
+        }
+        s.delete_keys(&ids)?;
+        let mut deleted = input.keys;
+        deleted.extend(input.key_aliases);
+        Ok((StatusCode::OK, Some(json!({"deleted_keys": deleted}))))
+    })
+    .await
+}

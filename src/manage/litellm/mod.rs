@@ -1,0 +1,257 @@
+//! The LiteLLM-compatible management API: models, credentials, keys and
+//! users, with the LiteLLM proxy's paths, field names and envelopes, so that
+//! LiteLLM's clients work unchanged. Behind the master key
+//! (`MANAGEMENT_TOKEN`); the model listings also accept virtual keys, and
+//! show such a caller only the models it may use.
+//!
+//! Request bodies are lenient as LiteLLM's are: unknown fields are ignored,
+//! numbers may come as numeric strings; a field of the wrong type is a 400
+//! that names it (`param`).
+
+mod credentials;
+mod keys;
+mod models;
+mod users;
+
+use http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::Answer;
+use crate::proxy::error::ProxyError;
+use crate::server::worker::Worker;
+
+/// Who is calling.
+pub enum Caller {
+    /// The master key: everything.
+    Master,
+    /// A virtual key: the model listings, limited to these models (empty:
+    /// every model).
+    Key { models: Vec<String> },
+}
+
+/// Whether `path` belongs to this API.
+pub fn owns(path: &[u8]) -> bool {
+    const EXACT: [&[u8]; 5] = [
+        b"/models",
+        b"/v1/models",
+        b"/v1/model/info",
+        b"/credentials",
+        b"/health/readiness",
+    ];
+    const PREFIXES: [&[u8]; 4] = [b"/model/", b"/credentials/", b"/key/", b"/user/"];
+    EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// Routes that a virtual key may call (the others need the master key),
+/// and the one that needs no key.
+pub enum Access {
+    Public,
+    AnyKey,
+    Master,
+}
+
+pub fn access(path: &[u8]) -> Access {
+    match path {
+        b"/health/readiness" => Access::Public,
+        b"/models" | b"/v1/models" | b"/model/info" | b"/v1/model/info" => Access::AnyKey,
+        _ => Access::Master,
+    }
+}
+
+pub async fn route(
+    worker: &Worker,
+    caller: Caller,
+    method: &Method,
+    target: &str,
+    body: &[u8],
+) -> Answer {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let store = worker.store.clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    let post = method == Method::POST;
+    match path.trim_end_matches('/') {
+        "/health/readiness" if get => Ok((
+            StatusCode::OK,
+            Some(serde_json::json!({
+                "status": "healthy",
+                "db": "connected",
+                "version": env!("CARGO_PKG_VERSION"),
+            })),
+        )),
+        "/health/readiness" => super::not_allowed(method, "GET, HEAD"),
+        "/models" | "/v1/models" if get => models::list_names(store, caller).await,
+        "/model/info" | "/v1/model/info" if get => models::info(store, caller, query).await,
+        "/model/new" if post => models::create(store, body).await,
+        "/model/update" if post => models::update(store, body).await,
+        "/model/delete" if post => models::delete(store, body).await,
+        "/models" | "/v1/models" | "/model/info" | "/v1/model/info" => {
+            super::not_allowed(method, "GET, HEAD")
+        }
+        "/model/new" | "/model/update" | "/model/delete" => super::not_allowed(method, "POST"),
+        "/credentials" if get => credentials::list(store).await,
+        "/credentials" if post => credentials::create(store, body).await,
+        "/credentials" => super::not_allowed(method, "GET, POST"),
+        "/key/generate" if post => keys::generate(store, body).await,
+        "/key/info" if get => keys::info(store, query).await,
+        "/key/list" if get => keys::list(store, query).await,
+        "/key/update" if post => keys::update(store, body).await,
+        "/key/delete" if post => keys::delete(store, body).await,
+        "/key/info" | "/key/list" => super::not_allowed(method, "GET, HEAD"),
+        "/key/generate" | "/key/update" | "/key/delete" => super::not_allowed(method, "POST"),
+        "/user/new" if post => users::create(store, body).await,
+        "/user/list" if get => users::list(store, query).await,
+        "/user/info" if get => users::info(store, query).await,
+        "/user/update" if post => users::update(store, body).await,
+        "/user/delete" if post => users::delete(store, body).await,
+        "/user/list" | "/user/info" => super::not_allowed(method, "GET, HEAD"),
+        "/user/new" | "/user/update" | "/user/delete" => super::not_allowed(method, "POST"),
+        other => match other.strip_prefix("/credentials/") {
+            Some(rest) => credentials::by_path(store, method, rest).await,
+            None => Err(ProxyError::NotFound),
+        },
+    }
+}
+
+/// Parses a JSON body (unknown fields ignored); a wrong field is named.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
+    let body = if body.is_empty() { &b"{}"[..] } else { body };
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            ProxyError::InvalidBody(format!("invalid JSON: {inner}"))
+        } else {
+            ProxyError::InvalidField {
+                field: path,
+                message: inner.to_string(),
+            }
+        }
+    })
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ProxyError {
+    ProxyError::InvalidField {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A query string as name/value pairs.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn query_value<'q>(pairs: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A positive page number or size from the query.
+fn query_number(
+    pairs: &[(String, String)],
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ProxyError> {
+    match query_value(pairs, name) {
+        None | Some("") => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(name, format!("must be a number from 1 to {max}"))),
+        },
+    }
+}
+
+/// One page of `items` with LiteLLM's counts: `(page items, total, pages)`.
+fn paginate<T>(items: Vec<T>, page: usize, size: usize) -> (Vec<T>, usize, usize) {
+    let total = items.len();
+    let pages = total.div_ceil(size);
+    let items = items.into_iter().skip((page - 1) * size).take(size).collect();
+    (items, total, pages)
+}
+
+/// A number given as a JSON number or a numeric string.
+fn lenient_number(field: &str, value: &Value) -> Result<Option<f64>, ProxyError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => Ok(n.as_f64()),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| invalid(field, format!("not a number: {s:?}"))),
+        _ => Err(invalid(field, "must be a number")),
+    }
+}
+
+/// Rewrites numeric strings in the named fields of `object` as numbers
+/// (integers stay integers), refusing anything else that is not a number.
+fn normalize_numbers(
+    object: &mut Map<String, Value>,
+    prefix: &str,
+    fields: &[&str],
+) -> Result<(), ProxyError> {
+    for field in fields {
+        if let Some(value) = object.get_mut(*field) {
+            let name = format!("{prefix}.{field}");
+            *value = match lenient_number(&name, value)? {
+                None => Value::Null,
+                Some(n) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(n as i64),
+                Some(n) => Value::from(n),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// `sk-a****wxyz`: a secret value recognisable, not usable.
+fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() <= 8 {
+        return "****".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_may_be_strings() {
+        let mut object = serde_json::json!({"rpm": "100", "cost": "0.5", "tpm": 7, "x": "y"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        normalize_numbers(&mut object, "p", &["rpm", "cost", "tpm"]).unwrap();
+        assert_eq!(object["rpm"], 100);
+        assert_eq!(object["cost"], 0.5);
+        assert_eq!(object["tpm"], 7);
+        let error = normalize_numbers(&mut object, "p", &["x"]).unwrap_err();
+        assert!(matches!(error, ProxyError::InvalidField { field, .. } if field == "p.x"));
+    }
+
+    #[test]
+    fn pages() {
+        let (items, total, pages) = paginate((1..=25).collect::<Vec<_>>(), 3, 10);
+        assert_eq!((items, total, pages), (vec![21, 22, 23, 24, 25], 25, 3));
+        assert_eq!(paginate(Vec::<u8>::new(), 1, 10).2, 0);
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask("sk-abcdefghijkl"), "sk-a****ijkl");
+        assert_eq!(mask("short"), "****");
+    }
+}

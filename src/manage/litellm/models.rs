@@ -1,0 +1,321 @@
+//! `/models`, `/model/info`, `/model/new`, `/model/update`, `/model/delete`:
+//! model deployments. Secret `litellm_params` (`api_key` and the like) are
+//! sealed in the store and never shown again.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::{Caller, invalid, normalize_numbers, parse, query_pairs, query_value};
+use crate::manage::{Answer, blocking, views::rfc3339};
+use crate::proxy::error::ProxyError;
+use crate::store::{Deployment, DeploymentChanges, Store};
+
+/// `litellm_params` that are numbers (numeric strings are accepted).
+const NUMERIC_PARAMS: [&str; 8] = [
+    "rpm",
+    "tpm",
+    "weight",
+    "timeout",
+    "stream_timeout",
+    "max_retries",
+    "num_retries",
+    "order",
+];
+
+/// `model_info` fields that are numbers.
+const NUMERIC_INFO: [&str; 6] = [
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "max_tokens",
+    "max_input_tokens",
+    "max_output_tokens",
+    "input_cost_per_second",
+];
+
+/// Whether a `litellm_params` entry is a secret (sealed, never shown).
+pub fn is_secret_param(name: &str) -> bool {
+    name == "api_key"
+        || name.ends_with("_api_key")
+        || name.contains("secret")
+        || name.ends_with("_token")
+        || name.ends_with("password")
+        || name == "vertex_credentials"
+}
+
+/// `GET /models`: the model names the caller may use, OpenAI's list shape.
+pub async fn list_names(store: Arc<Store>, caller: Caller) -> Answer {
+    blocking(store, move |s| {
+        let mut seen = Vec::<String>::new();
+        let mut data = Vec::new();
+        for deployment in s.list_deployments()? {
+            if seen.contains(&deployment.model_name) || !may_use(&caller, &deployment.model_name) {
+                continue;
+            }
+            let params = object(&deployment.params);
+            let owned_by = params
+                .get("model")
+                .and_then(Value::as_str)
+                .and_then(|m| m.split_once('/'))
+                .map_or("openai", |(provider, _)| provider);
+            data.push(json!({
+                "id": deployment.model_name,
+                "object": "model",
+                "created": deployment.created_at / 1000,
+                "owned_by": owned_by,
+            }));
+            seen.push(deployment.model_name);
+        }
+        Ok((StatusCode::OK, Some(json!({"object": "list", "data": data}))))
+    })
+    .await
+}
+
+fn may_use(caller: &Caller, model_name: &str) -> bool {
+    match caller {
+        Caller::Master => true,
+        Caller::Key { models } => models.is_empty() || models.iter().any(|m| m == model_name),
+    }
+}
+
+/// `GET /model/info[?litellm_model_id=ID]`.
+pub async fn info(store: Arc<Store>, caller: Caller, query: &str) -> Answer {
+    let pairs = query_pairs(query);
+    let only = query_value(&pairs, "litellm_model_id").map(str::to_string);
+    blocking(store, move |s| {
+        let data: Vec<Value> = s
+            .list_deployments()?
+            .iter()
+            .filter(|d| only.as_ref().is_none_or(|id| *id == d.id))
+            .filter(|d| may_use(&caller, &d.model_name))
+            .map(view)
+            .collect();
+        if let Some(id) = &only
+            && data.is_empty()
+        {
+            return Err(ProxyError::InvalidField {
+                field: "litellm_model_id".into(),
+                message: format!("no model with id {id:?}"),
+            });
+        }
+        Ok((StatusCode::OK, Some(json!({"data": data}))))
+    })
+    .await
+}
+
+/// A deployment as `/model/info` shows it.
+pub fn view(deployment: &Deployment) -> Value {
+    let mut info = object(&deployment.model_info);
+    info.insert("id".into(), json!(deployment.id));
+    info.insert("db_model".into(), json!(true));
+    info.insert("created_at".into(), json!(rfc3339(deployment.created_at)));
+    info.insert("updated_at".into(), json!(rfc3339(deployment.updated_at)));
+    json!({
+        "model_name": deployment.model_name,
+        "litellm_params": object(&deployment.params),
+        "model_info": info,
+    })
+}
+
+/// What `/model/new` and `/model/update` answer.
+fn answer(deployment: &Deployment) -> Value {
+    let mut value = view(deployment);
+    value["model_id"] = json!(deployment.id);
+    value
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ModelInput {
+    id: Option<String>,
+    model_name: Option<String>,
+    litellm_params: Option<Map<String, Value>>,
+    model_info: Option<Map<String, Value>>,
+}
+
+/// `litellm_params` checked and split into what is shown and what is sealed.
+fn split_params(
+    mut params: Map<String, Value>,
+) -> Result<(Map<String, Value>, Map<String, Value>), ProxyError> {
+    normalize_numbers(&mut params, "litellm_params", &NUMERIC_PARAMS)?;
+    if let Some(base) = params.get("api_base").filter(|v| !v.is_null()) {
+        let base = base
+            .as_str()
+            .ok_or_else(|| invalid("litellm_params.api_base", "must be a string"))?;
+        let valid = base
+            .parse::<http::Uri>()
+            .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some());
+        if !valid {
+            return Err(invalid(
+                "litellm_params.api_base",
+                format!("not an http(s) URL: {base:?}"),
+            ));
+        }
+    }
+    let (secrets, shown) = params
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .partition(|(name, _)| is_secret_param(name));
+    Ok((shown, secrets))
+}
+
+fn check_info(mut info: Map<String, Value>) -> Result<Map<String, Value>, ProxyError> {
+    normalize_numbers(&mut info, "model_info", &NUMERIC_INFO)?;
+    for field in ["id", "db_model", "created_at", "updated_at"] {
+        info.remove(field);
+    }
+    Ok(info)
+}
+
+fn check_credential(s: &Store, params: &Map<String, Value>) -> Result<(), ProxyError> {
+    if let Some(name) = params.get("litellm_credential_name") {
+        let name = name
+            .as_str()
+            .ok_or_else(|| invalid("litellm_params.litellm_credential_name", "must be a string"))?;
+        if s.get_credential(name).is_err() {
+            return Err(invalid(
+                "litellm_params.litellm_credential_name",
+                format!("no credential named {name:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn secrets_text(secrets: &Map<String, Value>) -> Option<String> {
+    (!secrets.is_empty()).then(|| Value::Object(secrets.clone()).to_string())
+}
+
+/// `POST /model/new`.
+pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: ModelInput = parse(body)?;
+    let model_name = input
+        .model_name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| invalid("model_name", "required"))?;
+    let params = input
+        .litellm_params
+        .ok_or_else(|| invalid("litellm_params", "required"))?;
+    if !params.get("model").is_some_and(|m| m.as_str().is_some_and(|m| !m.is_empty())) {
+        return Err(invalid("litellm_params.model", "required (the upstream model name)"));
+    }
+    let (shown, secrets) = split_params(params)?;
+    let info = check_info(input.model_info.clone().unwrap_or_default())?;
+    let id = input
+        .model_info
+        .as_ref()
+        .and_then(|i| i.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(input.id);
+    blocking(store, move |s| {
+        check_credential(s, &shown)?;
+        let changes = DeploymentChanges {
+            model_name: Some(model_name.trim().to_string()),
+            params: Some(Value::Object(shown).to_string()),
+            secrets: Some(secrets_text(&secrets)),
+            model_info: Some(Value::Object(info).to_string()),
+        };
+        let deployment = s.create_deployment(id, changes)?;
+        Ok((StatusCode::OK, Some(answer(&deployment))))
+    })
+    .await
+}
+
+/// `POST /model/update`: the id at the top level or in `model_info.id`;
+/// the params and info given are merged into the deployment's.
+pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: ModelInput = parse(body)?;
+    let id = input
+        .model_info
+        .as_ref()
+        .and_then(|i| i.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(input.id)
+        .ok_or_else(|| invalid("id", "required (or model_info.id)"))?;
+    if input.model_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(invalid("model_name", "must not be empty"));
+    }
+    let params = input.litellm_params;
+    let info = input.model_info.map(check_info).transpose()?;
+    blocking(store, move |s| {
+        let current = s.get_deployment(&id)?;
+        let mut changes = DeploymentChanges {
+            model_name: input.model_name.map(|n| n.trim().to_string()),
+            ..DeploymentChanges::default()
+        };
+        if let Some(params) = params {
+            // Nulls remove params, as they would in a JSON merge patch.
+            let removed: Vec<String> = params
+                .iter()
+                .filter(|(_, v)| v.is_null())
+                .map(|(k, _)| k.clone())
+                .collect();
+            let (shown, secrets) = split_params(params)?;
+            let mut merged = object(&current.params);
+            merged.extend(shown);
+            let mut merged_secrets: Map<String, Value> = s
+                .deployment_secrets(&current)?
+                .map(|text| object(&text))
+                .unwrap_or_default();
+            merged_secrets.extend(secrets);
+            for name in &removed {
+                merged.remove(name);
+                merged_secrets.remove(name);
+            }
+            check_credential(s, &merged)?;
+            changes.params = Some(Value::Object(merged).to_string());
+            changes.secrets = Some(secrets_text(&merged_secrets));
+        }
+        if let Some(info) = info {
+            let mut merged = object(&current.model_info);
+            merged.extend(info);
+            changes.model_info = Some(Value::Object(merged).to_string());
+        }
+        let deployment = s.update_deployment(&id, changes)?;
+        Ok((StatusCode::OK, Some(answer(&deployment))))
+    })
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DeleteInput {
+    id: Option<String>,
+}
+
+/// `POST /model/delete {"id"}`.
+pub async fn delete(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: DeleteInput = parse(body)?;
+    let id = input
+        .id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| invalid("id", "required"))?;
+    blocking(store, move |s| {
+        s.delete_deployment(&id)?;
+        Ok((
+            StatusCode::OK,
+            Some(json!({"message": format!("Model: {id} deleted successfully")})),
+        ))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_told_apart() {
+        for name in ["api_key", "azure_api_key", "aws_secret_access_key", "azure_ad_token"] {
+            assert!(is_secret_param(name), "{name}");
+        }
+        for name in ["model", "api_base", "max_tokens", "litellm_credential_name", "rpm"] {
+            assert!(!is_secret_param(name), "{name}");
+        }
+    }
+}
