@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use llm_proxy::http::rewrite::{Upstream, write_client_head, write_request_head};
+use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request_head};
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
 use llm_proxy::providers::ProviderTable;
 use llm_proxy::proxy::RequestId;
@@ -62,6 +62,8 @@ const UPSTREAM: Upstream = Upstream {
     base_path: "",
     authority: "api.openai.com",
     authorization: b"Bearer sk-upstream-0123456789abcdef0123456789abcdef",
+    target: None,
+    body_length: None,
 };
 const REQUEST_ID: &str = "0b3c4d5e-6f70-4182-93a4-b5c6d7e8f901";
 const TIMES: (u64, u64) = (1_795_473_602_123_456_789, 1_795_473_602_223_456_789);
@@ -118,7 +120,12 @@ fn profile_write_request_head(out: &mut Vec<u8>, raw: &[u8], head: &RequestHead)
 #[inline(never)]
 fn profile_write_client_head(out: &mut Vec<u8>, raw: &[u8], head: &ResponseHead) -> usize {
     out.clear();
-    write_client_head(out, black_box(raw), head, REQUEST_ID, TIMES, false, false);
+    let stamp = Stamp {
+        request_id: REQUEST_ID,
+        upstream_times: TIMES,
+        extra: &[],
+    };
+    write_client_head(out, black_box(raw), head, &stamp, false, false);
     out.len()
 }
 

@@ -239,6 +239,22 @@ impl BodyTracker {
         }
     }
 
+    /// `advance` that also hands the payload bytes (de-chunked) to `tap`.
+    pub fn advance_tapped(
+        &mut self,
+        input: &[u8],
+        mut tap: impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
+        match self {
+            Self::Chunked(decoder) => Ok(decoder.feed(input, tap)?.unwrap_or(input.len())),
+            _ => {
+                let taken = self.advance(input)?;
+                tap(&input[..taken]);
+                Ok(taken)
+            }
+        }
+    }
+
     /// Upper bound for the next read so that a read never crosses the end of
     /// a length-delimited body (the bytes after it belong to the next message).
     pub fn read_limit(&self, capacity: usize) -> usize {

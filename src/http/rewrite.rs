@@ -14,8 +14,14 @@ pub struct Upstream<'a> {
     pub base_path: &'a str,
     /// The `Host` field value.
     pub authority: &'a str,
-    /// The whole `Authorization` field value, e.g. `Bearer sk-...`.
+    /// The whole `Authorization` field value, e.g. `Bearer sk-...`; empty
+    /// for an upstream that takes no key (none is sent).
     pub authorization: &'a [u8],
+    /// Replaces the client's request target (a routed request's endpoint).
+    pub target: Option<&'a [u8]>,
+    /// The length of a body rewritten by the proxy: sent as
+    /// `Content-Length` instead of the client's framing fields.
+    pub body_length: Option<usize>,
 }
 
 /// Writes the head sent upstream for `head` (parsed from `buf`).
@@ -29,7 +35,7 @@ pub fn write_request_head(
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(upstream.base_path.as_bytes());
-    out.extend_from_slice(head.target.of(buf));
+    out.extend_from_slice(upstream.target.unwrap_or_else(|| head.target.of(buf)));
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(upstream.authority.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -39,7 +45,8 @@ pub fn write_request_head(
         let replaced = matches!(
             field,
             Field::Host | Field::Authorization | Field::Expect | Field::XRequestId
-        );
+        ) || (upstream.body_length.is_some()
+            && matches!(field, Field::ContentLength | Field::TransferEncoding));
         if replaced || field.is_hop_by_hop() || listed_in_connection(buf, head.connection, name) {
             continue;
         }
@@ -48,12 +55,26 @@ pub fn write_request_head(
         out.extend_from_slice(value.of(buf));
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Authorization: ");
-    out.extend_from_slice(upstream.authorization);
-    out.extend_from_slice(b"\r\n");
+    if !upstream.authorization.is_empty() {
+        out.extend_from_slice(b"Authorization: ");
+        out.extend_from_slice(upstream.authorization);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = upstream.body_length {
+        header_u64(out, "Content-Length", length as u64);
+    }
     out.extend_from_slice(b"X-Request-ID: ");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// What the gateway adds to a response head it sends on.
+pub struct Stamp<'a> {
+    pub request_id: &'a str,
+    /// Unix ns when the request went upstream and when the head came back.
+    pub upstream_times: (u64, u64),
+    /// Further fields (a routed request's cost, say).
+    pub extra: &'a [(&'a str, &'a [u8])],
 }
 
 /// Writes the response head sent to the client for `head` (parsed from
@@ -62,8 +83,7 @@ pub fn write_client_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &ResponseHead,
-    request_id: &str,
-    (start_ns, stop_ns): (u64, u64),
+    stamp: &Stamp,
     close: bool,
     dechunk: bool,
 ) {
@@ -88,9 +108,12 @@ pub fn write_client_head(
         out.extend_from_slice(value.of(buf));
         out.extend_from_slice(b"\r\n");
     }
-    header(out, "X-Request-ID", request_id.as_bytes());
-    header_u64(out, "X-UPSTREAM-REQUEST-START", start_ns);
-    header_u64(out, "X-UPSTREAM-REQUEST-STOP", stop_ns);
+    header(out, "X-Request-ID", stamp.request_id.as_bytes());
+    header_u64(out, "X-UPSTREAM-REQUEST-START", stamp.upstream_times.0);
+    header_u64(out, "X-UPSTREAM-REQUEST-STOP", stamp.upstream_times.1);
+    for (name, value) in stamp.extra {
+        header(out, name, value);
+    }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -117,6 +140,14 @@ mod tests {
     use super::*;
     use crate::http::Parsed;
 
+    fn stamp(request_id: &str, upstream_times: (u64, u64)) -> Stamp<'_> {
+        Stamp {
+            request_id,
+            upstream_times,
+            extra: &[],
+        }
+    }
+
     #[test]
     fn request_head_for_the_upstream() {
         let raw = b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer client\r\n\
@@ -129,6 +160,8 @@ Expect: 100-continue\r\nX-Request-ID: theirs\r\nTE: trailers\r\nContent-Length: 
             base_path: "/openai",
             authority: "api.example.com",
             authorization: b"Bearer sk-up",
+            target: None,
+            body_length: None,
         };
         let mut out = Vec::new();
         write_request_head(&mut out, raw, &head, &upstream, "req-1");
@@ -148,7 +181,14 @@ Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-request-id: req_up\r\nCache
             panic!("does not parse")
         };
         let mut out = Vec::new();
-        write_client_head(&mut out, raw, &head, "req-1", (12, 3456), false, false);
+        write_client_head(
+            &mut out,
+            raw,
+            &head,
+            &stamp("req-1", (12, 3456)),
+            false,
+            false,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\
@@ -156,7 +196,14 @@ X-Upstream-Request-ID: req_up\r\nCache-Control: no-cache\r\nX-Request-ID: req-1\
 X-UPSTREAM-REQUEST-START: 12\r\nX-UPSTREAM-REQUEST-STOP: 3456\r\n\r\n"
         );
         let mut out = Vec::new();
-        write_client_head(&mut out, raw, &head, "req-1", (12, 3456), true, true);
+        write_client_head(
+            &mut out,
+            raw,
+            &head,
+            &stamp("req-1", (12, 3456)),
+            true,
+            true,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
@@ -168,7 +215,7 @@ X-UPSTREAM-REQUEST-START: 12\r\nX-UPSTREAM-REQUEST-STOP: 3456\r\nConnection: clo
             panic!("does not parse")
         };
         let mut out = Vec::new();
-        write_client_head(&mut out, raw, &head, "r", (1, 2), false, false);
+        write_client_head(&mut out, raw, &head, &stamp("r", (1, 2)), false, false);
         assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"));
     }
 }

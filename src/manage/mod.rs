@@ -132,7 +132,9 @@ fn authorize(
     };
     match access {
         litellm::Access::Public => Ok(litellm::Caller::Master),
-        litellm::Access::Master => check_master(worker, head, buf).map(|()| litellm::Caller::Master),
+        litellm::Access::Master => {
+            check_master(worker, head, buf).map(|()| litellm::Caller::Master)
+        }
         litellm::Access::AnyKey => match check_master(worker, head, buf) {
             Ok(()) => Ok(litellm::Caller::Master),
             Err(ProxyError::ManagementDisabled | ProxyError::ManagementUnauthorized) => {

@@ -15,7 +15,7 @@ use crate::http::{BodyTracker, Parsed, RequestHead, ResponseHead};
 use crate::providers::Provider;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
-use crate::upstream::{self, UpstreamStream};
+use crate::upstream::{self, Slot, UpstreamStream};
 
 /// Largest single read of a request body from the client.
 const BODY_READ_SIZE: usize = 64 << 10;
@@ -50,19 +50,33 @@ enum Failure {
     Fatal(ProxyError),
 }
 
+/// Where a request goes upstream, and what it carries there.
+pub struct Destination<'a> {
+    /// The pool stack its connections come from and go back to.
+    pub slot: Slot,
+    pub provider: &'a Provider,
+    /// The whole `Authorization` value sent upstream.
+    pub authorization: &'a [u8],
+    /// For a routed request: the endpoint path and the rewritten body, read
+    /// whole, that replace the client's.
+    pub routed: Option<(&'a [u8], &'a [u8])>,
+}
+
 pub async fn forward(
     worker: &Worker,
     conn: &mut ClientConn,
     head: &RequestHead,
-    (index, provider): (usize, &Provider),
-    upstream_auth: &[u8],
+    destination: &Destination<'_>,
     exchange: &mut Exchange,
 ) -> Result<ResponseStart, ProxyError> {
+    let provider = destination.provider;
     conn.out.clear();
     let upstream = Upstream {
         base_path: &provider.target.base_path,
         authority: &provider.target.authority,
-        authorization: upstream_auth,
+        authorization: destination.authorization,
+        target: destination.routed.map(|(target, _)| target),
+        body_length: destination.routed.map(|(_, body)| body.len()),
     };
     write_request_head(
         &mut conn.out,
@@ -72,17 +86,23 @@ pub async fn forward(
         exchange.request_id.as_str(),
     );
 
-    // Body bytes that came with the head go out in the same write.
     let mut body = BodyTracker::new(head.framing);
-    let window = &conn.buf[head.len..];
-    let taken = body.advance(window).map_err(chunk_error)?;
-    check_chunked_limit(worker, &body)?;
-    conn.out.extend_from_slice(&window[..taken]);
-    if body.is_done() {
-        conn.buf.drain(head.len..head.len + taken);
+    if let Some((_, routed_body)) = destination.routed {
+        // Read whole already (and taken out of the client buffer).
+        conn.out.extend_from_slice(routed_body);
         exchange.body_done = true;
     } else {
-        conn.buf.truncate(head.len);
+        // Body bytes that came with the head go out in the same write.
+        let window = &conn.buf[head.len..];
+        let taken = body.advance(window).map_err(chunk_error)?;
+        check_chunked_limit(worker, &body)?;
+        conn.out.extend_from_slice(&window[..taken]);
+        if body.is_done() {
+            conn.buf.drain(head.len..head.len + taken);
+            exchange.body_done = true;
+        } else {
+            conn.buf.truncate(head.len);
+        }
     }
     // Only a request held whole in `conn.out` can be sent again.
     let replayable = exchange.body_done;
@@ -94,7 +114,7 @@ pub async fn forward(
     let started = Instant::now();
     let mut fresh_only = false;
     loop {
-        let (stream, reused) = acquire(worker, index, provider, fresh_only, started).await?;
+        let (stream, reused) = acquire(worker, destination, fresh_only, started).await?;
         let sent = (reused && replayable).then_some(started);
         match attempt(
             worker, conn, head, provider, stream, &mut body, exchange, sent,
@@ -123,16 +143,16 @@ pub async fn forward(
 
 async fn acquire(
     worker: &Worker,
-    index: usize,
-    provider: &Provider,
+    destination: &Destination<'_>,
     fresh_only: bool,
     now: Instant,
 ) -> Result<(UpstreamStream, bool), ProxyError> {
+    let provider = destination.provider;
     if !fresh_only {
         let pooled = worker
             .pool
             .borrow_mut()
-            .take(index, provider.timeouts.idle, now);
+            .take(&destination.slot, provider.timeouts.idle, now);
         if let Some(stream) = pooled {
             return Ok((stream, true));
         }

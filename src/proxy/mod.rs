@@ -5,11 +5,15 @@
 
 pub mod auth;
 pub mod error;
+pub mod fields;
 mod forward;
 pub mod keys;
+pub mod models;
 pub mod quota;
 mod relay;
 pub mod route;
+mod routed;
+mod usage;
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -20,6 +24,7 @@ use crate::http::io::Reply;
 use crate::http::{Framing, RequestHead};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
+use crate::upstream::Slot;
 
 /// What one request/response exchange has done so far.
 pub struct Exchange {
@@ -55,6 +60,11 @@ async fn proxy(
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
     let key = auth::authenticate(worker, head, &conn.buf)?;
+    if let Some(endpoint) = routed::endpoint(head, head.path(&conn.buf))
+        && routed::active(worker)?
+    {
+        return routed::handle(worker, conn, head, &key, endpoint, exchange).await;
+    }
     let upstream_auth = auth::project_upstream_auth(&key)?;
     let (index, provider) = route::route(worker, head, &conn.buf)?;
     let limit = worker.settings.limits.max_body_bytes;
@@ -64,16 +74,23 @@ async fn proxy(
         return Err(ProxyError::BodyTooLarge(limit));
     }
     auth::admit(worker, &key).await?;
-    let response = forward::forward(
+    let destination = forward::Destination {
+        slot: Slot::Provider(index),
+        provider,
+        authorization: upstream_auth,
+        routed: None,
+    };
+    let response = forward::forward(worker, conn, head, &destination, exchange).await?;
+    relay::relay(
         worker,
         conn,
         head,
-        (index, provider),
-        upstream_auth,
+        &destination,
+        response,
         exchange,
+        Default::default(),
     )
-    .await?;
-    relay::relay(worker, conn, head, index, provider, response, exchange).await
+    .await
 }
 
 async fn finish(

@@ -11,12 +11,12 @@ use monoio::time::{Instant, Sleep};
 
 use super::Exchange;
 use super::error::ProxyError;
-use super::forward::ResponseStart;
+use super::forward::{Destination, ResponseStart};
+use super::usage::UsageScan;
 use crate::http::body::ChunkError;
 use crate::http::io::read_fresh;
-use crate::http::rewrite::write_client_head;
+use crate::http::rewrite::{Stamp, write_client_head};
 use crate::http::{BodyTracker, Framing, RequestHead};
-use crate::providers::Provider;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 
@@ -24,15 +24,25 @@ const RELAY_READ_SIZE: usize = 16 << 10;
 /// Stands for timeouts too long to add to an instant.
 const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 
+/// What a routed response adds to the relay: fields for the client's
+/// response head, and a scan of the body for its token usage.
+#[derive(Default)]
+pub struct Extras<'a> {
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub usage: Option<&'a mut UsageScan>,
+}
+
 pub async fn relay(
     worker: &Worker,
     conn: &mut ClientConn,
     request: &RequestHead,
-    index: usize,
-    provider: &Provider,
+    destination: &Destination<'_>,
     response: ResponseStart,
     exchange: &mut Exchange,
+    extras: Extras<'_>,
 ) -> Result<(), ProxyError> {
+    let Extras { headers, mut usage } = extras;
+    let provider = destination.provider;
     let ResponseStart {
         mut stream,
         head,
@@ -48,20 +58,24 @@ pub async fn relay(
     exchange.close |=
         !request.keep_alive || worker.draining() || framing == Framing::UntilClose || dechunk;
     conn.out.clear();
-    write_client_head(
-        &mut conn.out,
-        &buf,
-        &head,
-        exchange.request_id.as_str(),
-        (start_ns, stop_ns),
-        exchange.close,
-        dechunk,
-    );
+    let stamp = Stamp {
+        request_id: exchange.request_id.as_str(),
+        upstream_times: (start_ns, stop_ns),
+        extra: headers,
+    };
+    write_client_head(&mut conn.out, &buf, &head, &stamp, exchange.close, dechunk);
 
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
     let first = &buf[head.len..];
-    let taken = take_body(&mut body, first, dechunk, &mut conn.out).map_err(protocol_error)?;
+    let taken = take_body(
+        &mut body,
+        first,
+        dechunk,
+        &mut conn.out,
+        usage.as_deref_mut(),
+    )
+    .map_err(protocol_error)?;
     reusable &= taken == first.len();
     exchange.response_started = true;
     if !conn.send_out_since(arrived).await {
@@ -97,13 +111,24 @@ pub async fn relay(
             Ok(n) => n,
         };
         if dechunk {
-            take_body(&mut body, &buf[..n], true, &mut conn.out).map_err(protocol_error)?;
+            take_body(
+                &mut body,
+                &buf[..n],
+                true,
+                &mut conn.out,
+                usage.as_deref_mut(),
+            )
+            .map_err(protocol_error)?;
             if !conn.send_out().await {
                 return Err(ProxyError::ClientGone);
             }
             continue;
         }
-        let taken = body.advance(&buf[..n]).map_err(protocol_error)?;
+        let taken = match usage.as_deref_mut() {
+            None => body.advance(&buf[..n]),
+            Some(scan) => body.advance_tapped(&buf[..n], |data| scan.feed(data)),
+        }
+        .map_err(protocol_error)?;
         reusable &= taken == n;
         // A client that stops reading must not hold the upstream forever.
         let write = conn.stream.write_all(buf.slice(..taken));
@@ -119,7 +144,7 @@ pub async fn relay(
     conn.relay = buf;
     if reusable && body.is_done() {
         worker.pool.borrow_mut().put(
-            index,
+            &destination.slot,
             stream,
             provider.max_idle,
             provider.timeouts.idle,
@@ -143,19 +168,29 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep
 }
 
 /// Accounts for body bytes in `input`, appending what the client must
-/// receive to `out` (decoded when `dechunk`). Returns the bytes used.
+/// receive to `out` (decoded when `dechunk`), and showing the payload to
+/// `usage`. Returns the bytes used.
 fn take_body(
     body: &mut BodyTracker,
     input: &[u8],
     dechunk: bool,
     out: &mut Vec<u8>,
+    mut usage: Option<&mut UsageScan>,
 ) -> Result<usize, ChunkError> {
     if let (true, BodyTracker::Chunked(decoder)) = (dechunk, &mut *body) {
         return Ok(decoder
-            .feed(input, |data| out.extend_from_slice(data))?
+            .feed(input, |data| {
+                out.extend_from_slice(data);
+                if let Some(scan) = usage.as_deref_mut() {
+                    scan.feed(data);
+                }
+            })?
             .unwrap_or(input.len()));
     }
-    let taken = body.advance(input)?;
+    let taken = match usage {
+        None => body.advance(input)?,
+        Some(scan) => body.advance_tapped(input, |data| scan.feed(data))?,
+    };
     out.extend_from_slice(&input[..taken]);
     Ok(taken)
 }

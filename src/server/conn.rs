@@ -222,10 +222,20 @@ impl Handler {
             // otherwise it is the upstream's list, passed through.
             let local = (path == b"/v1/models" || path == b"/v1/model/info")
                 && worker.store.has_deployments().unwrap_or(false);
-            return if local { Handler::Manage } else { Handler::Proxy };
+            return if local {
+                Handler::Manage
+            } else {
+                Handler::Proxy
+            };
         }
         if path == b"/manage" || path.starts_with(b"/manage/") || manage::litellm::owns(path) {
             Handler::Manage
+        } else if matches!(
+            path,
+            b"/chat/completions" | b"/completions" | b"/embeddings"
+        ) {
+            // The OpenAI endpoints without `/v1`, as LiteLLM serves them.
+            Handler::Proxy
         } else {
             Handler::Local
         }

@@ -94,6 +94,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 connections: Cell::new(0),
                 store: store.clone(),
                 keys: RefCell::default(),
+                models: RefCell::default(),
                 quota: RefCell::default(),
             });
             run_worker(worker, listener)

@@ -8,6 +8,7 @@ use monoio_rustls::TlsConnector;
 
 use super::drain::Drain;
 use crate::proxy::keys::KeyCache;
+use crate::proxy::models::ModelTable;
 use crate::proxy::quota::Quota;
 use crate::runtime::Driver;
 use crate::settings::ServerSettings;
@@ -26,6 +27,8 @@ pub struct Worker {
     pub store: Arc<Store>,
     /// This worker's validated keys.
     pub keys: RefCell<KeyCache>,
+    /// The registered models, as this worker routes to them.
+    pub models: RefCell<ModelTable>,
     /// This worker's quota leases and unreported usage.
     pub quota: RefCell<Quota>,
     pub drain: Arc<Drain>,

@@ -295,7 +295,8 @@ impl Store {
     /// LiteLLM calls the key's `token`).
     pub fn find_key(&self, id_or_secret: &str) -> Result<(KeyRecord, Usage), StoreError> {
         let txn = self.env.read_txn()?;
-        let hash = crypto::decode_hex32(id_or_secret).unwrap_or_else(|| sha256(id_or_secret.as_bytes()));
+        let hash =
+            crypto::decode_hex32(id_or_secret).unwrap_or_else(|| sha256(id_or_secret.as_bytes()));
         let id = match Uuid::parse_str(id_or_secret) {
             Ok(id) => Some(id),
             Err(_) => self
@@ -406,4 +407,3 @@ impl Store {
         Ok(())
     }
 }
-

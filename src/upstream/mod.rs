@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 use monoio_rustls::TlsConnector;
 use rustls_pki_types::ServerName;
 
-pub use pool::Pool;
+pub use pool::{Pool, Slot};
 pub use stream::UpstreamStream;
 
 use crate::providers::Target;

@@ -164,15 +164,29 @@ pub async fn list(store: Arc<Store>, query: &str) -> Answer {
         let keys: Vec<(KeyRecord, Usage)> = s
             .list_keys(None, false)?
             .into_iter()
-            .filter(|(k, _)| user_id.as_ref().is_none_or(|u| k.user_id.as_ref() == Some(u)))
-            .filter(|(k, _)| team_id.as_ref().is_none_or(|t| k.team_id.as_ref() == Some(t)))
+            .filter(|(k, _)| {
+                user_id
+                    .as_ref()
+                    .is_none_or(|u| k.user_id.as_ref() == Some(u))
+            })
+            .filter(|(k, _)| {
+                team_id
+                    .as_ref()
+                    .is_none_or(|t| k.team_id.as_ref() == Some(t))
+            })
             .filter(|(k, _)| alias.as_ref().is_none_or(|a| k.alias.as_ref() == Some(a)))
             .filter(|(k, _)| hash.as_ref().is_none_or(|h| *h == hex(&k.secret_hash)))
             .collect();
         let (keys, total, pages) = paginate(keys, page, size);
         let keys: Vec<Value> = keys
             .iter()
-            .map(|(k, u)| if full { view(k, u) } else { json!(hex(&k.secret_hash)) })
+            .map(|(k, u)| {
+                if full {
+                    view(k, u)
+                } else {
+                    json!(hex(&k.secret_hash))
+                }
+            })
             .collect();
         Ok((
             StatusCode::OK,
@@ -233,10 +247,7 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         spend: given(input.spend)
             .map(|v| budget("spend", &v).map(|b| b.map_or(Money(0), |b| b.amount)))
             .transpose()?,
-        expires_at: input
-            .duration
-            .map(|d| expiry(d.as_deref()))
-            .transpose()?,
+        expires_at: input.duration.map(|d| expiry(d.as_deref())).transpose()?,
         alias: input.key_alias.map(|a| a.filter(|a| !a.is_empty())),
         user_id: input.user_id,
         team_id: input.team_id,

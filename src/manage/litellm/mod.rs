@@ -172,7 +172,11 @@ fn query_number(
 fn paginate<T>(items: Vec<T>, page: usize, size: usize) -> (Vec<T>, usize, usize) {
     let total = items.len();
     let pages = total.div_ceil(size);
-    let items = items.into_iter().skip((page - 1) * size).take(size).collect();
+    let items = items
+        .into_iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .collect();
     (items, total, pages)
 }
 

@@ -67,7 +67,10 @@ pub async fn list_names(store: Arc<Store>, caller: Caller) -> Answer {
             }));
             seen.push(deployment.model_name);
         }
-        Ok((StatusCode::OK, Some(json!({"object": "list", "data": data}))))
+        Ok((
+            StatusCode::OK,
+            Some(json!({"object": "list", "data": data})),
+        ))
     })
     .await
 }
@@ -137,18 +140,19 @@ struct ModelInput {
     model_info: Option<Map<String, Value>>,
 }
 
+/// A JSON object.
+type Object = Map<String, Value>;
+
 /// `litellm_params` checked and split into what is shown and what is sealed.
-fn split_params(
-    mut params: Map<String, Value>,
-) -> Result<(Map<String, Value>, Map<String, Value>), ProxyError> {
+fn split_params(mut params: Object) -> Result<(Object, Object), ProxyError> {
     normalize_numbers(&mut params, "litellm_params", &NUMERIC_PARAMS)?;
     if let Some(base) = params.get("api_base").filter(|v| !v.is_null()) {
         let base = base
             .as_str()
             .ok_or_else(|| invalid("litellm_params.api_base", "must be a string"))?;
-        let valid = base
-            .parse::<http::Uri>()
-            .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some());
+        let valid = base.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
         if !valid {
             return Err(invalid(
                 "litellm_params.api_base",
@@ -200,8 +204,15 @@ pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
     let params = input
         .litellm_params
         .ok_or_else(|| invalid("litellm_params", "required"))?;
-    if !params.get("model").is_some_and(|m| m.as_str().is_some_and(|m| !m.is_empty())) {
-        return Err(invalid("litellm_params.model", "required (the upstream model name)"));
+    let model = params
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if model.is_empty() {
+        return Err(invalid(
+            "litellm_params.model",
+            "required (the upstream model name)",
+        ));
     }
     let (shown, secrets) = split_params(params)?;
     let info = check_info(input.model_info.clone().unwrap_or_default())?;
@@ -238,7 +249,11 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         .map(str::to_string)
         .or(input.id)
         .ok_or_else(|| invalid("id", "required (or model_info.id)"))?;
-    if input.model_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+    if input
+        .model_name
+        .as_ref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
         return Err(invalid("model_name", "must not be empty"));
     }
     let params = input.litellm_params;
@@ -311,10 +326,21 @@ mod tests {
 
     #[test]
     fn secrets_are_told_apart() {
-        for name in ["api_key", "azure_api_key", "aws_secret_access_key", "azure_ad_token"] {
+        for name in [
+            "api_key",
+            "azure_api_key",
+            "aws_secret_access_key",
+            "azure_ad_token",
+        ] {
             assert!(is_secret_param(name), "{name}");
         }
-        for name in ["model", "api_base", "max_tokens", "litellm_credential_name", "rpm"] {
+        for name in [
+            "model",
+            "api_base",
+            "max_tokens",
+            "litellm_credential_name",
+            "rpm",
+        ] {
             assert!(!is_secret_param(name), "{name}");
         }
     }

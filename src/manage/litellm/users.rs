@@ -8,9 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
-use super::{
-    invalid, lenient_number, paginate, parse, query_number, query_pairs, query_value,
-};
+use super::{invalid, lenient_number, paginate, parse, query_number, query_pairs, query_value};
 use crate::manage::views::{present, rfc3339};
 use crate::manage::{Answer, blocking};
 use crate::proxy::error::ProxyError;

@@ -1,0 +1,314 @@
+//! A request for a registered model: read the body, find the model's
+//! deployments, check that the key may use the model and can still pay,
+//! rewrite the body for the deployment drawn, forward (on to another
+//! deployment when one fails before anything reached the client), relay
+//! while reading the token usage, and charge what it cost.
+//!
+//! Only `POST` to the endpoints below is routed, and only while models are
+//! registered: without them every request takes the plain pass-through.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::auth;
+use super::error::ProxyError;
+use super::fields::{self, RoutingFields};
+use super::forward::{self, Destination, ResponseStart};
+use super::keys::CachedKey;
+use super::models::{self, Route};
+use super::relay::{self, Extras};
+use super::usage::UsageScan;
+use super::{Exchange, route};
+use crate::http::io::read_append;
+use crate::http::{Framing, RequestHead};
+use crate::server::conn::ClientConn;
+use crate::server::worker::Worker;
+use crate::store::{KeyView, Money, Spend};
+use crate::upstream::Slot;
+
+/// The endpoints whose requests name a model.
+const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
+/// Largest answer read whole to report its cost in the response head.
+const MAX_COSTED_ANSWER: u64 = 1 << 20;
+
+/// The endpoint of a routable request (its path without `/v1`), if it is one.
+pub fn endpoint(head: &RequestHead, path: &[u8]) -> Option<&'static [u8]> {
+    if head.method != http::Method::POST {
+        return None;
+    }
+    let path = path.strip_prefix(b"/v1").unwrap_or(path);
+    ENDPOINTS.iter().copied().find(|e| *e == path)
+}
+
+/// Whether this worker routes by model at all (any model registered).
+pub fn active(worker: &Worker) -> Result<bool, ProxyError> {
+    let mut table = worker.models.borrow_mut();
+    table.sync(&worker.store)?;
+    Ok(!table.is_empty())
+}
+
+pub async fn handle(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    key: &CachedKey,
+    endpoint: &'static [u8],
+    exchange: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let limits = &worker.settings.limits;
+    let body = conn
+        .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
+        .await?;
+    exchange.body_done = true;
+    let fields = RoutingFields::parse(&body)?;
+    let requested = fields.as_ref().map(|f| f.model);
+    let name = requested.map(|m| key.view.model_aliases.get(m).map_or(m, String::as_str));
+    let routes: Option<Vec<Rc<Route>>> =
+        name.and_then(|n| worker.models.borrow().deployments(n).map(<[_]>::to_vec));
+    let (Some(fields), Some(name), Some(routes)) = (fields, name, routes) else {
+        // Not a registered model: the key's project's provider, if it has one.
+        if key.upstream_auth.is_none() {
+            return Err(match requested {
+                Some(model) => ProxyError::ModelNotFound(model.to_string()),
+                None => ProxyError::InvalidField {
+                    field: "model".into(),
+                    message: "required".into(),
+                },
+            });
+        }
+        return pass_through(worker, conn, head, key, &body, exchange).await;
+    };
+    check_model_access(&key.view, name)?;
+    let spend = check_budgets(worker, &key.view)?;
+    auth::admit(worker, key).await?;
+
+    let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
+    let mut tried: Vec<&str> = Vec::with_capacity(routes.len());
+    loop {
+        let route = models::pick(&routes, &tried).ok_or_else(|| {
+            ProxyError::Internal(format!("model {name:?} has no deployment left to try"))
+        })?;
+        let rewritten = fields::rewrite(&body, &fields, &route.upstream_model, ask_usage);
+        let destination = Destination {
+            slot: route.slot.clone(),
+            provider: &route.provider,
+            authorization: &route.authorization,
+            routed: Some((endpoint, &rewritten)),
+        };
+        let last = tried.len() + 1 >= routes.len();
+        let response = match forward::forward(worker, conn, head, &destination, exchange).await {
+            Ok(response) if !last && retryable(response.head.status) => {
+                tracing::debug!(
+                    request_id = exchange.request_id.as_str(),
+                    deployment = route.id,
+                    status = response.head.status,
+                    "deployment failed; trying another"
+                );
+                tried.push(&route.id);
+                continue;
+            }
+            Ok(response) => response,
+            Err(error) if !last && is_upstream_failure(&error) => {
+                tracing::debug!(
+                    request_id = exchange.request_id.as_str(),
+                    deployment = route.id,
+                    %error,
+                    "deployment failed; trying another"
+                );
+                tried.push(&route.id);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        return relay_and_charge(
+            worker,
+            conn,
+            head,
+            key,
+            route,
+            &destination,
+            response,
+            exchange,
+            (fields.stream, spend),
+        )
+        .await;
+    }
+}
+
+/// A 429 or 5xx from a deployment: another may do better.
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+fn is_upstream_failure(error: &ProxyError) -> bool {
+    matches!(
+        error,
+        ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamConnectTimeout
+            | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamClosed
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UpstreamIo(_)
+    )
+}
+
+/// The key (and its user) must be allowed the model.
+fn check_model_access(view: &KeyView, name: &str) -> Result<(), ProxyError> {
+    let allowed = |list: &[String]| list.is_empty() || list.iter().any(|m| m == name);
+    if allowed(&view.models) && allowed(&view.user_models) {
+        Ok(())
+    } else {
+        Err(ProxyError::ModelAccessDenied(name.to_string()))
+    }
+}
+
+/// Refuses a key (or user) at or over its budget; returns what was spent.
+/// The ledger's figure, plus what this worker has not reported yet; other
+/// workers' unreported spend (at most a second's worth) is not seen.
+fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
+    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+        return Ok(Spend::default());
+    }
+    let mut spend = worker
+        .store
+        .spend_of(view.key_id, view.user_id.as_deref())?;
+    let unreported = worker.quota.borrow().unreported_cost(view.key_id);
+    spend.key = spend.key.saturating_add(unreported);
+    spend.user = spend.user.saturating_add(unreported);
+    if let Some(budget) = view.max_budget
+        && budget.is_spent(spend.key)
+    {
+        return Err(ProxyError::BudgetExceeded(format!(
+            "this key has spent ${:.6} of its ${} budget",
+            spend.key.dollars(),
+            budget.dollars
+        )));
+    }
+    if let Some(budget) = view.user_max_budget
+        && budget.is_spent(spend.user)
+    {
+        return Err(ProxyError::BudgetExceeded(format!(
+            "this key's user has spent ${:.6} of their ${} budget",
+            spend.user.dollars(),
+            budget.dollars
+        )));
+    }
+    Ok(spend)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_and_charge(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    key: &CachedKey,
+    route: &Route,
+    destination: &Destination<'_>,
+    mut response: ResponseStart,
+    exchange: &mut Exchange,
+    (stream, spend): (bool, Spend),
+) -> Result<(), ProxyError> {
+    let key_id = key.view.key_id;
+    let framing = response.head.framing(&head.method);
+    let whole = match framing {
+        Framing::Length(n) if !stream && n <= MAX_COSTED_ANSWER => {
+            read_whole_body(&mut response, n, route.provider.timeouts.read).await?;
+            true
+        }
+        _ => false,
+    };
+    if whole {
+        // The cost is known before the head goes out: report it there.
+        let mut scan = UsageScan::new(false);
+        scan.feed(&response.buf[response.head.len..]);
+        let cost = scan.finish().map_or(Money(0), |u| {
+            route.cost(u.prompt_tokens, u.completion_tokens)
+        });
+        worker.quota.borrow_mut().charge(key_id, cost);
+        let cost_text = format!("{}", cost.dollars());
+        let spend_text = format!("{}", spend.key.saturating_add(cost).dollars());
+        let extra: [(&str, &[u8]); 3] = [
+            ("x-litellm-response-cost", cost_text.as_bytes()),
+            ("x-litellm-key-spend", spend_text.as_bytes()),
+            ("x-litellm-model-id", route.id.as_bytes()),
+        ];
+        let extras = Extras {
+            headers: &extra,
+            usage: None,
+        };
+        return relay::relay(worker, conn, head, destination, response, exchange, extras).await;
+    }
+    let spend_text = format!("{}", spend.key.dollars());
+    let extra: [(&str, &[u8]); 2] = [
+        ("x-litellm-key-spend", spend_text.as_bytes()),
+        ("x-litellm-model-id", route.id.as_bytes()),
+    ];
+    let mut scan = UsageScan::new(stream);
+    let extras = Extras {
+        headers: &extra,
+        usage: Some(&mut scan),
+    };
+    let result = relay::relay(worker, conn, head, destination, response, exchange, extras).await;
+    // Whatever was relayed is charged, a stream cut short included.
+    if let Some(usage) = scan.finish() {
+        let cost = route.cost(usage.prompt_tokens, usage.completion_tokens);
+        worker.quota.borrow_mut().charge(key_id, cost);
+    }
+    result
+}
+
+/// Reads the rest of a `Content-Length` body of `length` bytes into
+/// `response.buf`.
+async fn read_whole_body(
+    response: &mut ResponseStart,
+    length: u64,
+    inactivity: Duration,
+) -> Result<(), ProxyError> {
+    let end = response.head.len + length as usize;
+    while response.buf.len() < end {
+        let buf = std::mem::take(&mut response.buf);
+        let wanted = end - buf.len();
+        let read = read_append(&mut response.stream, buf, wanted);
+        match monoio::time::timeout(inactivity, read).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok((Ok(n), buf)) if n > 0 => response.buf = buf,
+            Ok((Ok(_), _)) => return Err(ProxyError::UpstreamClosed),
+            Ok((Err(error), _)) => return Err(ProxyError::UpstreamIo(error)),
+        }
+    }
+    Ok(())
+}
+
+/// A request for a model that is not registered, from a key with a
+/// project: to the project's provider, with the body as it came.
+async fn pass_through(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    key: &CachedKey,
+    body: &[u8],
+    exchange: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let upstream_auth = auth::project_upstream_auth(key)?;
+    let (index, provider) = route::route(worker, head, &conn.buf)?;
+    auth::admit(worker, key).await?;
+    let target = head.target.of(&conn.buf).to_vec();
+    let destination = Destination {
+        slot: Slot::Provider(index),
+        provider,
+        authorization: upstream_auth,
+        routed: Some((&target, body)),
+    };
+    let response = forward::forward(worker, conn, head, &destination, exchange).await?;
+    relay::relay(
+        worker,
+        conn,
+        head,
+        &destination,
+        response,
+        exchange,
+        Extras::default(),
+    )
+    .await
+}

@@ -1,0 +1,173 @@
+//! Token usage read from a routed response as it is relayed: the `usage`
+//! block of a JSON answer, or of the last event of a stream that has one
+//! (the final chunk when `stream_options.include_usage` is on). Only the
+//! bytes that may hold it are kept: a JSON answer up to a limit, and for a
+//! stream the event being received.
+
+use memchr::memmem;
+use serde::Deserialize;
+
+/// Largest answer (or single event) kept to read its usage.
+const MAX_KEPT: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<Usage>,
+}
+
+/// Collects a response body's payload (de-chunked) and finds its usage.
+pub struct UsageScan {
+    stream: bool,
+    kept: Vec<u8>,
+    /// Past `MAX_KEPT` without an end: what follows is not looked at.
+    overflowed: bool,
+    /// The last usage seen in a stream.
+    found: Option<Usage>,
+}
+
+impl UsageScan {
+    pub fn new(stream: bool) -> Self {
+        Self {
+            stream,
+            kept: Vec::new(),
+            overflowed: false,
+            found: None,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        self.kept.extend_from_slice(data);
+        if self.stream {
+            self.scan_events();
+        }
+        if self.kept.len() > MAX_KEPT {
+            self.overflowed = true;
+            self.kept = Vec::new();
+        }
+    }
+
+    /// Reads the complete events kept so far and keeps the incomplete one.
+    fn scan_events(&mut self) {
+        let mut start = 0;
+        while let Some((end, next)) = event_end(&self.kept[start..]) {
+            let event = &self.kept[start..start + end];
+            if memmem::find(event, b"\"usage\"").is_some()
+                && let Some(usage) = event_usage(event)
+            {
+                self.found = Some(usage);
+            }
+            start += next;
+        }
+        self.kept.drain(..start);
+    }
+
+    /// The usage of the whole response, once it has been fed entirely.
+    pub fn finish(mut self) -> Option<Usage> {
+        if self.stream {
+            // An event not followed by a blank line still counts.
+            self.kept.extend_from_slice(b"\n\n");
+            self.scan_events();
+            return self.found;
+        }
+        if self.overflowed {
+            return None;
+        }
+        serde_json::from_slice::<WithUsage>(&self.kept)
+            .ok()
+            .and_then(|body| body.usage)
+    }
+}
+
+/// Where the first event in `buf` ends (a blank line: `\n\n`, `\n\r\n`),
+/// and where the next one starts.
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'\n', &buf[from..]) {
+        let line_end = from + at;
+        let rest = &buf[line_end + 1..];
+        if rest.first() == Some(&b'\n') {
+            return Some((line_end, line_end + 2));
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some((line_end, line_end + 3));
+        }
+        from = line_end + 1;
+    }
+    None
+}
+
+/// The usage in one SSE event (`data: {...}` lines), if it has one.
+fn event_usage(event: &[u8]) -> Option<Usage> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: String = text
+        .lines()
+        .filter_map(|line| line.trim_end_matches('\r').strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str::<WithUsage>(&data).ok()?.usage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_a_json_answer() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        let mut scan = UsageScan::new(false);
+        for part in body.chunks(7) {
+            scan.feed(part);
+        }
+        let usage = scan.finish();
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 5
+            })
+        );
+    }
+
+    #[test]
+    fn usage_of_the_last_stream_event_split_anywhere() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":9}}\r\n\r\ndata: [DONE]\n\n";
+        let stream = String::from_utf8_lossy(stream);
+        for size in [1, 5, 64, 4096] {
+            let mut scan = UsageScan::new(true);
+            for part in stream.as_bytes().chunks(size) {
+                scan.feed(part);
+            }
+            assert_eq!(
+                scan.finish(),
+                Some(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 9
+                }),
+                "parts of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_usage_is_none() {
+        let mut scan = UsageScan::new(true);
+        scan.feed(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+        assert_eq!(scan.finish(), None);
+        let mut scan = UsageScan::new(false);
+        scan.feed(b"{\"error\":{}}");
+        assert_eq!(scan.finish(), None);
+    }
+}
