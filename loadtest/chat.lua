@@ -13,10 +13,13 @@
 -- records them.
 --
 -- Usage:
---   wrk -t1 -c32 -d10s -s loadtest/chat.lua http://127.0.0.1:19002/v1/chat/completions -- [API_KEY]
+--   wrk -t1 -c32 -d10s -s loadtest/chat.lua http://127.0.0.1:19002/v1/chat/completions -- [API_KEY [BODY [HEADER...]]]
 --
 -- API_KEY defaults to "sk-bench" (the key the proxy expects from clients);
--- pass "sk-upstream" to talk to the mock upstream directly.
+-- pass "sk-upstream" to talk to the mock upstream directly.  BODY replaces
+-- the JSON body ("" keeps the default), and every further argument is an
+-- extra request header "Name: value" (other gateways need their own model
+-- name or routing headers).
 
 local threads = {}
 
@@ -35,6 +38,16 @@ end
 function init(args)
    if args[1] ~= nil and args[1] ~= "" then
       wrk.headers["Authorization"] = "Bearer " .. args[1]
+   end
+   if args[2] ~= nil and args[2] ~= "" then
+      wrk.body = args[2]
+   end
+   for i = 3, #args do
+      local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+      if name == nil then
+         error("header argument must look like 'Name: value', got '" .. args[i] .. "'")
+      end
+      wrk.headers[name] = value
    end
    non2xx = 0
    first_bad_status = 0

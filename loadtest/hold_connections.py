@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Open N keep-alive connections, complete one request on each, hold them open.
 
-Used by loadtest/compare_nginx.sh (phase 4, memory).  Standard library only.
+Used by loadtest/compare_nginx.sh (phase 5, memory).  Standard library only.
 
     hold_connections.py --port 19002 --key sk-bench [-n 10000] [--batch 256]
 
