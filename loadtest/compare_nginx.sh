@@ -43,7 +43,7 @@
 #   NGINX_BIN=nginx KEEP_WORKDIR=0 (1 = keep logs and raw output)
 #   RATES="5000 15000" ("" = skip phase 2)  RATE_CONNECTIONS=$CONNECTIONS
 #   STREAM_REQUESTS=100 STREAM_CHUNKS=20 STREAM_INTERVAL_MS=5
-#   HOLD_CONNECTIONS=10000 (0 = skip the held measurement of phase 5)
+#   HOLD_CONNECTIONS=10000 (0 = skip the held measurement of phase 5) HOLD_SETTLE=3 (s)
 #   SCALING=1 (0 = skip phase 6) SCALE_CONNECTIONS=64 SCALE_WRK_THREADS=2
 #   SCALE_MOCK_PORT=19004 SCALE1_PORT=19005 SCALE2_PORT=19006
 #   GATEWAYS="" (same as --with) GATEWAY_RATE=100
@@ -129,6 +129,7 @@ STREAM_REQUESTS=${STREAM_REQUESTS:-100}
 STREAM_CHUNKS=${STREAM_CHUNKS:-20}
 STREAM_INTERVAL_MS=${STREAM_INTERVAL_MS:-5}
 HOLD_CONNECTIONS=${HOLD_CONNECTIONS:-10000}
+HOLD_SETTLE=${HOLD_SETTLE:-3}
 SCALING=${SCALING:-1}
 SCALE_CONNECTIONS=${SCALE_CONNECTIONS:-64}
 SCALE_WRK_THREADS=${SCALE_WRK_THREADS:-2}
@@ -1207,7 +1208,7 @@ done
 echo
 echo "== Phase 5: memory (VmRSS; nginx = master + worker) =="
 for target in proxy nginx; do
-    for when in idle held closed; do printf -v "MEM_${target}_${when}" nan; done
+    for when in idle opened held closed; do printf -v "MEM_${target}_${when}" nan; done
 done
 sleep 1
 for target in proxy nginx; do
@@ -1232,7 +1233,11 @@ if ((HOLD_CONNECTIONS > 0)); then
         ready=$(grep -m1 '^READY ' "$hold_out" || true)
         [[ -n $ready ]] || die "hold_connections.py against $target never got ready: $(tail -n 5 "$hold_out.err")"
         log "  $target: $ready"
-        sleep 1
+        check_alive
+        printf -v "MEM_${target}_opened" '%s' "$(rss_kb "${pids[@]}")"
+        # Idle connections settle: llm-proxy gives an idle connection's read
+        # buffer back after 500 ms and returns freed memory once a second.
+        sleep "$HOLD_SETTLE"
         check_alive
         printf -v "MEM_${target}_held" '%s' "$(rss_kb "${pids[@]}")"
         hold_rc=0
@@ -1251,12 +1256,12 @@ if ((HOLD_CONNECTIONS > 0)); then
 fi
 # shellcheck disable=SC2154 # MEM_* are set through printf -v above
 {
-    printf '\n%-6s %12s %12s %14s %14s\n' server start_MB idle_MB "held_MB" closed_MB
+    printf '\n%-6s %12s %12s %14s %14s %14s\n' server start_MB idle_MB opened_MB "held_MB" closed_MB
     for target in proxy nginx; do
-        s=MEM_${target}_start i=MEM_${target}_idle h=MEM_${target}_held c=MEM_${target}_closed
-        printf '%-6s %12s %12s %14s %14s\n' "$target" "$(mb "${!s}")" "$(mb "${!i}")" "$(mb "${!h}")" "$(mb "${!c}")"
+        s=MEM_${target}_start i=MEM_${target}_idle o=MEM_${target}_opened h=MEM_${target}_held c=MEM_${target}_closed
+        printf '%-6s %12s %12s %14s %14s %14s\n' "$target" "$(mb "${!s}")" "$(mb "${!i}")" "$(mb "${!o}")" "$(mb "${!h}")" "$(mb "${!c}")"
     done
-    echo "  start = before any load; idle = after phases 1-4; held = with $HOLD_CONNECTIONS connections open; closed = 1 s after they closed"
+    echo "  start = before any load; idle = after phases 1-4; opened = as the last of $HOLD_CONNECTIONS connections got its answer; held = ${HOLD_SETTLE} s later, still open; closed = 1 s after they closed"
 }
 
 # The rest runs with the mock back on the load core, as in phases 1 and 2.
@@ -1656,11 +1661,11 @@ SUMMARY=$WORKDIR/summary.md
     echo
     echo "VmRSS; nginx = master + worker; $(fmt_int "$HOLD_CONNECTIONS") keep-alive connections that each completed one request, held open by \`loadtest/hold_connections.py\`."
     echo
-    echo "| server | before any load MB | idle after phases 1–4 MB | $(fmt_int "$HOLD_CONNECTIONS") connections MB | 1 s after they close MB |"
-    echo "| --- | ---: | ---: | ---: | ---: |"
+    echo "| server | before any load MB | idle after phases 1–4 MB | $(fmt_int "$HOLD_CONNECTIONS") connections, just opened MB | held ${HOLD_SETTLE} s MB | 1 s after they close MB |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
     for target in proxy nginx; do
-        s=MEM_${target}_start i=MEM_${target}_idle h=MEM_${target}_held c=MEM_${target}_closed
-        echo "| ${T_NAME[$target]} | $(mb "${!s}") | $(mb "${!i}") | $(mb "${!h}") | $(mb "${!c}") |"
+        s=MEM_${target}_start i=MEM_${target}_idle o=MEM_${target}_opened h=MEM_${target}_held c=MEM_${target}_closed
+        echo "| ${T_NAME[$target]} | $(mb "${!s}") | $(mb "${!i}") | $(mb "${!o}") | $(mb "${!h}") | $(mb "${!c}") |"
     done
     echo
 

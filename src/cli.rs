@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+pub mod client;
+
+pub use client::ClientCommand;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "llm-proxy",
@@ -30,6 +34,9 @@ pub enum Command {
     Benchmark(BenchmarkArgs),
     /// Talk to the OpenAI API through the proxy.
     Openai(OpenaiArgs),
+    /// The LiteLLM-style client commands (also the `dheera_ai-proxy` binary).
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(Debug, Args)]

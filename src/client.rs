@@ -1,13 +1,17 @@
 //! A small blocking HTTP client for the cold-path commands that talk to a
-//! running server (`manage`, and later the LiteLLM-style client commands).
+//! running server (`manage`, `openai chat` and the LiteLLM-style client
+//! commands).
 //!
-//! JSON in, JSON out. Every failure becomes a [`ClientError`] whose one-line
+//! JSON in, JSON out ([`Client::call`]), or bytes in, bytes out
+//! ([`Client::send`]). Every failure becomes a [`ClientError`] whose one-line
 //! `Display` says what to do, and whose [`ClientError::exit_code`] follows the
 //! CLI convention: 0 ok, 1 general error, 2 server unreachable, 3
-//! authentication failed. The bearer token is never part of any message.
+//! authentication failed, 4 not found. The bearer token is never part of any
+//! message; with [`Client::with_debug`] every exchange is printed on stderr
+//! with secrets redacted (see `debug`).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ureq::http::{self, Method, StatusCode};
@@ -20,6 +24,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest server error text repeated to the user.
 const MAX_MESSAGE_CHARS: usize = 300;
+
+mod debug;
+mod text;
+
+use text::one_line;
+pub use text::{encode, error_message, with_query};
 
 /// Which server API a [`Client`] talks to, and how the user supplies its
 /// address and token: used only to word error messages.
@@ -76,14 +86,20 @@ pub enum ClientError {
     /// Bad arguments, found before anything was sent.
     #[error("{0}")]
     Usage(String),
+    /// The server does not know the model, credential, key or user asked
+    /// for (a 404 the caller turned into this with [`ClientError::not_found`]).
+    #[error("{message}")]
+    NotFound { message: String },
 }
 
 impl ClientError {
-    /// The process exit code for this error (2 unreachable, 3 auth, else 1).
+    /// The process exit code for this error (2 unreachable, 3 auth, 4 not
+    /// found, else 1).
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Unreachable { .. } => 2,
             ClientError::Auth { .. } => 3,
+            ClientError::NotFound { .. } => 4,
             ClientError::Api { .. } | ClientError::BadResponse(_) | ClientError::Usage(_) => 1,
         }
     }
@@ -93,9 +109,33 @@ impl ClientError {
         match self {
             ClientError::Auth { status, .. } => *status,
             ClientError::Api { status, .. } => Some(*status),
+            ClientError::NotFound { .. } => Some(404),
             _ => None,
         }
     }
+
+    /// A 404 answer becomes [`ClientError::NotFound`] naming `subject`
+    /// (e.g. `model "m-1"`); any other error is kept.
+    pub fn not_found(self, subject: &str) -> ClientError {
+        match self {
+            ClientError::Api {
+                status: 404,
+                message,
+                ..
+            } => ClientError::NotFound {
+                message: format!("{subject} not found (404: {message})"),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A raw answer of [`Client::send`].
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// A blocking JSON client for one server.
@@ -106,6 +146,8 @@ pub struct Client {
     /// Sent as `Authorization: Bearer …`; never printed.
     token: Option<String>,
     agent: ureq::Agent,
+    /// Print every exchange on stderr (secrets redacted).
+    debug: bool,
 }
 
 impl fmt::Debug for Client {
@@ -153,6 +195,7 @@ impl Client {
             base_url,
             token,
             agent: agent(DEFAULT_TIMEOUT),
+            debug: false,
         })
     }
 
@@ -173,6 +216,12 @@ impl Client {
     /// Replaces the time allowed for one whole exchange.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.agent = agent(timeout);
+        self
+    }
+
+    /// Prints every request and response on stderr, secrets redacted.
+    pub fn with_debug(mut self, debug: bool) -> Client {
+        self.debug = debug;
         self
     }
 
@@ -210,20 +259,66 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, ClientError> {
-        let url = format!("{}{path}", self.base_url);
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("Accept", "application/json");
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
+        let mut headers = vec![("Accept".to_string(), "application/json".to_string())];
+        let body = body.map(|body| {
+            headers.push(("Content-Type".into(), "application/json".into()));
+            body.to_string().into_bytes()
+        });
+        let answer = self.exchange(method, path, &headers, body)?;
+        self.interpret(answer.status, &answer.body)
+    }
+
+    /// One exchange with any body and headers (`headers` replace the
+    /// defaults of the same name); a non-2xx answer is an error, as in
+    /// [`Client::call`].
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let answer = self.exchange(method, path, headers, body)?;
+        if answer.status.is_success() {
+            return Ok(answer);
         }
+        Err(self.failure(answer.status, &answer.body))
+    }
+
+    /// Sends a request and reads the whole answer, whatever its status.
+    fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let mut all: Vec<(String, String)> = Vec::with_capacity(headers.len() + 1);
+        if let Some(token) = &self.token {
+            all.push(("Authorization".into(), format!("Bearer {token}")));
+        }
+        for (name, value) in headers {
+            all.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            all.push((name.clone(), value.clone()));
+        }
+        if self.debug {
+            debug::request(
+                method.as_str(),
+                &url,
+                &all,
+                body.as_deref(),
+                self.token.as_deref(),
+            );
+        }
+        let mut request = http::Request::builder().method(method).uri(&url);
+        for (name, value) in &all {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let started = Instant::now();
         let sent = match body {
             Some(body) => {
-                let request = request
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string().into_bytes())
-                    .map_err(|e| self.bad_request(e))?;
+                let request = request.body(body).map_err(|e| self.bad_request(e))?;
                 self.agent.run(request)
             }
             None => {
@@ -233,13 +328,29 @@ impl Client {
         };
         let mut response = sent.map_err(|e| self.transport_error(e))?;
         let status = response.status();
-        let bytes = response
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
+        let body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(|e| self.transport_error(e))?;
-        self.interpret(status, &bytes)
+        let answer = Answer {
+            status,
+            headers,
+            body,
+        };
+        if self.debug {
+            debug::response(&answer, started.elapsed(), self.token.as_deref());
+        }
+        Ok(answer)
     }
 
     fn interpret(&self, status: StatusCode, bytes: &[u8]) -> Result<Option<Value>, ClientError> {
@@ -256,30 +367,36 @@ impl Client {
                 ))
             });
         }
+        Err(self.failure(status, bytes))
+    }
+
+    /// The error for a non-2xx answer, with the server's message.
+    fn failure(&self, status: StatusCode, bytes: &[u8]) -> ClientError {
         let code = status.as_u16();
-        if code == 401 || code == 403 {
-            return Err(ClientError::Auth {
-                status: Some(code),
-                message: format!(
-                    "{} rejected the {} ({code}): check {} / {}",
-                    self.service.name,
-                    self.service.token_name,
-                    self.service.token_flag,
-                    self.service.token_env
-                ),
-            });
-        }
         let message = error_message(bytes).unwrap_or_else(|| {
             status
                 .canonical_reason()
                 .unwrap_or("no message")
                 .to_string()
         });
-        Err(ClientError::Api {
+        let message = self.redact(&message);
+        if code == 401 || code == 403 {
+            return ClientError::Auth {
+                status: Some(code),
+                message: format!(
+                    "{} rejected the {} ({code}: {message}): check {} / {}",
+                    self.service.name,
+                    self.service.token_name,
+                    self.service.token_flag,
+                    self.service.token_env
+                ),
+            };
+        }
+        ClientError::Api {
             service: self.service.name,
             status: code,
-            message: self.redact(&message),
-        })
+            message,
+        }
     }
 
     fn transport_error(&self, error: ureq::Error) -> ClientError {
@@ -374,99 +491,9 @@ fn io_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// The message of an error body: the OpenAI envelope `error.message`, or the
-/// other usual shapes (`error` as a string, `detail`, `message`), or the raw
-/// text if it is short.
-pub fn error_message(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if let Ok(json) = serde_json::from_str::<Value>(text) {
-        let found = [
-            &json["error"]["message"],
-            &json["error"],
-            &json["detail"],
-            &json["message"],
-        ]
-        .into_iter()
-        .find_map(|v| v.as_str().filter(|s| !s.trim().is_empty()));
-        if let Some(message) = found {
-            return Some(one_line(message, MAX_MESSAGE_CHARS));
-        }
-    }
-    Some(one_line(text, MAX_MESSAGE_CHARS))
-}
-
-/// Collapses whitespace (newlines included) and cuts to `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.chars().count() <= max {
-        return joined;
-    }
-    let mut cut: String = joined.chars().take(max).collect();
-    cut.push('…');
-    cut
-}
-
-/// Percent-encodes one path segment (or query component): everything but
-/// the RFC 3986 unreserved characters.
-pub fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// `path?k=v&…` with every key and value percent-encoded; `path` alone when
-/// `pairs` is empty.
-pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
-    let mut out = path.to_string();
-    for (i, (key, value)) in pairs.iter().enumerate() {
-        out.push(if i == 0 { '?' } else { '&' });
-        out.push_str(&encode(key));
-        out.push('=');
-        out.push_str(&encode(value));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encodes_segments_and_queries() {
-        assert_eq!(encode("sk-AZ09_.~"), "sk-AZ09_.~");
-        assert_eq!(encode("a/b c?d"), "a%2Fb%20c%3Fd");
-        assert_eq!(encode("é"), "%C3%A9");
-        assert_eq!(with_query("/t", &[]), "/t");
-        assert_eq!(
-            with_query("/t", &[("project_id", "a b"), ("active_only", "true")]),
-            "/t?project_id=a%20b&active_only=true"
-        );
-    }
-
-    #[test]
-    fn extracts_error_messages() {
-        let envelope = br#"{"error":{"message":"project not found","type":"invalid_request_error","param":null,"code":"not_found"}}"#;
-        assert_eq!(error_message(envelope).unwrap(), "project not found");
-        assert_eq!(error_message(br#"{"detail":"nope"}"#).unwrap(), "nope");
-        assert_eq!(error_message(br#"{"error":"flat"}"#).unwrap(), "flat");
-        assert_eq!(error_message(b"Bad\n  Gateway\n").unwrap(), "Bad Gateway");
-        assert_eq!(error_message(b"  "), None);
-        let long = "x".repeat(1000);
-        assert_eq!(
-            error_message(long.as_bytes()).unwrap().chars().count(),
-            MAX_MESSAGE_CHARS + 1
-        );
-    }
 
     #[test]
     fn validates_base_url_and_token() {

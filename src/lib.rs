@@ -14,6 +14,7 @@
 //! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
 //! runtime    COLD    worker threads, one monoio runtime each, pinning, driver fallback
 //! settings   COLD    typed settings from flags, environment and the .env file
+//! litellm_config COLD  a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
 //! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
 //! cli, cmd   COLD    command-line definitions, one module per subcommand
 //! client     COLD    blocking JSON client of a running server's APIs, for the client commands
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod http;
+pub mod litellm_config;
 pub mod loadgen;
 pub mod manage;
 pub mod mock;

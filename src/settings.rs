@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::cli::ServerArgs;
+use crate::litellm_config::{self, ConfigModel, RouterSettings};
 use crate::providers::ProviderTable;
 
 /// Default upstream when no API config file is given.
@@ -118,6 +119,10 @@ pub struct ServerSettings {
     pub limits: ClientLimits,
     pub shutdown_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
+    /// Retries and fallbacks of routed requests (from a LiteLLM config).
+    pub router: RouterSettings,
+    /// The `model_list` of a LiteLLM config, put in the store at start.
+    pub config_models: Vec<ConfigModel>,
 }
 
 impl ServerSettings {
@@ -152,15 +157,38 @@ impl ServerSettings {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let base_url_override = env.get("OPENAI_API_URL");
-        let api_config = args
-            .api_config
-            .clone()
-            .or(yaml_config)
-            .or_else(|| env.get("API_CONFIG_PATH").map(PathBuf::from));
-        let providers = match api_config {
-            Some(path) => ProviderTable::load(&path, base_url_override.as_deref())?,
+        // Each YAML file is either an api_providers.yaml or a LiteLLM
+        // config.yaml, told apart by what is in it; one of each may be given.
+        let mut yaml_files: Vec<PathBuf> = args.api_config.iter().cloned().collect();
+        yaml_files.extend(yaml_config);
+        if yaml_files.is_empty() {
+            yaml_files.extend(env.get("API_CONFIG_PATH").map(PathBuf::from));
+        }
+        let (mut providers, mut litellm) = (None, None);
+        for path in yaml_files {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if litellm_config::is_litellm_config(&text) {
+                if litellm.is_some() {
+                    bail!("two LiteLLM config files given; pass one");
+                }
+                let config = litellm_config::parse(&text, |name| env.get(name))
+                    .with_context(|| format!("invalid LiteLLM config {}", path.display()))?;
+                litellm = Some(config);
+            } else {
+                if providers.is_some() {
+                    bail!("two API provider files given; pass one");
+                }
+                let table = ProviderTable::from_yaml(&text, base_url_override.as_deref())
+                    .with_context(|| format!("invalid API config {}", path.display()))?;
+                providers = Some(table);
+            }
+        }
+        let providers = match providers {
+            Some(table) => table,
             None => ProviderTable::openai(base_url_override.as_deref().unwrap_or(OPENAI_BASE_URL))?,
         };
+        let litellm = litellm.unwrap_or_default();
         let limits = ClientLimits {
             max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
             max_body_bytes: env.size("MAX_REQUEST_SIZE", 10 << 20)?,
@@ -178,7 +206,7 @@ impl ServerSettings {
             workers,
             pin_cores: args.pin_cores,
             providers,
-            management_token: env.get("MANAGEMENT_TOKEN"),
+            management_token: env.get("MANAGEMENT_TOKEN").or(litellm.master_key),
             encryption_key: env.get("ENCRYPTION_KEY"),
             require_encryption: env.flag("REQUIRE_ENCRYPTION_KEY")?,
             limits,
@@ -187,6 +215,8 @@ impl ServerSettings {
                 .upstream_ca_file
                 .clone()
                 .or_else(|| env.get("UPSTREAM_CA_FILE").map(PathBuf::from)),
+            router: litellm.router,
+            config_models: litellm.models,
         })
     }
 }

@@ -2,12 +2,9 @@
 //! management API (`/manage/*`), printed as tables or, with `--json`, as the
 //! server's JSON.
 
-use std::io::{self, Write};
-
-use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde_json::{Map, Value, json};
 
+use super::output::{cell, field_table, keep_whole, obfuscate, pretty, print, table, time, yes_no};
 use crate::cli::{ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
 use crate::client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
 
@@ -281,123 +278,9 @@ fn token_table(tokens: &[Value]) -> String {
     format!("{table}\n")
 }
 
-/// A two-column table: field, value.
-fn field_table<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> String {
-    let mut table = table(["FIELD", "VALUE"]);
-    for (field, value) in rows {
-        table.add_row([field.to_string(), value]);
-    }
-    keep_whole(&mut table, &[0]);
-    format!("{table}\n")
-}
-
-fn table<const N: usize>(header: [&str; N]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header);
-    table
-}
-
-/// Identifiers are copied from tables: never wrap those columns.
-fn keep_whole(table: &mut Table, columns: &[usize]) {
-    for &index in columns {
-        if let Some(column) = table.column_mut(index) {
-            column.set_constraint(ColumnConstraint::ContentWidth);
-        }
-    }
-}
-
-/// A JSON value as table text: strings bare, null as "-".
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn yes_no(value: &Value) -> String {
-    match value {
-        Value::Bool(true) => "yes".into(),
-        Value::Bool(false) => "no".into(),
-        other => cell(other),
-    }
-}
-
-/// An RFC 3339 time without its fraction of a second, for narrow columns.
-fn time(value: &Value) -> String {
-    let Value::String(s) = value else {
-        return cell(value);
-    };
-    match s.find('.') {
-        Some(dot) => {
-            let digits = s[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
-            format!("{}{}", &s[..dot], &s[dot + 1 + digits..])
-        }
-        None => s.clone(),
-    }
-}
-
-/// A token secret given on the command line, shortened like the server
-/// shows it; a UUID is left as it is.
-fn obfuscate(id: &str) -> String {
-    if !id.starts_with("sk-") {
-        return id.to_string();
-    }
-    let chars: Vec<char> = id.chars().collect();
-    if chars.len() <= 12 {
-        return "sk-…".into();
-    }
-    let head: String = chars[..7].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
-}
-
-fn pretty(value: &Value) -> String {
-    let mut out = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-    out.push('\n');
-    out
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn print(output: &str) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    match stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_lose_their_fraction() {
-        assert_eq!(
-            time(&json!("2025-01-02T03:04:05.123456Z")),
-            "2025-01-02T03:04:05Z"
-        );
-        assert_eq!(
-            time(&json!("2025-01-02T03:04:05.5+02:00")),
-            "2025-01-02T03:04:05+02:00"
-        );
-        assert_eq!(time(&json!("2025-01-02T03:04:05Z")), "2025-01-02T03:04:05Z");
-        assert_eq!(time(&Value::Null), "-");
-    }
-
-    #[test]
-    fn secrets_are_shortened() {
-        assert_eq!(obfuscate("sk-abcdefghijklmnop"), "sk-abcd…mnop");
-        assert_eq!(obfuscate("sk-short"), "sk-…");
-        let uuid = "123e4567-e89b-12d3-a456-426614174000";
-        assert_eq!(obfuscate(uuid), uuid);
-    }
 
     #[test]
     fn generated_token_shows_the_secret_once() {

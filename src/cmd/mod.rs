@@ -1,8 +1,11 @@
 //! One module per subcommand; each turns parsed arguments into work.
 
 pub mod benchmark;
+pub mod client;
 pub mod manage;
 pub mod mock_upstream;
 pub mod openai_chat;
+pub mod output;
+pub mod process;
 pub mod server;
 pub mod setup;

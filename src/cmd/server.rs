@@ -8,6 +8,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::ServerArgs;
+use crate::litellm_config::ConfigModel;
+use crate::manage::litellm::models as litellm_models;
 use crate::mock::{self, MockHandle, MockSettings};
 use crate::providers::ProviderTable;
 use crate::server;
@@ -34,6 +36,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     if demo.is_some() {
         seed_demo(&store)?;
     }
+    load_config_models(&store, &settings.config_models)?;
     if settings.management_token.is_none() {
         tracing::warn!("MANAGEMENT_TOKEN is not set: the management API is disabled");
     }
@@ -135,4 +138,33 @@ fn print_demo_hint(addr: std::net::SocketAddr, key: &str) {
     println!(
         "\nTry a streaming chat completion through the proxy:\n\n  curl -N http://{host}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n"
     );
+}
+
+/// Puts the config file's `model_list` in the store in place of the
+/// previous start's (models made through the API are left alone).
+fn load_config_models(store: &Store, models: &[ConfigModel]) -> anyhow::Result<()> {
+    let mut prepared = Vec::with_capacity(models.len());
+    for (index, model) in models.iter().enumerate() {
+        let checked = litellm_models::prepare(
+            model.model_name.clone(),
+            model.litellm_params.clone(),
+            model.model_info.clone(),
+            None,
+        )
+        .and_then(|(id, changes)| {
+            litellm_models::check_credential_of(store, &changes)?;
+            Ok((id, changes))
+        })
+        .map_err(|error| anyhow::anyhow!("model_list[{index}]: {error}"))?;
+        let (id, changes) = checked;
+        let name = changes.model_name.as_deref().unwrap_or_default();
+        let id = id.unwrap_or_else(|| format!("config-{index}-{name}"));
+        prepared.push((id, changes));
+    }
+    if !models.is_empty() {
+        tracing::info!(models = models.len(), "models from the config file");
+    }
+    store
+        .replace_config_deployments(prepared)
+        .context("cannot store the config file's models")
 }

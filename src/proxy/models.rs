@@ -107,6 +107,20 @@ pub fn pick<'r>(routes: &'r [Rc<Route>], skip: &[&str]) -> Option<&'r Rc<Route>>
     last
 }
 
+/// Up to `attempts` different deployments of `routes`, in the order they
+/// are to be tried: each drawn by weight from those not drawn yet.
+pub fn draw_order(routes: &[Rc<Route>], attempts: usize) -> Vec<Rc<Route>> {
+    let mut order: Vec<Rc<Route>> = Vec::with_capacity(attempts.min(routes.len()));
+    while order.len() < attempts {
+        let drawn: Vec<&str> = order.iter().map(|r| r.id.as_str()).collect();
+        match pick(routes, &drawn) {
+            Some(route) => order.push(route.clone()),
+            None => break,
+        }
+    }
+    order
+}
+
 fn object(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -223,6 +237,13 @@ mod tests {
         assert!((8_500..9_500).contains(&a), "a drawn {a} times in 10,000");
         assert_eq!(pick(&routes, &["a"]).map(|r| r.id.as_str()), Some("b"));
         assert!(pick(&routes, &["a", "b"]).is_none());
+        let order: Vec<String> = draw_order(&routes, 5)
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
+        assert_eq!(order.len(), 2);
+        assert_ne!(order[0], order[1]);
+        assert_eq!(draw_order(&routes, 1).len(), 1);
     }
 
     #[test]

@@ -83,11 +83,8 @@ pub async fn handle(
     auth::admit(worker, key).await?;
 
     let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
-    let mut tried: Vec<&str> = Vec::with_capacity(routes.len());
-    loop {
-        let route = models::pick(&routes, &tried).ok_or_else(|| {
-            ProxyError::Internal(format!("model {name:?} has no deployment left to try"))
-        })?;
+    let candidates = candidates(worker, name, &routes);
+    for (index, route) in candidates.iter().enumerate() {
         let rewritten = fields::rewrite(&body, &fields, &route.upstream_model, ask_usage);
         let destination = Destination {
             slot: route.slot.clone(),
@@ -95,16 +92,15 @@ pub async fn handle(
             authorization: &route.authorization,
             routed: Some((endpoint, &rewritten)),
         };
-        let last = tried.len() + 1 >= routes.len();
+        let last = index + 1 == candidates.len();
         let response = match forward::forward(worker, conn, head, &destination, exchange).await {
             Ok(response) if !last && retryable(response.head.status) => {
                 tracing::debug!(
                     request_id = exchange.request_id.as_str(),
                     deployment = route.id,
                     status = response.head.status,
-                    "deployment failed; trying another"
+                    "deployment failed; trying the next"
                 );
-                tried.push(&route.id);
                 continue;
             }
             Ok(response) => response,
@@ -113,9 +109,8 @@ pub async fn handle(
                     request_id = exchange.request_id.as_str(),
                     deployment = route.id,
                     %error,
-                    "deployment failed; trying another"
+                    "deployment failed; trying the next"
                 );
-                tried.push(&route.id);
                 continue;
             }
             Err(error) => return Err(error),
@@ -133,6 +128,26 @@ pub async fn handle(
         )
         .await;
     }
+    Err(ProxyError::Internal(format!(
+        "model {name:?} has no deployment to try"
+    )))
+}
+
+/// The deployments to try, in order: up to `1 + num_retries` of the
+/// model's, drawn by weight, then as many of each of its fallbacks'.
+fn candidates(worker: &Worker, name: &str, routes: &[Rc<Route>]) -> Vec<Rc<Route>> {
+    let router = &worker.settings.router;
+    let attempts = router.num_retries + 1;
+    let mut order = models::draw_order(routes, attempts);
+    if let Some(fallbacks) = router.fallbacks.get(name) {
+        let table = worker.models.borrow();
+        for fallback in fallbacks {
+            if let Some(routes) = table.deployments(fallback) {
+                order.extend(models::draw_order(routes, attempts));
+            }
+        }
+    }
+    order
 }
 
 /// A 429 or 5xx from a deployment: another may do better.

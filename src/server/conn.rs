@@ -220,8 +220,8 @@ impl Handler {
         if path.starts_with(b"/v1/") {
             // `/v1/models` lists the registered models, if there are any;
             // otherwise it is the upstream's list, passed through.
-            let local = (path == b"/v1/models" || path == b"/v1/model/info")
-                && worker.store.has_deployments().unwrap_or(false);
+            let local = path == b"/v1/model/info"
+                || (path == b"/v1/models" && worker.store.has_deployments().unwrap_or(false));
             return if local {
                 Handler::Manage
             } else {

@@ -73,6 +73,7 @@ impl Store {
             params: new.params.unwrap_or_else(|| "{}".into()),
             secrets: self.seal_optional(new.secrets.flatten())?,
             model_info: new.model_info.unwrap_or_else(|| "{}".into()),
+            from_config: false,
             created_at: now,
             updated_at: now,
         };
@@ -84,6 +85,49 @@ impl Store {
             .put(&mut txn, &deployment.id, &deployment)?;
         self.commit_admin(txn)?;
         Ok(deployment)
+    }
+
+    /// Replaces the deployments of the config file with `models` (id and
+    /// content each), in one transaction; those made through the API stay.
+    pub fn replace_config_deployments(
+        &self,
+        models: Vec<(String, DeploymentChanges)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut txn = self.env.write_txn()?;
+        let mut stale = Vec::new();
+        for entry in self.deployments.iter(&txn)? {
+            let (id, deployment) = entry?;
+            if deployment.from_config {
+                stale.push(id.to_string());
+            }
+        }
+        for id in stale {
+            self.deployments.delete(&mut txn, &id)?;
+        }
+        for (id, model) in models {
+            if self
+                .deployments
+                .get(&txn, &id)?
+                .is_some_and(|d| !d.from_config)
+            {
+                return Err(StoreError::Taken("model id", id));
+            }
+            let deployment = Deployment {
+                id,
+                model_name: model.model_name.unwrap_or_default(),
+                params: model.params.unwrap_or_else(|| "{}".into()),
+                secrets: self.seal_optional(model.secrets.flatten())?,
+                model_info: model.model_info.unwrap_or_else(|| "{}".into()),
+                from_config: true,
+                created_at: now,
+                updated_at: now,
+            };
+            self.deployments
+                .put(&mut txn, &deployment.id, &deployment)?;
+        }
+        self.commit_admin(txn)?;
+        Ok(())
     }
 
     pub fn update_deployment(

@@ -188,6 +188,9 @@ pub struct Deployment {
     pub secrets: Option<Sealed>,
     /// `model_info` as a JSON object, without `id` and the timestamps.
     pub model_info: String,
+    /// Defined in the server's config file (`model_list`), not through the
+    /// API: replaced at every start, not changed through the API.
+    pub from_config: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -90,17 +90,33 @@ impl CliRun {
     }
 }
 
-/// Builds one `llm-proxy` invocation with a cleared environment.
+/// Builds one `llm-proxy` (or `dheera_ai-proxy`) invocation with a cleared
+/// environment.
 pub struct Cli {
+    program: &'static str,
     args: Vec<String>,
     env: Vec<(String, String)>,
+}
+
+/// The `dheera_ai-proxy` binary: the client commands alone.
+pub fn dheera_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dheera_ai-proxy")
 }
 
 impl Cli {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
         Self {
+            program: super::bin(),
             args: args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
+        }
+    }
+
+    /// `dheera_ai-proxy <args>`.
+    pub fn dheera<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
+        Self {
+            program: dheera_bin(),
+            ..Self::new(args)
         }
     }
 
@@ -132,7 +148,7 @@ impl Cli {
 
     /// Runs to completion (killed after a minute) in `dir`.
     pub fn run_in(&self, dir: &std::path::Path) -> CliRun {
-        let mut cmd = Command::new(super::bin());
+        let mut cmd = Command::new(self.program);
         cmd.current_dir(dir)
             .env_clear()
             .args(&self.args)
@@ -175,6 +191,26 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+/// An OpenAI chat completion answering `text`.
+pub fn completion_json(text: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    })
+    .to_string()
+}
+
+/// A model deployment as `/model/new` answers it.
+pub fn deployment_json(id: &str) -> String {
+    serde_json::json!({
+        "model_id": id, "model_name": "gpt-4",
+        "litellm_params": {"model": "gpt-4", "max_tokens": 2048},
+        "model_info": {"id": id},
+    })
+    .to_string()
 }
 
 // ---------------------------------------------------------------------------

@@ -83,8 +83,10 @@ fn expiry(duration: Option<&str>) -> Result<Option<i64>, ProxyError> {
     match duration.map(str::trim) {
         None | Some("") => Ok(None),
         Some(text) => {
-            let duration = requested_duration(None, Some(text))
-                .map_err(|message| invalid("duration", message))?;
+            let duration = requested_duration(None, Some(text)).map_err(|message| {
+                let message = message.strip_prefix("duration: ").unwrap_or(&message);
+                invalid("duration", message)
+            })?;
             Ok(duration.map(expiry_after))
         }
     }
@@ -142,9 +144,15 @@ pub async fn info(store: Arc<Store>, query: &str) -> Answer {
     .await
 }
 
+/// Names the key without repeating a secret: a long value is cut to its
+/// first 8 characters (characters, not bytes: the value may be any text).
 fn not_found(key: &str) -> ProxyError {
-    let shown = if key.len() > 12 { &key[..8] } else { key };
-    ProxyError::Missing(format!("no key {shown:?}…"))
+    if key.chars().count() > 12 {
+        let shown: String = key.chars().take(8).collect();
+        ProxyError::Missing(format!("no key {shown:?}…"))
+    } else {
+        ProxyError::Missing(format!("no key {key:?}"))
+    }
 }
 
 /// `GET /key/list`.

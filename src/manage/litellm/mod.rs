@@ -10,7 +10,7 @@
 
 mod credentials;
 mod keys;
-mod models;
+pub mod models;
 mod users;
 
 use http::{Method, StatusCode};
@@ -163,6 +163,7 @@ fn query_number(
         None | Some("") => Ok(default),
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ if max == usize::MAX => Err(invalid(name, "must be a whole number from 1")),
             _ => Err(invalid(name, format!("must be a number from 1 to {max}"))),
         },
     }

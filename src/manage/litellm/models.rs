@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{Caller, invalid, normalize_numbers, parse, query_pairs, query_value};
 use crate::manage::{Answer, blocking, views::rfc3339};
 use crate::proxy::error::ProxyError;
-use crate::store::{Deployment, DeploymentChanges, Store};
+use crate::store::{Deployment, DeploymentChanges, Store, StoreError};
 
 /// `litellm_params` that are numbers (numeric strings are accepted).
 const NUMERIC_PARAMS: [&str; 8] = [
@@ -97,10 +97,7 @@ pub async fn info(store: Arc<Store>, caller: Caller, query: &str) -> Answer {
         if let Some(id) = &only
             && data.is_empty()
         {
-            return Err(ProxyError::InvalidField {
-                field: "litellm_model_id".into(),
-                message: format!("no model with id {id:?}"),
-            });
+            return Err(ProxyError::Missing(format!("no model with id {id:?}")));
         }
         Ok((StatusCode::OK, Some(json!({"data": data}))))
     })
@@ -111,7 +108,7 @@ pub async fn info(store: Arc<Store>, caller: Caller, query: &str) -> Answer {
 pub fn view(deployment: &Deployment) -> Value {
     let mut info = object(&deployment.model_info);
     info.insert("id".into(), json!(deployment.id));
-    info.insert("db_model".into(), json!(true));
+    info.insert("db_model".into(), json!(!deployment.from_config));
     info.insert("created_at".into(), json!(rfc3339(deployment.created_at)));
     info.insert("updated_at".into(), json!(rfc3339(deployment.updated_at)));
     json!({
@@ -128,6 +125,20 @@ fn answer(deployment: &Deployment) -> Value {
     value
 }
 
+/// Models of the config file change with the file, not through the API.
+fn refuse_config(deployment: &Deployment) -> Result<(), ProxyError> {
+    if deployment.from_config {
+        return Err(ProxyError::InvalidField {
+            field: "id".into(),
+            message: format!(
+                "model {} is defined in the server's config file; change it there",
+                deployment.id
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn object(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -141,7 +152,7 @@ struct ModelInput {
 }
 
 /// A JSON object.
-type Object = Map<String, Value>;
+pub type Object = Map<String, Value>;
 
 /// `litellm_params` checked and split into what is shown and what is sealed.
 fn split_params(mut params: Object) -> Result<(Object, Object), ProxyError> {
@@ -194,16 +205,19 @@ fn secrets_text(secrets: &Map<String, Value>) -> Option<String> {
     (!secrets.is_empty()).then(|| Value::Object(secrets.clone()).to_string())
 }
 
-/// `POST /model/new`.
-pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
-    let input: ModelInput = parse(body)?;
-    let model_name = input
-        .model_name
+/// A new deployment, checked: `(id if given, what to store)`. Used by
+/// `/model/new` and for the `model_list` of the config file. The named
+/// credential, if any, is checked by the caller against the store.
+pub fn prepare(
+    model_name: Option<String>,
+    params: Option<Object>,
+    info: Option<Object>,
+    id: Option<String>,
+) -> Result<(Option<String>, DeploymentChanges), ProxyError> {
+    let model_name = model_name
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| invalid("model_name", "required"))?;
-    let params = input
-        .litellm_params
-        .ok_or_else(|| invalid("litellm_params", "required"))?;
+    let params = params.ok_or_else(|| invalid("litellm_params", "required"))?;
     let model = params
         .get("model")
         .and_then(Value::as_str)
@@ -215,23 +229,52 @@ pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
         ));
     }
     let (shown, secrets) = split_params(params)?;
-    let info = check_info(input.model_info.clone().unwrap_or_default())?;
-    let id = input
-        .model_info
+    let id = info
         .as_ref()
         .and_then(|i| i.get("id"))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .or(input.id);
+        .or(id);
+    let info = check_info(info.unwrap_or_default())?;
+    let changes = DeploymentChanges {
+        model_name: Some(model_name.trim().to_string()),
+        params: Some(Value::Object(shown).to_string()),
+        secrets: Some(secrets_text(&secrets)),
+        model_info: Some(Value::Object(info).to_string()),
+    };
+    Ok((id, changes))
+}
+
+/// The credential a deployment names, if any, must exist.
+pub fn check_credential_of(s: &Store, changes: &DeploymentChanges) -> Result<(), ProxyError> {
+    let params = object(changes.params.as_deref().unwrap_or("{}"));
+    check_credential(s, &params)
+}
+
+/// `POST /model/new`.
+pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
+    let input: ModelInput = parse(body)?;
+    let in_info = input
+        .model_info
+        .as_ref()
+        .and_then(|i| i.get("id"))
+        .is_some_and(Value::is_string);
+    let id_field = if in_info { "model_info.id" } else { "id" };
+    let (id, changes) = prepare(
+        input.model_name,
+        input.litellm_params,
+        input.model_info,
+        input.id,
+    )?;
     blocking(store, move |s| {
-        check_credential(s, &shown)?;
-        let changes = DeploymentChanges {
-            model_name: Some(model_name.trim().to_string()),
-            params: Some(Value::Object(shown).to_string()),
-            secrets: Some(secrets_text(&secrets)),
-            model_info: Some(Value::Object(info).to_string()),
-        };
-        let deployment = s.create_deployment(id, changes)?;
+        check_credential_of(s, &changes)?;
+        // A chosen id that is taken is a 400 naming the field it came in.
+        let deployment = s
+            .create_deployment(id, changes)
+            .map_err(|error| match error {
+                StoreError::Taken(_, id) => invalid(id_field, format!("{id:?} is already taken")),
+                other => other.into(),
+            })?;
         Ok((StatusCode::OK, Some(answer(&deployment))))
     })
     .await
@@ -260,6 +303,7 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     let info = input.model_info.map(check_info).transpose()?;
     blocking(store, move |s| {
         let current = s.get_deployment(&id)?;
+        refuse_config(&current)?;
         let mut changes = DeploymentChanges {
             model_name: input.model_name.map(|n| n.trim().to_string()),
             ..DeploymentChanges::default()
@@ -282,6 +326,17 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
             for name in &removed {
                 merged.remove(name);
                 merged_secrets.remove(name);
+            }
+            // The merged params must still name the upstream model.
+            if merged
+                .get("model")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(invalid(
+                    "litellm_params.model",
+                    "required (the upstream model name)",
+                ));
             }
             check_credential(s, &merged)?;
             changes.params = Some(Value::Object(merged).to_string());
@@ -311,6 +366,7 @@ pub async fn delete(store: Arc<Store>, body: &[u8]) -> Answer {
         .filter(|id| !id.is_empty())
         .ok_or_else(|| invalid("id", "required"))?;
     blocking(store, move |s| {
+        refuse_config(&s.get_deployment(&id)?)?;
         s.delete_deployment(&id)?;
         Ok((
             StatusCode::OK,

@@ -1,0 +1,16 @@
+//! `dheera_ai-proxy`: the LiteLLM-style client commands of `llm-proxy`
+//! (`models`, `credentials`, `keys`, `users`, `chat`, `http`) as a program of
+//! their own, so that commands written for it run as they are.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use llm_proxy::cli::client::ClientCli;
+use llm_proxy::cmd;
+
+fn main() -> ExitCode {
+    cmd::process::main(ClientCli::try_parse, |cli| {
+        cmd::client::run(&cli.command, &cmd::client::DHEERA_AI_PROXY)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,262 @@
+//! `users list|create|get|delete`: internal users through `/user/*`.
+
+use serde_json::{Value, json};
+
+use super::{Call, expect_items, expect_object, list, object, page_line, quoted, spend_cell};
+use crate::cli::client::{Format, UsersCommand};
+use crate::client::{ClientError, with_query};
+use crate::cmd::output::{cell, field_table, keep_whole, pretty, table};
+
+pub(super) fn plan(command: &UsersCommand) -> Result<Call, ClientError> {
+    Ok(match command {
+        UsersCommand::List { page, page_size } => {
+            let (page, size) = (
+                page.map(|p| p.to_string()),
+                page_size.map(|s| s.to_string()),
+            );
+            let query: Vec<(&str, &str)> =
+                [("page", page.as_deref()), ("page_size", size.as_deref())]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v?)))
+                    .collect();
+            Call::get(with_query("/user/list", &query))
+        }
+        UsersCommand::Create {
+            email,
+            role,
+            alias,
+            teams,
+            max_budget,
+            models,
+            user_id,
+            no_key,
+        } => {
+            check_email(email)?;
+            let mut body = json!({"user_email": email.trim(), "user_role": role});
+            if let Some(alias) = alias {
+                body["user_alias"] = json!(alias);
+            }
+            let teams: Vec<&str> = teams
+                .iter()
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty())
+                .collect();
+            if !teams.is_empty() {
+                body["teams"] = json!(teams);
+            }
+            if let Some(budget) = max_budget {
+                body["max_budget"] = json!(budget);
+            }
+            if let Some(models) = models {
+                body["models"] = json!(list("--models", models)?);
+            }
+            if let Some(user_id) = user_id {
+                if user_id.trim().is_empty() {
+                    return Err(ClientError::Usage("--user-id is empty".into()));
+                }
+                body["user_id"] = json!(user_id);
+            }
+            if *no_key {
+                body["auto_create_key"] = json!(false);
+            }
+            Call::post("/user/new", body)
+        }
+        UsersCommand::Get { user_id } => {
+            check_id(user_id)?;
+            Call::get(with_query("/user/info", &[("user_id", user_id)]))
+                .about(format!("user {}", quoted(user_id)))
+        }
+        UsersCommand::Delete { user_ids } => {
+            for id in user_ids {
+                check_id(id)?;
+            }
+            let subject = match user_ids.as_slice() {
+                [one] => format!("user {}", quoted(one)),
+                many => {
+                    let names: Vec<String> = many.iter().map(|id| quoted(id)).collect();
+                    format!("one of the users {}", names.join(", "))
+                }
+            };
+            Call::post("/user/delete", json!({"user_ids": user_ids})).about(subject)
+        }
+    })
+}
+
+pub(super) fn render(
+    command: &UsersCommand,
+    answer: Option<Value>,
+    format: Option<Format>,
+) -> Result<String, ClientError> {
+    match command {
+        UsersCommand::List { .. } => {
+            let answer = expect_object(answer, "the user list")?;
+            if format == Some(Format::Json) {
+                return Ok(pretty(&answer));
+            }
+            let users = expect_items(&answer, "users", "the user list")?;
+            let first = page_line(
+                users.len(),
+                &answer["total"],
+                &answer["page"],
+                &answer["total_pages"],
+                "users",
+            );
+            Ok(format!("{first}{}", user_table(users)))
+        }
+        UsersCommand::Create { .. } => {
+            let answer = expect_object(answer, "the new user")?;
+            match (format, answer["key"].as_str()) {
+                (Some(Format::Table), Some(key)) => {
+                    let mut rest = answer.clone();
+                    if let Some(fields) = rest.as_object_mut() {
+                        fields.remove("key");
+                    }
+                    let rows = super::flatten(&rest);
+                    let table = field_table(rows.iter().map(|(k, v)| (k.as_str(), v.clone())));
+                    Ok(format!("Key: {key}  (shown once; store it now)\n{table}"))
+                }
+                _ => object(answer, format),
+            }
+        }
+        UsersCommand::Get { .. } => object(expect_object(answer, "the user info")?, format),
+        UsersCommand::Delete { user_ids } => match (format, answer) {
+            (Some(Format::Table), _) => Ok(format!(
+                "Deleted {} user{} and their keys.\n",
+                user_ids.len(),
+                if user_ids.len() == 1 { "" } else { "s" }
+            )),
+            (_, Some(answer)) => Ok(pretty(&answer)),
+            (_, None) => Ok(pretty(&json!({"deleted_users": user_ids}))),
+        },
+    }
+}
+
+/// Something, an `@`, something with a dot after it; no spaces.
+fn check_email(email: &str) -> Result<(), ClientError> {
+    let email = email.trim();
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "--email {} is not an email address",
+            quoted(email)
+        )))
+    }
+}
+
+fn check_id(id: &str) -> Result<(), ClientError> {
+    if id.trim().is_empty() {
+        return Err(ClientError::Usage("a user id is empty".into()));
+    }
+    Ok(())
+}
+
+fn user_table(users: &[Value]) -> String {
+    if users.is_empty() {
+        return "No users.\n".into();
+    }
+    let mut table = table(["USER ID", "EMAIL", "ROLE", "ALIAS", "TEAMS", "SPEND"]);
+    for user in users {
+        table.add_row([
+            cell(&user["user_id"]),
+            cell(&user["user_email"]),
+            cell(&user["user_role"]),
+            cell(&user["user_alias"]),
+            super::joined(&user["teams"]),
+            spend_cell(&user["spend"], &user["max_budget"]),
+        ]);
+    }
+    keep_whole(&mut table, &[0, 1]);
+    format!("{table}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(email: &str) -> UsersCommand {
+        UsersCommand::Create {
+            email: email.into(),
+            role: "internal_user".into(),
+            alias: Some("Alice".into()),
+            teams: vec!["team1".into()],
+            max_budget: Some(100.0),
+            models: None,
+            user_id: None,
+            no_key: false,
+        }
+    }
+
+    #[test]
+    fn create_body() {
+        let call = plan(&create("user@example.com")).unwrap();
+        assert_eq!(call.path, "/user/new");
+        assert_eq!(
+            call.body.unwrap(),
+            json!({
+                "user_email": "user@example.com", "user_role": "internal_user",
+                "user_alias": "Alice", "teams": ["team1"], "max_budget": 100.0,
+            })
+        );
+    }
+
+    #[test]
+    fn emails() {
+        for good in ["a@b.co", " user@example.com "] {
+            assert!(check_email(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "user",
+            "@x.com",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@.com",
+            "a@b.",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn get_and_delete() {
+        let call = plan(&UsersCommand::Get {
+            user_id: "u 1".into(),
+        })
+        .unwrap();
+        assert_eq!(call.path, "/user/info?user_id=u%201");
+        assert_eq!(call.subject.as_deref(), Some("user \"u 1\""));
+        let call = plan(&UsersCommand::Delete {
+            user_ids: vec!["a".into(), "b".into()],
+        })
+        .unwrap();
+        assert_eq!(call.body.unwrap(), json!({"user_ids": ["a", "b"]}));
+        assert_eq!(
+            call.subject.as_deref(),
+            Some("one of the users \"a\", \"b\"")
+        );
+    }
+
+    #[test]
+    fn listing() {
+        let out = user_table(&[json!({
+            "user_id": "u-1", "user_email": "a@b.co", "user_role": "internal_user",
+            "user_alias": null, "teams": ["t1", "t2"], "spend": 0.5, "max_budget": 10,
+        })]);
+        for needle in ["u-1", "a@b.co", "internal_user", "t1, t2", "$0.5 / $10"] {
+            assert!(out.contains(needle), "{needle} in\n{out}");
+        }
+    }
+}
