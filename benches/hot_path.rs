@@ -19,6 +19,8 @@ use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead,
 use llm_proxy::providers::ProviderTable;
 use llm_proxy::proxy::RequestId;
 use llm_proxy::proxy::auth::bearer_key;
+use llm_proxy::proxy::fields::{self, RoutingFields};
+use llm_proxy::proxy::usage::UsageScan;
 
 /// What the OpenAI Python client sends.
 const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
@@ -154,6 +156,12 @@ fn profile(n: usize) {
             total += profile_request_id(request, &request_head);
         }
     }
+    let (body, payload) = (chat_body(), sse_payload(64));
+    for _ in 0..n {
+        total += profile_routing_fields(&body);
+        total += profile_rewrite(&body);
+        total += profile_usage_scan(&payload) as usize;
+    }
     println!("{n} iterations per function and message pair ({total})");
 }
 
@@ -186,6 +194,87 @@ fn heads(c: &mut Criterion) {
     });
 }
 
+/// A 1 KB chat request body as routed requests carry it: a system prompt,
+/// a short conversation, the model after the messages.
+fn chat_body() -> Vec<u8> {
+    let turn = "Tell me about thread-per-core servers and io_uring in two sentences, please. ";
+    serde_json::json!({
+        "messages": [
+            {"role": "system", "content": turn.repeat(3)},
+            {"role": "user", "content": turn.repeat(3)},
+            {"role": "assistant", "content": turn.repeat(2)},
+            {"role": "user", "content": turn},
+        ],
+        "model": "gpt-4o-mini",
+        "temperature": 0.2,
+        "stream": true,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The payload (de-chunked) of a stream with `events` deltas and a final
+/// usage chunk.
+fn sse_payload(events: usize) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let mut decoder = ChunkedDecoder::new();
+    let _ = decoder.feed(&sse_stream(events), |data| payload.extend_from_slice(data));
+    payload.extend_from_slice(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":64,"total_tokens":184}}"#,
+    );
+    payload.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    payload
+}
+
+/// What a routed request reads of its body: `proxy::fields::RoutingFields::parse`.
+#[inline(never)]
+fn profile_routing_fields(body: &[u8]) -> usize {
+    RoutingFields::parse(black_box(body))
+        .ok()
+        .flatten()
+        .map_or(0, |f| f.model_span.1)
+}
+
+/// The body sent to the deployment: `proxy::fields::rewrite`.
+#[inline(never)]
+fn profile_rewrite(body: &[u8]) -> usize {
+    match RoutingFields::parse(body) {
+        Ok(Some(fields)) => {
+            fields::rewrite(black_box(body), &fields, "gpt-4o-mini-2024-07-18", true).len()
+        }
+        _ => 0,
+    }
+}
+
+/// The usage of a relayed stream: `proxy::usage::UsageScan`, fed as the
+/// relay feeds it (one read at a time).
+#[inline(never)]
+fn profile_usage_scan(payload: &[u8]) -> u64 {
+    let mut scan = UsageScan::new(true);
+    for read in black_box(payload).chunks(4096) {
+        scan.feed(read);
+    }
+    scan.finish().map_or(0, |u| u.completion_tokens)
+}
+
+fn routing(c: &mut Criterion) {
+    let body = chat_body();
+    let mut group = c.benchmark_group("routing");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("model field of a 1 KB body", |b| {
+        b.iter(|| profile_routing_fields(&body))
+    });
+    group.bench_function("rewrite a 1 KB body", |b| b.iter(|| profile_rewrite(&body)));
+    group.finish();
+    let payload = sse_payload(64);
+    let mut group = c.benchmark_group("usage");
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    group.bench_function("scan SSE stream for usage", |b| {
+        b.iter(|| profile_usage_scan(&payload))
+    });
+    group.finish();
+}
+
 fn chunked(c: &mut Criterion) {
     let stream = sse_stream(64);
     let mut group = c.benchmark_group("chunked");
@@ -207,7 +296,7 @@ fn chunked(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, heads, chunked);
+criterion_group!(benches, heads, chunked, routing);
 
 fn main() {
     if let Some(n) = std::env::var("HOT_PATH_ITERATIONS")

@@ -335,3 +335,63 @@ fn spend_is_exact_under_concurrency_across_workers() {
         201.0 * cost
     );
 }
+
+#[test]
+fn spend_and_budgets_survive_a_kill_and_restart() {
+    let deployment = Mock::start();
+    let dir = TempDir::new("routing-db");
+    let db = dir.path().join("data").display().to_string();
+    let mut proxy = Proxy::for_mock(&deployment)
+        .unseeded()
+        .arg("--db")
+        .arg(&db)
+        .start();
+    register(&proxy, "fast", &deployment.url(), json!({}));
+    let user = proxy.manage(
+        "POST",
+        "/user/new",
+        Some(json!({"max_budget": 1000, "auto_create_key": false})),
+    );
+    let user_id = user.json()["user_id"].as_str().unwrap().to_string();
+    let key = generate_key(&proxy, json!({"max_budget": 0.02, "user_id": user_id}));
+    let first = ask(&proxy, &key, "/v1/chat/completions", "fast", false);
+    let cost: f64 = first
+        .header("x-litellm-response-cost")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut served = 1u64;
+    while ask(&proxy, &key, "/v1/chat/completions", "fast", false).status == 200 {
+        served += 1;
+        assert!(served < 100, "a $0.02 budget never ran out");
+    }
+    let info = key_info_after_reports(&proxy, &key, served);
+    assert_eq!(info["request_count"], served);
+    proxy.proc.signal("KILL");
+    proxy.proc.wait_exit(Duration::from_secs(10));
+    drop(proxy);
+
+    let proxy = Proxy::for_mock(&deployment)
+        .unseeded()
+        .arg("--db")
+        .arg(&db)
+        .start();
+    let info = proxy
+        .manage("GET", &format!("/key/info?key={key}"), None)
+        .json()["info"]
+        .clone();
+    let spend = info["spend"].as_f64().unwrap();
+    assert!(
+        (spend - served as f64 * cost).abs() < 1e-9,
+        "spend {spend} after the restart"
+    );
+    let user = proxy
+        .manage("GET", &format!("/user/info?user_id={user_id}"), None)
+        .json();
+    let user_spend = user["user_info"]["spend"].as_f64().unwrap();
+    assert!(
+        (user_spend - spend).abs() < 1e-12,
+        "the user's spend is the key's: {user_spend}"
+    );
+    ask(&proxy, &key, "/v1/chat/completions", "fast", false).assert_error(400, "budget_exceeded");
+}

@@ -159,6 +159,11 @@ fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
     }
 }
 
+/// Whether the request carries the master key.
+pub fn is_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> bool {
+    check_master(worker, head, buf).is_ok()
+}
+
 /// Checks the management token in constant time.
 fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyError> {
     let Some(expected) = worker.settings.management_token.as_deref() else {

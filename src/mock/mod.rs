@@ -9,6 +9,9 @@
 //! - `x-mock-fault: close | garbage | hang`: close without answering, answer
 //!   with bytes that are not HTTP, or never answer
 //!
+//! A stream ends with a usage chunk only when the request asks for it with
+//! `stream_options.include_usage`, as OpenAI does.
+//!
 //! `GET /mock/stats` and `GET /mock/last-request` report what this worker saw.
 
 mod openai;
@@ -477,11 +480,13 @@ async fn stream_chat<S: AsyncWriteRent>(
         }
     }
     sse_event(out, &openai::finish_chunk(id, created, &request.model));
-    let prompt = request.prompt_tokens();
-    sse_event(
-        out,
-        &openai::usage_chunk(id, created, &request.model, prompt, behaviour.chunks as u64),
-    );
+    if request.wants_usage() {
+        let prompt = request.prompt_tokens();
+        sse_event(
+            out,
+            &openai::usage_chunk(id, created, &request.model, prompt, behaviour.chunks as u64),
+        );
+    }
     sse_event(out, b"[DONE]");
     out.extend_from_slice(b"0\r\n\r\n");
     match send(stream, out).await {

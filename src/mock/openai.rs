@@ -16,6 +16,15 @@ pub struct ChatRequest {
     pub stream: bool,
     #[serde(default)]
     pub messages: Vec<Message>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// As OpenAI does, a stream ends with a usage chunk only when asked.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +49,12 @@ fn default_embedding_model() -> String {
 }
 
 impl ChatRequest {
+    pub fn wants_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
     /// A rough token count: four characters a token, at least one.
     pub fn prompt_tokens(&self) -> u64 {
         let chars: usize = self

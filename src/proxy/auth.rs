@@ -51,6 +51,8 @@ pub fn authenticate(
 pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
     match &key.upstream_auth {
         Some(auth) if key.view.project_active => Ok(auth),
+        // Active but without a provider key: a key made without a project.
+        None if key.view.project_active => Err(ProxyError::KeyWithoutProject),
         _ => Err(ProxyError::ProjectInactive),
     }
 }

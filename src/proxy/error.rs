@@ -24,6 +24,8 @@ pub enum ProxyError {
     QuotaExhausted,
     #[error("the project of this API key is not active")]
     ProjectInactive,
+    #[error("this API key has no project: it reaches registered models only (see /v1/models)")]
+    KeyWithoutProject,
     #[error("internal error: {0}")]
     Internal(String),
     #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
@@ -122,6 +124,11 @@ impl ProxyError {
                 StatusCode::FORBIDDEN,
                 "permission_error",
                 "project_inactive",
+            ),
+            KeyWithoutProject => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "key_without_project",
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,7 +13,7 @@ pub mod quota;
 mod relay;
 pub mod route;
 mod routed;
-mod usage;
+pub mod usage;
 
 use std::borrow::Cow;
 use std::time::Instant;

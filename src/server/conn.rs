@@ -191,10 +191,9 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
             }
         };
         conn.out.reserve(OUT_SIZE);
-        let path = head.path(&conn.buf);
         // The handlers' futures are boxed: inline, the largest of them
         // would set the size of every connection's task, idle ones included.
-        let keep_alive = match Handler::for_path(&worker, path) {
+        let keep_alive = match Handler::for_request(&worker, &head, &conn.buf) {
             Handler::Proxy => Box::pin(proxy::handle(&worker, &mut conn, &head)).await,
             Handler::Manage => Box::pin(manage::handle(&worker, &mut conn, &head)).await,
             Handler::Local => Box::pin(health::handle(&worker, &mut conn, &head)).await,
@@ -216,12 +215,16 @@ enum Handler {
 }
 
 impl Handler {
-    fn for_path(worker: &Worker, path: &[u8]) -> Self {
+    fn for_request(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Self {
+        let path = head.path(buf);
         if path.starts_with(b"/v1/") {
-            // `/v1/models` lists the registered models, if there are any;
-            // otherwise it is the upstream's list, passed through.
+            // `/v1/models` lists the registered models, if there are any,
+            // and always for the master key; otherwise it is the upstream's
+            // list, passed through.
             let local = path == b"/v1/model/info"
-                || (path == b"/v1/models" && worker.store.has_deployments().unwrap_or(false));
+                || (path == b"/v1/models"
+                    && (worker.store.has_deployments().unwrap_or(false)
+                        || manage::is_master(worker, head, buf)));
             return if local {
                 Handler::Manage
             } else {

@@ -684,14 +684,17 @@ impl Req {
     }
 }
 
-/// A chat completion request body.
+/// A chat completion request body; a stream asks for its usage chunk.
 pub fn chat_body(stream: bool, content: &str) -> String {
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "model": "gpt-4o-mini",
         "stream": stream,
         "messages": [{"role": "user", "content": content}],
-    })
-    .to_string()
+    });
+    if stream {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    body.to_string()
 }
 
 pub fn chat(stream: bool) -> Req {
