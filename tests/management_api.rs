@@ -151,9 +151,10 @@ fn missing_or_wrong_management_token_is_401() {
         .manage("GET", &format!("/manage/tokens/{CLIENT_KEY}"), None)
         .json();
     assert_eq!(token["is_active"], true);
-    // The management token is not a client key either.
+    // The management token is not a client key either: nothing goes
+    // upstream with it. (It may list the registered models.)
     proxy
-        .call(Req::get("/v1/models").auth(MANAGEMENT_TOKEN))
+        .call(Req::post("/v1/chat/completions", chat_body(false, "hi")).auth(MANAGEMENT_TOKEN))
         .assert_error(401, "invalid_api_key");
 }
 
