@@ -65,7 +65,21 @@ async fn proxy(
     {
         return routed::handle(worker, conn, head, &key, endpoint, exchange).await;
     }
-    let upstream_auth = auth::project_upstream_auth(&key)?;
+    pass_through(worker, conn, head, &key, None, exchange).await
+}
+
+/// To the key's project's provider, with the client's body streamed as it
+/// arrives, or with `body` when it has been read already (a routed
+/// request for a model that is not registered).
+async fn pass_through(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    key: &keys::CachedKey,
+    body: Option<&[u8]>,
+    exchange: &mut Exchange,
+) -> Result<(), ProxyError> {
+    let upstream_auth = auth::project_upstream_auth(key)?;
     let (index, provider) = route::route(worker, head, &conn.buf)?;
     let limit = worker.settings.limits.max_body_bytes;
     if let Framing::Length(length) = head.framing
@@ -73,12 +87,14 @@ async fn proxy(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    auth::admit(worker, &key).await?;
+    auth::admit(worker, key).await?;
+    // The body read already goes out with the client's own request target.
+    let target = body.map(|_| head.target.of(&conn.buf).to_vec());
     let destination = forward::Destination {
         slot: Slot::Provider(index),
         provider,
         authorization: upstream_auth,
-        routed: None,
+        routed: target.as_deref().zip(body),
     };
     let response = forward::forward(worker, conn, head, &destination, exchange).await?;
     relay::relay(

@@ -10,6 +10,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::Exchange;
 use super::auth;
 use super::error::ProxyError;
 use super::fields::{self, RoutingFields};
@@ -18,13 +19,11 @@ use super::keys::CachedKey;
 use super::models::{self, Route};
 use super::relay::{self, Extras};
 use super::usage::UsageScan;
-use super::{Exchange, route};
 use crate::http::io::read_append;
 use crate::http::{Framing, RequestHead};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::{KeyView, Money, Spend};
-use crate::upstream::Slot;
 
 /// The endpoints whose requests name a model.
 const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
@@ -76,7 +75,7 @@ pub async fn handle(
                 },
             });
         }
-        return pass_through(worker, conn, head, key, &body, exchange).await;
+        return super::pass_through(worker, conn, head, key, Some(&body), exchange).await;
     };
     check_model_access(&key.view, name)?;
     let spend = check_budgets(worker, &key.view)?;
@@ -293,37 +292,4 @@ async fn read_whole_body(
         }
     }
     Ok(())
-}
-
-/// A request for a model that is not registered, from a key with a
-/// project: to the project's provider, with the body as it came.
-async fn pass_through(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
-    key: &CachedKey,
-    body: &[u8],
-    exchange: &mut Exchange,
-) -> Result<(), ProxyError> {
-    let upstream_auth = auth::project_upstream_auth(key)?;
-    let (index, provider) = route::route(worker, head, &conn.buf)?;
-    auth::admit(worker, key).await?;
-    let target = head.target.of(&conn.buf).to_vec();
-    let destination = Destination {
-        slot: Slot::Provider(index),
-        provider,
-        authorization: upstream_auth,
-        routed: Some((&target, body)),
-    };
-    let response = forward::forward(worker, conn, head, &destination, exchange).await?;
-    relay::relay(
-        worker,
-        conn,
-        head,
-        &destination,
-        response,
-        exchange,
-        Extras::default(),
-    )
-    .await
 }
