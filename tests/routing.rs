@@ -395,3 +395,82 @@ fn spend_and_budgets_survive_a_kill_and_restart() {
     );
     ask(&proxy, &key, "/v1/chat/completions", "fast", false).assert_error(400, "budget_exceeded");
 }
+
+#[test]
+fn embeddings_are_routed_and_a_users_budget_stops_all_its_keys() {
+    let deployment = Mock::start();
+    let proxy = Proxy::for_mock(&deployment).start();
+    register(&proxy, "embed", &deployment.url(), json!({}));
+    let user = proxy.manage(
+        "POST",
+        "/user/new",
+        Some(json!({"max_budget": 0.000001, "auto_create_key": false})),
+    );
+    let user_id = user.json()["user_id"].as_str().unwrap().to_string();
+    let first = generate_key(&proxy, json!({"user_id": user_id}));
+    let second = generate_key(&proxy, json!({"user_id": user_id}));
+
+    let body = json!({"model": "embed", "input": ["one text", "another text"]});
+    let request = |key: &str| {
+        Req::post("/v1/embeddings", body.to_string())
+            .auth(key)
+            .header("Content-Type", "application/json")
+    };
+    let response = proxy.call(request(&first));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["model"], "embed-upstream");
+    assert_eq!(response.json()["data"].as_array().unwrap().len(), 2);
+    let cost: f64 = response
+        .header("x-litellm-response-cost")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        cost > 0.000001,
+        "one request spends the user's budget: {cost}"
+    );
+
+    // The user's spend reaches the ledger; then every key of theirs is refused.
+    key_info_after_reports(&proxy, &first, 1);
+    let refused = proxy.call(request(&second));
+    refused.assert_error(400, "budget_exceeded");
+    assert!(refused.text().contains("user"), "{}", refused.text());
+}
+
+#[test]
+fn a_chunked_request_body_is_routed_with_a_length_of_its_own_and_bad_bodies_are_400() {
+    let deployment = Mock::start();
+    let proxy = Proxy::for_mock(&deployment).start();
+    register(&proxy, "fast", &deployment.url(), json!({}));
+    let key = generate_key(&proxy, json!({}));
+    let body = json!({"messages": [{"role": "user", "content": "in pieces"}], "model": "fast"})
+        .to_string();
+    let (a, b) = body.as_bytes().split_at(17);
+    let request = Req::post("/v1/chat/completions", chunked(&[a, b]))
+        .auth(&key)
+        .no_content_length()
+        .header("Transfer-Encoding", "chunked");
+    let mut conn = proxy.conn();
+    let response = conn.roundtrip(&request.bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["model"], "fast-upstream");
+    let headers = deployment.last_request_headers();
+    assert!(header_value(&headers, "transfer-encoding").is_none());
+    let expected = body.len() - "fast".len() + "fast-upstream".len();
+    assert_eq!(
+        header_value(&headers, "content-length"),
+        Some(expected.to_string().as_str())
+    );
+
+    // The same connection goes on after a body that is not JSON.
+    let bad = Req::post("/v1/chat/completions", "{not json").auth(&key);
+    let response = conn.roundtrip(&bad.bytes());
+    response.assert_error(400, "invalid_body");
+    let model = Req::post("/v1/chat/completions", r#"{"model":["fast"]}"#).auth(&key);
+    let response = conn.roundtrip(&model.bytes());
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"]["code"], "invalid_body");
+    assert_eq!(response.json()["error"]["param"], "model");
+    let ok = Req::post("/v1/chat/completions", body.clone()).auth(&key);
+    assert_eq!(conn.roundtrip(&ok.bytes()).status, 200);
+}
