@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{invalid, lenient_number, paginate, parse, query_number, query_pairs, query_value};
+use super::{
+    invalid, lenient_number, null_as_empty, paginate, parse, query_number, query_pairs, query_value,
+};
 use crate::manage::views::{present, requested_duration, rfc3339, rfc3339_opt};
 use crate::manage::{Answer, blocking, expiry_after};
 use crate::proxy::error::ProxyError;
@@ -273,9 +275,10 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
 
 #[derive(Debug, Deserialize)]
 struct DeleteInput {
-    #[serde(default)]
+    // LiteLLM's client sends `null` for the list it was not given.
+    #[serde(default, deserialize_with = "null_as_empty")]
     keys: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     key_aliases: Vec<String>,
 }
 

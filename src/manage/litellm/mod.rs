@@ -77,6 +77,8 @@ pub async fn route(
                 "status": "healthy",
                 "db": "connected",
                 "version": env!("CARGO_PKG_VERSION"),
+                // Where LiteLLM's clients look for the server's version.
+                "litellm_version": env!("CARGO_PKG_VERSION"),
             })),
         )),
         "/health/readiness" => super::not_allowed(method, "GET, HEAD"),
@@ -129,6 +131,15 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
             }
         }
     })
+}
+
+/// A list field that may also come as `null` (LiteLLM's clients send that
+/// for a list they were not given): empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ProxyError {

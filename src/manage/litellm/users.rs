@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
-use super::{invalid, lenient_number, paginate, parse, query_number, query_pairs, query_value};
+use super::{
+    invalid, lenient_number, null_as_empty, paginate, parse, query_number, query_pairs, query_value,
+};
 use crate::manage::views::{present, rfc3339};
 use crate::manage::{Answer, blocking};
 use crate::proxy::error::ProxyError;
@@ -217,7 +219,7 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
 
 #[derive(Debug, Deserialize)]
 struct DeleteInput {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     user_ids: Vec<String>,
 }
 
