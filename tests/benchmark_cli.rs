@@ -10,10 +10,6 @@ use serde_json::{Value, json};
 
 const CHAT: &str = "/v1/chat/completions";
 
-fn proxy_url(proxy: &Proxy) -> String {
-    format!("http://{}", proxy.addr)
-}
-
 /// `benchmark --base-url <url> --endpoint /v1/chat/completions --json <body>` plus `args`.
 fn bench(url: &str, body: &str, args: &[&str]) -> Cli {
     Cli::new([
@@ -45,7 +41,7 @@ fn closed_loop_through_the_proxy_reports_every_request_and_the_upstream_split() 
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
     let run = bench(
-        &proxy_url(&proxy),
+        &proxy.url(),
         &chat_body(false, "hi"),
         &[
             "--token",
@@ -143,7 +139,7 @@ fn direct_to_the_mock_with_the_provider_key() {
 fn streaming_runs_time_first_events_and_count_cut_streams() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
-    let url = proxy_url(&proxy);
+    let url = proxy.url();
     let body = chat_body(true, "stream please");
 
     let report = bench(
@@ -297,7 +293,7 @@ fn a_refused_token_exits_3_with_the_proxys_message() {
         .unwrap()
         .to_string();
     let run = bench(
-        &proxy_url(&proxy),
+        &proxy.url(),
         &chat_body(false, "hi"),
         &["--token", wrong, "-r", "50", "-c", "4"],
     )
@@ -308,7 +304,7 @@ fn a_refused_token_exits_3_with_the_proxys_message() {
     assert_eq!(mock.stat("requests"), 1, "only this stats call");
 
     // No token at all: the same, with a hint.
-    let line = bench(&proxy_url(&proxy), &chat_body(false, "hi"), &["-r", "5"])
+    let line = bench(&proxy.url(), &chat_body(false, "hi"), &["-r", "5"])
         .run()
         .fails(3)
         .to_string();
@@ -319,7 +315,7 @@ fn a_refused_token_exits_3_with_the_proxys_message() {
 fn the_token_comes_from_the_named_environment_variable() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
-    let url = proxy_url(&proxy);
+    let url = proxy.url();
     let body = chat_body(false, "hi");
     let report = bench(
         &url,
@@ -345,7 +341,7 @@ fn debug_shows_one_redacted_sample_per_status() {
     // Three requests allowed, then 429.
     let token = proxy.create_token(json!({"max_requests": 3}));
     let secret = token["token"].as_str().unwrap();
-    let url = proxy_url(&proxy);
+    let url = proxy.url();
     let run = bench(
         &url,
         &chat_body(false, "hi"),

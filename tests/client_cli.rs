@@ -10,26 +10,10 @@ use common::cli::*;
 use common::*;
 use serde_json::{Value, json};
 
-/// The API key of these tests; must never be printed.
-const KEY: &str = "sk-master-5c2e91f0ab37";
-const MODEL_ID: &str = "8d1f2c3a-model";
-const USER_ID: &str = "u-3f9a";
-/// A key secret the scripted server hands out.
-const NEW_KEY: &str = "sk-generated-4b8e2d7f9c1a";
-
-/// `dheera_ai-proxy <args>` configured as the seed does, through its
-/// environment variables.
-fn dheera(url: &str, args: &[&str]) -> CliRun {
-    Cli::dheera(args.iter().copied())
-        .env("DHEERA_AI_PROXY_URL", url)
-        .env("DHEERA_AI_PROXY_API_KEY", KEY)
-        .run()
-}
-
-/// `llm-proxy <args> --base-url URL --api-key KEY`.
+/// `llm-proxy <args> --base-url URL --api-key API_KEY`.
 fn llm_proxy(url: &str, args: &[&str]) -> CliRun {
     Cli::new(args.iter().copied())
-        .args(["--base-url", url, "--api-key", KEY])
+        .args(["--base-url", url, "--api-key", API_KEY])
         .run()
 }
 
@@ -60,15 +44,7 @@ fn seed_examples() -> Vec<Case> {
             None,
         ),
         case(
-            &[
-                "models",
-                "add",
-                "gpt-4",
-                "--param",
-                "api_key=sk-123",
-                "--param",
-                "max_tokens=2048",
-            ],
+            SEED_MODELS_ADD,
             deployment_json(MODEL_ID),
             "POST",
             "/model/new",
@@ -155,14 +131,7 @@ fn seed_examples() -> Vec<Case> {
             None,
         ),
         case(
-            &[
-                "keys",
-                "generate",
-                "--models=gpt-4",
-                "--spend=100",
-                "--duration=24h",
-                "--key-alias=my-key",
-            ],
+            SEED_KEYS_GENERATE,
             json!({"key": NEW_KEY, "token": "ab12", "key_alias": "my-key", "max_budget": 100.0})
                 .to_string(),
             "POST",
@@ -201,15 +170,7 @@ fn seed_examples() -> Vec<Case> {
             None,
         ),
         case(
-            &[
-                "users",
-                "create",
-                "--email=user@example.com",
-                "--role=internal_user",
-                "--alias=Alice",
-                "--team=team1",
-                "--max-budget=100.0",
-            ],
+            SEED_USERS_CREATE,
             json!({"user_id": USER_ID, "user_email": "user@example.com", "key": NEW_KEY})
                 .to_string(),
             "POST",
@@ -269,25 +230,18 @@ fn seed_examples() -> Vec<Case> {
 fn seed_examples_send_the_litellm_requests_from_both_binaries() {
     for case in seed_examples() {
         let mut seen = Vec::new();
-        for run_with in [dheera, llm_proxy] {
+        for run_with in [dheera_at, llm_proxy] {
             let server = RecordingServer::json(200, &case.answer);
             let run = run_with(&server.url(), case.args);
             run.ok();
-            run.assert_hides(KEY);
-            let request = server.only_request();
-            assert_eq!(request.method, case.method, "{:?}", case.args);
-            assert_eq!(request.target, case.target, "{:?}", case.args);
-            assert_eq!(
-                request.header("authorization"),
-                Some(format!("Bearer {KEY}").as_str())
+            run.assert_hides(API_KEY);
+            server.only_request().assert_sent(
+                case.args,
+                case.method,
+                &case.target,
+                API_KEY,
+                case.body.as_ref(),
             );
-            match &case.body {
-                Some(body) => {
-                    assert_eq!(&request.json(), body, "{:?}", case.args);
-                    assert_eq!(request.header("content-type"), Some("application/json"));
-                }
-                None => assert!(request.body.is_empty(), "{:?}: {request:?}", case.args),
-            }
             seen.push(run.stdout.clone());
         }
         assert_eq!(
@@ -308,7 +262,7 @@ fn options_go_before_or_after_the_command() {
             "--base-url",
             &url,
             "--api-key",
-            KEY,
+            API_KEY,
             "--format",
             "json",
             "models",
@@ -321,7 +275,7 @@ fn options_go_before_or_after_the_command() {
             &url,
             "list",
             "--api-key",
-            KEY,
+            API_KEY,
             "--format",
             "json",
         ])
@@ -334,7 +288,7 @@ fn options_go_before_or_after_the_command() {
             "--base-url",
             &url,
             "--api-key",
-            KEY,
+            API_KEY,
         ])
         .run(),
     ];
@@ -397,13 +351,13 @@ fn flag_beats_dheera_env_beats_llm_proxy_env() {
 #[test]
 fn default_base_urls() {
     // Whatever listens there (most likely nothing), --debug shows where the request went.
-    let run = Cli::dheera(["models", "list", "--api-key", KEY, "--debug"]).run();
+    let run = Cli::dheera(["models", "list", "--api-key", API_KEY, "--debug"]).run();
     assert!(
         run.stderr
             .starts_with("> GET http://localhost:4000/models\n"),
         "{run:?}"
     );
-    let run = Cli::new(["models", "list", "--api-key", KEY, "--debug"]).run();
+    let run = Cli::new(["models", "list", "--api-key", API_KEY, "--debug"]).run();
     assert!(
         run.stderr
             .starts_with("> GET http://localhost:8080/models\n"),
@@ -421,13 +375,13 @@ fn unreachable_server_exits_2() {
         &["keys", "generate"],
         &["users", "get", "--id", "x"],
     ] {
-        let run = dheera(&url, args);
+        let run = dheera_at(&url, args);
         let line = run.fails(2);
         assert!(
             line.contains(&url) && line.contains("connection refused"),
             "{line}"
         );
-        run.assert_hides(KEY);
+        run.assert_hides(API_KEY);
     }
     let line = Cli::dheera([
         "http",
@@ -466,14 +420,14 @@ fn missing_or_rejected_key_exits_3() {
     let envelope =
         r#"{"error":{"message":"invalid API key","type":"auth_error","param":null,"code":"401"}}"#;
     let server = RecordingServer::json(401, envelope);
-    let run = dheera(&server.url(), &["models", "list"]);
+    let run = dheera_at(&server.url(), &["models", "list"]);
     let line = run.fails(3);
     assert!(
         line.contains("rejected the API key (401: invalid API key)"),
         "{line}"
     );
     assert!(line.contains("DHEERA_AI_PROXY_API_KEY"), "{line}");
-    run.assert_hides(KEY);
+    run.assert_hides(API_KEY);
 }
 
 #[test]
@@ -509,7 +463,7 @@ fn unknown_ids_exit_4() {
     ];
     for (args, needle) in cases {
         let server = RecordingServer::json(404, &envelope("thing"));
-        let run = dheera(&server.url(), args);
+        let run = dheera_at(&server.url(), args);
         let line = run.fails(4);
         assert!(line.starts_with(&format!("error: {needle}")), "{line}");
         assert!(
@@ -521,18 +475,18 @@ fn unknown_ids_exit_4() {
     let info =
         json!({"data": [{"model_name": "gpt-4", "model_info": {"id": MODEL_ID}}]}).to_string();
     let server = RecordingServer::json(200, &info);
-    let line = dheera(&server.url(), &["models", "get", "--name", "gpt-5"])
+    let line = dheera_at(&server.url(), &["models", "get", "--name", "gpt-5"])
         .fails(4)
         .to_string();
     assert_eq!(line, "error: model named \"gpt-5\" not found");
-    let out = dheera(&server.url(), &["models", "get", "--id", MODEL_ID]).json();
+    let out = dheera_at(&server.url(), &["models", "get", "--id", MODEL_ID]).json();
     assert_eq!(out["model_name"], "gpt-4");
     // Any other failure is 1, with the server's message.
     let server = RecordingServer::json(
         400,
         &json!({"error": {"message": "key_alias taken"}}).to_string(),
     );
-    let line = dheera(&server.url(), &["keys", "generate"])
+    let line = dheera_at(&server.url(), &["keys", "generate"])
         .fails(1)
         .to_string();
     assert!(
@@ -602,7 +556,7 @@ fn invalid_parameters_exit_1_before_sending() {
         (&["http", "request", "G E T", "/x"], "is not an HTTP method"),
     ];
     for (args, needle) in cases {
-        let run = dheera(&server.url(), args);
+        let run = dheera_at(&server.url(), args);
         assert!(run.fails(1).contains(needle), "{needle} in {run:?}");
         // Arguments are checked before the key: the same error without one.
         let run = Cli::dheera(args.iter().copied()).run();
@@ -626,7 +580,7 @@ fn invalid_parameters_exit_1_before_sending() {
         &["credentials", "create", "c"],
     ];
     for args in clap_cases {
-        let run = dheera(&server.url(), args);
+        let run = dheera_at(&server.url(), args);
         run.assert_code(1);
         assert!(
             run.stdout.is_empty() && run.stderr.starts_with("error: "),

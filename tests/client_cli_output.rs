@@ -7,21 +7,6 @@ mod common;
 use common::cli::*;
 use serde_json::{Value, json};
 
-/// The API key of these tests; must never be printed.
-const KEY: &str = "sk-master-5c2e91f0ab37";
-const MODEL_ID: &str = "8d1f2c3a-model";
-const USER_ID: &str = "u-3f9a";
-/// A key secret the scripted server hands out.
-const NEW_KEY: &str = "sk-generated-4b8e2d7f9c1a";
-
-/// `dheera_ai-proxy <args>` with the URL and key in its environment.
-fn dheera(url: &str, args: &[&str]) -> CliRun {
-    Cli::dheera(args.iter().copied())
-        .env("DHEERA_AI_PROXY_URL", url)
-        .env("DHEERA_AI_PROXY_API_KEY", KEY)
-        .run()
-}
-
 #[test]
 fn listings_are_tables_or_json() {
     let models = json!({"object": "list", "data": [
@@ -86,27 +71,27 @@ fn listings_are_tables_or_json() {
     ];
     for (args, answer, needles) in cases {
         let server = RecordingServer::json(200, &answer.to_string());
-        let table = dheera(&server.url(), args).ok().to_string();
+        let table = dheera_at(&server.url(), args).ok().to_string();
         for needle in needles {
             assert!(table.contains(needle), "{needle} in `{args:?}`:\n{table}");
         }
         assert!(table.contains('│'), "a table:\n{table}");
-        let json = dheera(&server.url(), &[args, &["--format", "json"]].concat()).json();
+        let json = dheera_at(&server.url(), &[args, &["--format", "json"]].concat()).json();
         assert_eq!(&json, answer);
     }
     let server = RecordingServer::json(200, r#"{"object": "list", "data": []}"#);
     assert_eq!(
-        dheera(&server.url(), &["models", "list"]).ok(),
+        dheera_at(&server.url(), &["models", "list"]).ok(),
         "No models.\n"
     );
-    let out = dheera(
+    let out = dheera_at(
         &server.url(),
         &["models", "info", "--columns", "id,api_base"],
     )
     .ok()
     .to_string();
     assert_eq!(out, "No models.\n");
-    let run = dheera(&server.url(), &["models", "info", "--columns", "id,colour"]);
+    let run = dheera_at(&server.url(), &["models", "info", "--columns", "id,colour"]);
     run.assert_code(1);
 }
 
@@ -115,8 +100,11 @@ fn single_objects_are_json_or_field_tables() {
     let answer =
         json!({"key": NEW_KEY, "token": "ab12", "key_alias": "my-key", "max_budget": 100.0});
     let server = RecordingServer::json(200, &answer.to_string());
-    assert_eq!(dheera(&server.url(), &["keys", "generate"]).json(), answer);
-    let table = dheera(&server.url(), &["keys", "generate", "--format", "table"])
+    assert_eq!(
+        dheera_at(&server.url(), &["keys", "generate"]).json(),
+        answer
+    );
+    let table = dheera_at(&server.url(), &["keys", "generate", "--format", "table"])
         .ok()
         .to_string();
     assert!(
@@ -128,7 +116,7 @@ fn single_objects_are_json_or_field_tables() {
         assert!(table.contains(needle), "{needle} in\n{table}");
     }
     let server = RecordingServer::json(200, &deployment_json(MODEL_ID));
-    let table = dheera(
+    let table = dheera_at(
         &server.url(),
         &["models", "add", "gpt-4", "--format", "table"],
     )
@@ -147,12 +135,12 @@ fn single_objects_are_json_or_field_tables() {
 #[test]
 fn chat_prints_the_answer_and_http_the_body() {
     let server = RecordingServer::json(200, &completion_json("Once upon a time."));
-    let out = dheera(
+    let out = dheera_at(
         &server.url(),
         &["chat", "completions", "gpt-4", "-m", "user:Write a story"],
     );
     assert_eq!(out.ok(), "Once upon a time.\n");
-    let full = dheera(
+    let full = dheera_at(
         &server.url(),
         &[
             "chat",
@@ -166,7 +154,7 @@ fn chat_prints_the_answer_and_http_the_body() {
     )
     .json();
     assert_eq!(full["usage"]["total_tokens"], 7);
-    let body = dheera(&server.url(), &["http", "request", "get", "/v1/models"]).json();
+    let body = dheera_at(&server.url(), &["http", "request", "get", "/v1/models"]).json();
     assert_eq!(
         body["choices"][0]["message"]["content"],
         "Once upon a time."
@@ -208,7 +196,7 @@ fn chat_prints_the_answer_and_http_the_body() {
 fn debug_shows_exchanges_with_secrets_redacted() {
     let answer = json!({"key": NEW_KEY, "token": "ab12", "key_alias": "my-key"});
     let server = RecordingServer::json(200, &answer.to_string());
-    let run = dheera(
+    let run = dheera_at(
         &server.url(),
         &[
             "--debug",
@@ -236,11 +224,11 @@ fn debug_shows_exchanges_with_secrets_redacted() {
     ] {
         assert!(err.contains(needle), "{needle} in\n{err}");
     }
-    for secret in [KEY, NEW_KEY, "sk-upstream-0000"] {
+    for secret in [API_KEY, NEW_KEY, "sk-upstream-0000"] {
         assert!(!err.contains(secret), "{secret} leaked into\n{err}");
     }
     let server = RecordingServer::json(200, r#"{"key": "sk-key1", "info": {}}"#);
-    let run = dheera(
+    let run = dheera_at(
         &server.url(),
         &["keys", "info", "--key", "sk-key1-secret", "--debug"],
     );

@@ -13,20 +13,13 @@ use serde_json::{Value, json};
 /// The master key: must never be printed.
 const MT: &str = MANAGEMENT_TOKEN;
 
-fn url(proxy: &Proxy) -> String {
-    format!("http://{}", proxy.addr)
-}
-
 /// `dheera_ai-proxy <args>` set up as in the seed: URL and key in the environment.
 fn dheera(proxy: &Proxy, args: &[&str]) -> CliRun {
     dheera_with_key(proxy, MT, args)
 }
 
 fn dheera_with_key(proxy: &Proxy, key: &str, args: &[&str]) -> CliRun {
-    let run = Cli::dheera(args.iter().copied())
-        .env("DHEERA_AI_PROXY_URL", url(proxy))
-        .env("DHEERA_AI_PROXY_API_KEY", key)
-        .run();
+    let run = dheera_env(&proxy.url(), key, args);
     run.assert_hides(MT);
     run
 }
@@ -57,6 +50,16 @@ fn add_mock_model(proxy: &Proxy, mock: &Mock, name: &str) -> String {
     model_id(&created)
 }
 
+/// The string `field` of each item of the array `items`.
+fn each<'a>(items: &'a Value, field: &str) -> Vec<&'a str> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item[field].as_str())
+        .collect()
+}
+
 fn model_id(created: &Value) -> String {
     created["model_id"]
         .as_str()
@@ -69,30 +72,14 @@ fn model_id(created: &Value) -> String {
 fn seed_model_examples_run_as_written() {
     let (_mock, proxy) = start();
     dheera(&proxy, &["models", "list"]).ok();
-    let created = dheera(
-        &proxy,
-        &[
-            "models",
-            "add",
-            "gpt-4",
-            "--param",
-            "api_key=sk-123",
-            "--param",
-            "max_tokens=2048",
-        ],
-    );
+    let created = dheera(&proxy, SEED_MODELS_ADD);
     created.assert_hides("sk-123");
     let created = created.json();
     assert_eq!(created["model_name"], "gpt-4");
     let id = model_id(&created);
 
     let listed = dheera(&proxy, &["models", "list", "--format", "json"]).json();
-    let ids: Vec<&str> = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let ids = each(&listed["data"], "id");
     assert!(ids.contains(&"gpt-4"), "{listed}");
     assert!(dheera(&proxy, &["models", "list"]).ok().contains("gpt-4"));
 
@@ -159,12 +146,7 @@ fn seed_credential_examples_run_as_written() {
         table.stdout
     );
     let listed = dheera(&proxy, &["credentials", "list", "--format", "json"]).json();
-    let names: Vec<&str> = listed["credentials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["credential_name"].as_str())
-        .collect();
+    let names = each(&listed["credentials"], "credential_name");
     assert_eq!(names, ["azure-prod"]);
 
     let got = dheera(&proxy, &["credentials", "get", "azure-prod"]);
@@ -191,18 +173,7 @@ fn seed_credential_examples_run_as_written() {
 #[test]
 fn seed_key_examples_run_as_written() {
     let (_mock, proxy) = start();
-    let generated = dheera(
-        &proxy,
-        &[
-            "keys",
-            "generate",
-            "--models=gpt-4",
-            "--spend=100",
-            "--duration=24h",
-            "--key-alias=my-key",
-        ],
-    )
-    .json();
+    let generated = dheera(&proxy, SEED_KEYS_GENERATE).json();
     let key = generated["key"]
         .as_str()
         .unwrap_or_else(|| panic!("no key in {generated}"));
@@ -226,12 +197,7 @@ fn seed_key_examples_run_as_written() {
     assert_eq!(info["info"]["max_budget"].as_f64(), Some(100.0), "{info}");
 
     let listed = dheera(&proxy, &["keys", "list", "--format", "json"]).json();
-    let aliases: Vec<&str> = listed["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|k| k["key_alias"].as_str())
-        .collect();
+    let aliases = each(&listed["keys"], "key_alias");
     assert!(aliases.contains(&"my-key"), "{listed}");
     let table = dheera(&proxy, &["keys", "list"]);
     table.assert_hides(key);
@@ -275,19 +241,7 @@ fn seed_key_examples_run_as_written() {
 #[test]
 fn seed_user_examples_run_as_written() {
     let (_mock, proxy) = start();
-    let created = dheera(
-        &proxy,
-        &[
-            "users",
-            "create",
-            "--email=user@example.com",
-            "--role=internal_user",
-            "--alias=Alice",
-            "--team=team1",
-            "--max-budget=100.0",
-        ],
-    )
-    .json();
+    let created = dheera(&proxy, SEED_USERS_CREATE).json();
     let id = created["user_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{created}"))
@@ -417,12 +371,12 @@ fn chat_and_http_reach_the_mock_through_a_registered_model() {
 fn http_request_without_a_key_and_the_readiness_check() {
     let (_mock, proxy) = start();
     let run = Cli::dheera(["http", "request", "GET", "/health/readiness"])
-        .env("DHEERA_AI_PROXY_URL", url(&proxy))
+        .env("DHEERA_AI_PROXY_URL", proxy.url())
         .run();
     let ready = run.json();
     assert!(ready["version"].is_string(), "{ready}");
     let line = Cli::dheera(["http", "request", "GET", "/key/list"])
-        .env("DHEERA_AI_PROXY_URL", url(&proxy))
+        .env("DHEERA_AI_PROXY_URL", proxy.url())
         .run()
         .fails(3)
         .to_string();
@@ -449,7 +403,7 @@ fn a_wrong_master_key_exits_3() {
 fn llm_proxy_runs_the_same_commands() {
     let (_mock, proxy) = start();
     let generated = Cli::new(["keys", "generate", "--key-alias", "from-llm-proxy"])
-        .env("LLM_PROXY_URL", url(&proxy))
+        .env("LLM_PROXY_URL", proxy.url())
         .env("LLM_PROXY_API_KEY", MT)
         .run()
         .json();

@@ -486,7 +486,7 @@ fn provider_keys_are_encrypted_at_rest() {
     let provider_key = "sk-provider-DISTINCTIVE-7e1f0a9b3c5d";
     let rotated_key = "sk-provider-ROTATED-SECRET-44aa55bb";
     let mock = Mock::start();
-    let mut proxy = on_db(&mock, &db)
+    let proxy = on_db(&mock, &db)
         .env("ENCRYPTION_KEY", ENCRYPTION_KEY_HEX)
         .upstream_key(provider_key)
         .start();
@@ -516,15 +516,7 @@ fn provider_keys_are_encrypted_at_rest() {
     // The project names are stored, so the file is the right one.
     assert!(file_contains(&file, "other"));
 
-    proxy.proc.signal("TERM");
-    assert_eq!(
-        proxy
-            .proc
-            .wait_exit(Duration::from_secs(20))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
-    drop(proxy);
+    proxy.stop();
 
     // Another key: refused at startup, in one line that says why.
     let exited = on_db(&mock, &db)

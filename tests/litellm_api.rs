@@ -171,31 +171,6 @@ fn assert_not_found(response: &Response) -> String {
     assert_lite_error(response, 404, "not_found_error", None)
 }
 
-#[track_caller]
-fn assert_fields(value: &Value, fields: &[&str]) {
-    let got: BTreeSet<&str> = value
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {value}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let want: BTreeSet<&str> = fields.iter().copied().collect();
-    assert_eq!(got, want, "fields of {value}");
-}
-
-/// Seconds from now to an RFC 3339 timestamp (negative in the past).
-#[track_caller]
-fn seconds_from_now(value: &Value) -> f64 {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
-    let at = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-    match at.duration_since(SystemTime::now()) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
-    }
-}
-
 /// What LiteLLM calls a key's `token`: the SHA-256 of the secret, in hex.
 fn sha256_hex(secret: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
@@ -308,7 +283,12 @@ fn readiness_needs_no_key_and_reports_the_version() {
         let body = ok(raw(&proxy, "GET", "/health/readiness", "", key));
         assert_eq!(
             body,
-            json!({"status": "healthy", "db": "connected", "version": env!("CARGO_PKG_VERSION")})
+            json!({
+                "status": "healthy",
+                "db": "connected",
+                "version": env!("CARGO_PKG_VERSION"),
+                "litellm_version": env!("CARGO_PKG_VERSION"),
+            })
         );
     }
     let mut conn = proxy.conn();
@@ -2312,7 +2292,7 @@ fn records_survive_a_restart() {
             .arg("--db")
             .arg(db.display().to_string())
     };
-    let mut proxy = builder().start();
+    let proxy = builder().start();
     let model = new_model(
         &proxy,
         json!({"model_name": "gpt-x", "litellm_params": {"model": "gpt-4o", "rpm": "7",
@@ -2334,15 +2314,7 @@ fn records_survive_a_restart() {
         ok(get(&proxy, "/credentials")),
         ok(get(&proxy, "/user/info?user_id=ann")),
     );
-    proxy.proc.signal("TERM");
-    assert_eq!(
-        proxy
-            .proc
-            .wait_exit(Duration::from_secs(20))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
-    drop(proxy);
+    proxy.stop();
 
     let proxy = builder().unseeded().start();
     let after = (

@@ -342,20 +342,13 @@ fn requests_follow_the_management_api() {
         let run = manage(&server.url(), case.args);
         run.ok();
         run.assert_hides(MT);
-        let request = server.only_request();
-        assert_eq!(request.method, case.method, "{:?}", case.args);
-        assert_eq!(request.target, case.target, "{:?}", case.args);
-        assert_eq!(
-            request.header("authorization"),
-            Some(format!("Bearer {MT}").as_str())
+        server.only_request().assert_sent(
+            case.args,
+            case.method,
+            case.target,
+            MT,
+            case.body.as_ref(),
         );
-        match case.body {
-            Some(body) => {
-                assert_eq!(request.json(), body, "{:?}", case.args);
-                assert_eq!(request.header("content-type"), Some("application/json"));
-            }
-            None => assert!(request.body.is_empty(), "{:?}: {request:?}", case.args),
-        }
     }
 }
 
@@ -520,7 +513,7 @@ impl Managed {
         let mock = Mock::start();
         // The harness seeds a project of its own ("test") with CLIENT_KEY.
         let proxy = Proxy::for_mock(&mock).env("MANAGEMENT_TOKEN", MT).start();
-        let url = format!("http://{}", proxy.addr);
+        let url = proxy.url();
         Self { mock, proxy, url }
     }
 
@@ -787,7 +780,7 @@ fn disabled_management_api_exits_1() {
         .env_remove("MANAGEMENT_TOKEN")
         .unseeded()
         .start();
-    let url = format!("http://{}", proxy.addr);
+    let url = proxy.url();
     let run = manage(&url, &["project", "list"]);
     let line = run.fails(1);
     assert!(line.contains("503"), "{line}");

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::store::*;
 use common::*;
@@ -35,37 +35,6 @@ const TOKEN_FIELDS: [&str; 12] = [
     "updated_at",
     "last_used_at",
 ];
-
-#[track_caller]
-fn assert_fields(value: &Value, fields: &[&str]) {
-    let got: BTreeSet<&str> = value
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {value}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let want: BTreeSet<&str> = fields.iter().copied().collect();
-    assert_eq!(got, want, "fields of {value}");
-}
-
-#[track_caller]
-fn timestamp(value: &Value) -> SystemTime {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
-    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"))
-}
-
-/// Seconds from now to the timestamp (negative in the past).
-#[track_caller]
-fn seconds_from_now(value: &Value) -> f64 {
-    let at = timestamp(value);
-    let now = SystemTime::now();
-    match at.duration_since(now) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
-    }
-}
 
 #[track_caller]
 fn message(response: &Response) -> String {

@@ -4,126 +4,29 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cli::RecordingServer;
+use common::cli::{Cli, CliRun, RecordingServer};
+use common::pty::Pty;
 use common::*;
 use serde_json::json;
 
-/// How long one chat may take.
+/// How long a chat on a terminal may take to end.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One finished piped chat.
-#[derive(Debug)]
-struct ChatRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    /// Each piece of stdout with when it arrived, from the start.
-    pieces: Vec<(Duration, String)>,
-}
-
-impl ChatRun {
-    #[track_caller]
-    fn assert_code(&self, code: i32) {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-    }
-
-    /// Asserts exit `code` and one `error: ` line on stderr; returns it.
-    #[track_caller]
-    fn fails(&self, code: i32) -> &str {
-        self.assert_code(code);
-        let line = self.stderr.strip_suffix('\n').unwrap_or(&self.stderr);
-        assert!(
-            !line.contains('\n') && line.starts_with("error: "),
-            "expected one `error: ` line on stderr, got {:?}",
-            self.stderr
-        );
-        line
-    }
-}
-
 /// Runs `llm-proxy openai chat <args>` with `input` on a pipe as stdin.
-fn chat(args: &[&str], env: &[(&str, &str)], input: &str) -> ChatRun {
+fn chat(args: &[&str], env: &[(&str, &str)], input: &str) -> CliRun {
     let home = TempDir::new("chat-home");
-    let mut child = Command::new(bin())
-        .args(["openai", "chat"])
-        .args(args)
-        .current_dir(home.path())
-        .env_clear()
-        .env("HOME", home.path())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn llm-proxy");
-    let start = Instant::now();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    std::thread::spawn(move || {
-        // The chat may end (exit) before it reads everything.
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut stdout = child.stdout.take().unwrap();
-    let pieces = std::thread::spawn(move || {
-        let mut pieces = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            pieces.push((
-                start.elapsed(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            ));
-        }
-        pieces
-    });
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let status = wait(&mut child);
-    let pieces: Vec<(Duration, String)> = pieces.join().unwrap();
-    ChatRun {
-        code: status.code(),
-        stdout: pieces.iter().map(|(_, text)| text.as_str()).collect(),
-        stderr: stderr.join().unwrap(),
-        pieces,
+    let mut cli = Cli::new(["openai", "chat"])
+        .args(args.iter().copied())
+        .env("HOME", home.path().display().to_string())
+        .stdin(input);
+    for (key, value) in env {
+        cli = cli.env(key, *value);
     }
-}
-
-fn wait(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the chat did not end within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn url_of(proxy: &Proxy) -> String {
-    format!("http://{}", proxy.addr)
+    cli.run_in(home.path())
 }
 
 /// A streamed answer made of `parts`, as an upstream would send it.
@@ -150,7 +53,7 @@ fn sse_response(parts: &[&str]) -> String {
 fn a_piped_conversation_sends_the_whole_conversation_every_turn() {
     let upstream = RecordingServer::raw(sse_response(&["Bon", "jour", " !"]));
     let proxy = Proxy::builder().upstream(upstream.url()).start();
-    let url = url_of(&proxy);
+    let url = proxy.url();
     let run = chat(
         &[
             "--base-url",
@@ -211,7 +114,7 @@ fn answers_are_printed_as_they_stream_from_the_mock() {
     let proxy = Proxy::for_mock(&mock).start();
     // A base URL ending in /v1, as OpenAI's is usually written; the token
     // from the environment.
-    let base = format!("{}/v1", url_of(&proxy));
+    let base = format!("{}/v1", proxy.url());
     let run = chat(
         &["--base-url", &base],
         &[("PROXY_TOKEN", CLIENT_KEY)],
@@ -244,7 +147,7 @@ fn answers_are_printed_as_they_stream_from_the_mock() {
 fn no_stream_asks_for_and_prints_whole_answers() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
-    let url = url_of(&proxy);
+    let url = proxy.url();
     let run = chat(
         &["--base-url", &url, "--token", CLIENT_KEY, "--no-stream"],
         &[],
@@ -260,13 +163,13 @@ fn no_stream_asks_for_and_prints_whole_answers() {
 fn a_rejected_key_exits_3_with_the_servers_message() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
-    let url = url_of(&proxy);
+    let url = proxy.url();
     let run = chat(
         &["--base-url", &url, "--token", "sk-not-a-real-key-42"],
         &[],
         "Hello\nAgain\n",
     );
-    let line = run.fails(3);
+    let line = run.error_line(3);
     assert!(line.contains("401: invalid API key"), "{line}");
     assert!(line.contains("--token / PROXY_TOKEN"), "{line}");
     assert!(!line.contains("sk-not-a-real-key-42"), "{line}");
@@ -278,7 +181,7 @@ fn a_rejected_key_exits_3_with_the_servers_message() {
 fn an_unreachable_proxy_exits_2() {
     let url = format!("http://{}", closed_port());
     let run = chat(&["--base-url", &url, "--token", CLIENT_KEY], &[], "Hello\n");
-    let line = run.fails(2);
+    let line = run.error_line(2);
     assert!(line.contains("cannot reach the proxy"), "{line}");
     assert!(line.contains(&url), "{line}");
 }
@@ -289,13 +192,13 @@ fn a_failed_later_turn_ends_a_scripted_chat_with_the_servers_message() {
     let proxy = Proxy::for_mock(&mock).start();
     let token = proxy.create_token(json!({"max_requests": 1}));
     let secret = token["token"].as_str().unwrap();
-    let url = url_of(&proxy);
+    let url = proxy.url();
     let run = chat(
         &["--base-url", &url, "--token", secret],
         &[],
         "One\nTwo\nThree\n",
     );
-    let line = run.fails(1);
+    let line = run.error_line(1);
     assert!(line.contains("the proxy answered 429"), "{line}");
     assert!(line.contains("maximum number of requests"), "{line}");
     assert_eq!(run.stdout, format!("{}\n", mock_text(16)));
@@ -320,7 +223,7 @@ fn bad_arguments_are_found_before_anything_is_sent() {
     ];
     for (args, code, needle) in cases {
         let run = chat(args, &[], "Hello\n");
-        let line = run.fails(code);
+        let line = run.error_line(code);
         assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
@@ -329,91 +232,10 @@ fn bad_arguments_are_found_before_anything_is_sent() {
 // On a terminal
 // ---------------------------------------------------------------------------
 
-/// The chat on a pseudo-terminal made by `script(1)`.
-struct Pty {
-    child: Child,
-    stdin: ChildStdin,
-    output: Arc<Mutex<String>>,
-    /// Output up to here has been matched already.
-    seen: usize,
-}
-
-impl Pty {
-    fn start(args: &[&str], home: &Path) -> Pty {
-        if Command::new("script").arg("--version").output().is_err() {
-            panic!("`script` (util-linux) is needed for this test");
-        }
-        // `exec`: Ctrl-C must reach the chat alone, not a shell around it.
-        let mut command = format!("exec '{}' openai chat", bin());
-        for arg in args {
-            assert!(!arg.contains('\''), "{arg}");
-            command.push_str(&format!(" '{arg}'"));
-        }
-        let mut child = Command::new("script")
-            .args(["-qfec", &command, "/dev/null"])
-            .current_dir(home)
-            .env_clear()
-            .env("TERM", "xterm")
-            .env("HOME", home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run script");
-        let output = Arc::new(Mutex::new(String::new()));
-        let sink = output.clone();
-        let mut stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdin = child.stdin.take().unwrap();
-        Pty {
-            child,
-            stdin,
-            output,
-            seen: 0,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits for `needle` after what was matched before.
-    #[track_caller]
-    fn expect(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = self.output();
-            if let Some(at) = text[self.seen..].find(needle) {
-                self.seen += at + needle.len();
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} after {:?} in {text:?}",
-                &text[..self.seen]
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn send(&mut self, keys: &str) {
-        self.stdin.write_all(keys.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        wait(&mut self.child)
-    }
+/// `llm-proxy openai chat <args>` on a terminal, at home in `home`.
+fn chat_on_a_terminal(args: &[&str], home: &Path) -> Pty {
+    let args = [&["openai", "chat"], args].concat();
+    Pty::spawn(&args, home, "xterm", Some(home))
 }
 
 fn history(home: &Path) -> std::path::PathBuf {
@@ -430,8 +252,8 @@ fn on_a_terminal_a_typed_line_gets_a_streamed_answer_until_exit() {
     let token = proxy.create_token(json!({"max_requests": 1}));
     let secret = token["token"].as_str().unwrap();
     let home = TempDir::new("chat-pty");
-    let url = url_of(&proxy);
-    let mut pty = Pty::start(
+    let url = proxy.url();
+    let mut pty = chat_on_a_terminal(
         &[
             "--base-url",
             &url,
@@ -452,7 +274,7 @@ fn on_a_terminal_a_typed_line_gets_a_streamed_answer_until_exit() {
     pty.expect("error: the proxy answered 429");
     pty.expect("> ");
     pty.send("exit\r");
-    let status = pty.wait();
+    let status = pty.wait_exit(RUN_TIMEOUT);
     let output = pty.output();
     assert!(status.success(), "{status:?}: {output:?}");
     assert_eq!(mock.stat("streams_completed"), 1);
@@ -474,8 +296,8 @@ fn on_a_terminal_ctrl_c_cancels_and_ctrl_d_ends() {
     let mock = Mock::builder().args(["--chunk-interval-ms", "200"]).start();
     let proxy = Proxy::for_mock(&mock).start();
     let home = TempDir::new("chat-pty-keys");
-    let url = url_of(&proxy);
-    let mut pty = Pty::start(&["--base-url", &url, "--token", CLIENT_KEY], home.path());
+    let url = proxy.url();
+    let mut pty = chat_on_a_terminal(&["--base-url", &url, "--token", CLIENT_KEY], home.path());
     pty.expect("> ");
     pty.send("a long story\r");
     pty.expect("The quick");
@@ -487,7 +309,7 @@ fn on_a_terminal_ctrl_c_cancels_and_ctrl_d_ends() {
     pty.send("\x03");
     pty.expect("> ");
     pty.send("\x04");
-    let status = pty.wait();
+    let status = pty.wait_exit(RUN_TIMEOUT);
     let output = pty.output();
     assert!(status.success(), "{status:?}: {output:?}");
     assert!(
@@ -505,14 +327,14 @@ fn on_a_terminal_a_rejected_key_on_the_first_turn_exits_3() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
     let home = TempDir::new("chat-pty-auth");
-    let url = url_of(&proxy);
-    let mut pty = Pty::start(
+    let url = proxy.url();
+    let mut pty = chat_on_a_terminal(
         &["--base-url", &url, "--token", "sk-wrong-0000"],
         home.path(),
     );
     pty.expect("> ");
     pty.send("hello\r");
     pty.expect("rejected the token (401: invalid API key)");
-    let status = pty.wait();
+    let status = pty.wait_exit(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(3), "{:?}", pty.output());
 }

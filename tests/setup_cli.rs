@@ -4,8 +4,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::cli::Cli;
+use common::pty::Pty;
 use common::*;
 
 fn env_value(env_file: &str, key: &str) -> Option<String> {
@@ -200,44 +202,8 @@ fn bad_input_is_one_line_and_exit_1() {
 /// typed once its prompt has appeared.
 #[test]
 fn interactive_setup_asks_for_what_the_flags_did_not_give() {
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-
-    if Command::new("script").arg("--version").output().is_err() {
-        panic!("`script` (util-linux) is needed for this test");
-    }
     let dir = TempDir::new("setup-interactive");
-    let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} setup --interactive", bin()),
-            "/dev/null",
-        ])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("TERM", "dumb")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run script");
-    let output = Arc::new(Mutex::new(String::new()));
-    let sink = output.clone();
-    let mut stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
+    let mut pty = Pty::spawn(&["setup", "--interactive"], dir.path(), "dumb", None);
     let answers = [
         ("OpenAI API key", "sk-typed-in-key-123\r"),
         ("Management token", "\r"),
@@ -245,33 +211,12 @@ fn interactive_setup_asks_for_what_the_flags_did_not_give() {
         ("Project name", "Typed Project\r"),
         ("Token lifetime", "5\r"),
     ];
-    let mut seen = 0;
     for (prompt, answer) in answers {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = output.lock().unwrap().clone();
-            if let Some(at) = text[seen..].find(prompt) {
-                seen += at + prompt.len();
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no prompt {prompt:?} in {text:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        stdin.write_all(answer.as_bytes()).unwrap();
-        stdin.flush().unwrap();
+        pty.expect(prompt);
+        pty.send(answer);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{}", output.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = output.lock().unwrap().clone();
+    let status = pty.wait_exit(Duration::from_secs(20));
+    let text = pty.output();
     assert!(status.success(), "{text}");
     assert!(text.contains("Created project \"Typed Project\""), "{text}");
     assert!(text.contains("expires in 5 h"), "{text}");

@@ -1,7 +1,11 @@
 //! Helpers for testing the client commands (`manage`, ...) as subprocesses.
 //!
-//! - [`Cli`]: runs `llm-proxy <args>` with a cleared environment and
-//!   captures stdout, stderr and the exit code.
+//! - [`Cli`]: runs `llm-proxy <args>` with a cleared environment (and
+//!   optionally some input on stdin) and captures stdout, stderr and the
+//!   exit code.
+//! - [`dheera_env`] and [`dheera_at`]: `dheera_ai-proxy` set up as the seed
+//!   does, with the URL and key in its environment; the constants and the
+//!   seed's examples the client-command tests share.
 //! - [`RecordingServer`]: a tiny HTTP server that answers every request
 //!   with one scripted response and records what the client sent (method,
 //!   target, headers and body), one connection per request.
@@ -26,6 +30,8 @@ pub struct CliRun {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// Each piece of stdout with when it arrived, from the start.
+    pub pieces: Vec<(Duration, String)>,
 }
 
 impl CliRun {
@@ -68,6 +74,14 @@ impl CliRun {
             "stdout of a failure should be empty: {:?}",
             self.stdout
         );
+        self.error_line(code)
+    }
+
+    /// Asserts the exit `code` and exactly one stderr line starting with
+    /// `error: `, whatever stdout holds; returns that line.
+    #[track_caller]
+    pub fn error_line(&self, code: i32) -> &str {
+        self.assert_code(code);
         let line = self.stderr.strip_suffix('\n').unwrap_or(&self.stderr);
         assert!(
             !line.contains('\n') && line.starts_with("error: "),
@@ -96,6 +110,8 @@ pub struct Cli {
     program: &'static str,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Written to stdin (then closed); `None`: stdin is `/dev/null`.
+    input: Option<String>,
 }
 
 /// The `dheera_ai-proxy` binary: the client commands alone.
@@ -109,6 +125,7 @@ impl Cli {
             program: super::bin(),
             args: args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
+            input: None,
         }
     }
 
@@ -140,6 +157,12 @@ impl Cli {
         self
     }
 
+    /// Writes `input` to stdin, then closes it.
+    pub fn stdin(mut self, input: impl Into<String>) -> Self {
+        self.input = Some(input.into());
+        self
+    }
+
     /// Runs to completion (killed after a minute), in a fresh temp dir.
     pub fn run(&self) -> CliRun {
         let dir = super::TempDir::new("cli");
@@ -152,37 +175,66 @@ impl Cli {
         cmd.current_dir(dir)
             .env_clear()
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(match self.input {
+                Some(_) => Stdio::piped(),
+                None => Stdio::null(),
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
         let mut child = cmd.spawn().expect("spawn llm-proxy");
-        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let start = Instant::now();
+        if let Some(input) = self.input.clone() {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            std::thread::spawn(move || {
+                // The command may exit before it reads everything.
+                let _ = stdin.write_all(input.as_bytes());
+            });
+        }
+        let stdout = drain_pieces(child.stdout.take().expect("piped stdout"), start);
         let stderr = drain(child.stderr.take().expect("piped stderr"));
-        let deadline = Instant::now() + CLI_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for llm-proxy") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "llm-proxy {:?} did not exit within {CLI_TIMEOUT:?}",
-                    self.args
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = super::wait_or_kill(&mut child, CLI_TIMEOUT, || {
+            format!("llm-proxy {:?}", self.args)
+        });
+        let pieces = stdout.join().expect("stdout reader");
+        let bytes: Vec<u8> = pieces
+            .iter()
+            .flat_map(|(_, bytes)| bytes)
+            .copied()
+            .collect();
         CliRun {
             args: self.args.clone(),
             code: status.code(),
-            stdout: stdout.join().expect("stdout reader"),
+            stdout: String::from_utf8_lossy(&bytes).into_owned(),
             stderr: stderr.join().expect("stderr reader"),
+            pieces: pieces
+                .into_iter()
+                .map(|(at, bytes)| (at, String::from_utf8_lossy(&bytes).into_owned()))
+                .collect(),
         }
     }
+}
+
+/// Reads `pipe` to its end, noting when each piece arrived after `start`.
+fn drain_pieces(
+    mut pipe: impl Read + Send + 'static,
+    start: Instant,
+) -> std::thread::JoinHandle<Vec<(Duration, Vec<u8>)>> {
+    std::thread::spawn(move || {
+        let mut pieces = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => pieces.push((start.elapsed(), buf[..n].to_vec())),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        pieces
+    })
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
@@ -214,6 +266,66 @@ pub fn deployment_json(id: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// The client commands as the seed sets them up
+// ---------------------------------------------------------------------------
+
+/// The API key of the tests against a recording server; must never be
+/// printed.
+pub const API_KEY: &str = "sk-master-5c2e91f0ab37";
+/// A model deployment id the recording server answers with.
+pub const MODEL_ID: &str = "8d1f2c3a-model";
+/// A user id the recording server answers with.
+pub const USER_ID: &str = "u-3f9a";
+/// A key secret the recording server hands out.
+pub const NEW_KEY: &str = "sk-generated-4b8e2d7f9c1a";
+
+/// The seed's `models add` example.
+pub const SEED_MODELS_ADD: &[&str] = &[
+    "models",
+    "add",
+    "gpt-4",
+    "--param",
+    "api_key=sk-123",
+    "--param",
+    "max_tokens=2048",
+];
+
+/// The seed's `keys generate` example.
+pub const SEED_KEYS_GENERATE: &[&str] = &[
+    "keys",
+    "generate",
+    "--models=gpt-4",
+    "--spend=100",
+    "--duration=24h",
+    "--key-alias=my-key",
+];
+
+/// The seed's `users create` example.
+pub const SEED_USERS_CREATE: &[&str] = &[
+    "users",
+    "create",
+    "--email=user@example.com",
+    "--role=internal_user",
+    "--alias=Alice",
+    "--team=team1",
+    "--max-budget=100.0",
+];
+
+/// `dheera_ai-proxy <args>` with the URL and `key` in its environment, as
+/// the seed sets it up.
+pub fn dheera_env(url: &str, key: &str, args: &[&str]) -> CliRun {
+    Cli::dheera(args.iter().copied())
+        .env("DHEERA_AI_PROXY_URL", url)
+        .env("DHEERA_AI_PROXY_API_KEY", key)
+        .run()
+}
+
+/// [`dheera_env`] with [`API_KEY`].
+pub fn dheera_at(url: &str, args: &[&str]) -> CliRun {
+    dheera_env(url, API_KEY, args)
+}
+
+// ---------------------------------------------------------------------------
 // A recording server
 // ---------------------------------------------------------------------------
 
@@ -238,6 +350,32 @@ impl Recorded {
                 String::from_utf8_lossy(&self.body)
             )
         })
+    }
+
+    /// Asserts that the command run with `args` sent `method target` with
+    /// the bearer `key`, and `body` as JSON (or no body at all).
+    #[track_caller]
+    pub fn assert_sent(
+        &self,
+        args: &[&str],
+        method: &str,
+        target: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) {
+        assert_eq!(self.method, method, "{args:?}");
+        assert_eq!(self.target, target, "{args:?}");
+        assert_eq!(
+            self.header("authorization"),
+            Some(format!("Bearer {key}").as_str())
+        );
+        match body {
+            Some(body) => {
+                assert_eq!(&self.json(), body, "{args:?}");
+                assert_eq!(self.header("content-type"), Some("application/json"));
+            }
+            None => assert!(self.body.is_empty(), "{args:?}: {self:?}"),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub mod cli;
+pub mod pty;
 pub mod store;
 
 /// The key clients present to the proxy in most tests.
@@ -254,6 +255,28 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     let (scheme, rest) = url.split_once("://")?;
     let addr = rest.trim_end_matches('/').parse().ok()?;
     Some((scheme.to_string(), addr))
+}
+
+/// Waits up to `timeout` for `child` to exit; after that kills it and
+/// panics with `what` (worked out then) and the timeout.
+#[track_caller]
+pub fn wait_or_kill(
+    child: &mut Child,
+    timeout: Duration,
+    what: impl FnOnce() -> String,
+) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} did not exit within {timeout:?}", what());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Result of a process that was expected to exit on its own.
@@ -594,6 +617,24 @@ impl Proxy {
 
     pub fn log(&self) -> String {
         self.proc.log()
+    }
+
+    /// `http://` and the address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server with SIGTERM and asserts that it exits with status
+    /// 0 within 20 s.
+    #[track_caller]
+    pub fn stop(mut self) {
+        self.proc.signal("TERM");
+        assert_eq!(
+            self.proc
+                .wait_exit(Duration::from_secs(20))
+                .and_then(|s| s.code()),
+            Some(0)
+        );
     }
 }
 

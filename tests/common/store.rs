@@ -1,11 +1,12 @@
-//! Helpers for the tests of the key store, the management API and the
-//! limits: secret hints, connections pinned to each worker, load loops.
+//! Helpers for the tests of the key store, the management APIs and the
+//! limits: secret hints, the fields and timestamps of JSON answers,
+//! connections pinned to each worker, load loops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -41,6 +42,38 @@ pub fn assert_hint(shown: &Value, secret: &str) {
         shown.chars().count() < chars.len(),
         "the hint {shown:?} is not shorter than the secret"
     );
+}
+
+/// Asserts that `value` is an object with exactly the keys `fields`.
+#[track_caller]
+pub fn assert_fields(value: &Value, fields: &[&str]) {
+    let got: BTreeSet<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: BTreeSet<&str> = fields.iter().copied().collect();
+    assert_eq!(got, want, "fields of {value}");
+}
+
+/// An RFC 3339 timestamp.
+#[track_caller]
+pub fn timestamp(value: &Value) -> SystemTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp: {value}"));
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"))
+}
+
+/// Seconds from now to an RFC 3339 timestamp (negative in the past).
+#[track_caller]
+pub fn seconds_from_now(value: &Value) -> f64 {
+    let at = timestamp(value);
+    match at.duration_since(SystemTime::now()) {
+        Ok(ahead) => ahead.as_secs_f64(),
+        Err(behind) => -behind.duration().as_secs_f64(),
+    }
 }
 
 /// The proxy's data directory when it was started without `--db`.
