@@ -101,6 +101,9 @@ pub struct ClientLimits {
     pub idle_timeout: Duration,
     /// Longest a single write to the client may wait for it to read.
     pub write_timeout: Duration,
+    /// From this many open connections on a worker, idle ones park (give
+    /// their read buffer back); below it, waiting costs nothing extra.
+    pub park_from_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +199,12 @@ impl ServerSettings {
             body_timeout: env.duration("CLIENT_BODY_TIMEOUT", Duration::from_secs(30))?,
             idle_timeout: env.duration("CLIENT_IDLE_TIMEOUT", Duration::from_secs(60))?,
             write_timeout: env.duration("CLIENT_WRITE_TIMEOUT", Duration::from_secs(60))?,
+            park_from_connections: match env.get("IDLE_PARK_CONNECTIONS") {
+                Some(text) => text.trim().parse().with_context(|| {
+                    format!("IDLE_PARK_CONNECTIONS: not a number of connections: {text:?}")
+                })?,
+                None => 1024,
+            },
         };
         if limits.max_header_bytes < 1024 {
             bail!("MAX_HEADER_SIZE must be at least 1KB");

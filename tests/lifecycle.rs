@@ -231,7 +231,10 @@ const PARKED: Duration = Duration::from_millis(800);
 #[test]
 fn parked_idle_connections_serve_their_next_requests() {
     let mock = Mock::start();
-    let proxy = Proxy::for_mock(&mock).start();
+    // Park from the first connection (by default only from 1,024 on).
+    let proxy = Proxy::for_mock(&mock)
+        .env("IDLE_PARK_CONNECTIONS", "0")
+        .start();
     let mut conn = proxy.conn();
     let chat = chat(false).bytes();
     assert_eq!(conn.roundtrip(&chat).status, 200);
@@ -262,6 +265,7 @@ fn parked_idle_connections_close_at_the_idle_timeout_and_on_drain() {
     let mock = Mock::start();
     let mut proxy = Proxy::for_mock(&mock)
         .env("CLIENT_IDLE_TIMEOUT", "1500ms")
+        .env("IDLE_PARK_CONNECTIONS", "0")
         .start();
 
     let mut timed_out = proxy.conn();
