@@ -71,9 +71,11 @@ fn litellms_own_cli_manages_the_gateway() {
         let required = std::env::var("LLM_PROXY_REQUIRE_LITELLM").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "litellm-proxy is not installed (pip install litellm)"
+            "litellm-proxy is not installed (pip install 'litellm[cli]')"
         );
-        eprintln!("skipped: litellm-proxy is not installed (pip install litellm to run this test)");
+        eprintln!(
+            "skipped: litellm-proxy is not installed (pip install 'litellm[cli]' to run this test)"
+        );
         return;
     };
     let mock = Mock::start();

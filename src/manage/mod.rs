@@ -4,6 +4,7 @@
 //! credentials, keys, users). Cold path: store calls run on the blocking
 //! pool, never on the worker thread.
 
+mod audit;
 pub mod litellm;
 pub mod views;
 
@@ -46,18 +47,26 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Api::Manage
     };
     let mut close = !head.keep_alive || worker.draining();
+    let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
+    let mut actor = "unauthenticated".to_string();
+    let mut audited = !head.path(&conn.buf).starts_with(b"/health/");
+    let mut body_seen = Vec::new();
     let answer = match authorize(worker, api, head, &conn.buf) {
         Ok(caller) => {
+            actor = caller.actor();
+            // Clients listing their models with their own keys are not management.
+            audited &= matches!(caller, litellm::Caller::Master);
             let timeout = worker.settings.limits.body_timeout;
             match conn.read_body(head, MAX_BODY, timeout).await {
                 Ok(body) => {
-                    let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
-                    match api {
+                    let answer = match api {
                         Api::Manage => route(worker, &head.method, &target, &body).await,
                         Api::LiteLlm => {
                             litellm::route(worker, caller, &head.method, &target, &body).await
                         }
-                    }
+                    };
+                    body_seen = body;
+                    answer
                 }
                 Err(error) => {
                     close = true;
@@ -82,6 +91,26 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Ok((status, _)) => *status,
         Err(error) => error.status(),
     };
+    if audited {
+        let remote = conn
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
+        let call = audit::Call {
+            actor: &actor,
+            method: head.method.as_str(),
+            target: &target,
+            status: status.as_u16(),
+            outcome: match &answer {
+                Ok(_) => "ok",
+                Err(error) => error.table().2,
+            },
+            body: &body_seen,
+            request_id: &request_id,
+            remote,
+        };
+        audit::record(worker, call).await;
+    }
     match answer {
         Ok((status, body)) => {
             let body = body
@@ -131,7 +160,7 @@ fn authorize(
         Api::LiteLlm => litellm::access(head.path(buf)),
     };
     match access {
-        litellm::Access::Public => Ok(litellm::Caller::Master),
+        litellm::Access::Public => Ok(litellm::Caller::Anonymous),
         litellm::Access::Master => {
             check_master(worker, head, buf).map(|()| litellm::Caller::Master)
         }
@@ -141,6 +170,7 @@ fn authorize(
                 let key = proxy::auth::authenticate(worker, head, buf)?;
                 let view = &key.view;
                 Ok(litellm::Caller::Key {
+                    key_id: view.key_id,
                     models: allowed_models(&view.models, &view.user_models),
                 })
             }
@@ -318,6 +348,10 @@ async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> A
             .await
         }
         (["tokens", _], _) => not_allowed(method, "GET, PATCH, DELETE"),
+        (["audit"], &Method::GET) => audit::list(store, query).await,
+        (["audit"], _) => not_allowed(method, "GET"),
+        (["audit", id], &Method::GET) => audit::get(store, id).await,
+        (["audit", _], _) => not_allowed(method, "GET"),
         _ => Err(ProxyError::NotFound),
     }
 }

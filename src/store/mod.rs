@@ -7,6 +7,7 @@
 //!   and of deployments and credentials. Each write bumps the store
 //!   generation, which tells every worker to re-read before the call returns.
 //! - `ledger`: quota leases, usage counts and spend written by the workers.
+//! - `audit`: the log of management calls.
 //! - `migrate`: older record layouts brought forward on open.
 //!
 //! Read transactions are opened without thread-local slots (`WithoutTls`):
@@ -14,6 +15,7 @@
 //! an `.await`.
 
 mod admin;
+mod audit;
 mod catalog;
 pub mod crypto;
 mod ledger;
@@ -29,6 +31,7 @@ use heed::types::{Bytes, SerdeBincode, Str};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
+pub use audit::{AuditEntry, AuditQuery};
 pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use ledger::{Grant, Report};
@@ -93,6 +96,8 @@ pub struct Store {
     user_spend: Database<Str, SerdeBincode<Money>>,
     deployments: Database<Str, SerdeBincode<Deployment>>,
     credentials: Database<Str, SerdeBincode<Credential>>,
+    /// Management calls, by sequential id (big-endian, so in order).
+    audit: audit::AuditDb,
     cipher: Option<Cipher>,
     /// Bumped after every management write commits; workers compare it
     /// with the generation their key cache was filled at.
@@ -154,6 +159,7 @@ impl Store {
             user_spend: env.create_database(&mut txn, Some("user_spend"))?,
             deployments: env.create_database(&mut txn, Some("deployments"))?,
             credentials: env.create_database(&mut txn, Some("credentials"))?,
+            audit: env.create_database(&mut txn, Some("audit"))?,
             env: env.clone(),
             cipher,
             generation: AtomicU64::new(1),

@@ -23,11 +23,27 @@ use crate::server::worker::Worker;
 
 /// Who is calling.
 pub enum Caller {
+    /// No key needed (the readiness check).
+    Anonymous,
     /// The master key: everything.
     Master,
     /// A virtual key: the model listings, limited to these models (empty:
     /// every model).
-    Key { models: Vec<String> },
+    Key {
+        key_id: uuid::Uuid,
+        models: Vec<String>,
+    },
+}
+
+impl Caller {
+    /// As the audit log names the caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Anonymous => "anonymous".into(),
+            Caller::Master => "master_key".into(),
+            Caller::Key { key_id, .. } => format!("key:{key_id}"),
+        }
+    }
 }
 
 /// Whether `path` belongs to this API.

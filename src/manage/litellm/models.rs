@@ -78,7 +78,8 @@ pub async fn list_names(store: Arc<Store>, caller: Caller) -> Answer {
 fn may_use(caller: &Caller, model_name: &str) -> bool {
     match caller {
         Caller::Master => true,
-        Caller::Key { models } => models.is_empty() || models.iter().any(|m| m == model_name),
+        Caller::Anonymous => false,
+        Caller::Key { models, .. } => models.is_empty() || models.iter().any(|m| m == model_name),
     }
 }
 

@@ -1,0 +1,157 @@
+//! The audit log: every management call (both APIs) is recorded with who,
+//! what, when, from where and the outcome, secrets hidden; it is read with
+//! `GET /manage/audit` (filters, pages) and `GET /manage/audit/{id}`, and
+//! kept across a restart.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn audit(proxy: &Proxy, query: &str) -> Value {
+    let response = proxy.manage("GET", &format!("/manage/audit{query}"), None);
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+fn entries(page: &Value) -> Vec<Value> {
+    page["entries"].as_array().expect("entries").clone()
+}
+
+#[test]
+fn management_calls_are_recorded_with_secrets_hidden() {
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).start();
+    // The harness made a project and a token: both are in the log.
+    let project = proxy.create_project("audited", "sk-audited-provider-secret");
+    let generated = proxy.manage("POST", "/key/generate", Some(json!({"key_alias": "a1"})));
+    let key = generated.json()["key"].as_str().unwrap().to_string();
+    proxy.manage("GET", &format!("/key/info?key={key}"), None);
+    // A refused call, and calls that are not management: not by the master key.
+    let refused = proxy.call(Req::get("/manage/projects").auth("sk-wrong-master"));
+    assert_eq!(refused.status, 401);
+    proxy.call(Req::get("/health/readiness"));
+    proxy.call(Req::get("/v1/models").auth(&key));
+
+    let log = audit(&proxy, "");
+    let all = entries(&log);
+    let text = log.to_string();
+    for secret in [
+        "sk-audited-provider-secret",
+        key.as_str(),
+        CLIENT_KEY,
+        "sk-wrong-master",
+        MANAGEMENT_TOKEN,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit log: {text}");
+    }
+    // Newest first: the refused call, the key lookup, the generation, the project.
+    assert_eq!(all[0]["actor"], "unauthenticated");
+    assert_eq!(all[0]["status"], 401);
+    assert_eq!(all[0]["outcome"], "invalid_management_token");
+    assert_eq!(all[0]["target"], "/manage/projects");
+    assert_eq!(all[1]["target"], "/key/info?key=***");
+    assert_eq!(all[2]["method"], "POST");
+    assert_eq!(all[2]["target"], "/key/generate");
+    assert_eq!(all[2]["body"], json!({"key_alias": "a1"}));
+    assert_eq!(all[2]["outcome"], "ok");
+    assert_eq!(all[3]["target"], "/manage/projects");
+    assert_eq!(all[3]["status"], 201);
+    assert_eq!(all[3]["body"]["name"], "audited");
+    assert_eq!(all[3]["body"]["openai_api_key"], "***");
+    assert_eq!(all[3]["actor"], "master_key");
+    assert!(
+        all[3]["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{}",
+        all[3]
+    );
+    assert!(all[3]["at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        all[3]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    // The readiness check and the key's own model listing are not there.
+    assert!(
+        all.iter()
+            .all(|e| e["target"] != "/health/readiness" && e["target"] != "/v1/models")
+    );
+    assert!(project.len() > 10);
+
+    // One entry by id; ids are sequential.
+    let id = all[2]["id"].as_u64().unwrap();
+    let one = proxy.manage("GET", &format!("/manage/audit/{id}"), None);
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json(), all[2]);
+    assert_eq!(all[1]["id"].as_u64().unwrap(), id + 1);
+    proxy
+        .manage("GET", "/manage/audit/999999", None)
+        .assert_error(404, "not_found");
+    proxy
+        .manage("GET", "/manage/audit/x", None)
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn the_log_is_paged_and_filtered_and_survives_a_restart() {
+    let mock = Mock::start();
+    let dir = TempDir::new("audit-db");
+    let db = dir.path().join("data").display().to_string();
+    let mut proxy = Proxy::for_mock(&mock).arg("--db").arg(&db).start();
+    for n in 0..7 {
+        proxy.manage(
+            "POST",
+            "/user/new",
+            Some(json!({"user_id": format!("u{n}"), "auto_create_key": false})),
+        );
+    }
+    proxy.call(Req::get("/manage/tokens").auth("sk-nope"));
+
+    let first = audit(&proxy, "?limit=3&path_prefix=/user/");
+    let page: Vec<Value> = entries(&first);
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0]["body"]["user_id"], "u6");
+    let next = first["next_before_id"].as_u64().expect("a next page");
+    let second = entries(&audit(
+        &proxy,
+        &format!("?limit=3&path_prefix=/user/&before_id={next}"),
+    ));
+    assert_eq!(second[0]["body"]["user_id"], "u3");
+    let refused = entries(&audit(&proxy, "?status=401"));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["target"], "/manage/tokens");
+    let by_master = entries(&audit(&proxy, "?actor=master_key&method=post&limit=1000"));
+    assert!(
+        by_master
+            .iter()
+            .all(|e| e["actor"] == "master_key" && e["method"] == "POST")
+    );
+    assert!(entries(&audit(&proxy, "?since=2999-01-01T00:00:00Z")).is_empty());
+    assert!(!entries(&audit(&proxy, "?until=2999-01-01T00:00:00Z")).is_empty());
+    for bad in ["?limit=0", "?since=yesterday", "?colour=red", "?status=x"] {
+        proxy
+            .manage("GET", &format!("/manage/audit{bad}"), None)
+            .assert_error(400, "invalid_body");
+    }
+    proxy
+        .manage("POST", "/manage/audit", None)
+        .assert_error(405, "method_not_allowed");
+
+    let before = entries(&audit(&proxy, "?limit=1000")).len();
+    proxy.proc.signal("KILL");
+    proxy.proc.wait_exit(std::time::Duration::from_secs(10));
+    drop(proxy);
+    let proxy = Proxy::for_mock(&mock)
+        .unseeded()
+        .arg("--db")
+        .arg(&db)
+        .start();
+    let after = entries(&audit(&proxy, "?limit=1000"));
+    // Everything from before, plus the reads of the log made since.
+    assert!(
+        after.len() > before,
+        "{} after, {before} before",
+        after.len()
+    );
+    assert!(after.iter().any(|e| e["body"]["user_id"] == "u0"));
+}
