@@ -165,6 +165,46 @@ pub enum ManageCommand {
     /// Generate, list, inspect and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the audit log of management calls.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List management calls, newest first.
+    List {
+        /// Most entries to show (1 to 1000)
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
+        /// Only entries older than this id (the next page)
+        #[arg(long, value_name = "ID")]
+        before_id: Option<u64>,
+        /// Only calls at or after this time (RFC 3339, e.g. 2026-11-24T00:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only calls at or before this time (RFC 3339)
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only calls by this actor (master_key, unauthenticated, key:<id>)
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+        /// Only calls with this method
+        #[arg(long, value_name = "METHOD")]
+        method: Option<String>,
+        /// Only calls whose path starts with this
+        #[arg(long, value_name = "PATH")]
+        path_prefix: Option<String>,
+        /// Only calls answered with this status
+        #[arg(long, value_name = "CODE")]
+        status: Option<u16>,
+    },
+    /// Show one entry.
+    Get {
+        /// The entry's id
+        #[arg(value_name = "id")]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

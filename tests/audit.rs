@@ -155,3 +155,59 @@ fn the_log_is_paged_and_filtered_and_survives_a_restart() {
     );
     assert!(after.iter().any(|e| e["body"]["user_id"] == "u0"));
 }
+
+#[test]
+fn manage_audit_lists_and_shows_entries() {
+    use common::cli::Cli;
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).start();
+    let url = proxy.url();
+    proxy.call(Req::get("/manage/projects").auth("sk-intruder"));
+    let manage = |args: &[&str]| {
+        Cli::manage(args.iter().copied())
+            .args([
+                "--manage-api-base-url",
+                url.as_str(),
+                "--management-token",
+                MANAGEMENT_TOKEN,
+            ])
+            .run()
+    };
+
+    let listed = manage(&["audit", "list", "--limit", "2"]);
+    listed.ok();
+    assert!(
+        listed.stdout.contains("unauthenticated"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains("invalid_management_token"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains("More: --before-id"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("sk-intruder"));
+
+    let json = manage(&["audit", "list", "--status", "401", "--json"]);
+    json.ok();
+    let page: Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let refused = entries(&page);
+    assert_eq!(refused.len(), 1);
+    let id = refused[0]["id"].as_u64().unwrap().to_string();
+
+    let shown = manage(&["audit", "get", &id, "--json"]);
+    shown.ok();
+    let entry: Value = serde_json::from_str(&shown.stdout).expect("JSON");
+    assert_eq!(entry["target"], "/manage/projects");
+    let missing = manage(&["audit", "get", "999999"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.stderr);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+    let bad = manage(&["audit", "list", "--since", "yesterday"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("since"), "{}", bad.stderr);
+}

@@ -1,6 +1,6 @@
-//! `llm-proxy manage`: projects and tokens through a running server's
-//! management API (`/manage/*`), printed as tables or, with `--json`, as the
-//! server's JSON.
+//! `llm-proxy manage`: projects and tokens (and, in `audit`, the audit log)
+//! through a running server's management API (`/manage/*`), printed as
+//! tables or, with `--json`, as the server's JSON.
 
 use serde_json::{Map, Value, json};
 
@@ -19,6 +19,7 @@ pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
     let output = match &args.command {
         ManageCommand::Project(command) => project(&client, command, args.json)?,
         ManageCommand::Token(command) => token(&client, command, args.json)?,
+        ManageCommand::Audit(command) => super::audit::run(&client, command, args.json)?,
     };
     print(&output)?;
     Ok(())
@@ -151,14 +152,14 @@ fn token_path(id: &str) -> String {
 // Shapes of the answers
 // ---------------------------------------------------------------------------
 
-fn expect_array(value: Value, what: &str) -> Result<Vec<Value>, ClientError> {
+pub(super) fn expect_array(value: Value, what: &str) -> Result<Vec<Value>, ClientError> {
     match value {
         Value::Array(items) => Ok(items),
         other => Err(unexpected(what, "an array", &other)),
     }
 }
 
-fn expect_object(value: Value, what: &str) -> Result<Map<String, Value>, ClientError> {
+pub(super) fn expect_object(value: Value, what: &str) -> Result<Map<String, Value>, ClientError> {
     match value {
         Value::Object(fields) => Ok(fields),
         other => Err(unexpected(what, "an object", &other)),
@@ -184,7 +185,7 @@ fn unexpected(what: &str, wanted: &str, got: &Value) -> ClientError {
 // ---------------------------------------------------------------------------
 
 /// One object: the server's JSON, or a field/value table.
-fn single(value: Value, json: bool, what: &str) -> Result<String, ClientError> {
+pub(super) fn single(value: Value, json: bool, what: &str) -> Result<String, ClientError> {
     let fields = expect_object(value, what)?;
     Ok(if json {
         pretty(&Value::Object(fields))

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed arguments into work.
 
+pub mod audit;
 pub mod benchmark;
 pub mod client;
 pub mod manage;

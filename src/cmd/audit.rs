@@ -1,0 +1,90 @@
+//! `llm-proxy manage audit`: the audit log of management calls
+//! (`GET /manage/audit`), newest first.
+
+use serde_json::Value;
+
+use super::manage::{expect_object, single};
+use super::output::{cell, keep_whole, pretty, table, time};
+use crate::cli::AuditCommand;
+use crate::client::{Client, ClientError, with_query};
+
+pub fn run(client: &Client, command: &AuditCommand, json: bool) -> Result<String, ClientError> {
+    match command {
+        AuditCommand::List {
+            limit,
+            before_id,
+            since,
+            until,
+            actor,
+            method,
+            path_prefix,
+            status,
+        } => {
+            let (limit, before_id, status) = (
+                limit.to_string(),
+                before_id.map(|id| id.to_string()),
+                status.map(|s| s.to_string()),
+            );
+            let mut query = vec![("limit", limit.as_str())];
+            let optional = [
+                ("before_id", before_id.as_deref()),
+                ("since", since.as_deref()),
+                ("until", until.as_deref()),
+                ("actor", actor.as_deref()),
+                ("method", method.as_deref()),
+                ("path_prefix", path_prefix.as_deref()),
+                ("status", status.as_deref()),
+            ];
+            query.extend(
+                optional
+                    .into_iter()
+                    .filter_map(|(name, value)| value.map(|v| (name, v))),
+            );
+            let page = expect_object(
+                client.get(&with_query("/manage/audit", &query))?,
+                "audit log",
+            )?;
+            if json {
+                return Ok(pretty(&Value::Object(page)));
+            }
+            let entries = page
+                .get("entries")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let next = page.get("next_before_id").and_then(Value::as_u64);
+            Ok(entry_table(&entries, next))
+        }
+        AuditCommand::Get { id } => single(
+            client.get(&format!("/manage/audit/{id}"))?,
+            json,
+            "audit entry",
+        ),
+    }
+}
+
+fn entry_table(entries: &[Value], next: Option<u64>) -> String {
+    if entries.is_empty() {
+        return "No audit entries.\n".into();
+    }
+    let mut table = table([
+        "ID", "AT", "ACTOR", "FROM", "METHOD", "TARGET", "STATUS", "OUTCOME",
+    ]);
+    for entry in entries {
+        table.add_row([
+            cell(&entry["id"]),
+            time(&entry["at"]),
+            cell(&entry["actor"]),
+            cell(&entry["remote"]),
+            cell(&entry["method"]),
+            cell(&entry["target"]),
+            cell(&entry["status"]),
+            cell(&entry["outcome"]),
+        ]);
+    }
+    keep_whole(&mut table, &[0, 2]);
+    match next {
+        Some(id) => format!("{table}\nMore: --before-id {id}\n"),
+        None => format!("{table}\n"),
+    }
+}
