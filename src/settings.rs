@@ -126,6 +126,8 @@ pub struct ServerSettings {
     pub router: RouterSettings,
     /// The `model_list` of a LiteLLM config, put in the store at start.
     pub config_models: Vec<ConfigModel>,
+    /// Entries the audit log keeps; older ones are deleted as new ones come.
+    pub audit_max_entries: u64,
 }
 
 impl ServerSettings {
@@ -226,6 +228,13 @@ impl ServerSettings {
                 .or_else(|| env.get("UPSTREAM_CA_FILE").map(PathBuf::from)),
             router: litellm.router,
             config_models: litellm.models,
+            audit_max_entries: match env.get("AUDIT_MAX_ENTRIES") {
+                Some(text) => match text.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => bail!("AUDIT_MAX_ENTRIES: expected a positive number, got {text:?}"),
+                },
+                None => 1_000_000,
+            },
         })
     }
 }

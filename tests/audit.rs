@@ -211,3 +211,32 @@ fn manage_audit_lists_and_shows_entries() {
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.contains("since"), "{}", bad.stderr);
 }
+
+#[test]
+fn the_log_keeps_the_newest_audit_max_entries() {
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).env("AUDIT_MAX_ENTRIES", "3").start();
+    for n in 0..5 {
+        proxy.manage(
+            "POST",
+            "/user/new",
+            Some(json!({"user_id": format!("k{n}"), "auto_create_key": false})),
+        );
+    }
+    let kept = entries(&audit(&proxy, "?limit=1000"));
+    let users: Vec<&Value> = kept.iter().map(|e| &e["body"]["user_id"]).collect();
+    assert_eq!(users, [&json!("k4"), &json!("k3"), &json!("k2")]);
+    // The ids go on from where they were.
+    assert!(kept[0]["id"].as_u64().unwrap() > 5);
+
+    let refused = Proxy::for_mock(&mock)
+        .unseeded()
+        .env("AUDIT_MAX_ENTRIES", "0")
+        .run_to_exit();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        refused.stderr.contains("AUDIT_MAX_ENTRIES"),
+        "{}",
+        refused.stderr
+    );
+}

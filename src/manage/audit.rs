@@ -50,7 +50,8 @@ pub async fn record(worker: &Worker, call: Call<'_>) {
         request_id: call.request_id.to_string(),
     };
     let store = worker.store.clone();
-    match monoio::spawn_blocking(move || store.append_audit(entry)).await {
+    let keep = worker.settings.audit_max_entries;
+    match monoio::spawn_blocking(move || store.append_audit(entry, keep)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::error!(%error, "cannot write the audit log"),
         Err(_) => tracing::error!("audit log write cancelled"),

@@ -48,11 +48,22 @@ pub struct AuditQuery {
 pub(super) type AuditDb = Database<Bytes, SerdeBincode<AuditEntry>>;
 
 impl Store {
-    /// Appends `entry` (its id is assigned here) and returns the id.
-    pub fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+    /// Appends `entry` (its id is assigned here), keeping at most `keep`
+    /// entries (the oldest go), and returns the id.
+    pub fn append_audit(&self, mut entry: AuditEntry, keep: u64) -> Result<u64, StoreError> {
         let mut txn = self.env.write_txn()?;
         entry.id = self.last_audit_id(&txn)? + 1;
         self.audit.put(&mut txn, &entry.id.to_be_bytes(), &entry)?;
+        if let Some(oldest_kept) = entry.id.checked_sub(keep.max(1) - 1)
+            && oldest_kept > 1
+        {
+            let end = oldest_kept.to_be_bytes();
+            let range = (
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Excluded(&end[..]),
+            );
+            self.audit.delete_range(&mut txn, &range)?;
+        }
         txn.commit()?;
         Ok(entry.id)
     }
