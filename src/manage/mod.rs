@@ -379,14 +379,34 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
     if body.is_empty() {
         return Err(ProxyError::InvalidBody("a JSON body is required".into()));
     }
+    deserialize_body(body).map_err(|error| match error {
+        BodyError::Json(message) => ProxyError::InvalidBody(message),
+        BodyError::Field { path, message } => {
+            ProxyError::InvalidBody(format!("invalid JSON at field `{path}`: {message}"))
+        }
+    })
+}
+
+/// Why a JSON body did not deserialize.
+enum BodyError {
+    /// Not JSON, or not the right kind of document.
+    Json(String),
+    /// One field (its path) has the wrong type or is unknown.
+    Field { path: String, message: String },
+}
+
+fn deserialize_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if path == "." || inner.is_syntax() || inner.is_eof() {
-            ProxyError::InvalidBody(format!("invalid JSON: {inner}"))
+            BodyError::Json(format!("invalid JSON: {inner}"))
         } else {
-            ProxyError::InvalidBody(format!("invalid JSON at field `{path}`: {inner}"))
+            BodyError::Field {
+                path,
+                message: inner.to_string(),
+            }
         }
     })
 }

@@ -134,18 +134,12 @@ pub async fn route(
 /// Parses a JSON body (unknown fields ignored); a wrong field is named.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProxyError> {
     let body = if body.is_empty() { &b"{}"[..] } else { body };
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            ProxyError::InvalidBody(format!("invalid JSON: {inner}"))
-        } else {
-            ProxyError::InvalidField {
-                field: path,
-                message: inner.to_string(),
-            }
-        }
+    super::deserialize_body(body).map_err(|error| match error {
+        super::BodyError::Json(message) => ProxyError::InvalidBody(message),
+        super::BodyError::Field { path, message } => ProxyError::InvalidField {
+            field: path,
+            message,
+        },
     })
 }
 
