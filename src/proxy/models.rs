@@ -93,11 +93,15 @@ impl ModelTable {
 /// One deployment of `routes`, drawn with probability proportional to its
 /// weight; `skip` lists ids already tried.
 pub fn pick<'r>(routes: &'r [Rc<Route>], skip: &[&str]) -> Option<&'r Rc<Route>> {
-    let open = || routes.iter().filter(|r| !skip.contains(&r.id.as_str()));
-    let total: f64 = open().map(|r| r.weight).sum();
+    pick_where(routes, |r| !skip.contains(&r.id.as_str()))
+}
+
+/// One of the routes `open` admits, drawn by weight.
+fn pick_where(routes: &[Rc<Route>], open: impl Fn(&Rc<Route>) -> bool) -> Option<&Rc<Route>> {
+    let total: f64 = routes.iter().filter(|r| open(r)).map(|r| r.weight).sum();
     let mut point = fastrand::f64() * total;
     let mut last = None;
-    for route in open() {
+    for route in routes.iter().filter(|r| open(r)) {
         last = Some(route);
         if point < route.weight {
             return Some(route);
@@ -112,8 +116,8 @@ pub fn pick<'r>(routes: &'r [Rc<Route>], skip: &[&str]) -> Option<&'r Rc<Route>>
 pub fn draw_order(routes: &[Rc<Route>], attempts: usize) -> Vec<Rc<Route>> {
     let mut order: Vec<Rc<Route>> = Vec::with_capacity(attempts.min(routes.len()));
     while order.len() < attempts {
-        let drawn: Vec<&str> = order.iter().map(|r| r.id.as_str()).collect();
-        match pick(routes, &drawn) {
+        let drawn = pick_where(routes, |r| !order.iter().any(|o| Rc::ptr_eq(o, r)));
+        match drawn {
             Some(route) => order.push(route.clone()),
             None => break,
         }

@@ -16,11 +16,12 @@ use super::error::ProxyError;
 use super::fields::{self, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
 use super::keys::CachedKey;
-use super::models::{self, Route};
+use super::models::{self, ModelTable, Route};
 use super::relay::{self, Extras};
 use super::usage::UsageScan;
 use crate::http::io::read_append;
 use crate::http::{Framing, RequestHead};
+use crate::litellm_config::RouterSettings;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::{KeyView, Money, Spend};
@@ -62,9 +63,14 @@ pub async fn handle(
     let fields = RoutingFields::parse(&body)?;
     let requested = fields.as_ref().map(|f| f.model);
     let name = requested.map(|m| key.view.model_aliases.get(m).map_or(m, String::as_str));
-    let routes: Option<Vec<Rc<Route>>> =
-        name.and_then(|n| worker.models.borrow().deployments(n).map(<[_]>::to_vec));
-    let (Some(fields), Some(name), Some(routes)) = (fields, name, routes) else {
+    // The deployments to try, drawn while the table is at hand (it is not
+    // held across an `.await`).
+    let candidates: Option<Vec<Rc<Route>>> = name.and_then(|n| {
+        let table = worker.models.borrow();
+        let routes = table.deployments(n)?;
+        Some(candidates(&table, &worker.settings.router, n, routes))
+    });
+    let (Some(fields), Some(name), Some(candidates)) = (fields, name, candidates) else {
         // Not a registered model: the key's project's provider, if it has one.
         if key.upstream_auth.is_none() {
             return Err(match requested {
@@ -82,7 +88,6 @@ pub async fn handle(
     auth::admit(worker, key).await?;
 
     let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
-    let candidates = candidates(worker, name, &routes);
     for (index, route) in candidates.iter().enumerate() {
         let rewritten = fields::rewrite(&body, &fields, &route.upstream_model, ask_usage);
         let destination = Destination {
@@ -134,16 +139,17 @@ pub async fn handle(
 
 /// The deployments to try, in order: up to `1 + num_retries` of the
 /// model's, drawn by weight, then as many of each of its fallbacks'.
-fn candidates(worker: &Worker, name: &str, routes: &[Rc<Route>]) -> Vec<Rc<Route>> {
-    let router = &worker.settings.router;
+fn candidates(
+    table: &ModelTable,
+    router: &RouterSettings,
+    name: &str,
+    routes: &[Rc<Route>],
+) -> Vec<Rc<Route>> {
     let attempts = router.num_retries + 1;
     let mut order = models::draw_order(routes, attempts);
-    if let Some(fallbacks) = router.fallbacks.get(name) {
-        let table = worker.models.borrow();
-        for fallback in fallbacks {
-            if let Some(routes) = table.deployments(fallback) {
-                order.extend(models::draw_order(routes, attempts));
-            }
+    for fallback in router.fallbacks.get(name).into_iter().flatten() {
+        if let Some(routes) = table.deployments(fallback) {
+            order.extend(models::draw_order(routes, attempts));
         }
     }
     order

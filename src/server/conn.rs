@@ -48,7 +48,9 @@ pub struct ClientConn {
     write_timeout: Duration,
     /// Cancels the read of an idle connection to take its buffer back;
     /// kept for the connection's life so a request costs no allocation.
-    idle_read: Canceller,
+    /// Made on first use: connections of a worker below the parking
+    /// threshold never need one.
+    idle_read: Option<Canceller>,
 }
 
 impl ClientConn {
@@ -59,7 +61,7 @@ impl ClientConn {
             out: Vec::new(),
             relay: Vec::new(),
             write_timeout,
-            idle_read: Canceller::new(),
+            idle_read: None,
         }
     }
 
@@ -359,7 +361,7 @@ async fn read_unless_idle(
     drained: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<bool> {
     let buf = std::mem::take(&mut conn.buf);
-    let handle = conn.idle_read.handle();
+    let handle = conn.idle_read.get_or_insert_with(Canceller::new).handle();
     let mut read = pin!(read_append_cancelable(
         &mut conn.stream,
         buf,
@@ -378,8 +380,7 @@ async fn read_unless_idle(
         _ = monoio::time::sleep(PARK_AFTER.min(idle_timeout)) => {},
     }
     // Take the buffer back; bytes that raced the cancel are kept.
-    let canceller = std::mem::take(&mut conn.idle_read);
-    conn.idle_read = canceller.cancel();
+    conn.idle_read = conn.idle_read.take().map(Canceller::cancel);
     match read.await {
         (Ok(n), buf) => {
             conn.buf = buf;
