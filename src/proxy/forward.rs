@@ -123,12 +123,14 @@ pub async fn forward(
         {
             Ok((stream, response, buf)) => {
                 conn.out.clear();
+                let stop_ns = unix_nanos();
+                exchange.record.upstream_ns = Some((start_ns, stop_ns));
                 return Ok(ResponseStart {
                     stream,
                     head: response,
                     buf,
                     start_ns,
-                    stop_ns: unix_nanos(),
+                    stop_ns,
                     arrived: Instant::now(),
                 });
             }

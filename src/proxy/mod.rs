@@ -10,6 +10,7 @@ mod forward;
 pub mod keys;
 pub mod models;
 pub mod quota;
+pub mod record;
 mod relay;
 pub mod route;
 mod routed;
@@ -37,6 +38,8 @@ pub struct Exchange {
     body_done: bool,
     /// The client connection must close after this exchange.
     close: bool,
+    /// What the request did, for the metrics and its event.
+    pub record: record::Record,
 }
 
 /// Proxies one `/v1/…` request. Returns whether the connection may be reused.
@@ -48,6 +51,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         status: 0,
         body_done: !head.has_body(),
         close: false,
+        record: record::Record::default(),
     };
     let result = proxy(worker, conn, head, &mut exchange).await;
     finish(worker, conn, head, exchange, result).await
@@ -60,6 +64,7 @@ async fn proxy(
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
     let key = auth::authenticate(worker, head, &conn.buf)?;
+    exchange.record.key = Some(key.clone());
     if let Some(endpoint) = routed::endpoint(head, head.path(&conn.buf))
         && routed::active(worker)?
     {

@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::forward::{Destination, ResponseStart};
 use super::usage::UsageScan;
 use crate::http::body::ChunkError;
-use crate::http::io::read_fresh;
+use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{Stamp, write_client_head};
 use crate::http::{BodyTracker, Framing, RequestHead};
 use crate::server::conn::ClientConn;
@@ -78,6 +78,9 @@ pub async fn relay(
     .map_err(protocol_error)?;
     reusable &= taken == first.len();
     exchange.response_started = true;
+    if taken > 0 {
+        exchange.record.first_byte_ns = Some(stop_ns);
+    }
     if !conn.send_out_since(arrived).await {
         return Err(ProxyError::ClientGone);
     }
@@ -110,6 +113,9 @@ pub async fn relay(
             Err(error) => return Err(ProxyError::UpstreamIo(error)),
             Ok(n) => n,
         };
+        if exchange.record.first_byte_ns.is_none() {
+            exchange.record.first_byte_ns = Some(unix_nanos());
+        }
         if dechunk {
             take_body(
                 &mut body,

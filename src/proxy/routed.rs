@@ -62,6 +62,7 @@ pub async fn handle(
     exchange.body_done = true;
     let fields = RoutingFields::parse(&body)?;
     let requested = fields.as_ref().map(|f| f.model);
+    exchange.record.model = requested.map(Into::into);
     let name = requested.map(|m| key.view.model_aliases.get(m).map_or(m, String::as_str));
     // The deployments to try, drawn while the table is at hand (it is not
     // held across an `.await`).
@@ -242,10 +243,13 @@ async fn relay_and_charge(
         // The cost is known before the head goes out: report it there.
         let mut scan = UsageScan::new(false);
         scan.feed(&response.buf[response.head.len..]);
-        let cost = scan.finish().map_or(Money(0), |u| {
+        let usage = scan.finish();
+        let cost = usage.map_or(Money(0), |u| {
             route.cost(u.prompt_tokens, u.completion_tokens)
         });
         worker.quota.borrow_mut().charge(key_id, cost);
+        exchange.record.usage = usage;
+        exchange.record.cost = cost;
         let cost_text = format!("{}", cost.dollars());
         let spend_text = format!("{}", spend.key.saturating_add(cost).dollars());
         let extra: [(&str, &[u8]); 3] = [
@@ -274,6 +278,8 @@ async fn relay_and_charge(
     if let Some(usage) = scan.finish() {
         let cost = route.cost(usage.prompt_tokens, usage.completion_tokens);
         worker.quota.borrow_mut().charge(key_id, cost);
+        exchange.record.usage = Some(usage);
+        exchange.record.cost = cost;
     }
     result
 }

@@ -2,6 +2,7 @@
 //! handling, local endpoints, and draining on shutdown.
 
 pub mod conn;
+pub mod control;
 mod drain;
 mod health;
 mod listener;
@@ -75,6 +76,9 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
     // Each worker takes its own listener out by index (startup only).
     let listeners: Arc<Mutex<Vec<Option<std::net::TcpListener>>>> =
         Arc::new(Mutex::new(listeners.into_iter().map(Some).collect()));
+    let (control, inboxes) = control::Control::new(settings.workers);
+    let inboxes: Arc<Mutex<Vec<Option<control::Inbox>>>> =
+        Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
     let worker_drains = drains.clone();
     let threads = runtime::spawn_workers(
         "worker",
@@ -83,6 +87,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
         driver,
         move |id| {
             let listener = listeners.lock().ok().and_then(|mut l| l[id].take());
+            let inbox = inboxes.lock().ok().and_then(|mut i| i[id].take());
             let worker = Rc::new(Worker {
                 id,
                 driver,
@@ -96,8 +101,9 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 keys: RefCell::default(),
                 models: RefCell::default(),
                 quota: RefCell::default(),
+                control: control.clone(),
             });
-            run_worker(worker, listener)
+            run_worker(worker, listener, inbox)
         },
     )?;
     Ok(ServerHandle {
@@ -108,7 +114,11 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
     })
 }
 
-async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>) {
+async fn run_worker(
+    worker: Rc<Worker>,
+    listener: Option<std::net::TcpListener>,
+    inbox: Option<control::Inbox>,
+) {
     let listener = match listener.map(monoio::net::TcpListener::from_std) {
         Some(Ok(listener)) => listener,
         Some(Err(error)) => {
@@ -118,6 +128,9 @@ async fn run_worker(worker: Rc<Worker>, listener: Option<std::net::TcpListener>)
         None => return,
     };
     monoio::spawn(report_usage(worker.clone()));
+    if let Some(inbox) = inbox {
+        monoio::spawn(control::serve_inbox(worker.clone(), inbox));
+    }
     let drain = worker.drain.clone();
     let mut drained = pin!(drain.wait());
     loop {

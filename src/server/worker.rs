@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use monoio_rustls::TlsConnector;
 
+use super::control::Control;
 use super::drain::Drain;
 use crate::proxy::keys::KeyCache;
 use crate::proxy::models::ModelTable;
@@ -34,6 +35,8 @@ pub struct Worker {
     pub drain: Arc<Drain>,
     /// Open client connections, so that shutdown can wait for them.
     pub connections: Cell<usize>,
+    /// Every worker of this server, for jobs that must reach all of them.
+    pub control: Arc<Control>,
 }
 
 impl Worker {

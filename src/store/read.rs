@@ -13,6 +13,7 @@ use super::{Store, StoreError, crypto};
 #[derive(Debug, Clone)]
 pub struct KeyView {
     pub key_id: Uuid,
+    pub project_id: Option<Uuid>,
     pub is_active: bool,
     pub expires_at: Option<i64>,
     pub max_requests: Option<u64>,
@@ -74,6 +75,7 @@ impl Store {
         };
         Ok(Some(KeyView {
             key_id: key.id,
+            project_id: key.project_id,
             is_active: key.is_active,
             expires_at: key.expires_at,
             max_requests: key.max_requests,
