@@ -24,6 +24,11 @@ pub struct Record {
     /// What the request cost (routed requests with a priced deployment).
     pub cost: Money,
     pub cache: CacheStatus,
+    /// The response payload, kept while relayed when someone asked for it
+    /// before the relay (`Capture::want`).
+    pub response: Option<Capture>,
+    /// Whether the response body reached the client whole.
+    pub response_complete: bool,
 }
 
 /// How the response cache treated the request.
@@ -48,5 +53,42 @@ impl CacheStatus {
             CacheStatus::Bypass => "bypass",
             CacheStatus::Stored => "stored",
         }
+    }
+}
+
+/// A payload kept while it is relayed (de-chunked), up to a limit: for the
+/// response cache and for events that carry bodies.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub bytes: Vec<u8>,
+    limit: usize,
+    /// More came than `limit`: `bytes` holds only the first part.
+    pub overflowed: bool,
+}
+
+impl Capture {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// Keeps up to `limit` bytes in all; raises the limit of a capture
+    /// already asked for (two consumers, one copy).
+    pub fn want(slot: &mut Option<Capture>, limit: usize) {
+        match slot {
+            Some(capture) => capture.limit = capture.limit.max(limit),
+            None => *slot = Some(Capture::new(limit)),
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.overflowed = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
     }
 }

@@ -12,6 +12,7 @@ use monoio::time::{Instant, Sleep};
 use super::Exchange;
 use super::error::ProxyError;
 use super::forward::{Destination, ResponseStart};
+use super::record::Capture;
 use super::usage::UsageScan;
 use crate::http::body::ChunkError;
 use crate::http::io::{read_fresh, unix_nanos};
@@ -41,7 +42,11 @@ pub async fn relay(
     exchange: &mut Exchange,
     extras: Extras<'_>,
 ) -> Result<(), ProxyError> {
-    let Extras { headers, mut usage } = extras;
+    let Extras { headers, usage } = extras;
+    let mut taps = Taps {
+        usage,
+        capture: exchange.record.response.as_mut(),
+    };
     let provider = destination.provider;
     let ResponseStart {
         mut stream,
@@ -68,14 +73,8 @@ pub async fn relay(
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
     let first = &buf[head.len..];
-    let taken = take_body(
-        &mut body,
-        first,
-        dechunk,
-        &mut conn.out,
-        usage.as_deref_mut(),
-    )
-    .map_err(protocol_error)?;
+    let taken =
+        take_body(&mut body, first, dechunk, &mut conn.out, &mut taps).map_err(protocol_error)?;
     reusable &= taken == first.len();
     exchange.response_started = true;
     if taken > 0 {
@@ -117,22 +116,17 @@ pub async fn relay(
             exchange.record.first_byte_ns = Some(unix_nanos());
         }
         if dechunk {
-            take_body(
-                &mut body,
-                &buf[..n],
-                true,
-                &mut conn.out,
-                usage.as_deref_mut(),
-            )
-            .map_err(protocol_error)?;
+            take_body(&mut body, &buf[..n], true, &mut conn.out, &mut taps)
+                .map_err(protocol_error)?;
             if !conn.send_out().await {
                 return Err(ProxyError::ClientGone);
             }
             continue;
         }
-        let taken = match usage.as_deref_mut() {
-            None => body.advance(&buf[..n]),
-            Some(scan) => body.advance_tapped(&buf[..n], |data| scan.feed(data)),
+        let taken = if taps.is_idle() {
+            body.advance(&buf[..n])
+        } else {
+            body.advance_tapped(&buf[..n], |data| taps.feed(data))
         }
         .map_err(protocol_error)?;
         reusable &= taken == n;
@@ -148,6 +142,7 @@ pub async fn relay(
         result.map_err(|_| ProxyError::ClientGone)?;
     }
     conn.relay = buf;
+    exchange.record.response_complete = body.is_done();
     if reusable && body.is_done() {
         worker.pool.borrow_mut().put(
             &destination.slot,
@@ -173,29 +168,49 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep
     timer.as_mut()
 }
 
+/// Who looks at the response payload (de-chunked) as it goes by.
+struct Taps<'a> {
+    usage: Option<&'a mut UsageScan>,
+    capture: Option<&'a mut Capture>,
+}
+
+impl Taps<'_> {
+    fn is_idle(&self) -> bool {
+        self.usage.is_none() && self.capture.is_none()
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        if let Some(scan) = self.usage.as_deref_mut() {
+            scan.feed(data);
+        }
+        if let Some(capture) = self.capture.as_deref_mut() {
+            capture.feed(data);
+        }
+    }
+}
+
 /// Accounts for body bytes in `input`, appending what the client must
 /// receive to `out` (decoded when `dechunk`), and showing the payload to
-/// `usage`. Returns the bytes used.
+/// the taps. Returns the bytes used.
 fn take_body(
     body: &mut BodyTracker,
     input: &[u8],
     dechunk: bool,
     out: &mut Vec<u8>,
-    mut usage: Option<&mut UsageScan>,
+    taps: &mut Taps<'_>,
 ) -> Result<usize, ChunkError> {
     if let (true, BodyTracker::Chunked(decoder)) = (dechunk, &mut *body) {
         return Ok(decoder
             .feed(input, |data| {
                 out.extend_from_slice(data);
-                if let Some(scan) = usage.as_deref_mut() {
-                    scan.feed(data);
-                }
+                taps.feed(data);
             })?
             .unwrap_or(input.len()));
     }
-    let taken = match usage {
-        None => body.advance(input)?,
-        Some(scan) => body.advance_tapped(input, |data| scan.feed(data))?,
+    let taken = if taps.is_idle() {
+        body.advance(input)?
+    } else {
+        body.advance_tapped(input, |data| taps.feed(data))?
     };
     out.extend_from_slice(&input[..taken]);
     Ok(taken)
