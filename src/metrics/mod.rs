@@ -264,8 +264,12 @@ impl WorkerMetrics {
         }
         let usage = &mut self.usage[model as usize];
         if let Some(tokens) = record.usage {
-            usage.prompt_tokens += tokens.prompt_tokens;
-            usage.completion_tokens += tokens.completion_tokens;
+            // Token counts come from the upstream's answer: never trusted
+            // not to overflow.
+            usage.prompt_tokens = usage.prompt_tokens.saturating_add(tokens.prompt_tokens);
+            usage.completion_tokens = usage
+                .completion_tokens
+                .saturating_add(tokens.completion_tokens);
         }
         usage.spend = usage.spend.saturating_add(record.cost.0);
         if let Some(code) = error.and_then(key_rejection) {
