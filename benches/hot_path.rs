@@ -16,11 +16,15 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group};
 use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request_head};
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
+use llm_proxy::metrics::{Route, WorkerMetrics};
 use llm_proxy::providers::ProviderTable;
 use llm_proxy::proxy::RequestId;
 use llm_proxy::proxy::auth::bearer_key;
 use llm_proxy::proxy::fields::{self, RoutingFields};
-use llm_proxy::proxy::usage::UsageScan;
+use llm_proxy::proxy::record::Record;
+use llm_proxy::proxy::usage::{Usage, UsageScan};
+use llm_proxy::store::Money;
+use std::time::Duration;
 
 /// What the OpenAI Python client sends.
 const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
@@ -162,6 +166,12 @@ fn profile(n: usize) {
         total += profile_rewrite(&body);
         total += profile_usage_scan(&payload) as usize;
     }
+    let mut metrics = WorkerMetrics::new(0);
+    let (plain, routed) = (finished_record(None), finished_record(Some("gpt-4o-mini")));
+    for _ in 0..n {
+        profile_metrics_record(&mut metrics, b"/v1/chat/completions", &plain);
+        profile_metrics_record(&mut metrics, b"/v1/chat/completions", &routed);
+    }
     println!("{n} iterations per function and message pair ({total})");
 }
 
@@ -296,7 +306,49 @@ fn chunked(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, heads, chunked, routing);
+/// What `finish` records of a request that reached the upstream, a
+/// pass-through one (`model: None`) or a routed one with its usage.
+fn finished_record(model: Option<&str>) -> Record {
+    Record {
+        model: model.map(Into::into),
+        upstream_ns: Some(TIMES),
+        first_byte_ns: Some(TIMES.1 + 1_000),
+        usage: model.map(|_| Usage {
+            prompt_tokens: 120,
+            completion_tokens: 64,
+        }),
+        cost: Money(model.map_or(0, |_| 248_000_000)),
+        ..Record::default()
+    }
+}
+
+/// A request's whole metrics cost in `finish`: its route label (read from
+/// the path) and `WorkerMetrics::record`.
+#[inline(never)]
+fn profile_metrics_record(metrics: &mut WorkerMetrics, path: &[u8], record: &Record) {
+    let route = Route::of(black_box(path));
+    metrics.record(
+        route,
+        200,
+        Duration::from_micros(850),
+        black_box(record),
+        None,
+    );
+}
+
+fn metrics(c: &mut Criterion) {
+    let mut metrics = WorkerMetrics::new(0);
+    let record = finished_record(None);
+    c.bench_function("metrics record (pass-through)", |b| {
+        b.iter(|| profile_metrics_record(&mut metrics, b"/v1/chat/completions", &record))
+    });
+    let record = finished_record(Some("gpt-4o-mini"));
+    c.bench_function("metrics record (routed, usage and cost)", |b| {
+        b.iter(|| profile_metrics_record(&mut metrics, b"/v1/chat/completions", &record))
+    });
+}
+
+criterion_group!(benches, heads, chunked, routing, metrics);
 
 fn main() {
     if let Some(n) = std::env::var("HOT_PATH_ITERATIONS")

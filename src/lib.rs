@@ -10,6 +10,7 @@
 //!                    the per-worker key cache and quota leases
 //! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
+//! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
 //! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
 //! runtime    COLD    worker threads, one monoio runtime each, pinning, driver fallback
@@ -30,6 +31,7 @@ pub mod http;
 pub mod litellm_config;
 pub mod loadgen;
 pub mod manage;
+pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;

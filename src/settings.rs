@@ -128,6 +128,14 @@ pub struct ServerSettings {
     pub config_models: Vec<ConfigModel>,
     /// Entries the audit log keeps; older ones are deleted as new ones come.
     pub audit_max_entries: u64,
+    pub metrics: MetricsSettings,
+}
+
+/// The `/metrics` endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// `METRICS_TOKEN`: when set, a scrape must send it as a bearer token.
+    pub token: Option<String>,
 }
 
 impl ServerSettings {
@@ -234,6 +242,9 @@ impl ServerSettings {
                     _ => bail!("AUDIT_MAX_ENTRIES: expected a positive number, got {text:?}"),
                 },
                 None => 1_000_000,
+            },
+            metrics: MetricsSettings {
+                token: env.get("METRICS_TOKEN"),
             },
         })
     }

@@ -19,11 +19,12 @@ use uuid::Uuid;
 
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
+use crate::metrics;
 use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
-use crate::store::crypto::sha256;
+use crate::store::crypto::same_secret;
 use crate::store::{KeyChanges, NewKey, ProjectChanges, Store};
 
 /// Largest management request body.
@@ -40,6 +41,11 @@ enum Api {
 }
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
+    let received = std::time::Instant::now();
+    let endpoint = match metrics::Route::of(head.path(&conn.buf)) {
+        metrics::Route::Other => metrics::Route::Manage,
+        listing => listing,
+    };
     let request_id = proxy::request_id(head, &conn.buf);
     let api = if litellm::owns(head.path(&conn.buf)) {
         Api::LiteLlm
@@ -91,6 +97,10 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Ok((status, _)) => *status,
         Err(error) => error.status(),
     };
+    worker
+        .metrics
+        .borrow_mut()
+        .record_local(endpoint, status.as_u16(), received.elapsed());
     if audited {
         let remote = conn
             .stream
@@ -203,14 +213,7 @@ fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), P
         .header(buf, "authorization")
         .and_then(proxy::auth::bearer_key)
         .ok_or(ProxyError::ManagementUnauthorized)?;
-    // Digests have one length, and are compared without an early exit, so
-    // timing reveals neither the token's length nor a matching prefix.
-    let (expected, presented) = (sha256(expected.as_bytes()), sha256(presented));
-    let difference = expected
-        .iter()
-        .zip(presented.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if difference != 0 {
+    if !same_secret(expected.as_bytes(), presented) {
         return Err(ProxyError::ManagementUnauthorized);
     }
     Ok(())

@@ -32,6 +32,8 @@ pub enum ProxyError {
     ManagementUnauthorized,
     #[error("the management API is disabled: set MANAGEMENT_TOKEN on the server")]
     ManagementDisabled,
+    #[error("missing or invalid metrics token: send 'Authorization: Bearer <METRICS_TOKEN>'")]
+    MetricsUnauthorized,
     #[error("{0} not found")]
     ResourceNotFound(&'static str),
     /// Something named in the request does not exist; says what.
@@ -139,6 +141,11 @@ impl ProxyError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 "invalid_management_token",
+            ),
+            MetricsUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_metrics_token",
             ),
             ManagementDisabled => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -23,6 +23,7 @@ use error::ProxyError;
 
 use crate::http::io::Reply;
 use crate::http::{Framing, RequestHead};
+use crate::metrics;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::upstream::Slot;
@@ -40,6 +41,8 @@ pub struct Exchange {
     close: bool,
     /// What the request did, for the metrics and its event.
     pub record: record::Record,
+    /// The endpoint, as the metrics label it (read while the head is whole).
+    route: metrics::Route,
 }
 
 /// Proxies one `/v1/…` request. Returns whether the connection may be reused.
@@ -52,6 +55,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         body_done: !head.has_body(),
         close: false,
         record: record::Record::default(),
+        route: metrics::Route::of(head.path(&conn.buf)),
     };
     let result = proxy(worker, conn, head, &mut exchange).await;
     finish(worker, conn, head, exchange, result).await
@@ -143,6 +147,13 @@ async fn finish(
             }
         }
     }
+    worker.metrics.borrow_mut().record(
+        exchange.route,
+        exchange.status,
+        exchange.received.elapsed(),
+        &exchange.record,
+        result.as_ref().err(),
+    );
     // Field values are only evaluated for enabled events: no clock read
     // when the event is filtered out.
     let received = exchange.received;

@@ -11,8 +11,8 @@ use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::health;
 use super::worker::{ConnectionGuard, Worker};
+use super::{health, metrics};
 use crate::http::io::{Reply, read_append, read_append_cancelable};
 use crate::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::proxy::error::ProxyError;
@@ -202,6 +202,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
             Handler::Proxy => Box::pin(proxy::handle(&worker, &mut conn, &head)).await,
             Handler::Manage => Box::pin(manage::handle(&worker, &mut conn, &head)).await,
             Handler::Local => Box::pin(health::handle(&worker, &mut conn, &head)).await,
+            Handler::Metrics => Box::pin(metrics::handle(&worker, &mut conn, &head)).await,
         };
         if !keep_alive || worker.draining() {
             return;
@@ -217,6 +218,7 @@ enum Handler {
     Proxy,
     Manage,
     Local,
+    Metrics,
 }
 
 impl Handler {
@@ -244,6 +246,8 @@ impl Handler {
         ) {
             // The OpenAI endpoints without `/v1`, as LiteLLM serves them.
             Handler::Proxy
+        } else if path == b"/metrics" {
+            Handler::Metrics
         } else {
             Handler::Local
         }

@@ -7,10 +7,12 @@ use super::conn::ClientConn;
 use super::worker::Worker;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
+use crate::metrics::Route;
 use crate::proxy;
 use crate::proxy::error::ProxyError;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
+    let received = std::time::Instant::now();
     let request_id = proxy::request_id(head, &conn.buf);
     let path = head.path(&conn.buf).to_vec();
     let body_consumed = conn.discard_buffered_body(head);
@@ -43,6 +45,17 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         close,
         head_only: head.method == http::Method::HEAD,
     };
+    // Counted before the answer goes out, so that a scrape that follows it
+    // sees it.
+    let (route, status) = match &answer {
+        Ok((status, _)) => (Route::Local, *status),
+        Err(ProxyError::NotFound) => (Route::Other, StatusCode::NOT_FOUND),
+        Err(error) => (Route::Local, error.status()),
+    };
+    worker
+        .metrics
+        .borrow_mut()
+        .record_local(route, status.as_u16(), received.elapsed());
     match answer {
         Ok((status, body)) => {
             let body = serde_json::to_vec(&body).unwrap_or_default();

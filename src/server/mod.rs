@@ -6,6 +6,7 @@ pub mod control;
 mod drain;
 mod health;
 mod listener;
+mod metrics;
 pub mod worker;
 
 use std::cell::{Cell, RefCell};
@@ -102,6 +103,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 models: RefCell::default(),
                 quota: RefCell::default(),
                 control: control.clone(),
+                metrics: RefCell::new(crate::metrics::WorkerMetrics::new(id)),
             });
             run_worker(worker, listener, inbox)
         },

@@ -8,6 +8,7 @@ use monoio_rustls::TlsConnector;
 
 use super::control::Control;
 use super::drain::Drain;
+use crate::metrics::WorkerMetrics;
 use crate::proxy::keys::KeyCache;
 use crate::proxy::models::ModelTable;
 use crate::proxy::quota::Quota;
@@ -37,6 +38,8 @@ pub struct Worker {
     pub connections: Cell<usize>,
     /// Every worker of this server, for jobs that must reach all of them.
     pub control: Arc<Control>,
+    /// This worker's request counters, summed with the others' at scrape.
+    pub metrics: RefCell<WorkerMetrics>,
 }
 
 impl Worker {

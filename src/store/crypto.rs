@@ -130,6 +130,18 @@ pub fn new_id() -> Result<uuid::Uuid, StoreError> {
     Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
+/// Whether `presented` is the secret `expected`, in constant time: digests
+/// have one length and are compared without an early exit, so timing
+/// reveals neither the secret's length nor a matching prefix.
+pub fn same_secret(expected: &[u8], presented: &[u8]) -> bool {
+    let (expected, presented) = (sha256(expected), sha256(presented));
+    let difference = expected
+        .iter()
+        .zip(presented.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    difference == 0
+}
+
 pub fn sha256(secret: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, secret);
     let mut out = [0u8; 32];
