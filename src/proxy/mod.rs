@@ -4,6 +4,7 @@
 //! is the only place where a failure is rendered and logged.
 
 pub mod auth;
+mod cached;
 pub mod error;
 pub mod fields;
 mod forward;
@@ -40,6 +41,8 @@ pub struct Exchange {
     close: bool,
     /// What the request did, for the metrics and its event.
     pub record: record::Record,
+    /// A cache miss whose answer the relay may store.
+    cache: Option<Box<crate::cache::Miss>>,
 }
 
 /// Proxies one `/v1/…` request. Returns whether the connection may be reused.
@@ -52,6 +55,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         body_done: !head.has_body(),
         close: false,
         record: record::Record::default(),
+        cache: None,
     };
     let result = proxy(worker, conn, head, &mut exchange).await;
     finish(worker, conn, head, exchange, result).await
@@ -69,6 +73,9 @@ async fn proxy(
         && routed::active(worker)?
     {
         return routed::handle(worker, conn, head, &key, endpoint, exchange).await;
+    }
+    if let Some(consult) = cached::consult(worker, head, &conn.buf) {
+        return cached::pass_through(worker, conn, head, &key, consult, exchange).await;
     }
     pass_through(worker, conn, head, &key, None, exchange).await
 }

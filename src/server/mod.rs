@@ -102,6 +102,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 models: RefCell::default(),
                 quota: RefCell::default(),
                 control: control.clone(),
+                cache: RefCell::new(crate::cache::ResponseCache::new(&settings.cache)),
             });
             run_worker(worker, listener, inbox)
         },

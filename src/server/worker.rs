@@ -37,6 +37,8 @@ pub struct Worker {
     pub connections: Cell<usize>,
     /// Every worker of this server, for jobs that must reach all of them.
     pub control: Arc<Control>,
+    /// This worker's shard of the HTTP response cache.
+    pub cache: RefCell<crate::cache::ResponseCache>,
 }
 
 impl Worker {
