@@ -54,6 +54,9 @@ const ENTRY_OVERHEAD: usize = 256;
 /// Primary keys whose answers vary on request fields, remembered per shard.
 const VARY_INDEX_ENTRIES: usize = 4096;
 
+/// A field the answer varies on, and the request's value of it (if any).
+type VaryValue = (Box<str>, Option<Box<[u8]>>);
+
 /// A stored answer.
 pub struct Entry {
     status: u16,
@@ -66,7 +69,7 @@ pub struct Entry {
     stored: Instant,
     ttl: Duration,
     /// The request's values of the answer's `Vary` fields.
-    vary: Box<[(Box<str>, Option<Box<[u8]>>)]>,
+    vary: Box<[VaryValue]>,
     sharing: Sharing,
     post: bool,
     /// `path?sorted-query`, what purges match.
@@ -244,7 +247,7 @@ impl ResponseCache {
             self.vary.put(primary, vary.clone());
             full
         };
-        let vary: Box<[(Box<str>, Option<Box<[u8]>>)]> = vary
+        let vary: Box<[VaryValue]> = vary
             .iter()
             .map(|name| {
                 let value = head.header(buf, name).map(|v| v.trim_ascii().into());
@@ -474,18 +477,24 @@ impl Miss {
                 .filter(move |(name, _)| name.of(buf).eq_ignore_ascii_case(wanted))
                 .map(|(_, value)| value.of(buf))
         };
-        let directives = Directives::of_fields(field(b"cache-control"));
-        let default_ttl = settings.default_ttl.as_secs();
-        let (ttl, sharing) =
-            policy::storable(directives, &self.consult, &self.method, default_ttl)?;
+        let mut directives = Directives::of_fields(field(b"cache-control"));
         let streamed = field(b"content-type").any(|v| {
             v.trim_ascii()
                 .get(..17)
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
         });
-        if streamed && !settings.stream_responses {
-            return None;
+        if streamed {
+            if !settings.stream_responses {
+                return None;
+            }
+            // Streams say `no-cache` to keep intermediaries from buffering
+            // them; an operator who turned stream caching on means to keep
+            // them (`no-store` still refuses).
+            directives.no_cache = false;
         }
+        let default_ttl = settings.default_ttl.as_secs();
+        let (ttl, sharing) =
+            policy::storable(directives, &self.consult, &self.method, default_ttl)?;
         if let crate::http::Framing::Length(length) = response.framing(&self.method)
             && length > settings.max_object_bytes as u64
         {
