@@ -548,3 +548,47 @@ fn purging_needs_the_management_token() {
     let wrong_method = proxy.manage("GET", "/manage/cache/purge", None);
     assert_eq!(wrong_method.status, 405);
 }
+
+#[test]
+fn routed_requests_are_cached_after_their_checks() {
+    let project_mock = Mock::start();
+    let deployment = Mock::start();
+    let proxy = one_worker(&project_mock).start();
+    let body = json!({
+        "model_name": "fast",
+        "litellm_params": {
+            "model": "openai/fast-upstream",
+            "api_base": format!("{}/v1", deployment.url()),
+            "api_key": "sk-deployment-of-fast",
+        },
+    });
+    let response = proxy.manage("POST", "/model/new", Some(body));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let restricted = proxy.manage(
+        "POST",
+        "/key/generate",
+        Some(json!({"models": ["slow"], "key": "sk-client-only-slow"})),
+    );
+    assert_eq!(restricted.status, 200, "{}", restricted.text());
+    let ask = |key: &str| {
+        Req::post(
+            "/v1/chat/completions",
+            json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        )
+        .auth(key)
+        .header("Cache-Control", "public, max-age=60")
+        .bytes()
+    };
+    let mut upstream = Upstream::of(&deployment);
+    let mut conn = proxy.conn();
+    let first = conn.roundtrip(&ask(CLIENT_KEY));
+    assert_miss(&first, "stored");
+    assert!(first.header("x-litellm-model-id").is_some());
+    let hit = conn.roundtrip(&ask(CLIENT_KEY));
+    assert_hit(&hit);
+    assert_eq!(hit.json()["model"], first.json()["model"]);
+    assert_eq!(upstream.requests(), 1);
+    // A key that may not use the model is refused before the cache.
+    conn.roundtrip(&ask(restricted.json()["key"].as_str().unwrap()))
+        .assert_error(401, "key_model_access_denied");
+}

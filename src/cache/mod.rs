@@ -541,8 +541,8 @@ pub struct Pending {
 /// Fields a `304` repeats from the stored answer (RFC 9110 §15.4.5).
 const VALIDATOR_FIELDS: [&[u8]; 5] = [b"etag", b"cache-control", b"vary", b"expires", b"date"];
 
-/// The stored status line and end-to-end fields (no framing, no `Age`,
-/// the provider's request ID renamed as the relay does), and the `304`
+/// The stored status line and end-to-end fields (no framing, no `Age`, no
+/// `Set-Cookie`, the provider's request ID renamed as the relay does), and the `304`
 /// head with the validator fields.
 fn stored_heads(response: &ResponseHead, buf: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut head = Vec::with_capacity(response.len + 32);
@@ -568,6 +568,8 @@ fn stored_heads(response: &ResponseHead, buf: &[u8]) -> (Vec<u8>, Vec<u8>) {
             || matches!(field, Field::ContentLength | Field::TransferEncoding)
             || listed_in_connection(buf, response.connection, name)
             || name.eq_ignore_ascii_case(b"age")
+            // Cookies are for the one client that got the answer.
+            || name.eq_ignore_ascii_case(b"set-cookie")
         {
             continue;
         }
