@@ -594,3 +594,114 @@ fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Parsed;
+
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+Connection: keep-alive\r\nSet-Cookie: a=b\r\nx-request-id: up-1\r\nETag: \"v1\"\r\nContent-Length: 100\r\n\r\n";
+    const KEY: Uuid = Uuid::from_u128(7);
+
+    fn request(raw: &[u8]) -> RequestHead {
+        match RequestHead::parse(raw) {
+            Ok(Parsed::Complete(head)) => head,
+            _ => panic!("does not parse"),
+        }
+    }
+
+    /// Stores a 100-byte answer to `GET target`; returns whether it was kept.
+    fn store(cache: &mut ResponseCache, settings: &CacheSettings, target: &str) -> bool {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+        let head = request(&raw);
+        let consult = policy::consult(&head.method, Directives::default(), false).unwrap();
+        let miss = Miss::new(
+            Request::new(&head, &raw, b"", (KEY, None), &consult),
+            consult,
+            &head,
+            &raw,
+        );
+        let Ok(Parsed::Complete(answer)) = ResponseHead::parse(ANSWER) else {
+            panic!("does not parse")
+        };
+        let pending = miss.prepare(settings, &answer, ANSWER).unwrap();
+        cache.insert(&miss, pending, &[b'x'; 100], &head, &raw, Instant::now())
+    }
+
+    fn cached(cache: &mut ResponseCache, target: &str) -> Option<Rc<Entry>> {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+        let head = request(&raw);
+        let consult = policy::consult(&head.method, Directives::default(), false).unwrap();
+        let request = Request::new(&head, &raw, b"", (KEY, None), &consult);
+        cache.find(&request, &head, &raw, Instant::now())
+    }
+
+    #[test]
+    fn bounded_in_bytes_least_recently_used_out_first() {
+        let probe = CacheSettings::default();
+        let mut one = ResponseCache::new(&probe);
+        assert!(store(&mut one, &probe, "/p"));
+        let entry_size = one.bytes();
+        let settings = CacheSettings {
+            max_bytes: entry_size * 3,
+            ..CacheSettings::default()
+        };
+        let mut cache = ResponseCache::new(&settings);
+        for target in ["/a", "/b", "/c"] {
+            assert!(store(&mut cache, &settings, target));
+        }
+        assert_eq!((cache.len(), cache.bytes()), (3, entry_size * 3));
+        assert!(cached(&mut cache, "/a").is_some()); // `/b` is now the oldest
+        assert!(store(&mut cache, &settings, "/d"));
+        assert_eq!(cache.len(), 3);
+        assert!(cached(&mut cache, "/b").is_none());
+        for kept in ["/a", "/c", "/d"] {
+            assert!(cached(&mut cache, kept).is_some(), "{kept}");
+        }
+        assert!(cache.bytes() <= settings.max_bytes);
+        assert_eq!(cache.purge(&Purge::prefix("/")), 3);
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_hit_is_the_prepared_answer() {
+        let settings = CacheSettings::default();
+        let mut cache = ResponseCache::new(&settings);
+        assert!(store(&mut cache, &settings, "/v1/models?b=1&a=2"));
+        let entry = cached(&mut cache, "/v1/models?a=2&b=1").unwrap();
+        let mut out = Vec::new();
+        let reply = HitReply {
+            request_id: "req-9",
+            if_none_match: None,
+            head_only: false,
+            close: true,
+            now: Instant::now(),
+        };
+        assert_eq!(entry.write(&mut out, &reply), 200);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+X-Upstream-Request-ID: up-1\r\nETag: \"v1\"\r\nContent-Length: 100\r\nAge: 0\r\n\
+Cache-Status: hit\r\nX-PROXY-CACHE: hit\r\nX-PROXY-CACHE-KEY: "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!(
+            "\r\nX-Request-ID: req-9\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(100)
+        )));
+        let mut out = Vec::new();
+        let conditional = HitReply {
+            if_none_match: Some(b"\"v1\""),
+            close: false,
+            ..reply
+        };
+        assert_eq!(entry.write(&mut out, &conditional), 304);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nAge: 0\r\n"));
+        assert!(text.ends_with("\r\n\r\n") && text.contains("conditional-hit"));
+        assert_eq!(cache.purge(&Purge::exact("http://h/v1/models?a=2&b=1")), 1);
+    }
+}
