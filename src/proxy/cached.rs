@@ -14,6 +14,7 @@ use super::record::CacheStatus;
 use crate::cache::policy::{Consult, Directives, Lookup};
 use crate::cache::{HitReply, Miss, Request};
 use crate::http::RequestHead;
+use crate::http::io::unix_nanos;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 
@@ -134,6 +135,7 @@ pub async fn lookup(
     exchange.status = entry.write(&mut conn.out, &reply);
     exchange.record.cache = CacheStatus::Hit;
     exchange.response_started = true;
+    exchange.record.first_byte_ns = Some(unix_nanos());
     if !conn.send_out().await {
         return Err(ProxyError::ClientGone);
     }
