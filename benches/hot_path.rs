@@ -12,8 +12,11 @@
 //! ```
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
+use llm_proxy::cache::policy::{self, Consult, Directives};
+use llm_proxy::cache::{CacheSettings, HitReply, Miss, Request as CacheRequest, ResponseCache};
 use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request_head};
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
 use llm_proxy::metrics::{Route, WorkerMetrics};
@@ -24,7 +27,6 @@ use llm_proxy::proxy::fields::{self, RoutingFields};
 use llm_proxy::proxy::record::Record;
 use llm_proxy::proxy::usage::{Usage, UsageScan};
 use llm_proxy::store::Money;
-use std::time::Duration;
 
 /// What the OpenAI Python client sends.
 const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
@@ -348,7 +350,104 @@ fn metrics(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, heads, chunked, routing, metrics);
+/// A shard holding the answer to `raw` (a request head and body), as a
+/// miss would have stored it, and what a lookup needs.
+fn cache_with_answer(raw: &[u8], settings: &CacheSettings) -> (ResponseCache, RequestHead) {
+    let head = request_head(raw);
+    let body = &raw[head.len..];
+    let consult = cache_consult(raw, &head, false);
+    let request = CacheRequest::new(&head, raw, body, (KEY_ID, Some(PROJECT_ID)), &consult);
+    let miss = Miss::new(request, consult, &head, raw);
+    let answer = response_head(LOADTEST_RESPONSE);
+    let pending = miss
+        .prepare(settings, &answer, LOADTEST_RESPONSE)
+        .expect("the answer may be stored");
+    let mut cache = ResponseCache::new(settings);
+    let stored = cache.insert(&miss, pending, &[b'x'; 350], &head, raw, Instant::now());
+    assert!(stored);
+    (cache, head)
+}
+
+const KEY_ID: uuid::Uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+const PROJECT_ID: uuid::Uuid = uuid::Uuid::from_u128(0xfedc_ba98_7654_3210_fedc_ba98_7654_3210);
+
+fn cache_consult(raw: &[u8], head: &RequestHead, post_entries: bool) -> Consult {
+    policy::consult(
+        &head.method,
+        Directives::of_request(head, raw),
+        post_entries,
+    )
+    .expect("the cache applies")
+}
+
+/// What a hit costs before its answer is written: whether the cache
+/// applies, the key (SHA-256 over method, path, query, body, scope) and
+/// the LRU lookup.
+#[inline(never)]
+fn profile_cache_lookup(cache: &mut ResponseCache, raw: &[u8], head: &RequestHead) -> bool {
+    let raw = black_box(raw);
+    let consult = cache_consult(raw, head, cache.has_post_entries());
+    let request = CacheRequest::new(
+        head,
+        raw,
+        &raw[head.len..],
+        (KEY_ID, Some(PROJECT_ID)),
+        &consult,
+    );
+    cache.find(&request, head, raw, Instant::now()).is_some()
+}
+
+fn cache(c: &mut Criterion) {
+    let settings = CacheSettings::default();
+    let get = b"GET /v1/models?limit=20&order=asc HTTP/1.1\r\n\
+Host: 127.0.0.1:19002\r\n\
+Authorization: Bearer sk-bench\r\n\
+\r\n";
+    let post = [
+        &b"POST /v1/chat/completions HTTP/1.1\r\n\
+Host: 127.0.0.1:19002\r\n\
+Content-Type: application/json\r\n\
+Authorization: Bearer sk-bench\r\n\
+Cache-Control: public, max-age=3600\r\n\
+Content-Length: 68\r\n\
+\r\n"[..],
+        &REQUEST[REQUEST.len() - 68..],
+    ]
+    .concat();
+    let mut group = c.benchmark_group("cache");
+    for (name, raw) in [
+        ("GET, 2 query params", &get[..]),
+        ("POST, 68 B body", &post[..]),
+    ] {
+        let (mut shard, head) = cache_with_answer(raw, &settings);
+        group.bench_function(format!("hit lookup ({name})"), |b| {
+            b.iter(|| profile_cache_lookup(&mut shard, raw, &head))
+        });
+    }
+    let (mut shard, head) = cache_with_answer(&post, &settings);
+    let mut out = Vec::with_capacity(4096);
+    group.bench_function("hit lookup and answer written (350 B body)", |b| {
+        b.iter(|| {
+            let consult = cache_consult(&post, &head, true);
+            let body = &post[head.len..];
+            let request =
+                CacheRequest::new(&head, &post, body, (KEY_ID, Some(PROJECT_ID)), &consult);
+            let entry = shard.find(&request, &head, &post, Instant::now());
+            out.clear();
+            let reply = HitReply {
+                request_id: REQUEST_ID,
+                if_none_match: None,
+                head_only: false,
+                close: false,
+                now: Instant::now(),
+            };
+            entry.map(|e| e.write(&mut out, &reply))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, heads, chunked, routing, metrics, cache);
 
 fn main() {
     if let Some(n) = std::env::var("HOT_PATH_ITERATIONS")

@@ -8,6 +8,8 @@
 //! server     HOT     per-worker listeners, the connection loop, local endpoints, draining
 //! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table;
 //!                    the per-worker key cache and quota leases
+//! cache      HOT     the per-worker HTTP response cache: byte-bounded LRU shards, Cache-Control
+//!                    policy, tenant-scoped keys; served before the upstream is touched
 //! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
 //! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
@@ -24,6 +26,7 @@
 //! ```
 
 pub mod alloc;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod cmd;

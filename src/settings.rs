@@ -128,6 +128,8 @@ pub struct ServerSettings {
     pub config_models: Vec<ConfigModel>,
     /// Entries the audit log keeps; older ones are deleted as new ones come.
     pub audit_max_entries: u64,
+    /// The per-worker HTTP response cache (`HTTP_CACHE_*`).
+    pub cache: crate::cache::CacheSettings,
     pub metrics: MetricsSettings,
 }
 
@@ -216,6 +218,20 @@ impl ServerSettings {
                 None => 1024,
             },
         };
+        let cache = {
+            let defaults = crate::cache::CacheSettings::default();
+            crate::cache::CacheSettings {
+                enabled: env.get("HTTP_CACHE_ENABLED").is_none()
+                    || env.flag("HTTP_CACHE_ENABLED")?,
+                max_bytes: env.size("HTTP_CACHE_MAX_BYTES", defaults.max_bytes as u64)? as usize,
+                max_object_bytes: env.size(
+                    "HTTP_CACHE_MAX_OBJECT_BYTES",
+                    defaults.max_object_bytes as u64,
+                )? as usize,
+                default_ttl: env.duration("HTTP_CACHE_DEFAULT_TTL", defaults.default_ttl)?,
+                stream_responses: env.flag("HTTP_CACHE_STREAM_RESPONSES")?,
+            }
+        };
         if limits.max_header_bytes < 1024 {
             bail!("MAX_HEADER_SIZE must be at least 1KB");
         }
@@ -243,6 +259,7 @@ impl ServerSettings {
                 },
                 None => 1_000_000,
             },
+            cache,
             metrics: MetricsSettings {
                 token: env.get("METRICS_TOKEN"),
             },

@@ -432,3 +432,42 @@ fn https_targets_with_an_extra_ca_file() {
         .to_string();
     assert!(line.contains("TLS"), "{line}");
 }
+
+#[test]
+fn cache_runs_report_the_hit_ratio_and_hit_and_miss_latency() {
+    let mock = Mock::start();
+    // One proxy worker: one cache shard, whatever connections the run opens.
+    let proxy = Proxy::for_mock(&mock).workers(1).start();
+    let body = chat_body(false, "cache this answer");
+    let args = [
+        "--token",
+        CLIENT_KEY,
+        "-r",
+        "20",
+        "-c",
+        "1",
+        "--workers",
+        "1",
+        "--cache",
+    ];
+    let run = bench(&proxy.url(), &body, &args).run();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let text = &run.stdout;
+    assert!(
+        text.contains("hit ratio 95.0% (hit: 19, miss: 1, bypass: 0)"),
+        "{text}"
+    );
+    assert!(text.contains("Cache hit   p50 "), "{text}");
+    assert!(text.contains("Cache miss  p50 "), "{text}");
+
+    // The same POST without --cache now hits too: the shard holds it.
+    let mut json_args = args[..8].to_vec();
+    json_args.extend(["--output", "json"]);
+    let run = bench(&proxy.url(), &body, &json_args).run();
+    let report = run.json();
+    assert_no_errors(&report);
+    assert_eq!(count(&report, "/cache/hit"), 20, "{report:#}");
+    assert_eq!(report["cache"]["hit_ratio"], json!(1.0));
+    assert_eq!(count(&report, "/cache/hit_latency_us/count"), 20);
+    assert_eq!(report["cache"]["miss_latency_us"], Value::Null);
+}

@@ -214,6 +214,8 @@ struct Header {
     connections: usize,
     requests: Option<u64>,
     duration: Option<std::time::Duration>,
+    /// `--cache`: the requests opted in to the response cache.
+    cache: bool,
 }
 
 impl Header {
@@ -232,6 +234,7 @@ impl Header {
             connections: settings.connections,
             requests: settings.requests,
             duration: settings.duration,
+            cache: settings.request.cache_ttl.is_some(),
         }
     }
 }
@@ -320,7 +323,14 @@ fn json_report(header: &Header, report: &LoadReport) -> Value {
         "latency_us": percentiles_json(Percentiles::of(&r.latency)),
         "ttfb_us": percentiles_json(Percentiles::of(&r.ttfb)),
         "upstream_split": split,
-        "cache": {"hit": r.cache.hit, "miss": r.cache.miss, "bypass": r.cache.bypass},
+        "cache": {
+            "hit": r.cache.hit,
+            "miss": r.cache.miss,
+            "bypass": r.cache.bypass,
+            "hit_ratio": r.cache.hit_ratio(),
+            "hit_latency_us": percentiles_json(Percentiles::of(&r.hit_latency)),
+            "miss_latency_us": percentiles_json(Percentiles::of(&r.miss_latency)),
+        },
         "streams": streams,
         "interrupted": report.interrupted,
     })
@@ -406,11 +416,25 @@ fn text_report(header: &Header, report: &LoadReport, request: Option<&str>, debu
             p.count
         );
     }
-    if r.cache.hit + r.cache.miss + r.cache.bypass > 0 {
+    if let Some(ratio) = r.cache.hit_ratio() {
         let _ = writeln!(
             out,
-            "Cache       hit: {}, miss: {}, bypass: {}",
-            r.cache.hit, r.cache.miss, r.cache.bypass
+            "Cache       hit ratio {:.1}% (hit: {}, miss: {}, bypass: {})",
+            ratio * 100.0,
+            r.cache.hit,
+            r.cache.miss,
+            r.cache.bypass
+        );
+        if let Some(p) = Percentiles::of(&r.hit_latency) {
+            let _ = writeln!(out, "Cache hit   {}", percentile_line(&p));
+        }
+        if let Some(p) = Percentiles::of(&r.miss_latency) {
+            let _ = writeln!(out, "Cache miss  {}", percentile_line(&p));
+        }
+    } else if header.cache {
+        let _ = writeln!(
+            out,
+            "Cache       no response named a cache state (X-PROXY-CACHE / Cache-Status)"
         );
     }
     if header.stream {

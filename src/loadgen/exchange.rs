@@ -253,9 +253,10 @@ fn facts(
             .and_then(|v| v.parse::<u64>().ok())
     };
     let upstream = number("x-upstream-request-start").zip(number("x-upstream-request-stop"));
-    let cache = value("x-proxy-cache")
+    // `Cache-Status` first: it tells a bypass from a miss.
+    let cache = value("cache-status")
         .and_then(cache_state)
-        .or_else(|| value("cache-status").and_then(cache_state));
+        .or_else(|| value("x-proxy-cache").and_then(cache_state));
     let sample = want_sample(head.status).then(|| Sample {
         status: head.status,
         reason: String::from_utf8_lossy(head.reason.of(buf)).into_owned(),

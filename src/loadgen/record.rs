@@ -72,6 +72,18 @@ pub struct CacheCounts {
     pub bypass: u64,
 }
 
+impl CacheCounts {
+    pub fn total(&self) -> u64 {
+        self.hit + self.miss + self.bypass
+    }
+
+    /// Hits among the responses that named a cache state; `None` when none did.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let total = self.total();
+        (total > 0).then(|| self.hit as f64 / total as f64)
+    }
+}
+
 /// Timings of one complete response; durations count from the request's
 /// start (its intended send time in an open loop).
 #[derive(Debug)]
@@ -106,6 +118,10 @@ pub struct Recorder {
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub cache: CacheCounts,
+    /// Latency of the responses the cache answered, and of those it did not
+    /// (misses and bypasses).
+    pub hit_latency: Histogram<u64>,
+    pub miss_latency: Histogram<u64>,
     /// Streamed 2xx responses, complete or not.
     pub streams: u64,
     pub stream_events: u64,
@@ -142,6 +158,8 @@ impl Recorder {
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
             cache: CacheCounts::default(),
+            hit_latency: histogram(),
+            miss_latency: histogram(),
             streams: 0,
             stream_events: 0,
             connections_opened: 0,
@@ -179,10 +197,20 @@ impl Recorder {
             self.upstream.saturating_record(nanos(upstream));
             self.overhead.saturating_record(nanos(overhead));
         }
+        let latency = nanos(measured.latency);
         match measured.cache {
-            Some(CacheState::Hit) => self.cache.hit += 1,
-            Some(CacheState::Miss) => self.cache.miss += 1,
-            Some(CacheState::Bypass) => self.cache.bypass += 1,
+            Some(CacheState::Hit) => {
+                self.cache.hit += 1;
+                self.hit_latency.saturating_record(latency);
+            }
+            Some(CacheState::Miss) => {
+                self.cache.miss += 1;
+                self.miss_latency.saturating_record(latency);
+            }
+            Some(CacheState::Bypass) => {
+                self.cache.bypass += 1;
+                self.miss_latency.saturating_record(latency);
+            }
             None => {}
         }
         if let Some(sample) = measured.sample {
@@ -199,6 +227,8 @@ impl Recorder {
         let _ = self.overhead.add(&other.overhead);
         let _ = self.first_event.add(&other.first_event);
         let _ = self.event_gap.add(&other.event_gap);
+        let _ = self.hit_latency.add(&other.hit_latency);
+        let _ = self.miss_latency.add(&other.miss_latency);
         for (status, count) in other.status {
             *self.status.entry(status).or_default() += count;
         }
@@ -294,6 +324,9 @@ mod tests {
         assert_eq!(a.status.get(&200), Some(&1));
         assert_eq!(a.errors.get(&ErrorKind::IncompleteStream), Some(&1));
         assert_eq!(a.cache.hit, 2);
+        assert_eq!(a.cache.hit_ratio(), Some(1.0));
+        assert_eq!(Percentiles::of(&a.hit_latency).unwrap().count, 2);
+        assert!(Percentiles::of(&a.miss_latency).is_none());
         let latency = Percentiles::of(&a.latency).unwrap();
         assert_eq!(latency.count, 2);
         assert!(latency.max >= 20_000_000 && latency.max < 20_100_000);

@@ -5,6 +5,7 @@
 //! pool, never on the worker thread.
 
 mod audit;
+mod cache;
 pub mod litellm;
 pub mod views;
 
@@ -355,6 +356,8 @@ async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> A
         (["audit"], _) => not_allowed(method, "GET"),
         (["audit", id], &Method::GET) => audit::get(store, id).await,
         (["audit", _], _) => not_allowed(method, "GET"),
+        (["cache", "purge"], &Method::POST) => cache::purge(worker, body).await,
+        (["cache", "purge"], _) => not_allowed(method, "POST"),
         _ => Err(ProxyError::NotFound),
     }
 }

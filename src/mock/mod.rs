@@ -8,6 +8,8 @@
 //! - `x-mock-cut-after: N`: close the connection after N streamed deltas
 //! - `x-mock-fault: close | garbage | hang`: close without answering, answer
 //!   with bytes that are not HTTP, or never answer
+//! - `x-mock-response-header: Name: value` (repeatable): add that field to
+//!   the answer (a `Cache-Control` replaces the stream's `no-cache`)
 //!
 //! A stream ends with a usage chunk only when the request asks for it with
 //! `stream_options.include_usage`, as OpenAI does.
@@ -174,6 +176,18 @@ struct Behaviour {
     interval: Duration,
     cut_after: Option<u32>,
     fault: Option<String>,
+    /// Fields to add to the answer (`x-mock-response-header`).
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Behaviour {
+    /// The extra fields, as the serializers take them.
+    fn fields(&self) -> Vec<(&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect()
+    }
 }
 
 impl Behaviour {
@@ -193,6 +207,16 @@ impl Behaviour {
             fault: head
                 .header(buf, "x-mock-fault")
                 .map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase()),
+            headers: head
+                .headers
+                .iter()
+                .filter(|(name, _)| name.of(buf).eq_ignore_ascii_case(b"x-mock-response-header"))
+                .filter_map(|(_, value)| {
+                    let text = String::from_utf8_lossy(value.of(buf)).into_owned();
+                    let (name, value) = text.split_once(':')?;
+                    Some((name.trim().to_string(), value.trim().as_bytes().to_vec()))
+                })
+                .collect(),
         }
     }
 }
@@ -358,7 +382,13 @@ async fn respond<S: AsyncWriteRent>(
             let words = behaviour.chunks;
             let body =
                 openai::completion(&id, created, &request.model, words, request.prompt_tokens());
-            json_response(out, StatusCode::OK, &body, &[], Reply::KEEP_ALIVE);
+            json_response(
+                out,
+                StatusCode::OK,
+                &body,
+                &behaviour.fields(),
+                Reply::KEEP_ALIVE,
+            );
         }
         (&http::Method::POST, b"/v1/embeddings") => {
             let request: openai::EmbeddingRequest = match serde_json::from_slice(body) {
@@ -366,15 +396,24 @@ async fn respond<S: AsyncWriteRent>(
                 Err(error) => return bad_json(stream, out, &error).await,
             };
             let body = openai::embeddings(&request, EMBEDDING_DIMS);
-            json_response(out, StatusCode::OK, &body, &[], Reply::KEEP_ALIVE);
+            json_response(
+                out,
+                StatusCode::OK,
+                &body,
+                &behaviour.fields(),
+                Reply::KEEP_ALIVE,
+            );
         }
-        (&http::Method::GET, b"/v1/models") => {
+        (&http::Method::GET | &http::Method::HEAD, b"/v1/models") => {
             json_response(
                 out,
                 StatusCode::OK,
                 &openai::models(created),
-                &[],
-                Reply::KEEP_ALIVE,
+                &behaviour.fields(),
+                Reply {
+                    close: false,
+                    head_only: head.method == http::Method::HEAD,
+                },
             );
         }
         (&http::Method::GET, b"/mock/stats") => {
@@ -455,9 +494,18 @@ async fn stream_chat<S: AsyncWriteRent>(
 ) -> Next {
     let stats = &mock.stats;
     stats.streams_started.set(stats.streams_started.get() + 1);
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
-    );
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
+    let fields = behaviour.fields();
+    if !fields
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+    {
+        out.extend_from_slice(b"Cache-Control: no-cache\r\n");
+    }
+    for (name, value) in fields {
+        crate::http::io::header(out, name, value);
+    }
+    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
     let paced = !behaviour.interval.is_zero();
     for index in 0..behaviour.chunks {
         if behaviour.cut_after == Some(index) {

@@ -4,6 +4,7 @@
 //! is the only place where a failure is rendered and logged.
 
 pub mod auth;
+mod cached;
 pub mod error;
 pub mod fields;
 mod forward;
@@ -43,6 +44,8 @@ pub struct Exchange {
     pub record: record::Record,
     /// The endpoint, as the metrics label it (read while the head is whole).
     route: metrics::Route,
+    /// A cache miss whose answer the relay may store.
+    cache: Option<Box<crate::cache::Miss>>,
 }
 
 /// Proxies one `/v1/…` request. Returns whether the connection may be reused.
@@ -56,6 +59,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         close: false,
         record: record::Record::default(),
         route: metrics::Route::of(head.path(&conn.buf)),
+        cache: None,
     };
     let result = proxy(worker, conn, head, &mut exchange).await;
     finish(worker, conn, head, exchange, result).await
@@ -73,6 +77,9 @@ async fn proxy(
         && routed::active(worker)?
     {
         return routed::handle(worker, conn, head, &key, endpoint, exchange).await;
+    }
+    if let Some(consult) = cached::consult(worker, head, &conn.buf) {
+        return cached::pass_through(worker, conn, head, &key, consult, exchange).await;
     }
     pass_through(worker, conn, head, &key, None, exchange).await
 }

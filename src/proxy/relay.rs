@@ -12,7 +12,7 @@ use monoio::time::{Instant, Sleep};
 use super::Exchange;
 use super::error::ProxyError;
 use super::forward::{Destination, ResponseStart};
-use super::record::Capture;
+use super::record::{CacheStatus, Capture};
 use super::usage::UsageScan;
 use crate::http::body::ChunkError;
 use crate::http::io::{read_fresh, unix_nanos};
@@ -43,10 +43,6 @@ pub async fn relay(
     extras: Extras<'_>,
 ) -> Result<(), ProxyError> {
     let Extras { headers, usage } = extras;
-    let mut taps = Taps {
-        usage,
-        capture: exchange.record.response.as_mut(),
-    };
     let provider = destination.provider;
     let ResponseStart {
         mut stream,
@@ -56,6 +52,27 @@ pub async fn relay(
         stop_ns,
         arrived,
     } = response;
+    // A cache miss: keep the answer while it is relayed, if it may be stored.
+    let miss = exchange.cache.take();
+    let settings = &worker.settings.cache;
+    let pending = miss
+        .as_deref()
+        .and_then(|miss| miss.prepare(settings, &head, &buf));
+    if pending.is_some() {
+        Capture::want(&mut exchange.record.response, settings.max_object_bytes);
+    }
+    let with_cache_fields: Vec<(&str, &[u8])>;
+    let headers = match miss.as_deref() {
+        Some(miss) => {
+            with_cache_fields = [headers, &miss.fields(pending.is_some())[..]].concat();
+            &with_cache_fields[..]
+        }
+        None => headers,
+    };
+    let mut taps = Taps {
+        usage,
+        capture: exchange.record.response.as_mut(),
+    };
     let framing = head.framing(&request.method);
     // An HTTP/1.0 client cannot read chunked framing: decode it for them.
     let dechunk = request.http10 && framing == Framing::Chunked;
@@ -143,6 +160,23 @@ pub async fn relay(
     }
     conn.relay = buf;
     exchange.record.response_complete = body.is_done();
+    if let (Some(miss), Some(pending), Some(capture)) =
+        (miss, pending, exchange.record.response.as_ref())
+        && body.is_done()
+        && !capture.overflowed
+    {
+        let stored = worker.cache.borrow_mut().insert(
+            &miss,
+            pending,
+            &capture.bytes,
+            request,
+            &conn.buf,
+            std::time::Instant::now(),
+        );
+        if stored {
+            exchange.record.cache = CacheStatus::Stored;
+        }
+    }
     if reusable && body.is_done() {
         worker.pool.borrow_mut().put(
             &destination.slot,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::Exchange;
 use super::auth;
+use super::cached::{self, Admission};
 use super::error::ProxyError;
 use super::fields::{self, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
@@ -82,11 +83,23 @@ pub async fn handle(
                 },
             });
         }
+        if let Some(consult) = cached::consult(worker, head, &conn.buf) {
+            let admission = Admission::Pending;
+            if cached::lookup(worker, conn, head, key, consult, &body, exchange, admission).await? {
+                return Ok(());
+            }
+        }
         return super::pass_through(worker, conn, head, key, Some(&body), exchange).await;
     };
     check_model_access(&key.view, name)?;
     let spend = check_budgets(worker, &key.view)?;
     auth::admit(worker, key).await?;
+    if let Some(consult) = cached::consult(worker, head, &conn.buf) {
+        let admission = Admission::Done;
+        if cached::lookup(worker, conn, head, key, consult, &body, exchange, admission).await? {
+            return Ok(());
+        }
+    }
 
     let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
     for (index, route) in candidates.iter().enumerate() {

@@ -104,6 +104,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 quota: RefCell::default(),
                 control: control.clone(),
                 metrics: RefCell::new(crate::metrics::WorkerMetrics::new(id)),
+                cache: RefCell::new(crate::cache::ResponseCache::new(&settings.cache)),
             });
             run_worker(worker, listener, inbox)
         },

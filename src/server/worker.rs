@@ -40,6 +40,8 @@ pub struct Worker {
     pub control: Arc<Control>,
     /// This worker's request counters, summed with the others' at scrape.
     pub metrics: RefCell<WorkerMetrics>,
+    /// This worker's shard of the HTTP response cache.
+    pub cache: RefCell<crate::cache::ResponseCache>,
 }
 
 impl Worker {
