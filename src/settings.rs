@@ -136,6 +136,8 @@ pub struct ServerSettings {
 /// The `/metrics` endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSettings {
+    /// `METRICS_ENABLED=false` turns counting and `/metrics` off.
+    pub enabled: bool,
     /// `METRICS_TOKEN`: when set, a scrape must send it as a bearer token.
     pub token: Option<String>,
 }
@@ -261,6 +263,7 @@ impl ServerSettings {
             },
             cache,
             metrics: MetricsSettings {
+                enabled: env.get("METRICS_ENABLED").is_none() || env.flag("METRICS_ENABLED")?,
                 token: env.get("METRICS_TOKEN"),
             },
         })

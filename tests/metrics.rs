@@ -372,3 +372,15 @@ fn without_a_token_metrics_are_open() {
     assert_eq!(samples.count("llm_proxy_workers", &[]), 1);
     promtool_check(&response.text());
 }
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let proxy = Proxy::builder()
+        .unseeded()
+        .workers(1)
+        .env("METRICS_ENABLED", "false")
+        .start();
+    let response = proxy.call(Req::get("/metrics"));
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.json()["error"]["code"], "not_found");
+}

@@ -98,10 +98,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Ok((status, _)) => *status,
         Err(error) => error.status(),
     };
-    worker
-        .metrics
-        .borrow_mut()
-        .record_local(endpoint, status.as_u16(), received.elapsed());
+    if let Some(mut metrics) = worker.metrics() {
+        metrics.record_local(endpoint, status.as_u16(), received.elapsed());
+    }
     if audited {
         let remote = conn
             .stream

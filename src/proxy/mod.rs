@@ -154,13 +154,15 @@ async fn finish(
             }
         }
     }
-    worker.metrics.borrow_mut().record(
-        exchange.route,
-        exchange.status,
-        exchange.received.elapsed(),
-        &exchange.record,
-        result.as_ref().err(),
-    );
+    if let Some(mut metrics) = worker.metrics() {
+        metrics.record(
+            exchange.route,
+            exchange.status,
+            exchange.received.elapsed(),
+            &exchange.record,
+            result.as_ref().err(),
+        );
+    }
     // Field values are only evaluated for enabled events: no clock read
     // when the event is filtered out.
     let received = exchange.received;

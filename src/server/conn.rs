@@ -246,7 +246,7 @@ impl Handler {
         ) {
             // The OpenAI endpoints without `/v1`, as LiteLLM serves them.
             Handler::Proxy
-        } else if path == b"/metrics" {
+        } else if path == b"/metrics" && worker.settings.metrics.enabled {
             Handler::Metrics
         } else {
             Handler::Local

@@ -52,10 +52,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Err(ProxyError::NotFound) => (Route::Other, StatusCode::NOT_FOUND),
         Err(error) => (Route::Local, error.status()),
     };
-    worker
-        .metrics
-        .borrow_mut()
-        .record_local(route, status.as_u16(), received.elapsed());
+    if let Some(mut metrics) = worker.metrics() {
+        metrics.record_local(route, status.as_u16(), received.elapsed());
+    }
     match answer {
         Ok((status, body)) => {
             let body = serde_json::to_vec(&body).unwrap_or_default();

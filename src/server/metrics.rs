@@ -38,10 +38,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             error.status()
         }
     };
-    worker
-        .metrics
-        .borrow_mut()
-        .record_local(Route::Local, status.as_u16(), received.elapsed());
+    if let Some(mut metrics) = worker.metrics() {
+        metrics.record_local(Route::Local, status.as_u16(), received.elapsed());
+    }
     conn.send_out().await && !close
 }
 

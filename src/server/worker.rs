@@ -1,7 +1,7 @@
 //! One worker's state. Everything here belongs to a single thread; only the
 //! settings snapshot and the drain signal are shared, both immutable or atomic.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::sync::Arc;
 
 use monoio_rustls::TlsConnector;
@@ -47,6 +47,14 @@ pub struct Worker {
 impl Worker {
     pub fn draining(&self) -> bool {
         self.drain.is_draining()
+    }
+
+    /// This worker's counters, unless metrics are turned off.
+    pub fn metrics(&self) -> Option<RefMut<'_, WorkerMetrics>> {
+        self.settings
+            .metrics
+            .enabled
+            .then(|| self.metrics.borrow_mut())
     }
 }
 
