@@ -8,6 +8,9 @@
 //! server     HOT     per-worker listeners, the connection loop, local endpoints, draining
 //! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table;
 //!                    the per-worker key cache and quota leases
+//! events     HOT     request events: the per-worker buffer `finish` pushes into (HOT), the writer
+//!                    thread that appends them to the event log (SHARED), the dispatcher and its
+//!                    sinks (COLD)
 //! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
@@ -26,6 +29,7 @@ pub mod alloc;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod events;
 pub mod http;
 pub mod litellm_config;
 pub mod loadgen;

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+mod event;
 pub mod fields;
 mod forward;
 pub mod keys;
@@ -65,6 +66,7 @@ async fn proxy(
 ) -> Result<(), ProxyError> {
     let key = auth::authenticate(worker, head, &conn.buf)?;
     exchange.record.key = Some(key.clone());
+    event::want_bodies(worker, exchange);
     if let Some(endpoint) = routed::endpoint(head, head.path(&conn.buf))
         && routed::active(worker)?
     {
@@ -174,7 +176,9 @@ async fn finish(
             "request served"
         ),
     }
-    !exchange.close
+    let close = exchange.close;
+    event::record(worker, head, &conn.buf, exchange, &result);
+    !close
 }
 
 fn elapsed_us(since: Instant) -> u64 {

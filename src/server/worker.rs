@@ -8,6 +8,7 @@ use monoio_rustls::TlsConnector;
 
 use super::control::Control;
 use super::drain::Drain;
+use crate::events::EventBuffer;
 use crate::proxy::keys::KeyCache;
 use crate::proxy::models::ModelTable;
 use crate::proxy::quota::Quota;
@@ -37,6 +38,8 @@ pub struct Worker {
     pub connections: Cell<usize>,
     /// Every worker of this server, for jobs that must reach all of them.
     pub control: Arc<Control>,
+    /// This worker's request events on their way to the event log.
+    pub events: RefCell<EventBuffer>,
 }
 
 impl Worker {

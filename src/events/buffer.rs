@@ -1,0 +1,138 @@
+//! The per-worker event buffer. `finish` pushes one event into a `Vec`; a
+//! worker task hands the batch to the writer thread every
+//! `HANDOFF_INTERVAL` (or as soon as `HANDOFF_AT` events wait) with a
+//! `try_send` that never blocks. When the writer cannot keep up, events
+//! wait here up to `MAX_PENDING`, and are then counted as dropped: the
+//! requests themselves are never slowed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use super::RequestEvent;
+
+/// How often each worker hands its events to the writer.
+pub const HANDOFF_INTERVAL: Duration = Duration::from_millis(50);
+/// Events that make a batch worth handing over before the interval ends.
+const HANDOFF_AT: usize = 1024;
+/// Most events a worker holds while the writer is behind.
+const MAX_PENDING: usize = 32 * 1024;
+
+/// A batch of events on its way to the writer.
+pub type Batch = Vec<RequestEvent>;
+
+pub struct EventBuffer {
+    pending: Vec<RequestEvent>,
+    /// `None`: events are off, and `finish` builds none.
+    sender: Option<SyncSender<Batch>>,
+    /// Largest body kept in an event, when bodies are on.
+    body_limit: Option<usize>,
+    /// Events `finish` made on this worker, and those lost here.
+    emitted: u64,
+    dropped: u64,
+    /// Events the writer appended to the log (process-wide).
+    written: Arc<AtomicU64>,
+}
+
+impl EventBuffer {
+    /// Events off: `enabled()` is false and nothing is ever pushed.
+    pub fn disabled() -> Self {
+        Self {
+            pending: Vec::new(),
+            sender: None,
+            body_limit: None,
+            emitted: 0,
+            dropped: 0,
+            written: Arc::default(),
+        }
+    }
+
+    pub fn new(
+        sender: SyncSender<Batch>,
+        body_limit: Option<usize>,
+        written: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            pending: Vec::with_capacity(256),
+            sender: Some(sender),
+            body_limit,
+            emitted: 0,
+            dropped: 0,
+            written,
+        }
+    }
+
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Largest body an event keeps, when bodies are on.
+    #[inline]
+    pub fn body_limit(&self) -> Option<usize> {
+        self.body_limit
+    }
+
+    /// Takes one event; never blocks.
+    #[inline]
+    pub fn push(&mut self, event: RequestEvent) {
+        self.emitted += 1;
+        if self.pending.len() >= MAX_PENDING {
+            self.dropped += 1;
+            return;
+        }
+        self.pending.push(event);
+        if self.pending.len() >= HANDOFF_AT {
+            self.hand_over();
+        }
+    }
+
+    /// Gives the waiting events to the writer if it has room for them;
+    /// otherwise they wait for the next try.
+    pub fn hand_over(&mut self) {
+        let Some(sender) = &self.sender else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let next = Vec::with_capacity(self.pending.len().clamp(16, HANDOFF_AT));
+        let batch = std::mem::replace(&mut self.pending, next);
+        match sender.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => self.pending = batch,
+            Err(TrySendError::Disconnected(batch)) => {
+                self.dropped += batch.len() as u64;
+                self.sender = None;
+            }
+        }
+    }
+
+    /// At shutdown: waits for the writer to take the last events, then
+    /// lets it go (it stops once every worker has closed).
+    pub fn close(&mut self) {
+        if let Some(sender) = self.sender.take()
+            && !self.pending.is_empty()
+        {
+            let batch = std::mem::take(&mut self.pending);
+            let count = batch.len() as u64;
+            if sender.send(batch).is_err() {
+                self.dropped += count;
+            }
+        }
+    }
+
+    /// Events made on this worker (for `/metrics`).
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Events lost on this worker because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Events appended to the log by the writer, all workers together.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
