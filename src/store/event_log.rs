@@ -211,3 +211,46 @@ impl EventLog {
         Ok(first.zip(last))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_log(tag: &str) -> (PathBuf, EventLog) {
+        let dir = std::env::temp_dir().join(format!(
+            "llm-proxy-event-log-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let log = EventLog::open(&dir, 16 << 20).unwrap();
+        (dir, log)
+    }
+
+    #[test]
+    fn numbers_continue_across_compaction_and_cursors_stay() {
+        let (dir, log) = temp_log("seq");
+        assert_eq!(log.append([&b"{}"[..], b"{}", b"{}"]).unwrap(), 3);
+        let keep_two = Retention {
+            max_events: 2,
+            ..Retention::default()
+        };
+        assert_eq!(log.compact(&keep_two).unwrap(), 1);
+        assert_eq!(log.bounds().unwrap(), Some((2, 3)));
+        assert_eq!(log.append([&b"{}"[..]]).unwrap(), 4);
+        log.set_cursor("a", 3).unwrap();
+        let after: Vec<u64> = log.read_after(3, 10).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(after, [4]);
+        // Everything is older than a zero age.
+        let no_age = Retention {
+            max_age: Duration::ZERO,
+            ..Retention::default()
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        log.compact(&no_age).unwrap();
+        assert_eq!(log.bounds().unwrap(), None);
+        assert_eq!(log.append([&b"{}"[..]]).unwrap(), 5);
+        assert_eq!(log.cursor("a").unwrap(), 3);
+        drop(log);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
