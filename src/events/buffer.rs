@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 use super::RequestEvent;
+use crate::http::io::unix_nanos;
 
 /// How often each worker hands its events to the writer.
 pub const HANDOFF_INTERVAL: Duration = Duration::from_millis(50);
@@ -19,13 +20,33 @@ const HANDOFF_AT: usize = 1024;
 /// Most events a worker holds while the writer is behind.
 const MAX_PENDING: usize = 32 * 1024;
 
+/// Emptied batch vectors a worker keeps for reuse (fresh ones of this
+/// size would cost page faults on every hand-over).
+const SPARE_VECTORS: usize = 4;
+
 /// A batch of events on its way to the writer.
-pub type Batch = Vec<RequestEvent>;
+pub struct Batch {
+    pub events: Vec<RequestEvent>,
+    /// One reading of both clocks at hand-over: events carry only a
+    /// monotonic instant, turned into wall-clock time on the writer.
+    pub clock: (Instant, u64),
+    /// Where the emptied vector goes back to.
+    pub spare: SyncSender<Vec<RequestEvent>>,
+}
+
+/// Unix ns of `instant`, from a reading of both clocks taken after it.
+pub fn unix_ns(clock: (Instant, u64), instant: Instant) -> u64 {
+    let (reference, unix) = clock;
+    unix.saturating_sub(reference.saturating_duration_since(instant).as_nanos() as u64)
+}
 
 pub struct EventBuffer {
     pending: Vec<RequestEvent>,
     /// `None`: events are off, and `finish` builds none.
     sender: Option<SyncSender<Batch>>,
+    /// Emptied vectors coming back from the writer, and the way back.
+    spares: Receiver<Vec<RequestEvent>>,
+    spares_back: SyncSender<Vec<RequestEvent>>,
     /// Largest body kept in an event, when bodies are on.
     body_limit: Option<usize>,
     /// Events `finish` made on this worker, and those lost here.
@@ -38,9 +59,12 @@ pub struct EventBuffer {
 impl EventBuffer {
     /// Events off: `enabled()` is false and nothing is ever pushed.
     pub fn disabled() -> Self {
+        let (spares_back, spares) = sync_channel(0);
         Self {
             pending: Vec::new(),
             sender: None,
+            spares,
+            spares_back,
             body_limit: None,
             emitted: 0,
             dropped: 0,
@@ -53,9 +77,12 @@ impl EventBuffer {
         body_limit: Option<usize>,
         written: Arc<AtomicU64>,
     ) -> Self {
+        let (spares_back, spares) = sync_channel(SPARE_VECTORS);
         Self {
-            pending: Vec::with_capacity(256),
+            pending: Vec::with_capacity(HANDOFF_AT),
             sender: Some(sender),
+            spares,
+            spares_back,
             body_limit,
             emitted: 0,
             dropped: 0,
@@ -95,13 +122,21 @@ impl EventBuffer {
         if self.pending.is_empty() {
             return;
         }
-        let next = Vec::with_capacity(self.pending.len().clamp(16, HANDOFF_AT));
-        let batch = std::mem::replace(&mut self.pending, next);
+        let next = self
+            .spares
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HANDOFF_AT));
+        let events = std::mem::replace(&mut self.pending, next);
+        let batch = Batch {
+            events,
+            clock: (Instant::now(), unix_nanos()),
+            spare: self.spares_back.clone(),
+        };
         match sender.try_send(batch) {
             Ok(()) => {}
-            Err(TrySendError::Full(batch)) => self.pending = batch,
+            Err(TrySendError::Full(batch)) => self.pending = batch.events,
             Err(TrySendError::Disconnected(batch)) => {
-                self.dropped += batch.len() as u64;
+                self.dropped += batch.events.len() as u64;
                 self.sender = None;
             }
         }
@@ -113,8 +148,12 @@ impl EventBuffer {
         if let Some(sender) = self.sender.take()
             && !self.pending.is_empty()
         {
-            let batch = std::mem::take(&mut self.pending);
-            let count = batch.len() as u64;
+            let batch = Batch {
+                events: std::mem::take(&mut self.pending),
+                clock: (Instant::now(), unix_nanos()),
+                spare: self.spares_back.clone(),
+            };
+            let count = batch.events.len() as u64;
             if sender.send(batch).is_err() {
                 self.dropped += count;
             }

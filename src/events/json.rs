@@ -62,13 +62,14 @@ struct UsageJson {
     total_tokens: u64,
 }
 
-/// The event's JSON bytes (an object: always starts with `{`).
-pub fn to_json(event: &RequestEvent) -> Vec<u8> {
+/// The event's JSON bytes (an object: always starts with `{`), given the
+/// wall-clock time (unix ns) of its end.
+pub fn to_json(event: &RequestEvent, end_ns: u64) -> Vec<u8> {
     let micros = |ns: u64| ns / 1000;
-    let start_ns = event.end_ns.saturating_sub(event.duration_ns);
+    let start_ns = end_ns.saturating_sub(event.duration_ns);
     let upstream_us = event
         .upstream_ns
-        .map(|(sent, _)| micros(event.end_ns.saturating_sub(sent)));
+        .map(|(sent, _)| micros(end_ns.saturating_sub(sent)));
     let total_us = micros(event.duration_ns);
     let bodies = event.bodies.as_deref();
     let request = bodies.and_then(|b| b.request.as_ref());
@@ -76,9 +77,9 @@ pub fn to_json(event: &RequestEvent) -> Vec<u8> {
     let path = event.path.as_bytes();
     let json = EventJson {
         request_id: event.request_id.as_str(),
-        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(event.end_ns))
+        time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(end_ns))
             .to_string(),
-        time_unix_ms: event.end_ns / 1_000_000,
+        time_unix_ms: end_ns / 1_000_000,
         worker: event.worker,
         method: event.method.as_str(),
         endpoint: String::from_utf8_lossy(path),

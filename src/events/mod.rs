@@ -26,8 +26,9 @@ pub use writer::EventWriter;
 /// One request, as `finish` saw it: plain data, moved to the writer thread.
 pub struct RequestEvent {
     pub request_id: RequestId,
-    /// Unix ns when `finish` ran, and how long the request took until then.
-    pub end_ns: u64,
+    /// When `finish` ran (made wall-clock time on the writer: one clock
+    /// read per event), and how long the request took until then.
+    pub end: std::time::Instant,
     pub duration_ns: u64,
     pub worker: u16,
     pub key: Option<KeyIds>,

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::buffer::{Batch, EventBuffer};
+use super::buffer::{self, Batch, EventBuffer};
 use super::json;
 use crate::store::{EventLog, Retention, StoreError};
 
@@ -89,13 +89,12 @@ fn write_loop(
     // handle) is gone and the channel is empty.
     while let Ok(batch) = receiver.recv() {
         encoded.clear();
-        encoded.extend(batch.iter().map(json::to_json));
-        drop(batch);
+        encode(batch, &mut encoded);
         // Whatever else is waiting goes in the same transaction.
         while encoded.len() < 16 * 1024
             && let Ok(more) = receiver.try_recv()
         {
-            encoded.extend(more.iter().map(json::to_json));
+            encode(more, &mut encoded);
         }
         match append(log, retention, &encoded) {
             Ok(()) => {
@@ -111,6 +110,22 @@ fn write_loop(
         }
     }
     compact(log, retention);
+}
+
+/// Serializes a batch and gives its emptied vector back to its worker.
+fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>) {
+    let Batch {
+        mut events,
+        clock,
+        spare,
+    } = batch;
+    encoded.extend(
+        events
+            .iter()
+            .map(|event| json::to_json(event, buffer::unix_ns(clock, event.end))),
+    );
+    events.clear();
+    let _ = spare.try_send(events);
 }
 
 /// Appends; when the log is full, compacts harder and tries once more.

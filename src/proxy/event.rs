@@ -3,11 +3,12 @@
 //! serialization, no lock, no syscall (the writer thread does the rest).
 
 use super::Exchange;
+use std::time::Instant;
+
 use super::error::ProxyError;
 use super::record::Capture;
 use crate::events::{Bodies, InlinePath, KeyIds, RequestEvent};
 use crate::http::RequestHead;
-use crate::http::io::unix_nanos;
 use crate::server::worker::Worker;
 
 /// With bodies on, asks the forward and the relay to keep both payloads.
@@ -31,6 +32,7 @@ pub fn record(
     if !events.enabled() {
         return;
     }
+    let end = Instant::now();
     let record = exchange.record;
     let path = if buf.len() >= head.len {
         head.path(buf)
@@ -45,8 +47,8 @@ pub fn record(
     });
     events.push(RequestEvent {
         request_id: exchange.request_id,
-        end_ns: unix_nanos(),
-        duration_ns: exchange.received.elapsed().as_nanos() as u64,
+        end,
+        duration_ns: end.saturating_duration_since(exchange.received).as_nanos() as u64,
         worker: worker.id as u16,
         key: record.key.map(|key| KeyIds {
             key_id: key.view.key_id,
