@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use crate::store::{EventLog, Retention, StoreError};
 
 /// Batches that may wait for the writer, all workers together.
 const CHANNEL_BATCHES: usize = 256;
-/// How often the log is compacted while events come.
+/// How often the log is compacted and flushed to disk while events come.
 const COMPACT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct EventWriter {
@@ -84,32 +84,51 @@ fn write_loop(
 ) {
     compact(log, retention);
     let mut last_compaction = Instant::now();
+    let mut unsynced = false;
     let mut encoded: Vec<Vec<u8>> = Vec::new();
-    // Ends when every sender (the workers' buffers and the writer's own
-    // handle) is gone and the channel is empty.
-    while let Ok(batch) = receiver.recv() {
-        encoded.clear();
-        encode(batch, &mut encoded);
-        // Whatever else is waiting goes in the same transaction.
-        while encoded.len() < 16 * 1024
-            && let Ok(more) = receiver.try_recv()
-        {
-            encode(more, &mut encoded);
-        }
-        match append(log, retention, &encoded) {
-            Ok(()) => {
-                written.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+    loop {
+        // Ends when every sender (the workers' buffers and the writer's own
+        // handle) is gone and the channel is empty.
+        match receiver.recv_timeout(COMPACT_INTERVAL) {
+            Ok(batch) => {
+                encoded.clear();
+                encode(batch, &mut encoded);
+                // Whatever else is waiting goes in the same transaction.
+                while encoded.len() < 16 * 1024
+                    && let Ok(more) = receiver.try_recv()
+                {
+                    encode(more, &mut encoded);
+                }
+                match append(log, retention, &encoded) {
+                    Ok(()) => {
+                        written.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+                        unsynced = true;
+                    }
+                    Err(error) => tracing::error!(
+                        %error,
+                        events = encoded.len(),
+                        "cannot write events to the event log"
+                    ),
+                }
             }
-            Err(error) => {
-                tracing::error!(%error, events = encoded.len(), "cannot write events to the event log");
-            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-        if last_compaction.elapsed() >= COMPACT_INTERVAL {
+        if unsynced && last_compaction.elapsed() >= COMPACT_INTERVAL {
             compact(log, retention);
+            sync(log);
+            unsynced = false;
             last_compaction = Instant::now();
         }
     }
     compact(log, retention);
+    sync(log);
+}
+
+fn sync(log: &EventLog) {
+    if let Err(error) = log.sync() {
+        tracing::warn!(%error, "cannot flush the event log to disk");
+    }
 }
 
 /// Serializes a batch and gives its emptied vector back to its worker.

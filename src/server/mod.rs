@@ -200,7 +200,7 @@ fn start_events(settings: &ServerSettings) -> anyhow::Result<Option<EventWriter>
         return Ok(None);
     }
     let dir = event_log::dir_of(&settings.data_dir);
-    let log = EventLog::open(&dir, events.retention.max_bytes)
+    let log = EventLog::open_for_writing(&dir, events.retention.max_bytes)
         .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
     let writer = EventWriter::start(Arc::new(log), events.retention, events.body_limit)
         .context("cannot start the event writer")?;
