@@ -8,7 +8,8 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use super::sinks::Sink;
+use super::json;
+use super::sinks::{Logged, Sink};
 use crate::store::{EventLog, StoreError};
 
 /// How often an idle dispatcher looks for new events.
@@ -66,7 +67,11 @@ pub fn run(
         if state.load(Ordering::Acquire) == STOP {
             break;
         }
-        let events = log.read_after(cursor, options.read_ahead.max(batch_size))?;
+        let events: Vec<Logged> = log
+            .read_after(cursor, options.read_ahead.max(batch_size))?
+            .into_iter()
+            .map(|(seq, bytes)| (seq, json::logged_to_json(&bytes)))
+            .collect();
         let Some(&(first, _)) = events.first() else {
             if options.once || state.load(Ordering::Acquire) == DRAIN {
                 break;
@@ -106,7 +111,7 @@ pub fn run(
 /// Returns `false` when asked to stop while waiting to retry.
 fn deliver(
     sink: &mut Sink,
-    batch: &[super::sinks::Logged],
+    batch: &[Logged],
     options: &DispatchOptions,
     state: &AtomicU8,
 ) -> Result<bool, DispatchError> {

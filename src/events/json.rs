@@ -1,14 +1,15 @@
-//! An event as JSON, made on the writer thread: the same object in the log,
-//! in the file sink (plus `seq`) and in HTTP batches. A streamed (SSE)
-//! response body is merged into one completion object here, never on a
-//! worker.
+//! An event as JSON, made by the dispatcher from the stored form: the same
+//! object in the file sink (plus `seq`) and in HTTP batches. A streamed
+//! (SSE) response body is merged into one completion object here, never on
+//! a worker.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::RequestEvent;
+use super::stored::{self, Stored};
+use crate::store::Money;
 
 #[derive(Serialize)]
 struct EventJson<'a> {
@@ -20,7 +21,7 @@ struct EventJson<'a> {
     method: &'a str,
     endpoint: std::borrow::Cow<'a, str>,
     status: u16,
-    error: Option<&'static str>,
+    error: Option<&'a str>,
     key_id: Option<String>,
     project_id: Option<String>,
     user_id: Option<&'a str>,
@@ -28,7 +29,7 @@ struct EventJson<'a> {
     latency: Latency,
     usage: Option<UsageJson>,
     cost_usd: f64,
-    cache: &'static str,
+    cache: &'a str,
     response_complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_body: Option<Value>,
@@ -62,62 +63,71 @@ struct UsageJson {
     total_tokens: u64,
 }
 
-/// The event's JSON bytes (an object: always starts with `{`), given the
-/// wall-clock time (unix ns) of its end.
-pub fn to_json(event: &RequestEvent, end_ns: u64) -> Vec<u8> {
+/// The JSON bytes (an object: always starts with `{`) of a stored event.
+pub fn to_json(stored: &Stored<'_>) -> Vec<u8> {
     let micros = |ns: u64| ns / 1000;
-    let start_ns = end_ns.saturating_sub(event.duration_ns);
-    let upstream_us = event
+    let end_ns = stored.end_unix_ns;
+    let start_ns = end_ns.saturating_sub(stored.duration_ns);
+    let upstream_us = stored
         .upstream_ns
         .map(|(sent, _)| micros(end_ns.saturating_sub(sent)));
-    let total_us = micros(event.duration_ns);
-    let bodies = event.bodies.as_deref();
-    let request = bodies.and_then(|b| b.request.as_ref());
-    let response = bodies.and_then(|b| b.response.as_ref());
-    let path = event.path.as_bytes();
+    let total_us = micros(stored.duration_ns);
+    let uuid = |bytes: [u8; 16]| uuid::Uuid::from_bytes(bytes).to_string();
     let json = EventJson {
-        request_id: event.request_id.as_str(),
+        request_id: stored.request_id,
         time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(end_ns))
             .to_string(),
         time_unix_ms: end_ns / 1_000_000,
-        worker: event.worker,
-        method: event.method.as_str(),
-        endpoint: String::from_utf8_lossy(path),
-        status: event.status,
-        error: event.error,
-        key_id: event.key.as_ref().map(|k| k.key_id.to_string()),
-        project_id: event
-            .key
-            .as_ref()
-            .and_then(|k| k.project_id.map(|p| p.to_string())),
-        user_id: event.key.as_ref().and_then(|k| k.user_id.as_deref()),
-        model: event.model.as_deref(),
+        worker: stored.worker,
+        method: stored.method,
+        endpoint: String::from_utf8_lossy(stored.endpoint.0),
+        status: stored.status,
+        error: stored.error,
+        key_id: stored.key_id.map(uuid),
+        project_id: stored.project_id.map(uuid),
+        user_id: stored.user_id,
+        model: stored.model,
         latency: Latency {
             total_us,
             proxy_us: total_us.saturating_sub(upstream_us.unwrap_or(0)),
             upstream_us,
-            upstream_head_us: event
+            upstream_head_us: stored
                 .upstream_ns
                 .map(|(sent, head)| micros(head.saturating_sub(sent))),
-            first_token_us: event
+            first_token_us: stored
                 .first_byte_ns
                 .map(|first| micros(first.saturating_sub(start_ns))),
         },
-        usage: event.usage.map(|u| UsageJson {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.prompt_tokens + u.completion_tokens,
+        usage: stored.usage.map(|(prompt, completion)| UsageJson {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
         }),
-        cost_usd: event.cost.dollars(),
-        cache: event.cache.as_str(),
-        response_complete: event.response_complete,
-        request_body: request.map(|c| body_value(&c.bytes)),
-        request_body_truncated: request.map(|c| c.overflowed),
-        response_body: response.map(|c| response_value(&c.bytes)),
-        response_body_truncated: response.map(|c| c.overflowed),
+        cost_usd: Money(stored.cost_picodollars).dollars(),
+        cache: stored.cache,
+        response_complete: stored.response_complete,
+        request_body: stored
+            .request_body
+            .as_ref()
+            .map(|(bytes, _)| body_value(bytes.0)),
+        request_body_truncated: stored.request_body.as_ref().map(|(_, cut)| *cut),
+        response_body: stored
+            .response_body
+            .as_ref()
+            .map(|(bytes, _)| response_value(bytes.0)),
+        response_body_truncated: stored.response_body.as_ref().map(|(_, cut)| *cut),
     };
     // Serializing plain fields and `Value`s cannot fail.
     serde_json::to_vec(&json).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// The JSON of a logged event (its stored bytes); an event of an unknown
+/// layout becomes `{"undecodable": true}`.
+pub fn logged_to_json(bytes: &[u8]) -> Vec<u8> {
+    match stored::decode(bytes) {
+        Some(stored) => to_json(&stored),
+        None => br#"{"undecodable":true}"#.to_vec(),
+    }
 }
 
 /// A body as JSON when it is JSON, otherwise as a string.

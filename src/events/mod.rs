@@ -3,8 +3,9 @@
 //!
 //! - `buffer` (HOT): the per-worker buffer `finish` pushes one event into;
 //!   no syscall, no lock, no serialization there.
-//! - `writer` (SHARED): the process-wide writer thread: serializes batches
-//!   (`json`), appends them to the event log, compacts it.
+//! - `writer` (SHARED): the process-wide writer thread: encodes batches
+//!   (`stored`, compact binary), appends them to the event log, compacts it.
+//! - `json` (COLD): a stored event as the JSON object sinks receive.
 //! - `dispatch`, `sinks` (COLD): `llm-proxy dispatcher`: read the log from
 //!   a durable cursor and deliver to a file, an HTTP endpoint, Lunary or
 //!   Helicone, at least once and without a gap.
@@ -13,6 +14,7 @@ pub mod buffer;
 pub mod dispatch;
 pub mod json;
 pub mod sinks;
+pub mod stored;
 pub mod writer;
 
 use crate::proxy::RequestId;

@@ -22,7 +22,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LUNARY_ENDPOINT: &str = "https://api.lunary.ai";
 pub const HELICONE_ENDPOINT: &str = "https://api.hconeai.com";
 
-/// An event read from the log: its sequence number and JSON bytes.
+/// An event to deliver: its sequence number and JSON bytes.
 pub type Logged = (u64, Vec<u8>);
 
 pub enum Sink {

@@ -1,5 +1,5 @@
 //! The event writer: one OS thread per server that takes the workers'
-//! batches, serializes them, appends them to the event log in one durable
+//! batches, encodes them (`stored`), appends them to the event log in one durable
 //! transaction per round, and compacts the log. It is not on the request
 //! path: when it falls behind, the workers count their events as dropped.
 
@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::buffer::{self, Batch, EventBuffer};
-use super::json;
+use super::stored;
 use crate::store::{EventLog, Retention, StoreError};
 
 /// Batches that may wait for the writer, all workers together.
@@ -138,11 +138,11 @@ fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>) {
         clock,
         spare,
     } = batch;
-    encoded.extend(
-        events
-            .iter()
-            .map(|event| json::to_json(event, buffer::unix_ns(clock, event.end))),
-    );
+    encoded.extend(events.iter().map(|event| {
+        let mut bytes = Vec::with_capacity(192);
+        stored::encode(event, buffer::unix_ns(clock, event.end), &mut bytes);
+        bytes
+    }));
     events.clear();
     let _ = spare.try_send(events);
 }
