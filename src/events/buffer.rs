@@ -110,7 +110,8 @@ impl EventBuffer {
             return;
         }
         self.pending.push(event);
-        if self.pending.len() >= HANDOFF_AT {
+        // At 1,024 and, while the writer is behind, at each further 1,024.
+        if self.pending.len().is_multiple_of(HANDOFF_AT) {
             self.hand_over();
         }
     }
@@ -122,18 +123,18 @@ impl EventBuffer {
         if self.pending.is_empty() {
             return;
         }
-        let next = self
-            .spares
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(HANDOFF_AT));
-        let events = std::mem::replace(&mut self.pending, next);
         let batch = Batch {
-            events,
+            events: std::mem::take(&mut self.pending),
             clock: (Instant::now(), unix_nanos()),
             spare: self.spares_back.clone(),
         };
         match sender.try_send(batch) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.pending = self
+                    .spares
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(HANDOFF_AT));
+            }
             Err(TrySendError::Full(batch)) => self.pending = batch.events,
             Err(TrySendError::Disconnected(batch)) => {
                 self.dropped += batch.events.len() as u64;
@@ -173,5 +174,59 @@ impl EventBuffer {
     /// Events appended to the log by the writer, all workers together.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::InlinePath;
+    use crate::proxy::RequestId;
+    use crate::proxy::record::CacheStatus;
+    use crate::store::Money;
+
+    fn event() -> RequestEvent {
+        RequestEvent {
+            request_id: RequestId::random(),
+            end: Instant::now(),
+            duration_ns: 0,
+            worker: 0,
+            key: None,
+            model: None,
+            method: http::Method::GET,
+            path: InlinePath::new(b"/v1/models"),
+            status: 200,
+            error: None,
+            upstream_ns: None,
+            first_byte_ns: None,
+            usage: None,
+            cost: Money(0),
+            cache: CacheStatus::None,
+            response_complete: true,
+            bodies: None,
+        }
+    }
+
+    #[test]
+    fn a_writer_that_does_not_keep_up_makes_events_dropped_not_waited_for() {
+        // Room for one batch, and nobody takes it.
+        let (sender, receiver) = sync_channel(1);
+        let mut buffer = EventBuffer::new(sender, None, Arc::default());
+        let total = HANDOFF_AT + MAX_PENDING + 10;
+        for _ in 0..total {
+            buffer.push(event());
+        }
+        assert_eq!(buffer.emitted(), total as u64);
+        assert_eq!(buffer.dropped(), 10);
+        // Once the writer takes the first batch, the waiting ones go.
+        assert_eq!(receiver.recv().unwrap().events.len(), HANDOFF_AT);
+        buffer.hand_over();
+        assert_eq!(receiver.recv().unwrap().events.len(), MAX_PENDING);
+        // A writer that is gone: what waits is dropped.
+        buffer.push(event());
+        drop(receiver);
+        buffer.hand_over();
+        assert_eq!(buffer.dropped(), 11);
+        assert!(!buffer.enabled());
     }
 }
