@@ -421,6 +421,8 @@ struct TestSink {
     addr: SocketAddr,
     accepted: Arc<Mutex<Vec<Value>>>,
     posts: Arc<AtomicUsize>,
+    /// Request line, Authorization header and body of every accepted post.
+    requests: Arc<Mutex<Vec<(String, String, Value)>>>,
 }
 
 impl TestSink {
@@ -429,18 +431,20 @@ impl TestSink {
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let posts = Arc::new(AtomicUsize::new(0));
-        let (kept, counted) = (accepted.clone(), posts.clone());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (kept, counted, seen) = (accepted.clone(), posts.clone(), requests.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (kept, counted) = (kept.clone(), counted.clone());
-                std::thread::spawn(move || serve_sink(stream, failures, &kept, &counted));
+                let (kept, counted, seen) = (kept.clone(), counted.clone(), seen.clone());
+                std::thread::spawn(move || serve_sink(stream, failures, &kept, &counted, &seen));
             }
         });
         TestSink {
             addr,
             accepted,
             posts,
+            requests,
         }
     }
 
@@ -458,20 +462,28 @@ fn serve_sink(
     failures: usize,
     kept: &Mutex<Vec<Value>>,
     posts: &AtomicUsize,
+    seen: &Mutex<Vec<(String, String, Value)>>,
 ) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
         let mut length = 0;
         let mut line = String::new();
+        let (mut request_line, mut authorization) = (String::new(), String::new());
         loop {
             line.clear();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
                 return;
             }
+            if request_line.is_empty() {
+                request_line = line.trim().to_string();
+            }
             let lower = line.to_ascii_lowercase();
             if let Some(value) = lower.strip_prefix("content-length:") {
                 length = value.trim().parse().unwrap();
+            }
+            if lower.starts_with("authorization:") {
+                authorization = line["authorization:".len()..].trim().to_string();
             }
             if line == "\r\n" {
                 break;
@@ -485,8 +497,13 @@ fn serve_sink(
         let status = if n < failures {
             "500 Internal Server Error"
         } else {
-            let batch: Vec<Value> = serde_json::from_slice(&body).unwrap();
-            kept.lock().unwrap().extend(batch);
+            let json: Value = serde_json::from_slice(&body).unwrap();
+            if let Value::Array(batch) = &json {
+                kept.lock().unwrap().extend(batch.iter().cloned());
+            }
+            seen.lock()
+                .unwrap()
+                .push((request_line, authorization, json));
             "200 OK"
         };
         let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
@@ -631,4 +648,98 @@ fn the_server_writes_the_file_event_log_itself() {
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
+}
+
+#[test]
+fn lunary_and_helicone_get_their_ingestion_shapes() {
+    let mock = Mock::start();
+    let db = TempDir::new("events-services");
+    let proxy = Proxy::for_mock(&mock)
+        .arg("--db")
+        .arg(db.path().to_str().unwrap())
+        .env("EVENT_LOG_BODIES", "true")
+        .start();
+    let request = chat(false).header("X-Request-ID", "svc-1");
+    assert_eq!(proxy.call(request).status, 200);
+    proxy.stop();
+    let dbs = db.path().to_str().unwrap();
+
+    let lunary = TestSink::start(0);
+    let base = format!("http://{}", lunary.addr);
+    let args = [
+        "dispatcher",
+        "--db",
+        dbs,
+        "--service",
+        "lunary",
+        "--endpoint",
+        &base,
+        "--once",
+    ];
+    let exited = run_command(
+        db.path(),
+        &args,
+        &[("LUNARY_PUBLIC_KEY", "lk-1")],
+        DISPATCH_TIMEOUT,
+    );
+    assert_eq!(exited.status.code(), Some(0), "{}", exited.stderr);
+    let requests = lunary.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let (line, authorization, body) = &requests[0];
+    assert!(line.starts_with("POST /v1/runs/ingest "), "{line}");
+    assert_eq!(authorization, "Bearer lk-1");
+    let runs = body["events"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["type"], "llm");
+    assert_eq!(runs[0]["event"], "start");
+    assert_eq!(runs[0]["runId"], "svc-1");
+    assert_eq!(runs[0]["input"][0]["role"], "user");
+    assert_eq!(runs[1]["event"], "end");
+    assert_eq!(runs[1]["runId"], "svc-1");
+    assert_eq!(runs[1]["output"]["role"], "assistant");
+
+    let helicone = TestSink::start(0);
+    let base = format!("http://{}", helicone.addr);
+    let args = [
+        "dispatcher",
+        "--db",
+        dbs,
+        "--service",
+        "helicone",
+        "--endpoint",
+        &base,
+        "--once",
+        "--api-key",
+        "hk-2",
+    ];
+    let exited = run_command(db.path(), &args, &[], DISPATCH_TIMEOUT);
+    assert_eq!(exited.status.code(), Some(0), "{}", exited.stderr);
+    let requests = helicone.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let (line, authorization, body) = &requests[0];
+    assert!(line.starts_with("POST /custom/v1/log "), "{line}");
+    assert_eq!(authorization, "Bearer hk-2");
+    assert_eq!(body["providerRequest"]["url"], "/v1/chat/completions");
+    assert_eq!(
+        body["providerRequest"]["json"]["messages"][0]["role"],
+        "user"
+    );
+    assert_eq!(
+        body["providerRequest"]["meta"]["Helicone-Request-Id"],
+        "svc-1"
+    );
+    assert_eq!(body["providerResponse"]["status"], 200);
+    assert!(body["providerResponse"]["json"]["choices"].is_array());
+    assert!(body["timing"]["startTime"]["seconds"].is_u64());
+    assert!(body["timing"]["endTime"]["milliseconds"].is_u64());
+
+    // Without a key, these services are refused before anything is sent.
+    let args = ["dispatcher", "--db", dbs, "--service", "lunary", "--once"];
+    let exited = run_command(db.path(), &args, &[], DISPATCH_TIMEOUT);
+    assert_eq!(exited.status.code(), Some(1));
+    assert!(
+        exited.stderr.contains("LUNARY_PUBLIC_KEY"),
+        "{}",
+        exited.stderr
+    );
 }
