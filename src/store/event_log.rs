@@ -158,6 +158,11 @@ impl EventLog {
         Ok(next - 1)
     }
 
+    /// Bytes of the pages in use (what `max_bytes` limits).
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.env.non_free_pages_size()?)
+    }
+
     /// Flushes committed events to disk.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.env.force_sync()?;
@@ -192,7 +197,7 @@ impl EventLog {
             None => {}
         }
         // Keep the pages in use under `max_bytes`: drop a tenth at a time.
-        let used = self.env.non_free_pages_size()?;
+        let used = self.used_bytes()?;
         if used > retention.max_bytes / 10 * 9 {
             let first = self.events.first(&txn)?.map_or(next, |(seq, _)| seq);
             let count = next - first;
@@ -288,6 +293,34 @@ mod tests {
         assert_eq!(log.bounds().unwrap(), None);
         assert_eq!(log.append([&b"{}"[..]]).unwrap(), 5);
         assert_eq!(log.cursor("a").unwrap(), 3);
+        drop(log);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn size_limit_drops_the_oldest() {
+        let (dir, log) = temp_log("size");
+        let event = vec![b'x'; 1000];
+        for _ in 0..20 {
+            log.append((0..100).map(|_| event.as_slice())).unwrap();
+        }
+        let limit = Retention {
+            max_bytes: 1 << 20,
+            ..Retention::default()
+        };
+        assert!(log.used_bytes().unwrap() > limit.max_bytes);
+        let mut rounds = 0;
+        while log.used_bytes().unwrap() > limit.max_bytes / 10 * 9 {
+            assert!(log.compact(&limit).unwrap() > 0);
+            rounds += 1;
+            assert!(
+                rounds < 50,
+                "compaction does not bring the log under its limit"
+            );
+        }
+        let (first, last) = log.bounds().unwrap().unwrap();
+        assert_eq!(last, 2000);
+        assert!(first > 1000, "{first}");
         drop(log);
         let _ = std::fs::remove_dir_all(dir);
     }
