@@ -447,7 +447,67 @@ Content-Length: 68\r\n\
     group.finish();
 }
 
-criterion_group!(benches, heads, chunked, routing, metrics, cache);
+/// What `finish` does for a request's event: build the event from the
+/// exchange's record (clock reads, ID and path copies) and push it into the
+/// worker's buffer, which hands a batch to the writer every 1,024 events
+/// (a thread here drops them).
+fn events(c: &mut Criterion) {
+    use llm_proxy::events::{EventBuffer, InlinePath, KeyIds, RequestEvent};
+    use llm_proxy::proxy::record::CacheStatus;
+
+    let (sender, receiver) = std::sync::mpsc::sync_channel(256);
+    std::thread::spawn(move || while receiver.recv().is_ok() {});
+    let mut buffer = EventBuffer::new(sender, None, Default::default(), None);
+    let head = request_head(REQUEST);
+    let received = Instant::now();
+    let key_id = uuid::Uuid::from_u128(fastrand::u128(..));
+    let mut group = c.benchmark_group("events");
+    for (name, user) in [("push", None), ("push_with_user", Some("ada@example.com"))] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                RequestId::random,
+                |request_id| {
+                    let end = Instant::now();
+                    buffer.push(RequestEvent {
+                        request_id,
+                        end,
+                        duration_ns: (end - received).as_nanos() as u64,
+                        worker: 0,
+                        key: Some(KeyIds {
+                            key_id,
+                            project_id: Some(key_id),
+                            user_id: user.map(Into::into),
+                        }),
+                        model: None,
+                        method: head.method.clone(),
+                        path: InlinePath::new(black_box(head.path(REQUEST))),
+                        status: 200,
+                        error: None,
+                        upstream_ns: Some((1, 2)),
+                        first_byte_ns: Some(3),
+                        usage: None,
+                        cost: Money(0),
+                        cache: CacheStatus::None,
+                        response_complete: true,
+                        bodies: None,
+                    })
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    group.bench_function("request_id_only", |b| {
+        b.iter_batched(
+            RequestId::random,
+            black_box,
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+    black_box(buffer.emitted());
+}
+
+criterion_group!(benches, heads, chunked, routing, metrics, cache, events);
 
 fn main() {
     if let Some(n) = std::env::var("HOT_PATH_ITERATIONS")

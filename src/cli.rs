@@ -30,6 +30,8 @@ pub enum Command {
     MockUpstream(MockArgs),
     /// Manage projects and tokens through a running server's management API.
     Manage(ManageArgs),
+    /// Deliver request events from the event log to a file, an HTTP endpoint, Lunary or Helicone.
+    Dispatcher(DispatcherArgs),
     /// Measure latency, throughput and errors of the proxy or of an API directly.
     Benchmark(BenchmarkArgs),
     /// Talk to the OpenAI API through the proxy.
@@ -65,6 +67,62 @@ pub struct ServerArgs {
     /// Try it out: run the built-in mock upstream in-process and route to it
     #[arg(long)]
     pub demo: bool,
+    /// Deliver request events to this JSONL file from within the server (env FILE_EVENT_LOG)
+    #[arg(long)]
+    pub file_event_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatcherArgs {
+    /// Data directory holding the event log [default: data]
+    #[arg(long, env = "DATABASE_PATH")]
+    pub db: Option<PathBuf>,
+    /// Environment file with settings [default: .env]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where events go
+    #[arg(long, value_enum, default_value = "file")]
+    pub service: SinkService,
+    /// File path (file) or URL (http, lunary, helicone)
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Name of this dispatcher's cursor [default: the service name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Events read ahead from the log
+    #[arg(long, default_value_t = 100)]
+    pub buffer: usize,
+    /// Events per delivery
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Bearer key of the sink [env: DISPATCHER_API_KEY, LUNARY_PUBLIC_KEY, HELICONE_API_KEY]
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Deliver what is in the log, then exit
+    #[arg(long)]
+    pub once: bool,
+    /// Failed attempts of one batch before giving up [default: 5 with --once, else never]
+    #[arg(long)]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinkService {
+    File,
+    Http,
+    Lunary,
+    Helicone,
+}
+
+impl SinkService {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkService::File => "file",
+            SinkService::Http => "http",
+            SinkService::Lunary => "lunary",
+            SinkService::Helicone => "helicone",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

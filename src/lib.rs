@@ -10,6 +10,9 @@
 //!                    the per-worker key cache and quota leases
 //! cache      HOT     the per-worker HTTP response cache: byte-bounded LRU shards, Cache-Control
 //!                    policy, tenant-scoped keys; served before the upstream is touched
+//! events     HOT     request events: the per-worker buffer `finish` pushes into (HOT), the writer
+//!                    thread that appends them to the event log (SHARED), the dispatcher and its
+//!                    sinks (COLD)
 //! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
 //! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
@@ -30,6 +33,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod events;
 pub mod http;
 pub mod litellm_config;
 pub mod loadgen;

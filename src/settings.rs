@@ -131,6 +131,8 @@ pub struct ServerSettings {
     /// The per-worker HTTP response cache (`HTTP_CACHE_*`).
     pub cache: crate::cache::CacheSettings,
     pub metrics: MetricsSettings,
+    /// Request events and their log.
+    pub events: EventSettings,
 }
 
 /// The `/metrics` endpoint.
@@ -140,6 +142,54 @@ pub struct MetricsSettings {
     pub enabled: bool,
     /// `METRICS_TOKEN`: when set, a scrape must send it as a bearer token.
     pub token: Option<String>,
+}
+
+/// Request events: on or off, bodies, how much the log keeps, and the
+/// in-process file dispatcher.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// `EVENT_LOG` (default true): off, the request path does nothing.
+    pub enabled: bool,
+    /// `EVENT_LOG_BODIES` and `EVENT_LOG_BODY_MAX_BYTES`: bodies kept up to this size.
+    pub body_limit: Option<usize>,
+    pub retention: crate::store::Retention,
+    /// `--file-event-log` / `FILE_EVENT_LOG`: deliver to this JSONL file in-process.
+    pub file_event_log: Option<PathBuf>,
+}
+
+impl EventSettings {
+    pub fn resolve(env: &Env, file_event_log: Option<PathBuf>) -> anyhow::Result<Self> {
+        let defaults = crate::store::Retention::default();
+        let enabled = match env.get("EVENT_LOG") {
+            None => true,
+            Some(_) => env.flag("EVENT_LOG")?,
+        };
+        let max_events = match env.get("EVENT_LOG_MAX_EVENTS") {
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => bail!("EVENT_LOG_MAX_EVENTS: expected a positive number, got {text:?}"),
+            },
+            None => defaults.max_events,
+        };
+        let max_bytes = env.size("EVENT_LOG_MAX_BYTES", defaults.max_bytes)?;
+        if max_bytes < 1 << 20 {
+            bail!("EVENT_LOG_MAX_BYTES must be at least 1MB");
+        }
+        Ok(Self {
+            enabled,
+            body_limit: if env.flag("EVENT_LOG_BODIES")? {
+                Some(env.size("EVENT_LOG_BODY_MAX_BYTES", 64 << 10)? as usize)
+            } else {
+                None
+            },
+            retention: crate::store::Retention {
+                max_events,
+                max_age: env.duration("EVENT_LOG_MAX_AGE", defaults.max_age)?,
+                max_bytes,
+            },
+            file_event_log: file_event_log.or_else(|| env.get("FILE_EVENT_LOG").map(PathBuf::from)),
+        })
+    }
 }
 
 impl ServerSettings {
@@ -266,6 +316,7 @@ impl ServerSettings {
                 enabled: env.get("METRICS_ENABLED").is_none() || env.flag("METRICS_ENABLED")?,
                 token: env.get("METRICS_TOKEN"),
             },
+            events: EventSettings::resolve(&env, args.file_event_log.clone())?,
         })
     }
 }

@@ -384,3 +384,58 @@ fn metrics_can_be_turned_off() {
     assert_eq!(response.status, 404, "{}", response.text());
     assert_eq!(response.json()["error"]["code"], "not_found");
 }
+
+#[test]
+fn the_event_log_and_its_dispatchers_are_in_the_metrics() {
+    let mock = Mock::start();
+    let db = TempDir::new("metrics-events");
+    let db_arg = db.path().to_str().unwrap();
+    let proxy = Proxy::for_mock(&mock).arg("--db").arg(db_arg).start();
+    let sent = 5;
+    for _ in 0..sent {
+        assert_eq!(proxy.call(chat(false)).status, 200);
+    }
+    let scrape = || Samples::parse(&proxy.call(Req::get("/metrics")).text());
+    // The writer appends in the background.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            scrape().count("llm_proxy_events_written_total", &[]) == sent
+        }),
+        "events written never reached {sent}"
+    );
+    // A dispatcher in another process, while the server runs.
+    let sink = db.path().join("sink.jsonl");
+    let sink_arg = sink.to_str().unwrap();
+    let args = [
+        "dispatcher",
+        "--db",
+        db_arg,
+        "--service",
+        "file",
+        "--endpoint",
+        sink_arg,
+        "--name",
+        "archive",
+        "--once",
+    ];
+    let exited = run_command(db.path(), &args, &[], Duration::from_secs(60));
+    assert_eq!(exited.status.code(), Some(0), "{}", exited.stderr);
+
+    let text = proxy.call(Req::get("/metrics")).text();
+    let samples = Samples::parse(&text);
+    assert_eq!(samples.count("llm_proxy_events_emitted_total", &[]), sent);
+    assert_eq!(samples.count("llm_proxy_events_dropped_total", &[]), 0);
+    assert_eq!(
+        samples.count("llm_proxy_event_log_last_sequence", &[]),
+        sent
+    );
+    assert_eq!(
+        samples.count(
+            "llm_proxy_events_dispatched_total",
+            &[("dispatcher", "archive")]
+        ),
+        sent
+    );
+    assert!(samples.count("llm_proxy_event_log_bytes", &[]) > 0);
+    promtool_check(&text);
+}

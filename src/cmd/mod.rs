@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod benchmark;
 pub mod client;
+pub mod dispatcher;
 pub mod manage;
 pub mod mock_upstream;
 pub mod openai_chat;

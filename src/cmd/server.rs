@@ -1,6 +1,7 @@
 //! `llm-proxy server`: start the gateway and drain it on SIGTERM/SIGINT.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +9,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::ServerArgs;
+use crate::events::dispatch::{self, DispatchOptions};
+use crate::events::sinks::Sink;
 use crate::litellm_config::ConfigModel;
 use crate::manage::litellm::models as litellm_models;
 use crate::mock::{self, MockHandle, MockSettings};
@@ -44,6 +47,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     // Register before starting so that an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let handle = server::start(settings.clone(), Arc::new(store))?;
+    let file_dispatcher = start_file_dispatcher(&settings, &handle)?;
     tracing::info!(
         "listening on http://{} ({} workers, {})",
         handle.local_addr,
@@ -73,8 +77,57 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
             }
         })?;
     handle.join();
+    if let Some(dispatcher) = file_dispatcher {
+        dispatcher.finish();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--file-event-log`: the file dispatcher, run in-process on its own thread.
+struct FileDispatcher {
+    state: Arc<AtomicU8>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FileDispatcher {
+    /// Delivers what the writer flushed at shutdown, then stops.
+    fn finish(self) {
+        self.state.store(dispatch::DRAIN, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+fn start_file_dispatcher(
+    settings: &ServerSettings,
+    handle: &server::ServerHandle,
+) -> anyhow::Result<Option<FileDispatcher>> {
+    let Some(path) = &settings.events.file_event_log else {
+        return Ok(None);
+    };
+    let Some(log) = handle.event_log() else {
+        anyhow::bail!("FILE_EVENT_LOG needs request events: EVENT_LOG is off");
+    };
+    let mut sink = Sink::file(path)
+        .with_context(|| format!("cannot open {} for appending", path.display()))?;
+    let state = Arc::new(AtomicU8::new(dispatch::RUN));
+    let options = DispatchOptions {
+        name: "file-event-log".into(),
+        read_ahead: 1000,
+        batch_size: 500,
+        once: false,
+        max_retries: None,
+    };
+    let thread_state = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("file-event-log".into())
+        .spawn(move || {
+            if let Err(error) = dispatch::run(&log, &mut sink, &options, &thread_state) {
+                tracing::error!(%error, "the file event log stopped");
+            }
+        })?;
+    tracing::info!(path = %path.display(), "request events go to the file event log");
+    Ok(Some(FileDispatcher { state, thread }))
 }
 
 /// What `--demo` runs beside the server; the temporary store goes with it.

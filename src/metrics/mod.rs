@@ -389,8 +389,8 @@ pub struct Extra {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
-    /// Labels besides `worker`, with fixed values.
-    pub labels: &'static [(&'static str, &'static str)],
+    /// Labels besides `worker`.
+    pub labels: Vec<(&'static str, String)>,
     pub value: u64,
 }
 

@@ -250,7 +250,7 @@ fn extras(out: &mut String, snapshots: &[Snapshot]) {
                     first = false;
                 }
                 let mut labels = String::new();
-                for (label, value) in extra.labels {
+                for (label, value) in &extra.labels {
                     let _ = write!(labels, "{label}=\"{}\",", escape(value));
                 }
                 labels.push_str(&worker(s));
@@ -341,7 +341,7 @@ mod tests {
             name: "llm_proxy_things_total",
             help: "Things.",
             kind: Kind::Counter,
-            labels: &[("reason", "full")],
+            labels: vec![("reason", "full".into())],
             value: 7,
         });
         let text = render(&mut snapshots, 2);

@@ -94,7 +94,7 @@ pub async fn forward(
     } else {
         // Body bytes that came with the head go out in the same write.
         let window = &conn.buf[head.len..];
-        let taken = body.advance(window).map_err(chunk_error)?;
+        let taken = advance(&mut body, window, exchange).map_err(chunk_error)?;
         check_chunked_limit(worker, &body)?;
         conn.out.extend_from_slice(&window[..taken]);
         if body.is_done() {
@@ -284,7 +284,7 @@ async fn stream_body(
             }
         }
         let window = &conn.buf[head.len..];
-        let taken = body.advance(window).map_err(chunk_error)?;
+        let taken = advance(body, window, exchange).map_err(chunk_error)?;
         check_chunked_limit(worker, body)?;
         chunk.clear();
         chunk.extend_from_slice(&window[..taken]);
@@ -347,6 +347,19 @@ async fn read_response_head(
         } else {
             Failure::Fatal(error)
         });
+    }
+}
+
+/// Accounts for request body bytes, showing the payload to the request
+/// capture when there is one (events with bodies).
+fn advance(
+    body: &mut BodyTracker,
+    window: &[u8],
+    exchange: &mut Exchange,
+) -> Result<usize, crate::http::body::ChunkError> {
+    match exchange.record.request.as_mut() {
+        Some(capture) => body.advance_tapped(window, |data| capture.feed(data)),
+        None => body.advance(window),
     }
 }
 

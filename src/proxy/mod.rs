@@ -6,6 +6,7 @@
 pub mod auth;
 mod cached;
 pub mod error;
+mod event;
 pub mod fields;
 mod forward;
 pub mod keys;
@@ -73,6 +74,7 @@ async fn proxy(
 ) -> Result<(), ProxyError> {
     let key = auth::authenticate(worker, head, &conn.buf)?;
     exchange.record.key = Some(key.clone());
+    event::want_bodies(worker, exchange);
     if let Some(endpoint) = routed::endpoint(head, head.path(&conn.buf))
         && routed::active(worker)?
     {
@@ -154,11 +156,13 @@ async fn finish(
             }
         }
     }
+    // One clock reading ends the request for the metrics and the event.
+    let ended = Instant::now();
     if let Some(mut metrics) = worker.metrics() {
         metrics.record(
             exchange.route,
             exchange.status,
-            exchange.received.elapsed(),
+            ended.saturating_duration_since(exchange.received),
             &exchange.record,
             result.as_ref().err(),
         );
@@ -194,7 +198,9 @@ async fn finish(
             "request served"
         ),
     }
-    !exchange.close
+    let close = exchange.close;
+    event::record(worker, head, &conn.buf, exchange, &result, ended);
+    !close
 }
 
 fn elapsed_us(since: Instant) -> u64 {

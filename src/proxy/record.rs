@@ -29,6 +29,9 @@ pub struct Record {
     pub response: Option<Capture>,
     /// Whether the response body reached the client whole.
     pub response_complete: bool,
+    /// The request payload, kept as it is read or forwarded when someone
+    /// asked for it before (`Capture::want`): events with bodies.
+    pub request: Option<Capture>,
 }
 
 /// How the response cache treated the request.

@@ -61,6 +61,9 @@ pub async fn handle(
         .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
         .await?;
     exchange.body_done = true;
+    if let Some(capture) = exchange.record.request.as_mut() {
+        capture.feed(&body);
+    }
     let fields = RoutingFields::parse(&body)?;
     let requested = fields.as_ref().map(|f| f.model);
     exchange.record.model = requested.map(Into::into);

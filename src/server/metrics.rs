@@ -12,7 +12,7 @@ use super::worker::Worker;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, header, header_u64, status_line};
 use crate::metrics::render::{CONTENT_TYPE, render};
-use crate::metrics::{Route, Snapshot};
+use crate::metrics::{Extra, Kind, Route, Snapshot};
 use crate::proxy;
 use crate::proxy::error::ProxyError;
 use crate::store::crypto::same_secret;
@@ -49,7 +49,78 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
 fn snapshot(worker: &Worker) -> Snapshot {
     let mut snapshot = worker.metrics.borrow().snapshot();
     snapshot.connections = worker.connections.get();
+    event_counters(worker, &mut snapshot.extra);
     snapshot
+}
+
+/// The request events this worker made and lost; with worker 0's, the
+/// process-wide figures of the event log (reported once, under worker 0):
+/// events written, each dispatcher's progress, the log's size.
+fn event_counters(worker: &Worker, extra: &mut Vec<Extra>) {
+    let events = worker.events.borrow();
+    if !events.enabled() {
+        return;
+    }
+    let counter = |name, help, labels, value| Extra {
+        name,
+        help,
+        kind: Kind::Counter,
+        labels,
+        value,
+    };
+    extra.push(counter(
+        "llm_proxy_events_emitted_total",
+        "Request events made by the worker.",
+        Vec::new(),
+        events.emitted(),
+    ));
+    extra.push(counter(
+        "llm_proxy_events_dropped_total",
+        "Request events lost because the event log writer could not keep up.",
+        Vec::new(),
+        events.dropped(),
+    ));
+    if worker.id != 0 {
+        return;
+    }
+    extra.push(counter(
+        "llm_proxy_events_written_total",
+        "Request events appended to the event log by this process.",
+        Vec::new(),
+        events.written(),
+    ));
+    let Some(log) = events.log() else { return };
+    // A short read transaction each, not held across an await.
+    for (name, seq) in log.cursors().unwrap_or_default() {
+        extra.push(counter(
+            "llm_proxy_events_dispatched_total",
+            "Sequence number of the last event each dispatcher delivered.",
+            vec![("dispatcher", name)],
+            seq,
+        ));
+    }
+    if let Ok(Some((_, last))) = log.bounds() {
+        extra.push(Extra {
+            kind: Kind::Gauge,
+            ..counter(
+                "llm_proxy_event_log_last_sequence",
+                "Sequence number of the newest event in the log (dispatcher lag = this - dispatched).",
+                Vec::new(),
+                last,
+            )
+        });
+    }
+    if let Ok(bytes) = log.used_bytes() {
+        extra.push(Extra {
+            kind: Kind::Gauge,
+            ..counter(
+                "llm_proxy_event_log_bytes",
+                "Bytes of the event log's pages in use.",
+                Vec::new(),
+                bytes,
+            )
+        });
+    }
 }
 
 /// GET or HEAD, with `METRICS_TOKEN` when one is set.

@@ -27,9 +27,10 @@ const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub use listener::bind_listeners;
 use worker::Worker;
 
+use crate::events::{self, EventBuffer, EventWriter};
 use crate::runtime::{self, Driver};
 use crate::settings::ServerSettings;
-use crate::store::Store;
+use crate::store::{EventLog, Store, event_log};
 use crate::upstream::{DnsCache, Pool, tls};
 
 /// A running server: its address, and the means to drain and join it.
@@ -38,6 +39,8 @@ pub struct ServerHandle {
     pub driver: Driver,
     drainer: Drainer,
     threads: Vec<JoinHandle<()>>,
+    /// The request event writer (absent when events are off).
+    events: Option<EventWriter>,
 }
 
 /// Starts draining every worker; can be handed to a signal thread.
@@ -59,11 +62,19 @@ impl ServerHandle {
         self.drainer.clone()
     }
 
-    /// Waits until every worker has finished.
+    /// Waits until every worker has finished and their events are in the log.
     pub fn join(self) {
         for thread in self.threads {
             let _ = thread.join();
         }
+        if let Some(events) = self.events {
+            events.finish();
+        }
+    }
+
+    /// The event log, when events are on.
+    pub fn event_log(&self) -> Option<Arc<EventLog>> {
+        self.events.as_ref().map(|writer| writer.log().clone())
     }
 }
 
@@ -81,6 +92,16 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
     let inboxes: Arc<Mutex<Vec<Option<control::Inbox>>>> =
         Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
     let worker_drains = drains.clone();
+    let events = start_events(&settings)?;
+    let event_buffers: Vec<EventBuffer> = (0..settings.workers)
+        .map(|_| {
+            events
+                .as_ref()
+                .map_or_else(EventBuffer::disabled, EventWriter::buffer)
+        })
+        .collect();
+    let event_buffers: Arc<Mutex<Vec<Option<EventBuffer>>>> =
+        Arc::new(Mutex::new(event_buffers.into_iter().map(Some).collect()));
     let threads = runtime::spawn_workers(
         "worker",
         settings.workers,
@@ -89,6 +110,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
         move |id| {
             let listener = listeners.lock().ok().and_then(|mut l| l[id].take());
             let inbox = inboxes.lock().ok().and_then(|mut i| i[id].take());
+            let events = event_buffers.lock().ok().and_then(|mut e| e[id].take());
             let worker = Rc::new(Worker {
                 id,
                 driver,
@@ -105,6 +127,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 control: control.clone(),
                 metrics: RefCell::new(crate::metrics::WorkerMetrics::new(id)),
                 cache: RefCell::new(crate::cache::ResponseCache::new(&settings.cache)),
+                events: RefCell::new(events.unwrap_or_else(EventBuffer::disabled)),
             });
             run_worker(worker, listener, inbox)
         },
@@ -114,6 +137,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
         driver,
         drainer: Drainer(drains),
         threads,
+        events,
     })
 }
 
@@ -131,6 +155,9 @@ async fn run_worker(
         None => return,
     };
     monoio::spawn(report_usage(worker.clone()));
+    if worker.events.borrow().enabled() {
+        monoio::spawn(hand_over_events(worker.clone()));
+    }
     if let Some(inbox) = inbox {
         monoio::spawn(control::serve_inbox(worker.clone(), inbox));
     }
@@ -165,6 +192,30 @@ async fn run_worker(
     }
     worker.quota.borrow_mut().return_all();
     settle(&worker).await;
+    // Every request answered has its event handed to the writer.
+    worker.events.borrow_mut().close();
+}
+
+/// Opens the event log and starts its writer, unless events are off.
+fn start_events(settings: &ServerSettings) -> anyhow::Result<Option<EventWriter>> {
+    let events = &settings.events;
+    if !events.enabled {
+        return Ok(None);
+    }
+    let dir = event_log::dir_of(&settings.data_dir);
+    let log = EventLog::open_for_writing(&dir, events.retention.max_bytes)
+        .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
+    let writer = EventWriter::start(Arc::new(log), events.retention, events.body_limit)
+        .context("cannot start the event writer")?;
+    Ok(Some(writer))
+}
+
+/// Hands this worker's events to the writer every `HANDOFF_INTERVAL`.
+async fn hand_over_events(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(events::buffer::HANDOFF_INTERVAL).await;
+        worker.events.borrow_mut().hand_over();
+    }
 }
 
 /// Reports this worker's usage to the ledger about once a second, hands

@@ -8,6 +8,7 @@ use monoio_rustls::TlsConnector;
 
 use super::control::Control;
 use super::drain::Drain;
+use crate::events::EventBuffer;
 use crate::metrics::WorkerMetrics;
 use crate::proxy::keys::KeyCache;
 use crate::proxy::models::ModelTable;
@@ -42,6 +43,8 @@ pub struct Worker {
     pub metrics: RefCell<WorkerMetrics>,
     /// This worker's shard of the HTTP response cache.
     pub cache: RefCell<crate::cache::ResponseCache>,
+    /// This worker's request events on their way to the event log.
+    pub events: RefCell<EventBuffer>,
 }
 
 impl Worker {

@@ -8,6 +8,8 @@
 //!   generation, which tells every worker to re-read before the call returns.
 //! - `ledger`: quota leases, usage counts and spend written by the workers.
 //! - `audit`: the log of management calls.
+//! - `event_log`: the request event log, an LMDB environment of its own in
+//!   `<data dir>/events/` (written by the server, read by dispatchers).
 //! - `migrate`: older record layouts brought forward on open.
 //!
 //! Read transactions are opened without thread-local slots (`WithoutTls`):
@@ -18,6 +20,7 @@ mod admin;
 mod audit;
 mod catalog;
 pub mod crypto;
+pub mod event_log;
 mod ledger;
 mod migrate;
 pub mod model;
@@ -34,6 +37,7 @@ pub use admin::{KeyChanges, NewKey, ProjectChanges};
 pub use audit::{AuditEntry, AuditQuery};
 pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
+pub use event_log::{EventLog, Retention};
 pub use ledger::{Grant, Report};
 pub use model::{
     Budget, Credential, Deployment, KeyRecord, Money, Project, Usage, User, UserRole, now_ms,

@@ -305,6 +305,27 @@ fn run_to_exit(cmd: Command, timeout: Duration) -> Exited {
     }
 }
 
+/// `llm-proxy <args>` started in `dir` with `env`, for commands that run
+/// beside a server (the dispatcher); killed on drop.
+pub fn spawn_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = base_command(dir);
+    cmd.args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    Proc::spawn(cmd).0
+}
+
+/// `llm-proxy <args>` in `dir` with `env`, expected to exit within `timeout`.
+pub fn run_command(dir: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Exited {
+    let mut cmd = base_command(dir);
+    cmd.args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    run_to_exit(cmd, timeout)
+}
+
 // ---------------------------------------------------------------------------
 // The mock upstream
 // ---------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+//! The request's event, made by `finish` from the exchange's record and
+//! pushed into the worker's event buffer: field moves and copies, no
+//! serialization, no lock, no syscall (the writer thread does the rest).
+
+use std::time::Instant;
+
+use super::Exchange;
+use super::error::ProxyError;
+use super::record::Capture;
+use crate::events::{Bodies, InlinePath, KeyIds, RequestEvent};
+use crate::http::RequestHead;
+use crate::server::worker::Worker;
+
+/// With bodies on, asks the forward and the relay to keep both payloads.
+pub fn want_bodies(worker: &Worker, exchange: &mut Exchange) {
+    if let Some(limit) = worker.events.borrow().body_limit() {
+        Capture::want(&mut exchange.record.request, limit);
+        Capture::want(&mut exchange.record.response, limit);
+    }
+}
+
+pub fn record(
+    worker: &Worker,
+    head: &RequestHead,
+    buf: &[u8],
+    exchange: Exchange,
+    result: &Result<(), ProxyError>,
+    end: Instant,
+) {
+    let Ok(mut events) = worker.events.try_borrow_mut() else {
+        return;
+    };
+    if !events.enabled() {
+        return;
+    }
+    let record = exchange.record;
+    let path = if buf.len() >= head.len {
+        head.path(buf)
+    } else {
+        b"-"
+    };
+    let bodies = events.body_limit().map(|_| {
+        Box::new(Bodies {
+            request: record.request,
+            response: record.response,
+        })
+    });
+    events.push(RequestEvent {
+        request_id: exchange.request_id,
+        end,
+        duration_ns: end.saturating_duration_since(exchange.received).as_nanos() as u64,
+        worker: worker.id as u16,
+        key: record.key.map(|key| KeyIds {
+            key_id: key.view.key_id,
+            project_id: key.view.project_id,
+            user_id: key.view.user_id.as_deref().map(Into::into),
+        }),
+        model: record.model,
+        method: head.method.clone(),
+        path: InlinePath::new(path),
+        status: exchange.status,
+        error: result.as_ref().err().map(|error| error.table().2),
+        upstream_ns: record.upstream_ns,
+        first_byte_ns: record.first_byte_ns,
+        usage: record.usage,
+        cost: record.cost,
+        cache: record.cache,
+        response_complete: record.response_complete,
+        bodies,
+    });
+}
