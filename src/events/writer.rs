@@ -122,6 +122,8 @@ fn write_loop(
         if unsynced && last_compaction.elapsed() >= COMPACT_INTERVAL {
             compact(log, retention);
             sync(log);
+            log.release_mapped_pages();
+            crate::alloc::release_free_memory();
             unsynced = false;
             last_compaction = Instant::now();
         }
