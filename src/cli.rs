@@ -226,6 +226,27 @@ pub enum ManageCommand {
     /// Read the audit log of management calls.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Remove stored answers from the response cache of every worker.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Purge the answers stored for one URL, or for every URL under a prefix.
+    Purge {
+        /// The path and query of the request, e.g. /v1/models?limit=20
+        #[arg(
+            long,
+            value_name = "URL",
+            conflicts_with = "prefix",
+            required_unless_present = "prefix"
+        )]
+        url: Option<String>,
+        /// Every stored URL starting with this, e.g. /v1/
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

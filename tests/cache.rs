@@ -11,6 +11,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cli::Cli;
 use common::*;
 use serde_json::json;
 
@@ -591,4 +592,50 @@ fn routed_requests_are_cached_after_their_checks() {
     // A key that may not use the model is refused before the cache.
     conn.roundtrip(&ask(restricted.json()["key"].as_str().unwrap()))
         .assert_error(401, "key_model_access_denied");
+}
+
+#[test]
+fn manage_cache_purge_from_the_command_line() {
+    let mock = Mock::start();
+    let proxy = one_worker(&mock).start();
+    let mut conn = proxy.conn();
+    for target in ["/v1/models?page=1", "/v1/models?page=2"] {
+        conn.roundtrip(&Req::get(target).authed().bytes());
+        assert_eq!(probe(&mut conn, target).as_deref(), Some("hit"));
+    }
+    let url = proxy.url();
+    let manage = |args: &[&str]| {
+        Cli::manage(args.iter().copied())
+            .args([
+                "--manage-api-base-url",
+                &url,
+                "--management-token",
+                MANAGEMENT_TOKEN,
+            ])
+            .run()
+    };
+    let exact = manage(&["cache", "purge", "--url", "/v1/models?page=1"]);
+    assert_eq!(
+        exact.ok().trim(),
+        "Purged 1 cached answer(s) for /v1/models?page=1"
+    );
+    assert_eq!(
+        probe(&mut conn, "/v1/models?page=1").as_deref(),
+        Some("miss")
+    );
+    assert_eq!(
+        probe(&mut conn, "/v1/models?page=2").as_deref(),
+        Some("hit")
+    );
+    let prefix = manage(&["cache", "purge", "--prefix", "/v1/", "--json"]);
+    let answer: serde_json::Value = serde_json::from_str(prefix.ok()).unwrap();
+    assert_eq!(answer["purged"], 1);
+    assert_eq!(answer["mode"], "prefix");
+    assert_eq!(
+        probe(&mut conn, "/v1/models?page=2").as_deref(),
+        Some("miss")
+    );
+    // One of the two is required, and not both: a usage error (exit 1).
+    manage(&["cache", "purge"]).assert_code(1);
+    manage(&["cache", "purge", "--url", "/a", "--prefix", "/"]).assert_code(1);
 }

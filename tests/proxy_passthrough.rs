@@ -238,9 +238,14 @@ fn unusable_client_request_id_is_replaced() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
 
-    for bad in ["has spaces in it".to_string(), "x".repeat(200)] {
+    // A query of its own for each request: the second must reach the mock,
+    // not be answered from the response cache.
+    for (attempt, bad) in ["has spaces in it".to_string(), "x".repeat(200)]
+        .into_iter()
+        .enumerate()
+    {
         let response = proxy.call(
-            Req::get("/v1/models")
+            Req::get(&format!("/v1/models?attempt={attempt}"))
                 .authed()
                 .header("X-Request-ID", bad.clone()),
         );

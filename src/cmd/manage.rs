@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::output::{cell, field_table, keep_whole, obfuscate, pretty, print, table, time, yes_no};
-use crate::cli::{ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
+use crate::cli::{CacheCommand, ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
 use crate::client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
 
 pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
@@ -20,9 +20,33 @@ pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
         ManageCommand::Project(command) => project(&client, command, args.json)?,
         ManageCommand::Token(command) => token(&client, command, args.json)?,
         ManageCommand::Audit(command) => super::audit::run(&client, command, args.json)?,
+        ManageCommand::Cache(command) => cache(&client, command, args.json)?,
     };
     print(&output)?;
     Ok(())
+}
+
+/// `POST /manage/cache/purge`; prints how many answers were removed.
+fn cache(client: &Client, command: &CacheCommand, json: bool) -> Result<String, ClientError> {
+    let CacheCommand::Purge { url, prefix } = command;
+    let body = match (url, prefix) {
+        (Some(url), _) => json!({ "url": url }),
+        (None, Some(prefix)) => json!({ "prefix": prefix }),
+        (None, None) => return Err(ClientError::Usage("pass --url or --prefix".into())),
+    };
+    let answer = client.post("/manage/cache/purge", &body)?;
+    if json {
+        return Ok(pretty(&answer));
+    }
+    let purged = answer.get("purged").and_then(Value::as_u64).unwrap_or(0);
+    let target = answer
+        .get("target")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(match url {
+        Some(_) => format!("Purged {purged} cached answer(s) for {target}"),
+        None => format!("Purged {purged} cached answer(s) under {target}"),
+    })
 }
 
 /// What clap cannot express, checked before anything is sent.

@@ -84,7 +84,9 @@ impl EventBuffer {
     ) -> Self {
         let (spares_back, spares) = sync_channel(SPARE_VECTORS);
         Self {
-            pending: Vec::with_capacity(HANDOFF_AT),
+            // Grows with the load and is reused from then on (`spares`): a
+            // quiet server keeps no batch-sized vectors.
+            pending: Vec::new(),
             sender: Some(sender),
             spares,
             spares_back,
@@ -136,10 +138,7 @@ impl EventBuffer {
         };
         match sender.try_send(batch) {
             Ok(()) => {
-                self.pending = self
-                    .spares
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(HANDOFF_AT));
+                self.pending = self.spares.try_recv().unwrap_or_default();
             }
             Err(TrySendError::Full(batch)) => self.pending = batch.events,
             Err(TrySendError::Disconnected(batch)) => {
