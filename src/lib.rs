@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! http       HOT     HTTP/1.1 on owned buffers: heads, chunked framing, serialization
-//! server     HOT     per-worker listeners, the connection loop, local endpoints, draining
+//! server     HOT     per-worker listeners, the connection loop, local endpoints, /metrics,
+//!                    draining, and `control`: cold-path jobs run on every worker's own thread
 //! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table;
 //!                    the per-worker key cache and quota leases
 //! cache      HOT     the per-worker HTTP response cache: byte-bounded LRU shards, Cache-Control
@@ -13,7 +14,8 @@
 //! events     HOT     request events: the per-worker buffer `finish` pushes into (HOT), the writer
 //!                    thread that appends them to the event log (SHARED), the dispatcher and its
 //!                    sinks (COLD)
-//! store      SHARED  the LMDB store (heed): projects, keys, usage ledger; the only module on LMDB
+//! store      SHARED  the LMDB stores (heed): projects, keys, usage ledger, audit log, and the
+//!                    event log in its own environment; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
 //! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
