@@ -1721,6 +1721,24 @@ SMOKE=0
 # met VALUE_OK: "met" / "missed"
 met() { if "$@"; then echo "**met**"; else echo "**missed**"; fi; }
 
+# target_rows WHAT BASE_NAME TARGET BASE LIMIT SHOW_US: the targets-table rows
+# "WHAT ≤ LIMIT× BASE_NAME", at each fixed rate and closed loop: TARGET's CPU
+# per request over BASE's, and TARGET's own µs when SHOW_US is 1.
+target_rows() {
+    local what=$1 base_name=$2 target=$3 base=$4 limit=$5 show_us=$6 rate r us
+    local tp_target=TP_${target}_cpu_us tp_base=TP_${base}_cpu_us
+    for rate in "${RATE_LIST[@]}"; do
+        r=$(ratio "$(median "rate$rate" "$target" cpu_us)" "$(median "rate$rate" "$base" cpu_us)")
+        us=""
+        ((show_us)) && us=" ($(fmt "$(median "rate$rate" "$target" cpu_us)" 2) µs)"
+        echo "| $what ≤ ${limit}× $base_name at $(fmt_int "$rate") req/s | ${r}×$us | $(met le "$r" "$limit") |"
+    done
+    r=$(ratio "${!tp_target}" "${!tp_base}")
+    us=""
+    ((show_us)) && us=" ($(fmt "${!tp_target}" 2) µs)"
+    echo "| $what ≤ ${limit}× $base_name, closed loop (phase 1) | ${r}×$us | $(met le "$r" "$limit") |"
+}
+
 SUMMARY=$WORKDIR/summary.md
 # shellcheck disable=SC2154 # TP_* / LAT_* / ST_* / MEM_* / SC_* / GWMEM_* are set through printf -v above
 {
@@ -1761,35 +1779,15 @@ SUMMARY=$WORKDIR/summary.md
     echo
     echo "| target | measured | result |"
     echo "| --- | --- | --- |"
-    for rate in "${RATE_LIST[@]}"; do
-        r=$(ratio "$(median "rate$rate" proxy cpu_us)" "$(median "rate$rate" nginx cpu_us)")
-        echo "| CPU per request ≤ 0.9× nginx at $(fmt_int "$rate") req/s | ${r}× | $(met le "$r" 0.9) |"
-    done
-    r=$(ratio "$TP_proxy_cpu_us" "$TP_nginx_cpu_us")
-    echo "| CPU per request ≤ 0.9× nginx, closed loop (phase 1) | ${r}× | $(met le "$r" 0.9) |"
+    target_rows "CPU per request" nginx proxy nginx 0.9 0
     if ((ROUTED == 1)); then
-        for rate in "${RATE_LIST[@]}"; do
-            r=$(ratio "$(median "rate$rate" routed cpu_us)" "$(median "rate$rate" nginx cpu_us)")
-            echo "| routed path CPU per request ≤ 1.2× nginx at $(fmt_int "$rate") req/s | ${r}× ($(fmt "$(median "rate$rate" routed cpu_us)" 2) µs) | $(met le "$r" 1.2) |"
-        done
-        r=$(ratio "$TP_routed_cpu_us" "$TP_nginx_cpu_us")
-        echo "| routed path CPU per request ≤ 1.2× nginx, closed loop (phase 1) | ${r}× ($(fmt "$TP_routed_cpu_us" 2) µs) | $(met le "$r" 1.2) |"
+        target_rows "routed path CPU per request" nginx routed nginx 1.2 1
     else
         echo "| routed path CPU per request ≤ 1.2× nginx | not measured (ROUTED=0) | — |"
     fi
     if ((OBSERVABILITY == 1)); then
-        for rate in "${RATE_LIST[@]}"; do
-            r=$(ratio "$(median "rate$rate" proxy cpu_us)" "$(median "rate$rate" quiet cpu_us)")
-            echo "| events and metrics on: CPU per request ≤ 1.05× off at $(fmt_int "$rate") req/s | ${r}× | $(met le "$r" 1.05) |"
-        done
-        r=$(ratio "$TP_proxy_cpu_us" "$TP_quiet_cpu_us")
-        echo "| events and metrics on: CPU per request ≤ 1.05× off, closed loop (phase 1) | ${r}× | $(met le "$r" 1.05) |"
-        for rate in "${RATE_LIST[@]}"; do
-            r=$(ratio "$(median "rate$rate" cached cpu_us)" "$(median "rate$rate" nginx cpu_us)")
-            echo "| cache hit CPU per request ≤ 0.5× nginx at $(fmt_int "$rate") req/s | ${r}× ($(fmt "$(median "rate$rate" cached cpu_us)" 2) µs) | $(met le "$r" 0.5) |"
-        done
-        r=$(ratio "$TP_cached_cpu_us" "$TP_nginx_cpu_us")
-        echo "| cache hit CPU per request ≤ 0.5× nginx, closed loop (phase 1) | ${r}× ($(fmt "$TP_cached_cpu_us" 2) µs) | $(met le "$r" 0.5) |"
+        target_rows "events and metrics on: CPU per request" off proxy quiet 1.05 0
+        target_rows "cache hit CPU per request" nginx cached nginx 0.5 1
     else
         echo "| events and metrics cost, cache hit cost | not measured (OBSERVABILITY=0) | — |"
     fi
