@@ -18,7 +18,8 @@ use lru::LruCache;
 use uuid::Uuid;
 
 use crate::http::head::{Field, listed_in_connection};
-use crate::http::io::{header, header_u64, push_u64};
+use crate::http::io::{header, header_u64};
+use crate::http::rewrite::status_line_with_reason;
 use crate::http::{RequestHead, ResponseHead};
 use key::{Base, Digest, Scope};
 use policy::{Consult, Directives, Lookup, Sharing};
@@ -546,20 +547,7 @@ const VALIDATOR_FIELDS: [&[u8]; 5] = [b"etag", b"cache-control", b"vary", b"expi
 /// head with the validator fields.
 fn stored_heads(response: &ResponseHead, buf: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut head = Vec::with_capacity(response.len + 32);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(&mut head, response.status.into());
-    head.push(b' ');
-    let reason = response.reason.of(buf);
-    if reason.is_empty() {
-        let canonical = http::StatusCode::from_u16(response.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        head.extend_from_slice(canonical.as_bytes());
-    } else {
-        head.extend_from_slice(reason);
-    }
-    head.extend_from_slice(b"\r\n");
+    status_line_with_reason(&mut head, response.status, response.reason.of(buf));
     let mut not_modified = b"HTTP/1.1 304 Not Modified\r\n".to_vec();
     for (name, value) in &response.headers {
         let (name, value) = (name.of(buf), value.of(buf));

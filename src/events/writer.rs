@@ -66,11 +66,6 @@ impl EventWriter {
         &self.log
     }
 
-    /// Events appended so far.
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
     /// Waits until every buffer has closed and everything handed over is
     /// in the log.
     pub fn finish(mut self) {

@@ -137,8 +137,21 @@ pub fn json_response(
     extra: &[(&str, &[u8])],
     reply: Reply,
 ) {
+    body_response(out, status, b"application/json", body, extra, reply);
+}
+
+/// A whole response: status, `Content-Type`, `Content-Length`, the
+/// `extra` fields, and the body (left out for HEAD).
+pub fn body_response(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    content_type: &[u8],
+    body: &[u8],
+    extra: &[(&str, &[u8])],
+    reply: Reply,
+) {
     status_line(out, status);
-    out.extend_from_slice(b"Content-Type: application/json\r\n");
+    header(out, "Content-Type", content_type);
     header_u64(out, "Content-Length", body.len() as u64);
     for (name, value) in extra {
         header(out, name, value);

@@ -87,8 +87,7 @@ pub fn write_client_head(
     close: bool,
     dechunk: bool,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    header_status(out, head.status, head.reason.of(buf));
+    status_line_with_reason(out, head.status, head.reason.of(buf));
     for (name, value) in &head.headers {
         let name = name.of(buf);
         let field = Field::of(name);
@@ -120,7 +119,10 @@ pub fn write_client_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn header_status(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+/// `HTTP/1.1 <status> <reason>`, with the canonical reason when the
+/// upstream gave none.
+pub fn status_line_with_reason(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, status.into());
     out.push(b' ');
     if reason.is_empty() {

@@ -25,7 +25,6 @@ use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
-use crate::store::crypto::same_secret;
 use crate::store::{KeyChanges, NewKey, ProjectChanges, Store};
 
 /// Largest management request body.
@@ -209,11 +208,7 @@ fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), P
     let Some(expected) = worker.settings.management_token.as_deref() else {
         return Err(ProxyError::ManagementDisabled);
     };
-    let presented = head
-        .header(buf, "authorization")
-        .and_then(proxy::auth::bearer_key)
-        .ok_or(ProxyError::ManagementUnauthorized)?;
-    if !same_secret(expected.as_bytes(), presented) {
+    if !proxy::auth::presents_bearer(head, buf, expected) {
         return Err(ProxyError::ManagementUnauthorized);
     }
     Ok(())

@@ -19,6 +19,14 @@ pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer") && !key.is_empty()).then_some(key)
 }
 
+/// Whether the request's `Authorization: Bearer` value is `expected`,
+/// compared in constant time (the management and metrics tokens).
+pub fn presents_bearer(head: &RequestHead, buf: &[u8], expected: &str) -> bool {
+    head.header(buf, "authorization")
+        .and_then(bearer_key)
+        .is_some_and(|presented| crate::store::crypto::same_secret(expected.as_bytes(), presented))
+}
+
 /// The key presented by the client, if it is known and usable.
 pub fn authenticate(
     worker: &Worker,

@@ -10,12 +10,11 @@ use http::StatusCode;
 use super::conn::ClientConn;
 use super::worker::Worker;
 use crate::http::RequestHead;
-use crate::http::io::{Reply, header, header_u64, status_line};
+use crate::http::io::{Reply, body_response};
 use crate::metrics::render::{CONTENT_TYPE, render};
 use crate::metrics::{Extra, Kind, Route, Snapshot};
 use crate::proxy;
 use crate::proxy::error::ProxyError;
-use crate::store::crypto::same_secret;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let received = Instant::now();
@@ -30,7 +29,19 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         Ok(()) => {
             let mut snapshots = worker.control.on_each(snapshot).await;
             let text = render(&mut snapshots, worker.settings.workers);
-            text_response(&mut conn.out, text.as_bytes(), &request_id, reply);
+            let extra: [(&str, &[u8]); 2] = [
+                ("Cache-Control", b"no-store"),
+                ("X-Request-ID", request_id.as_bytes()),
+            ];
+            let body = text.as_bytes();
+            body_response(
+                &mut conn.out,
+                StatusCode::OK,
+                CONTENT_TYPE.as_bytes(),
+                body,
+                &extra,
+                reply,
+            );
             StatusCode::OK
         }
         Err(error) => {
@@ -134,27 +145,8 @@ fn admit(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyErr
     let Some(expected) = worker.settings.metrics.token.as_deref() else {
         return Ok(());
     };
-    let presented = head
-        .header(buf, "authorization")
-        .and_then(proxy::auth::bearer_key)
-        .ok_or(ProxyError::MetricsUnauthorized)?;
-    if !same_secret(expected.as_bytes(), presented) {
+    if !proxy::auth::presents_bearer(head, buf, expected) {
         return Err(ProxyError::MetricsUnauthorized);
     }
     Ok(())
-}
-
-fn text_response(out: &mut Vec<u8>, body: &[u8], request_id: &str, reply: Reply) {
-    status_line(out, StatusCode::OK);
-    header(out, "Content-Type", CONTENT_TYPE.as_bytes());
-    header_u64(out, "Content-Length", body.len() as u64);
-    header(out, "Cache-Control", b"no-store");
-    header(out, "X-Request-ID", request_id.as_bytes());
-    if reply.close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !reply.head_only {
-        out.extend_from_slice(body);
-    }
 }
