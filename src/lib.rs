@@ -17,6 +17,7 @@
 //! store      SHARED  the LMDB stores (heed): projects, keys, usage ledger, audit log, and the
 //!                    event log in its own environment; the only module on LMDB
 //! manage     COLD    the management API (/manage/...), served by the workers
+//! login      COLD    sign-in for the CLI under /sso/: start/poll, password page, OpenID Connect
 //! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
 //! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
@@ -39,6 +40,7 @@ pub mod events;
 pub mod http;
 pub mod litellm_config;
 pub mod loadgen;
+pub mod login;
 pub mod manage;
 pub mod metrics;
 pub mod mock;

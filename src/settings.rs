@@ -133,6 +133,7 @@ pub struct ServerSettings {
     pub metrics: MetricsSettings,
     /// Request events and their log.
     pub events: EventSettings,
+    pub login: LoginSettings,
 }
 
 /// The `/metrics` endpoint.
@@ -155,6 +156,86 @@ pub struct EventSettings {
     pub retention: crate::store::Retention,
     /// `--file-event-log` / `FILE_EVENT_LOG`: deliver to this JSONL file in-process.
     pub file_event_log: Option<PathBuf>,
+}
+
+/// Sign-in for the CLI (`llm-proxy login`): the built-in password page or an
+/// OpenID Connect provider, and the keys a login issues.
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    /// `EXPERIMENTAL_UI_LOGIN`: the sign-in pages and `/sso/cli/*` are served.
+    pub enabled: bool,
+    /// `PROXY_BASE_URL`: the proxy's address as browsers reach it (links in
+    /// the pages, the OpenID Connect callback); by default `http://` and the
+    /// request's `Host`.
+    pub public_url: Option<String>,
+    /// `CLI_LOGIN_KEY_TTL`: how long a key issued by a login lives.
+    pub key_ttl: Duration,
+    /// `CLI_LOGIN_TIMEOUT`: how long a started login may take to finish.
+    pub login_ttl: Duration,
+    /// `CLI_LOGIN_LEGACY`: also serve the older LiteLLM CLI flow, whose
+    /// poll needs no secret.
+    pub legacy_flow: bool,
+    /// `SSO_AUTO_CREATE_USERS`: a provider-verified email with no user
+    /// becomes a new `internal_user`.
+    pub auto_create_users: bool,
+    /// The OpenID Connect provider, when `OIDC_ISSUER` is set; without one,
+    /// users sign in with their password.
+    pub oidc: Option<OidcSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// `OIDC_ISSUER`: discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// `OIDC_CLIENT_ID`.
+    pub client_id: String,
+    /// `OIDC_CLIENT_SECRET`; none for a public client (PKCE alone).
+    pub client_secret: Option<String>,
+    /// `OIDC_SCOPES`, space-separated; `openid email profile` by default.
+    pub scopes: String,
+}
+
+impl LoginSettings {
+    pub fn resolve(env: &Env) -> anyhow::Result<Self> {
+        let oidc = match env.get("OIDC_ISSUER") {
+            Some(issuer) => Some(OidcSettings {
+                issuer: issuer.trim_end_matches('/').to_string(),
+                client_id: env
+                    .get("OIDC_CLIENT_ID")
+                    .context("OIDC_ISSUER is set, so OIDC_CLIENT_ID is needed too")?,
+                client_secret: env.get("OIDC_CLIENT_SECRET"),
+                scopes: env
+                    .get("OIDC_SCOPES")
+                    .unwrap_or_else(|| "openid email profile".into()),
+            }),
+            None => None,
+        };
+        let public_url = env
+            .get("PROXY_BASE_URL")
+            .map(|url| url.trim_end_matches('/').to_string());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("PROXY_BASE_URL: expected an http:// or https:// URL, got {url:?}");
+        }
+        let login_ttl = env.duration("CLI_LOGIN_TIMEOUT", Duration::from_secs(300))?;
+        if login_ttl.is_zero() {
+            bail!("CLI_LOGIN_TIMEOUT must be more than zero");
+        }
+        let key_ttl = env.duration("CLI_LOGIN_KEY_TTL", Duration::from_secs(24 * 3600))?;
+        if key_ttl.is_zero() {
+            bail!("CLI_LOGIN_KEY_TTL must be more than zero");
+        }
+        Ok(Self {
+            enabled: env.flag("EXPERIMENTAL_UI_LOGIN")?,
+            public_url,
+            key_ttl,
+            login_ttl,
+            legacy_flow: env.get("CLI_LOGIN_LEGACY").is_none() || env.flag("CLI_LOGIN_LEGACY")?,
+            auto_create_users: env.flag("SSO_AUTO_CREATE_USERS")?,
+            oidc,
+        })
+    }
 }
 
 impl EventSettings {
@@ -317,6 +398,7 @@ impl ServerSettings {
                 token: env.get("METRICS_TOKEN"),
             },
             events: EventSettings::resolve(&env, args.file_event_log.clone())?,
+            login: LoginSettings::resolve(&env)?,
         })
     }
 }

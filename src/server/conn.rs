@@ -16,7 +16,7 @@ use super::{health, metrics};
 use crate::http::io::{Reply, read_append, read_append_cancelable};
 use crate::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::proxy::error::ProxyError;
-use crate::{manage, proxy};
+use crate::{login, manage, proxy};
 
 /// Largest single read from a client.
 const READ_SIZE: usize = 16 << 10;
@@ -203,6 +203,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream) {
             Handler::Manage => Box::pin(manage::handle(&worker, &mut conn, &head)).await,
             Handler::Local => Box::pin(health::handle(&worker, &mut conn, &head)).await,
             Handler::Metrics => Box::pin(metrics::handle(&worker, &mut conn, &head)).await,
+            Handler::Login => Box::pin(login::handle(&worker, &mut conn, &head)).await,
         };
         if !keep_alive || worker.draining() {
             return;
@@ -219,6 +220,7 @@ enum Handler {
     Manage,
     Local,
     Metrics,
+    Login,
 }
 
 impl Handler {
@@ -248,6 +250,8 @@ impl Handler {
             Handler::Proxy
         } else if path == b"/metrics" && worker.settings.metrics.enabled {
             Handler::Metrics
+        } else if login::owns(path) {
+            Handler::Login
         } else {
             Handler::Local
         }
