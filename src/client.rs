@@ -29,7 +29,10 @@ mod debug;
 mod text;
 
 use text::one_line;
-pub use text::{encode, error_message, with_query};
+pub use text::{encode, error_code, error_message, with_query};
+
+/// The end of the message of [`ClientError::Unreachable`], as a rule.
+pub const UNREACHABLE_ADVICE: &str = "is `llm-proxy server` running?";
 
 /// Which server API a [`Client`] talks to, and how the user supplies its
 /// address and token: used only to word error messages.
@@ -60,11 +63,14 @@ pub const MANAGEMENT_API: Service = Service {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No connection: refused, DNS failure, TLS failure, timeout, reset.
-    #[error("cannot reach {service} at {url} ({reason}): is `llm-proxy server` running?")]
+    /// `advice` is what to do about it ([`UNREACHABLE_ADVICE`] unless the
+    /// command knows better).
+    #[error("cannot reach {service} at {url} ({reason}): {advice}")]
     Unreachable {
         service: &'static str,
         url: String,
         reason: String,
+        advice: String,
     },
     /// The server rejected the token (401/403), or no token was given
     /// (`status` is `None`). `message` is the whole user-facing line.
@@ -86,6 +92,10 @@ pub enum ClientError {
     /// Bad arguments, found before anything was sent.
     #[error("{0}")]
     Usage(String),
+    /// Any other failure, worded whole by the command (e.g. sign-in not
+    /// enabled on the server, a login that timed out, a damaged login file).
+    #[error("{0}")]
+    Failed(String),
     /// The server does not know the model, credential, key or user asked
     /// for (a 404 the caller turned into this with [`ClientError::not_found`]).
     #[error("{message}")]
@@ -100,7 +110,10 @@ impl ClientError {
             ClientError::Unreachable { .. } => 2,
             ClientError::Auth { .. } => 3,
             ClientError::NotFound { .. } => 4,
-            ClientError::Api { .. } | ClientError::BadResponse(_) | ClientError::Usage(_) => 1,
+            ClientError::Api { .. }
+            | ClientError::BadResponse(_)
+            | ClientError::Usage(_)
+            | ClientError::Failed(_) => 1,
         }
     }
 
@@ -229,6 +242,11 @@ impl Client {
         &self.base_url
     }
 
+    /// Whether requests carry a bearer token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// `GET path`; the answer must be JSON.
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, path, None)?
@@ -283,6 +301,35 @@ impl Client {
             return Ok(answer);
         }
         Err(self.failure(answer.status, &answer.body))
+    }
+
+    /// One JSON exchange whose answer is returned whatever its status, for
+    /// callers that tell error codes apart (sign-in); only a transport
+    /// failure is an error. `headers` are added to the defaults.
+    pub fn fetch(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Answer, ClientError> {
+        let mut all = vec![("Accept".to_string(), "application/json".to_string())];
+        let body = body.map(|body| {
+            all.push(("Content-Type".into(), "application/json".into()));
+            body.to_string().into_bytes()
+        });
+        all.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        self.exchange(method, path, &all, body)
+    }
+
+    /// What [`Client::call`] makes of an answer: its JSON if 2xx, else the
+    /// error with the server's message.
+    pub fn json_of(&self, answer: &Answer) -> Result<Option<Value>, ClientError> {
+        self.interpret(answer.status, &answer.body)
     }
 
     /// Sends a request and reads the whole answer, whatever its status.
@@ -404,6 +451,7 @@ impl Client {
             service: self.service.name,
             url: self.base_url.clone(),
             reason,
+            advice: UNREACHABLE_ADVICE.into(),
         };
         match error {
             ureq::Error::Io(e) => unreachable(io_reason(&e)),

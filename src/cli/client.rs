@@ -1,5 +1,6 @@
 //! Clap definitions of the LiteLLM-style client commands (`models`,
-//! `credentials`, `keys`, `users`, `chat`, `http`). One tree, used twice:
+//! `credentials`, `keys`, `users`, `chat`, `http`, `login`, `logout`,
+//! `whoami`). One tree, used twice:
 //! flattened into the top level of `llm-proxy`, and the whole top level of
 //! `dheera_ai-proxy`.
 //!
@@ -7,6 +8,8 @@
 //! than a type (JSON, `KEY=VALUE`, `role:content`, durations, headers) are
 //! checked in `cmd::client`, before anything is sent, so that a mistake is
 //! reported on one line.
+
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -30,11 +33,13 @@ pub struct ClientCli {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ClientOptions {
     /// Base URL of the proxy [env: DHEERA_AI_PROXY_URL, then LLM_PROXY_URL]
-    /// [default: http://localhost:8080; for dheera_ai-proxy http://localhost:4000]
+    /// [default: the one of the stored login, else http://localhost:8080;
+    /// for dheera_ai-proxy http://localhost:4000]
     #[arg(long, global = true, value_name = "URL")]
     pub base_url: Option<String>,
     /// API key: the master key (MANAGEMENT_TOKEN) or a virtual key
     /// [env: DHEERA_AI_PROXY_API_KEY, then LLM_PROXY_API_KEY]
+    /// [default: the key of the stored login, for its own server only]
     #[arg(long, global = true, value_name = "KEY")]
     pub api_key: Option<String>,
     /// Output format [default: table for listings, json for single objects,
@@ -66,6 +71,12 @@ pub enum ClientCommand {
     Chat(ChatArgs),
     /// Make custom HTTP requests to the proxy.
     Http(HttpArgs),
+    /// Sign in through the browser and store a key of your own.
+    Login(LoginArgs),
+    /// Delete the stored login's key on the server, and the login file.
+    Logout(LogoutArgs),
+    /// Show whose key the commands use: user, email, role, expiry.
+    Whoami(WhoamiArgs),
 }
 
 impl ClientCommand {
@@ -78,6 +89,9 @@ impl ClientCommand {
             ClientCommand::Users(args) => &args.options,
             ClientCommand::Chat(args) => &args.options,
             ClientCommand::Http(args) => &args.options,
+            ClientCommand::Login(args) => &args.options,
+            ClientCommand::Logout(args) => &args.options,
+            ClientCommand::Whoami(args) => &args.options,
         }
     }
 }
@@ -344,6 +358,33 @@ pub enum UsersCommand {
         /// Do not create a key for the user
         #[arg(long)]
         no_key: bool,
+        /// Password for the proxy's own sign-in page; `-` reads one line from
+        /// stdin, which keeps it out of `ps` and the shell history
+        #[arg(long, value_name = "PASSWORD")]
+        password: Option<String>,
+    },
+    /// Change a user; only the given fields change (POST /user/update).
+    Update {
+        /// The user's id
+        #[arg(long, value_name = "USER_ID")]
+        user_id: String,
+        /// New email address
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+        /// New role
+        #[arg(long, value_name = "ROLE",
+              value_parser = ["proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"])]
+        role: Option<String>,
+        /// New maximum spend in USD
+        #[arg(long, value_name = "USD", value_parser = parse_amount)]
+        max_budget: Option<f64>,
+        /// Models the user may use, comma-separated
+        #[arg(long, value_name = "MODELS")]
+        models: Option<String>,
+        /// New password for the proxy's own sign-in page; `-` reads one line
+        /// from stdin, which keeps it out of `ps` and the shell history
+        #[arg(long, value_name = "PASSWORD")]
+        password: Option<String>,
     },
     /// Show a user and their keys (GET /user/info).
     Get {
@@ -447,8 +488,47 @@ pub struct HttpRequestArgs {
 }
 
 // ---------------------------------------------------------------------------
+// login, logout, whoami
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub options: ClientOptions,
+    /// Do not open a browser; only print the URL and the code
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Give up when nobody has signed in after this long, e.g. 90s or 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub options: ClientOptions,
+    /// Only delete the login file; the key stays valid on the server until it expires
+    #[arg(long)]
+    pub local_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    pub options: ClientOptions,
+}
+
+// ---------------------------------------------------------------------------
 // Value parsers
 // ---------------------------------------------------------------------------
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
 
 fn parse_float(text: &str, min: f64, max: f64) -> Result<f64, String> {
     let value: f64 = text

@@ -30,6 +30,17 @@ pub fn error_message(body: &[u8]) -> Option<String> {
     Some(one_line(text, MAX_MESSAGE_CHARS))
 }
 
+/// The machine-readable code of an OpenAI error envelope, `error.code`
+/// (a string, or a number as text).
+pub fn error_code(body: &[u8]) -> Option<String> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    match &json["error"]["code"] {
+        Value::String(code) => Some(code.clone()),
+        Value::Number(code) => Some(code.to_string()),
+        _ => None,
+    }
+}
+
 /// Collapses whitespace (newlines included) and cuts to `max` characters.
 pub(super) fn one_line(text: &str, max: usize) -> String {
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");

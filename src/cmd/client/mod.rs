@@ -1,5 +1,6 @@
 //! The LiteLLM-style client commands: `models`, `credentials`, `keys`,
-//! `users`, `chat`, `http`, run by `llm-proxy` and by `dheera_ai-proxy`.
+//! `users`, `chat`, `http`, and `login`, `logout`, `whoami`, run by
+//! `llm-proxy` and by `dheera_ai-proxy`.
 //!
 //! Every command runs in three steps:
 //!
@@ -10,14 +11,21 @@
 //! 3. `render`: the answer becomes a table (listings, by default), the
 //!    server's JSON (single objects, by default), or text (chat).
 //!
+//! The API key is `--api-key`, else the environment, else the key of the
+//! stored login (`login_file`), which is only ever sent to the server that
+//! issued it.
+//!
 //! Exit statuses: 0 ok, 1 bad arguments or any other failure, 2 server
 //! unreachable, 3 no API key or the key was rejected, 4 unknown model,
 //! credential, key or user (a 404 from the server).
 
+mod browser;
 mod chat;
 mod credentials;
 mod http;
 mod keys;
+mod login;
+pub mod login_file;
 mod models;
 mod users;
 
@@ -29,10 +37,13 @@ use ureq::http::Method;
 use super::output::{field_table, pretty, print};
 use crate::cli::client::{ClientCommand, ClientOptions, Format, HttpCommand};
 use crate::client::{Client, ClientError, Service};
+use login_file::StoredLogin;
 
 /// What differs between the two programs that run these commands.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
+    /// The program's name, for advice such as "run `llm-proxy login`".
+    pub program: &'static str,
     /// Base URL when neither `--base-url` nor an environment variable is set.
     pub base_url: &'static str,
     /// The environment variable suggested when no API key was given.
@@ -41,12 +52,14 @@ pub struct Defaults {
 
 /// `llm-proxy <command>`: the port `llm-proxy server` listens on by default.
 pub const LLM_PROXY: Defaults = Defaults {
+    program: "llm-proxy",
     base_url: "http://localhost:8080",
     key_env: "LLM_PROXY_API_KEY",
 };
 
 /// `dheera_ai-proxy <command>`: the address the seed's examples use.
 pub const DHEERA_AI_PROXY: Defaults = Defaults {
+    program: "dheera_ai-proxy",
     base_url: "http://localhost:4000",
     key_env: "DHEERA_AI_PROXY_API_KEY",
 };
@@ -55,6 +68,9 @@ pub const DHEERA_AI_PROXY: Defaults = Defaults {
 const URL_ENV: [&str; 2] = ["DHEERA_AI_PROXY_URL", "LLM_PROXY_URL"];
 /// Environment variables of the API key, first found wins.
 const KEY_ENV: [&str; 2] = ["DHEERA_AI_PROXY_API_KEY", "LLM_PROXY_API_KEY"];
+
+/// Names the source of a base URL that came from the login file.
+const LOGIN_FILE_URL: &str = "the base_url of the login file";
 
 /// Time allowed for a chat completion or a free-form request.
 const LONG_TIMEOUT: Duration = Duration::from_secs(600);
@@ -115,7 +131,7 @@ pub fn run(command: &ClientCommand, defaults: &Defaults) -> anyhow::Result<()> {
             keys::render(&args.command, answer, format)?
         }
         ClientCommand::Users(args) => {
-            let call = users::plan(&args.command)?;
+            let call = users::plan(&args.command, &mut users::read_password_from_stdin)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             users::render(&args.command, answer, format)?
         }
@@ -127,9 +143,13 @@ pub fn run(command: &ClientCommand, defaults: &Defaults) -> anyhow::Result<()> {
         ClientCommand::Http(args) => {
             let HttpCommand::Request(request) = &args.command;
             let plan = http::plan(request)?;
-            let client = connect(options, defaults, &env_var, false)?.with_timeout(LONG_TIMEOUT);
+            let connection = connect(options, defaults, &env_var, &stored_login, false)?;
+            let client = connection.client.with_timeout(LONG_TIMEOUT);
             http::run(&client, &plan)?
         }
+        ClientCommand::Login(args) => login::login(args, defaults)?,
+        ClientCommand::Logout(args) => login::logout(args, defaults)?,
+        ClientCommand::Whoami(args) => login::whoami(args, defaults)?,
     };
     print(&output)?;
     Ok(())
@@ -151,15 +171,16 @@ fn send(
     defaults: &Defaults,
     timeout: Timeout,
 ) -> Result<Option<Value>, ClientError> {
-    let mut client = connect(options, defaults, &env_var, true)?;
+    let mut connection = connect(options, defaults, &env_var, &stored_login, true)?;
     if timeout == Timeout::Long {
-        client = client.with_timeout(LONG_TIMEOUT);
+        connection.client = connection.client.with_timeout(LONG_TIMEOUT);
     }
-    client
+    connection
+        .client
         .call(call.method.clone(), &call.path, call.body.as_ref())
         .map_err(|error| match &call.subject {
             Some(subject) => error.not_found(subject),
-            None => error,
+            None => connection.explain(error, defaults),
         })
 }
 
@@ -171,46 +192,157 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// A client for the proxy named by the flags, then the environment
-/// (`DHEERA_AI_PROXY_*` before `LLM_PROXY_*`), then `defaults`; with
-/// `key_required`, a missing API key fails here (exit 3).
+/// The login stored in this user's login file, if any.
+fn stored_login() -> Result<Option<StoredLogin>, ClientError> {
+    match login_file::path(&env_var) {
+        Some(path) => login_file::load(&path),
+        None => Ok(None),
+    }
+}
+
+/// The first of `names` set to something other than blanks, and its value.
+fn first_set(
+    env: &dyn Fn(&str) -> Option<String>,
+    names: [&'static str; 2],
+) -> Option<(&'static str, String)> {
+    names.into_iter().find_map(|name| {
+        env(name)
+            .filter(|value| !value.trim().is_empty())
+            .map(|value| (name, value))
+    })
+}
+
+/// Where to connect and with which key, decided before any client exists.
+#[derive(Debug)]
+struct Target {
+    /// What set the base URL, for messages: a flag, a variable, the login file.
+    url_source: &'static str,
+    base_url: String,
+    key: Option<String>,
+    /// The variable that gave the key, or the one to suggest.
+    key_env: &'static str,
+    /// The key is the stored login's.
+    key_from_login: bool,
+    /// The base URL of a stored login that was not used because another
+    /// server was named: its key is not sent there.
+    login_elsewhere: Option<String>,
+}
+
+/// The base URL and key from the flags, then the environment
+/// (`DHEERA_AI_PROXY_*` before `LLM_PROXY_*`); without a key from either,
+/// the stored login gives the key, and the base URL unless one was given,
+/// but only if that names the login's own server; then `defaults`.
+fn target(
+    options: &ClientOptions,
+    defaults: &Defaults,
+    env: &dyn Fn(&str) -> Option<String>,
+    stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>,
+) -> Result<Target, ClientError> {
+    let given_url = match &options.base_url {
+        Some(url) => Some(("--base-url", url.clone())),
+        None => first_set(env, URL_ENV),
+    };
+    let given_key = match &options.api_key {
+        Some(key) => Some((defaults.key_env, key.clone())),
+        None => first_set(env, KEY_ENV),
+    };
+    let default_url = || ("--base-url", defaults.base_url.to_string());
+    let mut target = Target {
+        url_source: "--base-url",
+        base_url: String::new(),
+        key: None,
+        key_env: defaults.key_env,
+        key_from_login: false,
+        login_elsewhere: None,
+    };
+    let url = match (given_key, stored()?) {
+        (Some((key_env, key)), _) => {
+            target.key = Some(key);
+            target.key_env = key_env;
+            given_url.unwrap_or_else(default_url)
+        }
+        (None, Some(login)) => match given_url {
+            Some((_, url)) if !login.is_for(&url) => {
+                target.login_elsewhere = Some(login.base_url);
+                ("--base-url", url)
+            }
+            given => {
+                target.key = Some(login.key);
+                target.key_from_login = true;
+                given.unwrap_or((LOGIN_FILE_URL, login.base_url))
+            }
+        },
+        (None, None) => given_url.unwrap_or_else(default_url),
+    };
+    (target.url_source, target.base_url) = url;
+    Ok(target)
+}
+
+/// A client, and where its key came from.
+#[derive(Debug)]
+struct Connection {
+    client: Client,
+    key_from_login: bool,
+    login_elsewhere: Option<String>,
+}
+
+impl Connection {
+    /// A stored login's key that the server does not know (401) has
+    /// expired or was revoked: say how to get a new one. (A 403 is about
+    /// what the key may do, and keeps the server's words.)
+    fn explain(&self, error: ClientError, defaults: &Defaults) -> ClientError {
+        match error {
+            ClientError::Auth {
+                status: Some(401), ..
+            } if self.key_from_login => ClientError::Auth {
+                status: Some(401),
+                message: format!(
+                    "the proxy at {} rejected the key of the stored login (401): \
+                     it has expired or was revoked; run `{} login`",
+                    self.client.base_url(),
+                    defaults.program
+                ),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A client for the proxy and key [`target`] chooses; with `key_required`,
+/// a missing API key fails here (exit 3).
 fn connect(
     options: &ClientOptions,
     defaults: &Defaults,
     env: &dyn Fn(&str) -> Option<String>,
+    stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>,
     key_required: bool,
-) -> Result<Client, ClientError> {
-    let from_env = |names: [&'static str; 2]| {
-        names.into_iter().find_map(|name| {
-            env(name)
-                .filter(|value| !value.trim().is_empty())
-                .map(|value| (name, value))
-        })
-    };
-    let (url_source, base_url) = match &options.base_url {
-        Some(url) => ("--base-url", url.clone()),
-        None => from_env(URL_ENV).unwrap_or(("--base-url", defaults.base_url.to_string())),
-    };
-    let (key_source, api_key) = match &options.api_key {
-        Some(key) => (defaults.key_env, Some(key.clone())),
-        None => match from_env(KEY_ENV) {
-            Some((name, key)) => (name, Some(key)),
-            None => (defaults.key_env, None),
-        },
-    };
+) -> Result<Connection, ClientError> {
+    let target = target(options, defaults, env, stored)?;
     let service = Service {
         name: "the proxy",
-        url_flag: url_source,
+        url_flag: target.url_source,
         token_name: "API key",
         token_flag: "--api-key",
-        token_env: key_source,
+        token_env: target.key_env,
     };
-    let client = Client::new(service, &base_url, api_key)?.with_debug(options.debug);
-    if key_required {
-        client.require_token()
-    } else {
-        Ok(client)
-    }
+    let client = Client::new(service, &target.base_url, target.key)?.with_debug(options.debug);
+    let client = match (&target.login_elsewhere, key_required) {
+        (_, false) => client,
+        (None, true) => client.require_token()?,
+        (Some(elsewhere), true) => client.require_token().map_err(|_| ClientError::Auth {
+            status: None,
+            message: format!(
+                "no API key: pass --api-key or set {} (the stored login is for {elsewhere}, \
+                 and its key is only sent there)",
+                target.key_env
+            ),
+        })?,
+    };
+    Ok(Connection {
+        client,
+        key_from_login: target.key_from_login,
+        login_elsewhere: target.login_elsewhere,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -381,6 +513,23 @@ mod tests {
         }
     }
 
+    fn no_login() -> Result<Option<StoredLogin>, ClientError> {
+        Ok(None)
+    }
+
+    fn login_at(url: &str) -> StoredLogin {
+        StoredLogin {
+            base_url: url.into(),
+            key: "sk-stored-login-42".into(),
+            key_id: None,
+            user_id: None,
+            user_email: None,
+            user_role: None,
+            expires_at: None,
+            logged_in_at: "2030-01-01T00:00:00Z".into(),
+        }
+    }
+
     #[test]
     fn flag_beats_dheera_env_beats_llm_proxy_env_beats_default() {
         let both = env(&[
@@ -389,41 +538,156 @@ mod tests {
             ("DHEERA_AI_PROXY_API_KEY", "k-dheera"),
             ("LLM_PROXY_API_KEY", "k-llm"),
         ]);
-        let client = connect(&options(Some("http://flag"), None), &LLM_PROXY, &both, true).unwrap();
+        let client = connect(
+            &options(Some("http://flag"), None),
+            &LLM_PROXY,
+            &both,
+            &no_login,
+            true,
+        )
+        .unwrap()
+        .client;
         assert_eq!(client.base_url(), "http://flag");
-        let client = connect(&options(None, None), &LLM_PROXY, &both, true).unwrap();
+        let client = connect(&options(None, None), &LLM_PROXY, &both, &no_login, true)
+            .unwrap()
+            .client;
         assert_eq!(client.base_url(), "http://dheera");
         let llm = env(&[
             ("DHEERA_AI_PROXY_URL", " "),
             ("LLM_PROXY_URL", "http://llm"),
         ]);
-        let client = connect(&options(None, Some("k")), &LLM_PROXY, &llm, true).unwrap();
+        let client = connect(&options(None, Some("k")), &LLM_PROXY, &llm, &no_login, true)
+            .unwrap()
+            .client;
         assert_eq!(client.base_url(), "http://llm");
         let none = env(&[]);
-        let client = connect(&options(None, Some("k")), &LLM_PROXY, &none, true).unwrap();
+        let client = connect(
+            &options(None, Some("k")),
+            &LLM_PROXY,
+            &none,
+            &no_login,
+            true,
+        )
+        .unwrap()
+        .client;
         assert_eq!(client.base_url(), "http://localhost:8080");
-        let client = connect(&options(None, Some("k")), &DHEERA_AI_PROXY, &none, true).unwrap();
+        let client = connect(
+            &options(None, Some("k")),
+            &DHEERA_AI_PROXY,
+            &none,
+            &no_login,
+            true,
+        )
+        .unwrap()
+        .client;
         assert_eq!(client.base_url(), "http://localhost:4000");
     }
 
     #[test]
     fn missing_key_names_the_variable_of_the_program() {
         let none = env(&[]);
-        let error = connect(&options(None, None), &DHEERA_AI_PROXY, &none, true).unwrap_err();
+        let error = connect(
+            &options(None, None),
+            &DHEERA_AI_PROXY,
+            &none,
+            &no_login,
+            true,
+        )
+        .unwrap_err();
         assert_eq!(error.exit_code(), 3);
         assert_eq!(
             error.to_string(),
             "no API key: pass --api-key or set DHEERA_AI_PROXY_API_KEY"
         );
-        let error = connect(&options(None, None), &LLM_PROXY, &none, true).unwrap_err();
+        let error = connect(&options(None, None), &LLM_PROXY, &none, &no_login, true).unwrap_err();
         assert!(error.to_string().ends_with("set LLM_PROXY_API_KEY"));
-        assert!(connect(&options(None, None), &LLM_PROXY, &none, false).is_ok());
+        assert!(connect(&options(None, None), &LLM_PROXY, &none, &no_login, false).is_ok());
         let bad = env(&[("LLM_PROXY_URL", "localhost:1")]);
-        let error = connect(&options(None, None), &LLM_PROXY, &bad, false).unwrap_err();
+        let error = connect(&options(None, None), &LLM_PROXY, &bad, &no_login, false).unwrap_err();
         assert!(
             error.to_string().starts_with("LLM_PROXY_URL must be"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn stored_login_only_when_no_key_is_given_and_only_for_its_server() {
+        let stored = || Ok(Some(login_at("http://proxy:8080/")));
+        let none = env(&[]);
+        let run = |options: &ClientOptions, env: &dyn Fn(&str) -> Option<String>| {
+            target(options, &LLM_PROXY, env, &stored).unwrap()
+        };
+        // Nothing given: the login's server and key.
+        let t = run(&options(None, None), &none);
+        assert_eq!(t.base_url, "http://proxy:8080/");
+        assert_eq!(t.url_source, LOGIN_FILE_URL);
+        assert_eq!(t.key.as_deref(), Some("sk-stored-login-42"));
+        assert!(t.key_from_login);
+        // The same server named (without the slash): still its key.
+        let t = run(&options(Some("http://proxy:8080"), None), &none);
+        assert_eq!(t.key.as_deref(), Some("sk-stored-login-42"));
+        let same = env(&[("LLM_PROXY_URL", "http://proxy:8080")]);
+        assert!(run(&options(None, None), &same).key_from_login);
+        // Another server named: the key is not sent there.
+        let t = run(&options(Some("http://elsewhere:8080"), None), &none);
+        assert_eq!(t.base_url, "http://elsewhere:8080");
+        assert_eq!(t.key, None);
+        assert_eq!(t.login_elsewhere.as_deref(), Some("http://proxy:8080/"));
+        let other = env(&[("DHEERA_AI_PROXY_URL", "http://elsewhere")]);
+        assert_eq!(run(&options(None, None), &other).key, None);
+        // A key given by flag or environment wins, with the usual default URL.
+        let t = run(&options(None, Some("k-flag")), &none);
+        assert_eq!(
+            (t.base_url.as_str(), t.key.as_deref()),
+            ("http://localhost:8080", Some("k-flag"))
+        );
+        assert!(!t.key_from_login);
+        let keyed = env(&[("LLM_PROXY_API_KEY", "k-env")]);
+        let t = run(&options(None, None), &keyed);
+        assert_eq!(t.key.as_deref(), Some("k-env"));
+        assert_eq!(t.key_env, "LLM_PROXY_API_KEY");
+
+        let error = connect(
+            &options(Some("http://elsewhere"), None),
+            &LLM_PROXY,
+            &none,
+            &stored,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(error.exit_code(), 3);
+        assert!(
+            error
+                .to_string()
+                .contains("the stored login is for http://proxy:8080/"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("sk-stored"), "{error}");
+    }
+
+    #[test]
+    fn a_rejected_stored_key_says_to_log_in_again() {
+        let stored = || Ok(Some(login_at("http://proxy:8080")));
+        let connection = connect(
+            &options(None, None),
+            &DHEERA_AI_PROXY,
+            &env(&[]),
+            &stored,
+            true,
+        )
+        .unwrap();
+        let rejected = |status| ClientError::Auth {
+            status: Some(status),
+            message: "the proxy rejected the API key".into(),
+        };
+        let error = connection.explain(rejected(401), &DHEERA_AI_PROXY);
+        assert_eq!(error.exit_code(), 3);
+        assert!(
+            error.to_string().ends_with("run `dheera_ai-proxy login`"),
+            "{error}"
+        );
+        let error = connection.explain(rejected(403), &DHEERA_AI_PROXY);
+        assert_eq!(error.to_string(), "the proxy rejected the API key");
     }
 
     #[test]

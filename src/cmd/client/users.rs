@@ -1,4 +1,6 @@
-//! `users list|create|get|delete`: internal users through `/user/*`.
+//! `users list|create|update|get|delete`: internal users through `/user/*`.
+
+use std::io::{self, BufRead, IsTerminal};
 
 use serde_json::{Value, json};
 
@@ -7,7 +9,13 @@ use crate::cli::client::{Format, UsersCommand};
 use crate::client::{ClientError, with_query};
 use crate::cmd::output::{cell, field_table, keep_whole, pretty, table};
 
-pub(super) fn plan(command: &UsersCommand) -> Result<Call, ClientError> {
+/// Reads the password `--password -` stands for.
+pub(super) type ReadPassword<'a> = &'a mut dyn FnMut() -> Result<String, ClientError>;
+
+pub(super) fn plan(
+    command: &UsersCommand,
+    read_password: ReadPassword,
+) -> Result<Call, ClientError> {
     Ok(match command {
         UsersCommand::List { page, page_size } => {
             let (page, size) = (
@@ -30,6 +38,7 @@ pub(super) fn plan(command: &UsersCommand) -> Result<Call, ClientError> {
             models,
             user_id,
             no_key,
+            password,
         } => {
             check_email(email)?;
             let mut body = json!({"user_email": email.trim(), "user_role": role});
@@ -59,7 +68,45 @@ pub(super) fn plan(command: &UsersCommand) -> Result<Call, ClientError> {
             if *no_key {
                 body["auto_create_key"] = json!(false);
             }
+            if let Some(password) = password {
+                body["password"] = json!(password_value(password, read_password)?);
+            }
             Call::post("/user/new", body)
+        }
+        UsersCommand::Update {
+            user_id,
+            email,
+            role,
+            max_budget,
+            models,
+            password,
+        } => {
+            check_id(user_id)?;
+            let mut body = json!({"user_id": user_id});
+            if let Some(email) = email {
+                check_email(email)?;
+                body["user_email"] = json!(email.trim());
+            }
+            if let Some(role) = role {
+                body["user_role"] = json!(role);
+            }
+            if let Some(budget) = max_budget {
+                body["max_budget"] = json!(budget);
+            }
+            if let Some(models) = models {
+                body["models"] = json!(list("--models", models)?);
+            }
+            if body.as_object().is_some_and(|fields| fields.len() == 1) && password.is_none() {
+                return Err(ClientError::Usage(
+                    "nothing to change: give --email, --role, --max-budget, --models or --password"
+                        .into(),
+                ));
+            }
+            // Last, so that a mistake in another flag is reported before stdin is read.
+            if let Some(password) = password {
+                body["password"] = json!(password_value(password, read_password)?);
+            }
+            Call::post("/user/update", body).about(format!("user {}", quoted(user_id)))
         }
         UsersCommand::Get { user_id } => {
             check_id(user_id)?;
@@ -119,6 +166,7 @@ pub(super) fn render(
             }
         }
         UsersCommand::Get { .. } => object(expect_object(answer, "the user info")?, format),
+        UsersCommand::Update { .. } => object(expect_object(answer, "the updated user")?, format),
         UsersCommand::Delete { user_ids } => match (format, answer) {
             (Some(Format::Table), _) => Ok(format!(
                 "Deleted {} user{} and their keys.\n",
@@ -129,6 +177,44 @@ pub(super) fn render(
             (_, None) => Ok(pretty(&json!({"deleted_users": user_ids}))),
         },
     }
+}
+
+/// `--password`: as given, or `-`: one line read by `read_password`.
+fn password_value(given: &str, read_password: ReadPassword) -> Result<String, ClientError> {
+    let password = if given == "-" {
+        read_password()?
+    } else {
+        given.to_string()
+    };
+    if password.is_empty() {
+        return Err(ClientError::Usage("--password is empty".into()));
+    }
+    Ok(password)
+}
+
+/// `--password -` in a real run: a prompt without echo (asked twice) on a
+/// terminal, else the first line of stdin, without its line ending.
+pub(super) fn read_password_from_stdin() -> Result<String, ClientError> {
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        return dialoguer::Password::new()
+            .with_prompt("Password")
+            .with_confirmation("Repeat the password", "the passwords differ")
+            .interact()
+            .map_err(|e| ClientError::Usage(format!("--password -: {e}")));
+    }
+    let mut line = String::new();
+    let read = stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| ClientError::Usage(format!("--password -: cannot read stdin ({e})")))?;
+    if read == 0 {
+        return Err(ClientError::Usage(
+            "--password -: stdin is empty; give the password on its first line".into(),
+        ));
+    }
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
 }
 
 /// Something, an `@`, something with a dot after it; no spaces.
@@ -195,12 +281,17 @@ mod tests {
             models: None,
             user_id: None,
             no_key: false,
+            password: None,
         }
+    }
+
+    fn no_stdin() -> Result<String, ClientError> {
+        panic!("stdin must not be read")
     }
 
     #[test]
     fn create_body() {
-        let call = plan(&create("user@example.com")).unwrap();
+        let call = plan(&create("user@example.com"), &mut no_stdin).unwrap();
         assert_eq!(call.path, "/user/new");
         assert_eq!(
             call.body.unwrap(),
@@ -232,21 +323,75 @@ mod tests {
 
     #[test]
     fn get_and_delete() {
-        let call = plan(&UsersCommand::Get {
-            user_id: "u 1".into(),
-        })
+        let call = plan(
+            &UsersCommand::Get {
+                user_id: "u 1".into(),
+            },
+            &mut no_stdin,
+        )
         .unwrap();
         assert_eq!(call.path, "/user/info?user_id=u%201");
         assert_eq!(call.subject.as_deref(), Some("user \"u 1\""));
-        let call = plan(&UsersCommand::Delete {
-            user_ids: vec!["a".into(), "b".into()],
-        })
+        let call = plan(
+            &UsersCommand::Delete {
+                user_ids: vec!["a".into(), "b".into()],
+            },
+            &mut no_stdin,
+        )
         .unwrap();
         assert_eq!(call.body.unwrap(), json!({"user_ids": ["a", "b"]}));
         assert_eq!(
             call.subject.as_deref(),
             Some("one of the users \"a\", \"b\"")
         );
+    }
+
+    fn update(password: Option<&str>, email: Option<&str>) -> UsersCommand {
+        UsersCommand::Update {
+            user_id: "u-1".into(),
+            email: email.map(String::from),
+            role: None,
+            max_budget: None,
+            models: None,
+            password: password.map(String::from),
+        }
+    }
+
+    #[test]
+    fn passwords_given_or_read_from_stdin() {
+        let mut from_stdin = || Ok("pa ss".to_string());
+        let call = plan(&update(Some("-"), None), &mut from_stdin).unwrap();
+        assert_eq!(call.path, "/user/update");
+        assert_eq!(
+            call.body.unwrap(),
+            json!({"user_id": "u-1", "password": "pa ss"})
+        );
+        let mut create = create("a@b.co");
+        if let UsersCommand::Create { password, .. } = &mut create {
+            *password = Some("given".into());
+        }
+        let call = plan(&create, &mut no_stdin).unwrap();
+        assert_eq!(call.body.unwrap()["password"], "given");
+        let mut empty = || Ok(String::new());
+        let error = plan(&update(Some("-"), None), &mut empty).unwrap_err();
+        assert_eq!(error.to_string(), "--password is empty");
+    }
+
+    #[test]
+    fn update_needs_a_change_and_checks_before_reading_stdin() {
+        let error = plan(&update(None, None), &mut no_stdin).unwrap_err();
+        assert!(
+            error.to_string().starts_with("nothing to change"),
+            "{error}"
+        );
+        let error = plan(&update(Some("-"), Some("nope")), &mut no_stdin).unwrap_err();
+        assert!(error.to_string().contains("not an email"), "{error}");
+        let call = plan(&update(None, Some("new@b.co")), &mut no_stdin).unwrap();
+        assert_eq!(
+            call.body.unwrap(),
+            json!({"user_id": "u-1", "user_email": "new@b.co"})
+        );
+        assert_eq!(call.subject.as_deref(), Some("user \"u-1\""));
     }
 
     #[test]

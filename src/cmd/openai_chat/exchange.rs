@@ -173,6 +173,7 @@ impl Exchange {
             service: PROXY.name,
             url: self.base_url.clone(),
             reason,
+            advice: client::UNREACHABLE_ADVICE.into(),
         };
         match error {
             ureq::Error::Io(e) => unreachable(match e.kind() {
