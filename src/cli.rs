@@ -448,6 +448,7 @@ pub enum OpenaiCommand {
 #[derive(Debug, Args)]
 pub struct OpenaiChatArgs {
     /// Proxy token (or a provider API key when --base-url is the provider)
+    /// [default: the key of the stored login, for its own server only]
     #[arg(
         long,
         env = "PROXY_TOKEN",
@@ -457,8 +458,9 @@ pub struct OpenaiChatArgs {
     pub token: Option<String>,
     /// Base URL of the proxy; one ending in /v1 (e.g. https://api.openai.com/v1)
     /// gets /chat/completions appended, any other /v1/chat/completions
-    #[arg(long, value_name = "URL", default_value = "http://localhost:8080")]
-    pub base_url: String,
+    /// [default: the stored login's without --token, else http://localhost:8080]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     /// Model to chat with
     #[arg(long, value_name = "MODEL", default_value = "gpt-4")]
     pub model: String,

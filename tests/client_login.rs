@@ -125,12 +125,15 @@ fn contract(request: &Recorded, polls: usize, pending: usize) -> (u16, String) {
                 "expires_at": EXPIRES_AT, "team_id": null, "teams": [],
             }))
         }
-        (_, "/sso/cli/whoami" | "/sso/cli/logout" | "/models") if !bearer => {
+        (_, "/sso/cli/whoami" | "/sso/cli/logout" | "/models" | "/v1/chat/completions")
+            if !bearer =>
+        {
             error(401, "invalid_api_key", "invalid API key")
         }
         ("GET", "/sso/cli/whoami") => ok(whoami_json()),
         ("POST", "/sso/cli/logout") => ok(json!({"status": "logged_out", "key_id": "key-17"})),
         ("GET", "/models") => ok(json!({"object": "list", "data": [{"id": "gpt-4"}]})),
+        ("POST", "/v1/chat/completions") => (200, completion_json("Hello, Alice.")),
         _ => error(404, "not_found", "no such route"),
     }
 }
@@ -645,6 +648,33 @@ fn the_stored_key_is_used_for_its_server_only() {
             Some("Bearer sk-from-env-0042")
         );
     }
+}
+
+#[test]
+fn openai_chat_uses_the_stored_key_without_a_token() {
+    let server = LoginServer::contract(0);
+    let home = Home::new();
+    home.log_in(Program::LlmProxy, &server);
+    let run = home
+        .cli(Program::LlmProxy, &["openai", "chat", "--no-stream"])
+        .stdin("hello\n")
+        .run();
+    assert!(run.ok().contains("Hello, Alice."), "{run:?}");
+    let sent = server.requests_to("/v1/chat/completions");
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(format!("Bearer {ISSUED_KEY}").as_str())
+    );
+    // Not to another server.
+    let other = format!("http://{}", closed_port());
+    let run = home
+        .cli(
+            Program::LlmProxy,
+            &["openai", "chat", "--no-stream", "--base-url", &other],
+        )
+        .stdin("hello\n")
+        .run();
+    assert!(run.fails(3).contains("--token"), "{run:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `dheera_ai-proxy`: the LiteLLM-style client commands of `llm-proxy`
-//! (`models`, `credentials`, `keys`, `users`, `chat`, `http`) as a program of
-//! their own, so that commands written for it run as they are.
+//! (`models`, `credentials`, `keys`, `users`, `chat`, `http`, `login`,
+//! `logout`, `whoami`) as a program of their own, so that commands written
+//! for it run as they are. It shares `llm-proxy`'s login file.
 
 use std::process::ExitCode;
 

@@ -19,7 +19,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     name = "dheera_ai-proxy",
     version,
     about = "Manage models, credentials, keys and users of an llm-proxy (LiteLLM-compatible) \
-             server, and send it chat and HTTP requests"
+             server, sign in to it, and send it chat and HTTP requests"
 )]
 pub struct ClientCli {
     /// Accepted before the command too; the commands see the same values.
@@ -65,7 +65,7 @@ pub enum ClientCommand {
     Credentials(CredentialsArgs),
     /// Generate, list, inspect and delete API keys.
     Keys(KeysArgs),
-    /// Create, list, inspect and delete users.
+    /// Create, list, inspect, update and delete users.
     Users(UsersArgs),
     /// Run chat completions.
     Chat(ChatArgs),

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::cli::OpenaiChatArgs;
 use crate::client::{Client, ClientError, Service};
+use crate::cmd::client::login_file::StoredLogin;
 
 mod exchange;
 
@@ -43,6 +44,9 @@ const PROXY: Service = Service {
     token_flag: "--token",
     token_env: "PROXY_TOKEN",
 };
+
+/// The proxy when neither --base-url nor a stored login names one.
+const DEFAULT_BASE_URL: &str = "http://localhost:8080";
 
 /// How often the main thread looks for Ctrl-C while it waits.
 const POLL: Duration = Duration::from_millis(50);
@@ -84,7 +88,8 @@ impl Settings {
     fn from_args(args: &OpenaiChatArgs) -> Result<Settings, ClientError> {
         // The client checks the URL's scheme and the token's characters the
         // same way as for every other client command.
-        let client = Client::new(PROXY, &args.base_url, args.token.clone())?.require_token()?;
+        let (base_url, token) = base_url_and_token(args, &crate::cmd::client::stored_login)?;
+        let client = Client::new(PROXY, &base_url, token.clone())?.require_token()?;
         let base_url = client.base_url().to_string();
         if base_url.contains(['?', '#']) {
             return Err(usage("--base-url must not have a query or fragment"));
@@ -101,7 +106,7 @@ impl Settings {
             url: chat_url(&base_url),
             base_url,
             // `require_token` has checked that there is one.
-            token: args.token.clone().unwrap_or_default(),
+            token: token.unwrap_or_default(),
             model: args.model.clone(),
             system: args.system.clone().filter(|s| !s.trim().is_empty()),
             temperature: args.temperature,
@@ -113,6 +118,32 @@ impl Settings {
 
 fn usage(message: &str) -> ClientError {
     ClientError::Usage(message.to_string())
+}
+
+/// The base URL and token as given; without a token, the stored login's key
+/// (`llm-proxy login`), but only for the login's own server, whose URL is
+/// also the default then.
+fn base_url_and_token(
+    args: &OpenaiChatArgs,
+    stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>,
+) -> Result<(String, Option<String>), ClientError> {
+    let given = args.base_url.clone();
+    if args.token.is_some() {
+        return Ok((
+            given.unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+            args.token.clone(),
+        ));
+    }
+    Ok(match (stored()?, given) {
+        (Some(login), None) => (login.base_url, Some(login.key)),
+        (Some(login), Some(url))
+            if login.is_for(&url)
+                || login.is_for(url.trim_end_matches('/').trim_end_matches("/v1")) =>
+        {
+            (url, Some(login.key))
+        }
+        (_, url) => (url.unwrap_or_else(|| DEFAULT_BASE_URL.into()), None),
+    })
 }
 
 /// The proxy serves `/v1/chat/completions`; a base URL that already ends in
@@ -424,6 +455,52 @@ mod tests {
             chat_url("https://api.openai.com/v1"),
             "https://api.openai.com/v1/chat/completions"
         );
+    }
+
+    #[test]
+    fn the_stored_login_without_a_token() {
+        use clap::Parser;
+        let parse = |args: &[&str]| match crate::cli::Cli::try_parse_from(
+            ["llm-proxy", "openai", "chat"].iter().chain(args),
+        ) {
+            Ok(crate::cli::Cli {
+                command:
+                    crate::cli::Command::Openai(crate::cli::OpenaiArgs {
+                        command: crate::cli::OpenaiCommand::Chat(args),
+                    }),
+            }) => args,
+            other => panic!("{other:?}"),
+        };
+        let login = StoredLogin {
+            base_url: "http://proxy:8080".into(),
+            key: "sk-stored-42".into(),
+            key_id: None,
+            user_id: None,
+            user_email: None,
+            user_role: None,
+            expires_at: None,
+            logged_in_at: "2030-01-01T00:00:00Z".into(),
+        };
+        let stored = || Ok(Some(login.clone()));
+        let none = || Ok(None);
+        let got = |args: &[&str], stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>| {
+            base_url_and_token(&parse(args), stored).unwrap()
+        };
+        let key = Some("sk-stored-42".to_string());
+        assert_eq!(got(&[], &stored), ("http://proxy:8080".into(), key.clone()));
+        assert_eq!(
+            got(&["--base-url", "http://proxy:8080/v1"], &stored),
+            ("http://proxy:8080/v1".into(), key)
+        );
+        assert_eq!(
+            got(&["--base-url", "http://elsewhere"], &stored),
+            ("http://elsewhere".into(), None)
+        );
+        assert_eq!(
+            got(&["--token", "t"], &stored),
+            (DEFAULT_BASE_URL.into(), Some("t".into()))
+        );
+        assert_eq!(got(&[], &none), (DEFAULT_BASE_URL.into(), None));
     }
 
     #[test]

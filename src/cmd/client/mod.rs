@@ -193,7 +193,7 @@ fn env_var(name: &str) -> Option<String> {
 }
 
 /// The login stored in this user's login file, if any.
-fn stored_login() -> Result<Option<StoredLogin>, ClientError> {
+pub(crate) fn stored_login() -> Result<Option<StoredLogin>, ClientError> {
     match login_file::path(&env_var) {
         Some(path) => login_file::load(&path),
         None => Ok(None),
