@@ -422,6 +422,7 @@ fn no_browser_still_prints_the_url_and_the_code() {
                 &server.url(),
                 "--format",
                 "json",
+                "--debug",
             ],
         )
         // Would fail loudly ("Did not open a browser") if it were run.
@@ -437,8 +438,12 @@ fn no_browser_still_prints_the_url_and_the_code() {
     assert!(summary.get("key").is_none(), "{summary}");
     assert!(run.stderr.contains(&format!("key={LOGIN_ID}")), "{run:?}");
     assert!(run.stderr.contains(USER_CODE), "{run:?}");
-    assert!(!run.stderr.contains("browser."), "{run:?}");
+    assert!(!run.stderr.contains("Opened a browser"), "{run:?}");
+    assert!(!run.stderr.contains("Did not open a browser"), "{run:?}");
+    // --debug shows the exchanges, not the secrets.
+    assert!(run.stderr.contains("> GET "), "{run:?}");
     run.assert_hides(ISSUED_KEY);
+    run.assert_hides(POLL_SECRET);
 }
 
 #[test]

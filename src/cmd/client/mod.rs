@@ -255,7 +255,13 @@ fn target(
         key_from_login: false,
         login_elsewhere: None,
     };
-    let url = match (given_key, stored()?) {
+    // The login file is read only when it is needed: a damaged one does
+    // not stand in the way of a key given by flag or environment.
+    let login = match &given_key {
+        Some(_) => None,
+        None => stored()?,
+    };
+    let url = match (given_key, login) {
         (Some((key_env, key)), _) => {
             target.key = Some(key);
             target.key_env = key_env;
@@ -646,6 +652,9 @@ mod tests {
         let t = run(&options(None, None), &keyed);
         assert_eq!(t.key.as_deref(), Some("k-env"));
         assert_eq!(t.key_env, "LLM_PROXY_API_KEY");
+        let damaged = || Err(ClientError::Failed("damaged".into()));
+        assert!(target(&options(None, Some("k")), &LLM_PROXY, &none, &damaged).is_ok());
+        assert!(target(&options(None, None), &LLM_PROXY, &none, &damaged).is_err());
 
         let error = connect(
             &options(Some("http://elsewhere"), None),
