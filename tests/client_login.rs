@@ -802,6 +802,21 @@ fn logout_when_the_key_is_gone_or_the_server_is_not_there() {
     assert!(home.login_file().exists());
     run.assert_hides(ISSUED_KEY);
 
+    // Any other error: the file stays too.
+    let broken = LoginServer::start(|_, _| error(500, "internal_error", "store unavailable"));
+    moved["base_url"] = json!(broken.url());
+    std::fs::write(home.login_file(), moved.to_string()).unwrap();
+    let run = home.run(Program::LlmProxy, &["logout"]);
+    assert_eq!(
+        run.fails(1),
+        format!(
+            "error: the proxy at {} answered 500: store unavailable; the login is kept; \
+             `llm-proxy logout --local-only` forgets it without telling the server",
+            broken.url()
+        )
+    );
+    assert!(home.login_file().exists());
+
     // --local-only asks no server.
     let out = home
         .run(Program::LlmProxy, &["logout", "--local-only"])

@@ -244,6 +244,14 @@ fn refusal(client: &Client, answer: &Answer, defaults: &Defaults) -> ClientError
             "the server at {url} does not offer sign-in (404: {message}): \
              is it a recent `llm-proxy server`?"
         )),
+        // No key is involved yet: the usual advice about --api-key would mislead.
+        (status @ (401 | 403), _) => ClientError::Auth {
+            status: Some(status),
+            message: format!(
+                "the server at {url} refused the sign-in ({status}: {message}); \
+                 run `{program} login` again"
+            ),
+        },
         _ => match client.json_of(answer) {
             Err(error) => error,
             Ok(_) => ClientError::BadResponse(format!("unexpected answer {}", answer.status)),
@@ -364,16 +372,23 @@ pub(super) fn logout(args: &LogoutArgs, defaults: &Defaults) -> Result<String, C
                 login.base_url
             ))
         }
-        _ => Err(match client.json_of(&answer) {
-            Err(ClientError::Api {
-                status, message, ..
-            }) => ClientError::Failed(format!(
+        status => {
+            let message = error_message(&answer.body)
+                .unwrap_or_else(|| answer.status.to_string())
+                .replace(&login.key, "[redacted]");
+            let line = format!(
                 "the proxy at {} answered {status}: {message}; {kept}",
                 login.base_url
-            )),
-            Err(error) => error,
-            Ok(_) => ClientError::BadResponse(format!("unexpected answer {}", answer.status)),
-        }),
+            );
+            Err(if status == 403 {
+                ClientError::Auth {
+                    status: Some(status),
+                    message: line,
+                }
+            } else {
+                ClientError::Failed(line)
+            })
+        }
     }
 }
 
