@@ -32,7 +32,7 @@ pub(super) fn first_set(
 }
 
 /// Where to connect and with which key, decided before any client exists.
-#[derive(Debug)]
+/// (No `Debug`: it holds the key.)
 struct Target {
     /// What set the base URL, for messages: a flag, a variable, the login file.
     url_source: &'static str,
