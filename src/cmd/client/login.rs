@@ -30,6 +30,8 @@ const POLL_SECRET_HEADER: &str = "x-litellm-cli-poll-secret";
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 const BACKOFF: f64 = 1.5;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait for a sign-in, whatever --timeout says (no login lasts a day).
+const LONGEST_WAIT: Duration = Duration::from_secs(86_400);
 /// Time allowed for one exchange of the sign-in, so that a stuck server
 /// cannot hold the CLI long past its deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +71,8 @@ pub(super) fn login(args: &LoginArgs, defaults: &Defaults) -> Result<String, Cli
     }
     let limit = started
         .expires_in
-        .map_or(args.timeout, |expires| expires.min(args.timeout));
+        .map_or(args.timeout, |expires| expires.min(args.timeout))
+        .min(LONGEST_WAIT);
     note(&format!(
         "Waiting for the sign-in (up to {})…",
         humantime::format_duration(limit)
