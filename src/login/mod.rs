@@ -5,6 +5,7 @@
 //! blocking pool, never on the worker thread. See docs/login.md.
 
 pub mod oidc;
+pub mod password;
 
 use crate::http::RequestHead;
 use crate::http::io::Reply;
