@@ -102,9 +102,9 @@ pub struct NewLogin {
 pub enum Issue {
     /// The key (with its secret) and its user.
     Issued {
-        key: KeyRecord,
+        key: Box<KeyRecord>,
         secret: String,
-        user: User,
+        user: Box<User>,
     },
     /// The login was not approved (any more): its current state.
     NotApproved(LoginState),
@@ -270,7 +270,11 @@ impl Store {
         self.logins.put(&mut txn, id, &login)?;
         // The replaced keys must stop working on every worker.
         self.commit_admin(txn)?;
-        Ok(Issue::Issued { key, secret, user })
+        Ok(Issue::Issued {
+            key: Box::new(key),
+            secret,
+            user: Box::new(user),
+        })
     }
 
     /// Keys of `user_id` issued by a login to `machine`.
