@@ -420,3 +420,20 @@ fn page(status: StatusCode, html: String, cookie: Option<String>) -> Answer {
 fn provider_failed(error: OidcError) -> ProxyError {
     ProxyError::IdentityProvider(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_secure_behind_https() {
+        let plain = set_cookie("v", "http://proxy", 300);
+        assert_eq!(
+            plain,
+            "llm_proxy_login=v; Path=/sso; Max-Age=300; HttpOnly; SameSite=Lax"
+        );
+        assert!(set_cookie("v", "https://proxy", 300).ends_with("; Secure"));
+        assert!(is_cookie(&"a-_B".repeat(11)[..43]));
+        assert!(!is_cookie("short"));
+    }
+}

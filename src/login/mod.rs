@@ -198,10 +198,11 @@ async fn route(
     let login = &worker.settings.login;
     let path = request.path.as_str();
     let method = &request.method;
-    let is_get = *method == Method::GET || *method == Method::HEAD;
+    // Not HEAD: these GETs change state (a poll hands out the key once).
+    let is_get = *method == Method::GET;
     // The key's own calls work whether or not sign-in is on.
     match path {
-        "/sso/cli/whoami" if is_get => {
+        "/sso/cli/whoami" if is_get || *method == Method::HEAD => {
             let key = key.unwrap_or(Err(ProxyError::MissingKey))?;
             return cli::whoami(worker, key).await;
         }
@@ -219,18 +220,18 @@ async fn route(
     if let Some(id) = path.strip_prefix("/sso/cli/poll/") {
         return match is_get {
             true => cli::poll(worker, request, &percent_decoded(id)).await,
-            false => not_allowed(method, "GET, HEAD"),
+            false => not_allowed(method, "GET"),
         };
     }
     match (path, is_get) {
         ("/sso/cli/start", _) if *method == Method::POST => cli::start(worker, request).await,
         ("/sso/cli/start", _) => not_allowed(method, "POST"),
         ("/sso/key/generate", true) => browser::open(worker, request).await,
-        ("/sso/key/generate", false) => not_allowed(method, "GET, HEAD"),
+        ("/sso/key/generate", false) => not_allowed(method, "GET"),
         ("/sso/login", _) if *method == Method::POST => browser::sign_in(worker, request).await,
         ("/sso/login", _) => not_allowed(method, "POST"),
         ("/sso/callback", true) => browser::callback(worker, request).await,
-        ("/sso/callback", false) => not_allowed(method, "GET, HEAD"),
+        ("/sso/callback", false) => not_allowed(method, "GET"),
         ("/sso/cli/approve", _) if *method == Method::POST => {
             browser::approve(worker, request).await
         }
