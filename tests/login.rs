@@ -543,6 +543,9 @@ fn an_unreachable_identity_provider_is_a_502_page() {
     )));
     assert_page(&page, 502, "identity provider");
     assert_eq!(poll(&proxy, &login).json(), json!({"status": "pending"}));
+    // A callback that names no login of ours.
+    let callback = proxy.call(Req::get("/sso/callback?state=unknown&error=access_denied"));
+    assert_page(&callback, 404, "no such login");
     // With a provider there is no password form to post to.
     let body = form(&[("login_id", login["login_id"].as_str().unwrap())]);
     assert_eq!(post_form(&proxy, "/sso/login", None, body).status, 404);
