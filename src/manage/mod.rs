@@ -4,7 +4,7 @@
 //! credentials, keys, users). Cold path: store calls run on the blocking
 //! pool, never on the worker thread.
 
-mod audit;
+pub(crate) mod audit;
 mod cache;
 pub mod litellm;
 pub mod views;

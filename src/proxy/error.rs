@@ -84,6 +84,33 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     #[error("upstream I/O error: {0}")]
     UpstreamIo(io::Error),
+    #[error("sign-in from the CLI is not enabled on this gateway (EXPERIMENTAL_UI_LOGIN)")]
+    LoginDisabled,
+    #[error("no such login: start again with `llm-proxy login`")]
+    LoginNotFound,
+    #[error("this login has expired or was already used: start again with `llm-proxy login`")]
+    LoginExpired,
+    #[error("this login's poll needs its poll secret in x-litellm-cli-poll-secret")]
+    PollSecretRequired,
+    /// The provider or the proxy refused the sign-in; says why.
+    #[error("the sign-in was refused: {0}")]
+    LoginRefused(String),
+    #[error("wrong email or password")]
+    WrongPassword,
+    #[error(
+        "this page belongs to a sign-in started in another browser (or its cookie is gone): open the link from your terminal in this browser"
+    )]
+    LoginBrowserMismatch,
+    #[error("the form is out of date: open the link from your terminal again")]
+    LoginFormInvalid,
+    #[error(
+        "the code in the link is not this login's code: open the link from your terminal again"
+    )]
+    UserCodeMismatch,
+    #[error("the identity provider failed: {0}")]
+    IdentityProvider(String),
+    #[error("this key was not issued by a sign-in: only such keys can log out")]
+    NotALoginKey,
     /// The client went away; nothing can be sent back.
     #[error("client closed the connection")]
     ClientGone,
@@ -232,6 +259,49 @@ impl ProxyError {
                 "upstream_error",
                 "bad_upstream_response",
             ),
+            LoginDisabled => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "login_disabled",
+            ),
+            LoginNotFound => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "login_not_found",
+            ),
+            LoginExpired => (StatusCode::GONE, "invalid_request_error", "login_expired"),
+            PollSecretRequired => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "poll_secret_required",
+            ),
+            LoginRefused(_) => (StatusCode::FORBIDDEN, "permission_error", "login_refused"),
+            WrongPassword => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "wrong_password",
+            ),
+            LoginBrowserMismatch => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "login_browser_mismatch",
+            ),
+            LoginFormInvalid => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "invalid_form_token",
+            ),
+            UserCodeMismatch => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "user_code_mismatch",
+            ),
+            IdentityProvider(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "identity_provider_error",
+            ),
+            NotALoginKey => (StatusCode::FORBIDDEN, "permission_error", "not_a_login_key"),
             // Never rendered: there is nobody to send it to. 499 as nginx logs it.
             ClientGone => (
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
@@ -284,10 +354,10 @@ impl ProxyError {
         out.clear();
         let (status, kind, code) = self.table();
         let (kind, code) = match style {
-            ErrorStyle::OpenAi => (kind, code.to_string()),
+            ErrorStyle::OpenAi | ErrorStyle::WithDetail => (kind, code.to_string()),
             ErrorStyle::LiteLlm => (litellm_type(status, kind), status.as_u16().to_string()),
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "message": self.to_string(),
                 "type": kind,
@@ -295,6 +365,9 @@ impl ProxyError {
                 "code": code,
             }
         });
+        if style == ErrorStyle::WithDetail {
+            body["detail"] = self.to_string().into();
+        }
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(2);
         if !request_id.is_empty() {
@@ -316,6 +389,9 @@ pub enum ErrorStyle {
     /// `code` is the status as a string and `type` one of LiteLLM's error
     /// types: the LiteLLM-compatible management API, whose clients expect it.
     LiteLlm,
+    /// `OpenAi` plus a top-level `detail` with the message: the sign-in
+    /// endpoints, as LiteLLM's CLI prints `detail`.
+    WithDetail,
 }
 
 fn litellm_type(status: StatusCode, kind: &'static str) -> &'static str {

@@ -209,6 +209,19 @@ impl Store {
     /// Creates a key; returns it with its secret (the only time the secret
     /// is available).
     pub fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let created = self.insert_key(&mut txn, new)?;
+        self.commit_admin(txn)?;
+        Ok(created)
+    }
+
+    /// `create_key` inside the caller's write transaction, for writes that
+    /// make a key along with other changes.
+    pub(super) fn insert_key(
+        &self,
+        txn: &mut RwTxn,
+        new: NewKey,
+    ) -> Result<(KeyRecord, String), StoreError> {
         let secret = match new.secret {
             Some(secret) => {
                 if secret.len() < 8 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
@@ -243,29 +256,27 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut txn = self.env.write_txn()?;
         if let Some(project_id) = key.project_id
-            && self.projects.get(&txn, project_id.as_bytes())?.is_none()
+            && self.projects.get(txn, project_id.as_bytes())?.is_none()
         {
             return Err(StoreError::NotFound("project"));
         }
-        if self.key_hashes.get(&txn, &key.secret_hash)?.is_some() {
+        if self.key_hashes.get(txn, &key.secret_hash)?.is_some() {
             return Err(StoreError::Invalid("that key already exists".into()));
         }
         if let Some(alias) = &key.alias {
-            self.check_alias_free(&txn, alias, key.id)?;
+            self.check_alias_free(txn, alias, key.id)?;
         }
         self.key_hashes
-            .put(&mut txn, &key.secret_hash, key.id.as_bytes())?;
-        self.keys.put(&mut txn, key.id.as_bytes(), &key)?;
+            .put(txn, &key.secret_hash, key.id.as_bytes())?;
+        self.keys.put(txn, key.id.as_bytes(), &key)?;
         if new.spend > Money(0) {
             let usage = Usage {
                 spend: new.spend,
                 ..Usage::default()
             };
-            self.usage.put(&mut txn, key.id.as_bytes(), &usage)?;
+            self.usage.put(txn, key.id.as_bytes(), &usage)?;
         }
-        self.commit_admin(txn)?;
         Ok((key, secret))
     }
 
@@ -373,15 +384,24 @@ impl Store {
         let mut txn = self.env.write_txn()?;
         let mut deleted = Vec::new();
         for id in ids {
-            if let Some(key) = self.keys.get(&txn, id.as_bytes())? {
-                self.key_hashes.delete(&mut txn, &key.secret_hash)?;
-                self.keys.delete(&mut txn, id.as_bytes())?;
-                self.usage.delete(&mut txn, id.as_bytes())?;
+            if self.remove_key(&mut txn, *id)? {
                 deleted.push(*id);
             }
         }
         self.commit_admin(txn)?;
         Ok(deleted)
+    }
+
+    /// Deletes one key and its usage in the caller's transaction; `false`
+    /// if there was no such key.
+    pub(super) fn remove_key(&self, txn: &mut RwTxn, id: Uuid) -> Result<bool, StoreError> {
+        let Some(key) = self.keys.get(txn, id.as_bytes())? else {
+            return Ok(false);
+        };
+        self.key_hashes.delete(txn, &key.secret_hash)?;
+        self.keys.delete(txn, id.as_bytes())?;
+        self.usage.delete(txn, id.as_bytes())?;
+        Ok(true)
     }
 
     /// The id of the key with this alias.

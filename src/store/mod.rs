@@ -8,6 +8,7 @@
 //!   generation, which tells every worker to re-read before the call returns.
 //! - `ledger`: quota leases, usage counts and spend written by the workers.
 //! - `audit`: the log of management calls.
+//! - `logins`: CLI sign-ins in progress, and the keys they issue.
 //! - `event_log`: the request event log, an LMDB environment of its own in
 //!   `<data dir>/events/` (written by the server, read by dispatchers).
 //! - `migrate`: older record layouts brought forward on open.
@@ -22,6 +23,7 @@ mod catalog;
 pub mod crypto;
 pub mod event_log;
 mod ledger;
+mod logins;
 mod migrate;
 pub mod model;
 mod read;
@@ -39,6 +41,7 @@ pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
 pub use ledger::{Grant, Report};
+pub use logins::{Issue, Login, LoginState, NewLogin, OidcRequest, Via, is_login_key};
 pub use model::{
     Budget, Credential, Deployment, KeyRecord, Money, Project, Usage, User, UserRole, now_ms,
 };
@@ -102,6 +105,8 @@ pub struct Store {
     credentials: Database<Str, SerdeBincode<Credential>>,
     /// Management calls, by sequential id (big-endian, so in order).
     audit: audit::AuditDb,
+    /// CLI sign-ins in progress, by login id.
+    logins: logins::LoginDb,
     cipher: Option<Cipher>,
     /// Bumped after every management write commits; workers compare it
     /// with the generation their key cache was filled at.
@@ -164,6 +169,7 @@ impl Store {
             deployments: env.create_database(&mut txn, Some("deployments"))?,
             credentials: env.create_database(&mut txn, Some("credentials"))?,
             audit: env.create_database(&mut txn, Some("audit"))?,
+            logins: env.create_database(&mut txn, Some("logins"))?,
             env: env.clone(),
             cipher,
             generation: AtomicU64::new(1),

@@ -11,6 +11,7 @@ use super::keys::view as key_view;
 use super::{
     invalid, lenient_number, null_as_empty, paginate, parse, query_number, query_pairs, query_value,
 };
+use crate::login::password;
 use crate::manage::views::{present, rfc3339};
 use crate::manage::{Answer, blocking};
 use crate::proxy::error::ProxyError;
@@ -71,6 +72,8 @@ struct CreateInput {
     metadata: Option<Map<String, Value>>,
     /// As in LiteLLM, a new user gets a key unless this is `false`.
     auto_create_key: Option<bool>,
+    /// For the sign-in page; stored as an Argon2id hash, never returned.
+    password: Option<String>,
 }
 
 /// `POST /user/new`.
@@ -93,7 +96,10 @@ pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
             .metadata
             .map(|m| Value::Object(m).to_string())
             .unwrap_or_default(),
-        password_hash: None,
+        password_hash: match input.password.filter(|p| !p.is_empty()) {
+            Some(password) => Some(password::hash(password).await?),
+            None => None,
+        },
     };
     let with_key = input.auto_create_key.unwrap_or(true);
     blocking(store, move |s| {
@@ -186,6 +192,9 @@ struct UpdateInput {
     max_budget: Option<Option<Value>>,
     models: Option<Vec<String>>,
     metadata: Option<Map<String, Value>>,
+    /// `null` or `""` clears it.
+    #[serde(default, deserialize_with = "present")]
+    password: Option<Option<String>>,
 }
 
 /// `POST /user/update {"user_id", ...}`.
@@ -206,7 +215,13 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
             .transpose()?,
         models: input.models,
         metadata: input.metadata.map(|m| Value::Object(m).to_string()),
-        password_hash: None,
+        password_hash: match input.password {
+            None => None,
+            Some(password) => match password.filter(|p| !p.is_empty()) {
+                Some(password) => Some(Some(password::hash(password).await?)),
+                None => Some(None),
+            },
+        },
     };
     blocking(store, move |s| {
         s.get_user(&user_id).map_err(|_| missing(&user_id))?;
