@@ -504,6 +504,7 @@ fn assert_refused(login: &Login, proxy: &Proxy, idp: &Idp, home: &Path) {
         .as_ref()
         .unwrap_or_else(|| panic!("{}", context()));
     assert_eq!(report["ok"], true, "{}", context());
+    assert_eq!(report["status"], 403, "the refusal page: {}", context());
     let errors: Vec<&str> = login
         .run
         .stderr

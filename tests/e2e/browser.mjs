@@ -10,12 +10,15 @@
 //   E2E_PASSWORD  the password (oidc: any, the provider takes any)
 //   E2E_EXPECT    `approved` (the login is approved at the end) or `refused`
 //                 (a page answering 401 or 403 says why)
-//   E2E_REPORT    where to write {ok, step, text, code_seen}; on failure a
-//                 screenshot goes next to it (same name, `.png`)
+//   E2E_REPORT    where to write {ok, step, text, code_seen, status} (status:
+//                 the HTTP status of the last page); on failure a screenshot
+//                 goes next to it (same name, `.png`)
 //
 // The proxy's pages are found by element ids: `user-code` (the code shown,
 // which must equal `user_code` in the URL), `email`, `password`, `sign-in`
-// (the password form's button) and `approve`. The provider's development
+// (the password form's button) and `approve`. The login is approved once a
+// page with nothing left to do follows the approval (or, on the password
+// page, the sign-in, which is the approval there). The provider's development
 // pages are found by their form fields. Only loopback addresses are
 // reachable: anything else the pages ask for is refused, so the run never
 // leaves the machine.
@@ -38,7 +41,7 @@ const password = process.env.E2E_PASSWORD ?? 'any-password';
 const expect = process.env.E2E_EXPECT ?? 'approved';
 const reportPath = process.env.E2E_REPORT;
 
-const report = { ok: false, step: 'start', text: '', code_seen: null };
+const report = { ok: false, step: 'start', text: '', code_seen: null, status: null };
 
 // Written whole, then renamed: whoever waits for the file never reads half of it.
 function writeReport() {
@@ -94,6 +97,7 @@ async function drive(page) {
   let approved = false;
   for (let pages = 0; pages < MAX_PAGES; pages += 1) {
     const status = response ? response.status() : 0;
+    report.status = status;
     const where = new URL(page.url());
     await checkCode(page, expectedCode);
     if (status === 401 || status === 403) {
@@ -138,7 +142,10 @@ async function drive(page) {
       response = await submit(page, 'form button[type="submit"]');
     } else {
       report.text = await visibleText(page);
-      if (approved && expect === 'approved') {
+      // The password page is itself the approval (it shows the code); with a
+      // provider, the proxy asks for the approval after the callback.
+      const finished = approved || (mode === 'password' && signedIn);
+      if (finished && expect === 'approved') {
         report.step = 'done';
         return;
       }
