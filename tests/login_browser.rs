@@ -444,21 +444,16 @@ fn password_login_on_the_proxys_own_page() {
     let mock = Mock::start();
     let proxy = login_proxy(&mock, None, false);
     let password = "correct horse battery staple";
-    Cli::new([
-        "users",
-        "create",
-        "--email",
-        "bob@example.com",
-        "--role",
-        "internal_user",
-        "--password",
-        "-",
-    ])
-    .env("LLM_PROXY_URL", proxy.url())
-    .env("LLM_PROXY_API_KEY", MANAGEMENT_TOKEN)
-    .stdin(format!("{password}\n"))
-    .run()
-    .assert_code(0);
+    let created = proxy.manage(
+        "POST",
+        "/user/new",
+        Some(
+            json!({"user_email": "bob@example.com", "user_role": "internal_user",
+            "password": password}),
+        ),
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert!(!created.text().contains(password), "{}", created.text());
     let person = Person::password("bob@example.com", password);
     let home = TempDir::new("login-password");
 
@@ -530,20 +525,22 @@ fn litellms_own_cli_logs_in_on_the_password_page() {
     let Some(litellm) = litellm_cli() else { return };
     let mock = Mock::start();
     let proxy = login_proxy(&mock, None, false);
-    let created = proxy.manage(
-        "POST",
-        "/user/new",
-        Some(json!({"user_email": "lite@example.com", "user_role": "internal_user"})),
-    );
-    assert_eq!(created.status, 200, "{}", created.text());
-    let user_id = created.json()["user_id"].as_str().unwrap().to_string();
     let password = "lite-password-93b1";
-    Cli::new(["users", "update", "--user-id", &user_id, "--password", "-"])
-        .env("LLM_PROXY_URL", proxy.url())
-        .env("LLM_PROXY_API_KEY", MANAGEMENT_TOKEN)
-        .stdin(format!("{password}\n"))
-        .run()
-        .assert_code(0);
+    Cli::new([
+        "users",
+        "create",
+        "--email",
+        "lite@example.com",
+        "--role",
+        "internal_user",
+        "--password",
+        "-",
+    ])
+    .env("LLM_PROXY_URL", proxy.url())
+    .env("LLM_PROXY_API_KEY", MANAGEMENT_TOKEN)
+    .stdin(format!("{password}\n"))
+    .run()
+    .assert_code(0);
     let home = TempDir::new("login-litellm");
     let report = report_path(home.path());
     let mut command = Command::new(&litellm);

@@ -136,7 +136,7 @@ fn random_token() -> Result<String, crate::store::StoreError> {
 }
 
 /// PKCE `code_challenge` for the S256 method: BASE64URL(SHA256(verifier)).
-pub fn code_challenge(code_verifier: &str) -> String {
+fn code_challenge(code_verifier: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, code_verifier.as_bytes());
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
@@ -261,7 +261,7 @@ pub fn exchange_code(
 /// Checks an ID token against the provider's JWKS: an asymmetric
 /// signature by the key its header names, `iss`, `aud` (and `azp`), `exp`
 /// and `nonce`. Returns its claims.
-pub fn verify_id_token(
+fn verify_id_token(
     id_token: &str,
     jwks: &Value,
     issuer: &str,
