@@ -656,12 +656,24 @@ fn callback_page() -> (String, mpsc::Receiver<String>) {
 
 #[test]
 fn the_relying_party_signs_in_at_a_real_provider() {
+    sign_in_at_the_real_provider(Some(CLIENT_SECRET));
+}
+
+#[test]
+fn the_relying_party_signs_in_as_a_public_client() {
+    sign_in_at_the_real_provider(None);
+}
+
+/// oidc.rs alone (no proxy) with idp.mjs and the browser: discovery, the
+/// authorization URL, the provider's sign-in pages, the callback, the code
+/// exchange with `client_secret_basic` or as a public client.
+fn sign_in_at_the_real_provider(secret: Option<&str>) {
     let Some(e2e) = E2e::find() else { return };
-    let idp = Idp::start(&e2e, Some(CLIENT_SECRET));
+    let idp = Idp::start(&e2e, secret);
     let settings = OidcSettings {
         issuer: idp.issuer.clone(),
         client_id: CLIENT_ID.into(),
-        client_secret: Some(CLIENT_SECRET.into()),
+        client_secret: secret.map(Into::into),
         scopes: "openid email".into(),
     };
     let provider = oidc::discover(&settings).unwrap_or_else(|e| panic!("{e}\n{}", idp.log()));
