@@ -81,7 +81,18 @@ pub struct Identity {
 /// speaks for `OIDC_ISSUER`.
 pub fn discover(settings: &OidcSettings) -> Result<Provider, OidcError> {
     let url = format!("{}/.well-known/openid-configuration", settings.issuer);
-    let doc = answer_json(&url, agent().get(&url).call(), &[])?;
+    let doc = answer_json(&url, agent().get(&url).call(), &[]).map_err(|error| match error {
+        OidcError::Provider {
+            url,
+            status,
+            message,
+        } => OidcError::Provider {
+            url,
+            status,
+            message: format!("{message}: is OIDC_ISSUER the provider's issuer URL?"),
+        },
+        other => other,
+    })?;
     let invalid = |message: String| OidcError::Provider {
         url: url.clone(),
         status: 200,

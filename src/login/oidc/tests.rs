@@ -603,7 +603,7 @@ fn discovery_reads_the_endpoints_and_checks_the_issuer() {
     failure("set OIDC_ISSUER to https://elsewhere.example");
     failure("no `authorization_endpoint`");
     failure("PKCE with S256");
-    failure("with 404: not_found");
+    failure("with 404: not_found: is OIDC_ISSUER the provider's issuer URL?");
     // Nobody listens there any more.
     match discover(&at) {
         Err(OidcError::Unreachable { url, .. }) => {
