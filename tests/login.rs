@@ -410,6 +410,22 @@ fn polls_need_a_known_fresh_login_and_its_secret() {
     assert_login_error(&poll(&proxy, &login), 410, "login_expired");
     let page = proxy.call(Req::get(local(login["verification_uri"].as_str().unwrap())));
     assert_page(&page, 410, "expired");
+    // Sign-in calls are counted with the gateway's own endpoints.
+    let metrics = proxy.call(Req::get("/metrics")).text();
+    assert_eq!(local_requests(&metrics, "404"), 1, "{metrics}");
+    assert_eq!(local_requests(&metrics, "403"), 2, "{metrics}");
+    assert_eq!(local_requests(&metrics, "410"), 2, "{metrics}");
+}
+
+/// `llm_proxy_requests_total` of route `local` with this status, over workers.
+fn local_requests(metrics: &str, status: &str) -> u64 {
+    let status = format!("status=\"{status}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("llm_proxy_requests_total{"))
+        .filter(|l| l.contains("route=\"local\"") && l.contains(&status))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]

@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::manage::audit;
+use crate::metrics::Route;
 use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};
 use crate::proxy::keys::CachedKey;
@@ -134,7 +135,16 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         remote: peer.map_or_else(|| "unknown".into(), |a| a.to_string()),
         request_id,
     };
+    let received = std::time::Instant::now();
     let outcome = route(worker, &request, key).await;
+    if let Some(mut metrics) = worker.metrics() {
+        let status = match &outcome {
+            Ok(Answer::Json(status, _) | Answer::Page { status, .. }) => *status,
+            Ok(Answer::Redirect { .. }) => StatusCode::FOUND,
+            Err(error) => error.status(),
+        };
+        metrics.record_local(Route::Local, status.as_u16(), received.elapsed());
+    }
     let reply = Reply {
         close,
         head_only: request.method == Method::HEAD,

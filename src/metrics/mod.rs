@@ -47,7 +47,7 @@ pub enum Route {
     AudioTranslations,
     /// The management APIs.
     Manage,
-    /// The gateway's own endpoints (`/health`, `/metrics`, ...).
+    /// The gateway's own endpoints (`/health`, `/metrics`, `/sso/...`).
     Local,
     Other,
 }
