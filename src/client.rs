@@ -510,11 +510,14 @@ impl Client {
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// A blocking HTTP agent for the cold path: error answers are read as
+/// responses, redirects are not followed, and the whole exchange has
+/// `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         // 4xx/5xx bodies carry the error message: read them as responses.
         .http_status_as_error(false)
-        // A redirect would carry the bearer token elsewhere: report it instead.
+        // A redirect would carry a token, a code or credentials elsewhere: report it instead.
         .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
         .timeout_global(Some(timeout))

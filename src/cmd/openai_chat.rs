@@ -471,16 +471,7 @@ mod tests {
             }) => args,
             other => panic!("{other:?}"),
         };
-        let login = StoredLogin {
-            base_url: "http://proxy:8080".into(),
-            key: "sk-stored-42".into(),
-            key_id: None,
-            user_id: None,
-            user_email: None,
-            user_role: None,
-            expires_at: None,
-            logged_in_at: "2030-01-01T00:00:00Z".into(),
-        };
+        let login = crate::cmd::client::test_env::login_at("http://proxy:8080", "sk-stored-42");
         let stored = || Ok(Some(login.clone()));
         let none = || Ok(None);
         let got = |args: &[&str], stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>| {

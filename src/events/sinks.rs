@@ -39,7 +39,7 @@ impl Sink {
 
     pub fn http(kind: &str, url: String, api_key: Option<String>) -> Sink {
         let sink = HttpSink {
-            agent: agent(),
+            agent: crate::client::agent(HTTP_TIMEOUT),
             url,
             api_key,
         };
@@ -173,16 +173,6 @@ impl HttpSink {
             Err(error) => Err(format!("{url}: {error}")),
         }
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .user_agent(concat!("llm-proxy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
 }
 
 /// RFC 3339 of the request's start and end.

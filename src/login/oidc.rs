@@ -81,7 +81,12 @@ pub struct Identity {
 /// speaks for `OIDC_ISSUER`.
 pub fn discover(settings: &OidcSettings) -> Result<Provider, OidcError> {
     let url = format!("{}/.well-known/openid-configuration", settings.issuer);
-    let doc = answer_json(&url, agent().get(&url).call(), &[]).map_err(|error| match error {
+    let doc = answer_json(
+        &url,
+        crate::client::agent(HTTP_TIMEOUT).get(&url).call(),
+        &[],
+    )
+    .map_err(|error| match error {
         OidcError::Provider {
             url,
             status,
@@ -194,7 +199,7 @@ pub fn exchange_code(
     code: &str,
     pending: &Pending,
 ) -> Result<Identity, OidcError> {
-    let agent = agent();
+    let agent = crate::client::agent(HTTP_TIMEOUT);
     let secret = settings.client_secret.as_deref();
     // Nothing secret may appear in an error message.
     let hide: Vec<&str> = [Some(code), secret, Some(pending.code_verifier.as_str())]
@@ -485,18 +490,6 @@ fn token_hint(error: OidcError) -> OidcError {
         status,
         message: format!("{message}{hint}"),
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        // Error answers carry the provider's explanation: read them.
-        .http_status_as_error(false)
-        // A redirect would carry the code or the client's credentials elsewhere.
-        .max_redirects(0)
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .user_agent(concat!("llm-proxy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
 }
 
 /// The JSON object of a 2xx answer from `url`; anything else becomes an

@@ -451,6 +451,17 @@ impl Drop for RecordingServer {
 }
 
 fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>) {
+    let Some(request) = read_request(&mut stream) else {
+        return;
+    };
+    seen.lock().unwrap().push(request);
+    let _ = stream.write_all(response);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Reads one request (head, and a `Content-Length` body) from `stream`;
+/// `None` if the client went away first.
+pub fn read_request(stream: &mut TcpStream) -> Option<Recorded> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -459,7 +470,7 @@ fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>
             break end + 4;
         }
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     };
@@ -472,23 +483,19 @@ fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
+    let length: usize = super::header_value(&headers, "content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     while buf.len() < end + length {
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    seen.lock().unwrap().push(Recorded {
+    Some(Recorded {
         method,
         target,
         headers,
         body: buf[end..end + length].to_vec(),
-    });
-    let _ = stream.write_all(response);
-    let _ = stream.shutdown(Shutdown::Write);
+    })
 }

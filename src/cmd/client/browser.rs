@@ -70,15 +70,7 @@ fn command_line(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::cmd::client::test_env::env;
 
     #[test]
     fn browser_variable_first() {

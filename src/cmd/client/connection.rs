@@ -174,6 +174,7 @@ pub(super) fn connect(
 mod tests {
     use super::super::{DHEERA_AI_PROXY, LLM_PROXY};
     use super::*;
+    use crate::cmd::client::test_env::env;
 
     fn options(base_url: Option<&str>, api_key: Option<&str>) -> ClientOptions {
         ClientOptions {
@@ -183,30 +184,12 @@ mod tests {
         }
     }
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
     fn no_login() -> Result<Option<StoredLogin>, ClientError> {
         Ok(None)
     }
 
     fn login_at(url: &str) -> StoredLogin {
-        StoredLogin {
-            base_url: url.into(),
-            key: "sk-stored-login-42".into(),
-            key_id: None,
-            user_id: None,
-            user_email: None,
-            user_role: None,
-            expires_at: None,
-            logged_in_at: "2030-01-01T00:00:00Z".into(),
-        }
+        crate::cmd::client::test_env::login_at(url, "sk-stored-login-42")
     }
 
     #[test]

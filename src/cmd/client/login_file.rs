@@ -151,16 +151,8 @@ pub fn remove(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::client::test_env::env;
     use std::os::unix::fs::PermissionsExt;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
 
     pub(crate) fn sample(base_url: &str) -> StoredLogin {
         StoredLogin {

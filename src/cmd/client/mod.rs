@@ -332,6 +332,36 @@ fn page_line(shown: usize, total: &Value, page: &Value, pages: &Value, what: &st
     line
 }
 
+/// Environments and logins for unit tests of where commands connect.
+#[cfg(test)]
+pub(crate) mod test_env {
+    use super::login_file::StoredLogin;
+
+    /// An environment holding only `pairs`.
+    pub fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    /// A stored login of `key` at `base_url`, with nothing else known.
+    pub fn login_at(base_url: &str, key: &str) -> StoredLogin {
+        StoredLogin {
+            base_url: base_url.into(),
+            key: key.into(),
+            key_id: None,
+            user_id: None,
+            user_email: None,
+            user_role: None,
+            expires_at: None,
+            logged_in_at: "2030-01-01T00:00:00Z".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
