@@ -162,16 +162,7 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
     })
     .await?;
     let view = &key.view;
-    let models = match (view.models.is_empty(), view.user_models.is_empty()) {
-        (true, _) => view.user_models.clone(),
-        (false, true) => view.models.clone(),
-        (false, false) => view
-            .models
-            .iter()
-            .filter(|m| view.user_models.contains(m))
-            .cloned()
-            .collect(),
-    };
+    let models = crate::manage::allowed_models(&view.models, &view.user_models);
     let (max_budget, spend) = match &user {
         Some((user, spend)) => (user.max_budget.map(|b| b.dollars), spend.dollars()),
         None => (view.max_budget.map(|b| b.dollars), view.spend.dollars()),

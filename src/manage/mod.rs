@@ -190,7 +190,7 @@ fn authorize(
 
 /// The models a key may use, given its own list and its user's (empty:
 /// no restriction).
-fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
+pub(crate) fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
     match (key.is_empty(), user.is_empty()) {
         (true, _) => user.to_vec(),
         (false, true) => key.to_vec(),
