@@ -391,6 +391,17 @@ fn polls_need_a_known_fresh_login_and_its_secret() {
         404,
         "login_not_found",
     );
+    // No id, or one longer than any login's, is unknown too (not a store error).
+    let long = "x".repeat(600);
+    for id in ["", long.as_str()] {
+        let poll =
+            Req::get(&format!("/sso/cli/poll/{id}")).header("x-litellm-cli-poll-secret", "x");
+        assert_login_error(&proxy.call(poll), 404, "login_not_found");
+    }
+    let page = proxy.call(Req::get(&format!(
+        "/sso/key/generate?source=litellm-cli&key={long}"
+    )));
+    assert_page(&page, 404, "");
     let login = start_login(&proxy, "m");
     assert_eq!(login["expires_in"], 1);
     let id = login["login_id"].as_str().unwrap();
@@ -412,7 +423,7 @@ fn polls_need_a_known_fresh_login_and_its_secret() {
     assert_page(&page, 410, "expired");
     // Sign-in calls are counted with the gateway's own endpoints.
     let metrics = proxy.call(Req::get("/metrics")).text();
-    assert_eq!(local_requests(&metrics, "404"), 1, "{metrics}");
+    assert_eq!(local_requests(&metrics, "404"), 4, "{metrics}");
     assert_eq!(local_requests(&metrics, "403"), 2, "{metrics}");
     assert_eq!(local_requests(&metrics, "410"), 2, "{metrics}");
 }

@@ -14,7 +14,9 @@ use super::{
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
 use crate::store::crypto::{same_secret, sha256};
-use crate::store::{Login, LoginState, NewLogin, NewUser, OidcRequest, StoreError, UserRole, Via};
+use crate::store::{
+    Login, LoginState, MAX_LOGIN_ID, NewLogin, NewUser, OidcRequest, StoreError, UserRole, Via,
+};
 
 /// `GET /sso/key/generate?source=litellm-cli&key=<login_id>[&user_code=]`.
 pub async fn open(worker: &Worker, request: &Request) -> Outcome {
@@ -364,7 +366,7 @@ async fn user_email(worker: &Worker, user_id: &str) -> Result<String, ProxyError
 /// characters, never one of ours, and only while that flow is served.
 fn is_legacy_id(worker: &Worker, id: &str) -> bool {
     worker.settings.login.legacy_flow
-        && (8..=200).contains(&id.len())
+        && (8..=MAX_LOGIN_ID).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_graphic())
         && !id.starts_with("lg_")
 }

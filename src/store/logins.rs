@@ -13,6 +13,10 @@ use super::admin::NewKey;
 use super::model::{KeyRecord, User, now_ms};
 use super::{Store, StoreError};
 
+/// The longest login id: ours are 27 characters, the ids an older CLI
+/// makes up 8 to 200.
+pub const MAX_LOGIN_ID: usize = 200;
+
 pub(super) type LoginDb = heed::Database<Str, SerdeBincode<Login>>;
 
 /// How the user proved who they are.
@@ -150,6 +154,10 @@ impl Store {
     }
 
     pub fn get_login(&self, id: &str) -> Result<Option<Login>, StoreError> {
+        // No login has such an id, and LMDB refuses empty or long keys.
+        if id.is_empty() || id.len() > MAX_LOGIN_ID {
+            return Ok(None);
+        }
         let txn = self.env.read_txn()?;
         Ok(self.logins.get(&txn, id)?)
     }

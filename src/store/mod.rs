@@ -41,7 +41,9 @@ pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
 pub use ledger::{Grant, Report};
-pub use logins::{Issue, Login, LoginState, NewLogin, OidcRequest, Via, is_login_key};
+pub use logins::{
+    Issue, Login, LoginState, MAX_LOGIN_ID, NewLogin, OidcRequest, Via, is_login_key,
+};
 pub use model::{
     Budget, Credential, Deployment, KeyRecord, Money, Project, Usage, User, UserRole, now_ms,
 };
