@@ -514,6 +514,11 @@ impl Client {
 /// responses, redirects are not followed, and the whole exchange has
 /// `timeout`.
 pub fn agent(timeout: Duration) -> ureq::Agent {
+    agent_config(timeout).build().new_agent()
+}
+
+/// [`agent`]'s configuration, for callers that add to it (TLS roots).
+pub fn agent_config(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     ureq::Agent::config_builder()
         // 4xx/5xx bodies carry the error message: read them as responses.
         .http_status_as_error(false)
@@ -522,8 +527,6 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
         .timeout_global(Some(timeout))
         .user_agent(concat!("llm-proxy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
 }
 
 /// Short words for the usual socket failures.

@@ -193,6 +193,26 @@ pub struct OidcSettings {
     pub client_secret: Option<String>,
     /// `OIDC_SCOPES`, space-separated; `openid email profile` by default.
     pub scopes: String,
+    /// `OIDC_CA_FILE`: the certificates (PEM) that the provider's HTTPS
+    /// certificate must chain to, instead of the public roots: for a
+    /// provider inside the company, behind its own CA.
+    pub roots: Option<ureq::tls::RootCerts>,
+}
+
+/// The certificates of a PEM file, as the only roots to trust.
+fn root_certs(path: &Path) -> anyhow::Result<ureq::tls::RootCerts> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        let item = item.with_context(|| format!("invalid PEM in {}", path.display()))?;
+        if let ureq::tls::PemItem::Certificate(cert) = item {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 impl LoginSettings {
@@ -207,6 +227,10 @@ impl LoginSettings {
                 scopes: env
                     .get("OIDC_SCOPES")
                     .unwrap_or_else(|| "openid email profile".into()),
+                roots: match env.get("OIDC_CA_FILE") {
+                    Some(path) => Some(root_certs(Path::new(&path)).context("OIDC_CA_FILE")?),
+                    None => None,
+                },
             }),
             None => None,
         };

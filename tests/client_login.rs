@@ -160,6 +160,7 @@ fn error(status: u16, code: &str, message: &str) -> (u16, String) {
 }
 
 fn serve(mut stream: TcpStream, script: &Script, seen: &Mutex<Vec<Recorded>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let Some(request) = read_request(&mut stream) else {
         return;
     };

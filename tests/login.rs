@@ -578,6 +578,87 @@ fn an_unreachable_identity_provider_is_a_502_page() {
     assert_eq!(post_form(&proxy, "/sso/login", None, body).status, 404);
 }
 
+/// An HTTPS server on 127.0.0.1 with a certificate of its own CA-less kind
+/// (self-signed), answering every request with `issuer`'s discovery
+/// document. Returns the issuer URL and the certificate (PEM).
+fn tls_discovery_server() -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let pem = cert.cert.pem();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("https://{}", listener.local_addr().unwrap());
+    let document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "code_challenge_methods_supported": ["S256"],
+    })
+    .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, &mut stream);
+            // A failed handshake (a client that does not trust us) ends here.
+            if common::cli::read_request(&mut tls).is_none() {
+                continue;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{document}",
+                document.len()
+            );
+            let _ = std::io::Write::write_all(&mut tls, answer.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = std::io::Write::flush(&mut tls);
+        }
+    });
+    (issuer, pem)
+}
+
+#[test]
+fn a_provider_behind_a_private_ca_is_trusted_with_oidc_ca_file() {
+    let mock = Mock::start();
+    let (issuer, pem) = tls_discovery_server();
+    let dir = TempDir::new("oidc-ca");
+    let ca = dir.write("idp-ca.pem", &pem);
+    let oidc = [
+        ("OIDC_ISSUER", issuer.as_str()),
+        ("OIDC_CLIENT_ID", "llm-proxy"),
+    ];
+    // The public roots do not know the provider's certificate: 502.
+    let proxy = start(&mock, &oidc);
+    let login = start_login(&proxy, "m");
+    let link = login["verification_uri_complete"].as_str().unwrap();
+    assert_page(&proxy.call(Req::get(local(link))), 502, "identity provider");
+    drop(proxy);
+    // With OIDC_CA_FILE, discovery works and the browser goes to the provider.
+    let ca = ca.display().to_string();
+    let proxy = start(&mock, &[oidc[0], oidc[1], ("OIDC_CA_FILE", ca.as_str())]);
+    let login = start_login(&proxy, "m");
+    let link = login["verification_uri_complete"].as_str().unwrap();
+    let page = proxy.call(Req::get(local(link)));
+    assert_eq!(page.status, 302, "{}", page.text());
+    let location = page.header("location").unwrap_or_default();
+    assert!(
+        location.starts_with(&format!("{issuer}/auth?")),
+        "{location}"
+    );
+}
+
 #[test]
 fn user_update_changes_and_clears_the_password() {
     let mock = Mock::start();

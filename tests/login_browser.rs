@@ -675,6 +675,7 @@ fn sign_in_at_the_real_provider(secret: Option<&str>) {
         client_id: CLIENT_ID.into(),
         client_secret: secret.map(Into::into),
         scopes: "openid email".into(),
+        roots: None,
     };
     let provider = oidc::discover(&settings).unwrap_or_else(|e| panic!("{e}\n{}", idp.log()));
     assert_eq!(provider.issuer, idp.issuer);

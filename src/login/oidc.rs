@@ -81,23 +81,19 @@ pub struct Identity {
 /// speaks for `OIDC_ISSUER`.
 pub fn discover(settings: &OidcSettings) -> Result<Provider, OidcError> {
     let url = format!("{}/.well-known/openid-configuration", settings.issuer);
-    let doc = answer_json(
-        &url,
-        crate::client::agent(HTTP_TIMEOUT).get(&url).call(),
-        &[],
-    )
-    .map_err(|error| match error {
-        OidcError::Provider {
-            url,
-            status,
-            message,
-        } => OidcError::Provider {
-            url,
-            status,
-            message: format!("{message}: is OIDC_ISSUER the provider's issuer URL?"),
-        },
-        other => other,
-    })?;
+    let doc =
+        answer_json(&url, agent(settings).get(&url).call(), &[]).map_err(|error| match error {
+            OidcError::Provider {
+                url,
+                status,
+                message,
+            } => OidcError::Provider {
+                url,
+                status,
+                message: format!("{message}: is OIDC_ISSUER the provider's issuer URL?"),
+            },
+            other => other,
+        })?;
     let invalid = |message: String| OidcError::Provider {
         url: url.clone(),
         status: 200,
@@ -199,7 +195,7 @@ pub fn exchange_code(
     code: &str,
     pending: &Pending,
 ) -> Result<Identity, OidcError> {
-    let agent = crate::client::agent(HTTP_TIMEOUT);
+    let agent = agent(settings);
     let secret = settings.client_secret.as_deref();
     // Nothing secret may appear in an error message.
     let hide: Vec<&str> = [Some(code), secret, Some(pending.code_verifier.as_str())]
@@ -560,6 +556,18 @@ fn redact(text: &str, hide: &[&str]) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text,
     }
+}
+
+/// The HTTP agent for the provider: the client's, with `OIDC_CA_FILE`'s roots.
+fn agent(settings: &OidcSettings) -> ureq::Agent {
+    let mut config = crate::client::agent_config(HTTP_TIMEOUT);
+    if let Some(roots) = &settings.roots {
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(roots.clone())
+            .build();
+        config = config.tls_config(tls);
+    }
+    config.build().new_agent()
 }
 
 #[cfg(test)]

@@ -451,6 +451,7 @@ impl Drop for RecordingServer {
 }
 
 fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let Some(request) = read_request(&mut stream) else {
         return;
     };
@@ -461,8 +462,7 @@ fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>
 
 /// Reads one request (head, and a `Content-Length` body) from `stream`;
 /// `None` if the client went away first.
-pub fn read_request(stream: &mut TcpStream) -> Option<Recorded> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+pub fn read_request(stream: &mut impl Read) -> Option<Recorded> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let end = loop {

@@ -153,6 +153,7 @@ fn settings(scopes: &str, secret: Option<&str>) -> OidcSettings {
         client_id: CLIENT_ID.into(),
         client_secret: secret.map(Into::into),
         scopes: scopes.into(),
+        roots: None,
     }
 }
 
