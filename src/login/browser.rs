@@ -9,7 +9,7 @@ use http::StatusCode;
 use super::oidc::{self, OidcError, Pending};
 use super::{
     Answer, COOKIE, MAX_WRONG_PASSWORDS, Outcome, Request, audit, base_url, blocking, check_fresh,
-    form_pairs, form_value, load, pages, password, random_token, user_code,
+    load, pages, password, query_pairs, query_value, random_token, user_code,
 };
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
@@ -20,8 +20,8 @@ use crate::store::{
 
 /// `GET /sso/key/generate?source=litellm-cli&key=<login_id>[&user_code=]`.
 pub async fn open(worker: &Worker, request: &Request) -> Outcome {
-    let query = form_pairs(request.query.as_bytes());
-    let id = form_value(&query, "key")
+    let query = query_pairs(request.query.as_bytes());
+    let id = query_value(&query, "key")
         .filter(|k| !k.is_empty())
         .ok_or(ProxyError::LoginNotFound)?
         .to_string();
@@ -32,7 +32,7 @@ pub async fn open(worker: &Worker, request: &Request) -> Outcome {
         other => other?,
     };
     check_fresh(&login)?;
-    if let Some(code) = form_value(&query, "user_code")
+    if let Some(code) = query_value(&query, "user_code")
         && !code.trim().eq_ignore_ascii_case(&login.user_code)
     {
         return Err(ProxyError::UserCodeMismatch);
@@ -56,7 +56,7 @@ pub async fn open(worker: &Worker, request: &Request) -> Outcome {
     }
     let Some(settings) = worker.settings.login.oidc.clone() else {
         let id = login.id.clone();
-        let login = blocking(&worker.store, move |s| {
+        let login = blocking(worker.store.clone(), move |s| {
             Ok(s.bind_login_browser(&id, browser_hash, None)?)
         })
         .await?;
@@ -65,7 +65,7 @@ pub async fn open(worker: &Worker, request: &Request) -> Outcome {
     };
     let redirect_uri = format!("{base}/sso/callback");
     let id = login.id.clone();
-    let location = blocking(&worker.store, move |s| {
+    let location = blocking(worker.store.clone(), move |s| {
         let provider = oidc::discover(&settings).map_err(provider_failed)?;
         let pending = Pending::new()?;
         let url = oidc::authorization_url(&provider, &settings, &redirect_uri, &pending);
@@ -90,16 +90,16 @@ pub async fn sign_in(worker: &Worker, request: &Request) -> Outcome {
         // With a provider, nobody signs in with a password here.
         return Err(ProxyError::NotFound);
     }
-    let form = form_pairs(&request.body);
+    let form = query_pairs(&request.body);
     let login = form_login(worker, request, &form).await?;
     match &login.state {
         LoginState::Pending => {}
         other => return settled(worker, other).await,
     }
-    let email = form_value(&form, "email").unwrap_or("").trim().to_string();
-    let given = form_value(&form, "password").unwrap_or("").to_string();
+    let email = query_value(&form, "email").unwrap_or("").trim().to_string();
+    let given = query_value(&form, "password").unwrap_or("").to_string();
     let id = login.id.clone();
-    let checked = blocking(&worker.store, move |s| {
+    let checked = blocking(worker.store.clone(), move |s| {
         let user = match email.is_empty() {
             true => None,
             false => s.find_user_by_email(&email)?,
@@ -155,9 +155,9 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
     let Some(settings) = worker.settings.login.oidc.clone() else {
         return Err(ProxyError::NotFound);
     };
-    let query = form_pairs(request.query.as_bytes());
-    let state = form_value(&query, "state").unwrap_or("").to_string();
-    let found = blocking(&worker.store, move |s| {
+    let query = query_pairs(request.query.as_bytes());
+    let state = query_value(&query, "state").unwrap_or("").to_string();
+    let found = blocking(worker.store.clone(), move |s| {
         Ok(match state.is_empty() {
             true => None,
             false => s.find_login_by_oidc_state(&state)?,
@@ -171,11 +171,11 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
         LoginState::Pending => {}
         other => return settled(worker, other).await,
     }
-    if let Some(error) = form_value(&query, "error") {
+    if let Some(error) = query_value(&query, "error") {
         let reason = format!("the identity provider answered {error:?}");
         return refuse(worker, request, &login, reason).await;
     }
-    let code = form_value(&query, "code")
+    let code = query_value(&query, "code")
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ProxyError::IdentityProvider("its callback carried no code".into()))?
         .to_string();
@@ -186,7 +186,7 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
         code_verifier: o.code_verifier,
     });
     let pending = pending.ok_or(ProxyError::LoginNotFound)?;
-    let identity = blocking(&worker.store, move |_| {
+    let identity = blocking(worker.store.clone(), move |_| {
         let provider = oidc::discover(&settings).map_err(provider_failed)?;
         Ok(oidc::exchange_code(
             &provider,
@@ -215,7 +215,7 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
     let auto_create = worker.settings.login.auto_create_users;
     let lookup = email.clone();
     let name = identity.name;
-    let user = blocking(&worker.store, move |s| {
+    let user = blocking(worker.store.clone(), move |s| {
         if let Some(user) = s.find_user_by_email(&lookup)? {
             return Ok(Some(user));
         }
@@ -246,7 +246,7 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
         user_id: user.user_id.clone(),
         via: Via::Oidc,
     };
-    let login = blocking(&worker.store, move |s| {
+    let login = blocking(worker.store.clone(), move |s| {
         Ok(s.set_login_state(&id, |state| *state == LoginState::Pending, awaiting)?)
     })
     .await?;
@@ -260,7 +260,7 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
 
 /// `POST /sso/cli/approve` (`login_id`, `csrf`).
 pub async fn approve(worker: &Worker, request: &Request) -> Outcome {
-    let form = form_pairs(&request.body);
+    let form = query_pairs(&request.body);
     let login = form_login(worker, request, &form).await?;
     let LoginState::AwaitingApproval { user_id, via } = login.state.clone() else {
         return match login.state {
@@ -273,7 +273,7 @@ pub async fn approve(worker: &Worker, request: &Request) -> Outcome {
         user_id: user_id.clone(),
         via,
     };
-    let login = blocking(&worker.store, move |s| {
+    let login = blocking(worker.store.clone(), move |s| {
         Ok(s.set_login_state(
             &id,
             |state| matches!(state, LoginState::AwaitingApproval { .. }),
@@ -295,11 +295,11 @@ async fn form_login(
     request: &Request,
     form: &[(String, String)],
 ) -> Result<Login, ProxyError> {
-    let id = form_value(form, "login_id").ok_or(ProxyError::LoginNotFound)?;
+    let id = query_value(form, "login_id").ok_or(ProxyError::LoginNotFound)?;
     let login = load(worker, id).await?;
     check_browser(&login, request.cookie.as_deref())?;
     check_fresh(&login)?;
-    let csrf = form_value(form, "csrf").unwrap_or("");
+    let csrf = query_value(form, "csrf").unwrap_or("");
     if !same_secret(login.form_token.as_bytes(), csrf.as_bytes()) {
         return Err(ProxyError::LoginFormInvalid);
     }
@@ -327,7 +327,7 @@ async fn refuse(worker: &Worker, request: &Request, login: &Login, reason: Strin
     let refused = LoginState::Refused {
         reason: reason.clone(),
     };
-    blocking(&worker.store, move |s| {
+    blocking(worker.store.clone(), move |s| {
         Ok(s.set_login_state(
             &id,
             |state| {
@@ -355,7 +355,7 @@ fn check_browser(login: &Login, cookie: Option<&str>) -> Result<(), ProxyError> 
 
 async fn user_email(worker: &Worker, user_id: &str) -> Result<String, ProxyError> {
     let user_id = user_id.to_string();
-    blocking(&worker.store, move |s| {
+    blocking(worker.store.clone(), move |s| {
         let (user, _) = s.get_user(&user_id)?;
         Ok(user.user_email.unwrap_or(user.user_id))
     })
@@ -374,7 +374,7 @@ fn is_legacy_id(worker: &Worker, id: &str) -> bool {
 /// Starts a login of the older flow under the id the CLI made up.
 async fn start_legacy(worker: &Worker, id: String) -> Result<Login, ProxyError> {
     let ttl = worker.settings.login.login_ttl.as_millis() as i64;
-    let started = blocking(&worker.store, move |s| {
+    let started = blocking(worker.store.clone(), move |s| {
         let new = NewLogin {
             id: id.clone(),
             poll_secret_hash: None,

@@ -62,7 +62,7 @@ pub async fn start(worker: &Worker, request: &Request) -> Outcome {
     let base = base_url(worker, request)?;
     let settings = &worker.settings.login;
     let ttl = settings.login_ttl;
-    let (login, poll_secret) = blocking(&worker.store, move |s| {
+    let (login, poll_secret) = blocking(worker.store.clone(), move |s| {
         let poll_secret = random_token(32)?;
         let new = NewLogin {
             id: format!("lg_{}", random_token(18)?),
@@ -119,7 +119,7 @@ pub async fn poll(worker: &Worker, request: &Request, id: &str) -> Outcome {
     let id = login.id.clone();
     let key_ttl = worker.settings.login.key_ttl.as_millis() as i64;
     let machine = anonymous_machine(request);
-    let issued = blocking(&worker.store, move |s| {
+    let issued = blocking(worker.store.clone(), move |s| {
         Ok(s.issue_login_key(&id, key_ttl, &machine)?)
     })
     .await?;
@@ -148,7 +148,7 @@ pub async fn poll(worker: &Worker, request: &Request, id: &str) -> Outcome {
 pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
     let key_id = key.view.key_id;
     let user_id = key.view.user_id.clone();
-    let (record, user) = blocking(&worker.store, move |s| {
+    let (record, user) = blocking(worker.store.clone(), move |s| {
         let (record, _) = s.find_key(&key_id.to_string())?;
         let user = match &user_id {
             Some(user_id) => match s.get_user(user_id) {
@@ -190,7 +190,7 @@ pub async fn logout(worker: &Worker, request: &Request, key: Rc<CachedKey>) -> O
         Some(user_id) => format!("user:{user_id}"),
         None => format!("key:{key_id}"),
     };
-    blocking(&worker.store, move |s| {
+    blocking(worker.store.clone(), move |s| {
         let (record, _) = s.find_key(&key_id.to_string())?;
         if !is_login_key(&record.metadata) {
             return Err(ProxyError::NotALoginKey);

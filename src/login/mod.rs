@@ -15,7 +15,6 @@ mod pages;
 pub mod password;
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +23,8 @@ use serde_json::Value;
 
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
-use crate::manage::audit;
+use crate::manage::litellm::{query_pairs, query_value};
+use crate::manage::{audit, blocking, not_allowed};
 use crate::metrics::Route;
 use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};
@@ -32,7 +32,7 @@ use crate::proxy::keys::CachedKey;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::crypto::{fill_random, hex, sha256};
-use crate::store::{Login, Store, StoreError, now_ms};
+use crate::store::{Login, StoreError, now_ms};
 
 /// The cookie that ties a login's pages to the browser that opened it.
 const COOKIE: &str = "llm_proxy_login";
@@ -250,29 +250,10 @@ async fn route(
     }
 }
 
-fn not_allowed(method: &Method, allow: &str) -> Outcome {
-    Err(ProxyError::MethodNotAllowed {
-        method: method.clone(),
-        allow: allow.into(),
-    })
-}
-
-/// Runs a store (or provider) call on the blocking pool.
-async fn blocking<T, F>(store: &Arc<Store>, call: F) -> Result<T, ProxyError>
-where
-    F: FnOnce(&Store) -> Result<T, ProxyError> + Send + 'static,
-    T: Send + 'static,
-{
-    let store = store.clone();
-    monoio::spawn_blocking(move || call(&store))
-        .await
-        .map_err(|_| ProxyError::Internal("the sign-in task was cancelled".into()))?
-}
-
 /// The login `id`, if it exists and its flow is served.
 async fn load(worker: &Worker, id: &str) -> Result<Login, ProxyError> {
     let id = id.to_string();
-    let login = blocking(&worker.store, move |s| Ok(s.get_login(&id)?))
+    let login = blocking(worker.store.clone(), move |s| Ok(s.get_login(&id)?))
         .await?
         .ok_or(ProxyError::LoginNotFound)?;
     if login.legacy && !worker.settings.login.legacy_flow {
@@ -350,18 +331,6 @@ fn percent_decoded(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// The pairs of a query string or form body.
-fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(bytes).into_owned().collect()
-}
-
-fn form_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// Appends a sign-in event to the audit log: `actor` is `user:<id>` or

@@ -357,16 +357,17 @@ async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> A
 }
 
 /// Runs a store call on the blocking pool (writes fsync).
-async fn blocking<F>(store: Arc<Store>, call: F) -> Answer
+pub(crate) async fn blocking<T, F>(store: Arc<Store>, call: F) -> Result<T, ProxyError>
 where
-    F: FnOnce(&Store) -> Answer + Send + 'static,
+    F: FnOnce(&Store) -> Result<T, ProxyError> + Send + 'static,
+    T: Send + 'static,
 {
     monoio::spawn_blocking(move || call(&store))
         .await
         .map_err(|_| ProxyError::Internal("the store task was cancelled".into()))?
 }
 
-fn not_allowed(method: &Method, allow: &str) -> Answer {
+pub(crate) fn not_allowed<T>(method: &Method, allow: &str) -> Result<T, ProxyError> {
     Err(ProxyError::MethodNotAllowed {
         method: method.clone(),
         allow: allow.into(),

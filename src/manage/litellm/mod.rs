@@ -159,14 +159,15 @@ fn invalid(field: &str, message: impl Into<String>) -> ProxyError {
     }
 }
 
-/// A query string as name/value pairs.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+/// A query string (or an `application/x-www-form-urlencoded` body) as
+/// name/value pairs.
+pub(crate) fn query_pairs(query: impl AsRef<[u8]>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_ref())
+        .into_owned()
         .collect()
 }
 
-fn query_value<'q>(pairs: &'q [(String, String)], name: &str) -> Option<&'q str> {
+pub(crate) fn query_value<'q>(pairs: &'q [(String, String)], name: &str) -> Option<&'q str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
