@@ -62,6 +62,10 @@ struct FieldSummary {
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
+    /// A `Connection` option names a field the gateway owns.
+    connection_names_owned: bool,
+    /// A name like `Transfer_Encoding`: read as a framing field by some servers.
+    framing_lookalike: bool,
 }
 
 fn summarize(buf: &[u8], headers: &[(Span, Span)]) -> Result<FieldSummary, HeadError> {
@@ -95,8 +99,10 @@ fn summarize(buf: &[u8], headers: &[(Span, Span)]) -> Result<FieldSummary, HeadE
                 for token in tokens(value_bytes) {
                     summary.close |= token.eq_ignore_ascii_case(b"close");
                     summary.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    summary.connection_names_owned |= Field::of(token).is_owned();
                 }
             }
+            Field::FramingLookalike => summary.framing_lookalike = true,
             Field::Expect => {
                 summary.expect_continue = trim(value_bytes).eq_ignore_ascii_case(b"100-continue");
             }
@@ -156,6 +162,9 @@ pub enum Field {
     TransferEncoding,
     Upgrade,
     XRequestId,
+    /// `Content_Length` or `Transfer_Encoding`, any case: not a framing
+    /// field, but some servers read `_` as `-`.
+    FramingLookalike,
     /// Any other field.
     Other,
 }
@@ -185,9 +194,38 @@ impl Field {
         };
         if token_eq_lowercase(name, candidate) {
             field
+        } else if matches!(field, Field::ContentLength | Field::TransferEncoding)
+            && underscore_for_dash(name, candidate)
+        {
+            // Only names of these two lengths and first letters get here.
+            Field::FramingLookalike
         } else {
             Field::Other
         }
+    }
+
+    /// Fields whose meaning on the way upstream is the gateway's alone:
+    /// the framing (computed from what the gateway sends), `Host` and
+    /// `Authorization` (the provider's), `X-Request-ID` (the request's ID)
+    /// and `Expect` (answered by the gateway). No `Connection` option may
+    /// name them: the request is refused (RFC 9110 §7.6.1 forbids a sender
+    /// to name a field meant for every recipient; docs/errors.md).
+    pub fn is_owned(self) -> bool {
+        matches!(
+            self,
+            Field::ContentLength
+                | Field::TransferEncoding
+                | Field::FramingLookalike
+                | Field::Host
+                | Field::Authorization
+                | Field::XRequestId
+                | Field::Expect
+        )
+    }
+
+    /// The fields that frame a message body.
+    pub fn is_framing(self) -> bool {
+        matches!(self, Field::ContentLength | Field::TransferEncoding)
     }
 
     /// Hop-by-hop fields (RFC 9110 §7.6.1) that a proxy must not forward.
@@ -235,6 +273,20 @@ fn token_eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
         at += 8;
     }
     same(len - 8)
+}
+
+/// Whether `name` is `lower` (lowercase letters and `-`) with at least
+/// one `_` where `lower` has `-`, ignoring ASCII case.
+fn underscore_for_dash(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name.contains(&b'_')
+        && name.iter().zip(lower).all(|(&a, &b)| {
+            if b == b'-' {
+                a == b'-' || a == b'_'
+            } else {
+                a | 0x20 == b
+            }
+        })
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that a proxy must not forward.
@@ -302,6 +354,17 @@ impl RequestHead {
             })
             .collect();
         let summary = summarize(buf, &headers)?;
+        if summary.framing_lookalike {
+            return Err(HeadError::Malformed(
+                "a field named like Content-Length or Transfer-Encoding with '_' for '-'",
+            ));
+        }
+        if summary.connection_names_owned {
+            return Err(HeadError::Malformed(
+                "Connection may not name Content-Length, Transfer-Encoding, Host, \
+                 Authorization, Expect or X-Request-ID",
+            ));
+        }
         let framing = if summary.chunked {
             Framing::Chunked
         } else {
@@ -477,6 +540,74 @@ mod tests {
         assert!(matches!(request(sign), Err(HeadError::Malformed(_))));
         let absolute = b"GET http://x/ HTTP/1.1\r\n\r\n";
         assert!(matches!(request(absolute), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn connection_may_not_name_a_field_the_gateway_owns() {
+        for option in [
+            "content-length",
+            "Transfer-Encoding",
+            "HOST",
+            "authorization",
+            "x-request-id",
+            "Expect",
+            "content_length",
+            "keep-alive, Content-Length",
+        ] {
+            let raw =
+                format!("POST / HTTP/1.1\r\nConnection: {option}\r\nContent-Length: 3\r\n\r\n");
+            assert!(
+                matches!(request(raw.as_bytes()), Err(HeadError::Malformed(_))),
+                "{option}"
+            );
+        }
+        // Each of several Connection fields counts.
+        let two = b"POST / HTTP/1.1\r\nConnection: host\r\nConnection: close\r\n\r\n";
+        assert!(matches!(request(two), Err(HeadError::Malformed(_))));
+        // Hop-by-hop and unknown options are fine.
+        let fine = b"GET / HTTP/1.1\r\nConnection: keep-alive, te, upgrade, x-foo\r\n\r\n";
+        assert!(request(fine).is_ok());
+        // A response is not refused for it: the framing fields are kept.
+        let response =
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n";
+        let Parsed::Complete(head) = ResponseHead::parse(response).unwrap() else {
+            panic!("partial")
+        };
+        assert_eq!(head.framing(&http::Method::GET), Framing::Length(2));
+    }
+
+    #[test]
+    fn framing_lookalikes_are_refused() {
+        for name in [
+            "Transfer_Encoding",
+            "transfer_encoding",
+            "TRANSFER_ENCODING",
+            "Content_Length",
+            "content_length",
+        ] {
+            assert_eq!(
+                Field::of(name.as_bytes()),
+                Field::FramingLookalike,
+                "{name}"
+            );
+            let raw = format!("POST / HTTP/1.1\r\n{name}: 3\r\nContent-Length: 3\r\n\r\n");
+            assert!(
+                matches!(request(raw.as_bytes()), Err(HeadError::Malformed(_))),
+                "{name}"
+            );
+        }
+        for other in [
+            "Content_Type",
+            "content-length_",
+            "x_request_id",
+            "cache_control",
+        ] {
+            assert_ne!(
+                Field::of(other.as_bytes()),
+                Field::FramingLookalike,
+                "{other}"
+            );
+        }
     }
 
     #[test]

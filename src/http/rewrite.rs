@@ -1,9 +1,11 @@
 //! The heads the proxy sends on: the client's request head rewritten for
 //! the upstream, and the upstream's response head rewritten for the client.
-//! Hop-by-hop fields are dropped in both directions.
+//! Hop-by-hop fields are dropped in both directions; the framing fields are
+//! never taken from the client, and no `Connection` option removes them.
 
 use super::RequestHead;
 use super::ResponseHead;
+use super::body::Framing;
 use super::head::{Field, listed_in_connection};
 use super::io::{header, header_u64, push_u64};
 
@@ -20,11 +22,18 @@ pub struct Upstream<'a> {
     /// Replaces the client's request target (a routed request's endpoint).
     pub target: Option<&'a [u8]>,
     /// The length of a body rewritten by the proxy: sent as
-    /// `Content-Length` instead of the client's framing fields.
+    /// `Content-Length` instead of the client's body's framing.
     pub body_length: Option<usize>,
 }
 
 /// Writes the head sent upstream for `head` (parsed from `buf`).
+///
+/// The framing is the proxy's own, from what it sends: `Content-Length`
+/// of the body it rewrote or of the client's length-delimited body,
+/// `Transfer-Encoding: chunked` for a chunked body (relayed with its chunk
+/// boundaries, see `BodyTracker::relay`), `Content-Length: 0` for a method
+/// that defines content sent without any. The client's framing fields,
+/// `Host`, `Authorization`, `Expect` and `X-Request-ID` are never copied.
 pub fn write_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -42,12 +51,10 @@ pub fn write_request_head(
     for (name, value) in &head.headers {
         let name = name.of(buf);
         let field = Field::of(name);
-        let replaced = matches!(
-            field,
-            Field::Host | Field::Authorization | Field::Expect | Field::XRequestId
-        ) || (upstream.body_length.is_some()
-            && matches!(field, Field::ContentLength | Field::TransferEncoding));
-        if replaced || field.is_hop_by_hop() || listed_in_connection(buf, head.connection, name) {
+        if field.is_owned()
+            || field.is_hop_by_hop()
+            || listed_in_connection(buf, head.connection, name)
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -60,8 +67,18 @@ pub fn write_request_head(
         out.extend_from_slice(upstream.authorization);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(length) = upstream.body_length {
-        header_u64(out, "Content-Length", length as u64);
+    match (upstream.body_length, head.framing) {
+        (Some(length), _) => header_u64(out, "Content-Length", length as u64),
+        (None, Framing::Length(length)) => header_u64(out, "Content-Length", length),
+        (None, Framing::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        (None, Framing::Empty | Framing::UntilClose) => {
+            if matches!(
+                head.method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            ) {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
     }
     out.extend_from_slice(b"X-Request-ID: ");
     out.extend_from_slice(request_id.as_bytes());
@@ -91,8 +108,10 @@ pub fn write_client_head(
     for (name, value) in &head.headers {
         let name = name.of(buf);
         let field = Field::of(name);
+        // The framing stays whatever the upstream's `Connection` names: the
+        // client reads the body as the proxy relays it.
         if field.is_hop_by_hop()
-            || listed_in_connection(buf, head.connection, name)
+            || (!field.is_framing() && listed_in_connection(buf, head.connection, name))
             || (dechunk && field == Field::TransferEncoding)
         {
             continue;
@@ -170,9 +189,66 @@ Expect: 100-continue\r\nX-Request-ID: theirs\r\nTE: trailers\r\nContent-Length: 
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /openai/v1/chat/completions?x=1 HTTP/1.1\r\nHost: api.example.com\r\n\
-Content-Type: application/json\r\nContent-Length: 2\r\nAuthorization: Bearer sk-up\r\n\
+Content-Type: application/json\r\nAuthorization: Bearer sk-up\r\nContent-Length: 2\r\n\
 X-Request-ID: req-1\r\n\r\n"
         );
+    }
+
+    fn upstream_head(raw: &[u8], body_length: Option<usize>) -> String {
+        let Ok(Parsed::Complete(head)) = RequestHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let upstream = Upstream {
+            base_path: "",
+            authority: "up",
+            authorization: b"Bearer sk-up",
+            target: None,
+            body_length,
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, raw, &head, &upstream, "r");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_framing_sent_upstream_is_the_proxys_own() {
+        // The client's spelling of its framing is not copied: the proxy
+        // writes the framing of what it sends.
+        let chunked = b"POST /v1/x HTTP/1.1\r\nHost: a\r\ntransfer-encoding:  CHUNKED \r\n\r\n";
+        assert_eq!(
+            upstream_head(chunked, None),
+            "POST /v1/x HTTP/1.1\r\nHost: up\r\nAuthorization: Bearer sk-up\r\n\
+Transfer-Encoding: chunked\r\nX-Request-ID: r\r\n\r\n"
+        );
+        let twice =
+            b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\nContent-Length: 7\r\n\r\n";
+        assert_eq!(
+            upstream_head(twice, None),
+            "POST /v1/x HTTP/1.1\r\nHost: up\r\nAuthorization: Bearer sk-up\r\n\
+Content-Length: 7\r\nX-Request-ID: r\r\n\r\n"
+        );
+        // A rewritten body has its own length, whatever the client's framing.
+        assert!(upstream_head(chunked, Some(12)).contains("\r\nContent-Length: 12\r\n"));
+        assert!(!upstream_head(chunked, Some(12)).contains("chunked"));
+        // No body: a POST says so, a GET says nothing.
+        let empty_post = b"POST /v1/x HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(upstream_head(empty_post, None).contains("\r\nContent-Length: 0\r\n"));
+        let get = b"GET /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        assert!(!upstream_head(get, None).contains("Content-Length"));
+    }
+
+    #[test]
+    fn an_upstream_connection_option_never_removes_the_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding, x-a\r\n\
+Content-Length: 2\r\nX-A: 1\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = ResponseHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let mut out = Vec::new();
+        write_client_head(&mut out, raw, &head, &stamp("r", (1, 2)), false, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nContent-Length: 2\r\n"), "{text}");
+        assert!(!text.contains("X-A"), "{text}");
     }
 
     #[test]
