@@ -1,9 +1,12 @@
 //! Message body framing: how long a body is, and an incremental decoder for
 //! `Transfer-Encoding: chunked` that tells where a chunked body ends.
 //!
-//! The proxy forwards chunked bodies byte for byte (no re-encoding), so the
-//! decoder's main job is framing: it finds the end of the message so that the
-//! connection can be reused, and counts the payload bytes for size limits.
+//! The proxy forwards chunked bodies with their chunk boundaries (no
+//! re-encoding), so the decoder's main job is framing: it finds the end of
+//! the message so that the connection can be reused, and counts the payload
+//! bytes for size limits. A chunked request body goes upstream without its
+//! chunk extensions and trailer fields (`BodyTracker::relay`): what the
+//! upstream reads is exactly what the proxy parsed, ending in `0\r\n\r\n`.
 
 /// How the length of a message body is determined (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub enum ChunkError {
     LineTooLong,
     #[error("missing CRLF after chunk data")]
     MissingCrlf,
+    #[error("control character in a chunk extension or trailer field")]
+    ControlCharacter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +95,35 @@ impl ChunkedDecoder {
     pub fn feed(
         &mut self,
         input: &[u8],
-        mut on_data: impl FnMut(&[u8]),
+        on_data: impl FnMut(&[u8]),
     ) -> Result<Option<usize>, ChunkError> {
+        self.feed_wire(input, on_data, &mut ())
+    }
+
+    /// `feed` that also appends to `wire` the bytes to send on: all of
+    /// them but chunk extensions and trailer field lines, so that the body
+    /// ends in `0\r\n\r\n` whatever came after the last chunk's size.
+    pub fn feed_wire(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+        wire: &mut impl Wire,
+    ) -> Result<Option<usize>, ChunkError> {
+        // Start of the run of bytes kept for the wire.
+        let mut kept = 0;
         let mut i = 0;
         while i < input.len() {
             let byte = input[i];
+            let dropped = match self.state {
+                State::Size => matches!(byte, b';' | b' ' | b'\t'),
+                State::Extension | State::TrailerStart => byte != b'\r',
+                State::TrailerLine | State::TrailerLf => true,
+                _ => false,
+            };
+            if dropped {
+                wire.keep(&input[kept..i]);
+                kept = i + 1;
+            }
             match self.state {
                 State::Size => match byte {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -120,6 +149,8 @@ impl ChunkedDecoder {
                     }
                     if byte == b'\r' {
                         self.state = State::SizeLf;
+                    } else if is_control(byte) {
+                        return Err(ChunkError::ControlCharacter);
                     }
                 }
                 State::SizeLf => {
@@ -161,6 +192,8 @@ impl ChunkedDecoder {
                 State::TrailerStart => {
                     self.state = if byte == b'\r' {
                         State::FinalLf
+                    } else if is_control(byte) {
+                        return Err(ChunkError::ControlCharacter);
                     } else {
                         self.line_len = 1;
                         State::TrailerLine
@@ -173,6 +206,8 @@ impl ChunkedDecoder {
                     }
                     if byte == b'\r' {
                         self.state = State::TrailerLf;
+                    } else if is_control(byte) {
+                        return Err(ChunkError::ControlCharacter);
                     }
                 }
                 State::TrailerLf => {
@@ -186,17 +221,47 @@ impl ChunkedDecoder {
                         return Err(ChunkError::MissingCrlf);
                     }
                     self.state = State::Done;
+                    wire.keep(&input[kept..=i]);
                     return Ok(Some(i + 1));
                 }
-                State::Done => return Ok(Some(i)),
+                State::Done => {
+                    wire.keep(&input[kept..i]);
+                    return Ok(Some(i));
+                }
             }
             i += 1;
         }
+        wire.keep(&input[kept..]);
         Ok(if self.state == State::Done {
             Some(i)
         } else {
             None
         })
+    }
+}
+
+/// A byte no chunk extension or trailer field may hold: a control
+/// character other than horizontal tab (a bare LF there is read as a line
+/// end by some servers).
+fn is_control(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+/// Where `ChunkedDecoder::feed_wire` puts the bytes it keeps.
+pub trait Wire {
+    fn keep(&mut self, bytes: &[u8]);
+}
+
+/// Keeps nothing: the decoder only finds the end of the body.
+impl Wire for () {
+    #[inline(always)]
+    fn keep(&mut self, _: &[u8]) {}
+}
+
+impl Wire for Vec<u8> {
+    #[inline]
+    fn keep(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
     }
 }
 
@@ -250,6 +315,28 @@ impl BodyTracker {
             _ => {
                 let taken = self.advance(input)?;
                 tap(&input[..taken]);
+                Ok(taken)
+            }
+        }
+    }
+
+    /// `advance` that also appends to `out` the bytes to send on, and hands
+    /// the payload bytes (de-chunked) to `tap`: a length-delimited body as
+    /// it came, a chunked one without chunk extensions and trailer fields.
+    pub fn relay(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        mut tap: impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
+        match self {
+            Self::Chunked(decoder) => {
+                Ok(decoder.feed_wire(input, tap, out)?.unwrap_or(input.len()))
+            }
+            _ => {
+                let taken = self.advance(input)?;
+                tap(&input[..taken]);
+                out.extend_from_slice(&input[..taken]);
                 Ok(taken)
             }
         }
@@ -321,6 +408,66 @@ mod tests {
             decode_all(&[b"ffffffffffffffff\r\n"]),
             Err(ChunkError::BadSize)
         );
+    }
+
+    /// Relays `parts` in order through one tracker; returns what goes on
+    /// the wire and the payload.
+    fn relay_all(parts: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
+        let mut tracker = BodyTracker::new(Framing::Chunked);
+        let (mut wire, mut payload) = (Vec::new(), Vec::new());
+        for part in parts {
+            let taken = tracker.relay(part, &mut wire, |data| payload.extend_from_slice(data))?;
+            if tracker.is_done() {
+                assert_eq!(&part[taken..], b"NEXT");
+            }
+        }
+        assert!(tracker.is_done());
+        Ok((wire, payload))
+    }
+
+    #[test]
+    fn relayed_chunked_body_loses_extensions_and_trailers() {
+        let message: &[u8] = b"5 ;a=1\r\nhello\r\n7;b=\"x y\"\r\n, world\r\n0;last\r\n\
+Authorization: Bearer sk-x\r\nContent-Length: 99\r\n\r\nNEXT";
+        let expected: &[u8] = b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        // Whole, and split at every byte (a read can end anywhere).
+        assert_eq!(
+            relay_all(&[message]).unwrap(),
+            (expected.to_vec(), b"hello, world".to_vec())
+        );
+        for split in 1..message.len() - 4 {
+            let (a, b) = message.split_at(split);
+            let (wire, payload) = relay_all(&[a, b]).unwrap();
+            assert_eq!(wire, expected, "split {split}");
+            assert_eq!(payload, b"hello, world");
+        }
+        // Without trailers or extensions: byte for byte.
+        let plain: &[u8] = b"3\r\nabc\r\n0\r\n\r\nNEXT";
+        assert_eq!(relay_all(&[plain]).unwrap().0, &plain[..plain.len() - 4]);
+        // A length-delimited body: as it came, up to its end.
+        let mut tracker = BodyTracker::new(Framing::Length(3));
+        let mut wire = Vec::new();
+        assert_eq!(tracker.relay(b"abcNEXT", &mut wire, |_| {}).unwrap(), 3);
+        assert_eq!(wire, b"abc");
+    }
+
+    #[test]
+    fn control_characters_in_extensions_and_trailers_are_refused() {
+        // A bare LF ends a line for some servers: never let one through.
+        for bad in [
+            &b"3;a\nb\r\nabc\r\n0\r\n\r\n"[..],
+            b"3;a\x00\r\nabc\r\n0\r\n\r\n",
+            b"0\r\nX: a\nContent-Length: 5\r\n\r\n",
+            b"0\r\n\nX: 1\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode_all(&[bad]),
+                Err(ChunkError::ControlCharacter),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(decode_all(&[b"3;a=\"\tb\"\r\nabc\r\n0\r\nX: \t1\r\n\r\n"]).is_ok());
     }
 
     #[test]

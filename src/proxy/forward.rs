@@ -94,9 +94,8 @@ pub async fn forward(
     } else {
         // Body bytes that came with the head go out in the same write.
         let window = &conn.buf[head.len..];
-        let taken = advance(&mut body, window, exchange).map_err(chunk_error)?;
+        let taken = relay_body(&mut body, window, &mut conn.out, exchange).map_err(chunk_error)?;
         check_chunked_limit(worker, &body)?;
-        conn.out.extend_from_slice(&window[..taken]);
         if body.is_done() {
             conn.buf.drain(head.len..head.len + taken);
             exchange.body_done = true;
@@ -284,10 +283,9 @@ async fn stream_body(
             }
         }
         let window = &conn.buf[head.len..];
-        let taken = advance(body, window, exchange).map_err(chunk_error)?;
-        check_chunked_limit(worker, body)?;
         chunk.clear();
-        chunk.extend_from_slice(&window[..taken]);
+        let taken = relay_body(body, window, &mut chunk, exchange).map_err(chunk_error)?;
+        check_chunked_limit(worker, body)?;
         let done = body.is_done();
         if done {
             // Anything after the body is the client's next request.
@@ -295,9 +293,12 @@ async fn stream_body(
         } else {
             conn.buf.truncate(head.len);
         }
-        let (result, returned) = upstream.write_all(chunk).await;
-        chunk = returned;
-        result.map_err(ProxyError::UpstreamIo)?;
+        // (A read of trailer fields alone leaves nothing to send.)
+        if !chunk.is_empty() {
+            let (result, returned) = upstream.write_all(chunk).await;
+            chunk = returned;
+            result.map_err(ProxyError::UpstreamIo)?;
+        }
         if done {
             exchange.body_done = true;
             conn.relay = chunk;
@@ -350,16 +351,18 @@ async fn read_response_head(
     }
 }
 
-/// Accounts for request body bytes, showing the payload to the request
-/// capture when there is one (events with bodies).
-fn advance(
+/// Accounts for request body bytes and appends what goes upstream to
+/// `out` (a chunked body without extensions and trailer fields), showing
+/// the payload to the request capture when there is one (events with bodies).
+fn relay_body(
     body: &mut BodyTracker,
     window: &[u8],
+    out: &mut Vec<u8>,
     exchange: &mut Exchange,
 ) -> Result<usize, crate::http::body::ChunkError> {
     match exchange.record.request.as_mut() {
-        Some(capture) => body.advance_tapped(window, |data| capture.feed(data)),
-        None => body.advance(window),
+        Some(capture) => body.relay(window, out, |data| capture.feed(data)),
+        None => body.relay(window, out, |_| {}),
     }
 }
 
