@@ -133,8 +133,10 @@ pub async fn relay(
             exchange.record.first_byte_ns = Some(unix_nanos());
         }
         if dechunk {
-            take_body(&mut body, &buf[..n], true, &mut conn.out, &mut taps)
+            let taken = take_body(&mut body, &buf[..n], true, &mut conn.out, &mut taps)
                 .map_err(protocol_error)?;
+            // Bytes after the last chunk: the upstream is out of step.
+            reusable &= taken == n;
             if !conn.send_out().await {
                 return Err(ProxyError::ClientGone);
             }
@@ -177,7 +179,14 @@ pub async fn relay(
             exchange.record.cache = CacheStatus::Stored;
         }
     }
-    if reusable && body.is_done() {
+    // The one place an upstream connection goes back to the pool: only after
+    // an exchange that ended exactly at a message boundary on both sides,
+    // the request sent whole as framed (forward sends the rest of the body
+    // before it waits for the answer, and drops the connection when the
+    // client or its body fails midway) and the response read to its end
+    // and not a byte further. Any other way out of here drops, and so
+    // closes, the connection.
+    if reusable && body.is_done() && exchange.body_done {
         worker.pool.borrow_mut().put(
             &destination.slot,
             stream,
