@@ -179,14 +179,15 @@ async fn pass_through(
     let upstream_auth = auth::project_upstream_auth(key)?;
     let consult = cached::consult(worker, head, &conn.buf);
     let route = match route::route(worker, head, &conn.buf) {
+        Ok(found) => Ok(found),
         // A `HEAD` the provider does not take may still be answered from
         // the cache (from `GET`'s entry); it is never sent upstream.
-        Err(ProxyError::MethodNotAllowed { .. })
+        Err(error @ ProxyError::MethodNotAllowed { .. })
             if head.method == http::Method::HEAD && consult.is_some() =>
         {
-            None
+            Err(error)
         }
-        route => Some(route?),
+        Err(error) => return Err(error),
     };
     let limit = worker.settings.limits.max_body_bytes;
     if let Framing::Length(length) = head.framing
@@ -225,9 +226,7 @@ async fn pass_through(
     {
         return Ok(());
     }
-    let Some((index, provider)) = route else {
-        return route::route(worker, head, &conn.buf).map(drop);
-    };
+    let (index, provider) = route?;
     // The body read already goes out with the client's own request target.
     let target = body.map(|_| head.target.of(&conn.buf).to_vec());
     let destination = forward::Destination {
