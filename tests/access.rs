@@ -72,8 +72,10 @@ fn send(proxy: &Proxy, mock: &Mock, request: Req) -> (Response, bool) {
     (response, reached)
 }
 
-/// Sends each request; every one must be refused with `status` and `code`
-/// and none may reach the mock. Reports all that did not hold at once.
+/// Sends each request; every one must be refused with the `(status, code)`
+/// that `expected` gives for its label (the entry labelled `""` for the
+/// others) and none may reach the mock. Reports all that did not hold at
+/// once.
 #[track_caller]
 fn assert_all_refused<L: AsRef<str>>(
     proxy: &Proxy,
