@@ -189,13 +189,9 @@ fn authorize(
 }
 
 /// The models a key may use, given its own list and its user's (empty:
-/// no restriction).
+/// no restriction), by the rule the request path applies.
 pub(crate) fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
-    match (key.is_empty(), user.is_empty()) {
-        (true, _) => user.to_vec(),
-        (false, true) => key.to_vec(),
-        (false, false) => key.iter().filter(|m| user.contains(m)).cloned().collect(),
-    }
+    proxy::auth::Allowlist::new(key, user).models()
 }
 
 /// Whether the request carries the master key.

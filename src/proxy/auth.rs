@@ -1,6 +1,7 @@
 //! Phase 1, authenticate: the client's virtual key from `Authorization`,
-//! checked against the worker's key cache (backed by the store); then,
-//! once the request is routed, `admit` charges it to the key's quota.
+//! checked against the worker's key cache (backed by the store); the
+//! models it may use (`Allowlist`); then, once the request is routed and
+//! checked, `admit` charges it to the key's quota.
 
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use super::keys::CachedKey;
 use super::quota::Draw;
 use crate::http::RequestHead;
 use crate::server::worker::Worker;
-use crate::store::{Grant, now_ms};
+use crate::store::{Grant, KeyView, now_ms};
 
 /// The key in `Authorization: Bearer <key>`, if the header has that shape.
 pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
@@ -62,6 +63,48 @@ pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
         // Active but without a provider key: a key made without a project.
         None if key.view.project_active => Err(ProxyError::KeyWithoutProject),
         _ => Err(ProxyError::ProjectInactive),
+    }
+}
+
+/// The models a key may use: its own `models` list and its user's. An
+/// empty list restricts nothing; a model must be in every list that is not
+/// empty. The one statement of this rule, for the request path and for the
+/// listings that show a key its models.
+#[derive(Clone, Copy)]
+pub struct Allowlist<'a> {
+    key: &'a [String],
+    user: &'a [String],
+}
+
+impl<'a> Allowlist<'a> {
+    pub fn new(key: &'a [String], user: &'a [String]) -> Self {
+        Self { key, user }
+    }
+
+    pub fn of(view: &'a KeyView) -> Self {
+        Self::new(&view.models, &view.user_models)
+    }
+
+    /// Whether any list restricts the key at all.
+    pub fn is_restricted(self) -> bool {
+        !self.key.is_empty() || !self.user.is_empty()
+    }
+
+    pub fn allows(self, model: &str) -> bool {
+        [self.key, self.user]
+            .iter()
+            .all(|list| list.is_empty() || list.iter().any(|m| m == model))
+    }
+
+    /// The models allowed, in the order of the key's list (the user's when
+    /// the key has none); empty when nothing is restricted.
+    pub fn models(self) -> Vec<String> {
+        let listed = if self.key.is_empty() {
+            self.user
+        } else {
+            self.key
+        };
+        listed.iter().filter(|m| self.allows(m)).cloned().collect()
     }
 }
 
@@ -118,6 +161,27 @@ pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowlists() {
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let (a, ab, b, none) = (list(&["a"]), list(&["a", "b"]), list(&["b"]), list(&[]));
+        let open = Allowlist::new(&none, &none);
+        assert!(!open.is_restricted() && open.allows("x") && open.models().is_empty());
+        let key = Allowlist::new(&ab, &none);
+        assert!(key.is_restricted() && key.allows("b") && !key.allows("c"));
+        assert_eq!(key.models(), ab);
+        let user = Allowlist::new(&none, &a);
+        assert!(user.is_restricted() && user.allows("a") && !user.allows("b"));
+        assert_eq!(user.models(), a);
+        let both = Allowlist::new(&ab, &b);
+        assert!(both.allows("b") && !both.allows("a"));
+        assert_eq!(both.models(), b);
+        // Lists with nothing in common leave nothing, and restrict everything.
+        let disjoint = Allowlist::new(&a, &b);
+        assert!(disjoint.is_restricted() && !disjoint.allows("a") && !disjoint.allows("b"));
+        assert!(disjoint.models().is_empty());
+    }
 
     #[test]
     fn bearer_parsing() {

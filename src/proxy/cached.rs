@@ -1,13 +1,14 @@
 //! The response cache on the request path: decide from the head whether
 //! the cache applies (costing nothing when it does not), look the request
 //! up, and answer a hit from the worker's shard without touching the
-//! upstream. A hit still authenticates and counts toward the key's limits.
-//! A miss leaves what storing needs in `exchange.cache` for the relay.
+//! upstream. A lookup comes after `proxy::authorize`: a hit has passed the
+//! same allowlist, budget and `max_requests` checks as a request sent
+//! upstream. A miss leaves what storing needs in `exchange.cache` for the
+//! relay.
 
 use std::time::Instant;
 
 use super::Exchange;
-use super::auth;
 use super::error::ProxyError;
 use super::keys::CachedKey;
 use super::record::CacheStatus;
@@ -37,53 +38,8 @@ pub fn consult(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Option<Consul
     )
 }
 
-/// A pass-through request the cache applies to: its body is read (it is
-/// part of the key), then it is answered from the cache or sent on.
-pub async fn pass_through(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
-    key: &CachedKey,
-    consult: Consult,
-    exchange: &mut Exchange,
-) -> Result<(), ProxyError> {
-    let body = if head.has_body() {
-        let limits = &worker.settings.limits;
-        let body = conn
-            .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
-            .await?;
-        exchange.body_done = true;
-        Some(body)
-    } else {
-        None
-    };
-    let served = lookup(
-        worker,
-        conn,
-        head,
-        key,
-        consult,
-        body.as_deref().unwrap_or_default(),
-        exchange,
-        Admission::Pending,
-    )
-    .await?;
-    if served {
-        return Ok(());
-    }
-    super::pass_through(worker, conn, head, key, body.as_deref(), exchange).await
-}
-
-/// Whether a hit must still be admitted (`auth::admit`), or was already.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Pending,
-    Done,
-}
-
 /// Looks the request up; on a hit writes the stored answer and returns
 /// `true`. On a miss, leaves the miss in `exchange.cache` for the relay.
-#[allow(clippy::too_many_arguments)]
 pub async fn lookup(
     worker: &Worker,
     conn: &mut ClientConn,
@@ -92,7 +48,6 @@ pub async fn lookup(
     consult: Consult,
     body: &[u8],
     exchange: &mut Exchange,
-    admission: Admission,
 ) -> Result<bool, ProxyError> {
     let view = &key.view;
     let request = Request::new(
@@ -118,11 +73,6 @@ pub async fn lookup(
         exchange.cache = Some(Box::new(miss));
         return Ok(false);
     };
-    if admission == Admission::Pending {
-        // The key must be able to use its project, as it would upstream.
-        auth::project_upstream_auth(key)?;
-        auth::admit(worker, key).await?;
-    }
     exchange.close |= !head.keep_alive || worker.draining();
     let reply = HitReply {
         request_id: exchange.request_id.as_str(),

@@ -46,7 +46,8 @@ pub enum ProxyError {
     /// A field of a JSON body is wrong; `field` is its path.
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
-    #[error("this API key cannot use model {0:?}")]
+    /// Refused by a key's (or its user's) `models` allowlist; says why.
+    #[error("{0}")]
     ModelAccessDenied(String),
     #[error("budget exceeded: {0}")]
     BudgetExceeded(String),

@@ -1,5 +1,6 @@
 //! The request path, as phases that read top to bottom:
-//! read head (server::conn) → authenticate → route → forward → relay → finish.
+//! read head (server::conn) → authenticate → plan (route) → authorize →
+//! cache → forward → relay → finish.
 //! `finish` runs exactly once per request, whatever happened before it, and
 //! is the only place where a failure is rendered and logged.
 
@@ -28,6 +29,7 @@ use crate::http::{Framing, RequestHead};
 use crate::metrics;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
+use crate::store;
 use crate::upstream::Slot;
 
 /// What one request/response exchange has done so far.
@@ -66,6 +68,10 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     finish(worker, conn, head, exchange, result).await
 }
 
+/// The phases every request goes through, decided here once:
+/// authenticate → the path in normal form → plan (routed to a registered
+/// model, or the pass-through) → `authorize` (allowlists, budgets,
+/// `max_requests`) → cache → forward → relay.
 async fn proxy(
     worker: &Worker,
     conn: &mut ClientConn,
@@ -75,37 +81,152 @@ async fn proxy(
     let key = auth::authenticate(worker, head, &conn.buf)?;
     exchange.record.key = Some(key.clone());
     event::want_bodies(worker, exchange);
-    if let Some(endpoint) = routed::endpoint(head, head.path(&conn.buf))
+    let path = head.path(&conn.buf);
+    route::check_path(path)?;
+    if let Some(endpoint) = routed::endpoint(head, path)
         && routed::active(worker)?
     {
         return routed::handle(worker, conn, head, &key, endpoint, exchange).await;
     }
-    if let Some(consult) = cached::consult(worker, head, &conn.buf) {
-        return cached::pass_through(worker, conn, head, &key, consult, exchange).await;
-    }
     pass_through(worker, conn, head, &key, None, exchange).await
 }
 
-/// To the key's project's provider, with the client's body streamed as it
-/// arrives, or with `body` when it has been read already (a routed
-/// request for a model that is not registered).
+/// What a request names as its model, for the allowlists.
+#[derive(Clone, Copy)]
+enum Named<'a> {
+    /// The `model` of its JSON body, as the upstream will read it.
+    Model(&'a str),
+    /// Nothing: it has no body.
+    Nothing,
+    /// Not known: a body that was not read, is not a JSON object, or has no
+    /// plain string `model`.
+    Unknown,
+}
+
+impl<'a> Named<'a> {
+    fn in_body(body: &'a [u8]) -> Self {
+        match fields::RoutingFields::parse(body) {
+            Ok(Some(fields)) => Named::Model(fields.model),
+            _ => Named::Unknown,
+        }
+    }
+}
+
+/// The checks between the plan and the answer, the same for every request
+/// that may reach an upstream or be answered from the cache, in this order:
+/// the key's and its user's `models` allowlists, their budgets, then
+/// `max_requests` (which charges the request). A key with an allowlist may
+/// send a body only when it names an allowed model. Returns the spend the
+/// budget check saw.
+async fn authorize(
+    worker: &Worker,
+    key: &keys::CachedKey,
+    named: Named<'_>,
+) -> Result<store::Spend, ProxyError> {
+    let allowlist = auth::Allowlist::of(&key.view);
+    match named {
+        Named::Model(model) if !allowlist.allows(model) => {
+            return Err(ProxyError::ModelAccessDenied(format!(
+                "this API key cannot use model {model:?}"
+            )));
+        }
+        Named::Unknown if allowlist.is_restricted() => {
+            return Err(ProxyError::ModelAccessDenied(
+                "this API key may use only some models: a request body must be a JSON object \
+                 naming one of them in \"model\""
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    let spend = routed::check_budgets(worker, &key.view)?;
+    auth::admit(worker, key).await?;
+    Ok(spend)
+}
+
+/// Reads the request's whole body (up to `MAX_REQUEST_SIZE`) for a decision
+/// that needs it; the request's event gets it too, when it keeps bodies.
+async fn read_body(
+    worker: &Worker,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    exchange: &mut Exchange,
+) -> Result<Vec<u8>, ProxyError> {
+    let limits = &worker.settings.limits;
+    let body = conn
+        .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
+        .await?;
+    exchange.body_done = true;
+    if let Some(capture) = exchange.record.request.as_mut() {
+        capture.feed(&body);
+    }
+    Ok(body)
+}
+
+/// To the key's project's provider. The client's body streams upstream as
+/// it arrives, unless a decision needs it first: the cache key, or the
+/// model a restricted key names. `read` is the body (and the model it
+/// names) when routing has read it already (a model that is not
+/// registered).
 async fn pass_through(
     worker: &Worker,
     conn: &mut ClientConn,
     head: &RequestHead,
     key: &keys::CachedKey,
-    body: Option<&[u8]>,
+    read: Option<(&[u8], Option<&str>)>,
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
     let upstream_auth = auth::project_upstream_auth(key)?;
-    let (index, provider) = route::route(worker, head, &conn.buf)?;
+    let consult = cached::consult(worker, head, &conn.buf);
+    let route = match route::route(worker, head, &conn.buf) {
+        Ok(found) => Ok(found),
+        // A `HEAD` the provider does not take may still be answered from
+        // the cache (from `GET`'s entry); it is never sent upstream.
+        Err(error @ ProxyError::MethodNotAllowed { .. })
+            if head.method == http::Method::HEAD && consult.is_some() =>
+        {
+            Err(error)
+        }
+        Err(error) => return Err(error),
+    };
     let limit = worker.settings.limits.max_body_bytes;
     if let Framing::Length(length) = head.framing
         && length > limit
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    auth::admit(worker, key).await?;
+    let restricted = auth::Allowlist::of(&key.view).is_restricted();
+    let owned;
+    let (body, named) = match read {
+        Some((body, model)) => (Some(body), model.map_or(Named::Unknown, Named::Model)),
+        None if !head.has_body() => (None, Named::Nothing),
+        None if restricted || consult.is_some() => {
+            owned = read_body(worker, conn, head, exchange).await?;
+            let named = if restricted {
+                Named::in_body(&owned)
+            } else {
+                Named::Unknown
+            };
+            (Some(owned.as_slice()), named)
+        }
+        None => (None, Named::Unknown),
+    };
+    authorize(worker, key, named).await?;
+    if let Some(consult) = consult
+        && cached::lookup(
+            worker,
+            conn,
+            head,
+            key,
+            consult,
+            body.unwrap_or_default(),
+            exchange,
+        )
+        .await?
+    {
+        return Ok(());
+    }
+    let (index, provider) = route?;
     // The body read already goes out with the client's own request target.
     let target = body.map(|_| head.target.of(&conn.buf).to_vec());
     let destination = forward::Destination {

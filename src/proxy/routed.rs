@@ -1,5 +1,6 @@
 //! A request for a registered model: read the body, find the model's
-//! deployments, check that the key may use the model and can still pay,
+//! deployments, check that the key may use the model and can still pay
+//! (`proxy::authorize`),
 //! rewrite the body for the deployment drawn, forward (on to another
 //! deployment when one fails before anything reached the client), relay
 //! while reading the token usage, and charge what it cost.
@@ -11,8 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::Exchange;
-use super::auth;
-use super::cached::{self, Admission};
+use super::cached;
 use super::error::ProxyError;
 use super::fields::{self, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
@@ -56,14 +56,7 @@ pub async fn handle(
     endpoint: &'static [u8],
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    let limits = &worker.settings.limits;
-    let body = conn
-        .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
-        .await?;
-    exchange.body_done = true;
-    if let Some(capture) = exchange.record.request.as_mut() {
-        capture.feed(&body);
-    }
+    let body = super::read_body(worker, conn, head, exchange).await?;
     let fields = RoutingFields::parse(&body)?;
     let requested = fields.as_ref().map(|f| f.model);
     exchange.record.model = requested.map(Into::into);
@@ -86,22 +79,15 @@ pub async fn handle(
                 },
             });
         }
-        if let Some(consult) = cached::consult(worker, head, &conn.buf) {
-            let admission = Admission::Pending;
-            if cached::lookup(worker, conn, head, key, consult, &body, exchange, admission).await? {
-                return Ok(());
-            }
-        }
-        return super::pass_through(worker, conn, head, key, Some(&body), exchange).await;
+        // The body goes as it came: the model checked is the one it names.
+        return super::pass_through(worker, conn, head, key, Some((&body, requested)), exchange)
+            .await;
     };
-    check_model_access(&key.view, name)?;
-    let spend = check_budgets(worker, &key.view)?;
-    auth::admit(worker, key).await?;
-    if let Some(consult) = cached::consult(worker, head, &conn.buf) {
-        let admission = Admission::Done;
-        if cached::lookup(worker, conn, head, key, consult, &body, exchange, admission).await? {
-            return Ok(());
-        }
+    let spend = super::authorize(worker, key, super::Named::Model(name)).await?;
+    if let Some(consult) = cached::consult(worker, head, &conn.buf)
+        && cached::lookup(worker, conn, head, key, consult, &body, exchange).await?
+    {
+        return Ok(());
     }
 
     let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
@@ -190,20 +176,10 @@ fn is_upstream_failure(error: &ProxyError) -> bool {
     )
 }
 
-/// The key (and its user) must be allowed the model.
-fn check_model_access(view: &KeyView, name: &str) -> Result<(), ProxyError> {
-    let allowed = |list: &[String]| list.is_empty() || list.iter().any(|m| m == name);
-    if allowed(&view.models) && allowed(&view.user_models) {
-        Ok(())
-    } else {
-        Err(ProxyError::ModelAccessDenied(name.to_string()))
-    }
-}
-
 /// Refuses a key (or user) at or over its budget; returns what was spent.
 /// The ledger's figure, plus what this worker has not reported yet; other
 /// workers' unreported spend (at most a second's worth) is not seen.
-fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
+pub(super) fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
     if view.max_budget.is_none() && view.user_max_budget.is_none() {
         return Ok(Spend::default());
     }
