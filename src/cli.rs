@@ -23,6 +23,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway.
+    #[command(
+        after_help = "The management API (/manage/*, the LiteLLM-style key, model, credential \
+        and user endpoints) is on when MANAGEMENT_TOKEN is set, in the environment or the --config \
+        file: any non-empty token; one shorter than 16 characters is accepted with a warning."
+    )]
     Server(ServerArgs),
     /// Write the .env, initialise the store, create a first project and token.
     Setup(SetupArgs),
@@ -136,7 +141,8 @@ pub struct SetupArgs {
     /// Provider (OpenAI) API key of the first project
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_key: Option<String>,
-    /// Management token for the proxy [default: generate one]
+    /// Management token for the proxy: any non-empty string; one shorter than
+    /// 16 characters is accepted with a warning [default: generate one]
     #[arg(long, env = "MANAGEMENT_TOKEN", hide_env_values = true)]
     pub management_token: Option<String>,
     /// Name of the project to create
