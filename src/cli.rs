@@ -13,6 +13,7 @@ pub use client::ClientCommand;
 #[command(
     name = "llm-proxy",
     version,
+    propagate_version = true,
     about = "A thread-per-core gateway for OpenAI-compatible LLM APIs"
 )]
 pub struct Cli {

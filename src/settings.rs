@@ -29,6 +29,11 @@ impl Env {
             Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Self::default());
             }
+            // dotenvy's I/O error shows its cause and also returns it as its
+            // source: keep only the cause, so the message says it once.
+            Err(dotenvy::Error::Io(e)) => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let file = iter

@@ -18,6 +18,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "dheera_ai-proxy",
     version,
+    propagate_version = true,
     about = "Manage models, credentials, keys and users of an llm-proxy (LiteLLM-compatible) \
              server, sign in to it, and send it chat and HTTP requests"
 )]

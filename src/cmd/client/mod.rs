@@ -319,13 +319,19 @@ fn spend_cell(spend: &Value, budget: &Value) -> String {
     format!("{spend} / {}", money(budget))
 }
 
-/// The first line of a paged listing, e.g. "Showing 2 of 7 keys (page 1 of 4)".
+/// The first line of a paged listing, e.g. "Showing 2 of 7 keys (page 1 of 4)";
+/// none when there is nothing at all (the table says "No keys.").
 fn page_line(shown: usize, total: &Value, page: &Value, pages: &Value, what: &str) -> String {
+    if shown == 0 && total.as_u64().is_none_or(|total| total == 0) {
+        return String::new();
+    }
     let mut line = match total.as_u64() {
         Some(total) => format!("Showing {shown} of {total} {what}"),
         None => format!("Showing {shown} {what}"),
     };
-    if let (Some(page), Some(pages)) = (page.as_u64(), pages.as_u64()) {
+    if let (Some(page), Some(pages)) = (page.as_u64(), pages.as_u64())
+        && pages > 0
+    {
         line.push_str(&format!(" (page {page} of {pages})"));
     }
     line.push('\n');
@@ -403,7 +409,12 @@ mod tests {
         );
         assert_eq!(
             page_line(0, &Value::Null, &Value::Null, &Value::Null, "users"),
-            "Showing 0 users\n"
+            ""
+        );
+        assert_eq!(page_line(0, &json!(0), &json!(1), &json!(0), "keys"), "");
+        assert_eq!(
+            page_line(0, &json!(7), &json!(9), &json!(4), "keys"),
+            "Showing 0 of 7 keys (page 9 of 4)\n"
         );
     }
 }
