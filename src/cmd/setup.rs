@@ -210,7 +210,7 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// 32 random bytes, URL-safe base64.
-fn new_management_token() -> anyhow::Result<String> {
+pub(crate) fn new_management_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     crypto::fill_random(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
