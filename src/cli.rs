@@ -218,6 +218,10 @@ pub struct ManageArgs {
     /// Output results as JSON
     #[arg(long, global = true)]
     pub json: bool,
+    /// Tables: every column at full width, even wider than the terminal
+    /// (by default, columns are left out and wrapped to fit it)
+    #[arg(long, global = true)]
+    pub wide: bool,
     #[command(subcommand)]
     pub command: ManageCommand,
 }

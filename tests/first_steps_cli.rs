@@ -189,3 +189,168 @@ fn the_demo_prints_a_management_token_that_the_commands_work_with() {
     let users = demo.run(&["users", "list", "--format", "json"]).json();
     assert!(users["users"].is_array(), "{users}");
 }
+
+/// `llm-proxy <args>` against `proxy` with the master key, `COLUMNS` set
+/// when `columns` is.
+fn listing(proxy: &Proxy, args: &[&str], columns: Option<u16>) -> String {
+    let mut cli = Cli::new(args.iter().copied())
+        .env("MANAGE_API_BASE_URL", proxy.url())
+        .env("MANAGEMENT_TOKEN", MANAGEMENT_TOKEN)
+        .env("LLM_PROXY_URL", proxy.url())
+        .env("LLM_PROXY_API_KEY", MANAGEMENT_TOKEN);
+    if let Some(columns) = columns {
+        cli = cli.env("COLUMNS", columns.to_string());
+    }
+    cli.run().ok().to_string()
+}
+
+fn widest(text: &str) -> usize {
+    text.lines()
+        .map(|line| line.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every table of the manage and client listings fits `COLUMNS` (columns
+/// left out by priority, the rest wrapped, ids whole); `--wide`, or output
+/// that is not a terminal, has every column on one line a row.
+#[test]
+fn tables_fit_the_terminal_width_and_wide_shows_every_column() {
+    let proxy = Proxy::builder().start();
+    for _ in 0..2 {
+        proxy.create_token(serde_json::json!({"max_requests": 1000}));
+    }
+    let mut tokens = Vec::new();
+    for token in proxy
+        .manage("GET", "/manage/tokens", None)
+        .json()
+        .as_array()
+        .unwrap()
+    {
+        tokens.push(token["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 3);
+    let setup: [&[&str]; 4] = [
+        &[
+            "keys",
+            "generate",
+            "--key-alias",
+            "a-key-with-a-long-alias",
+            "--models",
+            "gpt-4o,gpt-4o-mini,o3-mini",
+        ],
+        &[
+            "users",
+            "create",
+            "--email",
+            "someone.with.a.long.name@example.com",
+            "--alias",
+            "Someone",
+        ],
+        &[
+            "credentials",
+            "create",
+            "azure-westeurope-production",
+            "--info",
+            r#"{"custom_llm_provider": "azure", "region": "westeurope", "tier": "production"}"#,
+            "--values",
+            r#"{"api_key": "sk-azure-0123456789abcdef", "api_base": "https://westeurope.example.com"}"#,
+        ],
+        &[
+            "models",
+            "add",
+            "gpt-4o",
+            "-p",
+            "api_base=http://127.0.0.1:9/v1",
+            "-p",
+            "api_key=sk-0123456789",
+        ],
+    ];
+    for args in setup {
+        listing(&proxy, args, None);
+    }
+
+    let listings: [(&[&str], &[&str]); 7] = [
+        (
+            &["manage", "token", "list"],
+            &[
+                "ID",
+                "TOKEN",
+                "PROJECT",
+                "ACTIVE",
+                "REQUESTS",
+                "EXPIRES",
+                "LAST USED",
+            ],
+        ),
+        (
+            &["manage", "project", "list"],
+            &["ID", "NAME", "OPENAI KEY", "ACTIVE", "CREATED"],
+        ),
+        (
+            &["manage", "audit", "list"],
+            &[
+                "ID", "AT", "ACTOR", "FROM", "METHOD", "TARGET", "STATUS", "OUTCOME",
+            ],
+        ),
+        (
+            &["keys", "list"],
+            &[
+                "KEY HASH", "ALIAS", "USER", "TEAM", "MODELS", "SPEND", "EXPIRES",
+            ],
+        ),
+        (
+            &["users", "list"],
+            &["USER ID", "EMAIL", "ROLE", "ALIAS", "TEAMS", "SPEND"],
+        ),
+        (
+            &["credentials", "list"],
+            &["NAME", "PROVIDER", "INFO", "VALUES (MASKED)"],
+        ),
+        (
+            &["models", "list"],
+            &["ID", "OBJECT", "CREATED", "OWNED BY"],
+        ),
+    ];
+    for (args, headers) in listings {
+        let narrow = listing(&proxy, args, Some(80));
+        assert!(widest(&narrow) <= 80, "{args:?} at 80 columns:\n{narrow}");
+        for (wide, columns) in [
+            (
+                listing(&proxy, &[args, &["--wide"]].concat(), Some(80)),
+                "--wide",
+            ),
+            (listing(&proxy, args, None), "no COLUMNS, not a terminal"),
+        ] {
+            let header = wide.lines().find(|line| line.contains(headers[0])).unwrap();
+            for name in headers {
+                assert!(
+                    header.contains(name),
+                    "{args:?}, {columns}: {name} in\n{wide}"
+                );
+            }
+            assert!(
+                !wide.contains("hidden to fit"),
+                "{args:?}, {columns}:\n{wide}"
+            );
+        }
+    }
+
+    let narrow = listing(&proxy, &["manage", "token", "list"], Some(80));
+    for id in &tokens {
+        assert!(narrow.contains(id.as_str()), "{id} whole in\n{narrow}");
+    }
+    assert!(narrow.contains("hidden to fit: PROJECT"), "{narrow}");
+    assert!(narrow.contains("(--wide shows them)"), "{narrow}");
+    let roomy = listing(&proxy, &["manage", "token", "list"], Some(250));
+    assert!(!roomy.contains("hidden to fit"), "{roomy}");
+    // Not a terminal and no COLUMNS: one line a token, nothing wrapped.
+    let piped = listing(&proxy, &["manage", "token", "list"], None);
+    for id in &tokens {
+        let line = piped
+            .lines()
+            .find(|line| line.contains(id.as_str()))
+            .unwrap();
+        assert!(line.contains(&proxy.project_id), "{line}");
+    }
+}

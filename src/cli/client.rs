@@ -50,6 +50,10 @@ pub struct ClientOptions {
     /// Print each request and response on stderr, secrets redacted
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Tables: every column at full width, even wider than the terminal
+    /// (by default, columns are left out and wrapped to fit it)
+    #[arg(long, global = true)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

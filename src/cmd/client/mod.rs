@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use ureq::http::Method;
 
-use super::output::{field_table, pretty, print};
+use super::output::{Layout, field_table, pretty, print};
 use crate::cli::client::{ClientCommand, ClientOptions, Format, HttpCommand};
 use crate::client::ClientError;
 pub(crate) use connection::stored_login;
@@ -116,26 +116,27 @@ impl Call {
 pub fn run(command: &ClientCommand, defaults: &Defaults) -> anyhow::Result<()> {
     let options = command.options();
     let format = options.format;
+    let layout = Layout::detect(options.wide);
     let output = match command {
         ClientCommand::Models(args) => {
             let call = models::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            models::render(&args.command, answer, format)?
+            models::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Credentials(args) => {
             let call = credentials::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            credentials::render(&args.command, answer, format)?
+            credentials::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Keys(args) => {
             let call = keys::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            keys::render(&args.command, answer, format)?
+            keys::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Users(args) => {
             let call = users::plan(&args.command, &mut users::read_password_from_stdin)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            users::render(&args.command, answer, format)?
+            users::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Chat(args) => {
             let call = chat::plan(&args.command)?;
