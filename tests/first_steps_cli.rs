@@ -100,8 +100,14 @@ impl Demo {
                 }
             }
         });
+        // Stopped on drop from here on, even if no export line comes.
+        let mut demo = Demo {
+            child,
+            exports: Vec::new(),
+            _dir: dir,
+        };
         let mut printed = String::new();
-        let exports = loop {
+        demo.exports = loop {
             let line = received
                 .recv_timeout(std::time::Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("no export line from the demo; it printed:\n{printed}"));
@@ -117,11 +123,7 @@ impl Demo {
                     .collect::<Vec<_>>();
             }
         };
-        Demo {
-            child,
-            exports,
-            _dir: dir,
-        }
+        demo
     }
 
     fn export(&self, name: &str) -> &str {
@@ -143,9 +145,19 @@ impl Demo {
 }
 
 impl Drop for Demo {
+    /// SIGTERM, so that the demo removes its temporary store; SIGKILL if it
+    /// has not exited after that.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let stopped = wait_until(std::time::Duration::from_secs(20), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
