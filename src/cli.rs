@@ -13,6 +13,7 @@ pub use client::ClientCommand;
 #[command(
     name = "llm-proxy",
     version,
+    propagate_version = true,
     about = "A thread-per-core gateway for OpenAI-compatible LLM APIs"
 )]
 pub struct Cli {
@@ -23,6 +24,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway.
+    #[command(
+        after_help = "The management API (/manage/*, the LiteLLM-style key, model, credential \
+        and user endpoints) is on when MANAGEMENT_TOKEN is set, in the environment or the --config \
+        file: any non-empty token; one shorter than 16 characters is accepted with a warning."
+    )]
     Server(ServerArgs),
     /// Write the .env, initialise the store, create a first project and token.
     Setup(SetupArgs),
@@ -136,7 +142,8 @@ pub struct SetupArgs {
     /// Provider (OpenAI) API key of the first project
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_key: Option<String>,
-    /// Management token for the proxy [default: generate one]
+    /// Management token for the proxy: any non-empty string; one shorter than
+    /// 16 characters is accepted with a warning [default: generate one]
     #[arg(long, env = "MANAGEMENT_TOKEN", hide_env_values = true)]
     pub management_token: Option<String>,
     /// Name of the project to create
@@ -211,6 +218,10 @@ pub struct ManageArgs {
     /// Output results as JSON
     #[arg(long, global = true)]
     pub json: bool,
+    /// Tables: every column at full width, even wider than the terminal
+    /// (by default, columns are left out and wrapped to fit it)
+    #[arg(long, global = true)]
+    pub wide: bool,
     #[command(subcommand)]
     pub command: ManageCommand,
 }

@@ -29,6 +29,11 @@ impl Env {
             Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Self::default());
             }
+            // dotenvy's I/O error shows its cause and also returns it as its
+            // source: keep only the cause, so the message says it once.
+            Err(dotenvy::Error::Io(e)) => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let file = iter
@@ -68,6 +73,29 @@ impl Env {
             None => Ok(default),
         }
     }
+}
+
+/// A management token shorter than this is accepted, with a warning.
+pub const MANAGEMENT_TOKEN_MIN_LEN: usize = 16;
+
+/// The one rule for a management token, wherever one is read (`setup`, the
+/// server's start): surrounding whitespace is dropped, an empty token is an
+/// error, and one shorter than [`MANAGEMENT_TOKEN_MIN_LEN`] characters is
+/// accepted with the warning returned beside it. `source` names where the
+/// token came from, for both.
+pub fn management_token(token: &str, source: &str) -> anyhow::Result<(String, Option<String>)> {
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("{source} is empty");
+    }
+    let length = token.chars().count();
+    let warning = (length < MANAGEMENT_TOKEN_MIN_LEN).then(|| {
+        format!(
+            "{source} has only {length} characters: anyone who guesses it can manage the proxy; \
+             use {MANAGEMENT_TOKEN_MIN_LEN} or more (`llm-proxy setup` generates one)"
+        )
+    });
+    Ok((token.to_string(), warning))
 }
 
 /// Parses "1048576", "512KB", "10MB", "1GiB" (K/M/G are powers of 1024).
@@ -392,13 +420,24 @@ impl ServerSettings {
         if limits.max_header_bytes < 1024 {
             bail!("MAX_HEADER_SIZE must be at least 1KB");
         }
+        let management_token = match (env.get("MANAGEMENT_TOKEN"), litellm.master_key) {
+            (Some(token), _) => Some(management_token(&token, "MANAGEMENT_TOKEN")?),
+            (None, Some(key)) => Some(management_token(&key, "general_settings.master_key")?),
+            (None, None) => None,
+        };
+        let management_token = management_token.map(|(token, warning)| {
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            token
+        });
         Ok(Self {
             addr,
             data_dir,
             workers,
             pin_cores: args.pin_cores,
             providers,
-            management_token: env.get("MANAGEMENT_TOKEN").or(litellm.master_key),
+            management_token,
             encryption_key: env.get("ENCRYPTION_KEY"),
             require_encryption: env.flag("REQUIRE_ENCRYPTION_KEY")?,
             limits,
@@ -462,6 +501,21 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("ten"), None);
         assert_eq!(parse_size("10XB"), None);
+    }
+
+    #[test]
+    fn management_tokens() {
+        let (token, warning) = management_token(" your-token ", "--management-token").unwrap();
+        assert_eq!(token, "your-token");
+        let warning = warning.unwrap();
+        assert!(
+            warning.starts_with("--management-token has only 10 characters"),
+            "{warning}"
+        );
+        let (_, warning) = management_token("0123456789abcdef", "MANAGEMENT_TOKEN").unwrap();
+        assert_eq!(warning, None);
+        let error = management_token("  ", "MANAGEMENT_TOKEN").unwrap_err();
+        assert_eq!(error.to_string(), "MANAGEMENT_TOKEN is empty");
     }
 
     #[test]

@@ -723,6 +723,53 @@ fn whoami_shows_the_user_of_the_key() {
     }
 }
 
+/// With the master key, against a real server: whoami says it is the master
+/// key, with every permission, in both programs; a virtual key still gets
+/// its own answer.
+#[test]
+fn whoami_with_the_master_key_says_so() {
+    let proxy = Proxy::builder().start();
+    for program in [Cli::new(["whoami"]), Cli::dheera(["whoami"])] {
+        let run = program
+            .env("DHEERA_AI_PROXY_URL", proxy.url())
+            .env("DHEERA_AI_PROXY_API_KEY", MANAGEMENT_TOKEN)
+            .run();
+        let out = run.ok().to_string();
+        for needle in [
+            "the master key",
+            "MANAGEMENT_TOKEN",
+            "all:",
+            "proxy_admin",
+            &proxy.url(),
+        ] {
+            assert!(out.contains(needle), "{needle} in\n{out}");
+        }
+        run.assert_hides(MANAGEMENT_TOKEN);
+    }
+    let json = Cli::new(["whoami", "--format", "json"])
+        .env("LLM_PROXY_URL", proxy.url())
+        .env("LLM_PROXY_API_KEY", MANAGEMENT_TOKEN)
+        .run()
+        .json();
+    assert_eq!(json["master_key"], true, "{json}");
+    assert_eq!(json["key_id"], Value::Null, "{json}");
+
+    let json = Cli::new(["whoami", "--format", "json"])
+        .env("LLM_PROXY_URL", proxy.url())
+        .env("LLM_PROXY_API_KEY", CLIENT_KEY)
+        .run()
+        .json();
+    assert_eq!(json.get("master_key"), None, "{json}");
+    assert!(json["key_id"].is_string(), "{json}");
+    let line = Cli::new(["whoami"])
+        .env("LLM_PROXY_URL", proxy.url())
+        .env("LLM_PROXY_API_KEY", "sk-not-the-master-key")
+        .run()
+        .fails(3)
+        .to_string();
+    assert!(line.contains("401"), "{line}");
+}
+
 #[test]
 fn logout_deletes_the_key_on_the_server_and_the_file() {
     for program in BOTH {

@@ -168,12 +168,21 @@ fn a_second_token_for_an_existing_project() {
 #[test]
 fn bad_input_is_one_line_and_exit_1() {
     let dir = TempDir::new("setup-bad");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["setup"], "--openai-key"),
         (
-            &["setup", "--skip-project", "--management-token", "short"],
-            "16",
+            &["setup", "--skip-project", "--management-token", " "],
+            "management token is empty",
         ),
+        (
+            &["setup", "--skip-project", "--addr", "localhost"],
+            "--addr \"localhost\" is not host:port or :port",
+        ),
+        (
+            &["setup", "--skip-project", "--addr", "localhost:http"],
+            "--addr",
+        ),
+        (&["setup", "--skip-project", "--addr", "8080"], "--addr"),
         (
             &[
                 "setup",
@@ -196,6 +205,61 @@ fn bad_input_is_one_line_and_exit_1() {
         !dir.path().join(".env").exists(),
         "nothing written on bad input"
     );
+}
+
+/// The seed's own examples: a short management token is taken, with one
+/// line of warning, by `setup` (flag and environment) and by the server,
+/// which then answers to it.
+#[test]
+fn a_short_management_token_is_taken_with_a_warning() {
+    let dir = TempDir::new("setup-short-token");
+    let run =
+        Cli::new(["setup", "--skip-project", "--management-token", "token"]).run_in(dir.path());
+    run.ok();
+    let warning = run.stderr.trim();
+    assert!(
+        warning.starts_with("warning: ") && !warning.contains('\n') && warning.contains("16"),
+        "{:?}",
+        run.stderr
+    );
+    let env_file = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    assert_eq!(
+        env_value(&env_file, "MANAGEMENT_TOKEN").as_deref(),
+        Some("token")
+    );
+
+    let dir = TempDir::new("setup-short-token-env");
+    let run = Cli::new(["setup", "--skip-project", "--addr", ":9090"])
+        .env("MANAGEMENT_TOKEN", "your-token")
+        .run_in(dir.path());
+    run.ok();
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{:?}", run.stderr);
+    let env_file = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    assert_eq!(
+        env_value(&env_file, "MANAGEMENT_TOKEN").as_deref(),
+        Some("your-token")
+    );
+    assert_eq!(
+        env_value(&env_file, "LISTEN_ADDR").as_deref(),
+        Some(":9090")
+    );
+
+    let proxy = Proxy::builder()
+        .unseeded()
+        .env("MANAGEMENT_TOKEN", "your-token")
+        .start();
+    let log = proxy.log();
+    let warnings = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("MANAGEMENT_TOKEN has only"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
+    assert!(
+        !log.contains("your-token"),
+        "the token is not logged:\n{log}"
+    );
+    let response = proxy.call(Req::get("/manage/projects").auth("your-token"));
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 /// `--interactive` on a real terminal (a pty from `script`): each answer is

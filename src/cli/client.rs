@@ -18,6 +18,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "dheera_ai-proxy",
     version,
+    propagate_version = true,
     about = "Manage models, credentials, keys and users of an llm-proxy (LiteLLM-compatible) \
              server, sign in to it, and send it chat and HTTP requests"
 )]
@@ -49,6 +50,10 @@ pub struct ClientOptions {
     /// Print each request and response on stderr, secrets redacted
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Tables: every column at full width, even wider than the terminal
+    /// (by default, columns are left out and wrapped to fit it)
+    #[arg(long, global = true)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,11 +4,16 @@
 use serde_json::Value;
 
 use super::manage::{expect_object, single};
-use super::output::{cell, keep_whole, pretty, table, time};
+use super::output::{Column, Layout, cell, listing, pretty, time};
 use crate::cli::AuditCommand;
 use crate::client::{Client, ClientError, with_query};
 
-pub fn run(client: &Client, command: &AuditCommand, json: bool) -> Result<String, ClientError> {
+pub fn run(
+    client: &Client,
+    command: &AuditCommand,
+    json: bool,
+    layout: Layout,
+) -> Result<String, ClientError> {
     match command {
         AuditCommand::List {
             limit,
@@ -53,7 +58,7 @@ pub fn run(client: &Client, command: &AuditCommand, json: bool) -> Result<String
                 .cloned()
                 .unwrap_or_default();
             let next = page.get("next_before_id").and_then(Value::as_u64);
-            Ok(entry_table(&entries, next))
+            Ok(entry_table(&entries, next, layout))
         }
         AuditCommand::Get { id } => single(
             client.get(&format!("/manage/audit/{id}"))?,
@@ -63,15 +68,24 @@ pub fn run(client: &Client, command: &AuditCommand, json: bool) -> Result<String
     }
 }
 
-fn entry_table(entries: &[Value], next: Option<u64>) -> String {
+const ENTRY_COLUMNS: [Column; 8] = [
+    Column::id("ID"),
+    Column::wraps("AT", 6),
+    Column::whole("ACTOR", 5),
+    Column::wraps("FROM", 1),
+    Column::wraps("METHOD", 4),
+    Column::wraps("TARGET", 7),
+    Column::wraps("STATUS", 3),
+    Column::wraps("OUTCOME", 2),
+];
+
+fn entry_table(entries: &[Value], next: Option<u64>, layout: Layout) -> String {
     if entries.is_empty() {
         return "No audit entries.\n".into();
     }
-    let mut table = table([
-        "ID", "AT", "ACTOR", "FROM", "METHOD", "TARGET", "STATUS", "OUTCOME",
-    ]);
+    let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
-        table.add_row([
+        rows.push(vec![
             cell(&entry["id"]),
             time(&entry["at"]),
             cell(&entry["actor"]),
@@ -82,9 +96,9 @@ fn entry_table(entries: &[Value], next: Option<u64>) -> String {
             cell(&entry["outcome"]),
         ]);
     }
-    keep_whole(&mut table, &[0, 2]);
+    let table = listing(&ENTRY_COLUMNS, rows, layout);
     match next {
-        Some(id) => format!("{table}\nMore: --before-id {id}\n"),
-        None => format!("{table}\n"),
+        Some(id) => format!("{table}More: --before-id {id}\n"),
+        None => table,
     }
 }

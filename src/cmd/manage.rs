@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::output::{cell, field_table, keep_whole, obfuscate, pretty, print, table, time, yes_no};
+use super::output::{
+    ALWAYS, Column, Layout, cell, field_table, listing, obfuscate, pretty, print, time, yes_no,
+};
 use crate::cli::{CacheCommand, ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
 use crate::client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
 
@@ -16,10 +18,11 @@ pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
         args.management_token.clone(),
     )?
     .require_token()?;
+    let layout = Layout::detect(args.wide);
     let output = match &args.command {
-        ManageCommand::Project(command) => project(&client, command, args.json)?,
-        ManageCommand::Token(command) => token(&client, command, args.json)?,
-        ManageCommand::Audit(command) => super::audit::run(&client, command, args.json)?,
+        ManageCommand::Project(command) => project(&client, command, args.json, layout)?,
+        ManageCommand::Token(command) => token(&client, command, args.json, layout)?,
+        ManageCommand::Audit(command) => super::audit::run(&client, command, args.json, layout)?,
         ManageCommand::Cache(command) => cache(&client, command, args.json)?,
     };
     print(&output)?;
@@ -64,14 +67,19 @@ fn check_arguments(command: &ManageCommand) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn project(client: &Client, command: &ProjectCommand, json: bool) -> Result<String, ClientError> {
+fn project(
+    client: &Client,
+    command: &ProjectCommand,
+    json: bool,
+    layout: Layout,
+) -> Result<String, ClientError> {
     match command {
         ProjectCommand::List => {
             let projects = expect_array(client.get("/manage/projects")?, "project list")?;
             Ok(if json {
                 pretty(&Value::Array(projects))
             } else {
-                project_table(&projects)
+                project_table(&projects, layout)
             })
         }
         ProjectCommand::Get { project_id } => {
@@ -109,7 +117,12 @@ fn project(client: &Client, command: &ProjectCommand, json: bool) -> Result<Stri
     }
 }
 
-fn token(client: &Client, command: &TokenCommand, json: bool) -> Result<String, ClientError> {
+fn token(
+    client: &Client,
+    command: &TokenCommand,
+    json: bool,
+    layout: Layout,
+) -> Result<String, ClientError> {
     match command {
         TokenCommand::List {
             project_id,
@@ -127,7 +140,7 @@ fn token(client: &Client, command: &TokenCommand, json: bool) -> Result<String, 
             Ok(if json {
                 pretty(&Value::Array(tokens))
             } else {
-                token_table(&tokens)
+                token_table(&tokens, layout)
             })
         }
         TokenCommand::Get { token_id } => {
@@ -249,37 +262,49 @@ fn generated(token: &Map<String, Value>) -> Result<String, ClientError> {
     ))
 }
 
-fn project_table(projects: &[Value]) -> String {
+const PROJECT_COLUMNS: [Column; 5] = [
+    Column::id("ID"),
+    Column::wraps("NAME", ALWAYS),
+    Column::whole("OPENAI KEY", 2),
+    Column::wraps("ACTIVE", 3),
+    Column::wraps("CREATED", 1),
+];
+
+fn project_table(projects: &[Value], layout: Layout) -> String {
     if projects.is_empty() {
         return "No projects.\n".into();
     }
-    let mut table = table(["ID", "NAME", "OPENAI KEY", "ACTIVE", "CREATED"]);
-    for project in projects {
-        table.add_row([
-            cell(&project["id"]),
-            cell(&project["name"]),
-            cell(&project["openai_api_key"]),
-            yes_no(&project["is_active"]),
-            time(&project["created_at"]),
-        ]);
-    }
-    keep_whole(&mut table, &[0]);
-    format!("{table}\n")
+    let rows = projects
+        .iter()
+        .map(|project| {
+            vec![
+                cell(&project["id"]),
+                cell(&project["name"]),
+                cell(&project["openai_api_key"]),
+                yes_no(&project["is_active"]),
+                time(&project["created_at"]),
+            ]
+        })
+        .collect();
+    listing(&PROJECT_COLUMNS, rows, layout)
 }
 
-fn token_table(tokens: &[Value]) -> String {
+/// The project id goes first: the list can be filtered by it instead.
+const TOKEN_COLUMNS: [Column; 7] = [
+    Column::id("ID"),
+    Column::id("TOKEN"),
+    Column::whole("PROJECT", 1),
+    Column::wraps("ACTIVE", 5),
+    Column::wraps("REQUESTS", 4),
+    Column::wraps("EXPIRES", 3),
+    Column::wraps("LAST USED", 2),
+];
+
+fn token_table(tokens: &[Value], layout: Layout) -> String {
     if tokens.is_empty() {
         return "No tokens.\n".into();
     }
-    let mut table = table([
-        "ID",
-        "TOKEN",
-        "PROJECT",
-        "ACTIVE",
-        "REQUESTS",
-        "EXPIRES",
-        "LAST USED",
-    ]);
+    let mut rows = Vec::with_capacity(tokens.len());
     for token in tokens {
         let limit = match &token["max_requests"] {
             Value::Null => "unlimited".to_string(),
@@ -289,7 +314,7 @@ fn token_table(tokens: &[Value]) -> String {
             Value::Null => "never".to_string(),
             value => time(value),
         };
-        table.add_row([
+        rows.push(vec![
             cell(&token["id"]),
             cell(&token["token"]),
             cell(&token["project_id"]),
@@ -299,8 +324,7 @@ fn token_table(tokens: &[Value]) -> String {
             time(&token["last_used_at"]),
         ]);
     }
-    keep_whole(&mut table, &[0, 1, 2]);
-    format!("{table}\n")
+    listing(&TOKEN_COLUMNS, rows, layout)
 }
 
 #[cfg(test)]
@@ -326,16 +350,16 @@ mod tests {
             "id": "p-1", "name": "Alpha", "openai_api_key": "sk-ab…wxyz",
             "is_active": true, "created_at": "2025-01-01T00:00:00.5Z",
         })];
-        let out = project_table(&projects);
+        let out = project_table(&projects, Layout::default());
         for needle in ["p-1", "Alpha", "sk-ab…wxyz", "yes", "2025-01-01T00:00:00Z"] {
             assert!(out.contains(needle), "{needle} in\n{out}");
         }
-        assert_eq!(project_table(&[]), "No projects.\n");
+        assert_eq!(project_table(&[], Layout::default()), "No projects.\n");
         let tokens = [json!({
             "id": "t-1", "token": "sk-ab…wxyz", "project_id": "p-1", "is_active": false,
             "request_count": 3, "max_requests": 10, "expires_at": null, "last_used_at": null,
         })];
-        let out = token_table(&tokens);
+        let out = token_table(&tokens, Layout::default());
         for needle in ["t-1", "3 / 10", "never", "no"] {
             assert!(out.contains(needle), "{needle} in\n{out}");
         }

@@ -16,12 +16,15 @@ use crate::loadgen::LoadError;
 
 /// Parses the command line with `parse`, then runs `run` and reports its
 /// error, if any, on one line.
-pub fn main<T>(
+pub fn main<T: clap::CommandFactory>(
     parse: impl FnOnce() -> Result<T, clap::Error>,
     run: impl FnOnce(T) -> anyhow::Result<ExitCode>,
 ) -> ExitCode {
     let parsed = match parse() {
         Ok(parsed) => parsed,
+        Err(error) if error.kind() == clap::error::ErrorKind::DisplayVersion => {
+            return print_version(&T::command());
+        }
         Err(error) => return clap_exit(&error),
     };
     init_logging();
@@ -54,6 +57,15 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     error
         .downcast_ref::<ClientError>()
         .map_or(1, ClientError::exit_code)
+}
+
+/// `--version`, after any subcommand too: the program's name and version,
+/// as at the top level (clap would name the subcommand,
+/// `llm-proxy-manage-token-list`).
+fn print_version(command: &clap::Command) -> ExitCode {
+    let version = command.get_version().unwrap_or(env!("CARGO_PKG_VERSION"));
+    println!("{} {version}", command.get_name());
+    ExitCode::SUCCESS
 }
 
 /// `--help` and `--version` exit 0; bad arguments exit 1 (2 means "server

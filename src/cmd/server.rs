@@ -30,6 +30,15 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The demo's management token: the configured one, else one for this run.
+    let demo_token = match (&demo, &settings.management_token) {
+        (Some(_), None) => {
+            let token = super::setup::new_management_token()?;
+            settings.management_token = Some(token.clone());
+            DemoToken::Generated(token)
+        }
+        _ => DemoToken::Configured,
+    };
     let store = Store::open_checked(
         &settings.data_dir,
         settings.encryption_key.as_deref(),
@@ -55,7 +64,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         handle.driver.name()
     );
     if args.demo {
-        print_demo_hint(handle.local_addr, DEMO_CLIENT_KEY);
+        print_demo_hint(handle.local_addr, DEMO_CLIENT_KEY, &demo_token);
     }
     let drainer = handle.drainer();
     let grace = settings.shutdown_timeout;
@@ -182,7 +191,15 @@ fn seed_demo(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_demo_hint(addr: std::net::SocketAddr, key: &str) {
+/// Where the demo's management token came from.
+enum DemoToken {
+    /// `MANAGEMENT_TOKEN` (or the config's master key): not printed.
+    Configured,
+    /// Made for this run, printed once so that the management commands work.
+    Generated(String),
+}
+
+fn print_demo_hint(addr: std::net::SocketAddr, key: &str, token: &DemoToken) {
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
@@ -191,6 +208,23 @@ fn print_demo_hint(addr: std::net::SocketAddr, key: &str) {
     println!(
         "\nTry a streaming chat completion through the proxy:\n\n  curl -N http://{host}/v1/chat/completions \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n"
     );
+    // The client commands' default address is localhost:8080.
+    let urls = if addr.port() == 8080 {
+        String::new()
+    } else {
+        format!(" MANAGE_API_BASE_URL=http://{host} LLM_PROXY_URL=http://{host}")
+    };
+    match token {
+        DemoToken::Generated(token) => println!(
+            "Manage the demo store with this run's management token:\n\n  export MANAGEMENT_TOKEN={token} LLM_PROXY_API_KEY={token}{urls}\n  llm-proxy manage project list\n  llm-proxy keys generate --key-alias mine\n"
+        ),
+        DemoToken::Configured if urls.is_empty() => println!(
+            "Manage the demo store with your MANAGEMENT_TOKEN:\n\n  llm-proxy manage project list\n"
+        ),
+        DemoToken::Configured => println!(
+            "Manage the demo store with your MANAGEMENT_TOKEN:\n\n  export{urls}\n  llm-proxy manage project list\n"
+        ),
+    }
 }
 
 /// Puts the config file's `model_list` in the store in place of the

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::cli::SetupArgs;
 use crate::manage::expiry_after;
-use crate::settings::Env;
+use crate::settings::{self, Env};
 use crate::store::{NewKey, Store, crypto};
 
 /// What setup needs, once the flags (or the prompts) have been read.
@@ -25,6 +25,7 @@ struct Answers {
 }
 
 pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
+    let addr = check_addr(&args.addr)?;
     // Values already in the env file are kept unless given again.
     let env = Env::load(&args.config, false)?;
     let mut answers = if args.interactive {
@@ -50,17 +51,20 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     }
     let generated = answers.management_token.is_none();
     let management_token = match answers.management_token {
-        Some(token) if token.trim().len() < 16 => {
-            bail!("--management-token must be at least 16 characters")
+        Some(token) => {
+            let (token, warning) = settings::management_token(&token, "the management token")?;
+            if let Some(warning) = warning {
+                eprintln!("warning: {warning}");
+            }
+            token
         }
-        Some(token) => token.trim().to_string(),
         None => new_management_token()?,
     };
 
     let mut values = vec![
         ("MANAGEMENT_TOKEN", management_token.clone()),
         ("DATABASE_PATH", args.db.display().to_string()),
-        ("LISTEN_ADDR", args.addr.clone()),
+        ("LISTEN_ADDR", addr),
     ];
     if let Some(key) = &answers.openai_key {
         values.insert(0, ("OPENAI_API_KEY", key.clone()));
@@ -166,8 +170,47 @@ fn ask(args: &SetupArgs) -> anyhow::Result<Answers> {
     })
 }
 
+/// `--addr`: `host:port` (a name, an IPv4 address or a bracketed IPv6
+/// address) or `:port`, as `llm-proxy server` reads `LISTEN_ADDR`; checked
+/// here so that a typo does not wait for the server's start to show.
+fn check_addr(text: &str) -> anyhow::Result<String> {
+    let text = text.trim();
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok() && valid_host(host)
+    });
+    if !valid {
+        bail!(
+            "--addr {text:?} is not host:port or :port (e.g. \"localhost:8080\", \"127.0.0.1:8080\", \":8080\")"
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// Empty (every interface), `[IPv6]`, an IPv4 address or a DNS name.
+fn valid_host(host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return host.parse::<std::net::Ipv4Addr>().is_ok();
+    }
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// 32 random bytes, URL-safe base64.
-fn new_management_token() -> anyhow::Result<String> {
+pub(crate) fn new_management_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     crypto::fill_random(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
@@ -247,4 +290,41 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        for good in [
+            "localhost:8080",
+            ":8080",
+            "0.0.0.0:80",
+            "127.0.0.1:0",
+            "[::1]:8080",
+            "proxy.internal-1.example:65535",
+        ] {
+            assert_eq!(check_addr(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "garbage",
+            "8080",
+            "localhost",
+            "localhost:",
+            "localhost:http",
+            ":65536",
+            "::1:8080",
+            "[nope]:80",
+            "host name:80",
+            "-a:80",
+            "a..b:80",
+            ":+80",
+            "999.1.1.1:80",
+        ] {
+            assert!(check_addr(bad).is_err(), "{bad:?}");
+        }
+    }
 }

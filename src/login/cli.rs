@@ -183,6 +183,25 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
     ))
 }
 
+/// `GET /sso/cli/whoami` with the master key (`MANAGEMENT_TOKEN`): no user,
+/// no key record, every permission.
+pub fn whoami_master() -> Answer {
+    Answer::Json(
+        StatusCode::OK,
+        json!({
+            "master_key": true,
+            "user_id": null,
+            "user_email": null,
+            "user_role": "proxy_admin",
+            "key_id": null,
+            "expires_at": null,
+            "models": [],
+            "max_budget": null,
+            "spend": null,
+        }),
+    )
+}
+
 /// `POST /sso/cli/logout`: deletes the presented key, if a login issued it.
 pub async fn logout(worker: &Worker, request: &Request, key: Rc<CachedKey>) -> Outcome {
     let key_id = key.view.key_id;

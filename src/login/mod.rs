@@ -103,7 +103,11 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     let user_agent = text("user-agent").unwrap_or_default();
     let cookie = text("cookie").and_then(|c| cookie_value(&c, COOKIE).map(str::to_string));
     let poll_secret = text("x-litellm-cli-poll-secret").filter(|s| !s.is_empty());
-    let key = matches!(path.as_str(), "/sso/cli/whoami" | "/sso/cli/logout")
+    // whoami with the master key: not a virtual key, but it may ask too.
+    let master = path == "/sso/cli/whoami"
+        && (worker.settings.management_token.as_deref())
+            .is_some_and(|token| proxy::auth::presents_bearer(head, &conn.buf, token));
+    let key = (!master && matches!(path.as_str(), "/sso/cli/whoami" | "/sso/cli/logout"))
         .then(|| proxy::auth::authenticate(worker, head, &conn.buf));
     let peer = conn.stream.peer_addr().ok();
     let mut close = !head.keep_alive || worker.draining();
@@ -136,7 +140,12 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         request_id,
     };
     let received = std::time::Instant::now();
-    let outcome = route(worker, &request, key).await;
+    let outcome = match master {
+        true if request.method == Method::GET || request.method == Method::HEAD => {
+            Ok(cli::whoami_master())
+        }
+        _ => route(worker, &request, key).await,
+    };
     if let Some(mut metrics) = worker.metrics() {
         let status = match &outcome {
             Ok(Answer::Json(status, _) | Answer::Page { status, .. }) => *status,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{Call, expect_items, expect_object, json_object, object, quoted};
 use crate::cli::client::{CredentialsCommand, Format};
 use crate::client::{ClientError, encode};
-use crate::cmd::output::{cell, keep_whole, pretty, table};
+use crate::cmd::output::{Column, Layout, cell, listing, pretty};
 
 pub(super) fn plan(command: &CredentialsCommand) -> Result<Call, ClientError> {
     Ok(match command {
@@ -56,6 +56,7 @@ pub(super) fn render(
     command: &CredentialsCommand,
     answer: Option<Value>,
     format: Option<Format>,
+    layout: Layout,
 ) -> Result<String, ClientError> {
     match command {
         CredentialsCommand::List => {
@@ -63,11 +64,10 @@ pub(super) fn render(
             if format == Some(Format::Json) {
                 return Ok(pretty(&answer));
             }
-            Ok(credential_table(expect_items(
-                &answer,
-                "credentials",
-                "the credential list",
-            )?))
+            Ok(credential_table(
+                expect_items(&answer, "credentials", "the credential list")?,
+                layout,
+            ))
         }
         CredentialsCommand::Get { .. } => object(expect_object(answer, "the credential")?, format),
         CredentialsCommand::Create {
@@ -100,23 +100,29 @@ fn check_name(name: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn credential_table(credentials: &[Value]) -> String {
+const CREDENTIAL_COLUMNS: [Column; 4] = [
+    Column::id("NAME"),
+    Column::wraps("PROVIDER", 3),
+    Column::wraps("INFO", 1),
+    Column::wraps("VALUES (MASKED)", 2),
+];
+
+fn credential_table(credentials: &[Value], layout: Layout) -> String {
     if credentials.is_empty() {
         return "No credentials.\n".into();
     }
-    let mut table = table(["NAME", "PROVIDER", "INFO", "VALUES (MASKED)"]);
+    let mut rows = Vec::with_capacity(credentials.len());
     for credential in credentials {
         let info = &credential["credential_info"];
         let others = entries(info, &["custom_llm_provider"]);
-        table.add_row([
+        rows.push(vec![
             cell(&credential["credential_name"]),
             cell(&info["custom_llm_provider"]),
             others,
             entries(&credential["credential_values"], &[]),
         ]);
     }
-    keep_whole(&mut table, &[0]);
-    format!("{table}\n")
+    listing(&CREDENTIAL_COLUMNS, rows, layout)
 }
 
 /// `name: value` lines of an object, without the names in `skip`.
@@ -195,14 +201,20 @@ mod tests {
 
     #[test]
     fn table_shows_provider_and_masked_values() {
-        let out = credential_table(&[json!({
-            "credential_name": "azure-prod",
-            "credential_info": {"custom_llm_provider": "azure", "region": "eu"},
-            "credential_values": {"api_key": "sk-…1234"},
-        })]);
+        let out = credential_table(
+            &[json!({
+                "credential_name": "azure-prod",
+                "credential_info": {"custom_llm_provider": "azure", "region": "eu"},
+                "credential_values": {"api_key": "sk-…1234"},
+            })],
+            Layout::default(),
+        );
         for needle in ["azure-prod", "azure", "region: eu", "api_key: sk-…1234"] {
             assert!(out.contains(needle), "{needle} in\n{out}");
         }
-        assert_eq!(credential_table(&[]), "No credentials.\n");
+        assert_eq!(
+            credential_table(&[], Layout::default()),
+            "No credentials.\n"
+        );
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{Call, expect_items, expect_object, json_object, list, object, page_line, spend_cell};
 use crate::cli::client::{Format, KeysCommand};
 use crate::client::{ClientError, with_query};
-use crate::cmd::output::{any_time, cell, field_table, keep_whole, obfuscate, pretty, table};
+use crate::cmd::output::{Column, Layout, any_time, cell, field_table, listing, obfuscate, pretty};
 
 pub(super) fn plan(command: &KeysCommand) -> Result<Call, ClientError> {
     Ok(match command {
@@ -105,6 +105,7 @@ pub(super) fn render(
     command: &KeysCommand,
     answer: Option<Value>,
     format: Option<Format>,
+    layout: Layout,
 ) -> Result<String, ClientError> {
     match command {
         KeysCommand::List { .. } => {
@@ -120,7 +121,7 @@ pub(super) fn render(
                 &answer["total_pages"],
                 "keys",
             );
-            Ok(format!("{first}{}", key_table(keys)))
+            Ok(format!("{first}{}", key_table(keys, layout)))
         }
         KeysCommand::Generate { .. } => {
             let answer = expect_object(answer, "the new key")?;
@@ -183,19 +184,27 @@ fn generated(answer: &Value) -> Result<String, ClientError> {
     ))
 }
 
-fn key_table(keys: &[Value]) -> String {
+const KEY_COLUMNS: [Column; 7] = [
+    Column::id("KEY HASH"),
+    Column::wraps("ALIAS", 6),
+    Column::whole("USER", 3),
+    Column::wraps("TEAM", 2),
+    Column::wraps("MODELS", 4),
+    Column::wraps("SPEND", 5),
+    Column::wraps("EXPIRES", 1),
+];
+
+fn key_table(keys: &[Value], layout: Layout) -> String {
     if keys.is_empty() {
         return "No keys.\n".into();
     }
-    let mut table = table([
-        "KEY HASH", "ALIAS", "USER", "TEAM", "MODELS", "SPEND", "EXPIRES",
-    ]);
+    let mut rows = Vec::with_capacity(keys.len());
     for key in keys {
         let expires = match &key["expires"] {
             Value::Null => "never".to_string(),
             value => any_time(value),
         };
-        table.add_row([
+        rows.push(vec![
             cell(&key["token"]),
             cell(&key["key_alias"]),
             cell(&key["user_id"]),
@@ -205,8 +214,7 @@ fn key_table(keys: &[Value]) -> String {
             expires,
         ]);
     }
-    keep_whole(&mut table, &[0]);
-    format!("{table}\n")
+    listing(&KEY_COLUMNS, rows, layout)
 }
 
 #[cfg(test)]

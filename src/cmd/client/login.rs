@@ -423,6 +423,21 @@ pub(super) fn whoami(args: &WhoamiArgs, defaults: &Defaults) -> Result<String, C
     if options.format == Some(Format::Json) {
         return Ok(pretty(&answer));
     }
+    if answer["master_key"] == Value::Bool(true) {
+        return Ok(field_table([
+            ("server", connection.client.base_url().to_string()),
+            (
+                "key",
+                "the master key (the server's MANAGEMENT_TOKEN)".into(),
+            ),
+            ("role", cell(&answer["user_role"])),
+            (
+                "permissions",
+                "all: every management call and every model".into(),
+            ),
+            ("key expires", "never".into()),
+        ]));
+    }
     let models = match &answer["models"] {
         Value::Array(models) if models.is_empty() => "all".to_string(),
         other => super::joined(other),

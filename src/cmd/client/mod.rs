@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use ureq::http::Method;
 
-use super::output::{field_table, pretty, print};
+use super::output::{Layout, field_table, pretty, print};
 use crate::cli::client::{ClientCommand, ClientOptions, Format, HttpCommand};
 use crate::client::ClientError;
 pub(crate) use connection::stored_login;
@@ -116,26 +116,27 @@ impl Call {
 pub fn run(command: &ClientCommand, defaults: &Defaults) -> anyhow::Result<()> {
     let options = command.options();
     let format = options.format;
+    let layout = Layout::detect(options.wide);
     let output = match command {
         ClientCommand::Models(args) => {
             let call = models::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            models::render(&args.command, answer, format)?
+            models::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Credentials(args) => {
             let call = credentials::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            credentials::render(&args.command, answer, format)?
+            credentials::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Keys(args) => {
             let call = keys::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            keys::render(&args.command, answer, format)?
+            keys::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Users(args) => {
             let call = users::plan(&args.command, &mut users::read_password_from_stdin)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
-            users::render(&args.command, answer, format)?
+            users::render(&args.command, answer, format, layout)?
         }
         ClientCommand::Chat(args) => {
             let call = chat::plan(&args.command)?;
@@ -319,13 +320,19 @@ fn spend_cell(spend: &Value, budget: &Value) -> String {
     format!("{spend} / {}", money(budget))
 }
 
-/// The first line of a paged listing, e.g. "Showing 2 of 7 keys (page 1 of 4)".
+/// The first line of a paged listing, e.g. "Showing 2 of 7 keys (page 1 of 4)";
+/// none when there is nothing at all (the table says "No keys.").
 fn page_line(shown: usize, total: &Value, page: &Value, pages: &Value, what: &str) -> String {
+    if shown == 0 && total.as_u64().is_none_or(|total| total == 0) {
+        return String::new();
+    }
     let mut line = match total.as_u64() {
         Some(total) => format!("Showing {shown} of {total} {what}"),
         None => format!("Showing {shown} {what}"),
     };
-    if let (Some(page), Some(pages)) = (page.as_u64(), pages.as_u64()) {
+    if let (Some(page), Some(pages)) = (page.as_u64(), pages.as_u64())
+        && pages > 0
+    {
         line.push_str(&format!(" (page {page} of {pages})"));
     }
     line.push('\n');
@@ -403,7 +410,12 @@ mod tests {
         );
         assert_eq!(
             page_line(0, &Value::Null, &Value::Null, &Value::Null, "users"),
-            "Showing 0 users\n"
+            ""
+        );
+        assert_eq!(page_line(0, &json!(0), &json!(1), &json!(0), "keys"), "");
+        assert_eq!(
+            page_line(0, &json!(7), &json!(9), &json!(4), "keys"),
+            "Showing 0 of 7 keys (page 9 of 4)\n"
         );
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{Call, expect_items, expect_object, object, quoted};
 use crate::cli::client::{Format, InfoColumn, ModelsCommand};
 use crate::client::ClientError;
-use crate::cmd::output::{any_time, cell, keep_whole, pretty, table};
+use crate::cmd::output::{ALWAYS, Column, Layout, any_time, cell, listing, pretty};
 
 /// `litellm_params` and `model_info` entries whose values stay strings even
 /// when they look like numbers (a key or a version may be all digits).
@@ -81,6 +81,7 @@ pub(super) fn render(
     command: &ModelsCommand,
     answer: Option<Value>,
     format: Option<Format>,
+    layout: Layout,
 ) -> Result<String, ClientError> {
     match command {
         ModelsCommand::List => {
@@ -88,11 +89,10 @@ pub(super) fn render(
             if format == Some(Format::Json) {
                 return Ok(pretty(&answer));
             }
-            Ok(model_table(expect_items(
-                &answer,
-                "data",
-                "the model list",
-            )?))
+            Ok(model_table(
+                expect_items(&answer, "data", "the model list")?,
+                layout,
+            ))
         }
         ModelsCommand::Info { columns } => {
             let answer = expect_object(answer, "the model info")?;
@@ -102,6 +102,7 @@ pub(super) fn render(
             Ok(info_table(
                 expect_items(&answer, "data", "the model info")?,
                 columns,
+                layout,
             ))
         }
         ModelsCommand::Get { id, name } => {
@@ -171,40 +172,48 @@ fn typed(key: &str, value: &str) -> Value {
     }
 }
 
-fn model_table(models: &[Value]) -> String {
+const MODEL_COLUMNS: [Column; 4] = [
+    Column::id("ID"),
+    Column::wraps("OBJECT", 1),
+    Column::wraps("CREATED", 2),
+    Column::wraps("OWNED BY", 3),
+];
+
+fn model_table(models: &[Value], layout: Layout) -> String {
     if models.is_empty() {
         return "No models.\n".into();
     }
-    let mut table = table(["ID", "OBJECT", "CREATED", "OWNED BY"]);
-    for model in models {
-        table.add_row([
-            cell(&model["id"]),
-            cell(&model["object"]),
-            any_time(&model["created"]),
-            cell(&model["owned_by"]),
-        ]);
-    }
-    keep_whole(&mut table, &[0]);
-    format!("{table}\n")
+    let rows = models
+        .iter()
+        .map(|model| {
+            vec![
+                cell(&model["id"]),
+                cell(&model["object"]),
+                any_time(&model["created"]),
+                cell(&model["owned_by"]),
+            ]
+        })
+        .collect();
+    listing(&MODEL_COLUMNS, rows, layout)
 }
 
-fn info_table(deployments: &[Value], columns: &[InfoColumn]) -> String {
+/// The columns of `--columns`: chosen, so none is left out; they wrap.
+fn info_table(deployments: &[Value], columns: &[InfoColumn], layout: Layout) -> String {
     if deployments.is_empty() {
         return "No models.\n".into();
     }
-    let mut table = table::<0>([]);
-    table.set_header(columns.iter().map(|c| header(*c)));
-    for deployment in deployments {
-        table.add_row(columns.iter().map(|c| info_cell(deployment, *c)));
-    }
-    let whole: Vec<usize> = columns
+    let shown: Vec<Column> = columns
         .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!(c, InfoColumn::Id | InfoColumn::PublicModel))
-        .map(|(i, _)| i)
+        .map(|c| match c {
+            InfoColumn::Id | InfoColumn::PublicModel => Column::id(header(*c)),
+            _ => Column::wraps(header(*c), ALWAYS),
+        })
         .collect();
-    keep_whole(&mut table, &whole);
-    format!("{table}\n")
+    let rows = deployments
+        .iter()
+        .map(|deployment| columns.iter().map(|c| info_cell(deployment, *c)).collect())
+        .collect();
+    listing(&shown, rows, layout)
 }
 
 fn header(column: InfoColumn) -> &'static str {
@@ -316,7 +325,7 @@ mod tests {
             id: Some("2".into()),
             name: None,
         };
-        let out = render(&by_id, Some(answer.clone()), None).unwrap();
+        let out = render(&by_id, Some(answer.clone()), None, Layout::default()).unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(&out).unwrap()["model_name"],
             "b"
@@ -325,7 +334,7 @@ mod tests {
             id: None,
             name: Some("zz".into()),
         };
-        let error = render(&missing, Some(answer), None).unwrap_err();
+        let error = render(&missing, Some(answer), None, Layout::default()).unwrap_err();
         assert_eq!(error.exit_code(), 4);
         assert_eq!(error.to_string(), "model named \"zz\" not found");
     }
@@ -344,6 +353,7 @@ mod tests {
                 InfoColumn::UpstreamModel,
                 InfoColumn::UpdatedAt,
             ],
+            Layout::default(),
         );
         for needle in [
             "ID",

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{Call, expect_items, expect_object, list, object, page_line, quoted, spend_cell};
 use crate::cli::client::{Format, UsersCommand};
 use crate::client::{ClientError, with_query};
-use crate::cmd::output::{cell, field_table, keep_whole, pretty, table};
+use crate::cmd::output::{Column, Layout, cell, field_table, listing, pretty};
 
 /// Reads the password `--password -` stands for.
 pub(super) type ReadPassword<'a> = &'a mut dyn FnMut() -> Result<String, ClientError>;
@@ -133,6 +133,7 @@ pub(super) fn render(
     command: &UsersCommand,
     answer: Option<Value>,
     format: Option<Format>,
+    layout: Layout,
 ) -> Result<String, ClientError> {
     match command {
         UsersCommand::List { .. } => {
@@ -148,7 +149,7 @@ pub(super) fn render(
                 &answer["total_pages"],
                 "users",
             );
-            Ok(format!("{first}{}", user_table(users)))
+            Ok(format!("{first}{}", user_table(users, layout)))
         }
         UsersCommand::Create { .. } => {
             let answer = expect_object(answer, "the new user")?;
@@ -248,13 +249,22 @@ fn check_id(id: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn user_table(users: &[Value]) -> String {
+const USER_COLUMNS: [Column; 6] = [
+    Column::id("USER ID"),
+    Column::whole("EMAIL", 5),
+    Column::wraps("ROLE", 4),
+    Column::wraps("ALIAS", 2),
+    Column::wraps("TEAMS", 1),
+    Column::wraps("SPEND", 3),
+];
+
+fn user_table(users: &[Value], layout: Layout) -> String {
     if users.is_empty() {
         return "No users.\n".into();
     }
-    let mut table = table(["USER ID", "EMAIL", "ROLE", "ALIAS", "TEAMS", "SPEND"]);
+    let mut rows = Vec::with_capacity(users.len());
     for user in users {
-        table.add_row([
+        rows.push(vec![
             cell(&user["user_id"]),
             cell(&user["user_email"]),
             cell(&user["user_role"]),
@@ -263,8 +273,7 @@ fn user_table(users: &[Value]) -> String {
             spend_cell(&user["spend"], &user["max_budget"]),
         ]);
     }
-    keep_whole(&mut table, &[0, 1]);
-    format!("{table}\n")
+    listing(&USER_COLUMNS, rows, layout)
 }
 
 #[cfg(test)]
@@ -396,10 +405,13 @@ mod tests {
 
     #[test]
     fn listing() {
-        let out = user_table(&[json!({
-            "user_id": "u-1", "user_email": "a@b.co", "user_role": "internal_user",
-            "user_alias": null, "teams": ["t1", "t2"], "spend": 0.5, "max_budget": 10,
-        })]);
+        let out = user_table(
+            &[json!({
+                "user_id": "u-1", "user_email": "a@b.co", "user_role": "internal_user",
+                "user_alias": null, "teams": ["t1", "t2"], "spend": 0.5, "max_budget": 10,
+            })],
+            Layout::default(),
+        );
         for needle in ["u-1", "a@b.co", "internal_user", "t1, t2", "$0.5 / $10"] {
             assert!(out.contains(needle), "{needle} in\n{out}");
         }
