@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Instructions per request of the proxy's own code, counted by callgrind.
+#
+# Wall-clock and CPU numbers drift on shared machines; instruction counts do
+# not: the same binary, requests and settings give the same count whatever
+# else the machine is doing. This script compares binaries by that count, for
+# the plain pass-through (a project key, no model registered) and the routed
+# path (a registered model: body read, rewrite, usage accounting).
+#
+#   loadtest/instructions.sh BIN [BIN...]      # e.g. before and after a change
+#
+# Per binary and path: one server (one worker) under
+# `valgrind --tool=callgrind`, REQUESTS warm-up requests, counters zeroed,
+# REQUESTS measured requests over one keep-alive connection, counters dumped.
+# Prints the user-space instructions per request (kernel time is not counted:
+# it is the same for every binary that makes the same system calls).
+# Needs valgrind (callgrind_control), curl; loopback only.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-2000}
+MOCK_PORT=${MOCK_PORT:-19201}
+PROXY_PORT=${PROXY_PORT:-19202}
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+ROUTED_BODY='{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
+
+if [[ $# -eq 0 ]]; then
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    exit 1
+fi
+
+for port in "$MOCK_PORT" "$PROXY_PORT"; do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        echo "port $port is taken: set MOCK_PORT / PROXY_PORT" >&2
+        exit 1
+    fi
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 600); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1/health"; then return 0; fi
+        sleep 0.1
+    done
+    echo "port $1 did not answer" >&2
+    exit 1
+}
+
+# Measures one binary on one path; prints instructions per request.
+measure() {
+    local bin=$1 path=$2 dir=$work/run
+    rm -rf "$dir" && mkdir -p "$dir"
+    local token
+    token=$("$bin" setup --openai-key sk-mock --config "$dir/.env" --db "$dir/data" \
+        | sed -n 's/^Token: //p')
+    local management
+    management=$(sed -n 's/^MANAGEMENT_TOKEN=//p' "$dir/.env")
+    OPENAI_API_URL=http://127.0.0.1:$MOCK_PORT EVENT_LOG=false WORKERS=1 \
+        valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$bin" server --config "$dir/.env" --addr "127.0.0.1:$PROXY_PORT" \
+        >"$dir/server.log" 2>&1 &
+    local server=$!
+    pids+=("$server")
+    wait_port "$PROXY_PORT"
+    local body=$BODY
+    if [[ $path == routed ]]; then
+        curl -sf -o /dev/null "http://127.0.0.1:$PROXY_PORT/model/new" \
+            -H "Authorization: Bearer $management" -H 'Content-Type: application/json' \
+            -d "{\"model_name\":\"bench-model\",\"litellm_params\":{\"model\":\"openai/gpt-4o-mini\",\"api_base\":\"http://127.0.0.1:$MOCK_PORT/v1\",\"api_key\":\"sk-mock\"},\"model_info\":{\"input_cost_per_token\":0.00000015,\"output_cost_per_token\":0.0000006}}"
+        body=$ROUTED_BODY
+    fi
+    local run=("$bin" benchmark --base-url "http://127.0.0.1:$PROXY_PORT"
+        --endpoint /v1/chat/completions --token "$token" -r "$REQUESTS" -c 1 --json "$body"
+        --output json)
+    "${run[@]}" >"$dir/warmup.json"
+    callgrind_control -z "$server" >/dev/null 2>&1
+    "${run[@]}" >"$dir/measured.json"
+    callgrind_control -d "$server" >/dev/null 2>&1
+    # The counts are dumped: no need to wait for a drain under valgrind.
+    kill -9 "$server"
+    wait "$server" 2>/dev/null || true
+    local ok
+    ok=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["status"].get("200",0))' "$dir/measured.json" 2>/dev/null || echo "?")
+    # The dump after zeroing is the highest-numbered part file.
+    local dump
+    dump=$(ls -v "$dir"/cg.out.* 2>/dev/null | grep -v '\.1$' | tail -1 || true)
+    [[ -n $dump ]] || dump=$(ls -v "$dir"/cg.out* | tail -1)
+    local total
+    total=$(sed -n 's/^summary: //p; s/^totals: //p' "$dump" | head -1 | awk '{print $1}')
+    printf '%-40s %-13s %14s %8s\n' "$bin" "$path" "$((total / REQUESTS))" "$ok/$REQUESTS"
+}
+
+first_bin=$1
+"$first_bin" mock-upstream --addr "127.0.0.1:$MOCK_PORT" --api-key sk-mock >/dev/null 2>&1 &
+pids+=("$!")
+wait_port "$MOCK_PORT" 2>/dev/null || sleep 1
+
+printf '%-40s %-13s %14s %8s\n' binary path 'instr/request' 'ok'
+for path in pass-through routed; do
+    for bin in "$@"; do
+        measure "$bin" "$path"
+    done
+done
