@@ -77,6 +77,7 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 delivered = done.events,
                 cursor = done.cursor,
+                lost_by_the_server = done.lost,
                 "dispatcher stopped"
             );
             Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 //!
 //! - `file`: one JSON object per line (JSONL), with `seq`.
 //! - `http`: `POST <endpoint>` with a JSON array of events (with `seq`).
+//!   Both get gap records (`{"seq":N,"gap":{...}}`) as they are.
 //! - `lunary`: `POST <endpoint>/v1/runs/ingest` with `{"events": [...]}`,
 //!   a `type: "llm"` start event and an end (or error) event per request.
 //! - `helicone`: `POST <endpoint>/custom/v1/log` per request, with
@@ -70,6 +71,7 @@ impl Sink {
                 let runs: Vec<Value> = events
                     .iter()
                     .filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok())
+                    .filter(|event: &Value| !is_gap(event))
                     .flat_map(|event: Value| lunary_events(&event))
                     .collect();
                 sink.post(
@@ -82,12 +84,21 @@ impl Sink {
                     let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
                         continue;
                     };
+                    if is_gap(&event) {
+                        continue;
+                    }
                     sink.post("/custom/v1/log", helicone_log(&event).to_string().into())?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// A gap record (see `stored::Gap`): Lunary and Helicone have no shape
+/// for one, and get only the events around it.
+fn is_gap(event: &Value) -> bool {
+    event.get("gap").is_some()
 }
 
 /// The event's JSON with its sequence number first: `{"seq":N,...}`.

@@ -28,6 +28,9 @@ pub enum ProxyError {
     KeyWithoutProject,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store cannot write for want of room: says which (disk or map).
+    #[error("{0}")]
+    StoreFull(String),
     #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
     ManagementUnauthorized,
     #[error("the management API is disabled: set MANAGEMENT_TOKEN on the server")]
@@ -163,6 +166,11 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "internal_error",
+            ),
+            StoreFull(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "server_error",
+                "insufficient_storage",
             ),
             ManagementUnauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -414,6 +422,7 @@ impl From<StoreError> for ProxyError {
                 message: format!("{value:?} is already taken"),
             },
             StoreError::Invalid(message) => ProxyError::InvalidBody(message),
+            full if full.is_full() => ProxyError::StoreFull(full.to_string()),
             other => ProxyError::Internal(format!("store: {other}")),
         }
     }

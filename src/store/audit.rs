@@ -64,7 +64,7 @@ impl Store {
             );
             self.audit.delete_range(&mut txn, &range)?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(entry.id)
     }
 

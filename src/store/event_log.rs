@@ -10,7 +10,9 @@
 //! - `meta`: `next_seq`, so numbers continue after restarts and compaction.
 //!
 //! Sequence numbers are contiguous from 1: a gap in what a sink received
-//! is a lost delivery, never a numbering artefact.
+//! is a lost delivery, never a numbering artefact. Events the server could
+//! not write are not numbered; a gap record (an entry of its own, see
+//! `events::stored::Gap`) stands where they would have been.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -106,7 +108,7 @@ impl EventLog {
             map: mapping_of(&dir.join("data.mdb")),
             env: env.clone(),
         };
-        txn.commit()?;
+        super::commit(txn, dir)?;
         Ok(log)
     }
 
@@ -173,7 +175,7 @@ impl EventLog {
                 .put(&mut txn, &first, &now_ms().max(0).cast_unsigned())?;
             self.meta.put(&mut txn, "next_seq", &next)?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(next - 1)
     }
 
@@ -235,7 +237,7 @@ impl EventLog {
             self.batches
                 .delete_range(&mut txn, &(Bound::Unbounded, Bound::Excluded(holding)))?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(removed)
     }
 
@@ -261,7 +263,7 @@ impl EventLog {
     pub fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
         let mut txn = self.env.write_txn()?;
         self.cursors.put(&mut txn, name, &seq)?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(())
     }
 
