@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::json;
-use super::sinks::{Logged, Sink};
+use super::sinks::{Logged, Refusal, Sink};
 use super::stored;
 use crate::store::{EventLog, StoreError};
 
@@ -46,6 +46,8 @@ pub enum DispatchError {
     Log(#[from] StoreError),
     #[error("the sink is unreachable: {0}")]
     SinkUnreachable(String),
+    #[error("the sink refused the API key: {0}")]
+    SinkUnauthorized(String),
 }
 
 /// How a dispatcher ended.
@@ -149,7 +151,10 @@ fn deliver(
     loop {
         let error = match sink.deliver(batch) {
             Ok(()) => return Ok(true),
-            Err(error) => error,
+            Err(Refusal::Unauthorized(reason)) => {
+                return Err(DispatchError::SinkUnauthorized(reason));
+            }
+            Err(Refusal::Failed(error)) => error,
         };
         failures += 1;
         if options.max_retries.is_some_and(|max| failures > max) {

@@ -26,6 +26,24 @@ pub const HELICONE_ENDPOINT: &str = "https://api.hconeai.com";
 /// An event to deliver: its sequence number and JSON bytes.
 pub type Logged = (u64, Vec<u8>);
 
+/// Why a sink did not take a batch.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Worth another try (unreachable, 5xx, a write that failed).
+    Failed(String),
+    /// The sink refused the credentials (401 or 403): another try with
+    /// the same key cannot do better.
+    Unauthorized(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Failed(reason) | Refusal::Unauthorized(reason) => f.write_str(reason),
+        }
+    }
+}
+
 pub enum Sink {
     File(FileSink),
     Http(HttpSink),
@@ -52,9 +70,11 @@ impl Sink {
     }
 
     /// Delivers `events`; `Ok` means the sink has them for good.
-    pub fn deliver(&mut self, events: &[Logged]) -> Result<(), String> {
+    pub fn deliver(&mut self, events: &[Logged]) -> Result<(), Refusal> {
         match self {
-            Sink::File(sink) => sink.write(events).map_err(|e| e.to_string()),
+            Sink::File(sink) => sink
+                .write(events)
+                .map_err(|e| Refusal::Failed(e.to_string())),
             Sink::Http(sink) => {
                 let mut body = Vec::with_capacity(events.iter().map(|e| e.1.len() + 16).sum());
                 body.push(b'[');
@@ -169,7 +189,7 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), String> {
+    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), Refusal> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let mut request = self
             .agent
@@ -180,8 +200,14 @@ impl HttpSink {
         }
         match request.send(&body[..]) {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("{url} answered {}", response.status())),
-            Err(error) => Err(format!("{url}: {error}")),
+            Ok(response) if matches!(response.status().as_u16(), 401 | 403) => Err(
+                Refusal::Unauthorized(format!("{url} answered {}", response.status())),
+            ),
+            Ok(response) => Err(Refusal::Failed(format!(
+                "{url} answered {}",
+                response.status()
+            ))),
+            Err(error) => Err(Refusal::Failed(format!("{url}: {error}"))),
         }
     }
 }
