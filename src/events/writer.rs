@@ -191,7 +191,8 @@ impl Lost {
         if let Some(gap) = self.gap.take() {
             tracing::warn!(
                 lost = gap.lost,
-                "the event log is written again; a gap record stands for the events lost"
+                "{} request events were lost; a gap record in the event log says so",
+                gap.lost
             );
         }
         self.failing = false;
