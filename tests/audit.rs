@@ -388,3 +388,58 @@ fn a_token_addressed_by_its_secret_leaves_no_secret_in_the_log_or_the_store() {
         }
     }
 }
+
+#[test]
+fn secrets_in_entries_of_an_older_version_are_replaced_on_start() {
+    use llm_proxy::store::{AuditEntry, Store};
+    let dir = TempDir::new("audit-older");
+    let db = dir.path().join("data");
+    let secret = "sk-older-version-secret-0123456789";
+    {
+        // What an older version wrote for `manage token revoke <secret>`
+        // and a LiteLLM key lookup.
+        let store = Store::open(&db, None).expect("open the store");
+        for (method, target) in [
+            ("DELETE", format!("/manage/tokens/{secret}")),
+            ("GET", format!("/key/info?key={secret}")),
+            ("GET", "/manage/projects".to_string()),
+        ] {
+            let entry = AuditEntry {
+                id: 0,
+                at: 1_700_000_000_000,
+                actor: "master_key".into(),
+                remote: "127.0.0.1:1".into(),
+                method: method.into(),
+                target,
+                status: 200,
+                outcome: "ok".into(),
+                body: String::new(),
+                request_id: "older".into(),
+            };
+            store.append_audit(entry, 1000).expect("append");
+        }
+        store
+            .forget_audit_scrub_for_tests()
+            .expect("forget the scrub");
+    }
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock)
+        .arg("--db")
+        .arg(db.display().to_string())
+        .start();
+    let log = audit(&proxy, "?limit=1000");
+    assert!(!log.to_string().contains(secret), "{log}");
+    let older: Vec<Value> = entries(&log)
+        .into_iter()
+        .filter(|e| e["request_id"] == "older")
+        .collect();
+    let targets: Vec<&str> = older.iter().filter_map(|e| e["target"].as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/manage/projects",
+            "/key/info?key=***",
+            "/manage/tokens/sk-olde…6789"
+        ]
+    );
+}

@@ -4,23 +4,17 @@
 //! key named in the path by its secret or hash is shown as its hint,
 //! before the entry is written.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::StatusCode;
-use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 
 use super::views::rfc3339;
 use super::{Answer, blocking};
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
-use crate::store::model::hint;
-use crate::store::{AuditEntry, AuditQuery, Store, now_ms};
-use uuid::Uuid;
+use crate::store::{AuditEntry, AuditQuery, HIDDEN, Store, is_secret_name, now_ms, safe_target};
 
-/// Shown in place of a secret.
-const HIDDEN: &str = "***";
 /// Longest body kept in an entry.
 const MAX_BODY: usize = 16 << 10;
 /// Entries per page unless `limit` says otherwise, and the most.
@@ -48,7 +42,7 @@ pub async fn record(worker: &Worker, call: Call<'_>) {
         actor: call.actor.to_string(),
         remote: call.remote,
         method: call.method.to_string(),
-        target: audit_target(call.target),
+        target: safe_target(call.target),
         status: call.status,
         outcome: call.outcome.to_string(),
         body: hide_body_secrets(call.body),
@@ -61,17 +55,6 @@ pub async fn record(worker: &Worker, call: Call<'_>) {
         Ok(Err(error)) => tracing::error!(%error, "cannot write the audit log"),
         Err(_) => tracing::error!("audit log write cancelled"),
     }
-}
-
-/// Names whose values are secrets, wherever they appear in a body.
-fn is_secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "key" | "keys" | "token" | "password" | "master_key" | "credential_values"
-    ) || name.ends_with("api_key")
-        || name.contains("secret")
-        || name.ends_with("_token")
 }
 
 fn hide_value(value: &mut Value) {
@@ -114,67 +97,6 @@ fn hide_body_secrets(body: &[u8]) -> String {
         text.push('…');
     }
     text
-}
-
-/// The target as the log keeps it: `/key/info?key=sk-...` as
-/// `/key/info?key=***`, and a token named in the path by its secret or its
-/// hash (`/manage/tokens/sk-...`, `/key/sk-.../...`) as the listings show
-/// it, `/manage/tokens/sk-abcd…wxyz`. A token's id stays as it is.
-fn audit_target(target: &str) -> String {
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    };
-    let segments: Vec<Cow<'_, str>> = path
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy())
-        .collect();
-    let mut out = String::with_capacity(target.len());
-    for (index, (raw, decoded)) in path.split('/').zip(&segments).enumerate() {
-        if index > 0 {
-            out.push('/');
-        }
-        if names_a_key(&segments, index) || looks_like_secret(decoded) {
-            out.push_str(&hint(decoded));
-        } else {
-            out.push_str(raw);
-        }
-    }
-    if let Some(query) = query {
-        let mut hidden = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if is_secret_name(&name) {
-                hidden.append_pair(&name, HIDDEN);
-            } else if looks_like_secret(&value) {
-                hidden.append_pair(&name, &hint(&value));
-            } else {
-                hidden.append_pair(&name, &value);
-            }
-        }
-        out.push('?');
-        out.push_str(&hidden.finish());
-    }
-    out
-}
-
-/// Whether path segment `index` (of the decoded `segments`, the first
-/// empty) names a key by what the caller may give for one: its id, its
-/// secret, or the hex SHA-256 of the secret. Only the id is kept.
-fn names_a_key(segments: &[Cow<'_, str>], index: usize) -> bool {
-    let segment = segments[index].as_ref();
-    let parent: Vec<&str> = segments[..index].iter().map(|s| s.as_ref()).collect();
-    let reference = match parent.as_slice() {
-        ["", "manage", "tokens"] => true,
-        // LiteLLM's `/key/{key}/regenerate` and the like.
-        ["", "key"] => !matches!(segment, "generate" | "info" | "list" | "update" | "delete"),
-        _ => false,
-    };
-    reference && !segment.is_empty() && Uuid::parse_str(segment).is_err()
-}
-
-/// A value shaped like a key this gateway issues (`sk-` and more).
-fn looks_like_secret(value: &str) -> bool {
-    value.len() > 3 && value.starts_with("sk-")
 }
 
 pub fn view(entry: &AuditEntry) -> Value {
@@ -299,56 +221,9 @@ mod tests {
             "{hidden}"
         );
         assert_eq!(
-            audit_target("/key/info?key=sk-5&x=1"),
+            safe_target("/key/info?key=sk-5&x=1"),
             "/key/info?key=***&x=1"
         );
         assert_eq!(hide_body_secrets(b"not json"), "(8 bytes, not JSON)");
-    }
-
-    #[test]
-    fn keys_in_paths_are_shown_as_hints() {
-        let secret = "sk-abcdefghijklmnopqrstuvwxyz";
-        let hash = "83165eaa242eb58df8858e31bd8052960b2ed033028f3c374f733c8c34c84b94";
-        let id = "2b0e0f36-8f0c-4f57-9a57-0d1f3c2e8a11";
-        for (target, logged) in [
-            (
-                format!("/manage/tokens/{secret}"),
-                "/manage/tokens/sk-abcd…wxyz".to_string(),
-            ),
-            (
-                format!("/manage/tokens/{hash}"),
-                "/manage/tokens/83165ea…4b94".into(),
-            ),
-            (
-                format!("/manage/tokens/{id}"),
-                format!("/manage/tokens/{id}"),
-            ),
-            (
-                "/manage/tokens/imported-secret-1".into(),
-                "/manage/tokens/importe…et-1".into(),
-            ),
-            // Percent-encoded, as the CLI may send it, and under another spelling.
-            (
-                "/manage/%74okens/sk%2Dabcdefghijklmnopqrstuvwxyz/x".into(),
-                "/manage/%74okens/sk-abcd…wxyz/x".into(),
-            ),
-            (
-                format!("/key/{secret}/regenerate"),
-                "/key/sk-abcd…wxyz/regenerate".into(),
-            ),
-            (
-                "/key/info?key_alias=a&user_id=sk-abcdefghijklmnopqrstuvwxyz".into(),
-                "/key/info?key_alias=a&user_id=sk-abcd%E2%80%A6wxyz".into(),
-            ),
-            (
-                format!("/manage/projects/{id}/tokens/revoke"),
-                format!("/manage/projects/{id}/tokens/revoke"),
-            ),
-            ("/key/generate".into(), "/key/generate".into()),
-            ("/manage/tokens".into(), "/manage/tokens".into()),
-            ("/manage/tokens/".into(), "/manage/tokens/".into()),
-        ] {
-            assert_eq!(audit_target(&target), logged, "{target}");
-        }
     }
 }

@@ -36,7 +36,7 @@ use heed::types::{Bytes, SerdeBincode, Str};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
-pub use audit::{AuditEntry, AuditQuery};
+pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
 pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
@@ -257,6 +257,13 @@ impl Store {
             cipher,
             generation: AtomicU64::new(1),
         };
+        let scrubbed = store.scrub_audit_targets(&mut txn)?;
+        if scrubbed > 0 {
+            tracing::info!(
+                entries = scrubbed,
+                "audit log: tokens named by their secret in older entries now named by their hint"
+            );
+        }
         commit(txn, dir)?;
         Ok(store)
     }
