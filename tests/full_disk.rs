@@ -62,12 +62,14 @@ fn fill(path: &Path, room: u64) {
     file.set_len(length - room).expect("give some room back");
 }
 
-/// The sum of every sample of `name` in a `/metrics` page.
-fn metric(page: &str, name: &str) -> u64 {
+/// The sum of every sample of `name` in a `/metrics` page whose labels
+/// include `label` (`""`: any).
+fn metric(page: &str, name: &str, label: &str) -> u64 {
     page.lines()
         .filter(|line| {
             line.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && line.contains(label)
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
@@ -77,14 +79,21 @@ struct EventCounts {
     emitted: u64,
     written: u64,
     dropped: u64,
+    /// Of `dropped`, those the writer could not write.
+    write_failed: u64,
 }
 
 fn event_counts(proxy: &Proxy) -> EventCounts {
     let page = proxy.call(Req::get("/metrics")).text();
     EventCounts {
-        emitted: metric(&page, "llm_proxy_events_emitted_total"),
-        written: metric(&page, "llm_proxy_events_written_total"),
-        dropped: metric(&page, "llm_proxy_events_dropped_total"),
+        emitted: metric(&page, "llm_proxy_events_emitted_total", ""),
+        written: metric(&page, "llm_proxy_events_written_total", ""),
+        dropped: metric(&page, "llm_proxy_events_dropped_total", ""),
+        write_failed: metric(
+            &page,
+            "llm_proxy_events_dropped_total",
+            r#"reason="write_failed""#,
+        ),
     }
 }
 
@@ -173,6 +182,8 @@ fn a_full_disk_loses_events_visibly_answers_507_and_recovers() {
         "no event was dropped on a full disk ({} written)",
         during.written
     );
+    // Lost because the writes failed, not because the writer was behind.
+    assert_eq!(during.write_failed, during.dropped);
 
     // Room again: everything works by itself.
     std::fs::remove_file(&filler).expect("free the disk");
