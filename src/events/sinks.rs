@@ -36,14 +36,6 @@ pub enum Refusal {
     Unauthorized(String),
 }
 
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Failed(reason) | Refusal::Unauthorized(reason) => f.write_str(reason),
-        }
-    }
-}
-
 pub enum Sink {
     File(FileSink),
     Http(HttpSink),

@@ -154,10 +154,12 @@ fn write_loop(
 /// Events lost since the last gap record the log holds.
 #[derive(Default)]
 struct Lost {
+    /// The gap record to write (`None`: nothing lost).
     gap: Option<Gap>,
-    /// Whether the log could not be written, and since when (for the
-    /// error line, once per outage).
+    /// The last write failed (the error line is logged once per outage).
     failing: bool,
+    /// When a write last failed, so that the gap record alone is tried
+    /// again once a second, not in a loop.
     last_try: Option<Instant>,
 }
 
