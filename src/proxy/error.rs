@@ -445,6 +445,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_store_is_507_with_its_cause() {
+        let error = ProxyError::from(StoreError::NoSpace);
+        let (status, kind, code) = error.table();
+        assert_eq!(
+            (status.as_u16(), kind, code),
+            (507, "server_error", "insufficient_storage")
+        );
+        assert!(error.to_string().starts_with("no space left on device"));
+    }
+
+    #[test]
     fn renders_openai_envelope() {
         let mut out = Vec::new();
         ProxyError::MethodNotAllowed {

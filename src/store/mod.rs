@@ -340,3 +340,28 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_map_is_said_so() {
+        let os = |code| heed::Error::Io(std::io::Error::from_raw_os_error(code));
+        for error in [
+            os(libc::ENOSPC),
+            os(libc::EDQUOT),
+            heed::Error::Mdb(heed::MdbError::Other(libc::ENOSPC)),
+        ] {
+            let error = StoreError::from(error);
+            assert!(matches!(error, StoreError::NoSpace), "{error}");
+            assert!(error.to_string().starts_with("no space left on device"));
+        }
+        let map = StoreError::from(heed::Error::Mdb(heed::MdbError::MapFull));
+        assert!(matches!(map, StoreError::MapFull) && map.is_full());
+        assert!(map.to_string().starts_with("the store is full"));
+        // Any other I/O error stays what it is.
+        let eio = StoreError::from(os(libc::EIO));
+        assert!(matches!(eio, StoreError::Lmdb(_)) && !eio.is_full());
+    }
+}
