@@ -240,3 +240,206 @@ fn the_log_keeps_the_newest_audit_max_entries() {
         refused.stderr
     );
 }
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read the data directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push((path.clone(), std::fs::read(&path).expect("read a file")));
+        }
+    }
+    found
+}
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_token_addressed_by_its_secret_leaves_no_secret_in_the_log_or_the_store() {
+    use common::cli::Cli;
+    let mock = Mock::start();
+    let dir = TempDir::new("audit-secret");
+    let db = dir.path().join("data");
+    let mut proxy = Proxy::for_mock(&mock)
+        .arg("--db")
+        .arg(db.display().to_string())
+        .start();
+    let secret = |proxy: &Proxy| {
+        proxy.create_token(json!({}))["token"]
+            .as_str()
+            .expect("the new token's secret")
+            .to_string()
+    };
+    let (by_api, by_cli, by_litellm, by_hash) = (
+        secret(&proxy),
+        secret(&proxy),
+        secret(&proxy),
+        secret(&proxy),
+    );
+    let listed = proxy.manage("GET", "/manage/tokens", None).json();
+    let hint_of = |secret: &str| {
+        listed
+            .as_array()
+            .expect("a token listing")
+            .iter()
+            .map(|t| t["token"].as_str().unwrap().to_string())
+            .find(|hint| {
+                let (head, tail) = hint.split_once('…').expect("a hint");
+                secret.starts_with(head) && secret.ends_with(tail)
+            })
+            .unwrap_or_else(|| panic!("no hint for a token in {listed}"))
+    };
+
+    // The management API, by secret: look up, change, revoke.
+    let path = format!("/manage/tokens/{by_api}");
+    assert_eq!(proxy.manage("GET", &path, None).status, 200);
+    let patched = proxy.manage("PATCH", &path, Some(json!({"alias": "renamed"})));
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(proxy.manage("DELETE", &path, None).status, 204);
+    // The CLI, by secret.
+    let revoked = Cli::manage(["token", "revoke", by_cli.as_str()])
+        .args([
+            "--manage-api-base-url",
+            proxy.url().as_str(),
+            "--management-token",
+            MANAGEMENT_TOKEN,
+        ])
+        .run();
+    revoked.ok();
+    // By the hex SHA-256 of the secret, the key's lookup id.
+    let hash = sha256_hex(&by_hash);
+    assert_eq!(
+        proxy
+            .manage("GET", &format!("/manage/tokens/{hash}"), None)
+            .status,
+        200
+    );
+    // The LiteLLM routes, by secret in the query, the path and the body.
+    assert_eq!(
+        proxy
+            .manage("GET", &format!("/key/info?key={by_litellm}"), None)
+            .status,
+        200
+    );
+    proxy.manage("POST", &format!("/key/{by_litellm}/regenerate"), None);
+    proxy.manage("GET", &format!("/manage/tokens/{by_litellm}/x"), None);
+    let deleted = proxy.manage("POST", "/key/delete", Some(json!({"keys": [by_litellm]})));
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+
+    let log = audit(&proxy, "?limit=1000");
+    let text = log.to_string();
+    let secrets = [&by_api, &by_cli, &by_litellm, &by_hash];
+    for secret in secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret} in the audit log: {text}"
+        );
+        assert!(
+            !text.contains(&sha256_hex(secret)),
+            "the SHA-256 of {secret} in the audit log: {text}"
+        );
+    }
+    // Tokens are named as the listings show them.
+    let all = entries(&log);
+    let targets: Vec<&str> = all.iter().filter_map(|e| e["target"].as_str()).collect();
+    for (method, secret) in [
+        ("GET", &by_api),
+        ("PATCH", &by_api),
+        ("DELETE", &by_api),
+        ("DELETE", &by_cli),
+    ] {
+        let target = format!("/manage/tokens/{}", hint_of(secret));
+        assert!(
+            all.iter()
+                .any(|e| e["method"] == method && e["target"] == target.as_str()),
+            "no {method} {target} in {targets:?}"
+        );
+    }
+
+    // Nor anywhere in the store's files.
+    proxy.proc.signal("TERM");
+    assert_eq!(
+        proxy
+            .proc
+            .wait_exit(std::time::Duration::from_secs(20))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let files = files_under(&db);
+    assert!(files.iter().any(|(path, _)| path.ends_with("data.mdb")));
+    for (path, bytes) in &files {
+        for secret in secrets {
+            for needle in [secret.to_string(), sha256_hex(secret)] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn secrets_in_entries_of_an_older_version_are_replaced_on_start() {
+    use llm_proxy::store::{AuditEntry, Store};
+    let dir = TempDir::new("audit-older");
+    let db = dir.path().join("data");
+    let secret = "sk-older-version-secret-0123456789";
+    {
+        // What an older version wrote for `manage token revoke <secret>`
+        // and a LiteLLM key lookup.
+        let store = Store::open(&db, None).expect("open the store");
+        for (method, target) in [
+            ("DELETE", format!("/manage/tokens/{secret}")),
+            ("GET", format!("/key/info?key={secret}")),
+            ("GET", "/manage/projects".to_string()),
+        ] {
+            let entry = AuditEntry {
+                id: 0,
+                at: 1_700_000_000_000,
+                actor: "master_key".into(),
+                remote: "127.0.0.1:1".into(),
+                method: method.into(),
+                target,
+                status: 200,
+                outcome: "ok".into(),
+                body: String::new(),
+                request_id: "older".into(),
+            };
+            store.append_audit(entry, 1000).expect("append");
+        }
+        store
+            .forget_audit_scrub_for_tests()
+            .expect("forget the scrub");
+    }
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock)
+        .arg("--db")
+        .arg(db.display().to_string())
+        .start();
+    let log = audit(&proxy, "?limit=1000");
+    assert!(!log.to_string().contains(secret), "{log}");
+    let older: Vec<Value> = entries(&log)
+        .into_iter()
+        .filter(|e| e["request_id"] == "older")
+        .collect();
+    let targets: Vec<&str> = older.iter().filter_map(|e| e["target"].as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/manage/projects",
+            "/key/info?key=***",
+            "/manage/tokens/sk-olde…6789"
+        ]
+    );
+}

@@ -743,3 +743,105 @@ fn lunary_and_helicone_get_their_ingestion_shapes() {
         exited.stderr
     );
 }
+
+#[test]
+fn a_cursor_taken_over_by_another_endpoint_is_warned_about() {
+    let mock = Mock::start();
+    let db = TempDir::new("events-endpoint");
+    let proxy = proxy_on(db.path(), &mock, true);
+    for _ in 0..4 {
+        assert_eq!(proxy.call(chat(false)).status, 200);
+    }
+    proxy.stop();
+    let sinks = TempDir::new("events-endpoint-sinks");
+    let (a, b) = (sinks.path().join("a.jsonl"), sinks.path().join("b.jsonl"));
+    let warning = "was last used with another endpoint";
+    let first = dispatcher(db.path(), &a, &["--once"], &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr);
+    assert!(!first.stderr.contains(warning), "{}", first.stderr);
+    // The same cursor ("file"), another file: it gets nothing of the past.
+    let moved = dispatcher(db.path(), &b, &["--once"], &[]);
+    assert_eq!(moved.status.code(), Some(0), "{}", moved.stderr);
+    assert!(
+        moved.stderr.contains(warning) && moved.stderr.contains("after seq 4"),
+        "{}",
+        moved.stderr
+    );
+    assert!(sink_events(&b).is_empty());
+    // Said once: the cursor now belongs to the new endpoint.
+    let again = dispatcher(db.path(), &b, &["--once"], &[]);
+    assert!(!again.stderr.contains(warning), "{}", again.stderr);
+    // With a name of its own, a new endpoint gets everything.
+    dispatch_once(db.path(), &b, &["--name", "b"]);
+    assert_eq!(sink_events(&b).len(), 4);
+}
+
+/// An HTTP sink that answers every request with `status`; returns its URL.
+fn refusing_sink(status: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let answer =
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = writer.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn a_sink_refusing_the_api_key_is_exit_status_3() {
+    let mock = Mock::start();
+    let db = TempDir::new("events-401");
+    let proxy = proxy_on(db.path(), &mock, true);
+    assert_eq!(proxy.call(chat(false)).status, 200);
+    proxy.stop();
+    let url = refusing_sink("401 Unauthorized");
+    for mode in [
+        &["--api-key", "wrong"][..],
+        &["--api-key", "wrong", "--retries", "100"],
+    ] {
+        let exited = http_dispatch(db.path(), &url, mode);
+        assert_eq!(exited.status.code(), Some(3), "{}", exited.stderr);
+        assert!(
+            exited.stderr.contains("the sink refused the API key"),
+            "{}",
+            exited.stderr
+        );
+        assert!(!exited.stderr.contains("wrong"), "{}", exited.stderr);
+    }
+    // Without --once too: a refused key is not retried for ever.
+    let db_path = db.path().to_str().unwrap();
+    let args = [
+        "dispatcher",
+        "--db",
+        db_path,
+        "--service",
+        "http",
+        "--endpoint",
+        &url,
+    ];
+    let exited = run_command(db.path(), &args, &[], DISPATCH_TIMEOUT);
+    assert_eq!(exited.status.code(), Some(3), "{}", exited.stderr);
+}

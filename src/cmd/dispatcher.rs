@@ -1,7 +1,7 @@
 //! `llm-proxy dispatcher`: deliver request events from the event log in the
 //! data directory to a sink, from this dispatcher's durable cursor on.
 //! Exit status: 0 done (or stopped by a signal), 1 error, 2 the sink stayed
-//! unreachable with `--once`.
+//! unreachable with `--once`, 3 the sink refused the API key (401, 403).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,7 +32,7 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("data"));
     let settings = EventSettings::resolve(&env, None)?;
-    let mut sink = make_sink(args, &env)?;
+    let (mut sink, endpoint) = make_sink(args, &env)?;
     let dir = event_log::dir_of(&data_dir);
     if !dir.join("data.mdb").exists() {
         bail!(
@@ -55,6 +55,7 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
     if options.batch_size == 0 || options.read_ahead == 0 {
         bail!("--buffer and --batch-size must be at least 1");
     }
+    warn_of_a_shared_cursor(&log, &options.name, &endpoint);
     let state = Arc::new(AtomicU8::new(dispatch::RUN));
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let stopper = state.clone();
@@ -77,6 +78,7 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 delivered = done.events,
                 cursor = done.cursor,
+                lost_by_the_server = done.lost,
                 "dispatcher stopped"
             );
             Ok(ExitCode::SUCCESS)
@@ -85,17 +87,42 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: the sink is unreachable: {reason}");
             Ok(ExitCode::from(2))
         }
+        Err(DispatchError::SinkUnauthorized(reason)) => {
+            eprintln!("error: the sink refused the API key: {reason} (check --api-key)");
+            Ok(ExitCode::from(3))
+        }
         Err(error) => Err(error.into()),
     }
 }
 
-fn make_sink(args: &DispatcherArgs, env: &Env) -> anyhow::Result<Sink> {
+/// Warns when this dispatcher's cursor was last used with another
+/// endpoint: the new one gets only the events after it, not the earlier ones.
+fn warn_of_a_shared_cursor(log: &EventLog, name: &str, endpoint: &str) {
+    let cursor = match log.cursor(name) {
+        Ok(cursor) => cursor,
+        Err(_) => return,
+    };
+    match log.use_cursor_for(name, endpoint) {
+        Ok(true) if cursor > 0 => tracing::warn!(
+            dispatcher = name,
+            cursor,
+            "the cursor {name:?} was last used with another endpoint: this one gets only the events after seq {cursor}; give it a cursor of its own with --name to get them all"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot record this dispatcher's endpoint"),
+    }
+}
+
+/// The sink, and its endpoint as given (a file: its full path).
+fn make_sink(args: &DispatcherArgs, env: &Env) -> anyhow::Result<(Sink, String)> {
     let endpoint = args.endpoint.clone();
     let key_env = match args.service {
         SinkService::File => {
             let path = endpoint.context("--endpoint: the file to write events to is required")?;
-            return Sink::file(Path::new(&path))
-                .with_context(|| format!("cannot open {path} for appending"));
+            let sink = Sink::file(Path::new(&path))
+                .with_context(|| format!("cannot open {path} for appending"))?;
+            let full = std::fs::canonicalize(&path).map_or(path, |p| p.display().to_string());
+            return Ok((sink, full));
         }
         SinkService::Http => "DISPATCHER_API_KEY",
         SinkService::Lunary => "LUNARY_PUBLIC_KEY",
@@ -117,5 +144,5 @@ fn make_sink(args: &DispatcherArgs, env: &Env) -> anyhow::Result<Sink> {
             args.service.name()
         );
     }
-    Ok(Sink::http(args.service.name(), url, api_key))
+    Ok((Sink::http(args.service.name(), url.clone(), api_key), url))
 }

@@ -28,6 +28,9 @@ const SPARE_VECTORS: usize = 4;
 /// A batch of events on its way to the writer.
 pub struct Batch {
     pub events: Vec<RequestEvent>,
+    /// Events this worker dropped since its previous batch: the writer
+    /// puts them in the log's next gap record.
+    pub dropped: u64,
     /// One reading of both clocks at hand-over: events carry only a
     /// monotonic instant, turned into wall-clock time on the writer.
     pub clock: (Instant, u64),
@@ -39,6 +42,14 @@ pub struct Batch {
 pub fn unix_ns(clock: (Instant, u64), instant: Instant) -> u64 {
     let (reference, unix) = clock;
     unix.saturating_sub(reference.saturating_duration_since(instant).as_nanos() as u64)
+}
+
+/// What the writer did with the events it was given: appended to the log,
+/// or lost because the log could not be written.
+#[derive(Debug, Default)]
+pub struct WriterCounts {
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 pub struct EventBuffer {
@@ -53,8 +64,10 @@ pub struct EventBuffer {
     /// Events `finish` made on this worker, and those lost here.
     emitted: u64,
     dropped: u64,
-    /// Events the writer appended to the log (process-wide).
-    written: Arc<AtomicU64>,
+    /// Of `dropped`, those no batch has told the writer of yet.
+    unreported: u64,
+    /// What became of the events handed to the writer (process-wide).
+    counts: Arc<WriterCounts>,
     /// The log itself, read by `/metrics` (never on the request path).
     log: Option<Arc<EventLog>>,
 }
@@ -71,7 +84,8 @@ impl EventBuffer {
             body_limit: None,
             emitted: 0,
             dropped: 0,
-            written: Arc::default(),
+            unreported: 0,
+            counts: Arc::default(),
             log: None,
         }
     }
@@ -79,7 +93,7 @@ impl EventBuffer {
     pub fn new(
         sender: SyncSender<Batch>,
         body_limit: Option<usize>,
-        written: Arc<AtomicU64>,
+        counts: Arc<WriterCounts>,
         log: Option<Arc<EventLog>>,
     ) -> Self {
         let (spares_back, spares) = sync_channel(SPARE_VECTORS);
@@ -93,7 +107,8 @@ impl EventBuffer {
             body_limit,
             emitted: 0,
             dropped: 0,
-            written,
+            unreported: 0,
+            counts,
             log,
         }
     }
@@ -115,6 +130,7 @@ impl EventBuffer {
         self.emitted += 1;
         if self.pending.len() >= MAX_PENDING {
             self.dropped += 1;
+            self.unreported += 1;
             return;
         }
         self.pending.push(event);
@@ -133,11 +149,13 @@ impl EventBuffer {
         }
         let batch = Batch {
             events: std::mem::take(&mut self.pending),
+            dropped: self.unreported,
             clock: (Instant::now(), unix_nanos()),
             spare: self.spares_back.clone(),
         };
         match sender.try_send(batch) {
             Ok(()) => {
+                self.unreported = 0;
                 self.pending = self.spares.try_recv().unwrap_or_default();
             }
             Err(TrySendError::Full(batch)) => self.pending = batch.events,
@@ -156,6 +174,7 @@ impl EventBuffer {
         {
             let batch = Batch {
                 events: std::mem::take(&mut self.pending),
+                dropped: self.unreported,
                 clock: (Instant::now(), unix_nanos()),
                 spare: self.spares_back.clone(),
             };
@@ -178,7 +197,13 @@ impl EventBuffer {
 
     /// Events appended to the log by the writer, all workers together.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.counts.written.load(Ordering::Relaxed)
+    }
+
+    /// Events the writer could not append to the log (a full disk, say),
+    /// all workers together.
+    pub fn failed(&self) -> u64 {
+        self.counts.failed.load(Ordering::Relaxed)
     }
 
     /// The event log these events go to.
@@ -229,9 +254,15 @@ mod tests {
         assert_eq!(buffer.emitted(), total as u64);
         assert_eq!(buffer.dropped(), 10);
         // Once the writer takes the first batch, the waiting ones go.
-        assert_eq!(receiver.recv().unwrap().events.len(), HANDOFF_AT);
+        let first = receiver.recv().unwrap();
+        assert_eq!((first.events.len(), first.dropped), (HANDOFF_AT, 0));
         buffer.hand_over();
-        assert_eq!(receiver.recv().unwrap().events.len(), MAX_PENDING);
+        // The next batch tells the writer of the events dropped meanwhile.
+        let second = receiver.recv().unwrap();
+        assert_eq!((second.events.len(), second.dropped), (MAX_PENDING, 10));
+        buffer.push(event());
+        buffer.hand_over();
+        assert_eq!(receiver.recv().unwrap().dropped, 0);
         // A writer that is gone: what waits is dropped.
         buffer.push(event());
         drop(receiver);

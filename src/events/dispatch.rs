@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::json;
-use super::sinks::{Logged, Sink};
+use super::sinks::{Logged, Refusal, Sink};
+use super::stored;
 use crate::store::{EventLog, StoreError};
 
 /// How often an idle dispatcher looks for new events.
@@ -45,6 +46,8 @@ pub enum DispatchError {
     Log(#[from] StoreError),
     #[error("the sink is unreachable: {0}")]
     SinkUnreachable(String),
+    #[error("the sink refused the API key: {0}")]
+    SinkUnauthorized(String),
 }
 
 /// How a dispatcher ended.
@@ -52,6 +55,8 @@ pub enum DispatchError {
 pub struct Delivered {
     pub events: u64,
     pub cursor: u64,
+    /// Events the gap records delivered stand for (lost by the server).
+    pub lost: u64,
 }
 
 pub fn run(
@@ -62,6 +67,7 @@ pub fn run(
 ) -> Result<Delivered, DispatchError> {
     let mut cursor = log.cursor(&options.name)?;
     let mut delivered = 0;
+    let mut lost = 0;
     let batch_size = options.batch_size.max(1);
     loop {
         if state.load(Ordering::Acquire) == STOP {
@@ -70,7 +76,13 @@ pub fn run(
         let events: Vec<Logged> = log
             .read_after(cursor, options.read_ahead.max(batch_size))?
             .into_iter()
-            .map(|(seq, bytes)| (seq, json::logged_to_json(&bytes)))
+            .map(|(seq, bytes)| {
+                if let Some(gap) = stored::decode_gap(&bytes) {
+                    report_gap(&options.name, seq, &gap);
+                    lost += gap.lost;
+                }
+                (seq, json::logged_to_json(&bytes))
+            })
             .collect();
         let Some(&(first, _)) = events.first() else {
             if options.once || state.load(Ordering::Acquire) == DRAIN {
@@ -91,6 +103,7 @@ pub fn run(
                 return Ok(Delivered {
                     events: delivered,
                     cursor,
+                    lost,
                 });
             }
             cursor = batch[batch.len() - 1].0;
@@ -104,7 +117,25 @@ pub fn run(
     Ok(Delivered {
         events: delivered,
         cursor,
+        lost,
     })
+}
+
+/// A gap record: the server lost events there (a full disk, say). Sinks
+/// get the record itself; the operator gets this line.
+fn report_gap(name: &str, seq: u64, gap: &stored::Gap) {
+    let lost_at = |ns: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
+    };
+    tracing::warn!(
+        dispatcher = name,
+        seq,
+        lost = gap.lost,
+        first_lost_at = %lost_at(gap.first_unix_ns),
+        last_lost_at = %lost_at(gap.last_unix_ns),
+        "gap in the event log: the server lost {} events before seq {seq} (it could not write them)",
+        gap.lost
+    );
 }
 
 /// Delivers one batch, retrying with exponential backoff and jitter.
@@ -120,7 +151,10 @@ fn deliver(
     loop {
         let error = match sink.deliver(batch) {
             Ok(()) => return Ok(true),
-            Err(error) => error,
+            Err(Refusal::Unauthorized(reason)) => {
+                return Err(DispatchError::SinkUnauthorized(reason));
+            }
+            Err(Refusal::Failed(error)) => error,
         };
         failures += 1;
         if options.max_retries.is_some_and(|max| failures > max) {

@@ -124,10 +124,27 @@ pub fn to_json(stored: &Stored<'_>) -> Vec<u8> {
 /// The JSON of a logged event (its stored bytes); an event of an unknown
 /// layout becomes `{"undecodable": true}`.
 pub fn logged_to_json(bytes: &[u8]) -> Vec<u8> {
+    if let Some(gap) = stored::decode_gap(bytes) {
+        return gap_to_json(&gap);
+    }
     match stored::decode(bytes) {
         Some(stored) => to_json(&stored),
         None => br#"{"undecodable":true}"#.to_vec(),
     }
+}
+
+/// A gap record as sinks receive it: `{"gap":{"lost_events":N,...}}`, an
+/// object with no `request_id`.
+pub fn gap_to_json(gap: &stored::Gap) -> Vec<u8> {
+    let time = |ns: u64| {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+    };
+    let json = json!({"gap": {
+        "lost_events": gap.lost,
+        "first_lost_at": time(gap.first_unix_ns),
+        "last_lost_at": time(gap.last_unix_ns),
+    }});
+    serde_json::to_vec(&json).unwrap_or_default()
 }
 
 /// A body as JSON when it is JSON, otherwise as a string.

@@ -4,6 +4,7 @@
 //!
 //! - `file`: one JSON object per line (JSONL), with `seq`.
 //! - `http`: `POST <endpoint>` with a JSON array of events (with `seq`).
+//!   Both get gap records (`{"seq":N,"gap":{...}}`) as they are.
 //! - `lunary`: `POST <endpoint>/v1/runs/ingest` with `{"events": [...]}`,
 //!   a `type: "llm"` start event and an end (or error) event per request.
 //! - `helicone`: `POST <endpoint>/custom/v1/log` per request, with
@@ -24,6 +25,16 @@ pub const HELICONE_ENDPOINT: &str = "https://api.hconeai.com";
 
 /// An event to deliver: its sequence number and JSON bytes.
 pub type Logged = (u64, Vec<u8>);
+
+/// Why a sink did not take a batch.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Worth another try (unreachable, 5xx, a write that failed).
+    Failed(String),
+    /// The sink refused the credentials (401 or 403): another try with
+    /// the same key cannot do better.
+    Unauthorized(String),
+}
 
 pub enum Sink {
     File(FileSink),
@@ -51,9 +62,11 @@ impl Sink {
     }
 
     /// Delivers `events`; `Ok` means the sink has them for good.
-    pub fn deliver(&mut self, events: &[Logged]) -> Result<(), String> {
+    pub fn deliver(&mut self, events: &[Logged]) -> Result<(), Refusal> {
         match self {
-            Sink::File(sink) => sink.write(events).map_err(|e| e.to_string()),
+            Sink::File(sink) => sink
+                .write(events)
+                .map_err(|e| Refusal::Failed(e.to_string())),
             Sink::Http(sink) => {
                 let mut body = Vec::with_capacity(events.iter().map(|e| e.1.len() + 16).sum());
                 body.push(b'[');
@@ -70,6 +83,7 @@ impl Sink {
                 let runs: Vec<Value> = events
                     .iter()
                     .filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok())
+                    .filter(|event: &Value| !is_gap(event))
                     .flat_map(|event: Value| lunary_events(&event))
                     .collect();
                 sink.post(
@@ -82,12 +96,21 @@ impl Sink {
                     let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
                         continue;
                     };
+                    if is_gap(&event) {
+                        continue;
+                    }
                     sink.post("/custom/v1/log", helicone_log(&event).to_string().into())?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// A gap record (see `stored::Gap`): Lunary and Helicone have no shape
+/// for one, and get only the events around it.
+fn is_gap(event: &Value) -> bool {
+    event.get("gap").is_some()
 }
 
 /// The event's JSON with its sequence number first: `{"seq":N,...}`.
@@ -158,7 +181,7 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), String> {
+    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), Refusal> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let mut request = self
             .agent
@@ -169,8 +192,14 @@ impl HttpSink {
         }
         match request.send(&body[..]) {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("{url} answered {}", response.status())),
-            Err(error) => Err(format!("{url}: {error}")),
+            Ok(response) if matches!(response.status().as_u16(), 401 | 403) => Err(
+                Refusal::Unauthorized(format!("{url} answered {}", response.status())),
+            ),
+            Ok(response) => Err(Refusal::Failed(format!(
+                "{url} answered {}",
+                response.status()
+            ))),
+            Err(error) => Err(Refusal::Failed(format!("{url}: {error}"))),
         }
     }
 }

@@ -92,6 +92,37 @@ fn body(capture: Option<&Capture>) -> Option<(Raw<'_>, bool)> {
     capture.map(|c| (Raw(&c.bytes), c.overflowed))
 }
 
+/// First byte of a gap record, in place of an event's layout version.
+const GAP: u8 = 0xFF;
+
+/// A gap record: stands in the log where events should be that the server
+/// could not write (a full disk, a writer that could not keep up). It has
+/// a sequence number of its own, so the numbers stay contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// How many events were lost.
+    pub lost: u64,
+    /// Unix ns when the first and the last of them were found lost.
+    pub first_unix_ns: u64,
+    pub last_unix_ns: u64,
+}
+
+/// The stored form of a gap record.
+pub fn encode_gap(gap: &Gap) -> Vec<u8> {
+    let mut out = vec![GAP];
+    // Writing plain fields into a Vec cannot fail.
+    let _ = bincode::serialize_into(&mut out, gap);
+    out
+}
+
+/// The gap record in `bytes`, if they hold one.
+pub fn decode_gap(bytes: &[u8]) -> Option<Gap> {
+    match bytes.split_first() {
+        Some((&GAP, rest)) => bincode::deserialize(rest).ok(),
+        _ => None,
+    }
+}
+
 /// The fields of a stored event; `None` for bytes of an unknown layout.
 pub fn decode(bytes: &[u8]) -> Option<Stored<'_>> {
     match bytes.split_first() {
@@ -107,6 +138,28 @@ mod tests {
     use crate::proxy::RequestId;
     use crate::proxy::record::CacheStatus;
     use crate::store::Money;
+
+    #[test]
+    fn a_gap_record_is_told_from_an_event() {
+        let gap = Gap {
+            lost: 3,
+            first_unix_ns: 1_000_000_000,
+            last_unix_ns: 2_500_000_000,
+        };
+        let bytes = encode_gap(&gap);
+        assert_eq!(decode_gap(&bytes), Some(gap));
+        assert!(decode(&bytes).is_none());
+        let json: serde_json::Value =
+            serde_json::from_slice(&crate::events::json::logged_to_json(&bytes)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"gap": {
+                "lost_events": 3,
+                "first_lost_at": "1970-01-01T00:00:01.000Z",
+                "last_lost_at": "1970-01-01T00:00:02.500Z",
+            }})
+        );
+    }
 
     #[test]
     fn an_event_comes_back_as_json() {
@@ -140,6 +193,7 @@ mod tests {
         };
         let mut bytes = Vec::new();
         encode(&event, 10_000_000, &mut bytes);
+        assert_eq!(decode_gap(&bytes), None);
         let json: serde_json::Value =
             serde_json::from_slice(&crate::events::json::logged_to_json(&bytes)).unwrap();
         assert_eq!(json["request_id"], event.request_id.as_str());

@@ -1,16 +1,20 @@
 //! The event writer: one OS thread per server that takes the workers'
 //! batches, encodes them (`stored`), appends them to the event log in one durable
 //! transaction per round, and compacts the log. It is not on the request
-//! path: when it falls behind, the workers count their events as dropped.
+//! path: when it falls behind, the workers count their events as dropped;
+//! when the log cannot be written (a full disk), it counts them itself.
+//! Either way the next write puts a gap record (`stored::Gap`) where the
+//! lost events should be, so that dispatchers see the loss.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::buffer::{self, Batch, EventBuffer};
-use super::stored;
+use super::buffer::{self, Batch, EventBuffer, WriterCounts};
+use super::stored::{self, Gap};
+use crate::http::io::unix_nanos;
 use crate::store::{EventLog, Retention, StoreError};
 
 /// Batches that may wait for the writer, all workers together.
@@ -23,7 +27,7 @@ const EVENTS_PER_TURN: usize = 16;
 pub struct EventWriter {
     log: Arc<EventLog>,
     sender: Option<SyncSender<Batch>>,
-    written: Arc<AtomicU64>,
+    counts: Arc<WriterCounts>,
     thread: Option<JoinHandle<()>>,
     body_limit: Option<usize>,
 }
@@ -35,17 +39,17 @@ impl EventWriter {
         body_limit: Option<usize>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
-        let written = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(WriterCounts::default());
         let thread = {
-            let (log, written) = (log.clone(), written.clone());
+            let (log, counts) = (log.clone(), counts.clone());
             std::thread::Builder::new()
                 .name("event-writer".into())
-                .spawn(move || write_loop(&log, &retention, &receiver, &written))?
+                .spawn(move || write_loop(&log, &retention, &receiver, &counts))?
         };
         Ok(Self {
             log,
             sender: Some(sender),
-            written,
+            counts,
             thread: Some(thread),
             body_limit,
         })
@@ -57,7 +61,7 @@ impl EventWriter {
             Some(sender) => EventBuffer::new(
                 sender.clone(),
                 self.body_limit,
-                self.written.clone(),
+                self.counts.clone(),
                 Some(self.log.clone()),
             ),
             None => EventBuffer::disabled(),
@@ -82,12 +86,13 @@ fn write_loop(
     log: &EventLog,
     retention: &Retention,
     receiver: &Receiver<Batch>,
-    written: &AtomicU64,
+    counts: &WriterCounts,
 ) {
     compact(log, retention);
     let mut last_compaction = Instant::now();
     let mut unsynced = false;
     let mut encoded: Vec<Vec<u8>> = Vec::new();
+    let mut lost = Lost::default();
     loop {
         // Ends when every sender (the workers' buffers and the writer's own
         // handle) is gone and the channel is empty.
@@ -95,27 +100,40 @@ fn write_loop(
             Ok(batch) => {
                 encoded.clear();
                 let mut pacer = Pacer::default();
+                lost.add(batch.dropped);
                 encode(batch, &mut encoded, &mut pacer);
                 // Whatever else is waiting goes in the same transaction.
                 while encoded.len() < 16 * 1024
                     && let Ok(more) = receiver.try_recv()
                 {
+                    lost.add(more.dropped);
                     encode(more, &mut encoded, &mut pacer);
+                }
+                if let Some(gap) = lost.record() {
+                    // Before the events that follow the loss.
+                    encoded.insert(0, gap);
                 }
                 match append(log, retention, &encoded, &mut pacer) {
                     Ok(()) => {
-                        written.fetch_add(encoded.len() as u64, Ordering::Relaxed);
+                        let events = encoded.len() - usize::from(lost.pending());
+                        counts.written.fetch_add(events as u64, Ordering::Relaxed);
+                        lost.recorded();
                         unsynced = true;
                     }
-                    Err(error) => tracing::error!(
-                        %error,
-                        events = encoded.len(),
-                        "cannot write events to the event log"
-                    ),
+                    Err(error) => {
+                        let events = encoded.len() - usize::from(lost.pending());
+                        counts.failed.fetch_add(events as u64, Ordering::Relaxed);
+                        lost.failed(events as u64, &error);
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if lost.pending() && lost.retry_due() {
+            // No event came since the loss: the gap record alone, once
+            // there is room for it.
+            write_gap(log, retention, &mut lost);
         }
         if unsynced && last_compaction.elapsed() >= COMPACT_INTERVAL {
             compact(log, retention);
@@ -126,8 +144,89 @@ fn write_loop(
             last_compaction = Instant::now();
         }
     }
+    if lost.pending() {
+        write_gap(log, retention, &mut lost);
+    }
     compact(log, retention);
     sync(log);
+}
+
+/// Events lost since the last gap record the log holds.
+#[derive(Default)]
+struct Lost {
+    /// The gap record to write (`None`: nothing lost).
+    gap: Option<Gap>,
+    /// The last write failed (the error line is logged once per outage).
+    failing: bool,
+    /// When a write last failed, so that the gap record alone is tried
+    /// again once a second, not in a loop.
+    last_try: Option<Instant>,
+}
+
+impl Lost {
+    fn add(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let now = unix_nanos();
+        let gap = self.gap.get_or_insert(Gap {
+            lost: 0,
+            first_unix_ns: now,
+            last_unix_ns: now,
+        });
+        gap.lost += count;
+        gap.last_unix_ns = now;
+    }
+
+    /// Whether a gap record waits to be written.
+    fn pending(&self) -> bool {
+        self.gap.is_some()
+    }
+
+    /// The gap record to write, if any.
+    fn record(&self) -> Option<Vec<u8>> {
+        self.gap.as_ref().map(stored::encode_gap)
+    }
+
+    /// The gap record is in the log.
+    fn recorded(&mut self) {
+        if let Some(gap) = self.gap.take() {
+            tracing::warn!(
+                lost = gap.lost,
+                "{} request events were lost; a gap record in the event log says so",
+                gap.lost
+            );
+        }
+        self.failing = false;
+        self.last_try = None;
+    }
+
+    fn failed(&mut self, events: u64, error: &StoreError) {
+        if !self.failing {
+            tracing::error!(
+                %error,
+                events,
+                "cannot write events to the event log; they are counted as dropped until it can be written again"
+            );
+        }
+        self.failing = true;
+        self.last_try = Some(Instant::now());
+        self.add(events);
+    }
+
+    fn retry_due(&self) -> bool {
+        self.last_try
+            .is_none_or(|at| at.elapsed() >= COMPACT_INTERVAL)
+    }
+}
+
+/// Writes the waiting gap record on its own.
+fn write_gap(log: &EventLog, retention: &Retention, lost: &mut Lost) {
+    let Some(gap) = lost.record() else { return };
+    match append(log, retention, &[gap], &mut Pacer::default()) {
+        Ok(()) => lost.recorded(),
+        Err(error) => lost.failed(0, &error),
+    }
 }
 
 fn sync(log: &EventLog) {
@@ -166,6 +265,7 @@ fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) {
         mut events,
         clock,
         spare,
+        ..
     } = batch;
     encoded.extend(events.iter().map(|event| {
         pacer.step();
@@ -189,7 +289,7 @@ fn append(
         event.as_slice()
     });
     match log.append(paced) {
-        Err(StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))) => {
+        Err(StoreError::MapFull) => {
             let tighter = Retention {
                 max_bytes: retention.max_bytes / 2,
                 ..*retention

@@ -1,7 +1,8 @@
 //! Recording management calls in the audit log (`store::audit`), and the
 //! `/manage/audit` endpoints that read it. Secrets never reach the log:
-//! body values under secret-looking names and the `key` query parameter
-//! are replaced before the entry is written.
+//! body and query values under secret-looking names are replaced, and a
+//! key named in the path by its secret or hash is shown as its hint,
+//! before the entry is written.
 
 use std::sync::Arc;
 
@@ -12,10 +13,8 @@ use super::views::rfc3339;
 use super::{Answer, blocking};
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
-use crate::store::{AuditEntry, AuditQuery, Store, now_ms};
+use crate::store::{AuditEntry, AuditQuery, HIDDEN, Store, is_secret_name, now_ms, safe_target};
 
-/// Shown in place of a secret.
-const HIDDEN: &str = "***";
 /// Longest body kept in an entry.
 const MAX_BODY: usize = 16 << 10;
 /// Entries per page unless `limit` says otherwise, and the most.
@@ -43,7 +42,7 @@ pub async fn record(worker: &Worker, call: Call<'_>) {
         actor: call.actor.to_string(),
         remote: call.remote,
         method: call.method.to_string(),
-        target: hide_query_secrets(call.target),
+        target: safe_target(call.target),
         status: call.status,
         outcome: call.outcome.to_string(),
         body: hide_body_secrets(call.body),
@@ -56,17 +55,6 @@ pub async fn record(worker: &Worker, call: Call<'_>) {
         Ok(Err(error)) => tracing::error!(%error, "cannot write the audit log"),
         Err(_) => tracing::error!("audit log write cancelled"),
     }
-}
-
-/// Names whose values are secrets, wherever they appear in a body.
-fn is_secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "key" | "keys" | "token" | "password" | "master_key" | "credential_values"
-    ) || name.ends_with("api_key")
-        || name.contains("secret")
-        || name.ends_with("_token")
 }
 
 fn hide_value(value: &mut Value) {
@@ -109,22 +97,6 @@ fn hide_body_secrets(body: &[u8]) -> String {
         text.push('…');
     }
     text
-}
-
-/// `/key/info?key=sk-...` logged as `/key/info?key=***`.
-fn hide_query_secrets(target: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else {
-        return target.to_string();
-    };
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if is_secret_name(&name) {
-            out.append_pair(&name, HIDDEN);
-        } else {
-            out.append_pair(&name, &value);
-        }
-    }
-    format!("{path}?{}", out.finish())
 }
 
 pub fn view(entry: &AuditEntry) -> Value {
@@ -249,7 +221,7 @@ mod tests {
             "{hidden}"
         );
         assert_eq!(
-            hide_query_secrets("/key/info?key=sk-5&x=1"),
+            safe_target("/key/info?key=sk-5&x=1"),
             "/key/info?key=***&x=1"
         );
         assert_eq!(hide_body_secrets(b"not json"), "(8 bytes, not JSON)");

@@ -28,6 +28,9 @@ pub enum ProxyError {
     KeyWithoutProject,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store cannot write for want of room: says which (disk or map).
+    #[error("{0}")]
+    StoreFull(String),
     #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
     ManagementUnauthorized,
     #[error("the management API is disabled: set MANAGEMENT_TOKEN on the server")]
@@ -164,6 +167,11 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "internal_error",
+            ),
+            StoreFull(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "server_error",
+                "insufficient_storage",
             ),
             ManagementUnauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -415,6 +423,7 @@ impl From<StoreError> for ProxyError {
                 message: format!("{value:?} is already taken"),
             },
             StoreError::Invalid(message) => ProxyError::InvalidBody(message),
+            full if full.is_full() => ProxyError::StoreFull(full.to_string()),
             other => ProxyError::Internal(format!("store: {other}")),
         }
     }
@@ -435,6 +444,17 @@ impl From<HeadError> for ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_store_is_507_with_its_cause() {
+        let error = ProxyError::from(StoreError::NoSpace);
+        let (status, kind, code) = error.table();
+        assert_eq!(
+            (status.as_u16(), kind, code),
+            (507, "server_error", "insufficient_storage")
+        );
+        assert!(error.to_string().starts_with("no space left on device"));
+    }
 
     #[test]
     fn renders_openai_envelope() {

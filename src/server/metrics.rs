@@ -85,15 +85,23 @@ fn event_counters(worker: &Worker, extra: &mut Vec<Extra>) {
         Vec::new(),
         events.emitted(),
     ));
+    let dropped =
+        "Request events lost: the event log writer could not keep up, or could not write the log.";
     extra.push(counter(
         "llm_proxy_events_dropped_total",
-        "Request events lost because the event log writer could not keep up.",
-        Vec::new(),
+        dropped,
+        vec![("reason", "writer_behind".into())],
         events.dropped(),
     ));
     if worker.id != 0 {
         return;
     }
+    extra.push(counter(
+        "llm_proxy_events_dropped_total",
+        dropped,
+        vec![("reason", "write_failed".into())],
+        events.failed(),
+    ));
     extra.push(counter(
         "llm_proxy_events_written_total",
         "Request events appended to the event log by this process.",

@@ -79,7 +79,7 @@ fn check_upstream_key(key: &str) -> Result<&str, StoreError> {
 
 impl Store {
     pub(super) fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         self.bump_generation();
         Ok(())
     }

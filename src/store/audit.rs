@@ -2,10 +2,15 @@
 //! where, outcome), appended in the call's own transaction order. Ids are
 //! sequential, so the log reads newest first by walking ids down.
 
+use std::borrow::Cow;
+
 use heed::types::{Bytes, SerdeBincode};
 use heed::{Database, RwTxn};
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use super::model::hint;
 use super::{Store, StoreError};
 
 /// One management call, with secrets already obfuscated by the caller.
@@ -45,6 +50,9 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// The `meta` key set once every stored target went through `safe_target`.
+const TARGETS_SAFE: &str = "audit_targets_safe";
+
 pub(super) type AuditDb = Database<Bytes, SerdeBincode<AuditEntry>>;
 
 impl Store {
@@ -64,8 +72,40 @@ impl Store {
             );
             self.audit.delete_range(&mut txn, &range)?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(entry.id)
+    }
+
+    /// Entries written by versions before `safe_target` could name a
+    /// token by its secret in their target: on the first open by this
+    /// version, every target goes through it once (`TARGETS_SAFE` in
+    /// `meta` then says so). Returns how many entries changed.
+    pub(super) fn scrub_audit_targets(&self, txn: &mut RwTxn) -> Result<usize, StoreError> {
+        if self.meta.get(txn, TARGETS_SAFE)?.is_some() {
+            return Ok(0);
+        }
+        let mut changed = Vec::new();
+        for item in self.audit.iter(txn)? {
+            let (_, entry) = item?;
+            let target = safe_target(&entry.target);
+            if target != entry.target {
+                changed.push(AuditEntry { target, ..entry });
+            }
+        }
+        for entry in &changed {
+            self.audit.put(txn, &entry.id.to_be_bytes(), entry)?;
+        }
+        self.meta.put(txn, TARGETS_SAFE, &[1])?;
+        Ok(changed.len())
+    }
+
+    /// Makes the next open scrub the audit log's targets again, as a store
+    /// of an older version would; for tests of the scrub.
+    #[doc(hidden)]
+    pub fn forget_audit_scrub_for_tests(&self) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.meta.delete(&mut txn, TARGETS_SAFE)?;
+        super::commit(txn, self.path())
     }
 
     fn last_audit_id(&self, txn: &RwTxn) -> Result<u64, StoreError> {
@@ -113,5 +153,132 @@ impl Store {
             }
         }
         Ok(found)
+    }
+}
+
+/// Shown in place of a secret.
+pub const HIDDEN: &str = "***";
+
+/// Names whose values are secrets, wherever they appear in a body.
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "key" | "keys" | "token" | "password" | "master_key" | "credential_values"
+    ) || name.ends_with("api_key")
+        || name.contains("secret")
+        || name.ends_with("_token")
+}
+
+/// The target as the log keeps it: `/key/info?key=sk-...` as
+/// `/key/info?key=***`, and a token named in the path by its secret or its
+/// hash (`/manage/tokens/sk-...`, `/key/sk-.../...`) as the listings show
+/// it, `/manage/tokens/sk-abcd…wxyz`. A token's id stays as it is.
+pub fn safe_target(target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let segments: Vec<Cow<'_, str>> = path
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy())
+        .collect();
+    let mut out = String::with_capacity(target.len());
+    for (index, (raw, decoded)) in path.split('/').zip(&segments).enumerate() {
+        if index > 0 {
+            out.push('/');
+        }
+        if names_a_key(&segments, index) || looks_like_secret(decoded) {
+            out.push_str(&hint(decoded));
+        } else {
+            out.push_str(raw);
+        }
+    }
+    if let Some(query) = query {
+        let mut hidden = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if is_secret_name(&name) {
+                hidden.append_pair(&name, HIDDEN);
+            } else if looks_like_secret(&value) {
+                hidden.append_pair(&name, &hint(&value));
+            } else {
+                hidden.append_pair(&name, &value);
+            }
+        }
+        out.push('?');
+        out.push_str(&hidden.finish());
+    }
+    out
+}
+
+/// Whether path segment `index` (of the decoded `segments`, the first
+/// empty) names a key by what the caller may give for one: its id, its
+/// secret, or the hex SHA-256 of the secret. Only the id is kept.
+fn names_a_key(segments: &[Cow<'_, str>], index: usize) -> bool {
+    let segment = segments[index].as_ref();
+    let parent: Vec<&str> = segments[..index].iter().map(|s| s.as_ref()).collect();
+    let reference = match parent.as_slice() {
+        ["", "manage", "tokens"] => true,
+        // LiteLLM's `/key/{key}/regenerate` and the like.
+        ["", "key"] => !matches!(segment, "generate" | "info" | "list" | "update" | "delete"),
+        _ => false,
+    };
+    reference && !segment.is_empty() && Uuid::parse_str(segment).is_err()
+}
+
+/// A value shaped like a key this gateway issues (`sk-` and more).
+fn looks_like_secret(value: &str) -> bool {
+    value.len() > 3 && value.starts_with("sk-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_paths_are_shown_as_hints() {
+        let secret = "sk-abcdefghijklmnopqrstuvwxyz";
+        let hash = "83165eaa242eb58df8858e31bd8052960b2ed033028f3c374f733c8c34c84b94";
+        let id = "2b0e0f36-8f0c-4f57-9a57-0d1f3c2e8a11";
+        for (target, logged) in [
+            (
+                format!("/manage/tokens/{secret}"),
+                "/manage/tokens/sk-abcd…wxyz".to_string(),
+            ),
+            (
+                format!("/manage/tokens/{hash}"),
+                "/manage/tokens/83165ea…4b94".into(),
+            ),
+            (
+                format!("/manage/tokens/{id}"),
+                format!("/manage/tokens/{id}"),
+            ),
+            (
+                "/manage/tokens/imported-secret-1".into(),
+                "/manage/tokens/importe…et-1".into(),
+            ),
+            // Percent-encoded, as the CLI may send it, and under another spelling.
+            (
+                "/manage/%74okens/sk%2Dabcdefghijklmnopqrstuvwxyz/x".into(),
+                "/manage/%74okens/sk-abcd…wxyz/x".into(),
+            ),
+            (
+                format!("/key/{secret}/regenerate"),
+                "/key/sk-abcd…wxyz/regenerate".into(),
+            ),
+            (
+                "/key/info?key_alias=a&user_id=sk-abcdefghijklmnopqrstuvwxyz".into(),
+                "/key/info?key_alias=a&user_id=sk-abcd%E2%80%A6wxyz".into(),
+            ),
+            (
+                format!("/manage/projects/{id}/tokens/revoke"),
+                format!("/manage/projects/{id}/tokens/revoke"),
+            ),
+            ("/key/generate".into(), "/key/generate".into()),
+            ("/manage/tokens".into(), "/manage/tokens".into()),
+            ("/manage/tokens/".into(), "/manage/tokens/".into()),
+        ] {
+            assert_eq!(safe_target(&target), logged, "{target}");
+        }
     }
 }

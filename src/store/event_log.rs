@@ -7,10 +7,15 @@
 //! - `batches`: first sequence number of each appended batch → unix ms of
 //!   the append, so that compaction by age needs no event parsed.
 //! - `cursors`: dispatcher name → last sequence number it delivered.
+//! - `endpoints`: dispatcher name → SHA-256 of the endpoint its cursor was
+//!   last used with (a hash: a URL may carry a secret), so that a cursor
+//!   taken over by another endpoint is told.
 //! - `meta`: `next_seq`, so numbers continue after restarts and compaction.
 //!
 //! Sequence numbers are contiguous from 1: a gap in what a sink received
-//! is a lost delivery, never a numbering artefact.
+//! is a lost delivery, never a numbering artefact. Events the server could
+//! not write are not numbered; a gap record (an entry of its own, see
+//! `events::stored::Gap`) stands where they would have been.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -52,6 +57,7 @@ pub struct EventLog {
     events: Database<Seq, Bytes>,
     batches: Database<Seq, Seq>,
     cursors: Database<Str, Seq>,
+    endpoints: Database<Str, Bytes>,
     meta: Database<Str, Seq>,
     /// Where LMDB mapped `data.mdb` in this process (start, length), for
     /// `release_mapped_pages`; LMDB reports it only for fixed maps.
@@ -102,11 +108,12 @@ impl EventLog {
             events: env.create_database(&mut txn, Some("events"))?,
             batches: env.create_database(&mut txn, Some("batches"))?,
             cursors: env.create_database(&mut txn, Some("cursors"))?,
+            endpoints: env.create_database(&mut txn, Some("endpoints"))?,
             meta: env.create_database(&mut txn, Some("meta"))?,
             map: mapping_of(&dir.join("data.mdb")),
             env: env.clone(),
         };
-        txn.commit()?;
+        super::commit(txn, dir)?;
         Ok(log)
     }
 
@@ -173,7 +180,7 @@ impl EventLog {
                 .put(&mut txn, &first, &now_ms().max(0).cast_unsigned())?;
             self.meta.put(&mut txn, "next_seq", &next)?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(next - 1)
     }
 
@@ -235,7 +242,7 @@ impl EventLog {
             self.batches
                 .delete_range(&mut txn, &(Bound::Unbounded, Bound::Excluded(holding)))?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(removed)
     }
 
@@ -261,8 +268,25 @@ impl EventLog {
     pub fn set_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
         let mut txn = self.env.write_txn()?;
         self.cursors.put(&mut txn, name, &seq)?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(())
+    }
+
+    /// Records that the dispatcher `name` delivers to `endpoint`; returns
+    /// whether its cursor was last used with another endpoint (never for a
+    /// cursor first used now, or recorded before endpoints were).
+    pub fn use_cursor_for(&self, name: &str, endpoint: &str) -> Result<bool, StoreError> {
+        let hash = ring::digest::digest(&ring::digest::SHA256, endpoint.as_bytes());
+        let mut txn = self.env.write_txn()?;
+        let other = self
+            .endpoints
+            .get(&txn, name)?
+            .is_some_and(|before| before != hash.as_ref());
+        if other || self.endpoints.get(&txn, name)?.is_none() {
+            self.endpoints.put(&mut txn, name, hash.as_ref())?;
+            super::commit(txn, self.path())?;
+        }
+        Ok(other)
     }
 
     /// Every dispatcher's cursor: its name and the last sequence number it

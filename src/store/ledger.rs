@@ -63,7 +63,7 @@ impl Store {
         let grant = share.clamp(1, MAX_LEASE).min(remaining);
         usage.reserved += grant;
         self.usage.put(&mut txn, key_id.as_bytes(), &usage)?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(Grant::Granted(grant))
     }
 
@@ -95,7 +95,7 @@ impl Store {
             }
             self.usage.put(&mut txn, id, &usage)?;
         }
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(())
     }
 

@@ -149,7 +149,7 @@ impl Store {
             return Err(StoreError::Taken("login_id", login.id));
         }
         self.logins.put(&mut txn, &login.id, &login)?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(login)
     }
 
@@ -228,7 +228,7 @@ impl Store {
             .ok_or(StoreError::NotFound("login"))?;
         change(&mut login);
         self.logins.put(&mut txn, id, &login)?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(login)
     }
 

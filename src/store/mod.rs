@@ -36,7 +36,7 @@ use heed::types::{Bytes, SerdeBincode, Str};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
-pub use audit::{AuditEntry, AuditQuery};
+pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
 pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
@@ -60,7 +60,14 @@ const MAP_SIZE: usize = 1 << 34;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("LMDB: {0}")]
-    Lmdb(#[from] heed::Error),
+    Lmdb(heed::Error),
+    /// The file system of the data directory is full (ENOSPC, EDQUOT, or
+    /// a write LMDB could only partly make there; see `commit`).
+    #[error("no space left on device: the file system of the data directory is full")]
+    NoSpace,
+    /// LMDB's map (the most the environment may grow to) is used up.
+    #[error("the store is full: LMDB's map size is used up")]
+    MapFull,
     #[error("cannot create the data directory {0}: {1}")]
     CreateDir(PathBuf, std::io::Error),
     #[error(
@@ -88,6 +95,80 @@ pub enum StoreError {
     Taken(&'static str, String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<heed::Error> for StoreError {
+    fn from(error: heed::Error) -> Self {
+        match os_code(&error) {
+            Some(libc::ENOSPC | libc::EDQUOT) => return StoreError::NoSpace,
+            _ if matches!(error, heed::Error::Mdb(heed::MdbError::MapFull)) => {
+                return StoreError::MapFull;
+            }
+            _ => {}
+        }
+        StoreError::Lmdb(error)
+    }
+}
+
+impl StoreError {
+    /// Whether the store could not write for want of room (disk or map).
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::NoSpace | StoreError::MapFull)
+    }
+}
+
+/// The operating system's error number in an LMDB error, if it is one.
+fn os_code(error: &heed::Error) -> Option<i32> {
+    match error {
+        heed::Error::Io(error) => error.raw_os_error(),
+        heed::Error::Mdb(heed::MdbError::Other(code)) => Some(*code),
+        _ => None,
+    }
+}
+
+/// Free space below which a failed write is put down to a full disk.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// Commits `txn`, a write transaction of the environment in `dir`.
+///
+/// LMDB writes a transaction's pages with one `pwritev`; on a file system
+/// with less room than that, the kernel writes what fits and returns a
+/// short count, which LMDB reports as EIO ("short write, filesystem
+/// full?" in mdb.c, `mdb_page_flush`); only a write of which nothing fits
+/// fails with ENOSPC. So on a full disk about half the failed commits said
+/// "Input/output error". An EIO while the file system has (nearly) no
+/// room left is a full disk, and said so.
+pub(crate) fn commit(txn: heed::RwTxn<'_>, dir: &Path) -> Result<(), StoreError> {
+    txn.commit().map_err(|error| {
+        if os_code(&error) == Some(libc::EIO) && free_bytes(dir).is_some_and(|f| f < NEARLY_FULL) {
+            StoreError::NoSpace
+        } else {
+            error.into()
+        }
+    })
+}
+
+/// Bytes this process may still write on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is written by
+    // statvfs before it is read (only when it returns 0).
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    // Root may use the blocks reserved for it.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let blocks = if unsafe { libc::geteuid() } == 0 {
+        stat.f_bfree
+    } else {
+        stat.f_bavail
+    };
+    Some(blocks as u64 * stat.f_frsize as u64)
 }
 
 type Uuid16 = Bytes;
@@ -176,7 +257,14 @@ impl Store {
             cipher,
             generation: AtomicU64::new(1),
         };
-        txn.commit()?;
+        let scrubbed = store.scrub_audit_targets(&mut txn)?;
+        if scrubbed > 0 {
+            tracing::info!(
+                entries = scrubbed,
+                "audit log: tokens named by their secret in older entries now named by their hint"
+            );
+        }
+        commit(txn, dir)?;
         Ok(store)
     }
 
@@ -248,7 +336,32 @@ impl Store {
         let mut txn = self.env.write_txn()?;
         self.meta
             .put(&mut txn, "schema_version", &version.to_be_bytes())?;
-        txn.commit()?;
+        commit(txn, self.path())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_map_is_said_so() {
+        let os = |code| heed::Error::Io(std::io::Error::from_raw_os_error(code));
+        for error in [
+            os(libc::ENOSPC),
+            os(libc::EDQUOT),
+            heed::Error::Mdb(heed::MdbError::Other(libc::ENOSPC)),
+        ] {
+            let error = StoreError::from(error);
+            assert!(matches!(error, StoreError::NoSpace), "{error}");
+            assert!(error.to_string().starts_with("no space left on device"));
+        }
+        let map = StoreError::from(heed::Error::Mdb(heed::MdbError::MapFull));
+        assert!(matches!(map, StoreError::MapFull) && map.is_full());
+        assert!(map.to_string().starts_with("the store is full"));
+        // Any other I/O error stays what it is.
+        let eio = StoreError::from(os(libc::EIO));
+        assert!(matches!(eio, StoreError::Lmdb(_)) && !eio.is_full());
     }
 }
