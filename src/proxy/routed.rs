@@ -18,6 +18,7 @@ use super::fields::{self, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
 use super::keys::CachedKey;
 use super::models::{self, ModelTable, Route};
+use super::quota::BudgetHold;
 use super::relay::{self, Extras};
 use super::usage::UsageScan;
 use crate::http::io::read_append;
@@ -26,6 +27,7 @@ use crate::litellm_config::RouterSettings;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::{KeyView, Money, Spend};
+use serde::Deserialize;
 
 /// The endpoints whose requests name a model.
 const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
@@ -96,6 +98,7 @@ pub async fn handle(
     };
     check_model_access(&key.view, name)?;
     let spend = check_budgets(worker, &key.view)?;
+    let hold = hold_estimate(worker, key, &body, endpoint, &candidates).await?;
     auth::admit(worker, key).await?;
     if let Some(consult) = cached::consult(worker, head, &conn.buf) {
         let admission = Admission::Done;
@@ -145,7 +148,7 @@ pub async fn handle(
             &destination,
             response,
             exchange,
-            (fields.stream, spend),
+            (fields.stream, spend, hold),
         )
         .await;
     }
@@ -201,8 +204,10 @@ fn check_model_access(view: &KeyView, name: &str) -> Result<(), ProxyError> {
 }
 
 /// Refuses a key (or user) at or over its budget; returns what was spent.
-/// The ledger's figure, plus what this worker has not reported yet; other
-/// workers' unreported spend (at most a second's worth) is not seen.
+/// The ledger's figure, plus what this worker has not reported yet. This is
+/// the check for every request of a budgeted key, priced or not; a priced
+/// (routed) request also holds an estimate of its cost (`hold_estimate`),
+/// which is what keeps the budget under concurrent load.
 fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
     if view.max_budget.is_none() && view.user_max_budget.is_none() {
         return Ok(Spend::default());
@@ -234,6 +239,64 @@ fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
     Ok(spend)
 }
 
+/// The fields of a request body that bound the length of its answer.
+#[derive(Default, Deserialize)]
+struct AnswerLimits {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    n: Option<u64>,
+    best_of: Option<u64>,
+}
+
+/// Holds, out of the key's and its user's budgets (those that have one),
+/// the most this request may cost: `estimate` at the dearest price among
+/// the deployments it may go to. Keys without a budget hold nothing and
+/// read nothing more of the body.
+async fn hold_estimate<'a>(
+    worker: &'a Worker,
+    key: &'a CachedKey,
+    body: &[u8],
+    endpoint: &[u8],
+    candidates: &[Rc<Route>],
+) -> Result<BudgetHold<'a>, ProxyError> {
+    let view = &key.view;
+    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+        return Ok(BudgetHold::new(&worker.quota));
+    }
+    let (prompt, completion) = estimate(body, endpoint, worker.settings.budget_default_max_tokens);
+    let most = candidates
+        .iter()
+        .map(|route| route.cost(prompt, completion))
+        .max()
+        .unwrap_or_default();
+    auth::reserve(worker, key, most).await
+}
+
+/// The tokens a request may use: a prompt token for every 4 bytes of its
+/// body (the body holds the prompt and more), and the completion tokens its
+/// `max_tokens` or `max_completion_tokens` allow (or `default_max_tokens`),
+/// for each of its `n` (or `best_of`) choices. Embeddings have no
+/// completion.
+fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
+    let prompt = (body.len() as u64).div_ceil(4);
+    if endpoint == b"/embeddings" {
+        return (prompt, 0);
+    }
+    // An unreadable value (a string, a negative number) bounds nothing: the
+    // default applies, and the upstream judges the field.
+    let limits: AnswerLimits = serde_json::from_slice(body).unwrap_or_default();
+    let per_choice = match (limits.max_tokens, limits.max_completion_tokens) {
+        (None, None) => default_max_tokens,
+        (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+    };
+    let choices = limits
+        .n
+        .unwrap_or(1)
+        .max(limits.best_of.unwrap_or(1))
+        .max(1);
+    (prompt, per_choice.saturating_mul(choices))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn relay_and_charge(
     worker: &Worker,
@@ -244,7 +307,7 @@ async fn relay_and_charge(
     destination: &Destination<'_>,
     mut response: ResponseStart,
     exchange: &mut Exchange,
-    (stream, spend): (bool, Spend),
+    (stream, spend, hold): (bool, Spend, BudgetHold<'_>),
 ) -> Result<(), ProxyError> {
     let key_id = key.view.key_id;
     let framing = response.head.framing(&head.method);
@@ -264,6 +327,7 @@ async fn relay_and_charge(
             route.cost(u.prompt_tokens, u.completion_tokens)
         });
         worker.quota.borrow_mut().charge(key_id, cost);
+        hold.settle(cost);
         exchange.record.usage = usage;
         exchange.record.cost = cost;
         let cost_text = format!("{}", cost.dollars());
@@ -294,6 +358,7 @@ async fn relay_and_charge(
     if let Some(usage) = scan.finish() {
         let cost = route.cost(usage.prompt_tokens, usage.completion_tokens);
         worker.quota.borrow_mut().charge(key_id, cost);
+        hold.settle(cost);
         exchange.record.usage = Some(usage);
         exchange.record.cost = cost;
     }

@@ -41,6 +41,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     /// The request event writer (absent when events are off).
     events: Option<EventWriter>,
+    /// Marked as served until every worker has reported (see `join`).
+    store: Arc<Store>,
 }
 
 /// Starts draining every worker; can be handed to a signal thread.
@@ -67,6 +69,10 @@ impl ServerHandle {
         for thread in self.threads {
             let _ = thread.join();
         }
+        // Every worker has reported and handed its leases back.
+        if let Err(error) = self.store.end_serving() {
+            tracing::error!(%error, "cannot mark the store as stopped cleanly");
+        }
         if let Some(events) = self.events {
             events.finish();
         }
@@ -83,7 +89,19 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
     let listeners = bind_listeners(settings.addr, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let local_addr = listeners[0].local_addr()?;
+    let recovered = store
+        .begin_serving()
+        .context("cannot record the server's start in the store")?;
+    if let Some(recovered) = recovered {
+        tracing::warn!(
+            keys = recovered.keys,
+            requests = recovered.requests,
+            spend = recovered.spend.dollars(),
+            "the last server on this store did not stop cleanly: what it had leased is counted as used"
+        );
+    }
     let driver = Driver::detect();
+    let serving = store.clone();
     let drains: Vec<Arc<Drain>> = (0..settings.workers).map(|_| Arc::default()).collect();
     // Each worker takes its own listener out by index (startup only).
     let listeners: Arc<Mutex<Vec<Option<std::net::TcpListener>>>> =
@@ -138,6 +156,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
         drainer: Drainer(drains),
         threads,
         events,
+        store: serving,
     })
 }
 
