@@ -85,8 +85,19 @@ fn run(
     served: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) -> Run {
+    run_with(addr, key, stream, CONNECTIONS, served, stop)
+}
+
+fn run_with(
+    addr: std::net::SocketAddr,
+    key: &str,
+    stream: bool,
+    connections: usize,
+    served: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Run {
     let request = ask(key, stream, COMPLETION_TOKENS).bytes();
-    let clients: Vec<_> = (0..CONNECTIONS)
+    let clients: Vec<_> = (0..connections)
         .map(|_| {
             let (request, served, stop) = (request.clone(), served.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -229,6 +240,78 @@ fn budget_holds_with_64_connections_slow_upstream() {
 #[test]
 fn budget_holds_with_64_connections_slow_upstream_streamed() {
     budget_holds_under_load(50, true);
+}
+
+/// A user's budget is shared by all their keys: two keys of one user, 32
+/// connections each, one streamed and one not, serve at most what the
+/// user's budget pays for, and the user's spend is what was served.
+#[test]
+fn a_users_budget_holds_across_their_keys() {
+    const N: u64 = 120;
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).workers(2).start();
+    register(&proxy, &mock, 0.0);
+    let budget = (N * REQUEST_PICO) as f64 / 1e12;
+    let user = proxy.manage(
+        "POST",
+        "/user/new",
+        Some(json!({"max_budget": budget, "auto_create_key": false})),
+    );
+    assert_eq!(user.status, 200, "{}", user.text());
+    let user_id = user.json()["user_id"].as_str().unwrap().to_string();
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let response = proxy.manage("POST", "/key/generate", Some(json!({"user_id": user_id})));
+            assert_eq!(response.status, 200, "{}", response.text());
+            response.json()["key"].as_str().unwrap().to_string()
+        })
+        .collect();
+
+    let runs: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (key, addr) = (key.clone(), proxy.addr);
+            std::thread::spawn(move || {
+                run_with(
+                    addr,
+                    &key,
+                    i == 1,
+                    CONNECTIONS / 2,
+                    Arc::default(),
+                    Arc::default(),
+                )
+            })
+        })
+        .collect();
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .map(|r| r.join().expect("clients"))
+        .collect();
+    eprintln!("{runs:?}");
+    for run in &runs {
+        assert!(run.unexpected.is_empty(), "{:?}", run.unexpected);
+        assert_eq!(run.refused, CONNECTIONS / 2);
+    }
+    let served: u64 = runs.iter().map(|r| r.served as u64).sum();
+    assert!(
+        served <= N,
+        "a user's budget of {N} requests served {served}"
+    );
+    assert!(
+        served >= N - 2,
+        "a user's budget of {N} requests served only {served}"
+    );
+    let reported = wait_until(Duration::from_secs(10), || {
+        let user = proxy
+            .manage("GET", &format!("/user/info?user_id={user_id}"), None)
+            .json();
+        pico(user["user_info"]["spend"].as_f64().unwrap_or(0.0)) == served * REQUEST_PICO
+    });
+    assert!(
+        reported,
+        "the user's spend never reached {served} requests' worth"
+    );
 }
 
 /// One request at a time, alternating between the two workers: exactly the

@@ -548,4 +548,108 @@ mod tests {
         assert_eq!((reports[0].served, reports[0].returned), (0, 4));
         assert!(quota.take_reports().is_empty());
     }
+
+    #[test]
+    fn a_hold_settles_to_the_cost_and_gives_the_rest_back() {
+        let key = Uuid::from_u128(10);
+        let budget = Money(1_000);
+        let mut quota = Quota::default();
+        let payer = Payer::Key(key);
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Wait(_)
+        ));
+        quota.budget_refilled(payer, budget, Ok(Money(300)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        // Cheaper than held: the rest goes back to the lease.
+        quota.settle_budget(payer, Money(100), Money(40));
+        // Dearer than held: the lease covers the difference.
+        quota.settle_budget(payer, Money(100), Money(130));
+        // 300 - 200 + 60 - 30 are left: 130.
+        assert!(matches!(
+            quota.take_budget(payer, Money(130), budget),
+            Take::Held
+        ));
+        assert!(matches!(
+            quota.take_budget(payer, Money(1), budget),
+            Take::Refill(Money(1))
+        ));
+        quota.budget_refilled(payer, budget, Err(Money(0)));
+        // Told the ledger has nothing left: refused without asking again.
+        assert!(matches!(
+            quota.take_budget(payer, Money(1), budget),
+            Take::Exhausted(Money(0))
+        ));
+        let reports = quota.take_reports();
+        assert_eq!(reports.keys.len(), 1);
+        // Spent: 40 + 130, not yet handed back: the hold of 130.
+        assert_eq!(reports.keys[0].released, Money(170));
+    }
+
+    #[test]
+    fn budget_leases_go_back_when_the_budget_changes_or_the_worker_stops() {
+        let user = "alice";
+        let mut quota = Quota::default();
+        let payer = Payer::User(user);
+        assert!(matches!(
+            quota.take_budget(payer, Money(10), Money(100)),
+            Take::Refill(_)
+        ));
+        quota.budget_refilled(payer, Money(100), Ok(Money(50)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(10), Money(100)),
+            Take::Held
+        ));
+        // A new budget: the 40 left of the old lease go back.
+        assert!(matches!(
+            quota.take_budget(payer, Money(10), Money(200)),
+            Take::Refill(Money(10))
+        ));
+        quota.budget_refilled(payer, Money(200), Ok(Money(30)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(10), Money(200)),
+            Take::Held
+        ));
+        // The first hold ends without a cost (the lease has 20, gets 10 back).
+        quota.settle_budget(payer, Money(10), Money(0));
+        quota.return_all();
+        let reports = quota.take_reports();
+        assert_eq!(reports.users.len(), 1);
+        assert_eq!(reports.users[0].user_id, user);
+        // 40 + 30 handed back; the second hold of 10 is still out.
+        assert_eq!(reports.users[0].released, Money(70));
+    }
+
+    #[test]
+    fn a_dropped_hold_costs_nothing() {
+        let key = Uuid::from_u128(11);
+        let quota = RefCell::new(Quota::default());
+        let payer = Payer::Key(key);
+        let _ = quota.borrow_mut().take_budget(payer, Money(5), Money(100));
+        quota
+            .borrow_mut()
+            .budget_refilled(payer, Money(100), Ok(Money(5)));
+        assert!(matches!(
+            quota.borrow_mut().take_budget(payer, Money(5), Money(100)),
+            Take::Held
+        ));
+        let mut hold = BudgetHold::new(&quota);
+        hold.holds(payer, Money(5));
+        drop(hold);
+        assert!(matches!(
+            quota.borrow_mut().take_budget(payer, Money(5), Money(100)),
+            Take::Held
+        ));
+    }
 }
