@@ -452,3 +452,63 @@ fn budget_holds_across_kill_9() {
     let info = key_info(&proxy, &key, shown_count + after.served as u64);
     assert!(info["request_count"].as_u64().unwrap() >= total, "{info}");
 }
+
+/// The same for a key limited by `max_requests` alone (not routed): after
+/// `kill -9` its `request_count` is never less than what was served.
+#[test]
+fn request_count_is_never_short_after_kill_9() {
+    const MAX: u64 = 2000;
+    const LEASE: u64 = 64;
+    let data = TempDir::new("count-crash");
+    let db = data.path().join("data").display().to_string();
+    let mock = Mock::builder().args(["--latency-ms", "5"]).start();
+    let start = || {
+        Proxy::for_mock(&mock)
+            .unseeded()
+            .arg("--db")
+            .arg(&db)
+            .workers(2)
+            .start()
+    };
+    let mut proxy = start();
+    proxy.project_id = proxy.create_project("crash", UPSTREAM_KEY);
+    let token = proxy.create_token(json!({"max_requests": MAX}));
+    let (id, secret) = (
+        token["id"].as_str().unwrap().to_string(),
+        token["token"].as_str().unwrap().to_string(),
+    );
+
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = {
+        let (served, stop, addr) = (served.clone(), stop.clone(), proxy.addr);
+        std::thread::spawn(move || common::store::load(addr, &secret, CONNECTIONS, served, stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.load(Ordering::SeqCst) < 400 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    proxy.proc.signal("KILL");
+    stop.store(true, Ordering::SeqCst);
+    let before = clients.join().expect("clients");
+    assert!(before.ok >= 400, "no progress before the kill: {before:?}");
+    assert_eq!(before.limited, 0, "{before:?}");
+    proxy.proc.wait_exit(Duration::from_secs(10));
+    drop(proxy);
+
+    let proxy = start();
+    let shown = proxy.manage("GET", &format!("/manage/tokens/{id}"), None);
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    let count = shown.json()["request_count"].as_u64().unwrap();
+    let served = before.ok as u64;
+    eprintln!("served {served}, shown {count} after the crash");
+    assert!(
+        count >= served,
+        "request_count {count} after a crash, {served} served"
+    );
+    assert!(
+        count <= served + CONNECTIONS as u64 + 2 * LEASE,
+        "request_count {count} after a crash, {served} served: over the bound"
+    );
+    assert!(count <= MAX);
+}

@@ -371,3 +371,121 @@ impl Store {
         Ok(recovered)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::Budget;
+    use super::super::{NewKey, Report};
+    use super::*;
+
+    fn store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("llm-proxy-ledger-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Store::open(&dir, None).expect("store"), dir)
+    }
+
+    #[test]
+    fn budget_leases_stay_within_the_budget_and_settle_into_spend() {
+        let (store, dir) = store("lease");
+        let (key, _) = store
+            .create_key(NewKey {
+                max_budget: Some(Budget {
+                    dollars: 0.0,
+                    amount: Money(1_000),
+                }),
+                ..NewKey::default()
+            })
+            .expect("key");
+        let payer = Payer::Key(key.id);
+        // A share of what is left, in whole multiples of what was asked.
+        assert_eq!(
+            store.lease_budget(payer, Money(30), 2).unwrap(),
+            BudgetGrant::Granted(Money(120))
+        );
+        assert_eq!(store.reserved_of(payer).unwrap(), Money(120));
+        // Never more than what is left.
+        assert_eq!(
+            store.lease_budget(payer, Money(900), 2).unwrap(),
+            BudgetGrant::Exhausted { left: Money(880) }
+        );
+        assert_eq!(
+            store.lease_budget(payer, Money(880), 2).unwrap(),
+            BudgetGrant::Granted(Money(880))
+        );
+        assert_eq!(
+            store.lease_budget(payer, Money(1), 2).unwrap(),
+            BudgetGrant::Exhausted { left: Money(0) }
+        );
+        // 100 spent, 50 handed back: 850 stay leased.
+        let report = Report {
+            key_id: key.id,
+            served: 1,
+            returned: 0,
+            cost: Money(100),
+            released: Money(150),
+            last_used_at: 1,
+        };
+        store
+            .settle(&Reports {
+                keys: vec![report],
+                users: Vec::new(),
+            })
+            .unwrap();
+        assert_eq!(store.usage_of(key.id).unwrap().spend, Money(100));
+        assert_eq!(store.reserved_of(payer).unwrap(), Money(850));
+        assert_eq!(
+            store.lease_budget(payer, Money(50), 2).unwrap(),
+            BudgetGrant::Granted(Money(50))
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_unclean_stop_takes_what_was_leased_as_used() {
+        let (store, dir) = store("recover");
+        let (key, _) = store
+            .create_key(NewKey {
+                max_requests: Some(100),
+                max_budget: Some(Budget {
+                    dollars: 0.0,
+                    amount: Money(1_000),
+                }),
+                ..NewKey::default()
+            })
+            .expect("key");
+        assert_eq!(store.begin_serving().unwrap(), None);
+        let Grant::Granted(count) = store.lease(key.id, 1).unwrap() else {
+            panic!("no lease");
+        };
+        let BudgetGrant::Granted(money) = store
+            .lease_budget(Payer::Key(key.id), Money(10), 1)
+            .unwrap()
+        else {
+            panic!("no budget lease");
+        };
+        // The server dies: nothing reported, the mark stays.
+        let recovered = store.begin_serving().unwrap().expect("an unclean stop");
+        assert_eq!(recovered.requests, count);
+        assert_eq!(recovered.spend, money);
+        let usage = store.usage_of(key.id).unwrap();
+        assert_eq!((usage.requests, usage.reserved), (count, count));
+        assert_eq!(usage.spend, money);
+        assert_eq!(store.reserved_of(Payer::Key(key.id)).unwrap(), Money(0));
+        // What is left is what was left.
+        assert_eq!(
+            store
+                .lease_budget(Payer::Key(key.id), Money(1_000), 1)
+                .unwrap(),
+            BudgetGrant::Exhausted {
+                left: Money(1_000 - money.0)
+            }
+        );
+        // A clean stop leaves nothing to recover.
+        store.end_serving().unwrap();
+        assert_eq!(store.begin_serving().unwrap(), None);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
