@@ -228,7 +228,7 @@ fn over_budget(
 ) -> ProxyError {
     match left {
         Ok(left) => ProxyError::BudgetExceeded(format!(
-            "{whose} has ${:.6} of its ${} budget left to commit, less than this request may cost (${:.6})",
+            "{whose} has ${:.6} of its ${} budget left (neither spent nor held by requests in flight), less than this request may cost (${:.6})",
             left.dollars(),
             budget.dollars,
             estimate.dollars()

@@ -10,6 +10,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::Exchange;
 use super::auth;
 use super::cached::{self, Admission};
@@ -27,7 +29,6 @@ use crate::litellm_config::RouterSettings;
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
 use crate::store::{KeyView, Money, Spend};
-use serde::Deserialize;
 
 /// The endpoints whose requests name a model.
 const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
@@ -385,4 +386,33 @@ async fn read_whole_body(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimate;
+
+    #[test]
+    fn estimates_from_the_body() {
+        let chat = |extra: &str| format!(r#"{{"model":"m","messages":[]{extra}}}"#);
+        let plain = chat("");
+        assert_eq!(
+            estimate(plain.as_bytes(), b"/chat/completions", 100),
+            (plain.len().div_ceil(4) as u64, 100)
+        );
+        let limited = chat(r#","max_tokens":16"#);
+        assert_eq!(
+            estimate(limited.as_bytes(), b"/chat/completions", 100).1,
+            16
+        );
+        let both = chat(r#","max_tokens":16,"max_completion_tokens":40,"n":3"#);
+        assert_eq!(estimate(both.as_bytes(), b"/chat/completions", 100).1, 120);
+        let best_of = chat(r#","max_tokens":10,"best_of":5,"n":2"#);
+        assert_eq!(estimate(best_of.as_bytes(), b"/completions", 100).1, 50);
+        // A value that bounds nothing leaves the default.
+        let odd = chat(r#","max_tokens":"lots""#);
+        assert_eq!(estimate(odd.as_bytes(), b"/chat/completions", 100).1, 100);
+        let embed = r#"{"model":"e","input":"some text","max_tokens":9}"#;
+        assert_eq!(estimate(embed.as_bytes(), b"/embeddings", 100), (12, 0));
+    }
 }
