@@ -438,6 +438,10 @@ fn budget_holds_across_kill_9() {
         "spend {spend} after the crash, {} served",
         before.served
     );
+    assert!(
+        spend <= N * REQUEST_PICO,
+        "spend {spend} past the budget after the crash"
+    );
 
     let after = run_to_the_end(&proxy, &key, false);
     eprintln!("after the restart: {after:?}");
