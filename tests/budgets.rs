@@ -516,3 +516,55 @@ fn request_count_is_never_short_after_kill_9() {
     );
     assert!(count <= MAX);
 }
+
+/// A clean stop (SIGTERM) reports everything and hands every lease back:
+/// after a restart the figures are exact, nothing is taken as used, and
+/// the rest of the budget is there to serve.
+#[test]
+fn a_clean_stop_leaves_exact_figures() {
+    const N: u64 = 100;
+    let data = TempDir::new("budget-clean");
+    let db = data.path().join("data").display().to_string();
+    let mock = Mock::start();
+    let start = || {
+        Proxy::for_mock(&mock)
+            .unseeded()
+            .arg("--db")
+            .arg(&db)
+            .workers(2)
+            .start()
+    };
+    let proxy = start();
+    register(&proxy, &mock, 0.0);
+    let key = key_for(&proxy, N);
+    let mut conns = conn_per_worker(&proxy, 2);
+    const SERVED: u64 = 10;
+    for i in 0..SERVED {
+        let response = send_on(
+            &mut conns[i as usize % 2],
+            &ask(&key, false, COMPLETION_TOKENS),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    drop(conns);
+    proxy.stop();
+
+    let proxy = start();
+    let info = proxy
+        .manage("GET", &format!("/key/info?key={key}"), None)
+        .json()["info"]
+        .clone();
+    assert_eq!(info["request_count"], SERVED, "{info}");
+    assert_eq!(
+        pico(info["spend"].as_f64().unwrap()),
+        SERVED * REQUEST_PICO,
+        "{info}"
+    );
+    let rest = run_to_the_end(&proxy, &key, false);
+    assert!(rest.unexpected.is_empty(), "{:?}", rest.unexpected);
+    assert_eq!(
+        rest.served as u64,
+        N - SERVED,
+        "the rest of the budget: {rest:?}"
+    );
+}
