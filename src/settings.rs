@@ -116,6 +116,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
+/// `BUDGET_DEFAULT_MAX_TOKENS` when unset: enough for most answers; a
+/// request that may run longer says so with `max_tokens`.
+pub const DEFAULT_BUDGET_MAX_TOKENS: u64 = 4096;
+
 /// Limits that protect the proxy from clients.
 #[derive(Debug, Clone)]
 pub struct ClientLimits {
@@ -156,6 +160,9 @@ pub struct ServerSettings {
     pub config_models: Vec<ConfigModel>,
     /// Entries the audit log keeps; older ones are deleted as new ones come.
     pub audit_max_entries: u64,
+    /// Completion tokens a routed request is assumed to use, for holding
+    /// budget, when its body gives no `max_tokens`/`max_completion_tokens`.
+    pub budget_default_max_tokens: u64,
     /// The per-worker HTTP response cache (`HTTP_CACHE_*`).
     pub cache: crate::cache::CacheSettings,
     pub metrics: MetricsSettings,
@@ -454,6 +461,12 @@ impl ServerSettings {
                     _ => bail!("AUDIT_MAX_ENTRIES: expected a positive number, got {text:?}"),
                 },
                 None => 1_000_000,
+            },
+            budget_default_max_tokens: match env.get("BUDGET_DEFAULT_MAX_TOKENS") {
+                Some(text) => text.trim().parse::<u64>().with_context(|| {
+                    format!("BUDGET_DEFAULT_MAX_TOKENS: expected a number of tokens, got {text:?}")
+                })?,
+                None => DEFAULT_BUDGET_MAX_TOKENS,
             },
             cache,
             metrics: MetricsSettings {

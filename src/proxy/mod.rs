@@ -114,15 +114,17 @@ impl<'a> Named<'a> {
 
 /// The checks between the plan and the answer, the same for every request
 /// that may reach an upstream or be answered from the cache, in this order:
-/// the key's and its user's `models` allowlists, their budgets, then
+/// the key's and its user's `models` allowlists, their budgets (with a hold
+/// of `estimate`, the most the request may cost, when it is priced), then
 /// `max_requests` (which charges the request). A key with an allowlist may
 /// send a body only when it names an allowed model. Returns the spend the
-/// budget check saw.
-async fn authorize(
-    worker: &Worker,
-    key: &keys::CachedKey,
+/// budget check saw and the hold, settled once the cost is known.
+async fn authorize<'w>(
+    worker: &'w Worker,
+    key: &'w keys::CachedKey,
     named: Named<'_>,
-) -> Result<store::Spend, ProxyError> {
+    estimate: store::Money,
+) -> Result<(store::Spend, quota::BudgetHold<'w>), ProxyError> {
     let allowlist = auth::Allowlist::of(&key.view);
     match named {
         Named::Model(model) if !allowlist.allows(model) => {
@@ -140,8 +142,9 @@ async fn authorize(
         _ => {}
     }
     let spend = routed::check_budgets(worker, &key.view)?;
+    let hold = auth::reserve(worker, key, estimate).await?;
     auth::admit(worker, key).await?;
-    Ok(spend)
+    Ok((spend, hold))
 }
 
 /// Reads the request's whole body (up to `MAX_REQUEST_SIZE`) for a decision
@@ -211,7 +214,8 @@ async fn pass_through(
         }
         None => (None, Named::Unknown),
     };
-    authorize(worker, key, named).await?;
+    // Unpriced: nothing is held, but a key at or over its budget is refused.
+    let _hold = authorize(worker, key, named, store::Money(0)).await?;
     if let Some(consult) = consult
         && cached::lookup(
             worker,

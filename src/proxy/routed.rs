@@ -11,6 +11,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::Exchange;
 use super::cached;
 use super::error::ProxyError;
@@ -18,6 +20,7 @@ use super::fields::{self, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
 use super::keys::CachedKey;
 use super::models::{self, ModelTable, Route};
+use super::quota::BudgetHold;
 use super::relay::{self, Extras};
 use super::usage::UsageScan;
 use crate::http::io::read_append;
@@ -83,7 +86,8 @@ pub async fn handle(
         return super::pass_through(worker, conn, head, key, Some((&body, requested)), exchange)
             .await;
     };
-    let spend = super::authorize(worker, key, super::Named::Model(name)).await?;
+    let estimate = estimate_cost(worker, key, &body, endpoint, &candidates);
+    let (spend, hold) = super::authorize(worker, key, super::Named::Model(name), estimate).await?;
     if let Some(consult) = cached::consult(worker, head, &conn.buf)
         && cached::lookup(worker, conn, head, key, consult, &body, exchange).await?
     {
@@ -131,7 +135,7 @@ pub async fn handle(
             &destination,
             response,
             exchange,
-            (fields.stream, spend),
+            (fields.stream, spend, hold),
         )
         .await;
     }
@@ -177,8 +181,10 @@ fn is_upstream_failure(error: &ProxyError) -> bool {
 }
 
 /// Refuses a key (or user) at or over its budget; returns what was spent.
-/// The ledger's figure, plus what this worker has not reported yet; other
-/// workers' unreported spend (at most a second's worth) is not seen.
+/// The ledger's figure, plus what this worker has not reported yet. This is
+/// the check for every request of a budgeted key, priced or not; a priced
+/// (routed) request also holds an estimate of its cost (`estimate_cost`),
+/// which is what keeps the budget under concurrent load.
 pub(super) fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
     if view.max_budget.is_none() && view.user_max_budget.is_none() {
         return Ok(Spend::default());
@@ -210,6 +216,63 @@ pub(super) fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, Pr
     Ok(spend)
 }
 
+/// The fields of a request body that bound the length of its answer.
+#[derive(Default, Deserialize)]
+struct AnswerLimits {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    n: Option<u64>,
+    best_of: Option<u64>,
+}
+
+/// The most this request may cost, to be held out of the key's and its
+/// user's budgets (those that have one): `estimate` at the dearest price
+/// among the deployments it may go to. Keys without a budget hold nothing
+/// and read nothing more of the body.
+fn estimate_cost(
+    worker: &Worker,
+    key: &CachedKey,
+    body: &[u8],
+    endpoint: &[u8],
+    candidates: &[Rc<Route>],
+) -> Money {
+    let view = &key.view;
+    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+        return Money(0);
+    }
+    let (prompt, completion) = estimate(body, endpoint, worker.settings.budget_default_max_tokens);
+    candidates
+        .iter()
+        .map(|route| route.cost(prompt, completion))
+        .max()
+        .unwrap_or_default()
+}
+
+/// The tokens a request may use: a prompt token for every 4 bytes of its
+/// body (the body holds the prompt and more), and the completion tokens its
+/// `max_tokens` or `max_completion_tokens` allow (or `default_max_tokens`),
+/// for each of its `n` (or `best_of`) choices. Embeddings have no
+/// completion.
+fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
+    let prompt = (body.len() as u64).div_ceil(4);
+    if endpoint == b"/embeddings" {
+        return (prompt, 0);
+    }
+    // An unreadable value (a string, a negative number) bounds nothing: the
+    // default applies, and the upstream judges the field.
+    let limits: AnswerLimits = serde_json::from_slice(body).unwrap_or_default();
+    let per_choice = match (limits.max_tokens, limits.max_completion_tokens) {
+        (None, None) => default_max_tokens,
+        (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+    };
+    let choices = limits
+        .n
+        .unwrap_or(1)
+        .max(limits.best_of.unwrap_or(1))
+        .max(1);
+    (prompt, per_choice.saturating_mul(choices))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn relay_and_charge(
     worker: &Worker,
@@ -220,7 +283,7 @@ async fn relay_and_charge(
     destination: &Destination<'_>,
     mut response: ResponseStart,
     exchange: &mut Exchange,
-    (stream, spend): (bool, Spend),
+    (stream, spend, hold): (bool, Spend, BudgetHold<'_>),
 ) -> Result<(), ProxyError> {
     let key_id = key.view.key_id;
     let framing = response.head.framing(&head.method);
@@ -240,6 +303,7 @@ async fn relay_and_charge(
             route.cost(u.prompt_tokens, u.completion_tokens)
         });
         worker.quota.borrow_mut().charge(key_id, cost);
+        hold.settle(cost);
         exchange.record.usage = usage;
         exchange.record.cost = cost;
         let cost_text = format!("{}", cost.dollars());
@@ -270,6 +334,7 @@ async fn relay_and_charge(
     if let Some(usage) = scan.finish() {
         let cost = route.cost(usage.prompt_tokens, usage.completion_tokens);
         worker.quota.borrow_mut().charge(key_id, cost);
+        hold.settle(cost);
         exchange.record.usage = Some(usage);
         exchange.record.cost = cost;
     }
@@ -296,4 +361,33 @@ async fn read_whole_body(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimate;
+
+    #[test]
+    fn estimates_from_the_body() {
+        let chat = |extra: &str| format!(r#"{{"model":"m","messages":[]{extra}}}"#);
+        let plain = chat("");
+        assert_eq!(
+            estimate(plain.as_bytes(), b"/chat/completions", 100),
+            (plain.len().div_ceil(4) as u64, 100)
+        );
+        let limited = chat(r#","max_tokens":16"#);
+        assert_eq!(
+            estimate(limited.as_bytes(), b"/chat/completions", 100).1,
+            16
+        );
+        let both = chat(r#","max_tokens":16,"max_completion_tokens":40,"n":3"#);
+        assert_eq!(estimate(both.as_bytes(), b"/chat/completions", 100).1, 120);
+        let best_of = chat(r#","max_tokens":10,"best_of":5,"n":2"#);
+        assert_eq!(estimate(best_of.as_bytes(), b"/completions", 100).1, 50);
+        // A value that bounds nothing leaves the default.
+        let odd = chat(r#","max_tokens":"lots""#);
+        assert_eq!(estimate(odd.as_bytes(), b"/chat/completions", 100).1, 100);
+        let embed = r#"{"model":"e","input":"some text","max_tokens":9}"#;
+        assert_eq!(estimate(embed.as_bytes(), b"/embeddings", 100), (12, 0));
+    }
 }

@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,6 +42,12 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     /// The request event writer (absent when events are off).
     events: Option<EventWriter>,
+    /// Marked as served until every worker has reported (see `join`).
+    store: Arc<Store>,
+    /// Set by a worker that stopped with requests still holding budget or
+    /// quota (shutdown timeout) or whose last report failed: the mark stays,
+    /// and the next start takes what was leased as used.
+    unreported: Arc<AtomicBool>,
 }
 
 /// Starts draining every worker; can be handed to a signal thread.
@@ -67,6 +74,12 @@ impl ServerHandle {
         for thread in self.threads {
             let _ = thread.join();
         }
+        // Every worker has reported and handed its leases back.
+        if !self.unreported.load(Ordering::Acquire)
+            && let Err(error) = self.store.end_serving()
+        {
+            tracing::error!(%error, "cannot mark the store as stopped cleanly");
+        }
         if let Some(events) = self.events {
             events.finish();
         }
@@ -83,7 +96,21 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
     let listeners = bind_listeners(settings.addr, settings.workers)
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let local_addr = listeners[0].local_addr()?;
+    let recovered = store
+        .begin_serving()
+        .context("cannot record the server's start in the store")?;
+    if let Some(recovered) = recovered {
+        tracing::warn!(
+            keys = recovered.keys,
+            requests = recovered.requests,
+            spend = recovered.spend.dollars(),
+            "the last server on this store did not stop cleanly: what it had leased is counted as used"
+        );
+    }
     let driver = Driver::detect();
+    let serving = store.clone();
+    let unreported = Arc::new(AtomicBool::new(false));
+    let worker_unreported = unreported.clone();
     let drains: Vec<Arc<Drain>> = (0..settings.workers).map(|_| Arc::default()).collect();
     // Each worker takes its own listener out by index (startup only).
     let listeners: Arc<Mutex<Vec<Option<std::net::TcpListener>>>> =
@@ -129,7 +156,7 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
                 cache: RefCell::new(crate::cache::ResponseCache::new(&settings.cache)),
                 events: RefCell::new(events.unwrap_or_else(EventBuffer::disabled)),
             });
-            run_worker(worker, listener, inbox)
+            run_worker(worker, listener, inbox, worker_unreported.clone())
         },
     )?;
     Ok(ServerHandle {
@@ -138,6 +165,8 @@ pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result
         drainer: Drainer(drains),
         threads,
         events,
+        store: serving,
+        unreported,
     })
 }
 
@@ -145,6 +174,7 @@ async fn run_worker(
     worker: Rc<Worker>,
     listener: Option<std::net::TcpListener>,
     inbox: Option<control::Inbox>,
+    unreported: Arc<AtomicBool>,
 ) {
     let listener = match listener.map(monoio::net::TcpListener::from_std) {
         Some(Ok(listener)) => listener,
@@ -154,7 +184,7 @@ async fn run_worker(
         }
         None => return,
     };
-    monoio::spawn(report_usage(worker.clone()));
+    monoio::spawn(report_usage(worker.clone(), unreported.clone()));
     if worker.events.borrow().enabled() {
         monoio::spawn(hand_over_events(worker.clone()));
     }
@@ -189,9 +219,13 @@ async fn run_worker(
             open = worker.connections.get(),
             "shutdown timeout reached; closing remaining connections"
         );
+        // Their requests may hold budget and quota that is never reported.
+        unreported.store(true, Ordering::Release);
     }
     worker.quota.borrow_mut().return_all();
-    settle(&worker).await;
+    if !settle(&worker).await {
+        unreported.store(true, Ordering::Release);
+    }
     // Every request answered has its event handed to the writer.
     worker.events.borrow_mut().close();
 }
@@ -220,25 +254,35 @@ async fn hand_over_events(worker: Rc<Worker>) {
 
 /// Reports this worker's usage to the ledger about once a second, hands
 /// back leases it no longer draws on, and returns freed memory.
-async fn report_usage(worker: Rc<Worker>) {
+async fn report_usage(worker: Rc<Worker>, unreported: Arc<AtomicBool>) {
     loop {
         monoio::time::sleep(USAGE_REPORT_INTERVAL).await;
-        settle(&worker).await;
+        if !settle(&worker).await {
+            // Counts and spend lost: the next start takes the leases as used.
+            unreported.store(true, Ordering::Release);
+        }
         crate::alloc::release_free_memory();
     }
 }
 
-async fn settle(worker: &Worker) {
+/// Writes this worker's reports to the ledger; `false` if they were lost.
+async fn settle(worker: &Worker) -> bool {
     let reports = worker.quota.borrow_mut().take_reports();
     if reports.is_empty() {
-        return;
+        return true;
     }
     let store = worker.store.clone();
     // A ledger write fsyncs: off the worker thread.
     let result = monoio::spawn_blocking(move || store.settle(&reports)).await;
     match result {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(worker = worker.id, %error, "cannot record usage"),
-        Err(_) => tracing::error!(worker = worker.id, "usage report cancelled"),
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::error!(worker = worker.id, %error, "cannot record usage");
+            false
+        }
+        Err(_) => {
+            tracing::error!(worker = worker.id, "usage report cancelled");
+            false
+        }
     }
 }

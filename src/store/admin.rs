@@ -401,6 +401,7 @@ impl Store {
         self.key_hashes.delete(txn, &key.secret_hash)?;
         self.keys.delete(txn, id.as_bytes())?;
         self.usage.delete(txn, id.as_bytes())?;
+        self.forget_reserved(txn, super::Payer::Key(id))?;
         Ok(true)
     }
 

@@ -6,7 +6,8 @@
 //! - `admin`: management of projects and keys; `users`, `catalog`: of users,
 //!   and of deployments and credentials. Each write bumps the store
 //!   generation, which tells every worker to re-read before the call returns.
-//! - `ledger`: quota leases, usage counts and spend written by the workers.
+//! - `ledger`: quota and budget leases, usage counts and spend written by
+//!   the workers, and what a server that did not stop cleanly left leased.
 //! - `audit`: the log of management calls.
 //! - `logins`: CLI sign-ins in progress, and the keys they issue.
 //! - `event_log`: the request event log, an LMDB environment of its own in
@@ -40,7 +41,7 @@ pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
 pub use catalog::{CredentialChanges, DeploymentChanges};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
-pub use ledger::{Grant, Report};
+pub use ledger::{BudgetGrant, Grant, Payer, Recovered, Report, Reports, UserRelease};
 pub use logins::{
     Issue, Login, LoginState, MAX_LOGIN_ID, NewLogin, OidcRequest, Via, is_login_key,
 };
@@ -184,6 +185,9 @@ pub struct Store {
     users: Database<Str, SerdeBincode<User>>,
     /// Spend of each user, apart from the user record like `usage`.
     user_spend: Database<Str, SerdeBincode<Money>>,
+    /// Budget leased to workers and not yet spent or handed back, per key
+    /// (`k` + id) and per user (`u` + user id); see `ledger`.
+    reserved: Database<Bytes, SerdeBincode<Money>>,
     deployments: Database<Str, SerdeBincode<Deployment>>,
     credentials: Database<Str, SerdeBincode<Credential>>,
     /// Management calls, by sequential id (big-endian, so in order).
@@ -249,6 +253,7 @@ impl Store {
             usage: env.create_database(&mut txn, Some("usage"))?,
             users: env.create_database(&mut txn, Some("users"))?,
             user_spend: env.create_database(&mut txn, Some("user_spend"))?,
+            reserved: env.create_database(&mut txn, Some("reserved"))?,
             deployments: env.create_database(&mut txn, Some("deployments"))?,
             credentials: env.create_database(&mut txn, Some("credentials"))?,
             audit: env.create_database(&mut txn, Some("audit"))?,

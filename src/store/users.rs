@@ -161,6 +161,7 @@ impl Store {
         for user_id in user_ids {
             if self.users.delete(&mut txn, user_id)? {
                 self.user_spend.delete(&mut txn, user_id)?;
+                self.forget_reserved(&mut txn, super::Payer::User(user_id))?;
                 deleted.push(user_id.clone());
             }
         }
@@ -175,6 +176,7 @@ impl Store {
             self.key_hashes.delete(&mut txn, hash)?;
             self.keys.delete(&mut txn, id.as_bytes())?;
             self.usage.delete(&mut txn, id.as_bytes())?;
+            self.forget_reserved(&mut txn, super::Payer::Key(*id))?;
         }
         self.commit_admin(txn)?;
         Ok((deleted, doomed.len()))
