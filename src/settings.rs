@@ -19,6 +19,9 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com";
 #[derive(Debug, Default)]
 pub struct Env {
     file: HashMap<String, String>,
+    /// The file's directory: relative paths in the file are taken from
+    /// there, wherever the command runs (see `path`).
+    dir: PathBuf,
 }
 
 impl Env {
@@ -34,7 +37,8 @@ impl Env {
         let file = iter
             .collect::<Result<HashMap<_, _>, _>>()
             .with_context(|| format!("invalid env file {}", path.display()))?;
-        Ok(Self { file })
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Self { file, dir })
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -42,6 +46,22 @@ impl Env {
             .ok()
             .or_else(|| self.file.get(key).cloned())
             .filter(|v| !v.is_empty())
+    }
+
+    /// A path: one from the process environment as it is (relative to the
+    /// current directory), a relative one from the file against the file's
+    /// directory, so that `--config /srv/proxy/.env` with
+    /// `DATABASE_PATH=data` means `/srv/proxy/data` from anywhere.
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        if let Ok(value) = std::env::var(key) {
+            return Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty());
+        }
+        let value = Path::new(self.file.get(key).filter(|v| !v.is_empty())?);
+        Some(if value.is_relative() {
+            self.dir.join(value)
+        } else {
+            value.to_path_buf()
+        })
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
@@ -227,8 +247,8 @@ impl LoginSettings {
                 scopes: env
                     .get("OIDC_SCOPES")
                     .unwrap_or_else(|| "openid email profile".into()),
-                roots: match env.get("OIDC_CA_FILE") {
-                    Some(path) => Some(root_certs(Path::new(&path)).context("OIDC_CA_FILE")?),
+                roots: match env.path("OIDC_CA_FILE") {
+                    Some(path) => Some(root_certs(&path).context("OIDC_CA_FILE")?),
                     None => None,
                 },
             }),
@@ -292,7 +312,7 @@ impl EventSettings {
                 max_age: env.duration("EVENT_LOG_MAX_AGE", defaults.max_age)?,
                 max_bytes,
             },
-            file_event_log: file_event_log.or_else(|| env.get("FILE_EVENT_LOG").map(PathBuf::from)),
+            file_event_log: file_event_log.or_else(|| env.path("FILE_EVENT_LOG")),
         })
     }
 }
@@ -318,7 +338,7 @@ impl ServerSettings {
         let data_dir = args
             .db
             .clone()
-            .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
+            .or_else(|| env.path("DATABASE_PATH"))
             .unwrap_or_else(|| PathBuf::from("data"));
         let workers = match args
             .workers
@@ -334,7 +354,7 @@ impl ServerSettings {
         let mut yaml_files: Vec<PathBuf> = args.api_config.iter().cloned().collect();
         yaml_files.extend(yaml_config);
         if yaml_files.is_empty() {
-            yaml_files.extend(env.get("API_CONFIG_PATH").map(PathBuf::from));
+            yaml_files.extend(env.path("API_CONFIG_PATH"));
         }
         let (mut providers, mut litellm) = (None, None);
         for path in yaml_files {
@@ -406,7 +426,7 @@ impl ServerSettings {
             upstream_ca_file: args
                 .upstream_ca_file
                 .clone()
-                .or_else(|| env.get("UPSTREAM_CA_FILE").map(PathBuf::from)),
+                .or_else(|| env.path("UPSTREAM_CA_FILE")),
             router: litellm.router,
             config_models: litellm.models,
             audit_max_entries: match env.get("AUDIT_MAX_ENTRIES") {

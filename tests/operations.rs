@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::cli::Cli;
 use common::*;
 
 /// The address of a "listening on http://ADDR" line in `log`.
@@ -74,4 +75,94 @@ fn a_second_server_on_a_served_address_exits_and_the_first_serves_on() {
             .and_then(|s| s.code()),
         Some(0)
     );
+}
+
+#[test]
+fn paths_in_the_config_file_are_taken_from_its_directory() {
+    let mock = Mock::builder().args(["--api-key", UPSTREAM_KEY]).start();
+    // `setup` run where the .env lives, as the quick start does it.
+    let home = TempDir::new("config-home");
+    let run = Cli::new([
+        "setup",
+        "--openai-key",
+        UPSTREAM_KEY,
+        "--addr",
+        "127.0.0.1:0",
+    ])
+    .run_in(home.path());
+    let stdout = run.ok().to_string();
+    let token = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Token: "))
+        .unwrap_or_else(|| panic!("no token in {stdout}"))
+        .trim()
+        .to_string();
+    let env_path = home.path().join(".env");
+    let env_file = std::fs::read_to_string(&env_path).unwrap();
+    assert!(
+        env_file.lines().any(|line| line == "DATABASE_PATH=data"),
+        "{env_file}"
+    );
+
+    // The server started from elsewhere with `--config /abs/.env`.
+    let elsewhere = TempDir::new("config-elsewhere");
+    let env_arg = env_path.display().to_string();
+    let (proc, addr) = spawn_server(
+        &elsewhere,
+        &["server", "--config", &env_arg, "--workers", "1"],
+        &[("OPENAI_API_URL", &mock.url())],
+    );
+    let data_dir = home.path().join("data");
+    assert!(
+        proc.log()
+            .contains(&format!("data directory {}", data_dir.display())),
+        "the data directory is logged, absolute; log:\n{}",
+        proc.log()
+    );
+    let mut conn = Conn::open(addr);
+    let response = conn.roundtrip(
+        &Req::post("/v1/chat/completions", chat_body(false, "hi"))
+            .auth(&token)
+            .bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        !elsewhere.path().join("data").exists(),
+        "no store made where the server was started"
+    );
+
+    // A relative path from the process environment stays relative to the
+    // current directory.
+    let (proc_env, _) = spawn_server(
+        &elsewhere,
+        &["server", "--config", &env_arg, "--workers", "1"],
+        &[
+            ("OPENAI_API_URL", &mock.url()),
+            ("DATABASE_PATH", "own-store"),
+        ],
+    );
+    assert!(
+        proc_env.log().contains(&format!(
+            "data directory {}",
+            elsewhere.path().join("own-store").display()
+        )),
+        "{}",
+        proc_env.log()
+    );
+    drop((proc, proc_env));
+
+    // `setup --config` from elsewhere uses the store the file names.
+    let rerun =
+        Cli::new(["setup", "--skip-project", "--config", &env_arg]).run_in(elsewhere.path());
+    let rerun_out = rerun.ok().to_string();
+    assert!(
+        rerun_out.contains(&format!("Store ready in {}", data_dir.display())),
+        "{rerun_out}"
+    );
+    let env_file = std::fs::read_to_string(&env_path).unwrap();
+    assert!(
+        env_file.lines().any(|line| line == "DATABASE_PATH=data"),
+        "{env_file}"
+    );
+    assert!(!elsewhere.path().join("data").exists());
 }
