@@ -166,3 +166,135 @@ fn paths_in_the_config_file_are_taken_from_its_directory() {
     );
     assert!(!elsewhere.path().join("data").exists());
 }
+
+/// The sample lines of a scrape (no comments).
+fn sample_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// The sample lines but the scrapes' own counters (they appear per worker
+/// as the workers happen to answer scrapes) and the event log's (they
+/// appear once the writer has written).
+fn request_lines(text: &str) -> Vec<&str> {
+    sample_lines(text)
+        .into_iter()
+        .filter(|l| !l.contains("route=\"local\"") && !l.starts_with("llm_proxy_event"))
+        .collect()
+}
+
+/// The distinct values of `label` in a scrape.
+fn label_values(text: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let needle = format!("{label}=\"");
+    sample_lines(text)
+        .iter()
+        .filter_map(|line| {
+            let start = line.find(&needle)? + needle.len();
+            let end = line[start..].find('"')?;
+            Some(line[start..start + end].to_string())
+        })
+        .collect()
+}
+
+/// `round` distinct values of everything a client chooses: invalid keys,
+/// request ids, paths, model names; and requests of the registered model.
+fn varied_requests(proxy: &Proxy, round: &str, count: usize) {
+    for i in 0..count {
+        let mut conn = proxy.conn();
+        let id = format!("req-{round}-{i}");
+        let bad_key = format!("sk-bad-{round}-{i}");
+        conn.roundtrip(
+            &Req::post("/v1/chat/completions", chat_body(false, "hi"))
+                .auth(&bad_key)
+                .header("X-Request-ID", &id)
+                .bytes(),
+        )
+        .assert_error(401, "invalid_api_key");
+        let path = format!("/v1/unknown-{round}-{i}/x?y={i}");
+        let response = conn.roundtrip(&Req::get(&path).authed().bytes());
+        assert_eq!(response.status, 404, "{}", response.text());
+        let path = format!("/nowhere-{round}-{i}");
+        let response = conn.roundtrip(&Req::get(&path).header("X-Request-ID", &id).bytes());
+        assert_eq!(response.status, 404, "{}", response.text());
+        let made_up = serde_json::json!({
+            "model": format!("made-up-{round}-{i}"),
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        let response = conn.roundtrip(
+            &Req::post("/v1/chat/completions", made_up.to_string())
+                .authed()
+                .header("X-Request-ID", &id)
+                .bytes(),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        let routed = serde_json::json!({
+            "model": "routed",
+            "stream": i % 2 == 0,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        let response = conn.roundtrip(
+            &Req::post("/v1/chat/completions", routed.to_string())
+                .authed()
+                .bytes(),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+}
+
+#[test]
+fn a_metrics_scrape_does_not_grow_with_what_clients_choose() {
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).workers(2).start();
+    let model = serde_json::json!({
+        "model_name": "routed",
+        "litellm_params": {"model": "openai/routed-upstream", "api_base": format!("{}/v1", mock.url())},
+    });
+    let response = proxy.manage("POST", "/model/new", Some(model));
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let scrape = || {
+        let response = proxy.call(Req::get("/metrics"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.text()
+    };
+    varied_requests(&proxy, "a", 20);
+    // Every series seen once (the scrapes themselves included).
+    let _ = scrape();
+    let first = scrape();
+    varied_requests(&proxy, "b", 150);
+    let _ = scrape();
+    let second = scrape();
+
+    // Label values are the server's own, never a client's.
+    let models = label_values(&second, "model");
+    let allowed: std::collections::BTreeSet<String> = ["", "other", "routed"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(models.is_subset(&allowed), "model labels {models:?}");
+    for text in ["sk-bad-", "unknown-", "nowhere-", "made-up-", "req-"] {
+        assert!(!second.contains(text), "{text} in a label:\n{second}");
+    }
+    // 150 more distinct keys, ids, paths and models add no series, and
+    // the workers' histograms are one series each.
+    let series = |text: &str| -> std::collections::BTreeSet<String> {
+        request_lines(text)
+            .iter()
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+            .collect()
+    };
+    let added: Vec<String> = series(&second)
+        .difference(&series(&first))
+        .cloned()
+        .collect();
+    assert!(added.is_empty(), "series were added: {added:#?}");
+    assert!(!label_values(&second, "status_class").is_empty());
+    assert!(
+        !second
+            .lines()
+            .any(|l| l.starts_with("llm_proxy_request_duration_seconds") && l.contains("worker=")),
+        "histograms are summed over workers"
+    );
+    assert!(second.len() < 48 << 10, "{} bytes", second.len());
+}

@@ -94,6 +94,7 @@ pub async fn handle(
         }
         return super::pass_through(worker, conn, head, key, Some(&body), exchange).await;
     };
+    exchange.record.routed = true;
     check_model_access(&key.view, name)?;
     let spend = check_budgets(worker, &key.view)?;
     auth::admit(worker, key).await?;
