@@ -130,6 +130,33 @@ fn paths_in_the_config_file_are_taken_from_its_directory() {
         !elsewhere.path().join("data").exists(),
         "no store made where the server was started"
     );
+    // Stopped, the server has written the request's event; the dispatcher
+    // run from elsewhere with the same file finds the log.
+    let mut proc = proc;
+    proc.signal("TERM");
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(20))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    let sink = elsewhere.path().join("events.jsonl");
+    let sink_arg = sink.display().to_string();
+    let dispatched = run_command(
+        elsewhere.path(),
+        &[
+            "dispatcher",
+            "--config",
+            &env_arg,
+            "--once",
+            "--endpoint",
+            &sink_arg,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(dispatched.status.code(), Some(0), "{}", dispatched.stderr);
+    let delivered = std::fs::read_to_string(&sink).unwrap_or_default();
+    assert_eq!(delivered.lines().count(), 1, "{delivered}");
 
     // A relative path from the process environment stays relative to the
     // current directory.
