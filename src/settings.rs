@@ -485,6 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_in_the_file_are_taken_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("llm-proxy-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("proxy.env");
+        std::fs::write(
+            &file,
+            "LLM_PROXY_TEST_REL=data\nLLM_PROXY_TEST_ABS=/srv/x\nLLM_PROXY_TEST_EMPTY=\n",
+        )
+        .unwrap();
+        let env = Env::load(&file, true).unwrap();
+        assert_eq!(env.path("LLM_PROXY_TEST_REL"), Some(dir.join("data")));
+        assert_eq!(
+            env.path("LLM_PROXY_TEST_ABS"),
+            Some(PathBuf::from("/srv/x"))
+        );
+        assert_eq!(env.path("LLM_PROXY_TEST_EMPTY"), None);
+        assert_eq!(env.path("LLM_PROXY_TEST_UNSET"), None);
+        // The default `.env` of the current directory: relative as written.
+        let env = Env {
+            file: HashMap::from([("LLM_PROXY_TEST_REL".into(), "data".into())]),
+            dir: Path::new(".env").parent().unwrap().to_path_buf(),
+        };
+        assert_eq!(env.path("LLM_PROXY_TEST_REL"), Some(PathBuf::from("data")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn listen_addrs() {
         assert_eq!(
             parse_listen_addr(":8080").unwrap().to_string(),
