@@ -313,6 +313,8 @@ fn chunked(c: &mut Criterion) {
 fn finished_record(model: Option<&str>) -> Record {
     Record {
         model: model.map(Into::into),
+        // A routed request's model has a label slot of its own.
+        routed: model.is_some(),
         upstream_ns: Some(TIMES),
         first_byte_ns: Some(TIMES.1 + 1_000),
         usage: model.map(|_| Usage {

@@ -155,9 +155,9 @@ pub struct SetupArgs {
     /// Skip project and token setup
     #[arg(long)]
     pub skip_project: bool,
-    /// Data directory
-    #[arg(long, env = "DATABASE_PATH", default_value = "data")]
-    pub db: PathBuf,
+    /// Data directory [default: DATABASE_PATH in the env file, else data]
+    #[arg(long, env = "DATABASE_PATH")]
+    pub db: Option<PathBuf>,
     /// Address the server will listen on (written to the .env)
     #[arg(long, default_value = "localhost:8080")]
     pub addr: String,

@@ -19,6 +19,9 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com";
 #[derive(Debug, Default)]
 pub struct Env {
     file: HashMap<String, String>,
+    /// The file's directory: relative paths in the file are taken from
+    /// there, wherever the command runs (see `path`).
+    dir: PathBuf,
 }
 
 impl Env {
@@ -39,7 +42,8 @@ impl Env {
         let file = iter
             .collect::<Result<HashMap<_, _>, _>>()
             .with_context(|| format!("invalid env file {}", path.display()))?;
-        Ok(Self { file })
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Self { file, dir })
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -47,6 +51,22 @@ impl Env {
             .ok()
             .or_else(|| self.file.get(key).cloned())
             .filter(|v| !v.is_empty())
+    }
+
+    /// A path: one from the process environment as it is (relative to the
+    /// current directory), a relative one from the file against the file's
+    /// directory, so that `--config /srv/proxy/.env` with
+    /// `DATABASE_PATH=data` means `/srv/proxy/data` from anywhere.
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        if let Ok(value) = std::env::var(key) {
+            return Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty());
+        }
+        let value = Path::new(self.file.get(key).filter(|v| !v.is_empty())?);
+        Some(if value.is_relative() {
+            self.dir.join(value)
+        } else {
+            value.to_path_buf()
+        })
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is `false`.
@@ -262,8 +282,8 @@ impl LoginSettings {
                 scopes: env
                     .get("OIDC_SCOPES")
                     .unwrap_or_else(|| "openid email profile".into()),
-                roots: match env.get("OIDC_CA_FILE") {
-                    Some(path) => Some(root_certs(Path::new(&path)).context("OIDC_CA_FILE")?),
+                roots: match env.path("OIDC_CA_FILE") {
+                    Some(path) => Some(root_certs(&path).context("OIDC_CA_FILE")?),
                     None => None,
                 },
             }),
@@ -327,7 +347,7 @@ impl EventSettings {
                 max_age: env.duration("EVENT_LOG_MAX_AGE", defaults.max_age)?,
                 max_bytes,
             },
-            file_event_log: file_event_log.or_else(|| env.get("FILE_EVENT_LOG").map(PathBuf::from)),
+            file_event_log: file_event_log.or_else(|| env.path("FILE_EVENT_LOG")),
         })
     }
 }
@@ -353,7 +373,7 @@ impl ServerSettings {
         let data_dir = args
             .db
             .clone()
-            .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
+            .or_else(|| env.path("DATABASE_PATH"))
             .unwrap_or_else(|| PathBuf::from("data"));
         let workers = match args
             .workers
@@ -369,7 +389,7 @@ impl ServerSettings {
         let mut yaml_files: Vec<PathBuf> = args.api_config.iter().cloned().collect();
         yaml_files.extend(yaml_config);
         if yaml_files.is_empty() {
-            yaml_files.extend(env.get("API_CONFIG_PATH").map(PathBuf::from));
+            yaml_files.extend(env.path("API_CONFIG_PATH"));
         }
         let (mut providers, mut litellm) = (None, None);
         for path in yaml_files {
@@ -452,7 +472,7 @@ impl ServerSettings {
             upstream_ca_file: args
                 .upstream_ca_file
                 .clone()
-                .or_else(|| env.get("UPSTREAM_CA_FILE").map(PathBuf::from)),
+                .or_else(|| env.path("UPSTREAM_CA_FILE")),
             router: litellm.router,
             config_models: litellm.models,
             audit_max_entries: match env.get("AUDIT_MAX_ENTRIES") {
@@ -529,6 +549,33 @@ mod tests {
         assert_eq!(warning, None);
         let error = management_token("  ", "MANAGEMENT_TOKEN").unwrap_err();
         assert_eq!(error.to_string(), "MANAGEMENT_TOKEN is empty");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_taken_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("llm-proxy-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("proxy.env");
+        std::fs::write(
+            &file,
+            "LLM_PROXY_TEST_REL=data\nLLM_PROXY_TEST_ABS=/srv/x\nLLM_PROXY_TEST_EMPTY=\n",
+        )
+        .unwrap();
+        let env = Env::load(&file, true).unwrap();
+        assert_eq!(env.path("LLM_PROXY_TEST_REL"), Some(dir.join("data")));
+        assert_eq!(
+            env.path("LLM_PROXY_TEST_ABS"),
+            Some(PathBuf::from("/srv/x"))
+        );
+        assert_eq!(env.path("LLM_PROXY_TEST_EMPTY"), None);
+        assert_eq!(env.path("LLM_PROXY_TEST_UNSET"), None);
+        // The default `.env` of the current directory: relative as written.
+        let env = Env {
+            file: HashMap::from([("LLM_PROXY_TEST_REL".into(), "data".into())]),
+            dir: Path::new(".env").parent().unwrap().to_path_buf(),
+        };
+        assert_eq!(env.path("LLM_PROXY_TEST_REL"), Some(PathBuf::from("data")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn run(args: &DispatcherArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args
         .db
         .clone()
-        .or_else(|| env.get("DATABASE_PATH").map(PathBuf::from))
+        .or_else(|| env.path("DATABASE_PATH"))
         .unwrap_or_else(|| PathBuf::from("data"));
     let settings = EventSettings::resolve(&env, None)?;
     let (mut sink, endpoint) = make_sink(args, &env)?;

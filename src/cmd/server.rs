@@ -45,6 +45,10 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         settings.require_encryption,
     )
     .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    // Which store this is, without doubt: a relative path would depend on
+    // where the server was started from.
+    let data_dir = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
+    tracing::info!("data directory {}", data_dir.display());
     if demo.is_some() {
         seed_demo(&store)?;
     }

@@ -3,7 +3,7 @@
 //! the token once.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -49,6 +49,17 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     if answers.duration_hours == 0 {
         bail!("--duration must be at least 1 hour");
     }
+    // The data directory: a flag's (or the environment's) from the current
+    // directory, the file's own from the file's directory, as the server
+    // reads them.
+    let (db, db_text) = match (&args.db, env.path("DATABASE_PATH")) {
+        (None, Some(from_file)) => (from_file, env.get("DATABASE_PATH").unwrap_or_default()),
+        (given, _) => {
+            let db = given.clone().unwrap_or_else(|| PathBuf::from("data"));
+            let text = db_setting(&db, &args.config)?;
+            (db, text)
+        }
+    };
     let generated = answers.management_token.is_none();
     let management_token = match answers.management_token {
         Some(token) => {
@@ -63,7 +74,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
 
     let mut values = vec![
         ("MANAGEMENT_TOKEN", management_token.clone()),
-        ("DATABASE_PATH", args.db.display().to_string()),
+        ("DATABASE_PATH", db_text),
         ("LISTEN_ADDR", addr),
     ];
     if let Some(key) = &answers.openai_key {
@@ -79,12 +90,12 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     }
 
     let store = Store::open_checked(
-        &args.db,
+        &db,
         env.get("ENCRYPTION_KEY").as_deref(),
         env.flag("REQUIRE_ENCRYPTION_KEY")?,
     )
-    .with_context(|| format!("cannot open the store in {}", args.db.display()))?;
-    println!("Store ready in {}", args.db.display());
+    .with_context(|| format!("cannot open the store in {}", db.display()))?;
+    println!("Store ready in {}", db.display());
     if answers.skip_project {
         return Ok(());
     }
@@ -207,6 +218,31 @@ fn valid_host(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// `DATABASE_PATH` as the env file at `config` should say it so that the
+/// server, which takes a relative path in the file from the file's
+/// directory, finds `db` (a path from the current directory): an absolute
+/// one as it is; a relative one relative to the file when `db` is inside
+/// the file's directory, absolute otherwise.
+fn db_setting(db: &Path, config: &Path) -> anyhow::Result<String> {
+    if db.is_absolute() {
+        return Ok(db.display().to_string());
+    }
+    let absolute = |path: &Path| {
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+    };
+    let db = absolute(db)?;
+    let config_dir = absolute(config)?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let setting = match db.strip_prefix(&config_dir) {
+        Ok(inside) if inside.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(inside) if !inside.components().any(|c| c.as_os_str() == "..") => inside.to_path_buf(),
+        _ => db,
+    };
+    Ok(setting.display().to_string())
 }
 
 /// 32 random bytes, URL-safe base64.

@@ -60,6 +60,14 @@ impl Histogram {
         self.sum_ns as f64 / 1e9
     }
 
+    /// Adds `other`'s observations to these (another worker's, at render).
+    pub fn merge(&mut self, other: &Histogram) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts) {
+            *count += more;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
+
     /// Cumulative counts, one per bound in `BOUNDS_LABEL`, then `+Inf`.
     pub fn cumulative(&self) -> impl Iterator<Item = u64> + '_ {
         self.counts.iter().scan(0, |total, count| {

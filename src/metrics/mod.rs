@@ -4,9 +4,13 @@
 //! takes a `Snapshot` of every worker on its own thread and renders them
 //! together (`render`), each worker's series under its `worker` label.
 //!
-//! Label values are bounded: `route` is one of a fixed set, `model` one of
-//! the first `MAX_MODELS` names a worker saw (then "other"), `status` a
-//! status code, `reason` a code of the error table.
+//! Label values are bounded and never chosen by a client: `route` is one of
+//! a fixed set, `model` a registered model (or key alias) a request was
+//! routed by, one of the first `MAX_MODELS` a worker saw (any other name is
+//! "other"), `status` a status code, `reason` a code of the error table.
+//! The histograms are rendered summed over the workers, by route, model and
+//! status class, so that a scrape does not grow with the number of workers
+//! or of status codes (see `render`).
 
 mod histogram;
 pub mod render;
@@ -20,7 +24,8 @@ pub use histogram::Histogram;
 use crate::proxy::error::ProxyError;
 use crate::proxy::record::{CacheStatus, Record};
 
-/// Distinct model names a worker gives their own label; later ones are "other".
+/// Distinct routed model names a worker gives their own label; later ones
+/// are "other".
 pub const MAX_MODELS: usize = 64;
 /// Longer model names are counted as "other" (they are client input).
 const MAX_MODEL_LEN: usize = 128;
@@ -241,7 +246,9 @@ impl WorkerMetrics {
         error: Option<&ProxyError>,
     ) {
         let model = match record.model.as_deref() {
-            Some(name) => self.model_slot(name),
+            Some(name) if record.routed => self.model_slot(name),
+            // A name no deployment answers to is client input: never a label.
+            Some(_) => OTHER_MODEL,
             None => NO_MODEL,
         };
         let series = self.series_mut(route, model, status);
@@ -432,7 +439,10 @@ mod tests {
     #[test]
     fn models_past_the_cap_are_other() {
         let mut metrics = WorkerMetrics::new(3);
-        let mut record = Record::default();
+        let mut record = Record {
+            routed: true,
+            ..Record::default()
+        };
         for i in 0..MAX_MODELS + 5 {
             record.model = Some(format!("model-{i}").into());
             metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
@@ -447,10 +457,25 @@ mod tests {
     }
 
     #[test]
+    fn names_not_routed_by_are_other() {
+        let mut metrics = WorkerMetrics::new(0);
+        let mut record = Record::default();
+        for i in 0..10 {
+            record.model = Some(format!("made-up-{i}").into());
+            metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
+        }
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.series.len(), 1);
+        assert_eq!(snapshot.series[0].model, "other");
+        assert_eq!(snapshot.series[0].series.duration.count(), 10);
+    }
+
+    #[test]
     fn a_record_counts_its_usage_cache_and_rejection() {
         let mut metrics = WorkerMetrics::new(0);
         let record = Record {
             model: Some("fast".into()),
+            routed: true,
             usage: Some(Usage {
                 prompt_tokens: 10,
                 completion_tokens: 20,

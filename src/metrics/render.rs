@@ -1,11 +1,13 @@
 //! The Prometheus text exposition format (version 0.0.4) of every
 //! worker's snapshot: one family at a time, HELP and TYPE first, each
-//! worker's samples under its `worker` label.
+//! worker's counters under its `worker` label, the histograms summed over
+//! the workers.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::histogram::BOUNDS_LABEL;
-use super::{Histogram, Snapshot};
+use super::{Histogram, Route, Series, Snapshot};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -142,19 +144,6 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
     series.sort_by(|(wa, a), (wb, b)| {
         (a.route, &a.model, a.status, wa).cmp(&(b.route, &b.model, b.status, wb))
     });
-    let labelled: Vec<_> = series
-        .iter()
-        .map(|(w, s)| {
-            let labels = format!(
-                "route=\"{}\",model=\"{}\",status=\"{}\",worker=\"{w}\"",
-                s.route.label(),
-                escape(&s.model),
-                s.status
-            );
-            (labels, &s.series)
-        })
-        .collect();
-
     let total = "llm_proxy_requests_total";
     family(
         out,
@@ -162,9 +151,39 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
         "counter",
         "Requests served, by route, requested model, status and worker.",
     );
-    for (labels, s) in &labelled {
-        sample(out, total, labels, s.duration.count());
+    for (w, s) in &series {
+        let labels = format!(
+            "route=\"{}\",model=\"{}\",status=\"{}\",worker=\"{w}\"",
+            s.route.label(),
+            escape(&s.model),
+            s.status
+        );
+        sample(out, total, &labels, s.series.duration.count());
     }
+
+    // The histograms, summed over the workers by route, model and status
+    // class: 23 lines a series, so neither the number of workers nor that
+    // of distinct status codes multiplies them.
+    let mut merged: BTreeMap<(Route, &str, u16), Series> = BTreeMap::new();
+    for (_, s) in &series {
+        let into = merged
+            .entry((s.route, s.model.as_str(), s.status / 100))
+            .or_default();
+        into.duration.merge(&s.series.duration);
+        into.upstream.merge(&s.series.upstream);
+        into.first_byte.merge(&s.series.first_byte);
+    }
+    let labelled: Vec<_> = merged
+        .iter()
+        .map(|((route, model, class), s)| {
+            let labels = format!(
+                "route=\"{}\",model=\"{}\",status_class=\"{class}xx\"",
+                route.label(),
+                escape(model),
+            );
+            (labels, s)
+        })
+        .collect();
     let name = "llm_proxy_request_duration_seconds";
     family(
         out,
@@ -326,6 +345,7 @@ mod tests {
         let mut second = WorkerMetrics::new(0);
         let record = Record {
             model: Some("we\"ird\\model\n".into()),
+            routed: true,
             ..Record::default()
         };
         first.record(
@@ -349,12 +369,39 @@ mod tests {
             "llm_proxy_requests_total{route=\"/v1/chat/completions\",model=\"we\\\"ird\\\\model\\n\",status=\"200\",worker=\"1\"} 1\n"
         ));
         assert!(text.contains(
-            "llm_proxy_request_duration_seconds_bucket{route=\"local\",model=\"\",status=\"200\",worker=\"0\",le=\"0.0001\"} 1\n"
+            "llm_proxy_request_duration_seconds_bucket{route=\"local\",model=\"\",status_class=\"2xx\",le=\"0.0001\"} 1\n"
         ));
         assert!(text.contains("llm_proxy_active_connections{worker=\"0\"} 0\n"));
         assert!(text.contains("# TYPE llm_proxy_things_total counter\n"));
         assert!(text.contains("llm_proxy_things_total{reason=\"full\",worker=\"1\"} 7\n"));
         assert!(text.contains("llm_proxy_workers 2\n"));
         assert_eq!(text.matches("# TYPE llm_proxy_requests_total").count(), 1);
+    }
+
+    #[test]
+    fn histograms_are_summed_over_workers_and_status_classes() {
+        let record = Record {
+            model: Some("m".into()),
+            routed: true,
+            ..Record::default()
+        };
+        let mut workers: Vec<WorkerMetrics> = (0..4).map(WorkerMetrics::new).collect();
+        for (i, metrics) in workers.iter_mut().enumerate() {
+            for status in [400, 401, 404, 413] {
+                let elapsed = Duration::from_millis(1 + i as u64);
+                metrics.record(Route::ChatCompletions, status, elapsed, &record, None);
+            }
+        }
+        let mut snapshots: Vec<_> = workers.iter().map(WorkerMetrics::snapshot).collect();
+        let text = render(&mut snapshots, 4);
+        // 16 counters, one per worker and status; one histogram.
+        assert_eq!(text.matches("llm_proxy_requests_total{").count(), 16);
+        let count = "llm_proxy_request_duration_seconds_count{route=\"/v1/chat/completions\",model=\"m\",status_class=\"4xx\"} 16\n";
+        assert!(text.contains(count), "{text}");
+        assert_eq!(
+            text.matches("llm_proxy_request_duration_seconds_count{")
+                .count(),
+            1
+        );
     }
 }

@@ -14,6 +14,9 @@ pub struct Record {
     pub key: Option<Rc<CachedKey>>,
     /// The model the client asked for, when the body was read for it.
     pub model: Option<Box<str>>,
+    /// Whether `model` is a registered model (or one of the key's aliases)
+    /// that the request was routed by: only those are metric labels.
+    pub routed: bool,
     /// Unix ns when the request went upstream and its response head came
     /// back; unset when the upstream was not reached (cache hit, refusal).
     pub upstream_ns: Option<(u64, u64)>,

@@ -86,6 +86,7 @@ pub async fn handle(
         return super::pass_through(worker, conn, head, key, Some((&body, requested)), exchange)
             .await;
     };
+    exchange.record.routed = true;
     let estimate = estimate_cost(worker, key, &body, endpoint, &candidates);
     let (spend, hold) = super::authorize(worker, key, super::Named::Model(name), estimate).await?;
     if let Some(consult) = cached::consult(worker, head, &conn.buf)

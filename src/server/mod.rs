@@ -93,8 +93,14 @@ impl ServerHandle {
 
 pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result<ServerHandle> {
     let tls_config = tls::client_config(settings.upstream_ca_file.as_deref())?;
-    let listeners = bind_listeners(settings.addr, settings.workers)
-        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let listeners = bind_listeners(settings.addr, settings.workers).map_err(|error| {
+        // "already in use by another process" says it all.
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::Error::new(error)
+        } else {
+            anyhow::Error::new(error).context(format!("cannot listen on {}", settings.addr))
+        }
+    })?;
     let local_addr = listeners[0].local_addr()?;
     let recovered = store
         .begin_serving()

@@ -21,6 +21,10 @@ use crate::proxy::error::ProxyError;
 
 /// How long a DNS answer is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
+/// Host names a worker remembers; at the bound, expired answers go, and if
+/// that is not enough, all of them (hosts come from the provider table and
+/// registered deployments, but those can change at run time).
+const DNS_MAX_ENTRIES: usize = 1024;
 
 /// Per-worker cache of resolved upstream addresses.
 #[derive(Default)]
@@ -52,9 +56,14 @@ impl DnsCache {
                 "{host} has no address"
             ))));
         }
-        self.entries
-            .borrow_mut()
-            .insert(key, (addrs.clone(), Instant::now()));
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= DNS_MAX_ENTRIES {
+            entries.retain(|_, (_, at)| at.elapsed() < DNS_TTL);
+            if entries.len() >= DNS_MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (addrs.clone(), Instant::now()));
         Ok(addrs)
     }
 }
