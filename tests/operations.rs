@@ -53,6 +53,11 @@ fn a_second_server_on_a_served_address_exits_and_the_first_serves_on() {
     assert_eq!(errors.len(), 1, "one line says why; log:\n{log}");
     assert!(errors[0].contains(&expected), "{log}");
     assert!(!log.contains("listening on"), "{log}");
+    // Refused before it touched a store: its data directory was never made.
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused server opened its store"
+    );
 
     // Every request, each on a new connection, reaches the first server.
     for i in 0..24 {

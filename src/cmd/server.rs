@@ -25,6 +25,7 @@ const DEMO_UPSTREAM_KEY: &str = "sk-mock-upstream";
 
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let mut settings = ServerSettings::resolve(args)?;
+    let listeners = server::listen(&settings)?;
     let demo = if args.demo {
         Some(start_demo_upstream(&mut settings)?)
     } else {
@@ -59,7 +60,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Register before starting so that an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    let handle = server::start(settings.clone(), Arc::new(store))?;
+    let handle = server::start(settings.clone(), Arc::new(store), listeners)?;
     let file_dispatcher = start_file_dispatcher(&settings, &handle)?;
     tracing::info!(
         "listening on http://{} ({} workers, {})",

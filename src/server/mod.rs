@@ -91,16 +91,26 @@ impl ServerHandle {
     }
 }
 
-pub fn start(settings: Arc<ServerSettings>, store: Arc<Store>) -> anyhow::Result<ServerHandle> {
-    let tls_config = tls::client_config(settings.upstream_ca_file.as_deref())?;
-    let listeners = bind_listeners(settings.addr, settings.workers).map_err(|error| {
+/// Binds the server's listeners, one per worker. Done first, before the
+/// store is opened or written: a server refused its address changes nothing.
+pub fn listen(settings: &ServerSettings) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    bind_listeners(settings.addr, settings.workers).map_err(|error| {
         // "already in use by another process" says it all.
         if error.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::Error::new(error)
         } else {
             anyhow::Error::new(error).context(format!("cannot listen on {}", settings.addr))
         }
-    })?;
+    })
+}
+
+/// Starts the workers on `listeners` (from `listen`).
+pub fn start(
+    settings: Arc<ServerSettings>,
+    store: Arc<Store>,
+    listeners: Vec<std::net::TcpListener>,
+) -> anyhow::Result<ServerHandle> {
+    let tls_config = tls::client_config(settings.upstream_ca_file.as_deref())?;
     let local_addr = listeners[0].local_addr()?;
     let recovered = store
         .begin_serving()
