@@ -93,6 +93,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
 pub struct ClientLimits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Bytes of request bodies a worker holds whole at once (those read
+    /// before they go upstream: model routing, cache keys), all its
+    /// connections together.
+    pub max_buffered_body_bytes: u64,
     /// From the first byte of a request head to its end.
     pub header_timeout: Duration,
     /// Longest wait for the next piece of a request body.
@@ -364,6 +368,7 @@ impl ServerSettings {
         let limits = ClientLimits {
             max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
             max_body_bytes: env.size("MAX_REQUEST_SIZE", 10 << 20)?,
+            max_buffered_body_bytes: env.size("MAX_BUFFERED_BODY_BYTES", 64 << 20)?,
             header_timeout: env.duration("CLIENT_HEADER_TIMEOUT", Duration::from_secs(10))?,
             body_timeout: env.duration("CLIENT_BODY_TIMEOUT", Duration::from_secs(30))?,
             idle_timeout: env.duration("CLIENT_IDLE_TIMEOUT", Duration::from_secs(60))?,
@@ -391,6 +396,9 @@ impl ServerSettings {
         };
         if limits.max_header_bytes < 1024 {
             bail!("MAX_HEADER_SIZE must be at least 1KB");
+        }
+        if limits.max_buffered_body_bytes < 64 << 10 {
+            bail!("MAX_BUFFERED_BODY_BYTES must be at least 64KB");
         }
         Ok(Self {
             addr,

@@ -15,7 +15,7 @@ use crate::cache::policy::{Consult, Directives, Lookup};
 use crate::cache::{HitReply, Miss, Request};
 use crate::http::RequestHead;
 use crate::http::io::unix_nanos;
-use crate::server::conn::ClientConn;
+use crate::server::conn::{BodyRead, ClientConn};
 use crate::server::worker::Worker;
 
 /// Whether the cache applies to this request, from its head alone: no
@@ -49,10 +49,14 @@ pub async fn pass_through(
 ) -> Result<(), ProxyError> {
     let body = if head.has_body() {
         let limits = &worker.settings.limits;
+        let read = BodyRead {
+            limit: limits.max_body_bytes as usize,
+            headroom: 0,
+            timeout: limits.body_timeout,
+        };
         let body = conn
-            .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
+            .read_held_body(&worker.bodies, head, &read, &mut exchange.body_done)
             .await?;
-        exchange.body_done = true;
         Some(body)
     } else {
         None
