@@ -95,7 +95,8 @@ pub struct ClientLimits {
     pub max_body_bytes: u64,
     /// Bytes of request bodies a worker holds whole at once (those read
     /// before they go upstream: model routing, cache keys), all its
-    /// connections together.
+    /// connections together; each body counts twice, its buffer and its
+    /// copy on the way upstream.
     pub max_buffered_body_bytes: u64,
     /// From the first byte of a request head to its end.
     pub header_timeout: Duration,

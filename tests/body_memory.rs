@@ -15,8 +15,9 @@ use common::*;
 use serde_json::{Value, json};
 
 /// The per-worker budget of the proxies below.
-const BUDGET: u64 = 8 << 20;
-/// Bodies of 2.5 MiB: three fit in the budget, a fourth does not.
+const BUDGET: u64 = 16 << 20;
+/// Bodies of 2.5 MiB, reserved twice (their buffer and the copy that goes
+/// upstream): three fit in the budget, a fourth does not.
 const BODY_BYTES: usize = 5 << 19;
 /// Requests sent at once.
 const CONCURRENT: usize = 10;
@@ -174,7 +175,7 @@ fn budget_proxy(mock: &Mock) -> Arc<Proxy> {
     Arc::new(
         Proxy::for_mock(mock)
             .workers(1)
-            .env("MAX_BUFFERED_BODY_BYTES", "8MiB")
+            .env("MAX_BUFFERED_BODY_BYTES", "16MiB")
             .start(),
     )
 }
@@ -257,15 +258,16 @@ fn cache_opt_in_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
 }
 
 #[test]
-fn a_body_larger_than_the_whole_budget_is_413() {
+fn a_body_the_budget_could_never_hold_is_413() {
     let mock = Mock::start();
     let proxy = budget_proxy(&mock);
     register(&proxy, "big", &mock);
     let key = generate_key(&proxy);
 
-    // Under MAX_REQUEST_SIZE (10 MiB) but over the 8 MiB budget: it could
-    // never be buffered, so waiting and retrying would not help. The answer
-    // comes from the head alone.
+    // Under MAX_REQUEST_SIZE (10 MiB) but over the 16 MiB budget counted
+    // twice (the body and its copy upstream): it could never be held, so
+    // waiting and retrying would not help. The answer comes from the head
+    // alone.
     let filler = "x".repeat(9 << 20);
     let body = json!({"model": "big", "messages": [{"role": "user", "content": filler}]});
     let text = body.to_string();
@@ -314,7 +316,7 @@ fn a_refused_request_keeps_its_connection_for_the_next_one() {
     register(&proxy, "big", &mock);
     let key = generate_key(&proxy);
 
-    // Three slow requests fill the budget (3 x 2.5 MiB of 8 MiB)...
+    // Three slow requests fill the budget (3 x 2 x 2.5 MiB of 16 MiB)...
     let holders: Vec<_> = (0..3)
         .map(|n| {
             let proxy = proxy.clone();
@@ -326,7 +328,7 @@ fn a_refused_request_keeps_its_connection_for_the_next_one() {
         })
         .collect();
     let full = wait_until(Duration::from_secs(20), || {
-        metric(&proxy, "llm_proxy_buffered_body_bytes").unwrap_or(0) >= 3 * BODY_BYTES as u64
+        metric(&proxy, "llm_proxy_buffered_body_bytes").unwrap_or(0) >= 6 * BODY_BYTES as u64
     });
     assert!(full, "the three bodies were never held at once");
 

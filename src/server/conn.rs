@@ -22,6 +22,13 @@ use crate::{login, manage, proxy};
 const READ_SIZE: usize = 16 << 10;
 /// First buffer of a chunked body held whole; it then grows by half.
 const MIN_CHUNKED_ROOM: usize = 64 << 10;
+/// The copies of a held body that live at once, all reserved from the
+/// worker's budget: its own buffer, and the upstream write buffer it goes
+/// out in behind the request head (one buffer holds the whole request, so
+/// that a stale pooled connection can be retried with it). Both are freed
+/// together: by the routed path once the request is out, otherwise once the
+/// answer has been relayed.
+const HELD_COPIES: usize = 2;
 /// Read buffer kept by an idle keep-alive connection (an io_uring read
 /// owns its buffer while it waits): small, so that many idle connections
 /// stay cheap. It grows while a request needs more.
@@ -162,8 +169,8 @@ impl ClientConn {
 
     /// Reads this request's whole body into a buffer of its own, of exactly
     /// its `Content-Length` (plus `read.headroom`), after reserving that
-    /// much of `budget`; a chunked body grows its buffer and reservation as
-    /// it arrives. The body is taken out of `self.buf`, which stays small.
+    /// much of `budget` for each copy of it (`HELD_COPIES`); a chunked body
+    /// grows its buffer and reservation as it arrives. The body is taken out of `self.buf`, which stays small.
     ///
     /// When the budget has no room (after a short wait) the request is
     /// refused with `ServerBusy`, but its body is still read and dropped,
@@ -215,11 +222,12 @@ impl ClientConn {
         }
         let length = length as usize;
         // A body the worker could never hold: waiting would not help.
-        if length > budget.limit() {
-            return Err(ProxyError::BodyTooLarge(budget.limit() as u64));
+        let most = budget.limit() / HELD_COPIES;
+        if length > most {
+            return Err(ProxyError::BodyTooLarge(most as u64));
         }
-        let size = length + read.headroom.min(budget.limit() - length);
-        let reservation = match budget.reserve(size).await {
+        let size = length + read.headroom.min(most - length);
+        let reservation = match budget.reserve(size * HELD_COPIES).await {
             Ok(reservation) => reservation,
             Err(error) => {
                 *done = self.skip_body(head, read).await;
@@ -270,14 +278,15 @@ impl ClientConn {
             let window = self.buf.len() - head.len;
             let needed = bytes.len() + window + read.headroom;
             if refused.is_none() && window > 0 && needed > bytes.capacity() {
-                if needed > budget.limit() {
-                    return Err(ProxyError::BodyTooLarge(budget.limit() as u64));
+                let most = budget.limit() / HELD_COPIES;
+                if needed > most {
+                    return Err(ProxyError::BodyTooLarge(most as u64));
                 }
                 let grown = (bytes.capacity() + bytes.capacity() / 2)
                     .max(MIN_CHUNKED_ROOM)
-                    .min(budget.limit())
+                    .min(most)
                     .max(needed);
-                match reservation.grow_to(grown).await {
+                match reservation.grow_to(grown * HELD_COPIES).await {
                     Ok(()) => bytes.reserve_exact(grown - bytes.len()),
                     // The client waits for `100 Continue` to send the body.
                     Err(error) if head.expect_continue && !asked_to_continue => {

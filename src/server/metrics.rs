@@ -70,7 +70,7 @@ fn snapshot(worker: &Worker) -> Snapshot {
 fn body_budget(worker: &Worker, extra: &mut Vec<Extra>) {
     extra.push(Extra {
         name: "llm_proxy_buffered_body_bytes",
-        help: "Bytes of request bodies held whole (routing, cache keys), reserved from MAX_BUFFERED_BODY_BYTES.",
+        help: "Bytes reserved from MAX_BUFFERED_BODY_BYTES for request bodies held whole (routing, cache keys): each body and its copy upstream.",
         kind: Kind::Gauge,
         labels: Vec::new(),
         value: worker.bodies.reserved() as u64,

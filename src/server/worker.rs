@@ -91,8 +91,9 @@ impl Drop for ConnectionGuard<'_> {
 const BODY_BUDGET_WAIT: Duration = Duration::from_secs(1);
 
 /// The bytes of request bodies a worker holds whole at once (bodies read
-/// before they go upstream: model routing, cache keys), over all its
-/// connections, and the requests refused for want of room. One thread's
+/// before they go upstream: model routing, cache keys, each with its copy
+/// on the way upstream), over all its connections, and the requests refused
+/// for want of room. One thread's
 /// state: plain cells, and an event that wakes the requests waiting for
 /// room whenever some is given back.
 pub struct BodyBudget {
