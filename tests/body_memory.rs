@@ -96,10 +96,11 @@ impl Sampler {
             );
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let held = metric(&proxy, "llm_proxy_buffered_body_bytes")
-                        .expect("llm_proxy_buffered_body_bytes in /metrics");
-                    highest.fetch_max(held, Ordering::Relaxed);
-                    samples.fetch_add(1, Ordering::Relaxed);
+                    // Only samples that have the gauge count.
+                    if let Some(held) = metric(&proxy, "llm_proxy_buffered_body_bytes") {
+                        highest.fetch_max(held, Ordering::Relaxed);
+                        samples.fetch_add(1, Ordering::Relaxed);
+                    }
                     thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -118,8 +119,22 @@ impl Sampler {
         if let Some(thread) = self.thread.take() {
             thread.join().expect("sampler");
         }
-        assert!(self.samples.load(Ordering::Relaxed) > 0, "no sample taken");
+        assert!(
+            self.samples.load(Ordering::Relaxed) > 0,
+            "no sample of llm_proxy_buffered_body_bytes taken"
+        );
         self.highest.load(Ordering::Relaxed)
+    }
+}
+
+/// A failed test stops the sampler too, so that the proxy it holds is
+/// dropped (and killed).
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -193,8 +208,8 @@ fn routed_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
             .auth(&key)
             .header("x-mock-latency-ms", UPSTREAM_LATENCY_MS)
     });
-    let highest = sampler.finish();
     let refused = check_outcome(&responses);
+    let highest = sampler.finish();
     for response in responses.iter().filter(|r| r.status == 200) {
         assert_eq!(response.json()["model"], "big-upstream");
     }
@@ -228,8 +243,8 @@ fn cache_opt_in_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
             .header("Cache-Control", "public, max-age=60")
             .header("x-mock-latency-ms", UPSTREAM_LATENCY_MS)
     });
-    let highest = sampler.finish();
     let refused = check_outcome(&responses);
+    let highest = sampler.finish();
     for response in responses.iter().filter(|r| r.status == 200) {
         assert_eq!(response.header("x-proxy-cache"), Some("miss"));
     }
