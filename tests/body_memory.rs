@@ -369,3 +369,24 @@ fn a_refused_request_keeps_its_connection_for_the_next_one() {
     }
     assert_eq!(metric(&proxy, "llm_proxy_buffered_body_bytes"), Some(0));
 }
+
+#[test]
+fn a_budget_that_is_not_a_size_or_too_small_stops_the_server_with_one_line() {
+    let mock = Mock::start();
+    for (value, says) in [
+        ("lots", "MAX_BUFFERED_BODY_BYTES: invalid size"),
+        ("1KB", "MAX_BUFFERED_BODY_BYTES must be at least 64KB"),
+    ] {
+        let exited = Proxy::for_mock(&mock)
+            .env("MAX_BUFFERED_BODY_BYTES", value)
+            .run_to_exit();
+        assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+        assert_eq!(
+            exited.stderr.trim().lines().count(),
+            1,
+            "one line: {:?}",
+            exited.stderr
+        );
+        assert!(exited.stderr.contains(says), "{}", exited.stderr);
+    }
+}
