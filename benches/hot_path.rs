@@ -247,12 +247,17 @@ fn profile_routing_fields(body: &[u8]) -> usize {
         .map_or(0, |f| f.model_span.1)
 }
 
-/// The body sent to the deployment: `proxy::fields::rewrite`.
+/// The body sent to the deployment, rewritten in place
+/// (`proxy::fields::Rewrite`), with its copy into a buffer of its own as
+/// the server reads it.
 #[inline(never)]
 fn profile_rewrite(body: &[u8]) -> usize {
     match RoutingFields::parse(body) {
         Ok(Some(fields)) => {
-            fields::rewrite(black_box(body), &fields, "gpt-4o-mini-2024-07-18", true).len()
+            let mut held = Vec::with_capacity(body.len() + fields::REWRITE_HEADROOM);
+            held.extend_from_slice(black_box(body));
+            fields::Rewrite::new(&fields).apply(&mut held, "gpt-4o-mini-2024-07-18", true);
+            held.len()
         }
         _ => 0,
     }

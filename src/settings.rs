@@ -145,6 +145,11 @@ pub const DEFAULT_BUDGET_MAX_TOKENS: u64 = 4096;
 pub struct ClientLimits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Bytes of request bodies a worker holds whole at once (those read
+    /// before they go upstream: model routing, cache keys), all its
+    /// connections together; each body counts twice, its buffer and its
+    /// copy on the way upstream.
+    pub max_buffered_body_bytes: u64,
     /// From the first byte of a request head to its end.
     pub header_timeout: Duration,
     /// Longest wait for the next piece of a request body.
@@ -419,6 +424,7 @@ impl ServerSettings {
         let limits = ClientLimits {
             max_header_bytes: env.size("MAX_HEADER_SIZE", 32 << 10)? as usize,
             max_body_bytes: env.size("MAX_REQUEST_SIZE", 10 << 20)?,
+            max_buffered_body_bytes: env.size("MAX_BUFFERED_BODY_BYTES", 64 << 20)?,
             header_timeout: env.duration("CLIENT_HEADER_TIMEOUT", Duration::from_secs(10))?,
             body_timeout: env.duration("CLIENT_BODY_TIMEOUT", Duration::from_secs(30))?,
             idle_timeout: env.duration("CLIENT_IDLE_TIMEOUT", Duration::from_secs(60))?,
@@ -458,6 +464,9 @@ impl ServerSettings {
             }
             token
         });
+        if limits.max_buffered_body_bytes < 64 << 10 {
+            bail!("MAX_BUFFERED_BODY_BYTES must be at least 64KB");
+        }
         Ok(Self {
             addr,
             data_dir,

@@ -72,6 +72,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("the client took too long to send the request")]
     ClientTimeout,
+    /// The worker holds as many request bodies as its budget allows.
+    #[error("the server is holding as many request bodies as it can; retry shortly")]
+    ServerBusy,
     #[error("transfer codings other than 'chunked' are not supported")]
     UnsupportedTransferEncoding,
     #[error("could not connect to the upstream: {0}")]
@@ -248,6 +251,11 @@ impl ProxyError {
                 "invalid_request_error",
                 "request_timeout",
             ),
+            ServerBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "server_busy",
+            ),
             UnsupportedTransferEncoding => (
                 StatusCode::NOT_IMPLEMENTED,
                 "invalid_request_error",
@@ -382,8 +390,11 @@ impl ProxyError {
         if !request_id.is_empty() {
             extra.push(("X-Request-ID", request_id.as_bytes()));
         }
-        if let ProxyError::MethodNotAllowed { allow, .. } = self {
-            extra.push(("Allow", allow.as_bytes()));
+        match self {
+            ProxyError::MethodNotAllowed { allow, .. } => extra.push(("Allow", allow.as_bytes())),
+            // A held body is given back within moments.
+            ProxyError::ServerBusy => extra.push(("Retry-After", b"1")),
+            _ => {}
         }
         json_response(out, status, &body, &extra, reply);
     }

@@ -57,26 +57,54 @@ impl<'a> RoutingFields<'a> {
     }
 }
 
-/// The body with its `model` value replaced by `model`, and, when
-/// `ask_usage`, `"stream_options":{"include_usage":true}` added so that a
-/// stream ends with its token counts.
-pub fn rewrite(body: &[u8], fields: &RoutingFields, model: &str, ask_usage: bool) -> Vec<u8> {
-    const USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
-    let (start, end) = fields.model_span;
-    let mut out = Vec::with_capacity(body.len() + model.len() + USAGE.len() + 2);
-    let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
-    if ask_usage && open < start {
-        out.extend_from_slice(&body[..=open]);
-        out.extend_from_slice(USAGE);
-        out.extend_from_slice(&body[open + 1..start]);
-    } else {
-        out.extend_from_slice(&body[..start]);
+/// Room to keep free after a routed body so that rewriting it in place
+/// (`Rewrite::apply`: a longer model name, the stream usage option) does
+/// not have to move it to a larger buffer.
+pub const REWRITE_HEADROOM: usize = 256;
+
+const USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
+/// Rewrites a body in place for one deployment after another: its `model`
+/// value replaced by the deployment's model name, and, when asked,
+/// `"stream_options":{"include_usage":true}` added so that a stream ends
+/// with its token counts. The body is held once: no copy per deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite {
+    /// Byte range of the `model` value (its quotes included) in the body.
+    span: (usize, usize),
+    usage_added: bool,
+}
+
+impl Rewrite {
+    pub fn new(fields: &RoutingFields) -> Self {
+        Self {
+            span: fields.model_span,
+            usage_added: false,
+        }
     }
-    out.push(b'"');
-    out.extend_from_slice(model.as_bytes());
-    out.push(b'"');
-    out.extend_from_slice(&body[end..]);
-    out
+
+    pub fn apply(&mut self, body: &mut Vec<u8>, model: &str, ask_usage: bool) {
+        if ask_usage && !self.usage_added {
+            self.usage_added = true;
+            let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
+            if open < self.span.0 {
+                // `splice` grows a short buffer by doubling it; an exact
+                // reservation (a no-op within the headroom) does not.
+                body.reserve_exact(USAGE.len());
+                body.splice(open + 1..open + 1, USAGE.iter().copied());
+                self.span.0 += USAGE.len();
+                self.span.1 += USAGE.len();
+            }
+        }
+        let (start, end) = self.span;
+        let quoted = model.len() + 2;
+        body.reserve_exact(quoted.saturating_sub(end - start));
+        let value = std::iter::once(b'"')
+            .chain(model.bytes())
+            .chain(std::iter::once(b'"'));
+        body.splice(start..end, value);
+        self.span = (start, start + quoted);
+    }
 }
 
 #[cfg(test)]
@@ -99,12 +127,26 @@ mod tests {
     fn rewrites_in_place() {
         let body = br#"{"model":"fast","stream":true,"messages":[]}"#;
         let fields = RoutingFields::parse(body).unwrap().unwrap();
-        let out = rewrite(body, &fields, "gpt-4o-mini", true);
+        let mut rewrite = Rewrite::new(&fields);
+        let mut out = Vec::with_capacity(body.len() + REWRITE_HEADROOM);
+        out.extend_from_slice(body);
+        let capacity = out.capacity();
+        rewrite.apply(&mut out, "gpt-4o-mini", true);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["model"], "gpt-4o-mini");
         assert_eq!(value["stream_options"]["include_usage"], true);
         assert_eq!(value["messages"], serde_json::json!([]));
-        let out = rewrite(body, &fields, "m", false);
+        // The next deployment's name replaces the last one's; the usage
+        // option is not added twice. The buffer never moved.
+        rewrite.apply(&mut out, "m", true);
+        assert_eq!(
+            out,
+            br#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
+        );
+        assert_eq!(out.capacity(), capacity);
+
+        let mut out = body.to_vec();
+        Rewrite::new(&fields).apply(&mut out, "m", false);
         assert_eq!(out, br#"{"model":"m","stream":true,"messages":[]}"#);
     }
 

@@ -27,7 +27,7 @@ use error::ProxyError;
 use crate::http::io::Reply;
 use crate::http::{Framing, RequestHead};
 use crate::metrics;
-use crate::server::conn::ClientConn;
+use crate::server::conn::{BodyRead, ClientConn, HeldBody};
 use crate::server::worker::Worker;
 use crate::store;
 use crate::upstream::Slot;
@@ -147,19 +147,26 @@ async fn authorize<'w>(
     Ok((spend, hold))
 }
 
-/// Reads the request's whole body (up to `MAX_REQUEST_SIZE`) for a decision
-/// that needs it; the request's event gets it too, when it keeps bodies.
-async fn read_body(
-    worker: &Worker,
+/// Reads the request's whole body (up to `MAX_REQUEST_SIZE`, within the
+/// worker's budget for bodies held whole) for a decision that needs it,
+/// with `headroom` spare bytes for a rewrite in place; the request's event
+/// gets it too, when it keeps bodies.
+async fn read_body<'w>(
+    worker: &'w Worker,
     conn: &mut ClientConn,
     head: &RequestHead,
     exchange: &mut Exchange,
-) -> Result<Vec<u8>, ProxyError> {
+    headroom: usize,
+) -> Result<HeldBody<'w>, ProxyError> {
     let limits = &worker.settings.limits;
+    let read = BodyRead {
+        limit: limits.max_body_bytes as usize,
+        headroom,
+        timeout: limits.body_timeout,
+    };
     let body = conn
-        .read_body(head, limits.max_body_bytes as usize, limits.body_timeout)
+        .read_held_body(&worker.bodies, head, &read, &mut exchange.body_done)
         .await?;
-    exchange.body_done = true;
     if let Some(capture) = exchange.record.request.as_mut() {
         capture.feed(&body);
     }
@@ -204,13 +211,13 @@ async fn pass_through(
         Some((body, model)) => (Some(body), model.map_or(Named::Unknown, Named::Model)),
         None if !head.has_body() => (None, Named::Nothing),
         None if restricted || consult.is_some() => {
-            owned = read_body(worker, conn, head, exchange).await?;
+            owned = read_body(worker, conn, head, exchange, 0).await?;
             let named = if restricted {
                 Named::in_body(&owned)
             } else {
                 Named::Unknown
             };
-            (Some(owned.as_slice()), named)
+            (Some(&owned[..]), named)
         }
         None => (None, Named::Unknown),
     };

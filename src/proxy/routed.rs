@@ -34,6 +34,9 @@ use crate::store::{KeyView, Money, Spend};
 const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
 /// Largest answer read whole to report its cost in the response head.
 const MAX_COSTED_ANSWER: u64 = 1 << 20;
+/// The output buffer a request body went out in is kept for the answer up
+/// to this size; larger, it is freed rather than held during the relay.
+const KEPT_OUT_CAPACITY: usize = 64 << 10;
 
 /// The endpoint of a routable request (its path without `/v1`), if it is one.
 pub fn endpoint(head: &RequestHead, path: &[u8]) -> Option<&'static [u8]> {
@@ -59,7 +62,7 @@ pub async fn handle(
     endpoint: &'static [u8],
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    let body = super::read_body(worker, conn, head, exchange).await?;
+    let mut body = super::read_body(worker, conn, head, exchange, fields::REWRITE_HEADROOM).await?;
     let fields = RoutingFields::parse(&body)?;
     let requested = fields.as_ref().map(|f| f.model);
     exchange.record.model = requested.map(Into::into);
@@ -95,14 +98,23 @@ pub async fn handle(
         return Ok(());
     }
 
-    let ask_usage = fields.stream && !fields.has_stream_options && endpoint != b"/embeddings";
+    if candidates.is_empty() {
+        return Err(ProxyError::Internal(format!(
+            "model {name:?} has no deployment to try"
+        )));
+    }
+
+    let stream = fields.stream;
+    let ask_usage = stream && !fields.has_stream_options && endpoint != b"/embeddings";
+    // The body is rewritten in place for each deployment tried: held once.
+    let mut rewrite = fields::Rewrite::new(&fields);
     for (index, route) in candidates.iter().enumerate() {
-        let rewritten = fields::rewrite(&body, &fields, &route.upstream_model, ask_usage);
+        rewrite.apply(body.as_mut_vec(), &route.upstream_model, ask_usage);
         let destination = Destination {
             slot: route.slot.clone(),
             provider: &route.provider,
             authorization: &route.authorization,
-            routed: Some((endpoint, &rewritten)),
+            routed: Some((endpoint, &body)),
         };
         let last = index + 1 == candidates.len();
         let response = match forward::forward(worker, conn, head, &destination, exchange).await {
@@ -127,6 +139,19 @@ pub async fn handle(
             }
             Err(error) => return Err(error),
         };
+        // No more tries: the body (and its share of the worker's budget)
+        // and the copy of it that went out are given back before the
+        // answer is relayed, which may take long.
+        let destination = Destination {
+            slot: route.slot.clone(),
+            provider: &route.provider,
+            authorization: &route.authorization,
+            routed: None,
+        };
+        drop(body);
+        if conn.out.capacity() > KEPT_OUT_CAPACITY {
+            conn.out = Vec::new();
+        }
         return relay_and_charge(
             worker,
             conn,
@@ -136,13 +161,13 @@ pub async fn handle(
             &destination,
             response,
             exchange,
-            (fields.stream, spend, hold),
+            (stream, spend, hold),
         )
         .await;
     }
-    Err(ProxyError::Internal(format!(
-        "model {name:?} has no deployment to try"
-    )))
+    Err(ProxyError::Internal(
+        "the last deployment tried had no answer".into(),
+    ))
 }
 
 /// The deployments to try, in order: up to `1 + num_retries` of the

@@ -6,12 +6,12 @@ use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::AsyncWriteRentExt;
-use monoio::io::Canceller;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Canceller};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::worker::{ConnectionGuard, Worker};
+use super::worker::{BodyBudget, ConnectionGuard, Reservation, Worker};
 use super::{health, metrics};
 use crate::http::io::{Reply, read_append, read_append_cancelable};
 use crate::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead};
@@ -20,6 +20,15 @@ use crate::{login, manage, proxy};
 
 /// Largest single read from a client.
 const READ_SIZE: usize = 16 << 10;
+/// First buffer of a chunked body held whole; it then grows by half.
+const MIN_CHUNKED_ROOM: usize = 64 << 10;
+/// The copies of a held body that live at once, all reserved from the
+/// worker's budget: its own buffer, and the upstream write buffer it goes
+/// out in behind the request head (one buffer holds the whole request, so
+/// that a stale pooled connection can be retried with it). Both are freed
+/// together: by the routed path once the request is out, otherwise once the
+/// answer has been relayed.
+const HELD_COPIES: usize = 2;
 /// Read buffer kept by an idle keep-alive connection (an io_uring read
 /// owns its buffer while it waits): small, so that many idle connections
 /// stay cheap. It grows while a request needs more.
@@ -158,6 +167,233 @@ impl ClientConn {
         }
     }
 
+    /// Reads this request's whole body into a buffer of its own, of exactly
+    /// its `Content-Length` (plus `read.headroom`), after reserving that
+    /// much of `budget` for each copy of it (`HELD_COPIES`); a chunked body
+    /// grows its buffer and reservation as it arrives. The body is taken out of `self.buf`, which stays small.
+    ///
+    /// When the budget has no room (after a short wait) the request is
+    /// refused with `ServerBusy`, but its body is still read and dropped,
+    /// so that the client reads the refusal and may keep the connection.
+    /// `body_done` tells whether the body is consumed either way: when it
+    /// is not, the connection cannot be reused.
+    pub async fn read_held_body<'w>(
+        &mut self,
+        budget: &'w BodyBudget,
+        head: &RequestHead,
+        read: &BodyRead,
+        body_done: &mut bool,
+    ) -> Result<HeldBody<'w>, ProxyError> {
+        let mut done = false;
+        let result = match head.framing {
+            Framing::Empty | Framing::UntilClose => {
+                done = true;
+                Ok(HeldBody {
+                    bytes: Vec::new(),
+                    _reservation: budget.empty(),
+                })
+            }
+            Framing::Length(length) => {
+                self.read_length(budget, head, length, read, &mut done)
+                    .await
+            }
+            Framing::Chunked => self.read_chunked(budget, head, read, &mut done).await,
+        };
+        if !done {
+            // Part of the body may have been taken out of the buffer: what
+            // is left must not be read as the start of one, or as the next
+            // request. The connection closes.
+            self.buf.truncate(head.len);
+        }
+        *body_done = done;
+        result
+    }
+
+    async fn read_length<'w>(
+        &mut self,
+        budget: &'w BodyBudget,
+        head: &RequestHead,
+        length: u64,
+        read: &BodyRead,
+        done: &mut bool,
+    ) -> Result<HeldBody<'w>, ProxyError> {
+        if length > read.limit as u64 {
+            return Err(ProxyError::BodyTooLarge(read.limit as u64));
+        }
+        let length = length as usize;
+        // A body the worker could never hold: waiting would not help.
+        let most = budget.limit() / HELD_COPIES;
+        if length > most {
+            return Err(ProxyError::BodyTooLarge(most as u64));
+        }
+        let size = length + read.headroom.min(most - length);
+        let reservation = match budget.reserve(size * HELD_COPIES).await {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                *done = self.skip_body(head, read).await;
+                return Err(error);
+            }
+        };
+        let mut bytes = Vec::with_capacity(size);
+        let arrived = (self.buf.len() - head.len).min(length);
+        bytes.extend_from_slice(&self.buf[head.len..head.len + arrived]);
+        self.buf.drain(head.len..head.len + arrived);
+        if bytes.len() < length {
+            self.continue_if_expected(head).await?;
+        }
+        while bytes.len() < length {
+            // Straight into the body's buffer, never past its end (what
+            // follows it is the next request).
+            let window = bytes.len()..length;
+            let read_more = self.stream.read(bytes.slice_mut(window));
+            match monoio::time::timeout(read.timeout, read_more).await {
+                Err(_) => return Err(ProxyError::ClientTimeout),
+                Ok((Ok(n), slice)) if n > 0 => bytes = slice.into_inner(),
+                Ok(_) => return Err(ProxyError::ClientGone),
+            }
+        }
+        *done = true;
+        Ok(HeldBody {
+            bytes,
+            _reservation: reservation,
+        })
+    }
+
+    async fn read_chunked<'w>(
+        &mut self,
+        budget: &'w BodyBudget,
+        head: &RequestHead,
+        read: &BodyRead,
+        done: &mut bool,
+    ) -> Result<HeldBody<'w>, ProxyError> {
+        let mut reservation = budget.empty();
+        let mut bytes = Vec::new();
+        let mut decoder = ChunkedDecoder::new();
+        let mut asked_to_continue = false;
+        // Once refused, the rest of the body is decoded and dropped.
+        let mut refused = None;
+        loop {
+            // The payload in the buffer is at most as long as the buffer:
+            // make room for that much before decoding it.
+            let window = self.buf.len() - head.len;
+            let needed = bytes.len() + window + read.headroom;
+            if refused.is_none() && window > 0 && needed > bytes.capacity() {
+                let most = budget.limit() / HELD_COPIES;
+                if needed > most {
+                    return Err(ProxyError::BodyTooLarge(most as u64));
+                }
+                let grown = (bytes.capacity() + bytes.capacity() / 2)
+                    .max(MIN_CHUNKED_ROOM)
+                    .min(most)
+                    .max(needed);
+                match reservation.grow_to(grown * HELD_COPIES).await {
+                    Ok(()) => bytes.reserve_exact(grown - bytes.len()),
+                    // The client waits for `100 Continue` to send the body.
+                    Err(error) if head.expect_continue && !asked_to_continue => {
+                        return Err(error);
+                    }
+                    Err(error) => {
+                        refused = Some(error);
+                        bytes = Vec::new();
+                        reservation = budget.empty();
+                    }
+                }
+            }
+            let keep = refused.is_none();
+            let fed = decoder.feed(&self.buf[head.len..], |data| {
+                if keep {
+                    bytes.extend_from_slice(data);
+                }
+            });
+            let fed = fed.map_err(|e| {
+                ProxyError::BadRequest(format!("invalid chunked request body: {e}"))
+            })?;
+            if let Some(end) = fed {
+                self.buf.drain(head.len..head.len + end);
+                *done = true;
+                return match refused {
+                    Some(error) => Err(error),
+                    None => Ok(HeldBody {
+                        bytes,
+                        _reservation: reservation,
+                    }),
+                };
+            }
+            self.buf.truncate(head.len);
+            if decoder.payload_len() > read.limit as u64 {
+                return Err(ProxyError::BodyTooLarge(read.limit as u64));
+            }
+            if !asked_to_continue {
+                asked_to_continue = true;
+                self.continue_if_expected(head).await?;
+            }
+            self.read_more(read.timeout).await?;
+        }
+    }
+
+    /// Reads and drops the body of a request refused before its body was
+    /// held; `true` once all of it is consumed, `false` if the connection
+    /// must close instead (client gone or too slow, body too large, or a
+    /// client still waiting for `100 Continue`: it has not sent the body).
+    async fn skip_body(&mut self, head: &RequestHead, read: &BodyRead) -> bool {
+        if self.buf.len() < head.len {
+            return false;
+        }
+        let mut tracker = BodyTracker::new(head.framing);
+        loop {
+            let Ok(taken) = tracker.advance(&self.buf[head.len..]) else {
+                return false;
+            };
+            self.buf.drain(head.len..head.len + taken);
+            if tracker.is_done() {
+                return true;
+            }
+            if head.expect_continue || tracker.chunked_payload() > read.limit as u64 {
+                return false;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let max_read = tracker.read_limit(READ_SIZE);
+            match monoio::time::timeout(read.timeout, read_append(&mut self.stream, buf, max_read))
+                .await
+            {
+                Ok((Ok(n), buf)) if n > 0 => self.buf = buf,
+                Ok((_, buf)) => {
+                    self.buf = buf;
+                    return false;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Sends `100 Continue` if the client asked for it.
+    async fn continue_if_expected(&mut self, head: &RequestHead) -> Result<(), ProxyError> {
+        if !head.expect_continue {
+            return Ok(());
+        }
+        let (result, _) = self
+            .stream
+            .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            .await;
+        result.map(drop).map_err(|_| ProxyError::ClientGone)
+    }
+
+    /// Appends one read from the client to `self.buf`.
+    async fn read_more(&mut self, timeout: Duration) -> Result<(), ProxyError> {
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout(timeout, read_append(&mut self.stream, buf, READ_SIZE)).await {
+            Err(_) => Err(ProxyError::ClientTimeout),
+            Ok((Ok(n), buf)) if n > 0 => {
+                self.buf = buf;
+                Ok(())
+            }
+            Ok((_, buf)) => {
+                self.buf = buf;
+                Err(ProxyError::ClientGone)
+            }
+        }
+    }
+
     /// Drops this request's body from the buffer if all of it has arrived,
     /// so the connection can serve the next request without reading it.
     pub fn discard_buffered_body(&mut self, head: &RequestHead) -> bool {
@@ -174,6 +410,39 @@ impl ClientConn {
         }
         self.buf.drain(head.len..head.len + taken);
         true
+    }
+}
+
+/// How a body held whole is read.
+pub struct BodyRead {
+    /// Largest body accepted (`MAX_REQUEST_SIZE`).
+    pub limit: usize,
+    /// Room kept after the body, for a caller that rewrites it in place.
+    pub headroom: usize,
+    /// Longest wait for the next piece of the body.
+    pub timeout: Duration,
+}
+
+/// A request body read whole, and the share of its worker's body budget it
+/// holds until it is dropped.
+pub struct HeldBody<'w> {
+    bytes: Vec<u8>,
+    _reservation: Reservation<'w>,
+}
+
+impl HeldBody<'_> {
+    /// The body, for a caller that rewrites it in place: it may use the
+    /// room reserved after it (`BodyRead::headroom`).
+    pub fn as_mut_vec(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+}
+
+impl std::ops::Deref for HeldBody<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -60,8 +60,28 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
 fn snapshot(worker: &Worker) -> Snapshot {
     let mut snapshot = worker.metrics.borrow().snapshot();
     snapshot.connections = worker.connections.get();
+    body_budget(worker, &mut snapshot.extra);
     event_counters(worker, &mut snapshot.extra);
     snapshot
+}
+
+/// The bytes of request bodies the worker holds whole right now, and the
+/// requests it refused because they would not fit.
+fn body_budget(worker: &Worker, extra: &mut Vec<Extra>) {
+    extra.push(Extra {
+        name: "llm_proxy_buffered_body_bytes",
+        help: "Bytes reserved from MAX_BUFFERED_BODY_BYTES for request bodies held whole (routing, cache keys): each body and its copy upstream.",
+        kind: Kind::Gauge,
+        labels: Vec::new(),
+        value: worker.bodies.reserved() as u64,
+    });
+    extra.push(Extra {
+        name: "llm_proxy_buffered_body_refusals_total",
+        help: "Requests answered 503 server_busy because MAX_BUFFERED_BODY_BYTES was spent.",
+        kind: Kind::Counter,
+        labels: Vec::new(),
+        value: worker.bodies.refusals(),
+    });
 }
 
 /// The request events this worker made and lost; with worker 0's, the

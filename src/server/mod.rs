@@ -26,7 +26,7 @@ pub use drain::Drain;
 /// How often each worker reports usage to the ledger.
 const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub use listener::bind_listeners;
-use worker::Worker;
+use worker::{BodyBudget, Worker};
 
 use crate::events::{self, EventBuffer, EventWriter};
 use crate::runtime::{self, Driver};
@@ -163,6 +163,7 @@ pub fn start(
                 dns: DnsCache::default(),
                 drain: worker_drains[id].clone(),
                 connections: Cell::new(0),
+                bodies: BodyBudget::new(settings.limits.max_buffered_body_bytes),
                 store: store.clone(),
                 keys: RefCell::default(),
                 models: RefCell::default(),

@@ -3,13 +3,17 @@
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
+use event_listener::Event;
+use monoio::time::Instant;
 use monoio_rustls::TlsConnector;
 
 use super::control::Control;
 use super::drain::Drain;
 use crate::events::EventBuffer;
 use crate::metrics::WorkerMetrics;
+use crate::proxy::error::ProxyError;
 use crate::proxy::keys::KeyCache;
 use crate::proxy::models::ModelTable;
 use crate::proxy::quota::Quota;
@@ -37,6 +41,8 @@ pub struct Worker {
     pub drain: Arc<Drain>,
     /// Open client connections, so that shutdown can wait for them.
     pub connections: Cell<usize>,
+    /// Bytes of request bodies this worker holds whole, bounded.
+    pub bodies: BodyBudget,
     /// Every worker of this server, for jobs that must reach all of them.
     pub control: Arc<Control>,
     /// This worker's request counters, summed with the others' at scrape.
@@ -74,5 +80,130 @@ impl<'a> ConnectionGuard<'a> {
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
         self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
+
+/// How long a request waits for room in its worker's body budget before it
+/// is refused with a 503. Long enough to ride out a burst (a held body is
+/// given back once it has gone upstream, usually within milliseconds to a
+/// second), short enough that a client is told to come back rather than
+/// left hanging with its body half sent.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+/// The bytes of request bodies a worker holds whole at once (bodies read
+/// before they go upstream: model routing, cache keys, each with its copy
+/// on the way upstream), over all its connections, and the requests refused
+/// for want of room. One thread's
+/// state: plain cells, and an event that wakes the requests waiting for
+/// room whenever some is given back.
+pub struct BodyBudget {
+    limit: usize,
+    reserved: Cell<usize>,
+    refusals: Cell<u64>,
+    freed: Event,
+}
+
+impl BodyBudget {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            reserved: Cell::new(0),
+            refusals: Cell::new(0),
+            freed: Event::new(),
+        }
+    }
+
+    /// The most this worker holds at once; no single body can be larger.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes reserved right now.
+    pub fn reserved(&self) -> usize {
+        self.reserved.get()
+    }
+
+    /// Requests refused so far because the budget was spent.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.get()
+    }
+
+    /// A reservation of nothing yet, to grow as a body arrives.
+    pub fn empty(&self) -> Reservation<'_> {
+        Reservation {
+            budget: self,
+            bytes: 0,
+        }
+    }
+
+    /// Reserves `bytes`, waiting up to `BODY_BUDGET_WAIT` for room;
+    /// `ServerBusy` if none came.
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation<'_>, ProxyError> {
+        let mut reservation = self.empty();
+        reservation.grow_to(bytes).await?;
+        Ok(reservation)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        let reserved = self.reserved.get();
+        match reserved.checked_add(bytes) {
+            Some(total) if total <= self.limit => {
+                self.reserved.set(total);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn give_back(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.reserved.set(self.reserved.get().saturating_sub(bytes));
+        self.freed.notify(usize::MAX);
+    }
+}
+
+/// A share of a worker's body budget, given back when dropped (on every
+/// path: the body served, refused, or its request failed).
+pub struct Reservation<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Bytes this reservation holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Grows the reservation to `total` bytes, waiting up to
+    /// `BODY_BUDGET_WAIT` for room; `ServerBusy` (counted) if none came.
+    pub async fn grow_to(&mut self, total: usize) -> Result<(), ProxyError> {
+        let more = total.saturating_sub(self.bytes);
+        if self.budget.take(more) {
+            self.bytes += more;
+            return Ok(());
+        }
+        let deadline = Instant::now() + BODY_BUDGET_WAIT;
+        loop {
+            let freed = self.budget.freed.listen();
+            // Room may have come between the try above and the listener.
+            if self.budget.take(more) {
+                self.bytes += more;
+                return Ok(());
+            }
+            if monoio::time::timeout_at(deadline, freed).await.is_err() {
+                let budget = self.budget;
+                budget.refusals.set(budget.refusals.get() + 1);
+                return Err(ProxyError::ServerBusy);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
     }
 }
