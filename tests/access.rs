@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::litellm::mock_requests;
+use common::cli::{read_head, read_more};
+use common::litellm::{add_deployment, generate_key, mock_requests, prices};
 use common::*;
 use serde_json::{Value, json};
 
@@ -31,27 +32,16 @@ fn proxy_for(mock: &Mock, workers: usize) -> Proxy {
         .start()
 }
 
-/// Registers `name` as a deployment at `mock` (so that routing by model is on).
+/// Registers `name` as a priced deployment at `mock` (so that routing by
+/// model is on).
 fn register(proxy: &Proxy, name: &str, mock: &Mock) {
-    let body = json!({
-        "model_name": name,
-        "litellm_params": {
-            "model": format!("openai/{name}-upstream"),
-            "api_base": format!("{}/v1", mock.url()),
-            "api_key": format!("sk-deployment-of-{name}"),
-        },
-        "model_info": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002},
-    });
-    let response = proxy.manage("POST", "/model/new", Some(body));
-    assert_eq!(response.status, 200, "{}", response.text());
+    add_deployment(proxy, name, mock, prices(0.001, 0.002));
 }
 
 /// A key of the seeded project with the fields of `fields`; returns its secret.
 fn key(proxy: &Proxy, mut fields: Value) -> String {
     fields["project_id"] = json!(proxy.project_id);
-    let response = proxy.manage("POST", "/key/generate", Some(fields));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["key"].as_str().unwrap().to_string()
+    generate_key(proxy, fields)
 }
 
 fn post(path: &str, body: Value, key: &str) -> Req {
@@ -70,6 +60,14 @@ fn send(proxy: &Proxy, mock: &Mock, request: Req) -> (Response, bool) {
     let response = proxy.call(request);
     let reached = mock_requests(mock) > before + 1;
     (response, reached)
+}
+
+/// Sends `request`, which must be answered 200 and reach the mock.
+#[track_caller]
+fn assert_served(proxy: &Proxy, mock: &Mock, request: Req) {
+    let (response, reached) = send(proxy, mock, request);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(reached);
 }
 
 /// Sends each request; every one must be refused with the `(status, code)`
@@ -180,13 +178,11 @@ fn paths_are_checked_in_their_normal_form_only() {
     ];
     assert_all_refused(&proxy, &mock, requests, &outside_v1);
     // The normal spelling of the same request, by a key that may, works.
-    let (response, reached) = send(
+    assert_served(
         &proxy,
         &mock,
         post("/v1/chat/completions", chat("A"), &restricted),
     );
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert!(reached);
 }
 
 #[test]
@@ -346,13 +342,11 @@ fn a_key_over_its_budget_is_refused_on_every_path() {
     assert_all_refused(&proxy, &mock, requests, &[("", 400, "budget_exceeded")]);
     // A key under its budget is served.
     let fresh = key(&proxy, json!({"max_budget": 1}));
-    let (response, reached) = send(
+    assert_served(
         &proxy,
         &mock,
         post("/v1/chat/completions", chat("gpt-4o-mini"), &fresh),
     );
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert!(reached);
 }
 
 #[test]
@@ -415,21 +409,13 @@ fn head_reporting_upstream() -> (SocketAddr, mpsc::Receiver<String>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             let mut buf = Vec::new();
-            let mut chunk = [0u8; 16 * 1024];
-            let end = loop {
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break end + 4;
-                }
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
+            let Some(end) = read_head(&mut stream, &mut buf) else {
+                return;
             };
             let _ = heads.send(String::from_utf8_lossy(&buf[..end]).into_owned());
             while !buf[end..].windows(5).any(|w| w == b"0\r\n\r\n") {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                if !read_more(&mut stream, &mut buf) {
+                    return;
                 }
             }
             let _ = stream.write_all(

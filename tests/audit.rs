@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::litellm::sha256_hex;
 use common::*;
 use serde_json::{Value, json};
 
@@ -253,14 +254,6 @@ fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         }
     }
     found
-}
-
-fn sha256_hex(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

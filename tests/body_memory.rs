@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::litellm::{add_deployment, generate_key};
 use common::*;
 use serde_json::{Value, json};
 
@@ -24,25 +25,6 @@ const CONCURRENT: usize = 10;
 /// How long the mock takes to answer: the bodies being forwarded stay
 /// held that long, longer than a request waits for room.
 const UPSTREAM_LATENCY_MS: &str = "3000";
-
-fn register(proxy: &Proxy, name: &str, mock: &Mock) {
-    let body = json!({
-        "model_name": name,
-        "litellm_params": {
-            "model": format!("openai/{name}-upstream"),
-            "api_base": format!("{}/v1", mock.url()),
-            "api_key": format!("sk-deployment-of-{name}"),
-        },
-    });
-    let response = proxy.manage("POST", "/model/new", Some(body));
-    assert_eq!(response.status, 200, "{}", response.text());
-}
-
-fn generate_key(proxy: &Proxy) -> String {
-    let response = proxy.manage("POST", "/key/generate", Some(json!({})));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["key"].as_str().unwrap().to_string()
-}
 
 /// A chat body of about `BODY_BYTES`, different for each `n` (so that no
 /// two share a cache key).
@@ -186,6 +168,22 @@ fn check_outcome(responses: &[Response]) -> u64 {
     refused
 }
 
+/// The bytes held were seen, never over the budget, and all given back;
+/// the refusals counted are the `refused` seen.
+#[track_caller]
+fn check_held_bytes(proxy: &Proxy, highest: u64, refused: u64) {
+    assert!(highest > 0, "the held bytes were never seen");
+    assert!(
+        highest <= BUDGET,
+        "held {highest} bytes, over the budget of {BUDGET}"
+    );
+    assert_eq!(metric(proxy, "llm_proxy_buffered_body_bytes"), Some(0));
+    assert_eq!(
+        metric(proxy, "llm_proxy_buffered_body_refusals_total"),
+        Some(refused)
+    );
+}
+
 fn budget_proxy(mock: &Mock) -> Arc<Proxy> {
     Arc::new(
         Proxy::for_mock(mock)
@@ -199,8 +197,8 @@ fn budget_proxy(mock: &Mock) -> Arc<Proxy> {
 fn routed_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
     let mock = Mock::start();
     let proxy = budget_proxy(&mock);
-    register(&proxy, "big", &mock);
-    let key = generate_key(&proxy);
+    add_deployment(&proxy, "big", &mock, Value::Null);
+    let key = generate_key(&proxy, json!({}));
 
     let sampler = Sampler::start(&proxy);
     let responses = send_at_once(&proxy, |n| {
@@ -214,16 +212,7 @@ fn routed_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
         assert_eq!(response.json()["model"], "big-upstream");
     }
 
-    assert!(highest > 0, "the held bytes were never seen");
-    assert!(
-        highest <= BUDGET,
-        "held {highest} bytes, over the budget of {BUDGET}"
-    );
-    assert_eq!(metric(&proxy, "llm_proxy_buffered_body_bytes"), Some(0));
-    assert_eq!(
-        metric(&proxy, "llm_proxy_buffered_body_refusals_total"),
-        Some(refused)
-    );
+    check_held_bytes(&proxy, highest, refused);
 
     // The server still answers, a large body included.
     let response = proxy.call(Req::post("/v1/chat/completions", big_body("big", 99)).auth(&key));
@@ -249,16 +238,7 @@ fn cache_opt_in_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
         assert_eq!(response.header("x-proxy-cache"), Some("miss"));
     }
 
-    assert!(highest > 0, "the held bytes were never seen");
-    assert!(
-        highest <= BUDGET,
-        "held {highest} bytes, over the budget of {BUDGET}"
-    );
-    assert_eq!(metric(&proxy, "llm_proxy_buffered_body_bytes"), Some(0));
-    assert_eq!(
-        metric(&proxy, "llm_proxy_buffered_body_refusals_total"),
-        Some(refused)
-    );
+    check_held_bytes(&proxy, highest, refused);
 
     // A served body was stored under its key: the same request is a hit.
     let served = responses.iter().position(|r| r.status == 200).unwrap();
@@ -276,8 +256,8 @@ fn cache_opt_in_bodies_share_the_budget_and_the_rest_are_refused_with_503() {
 fn a_body_the_budget_could_never_hold_is_413() {
     let mock = Mock::start();
     let proxy = budget_proxy(&mock);
-    register(&proxy, "big", &mock);
-    let key = generate_key(&proxy);
+    add_deployment(&proxy, "big", &mock, Value::Null);
+    let key = generate_key(&proxy, json!({}));
 
     // Under MAX_REQUEST_SIZE (10 MiB) but over the 16 MiB budget counted
     // twice (the body and its copy upstream): it could never be held, so
@@ -328,8 +308,8 @@ fn a_body_the_budget_could_never_hold_is_413() {
 fn a_refused_request_keeps_its_connection_for_the_next_one() {
     let mock = Mock::start();
     let proxy = budget_proxy(&mock);
-    register(&proxy, "big", &mock);
-    let key = generate_key(&proxy);
+    add_deployment(&proxy, "big", &mock, Value::Null);
+    let key = generate_key(&proxy, json!({}));
 
     // Three slow requests fill the budget (3 x 2 x 2.5 MiB of 16 MiB)...
     let holders: Vec<_> = (0..3)
@@ -380,13 +360,6 @@ fn a_budget_that_is_not_a_size_or_too_small_stops_the_server_with_one_line() {
         let exited = Proxy::for_mock(&mock)
             .env("MAX_BUFFERED_BODY_BYTES", value)
             .run_to_exit();
-        assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
-        assert_eq!(
-            exited.stderr.trim().lines().count(),
-            1,
-            "one line: {:?}",
-            exited.stderr
-        );
-        assert!(exited.stderr.contains(says), "{}", exited.stderr);
+        exited.assert_one_line(1, says);
     }
 }

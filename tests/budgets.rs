@@ -12,8 +12,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::litellm::{add_deployment, generate_key, prices};
 use common::store::{conn_per_worker, send_on};
 use common::*;
 use serde_json::{Value, json};
@@ -26,26 +28,15 @@ const OUTPUT_COST: f64 = 0.000001;
 const REQUEST_PICO: u64 = 16_000_000;
 const CONNECTIONS: usize = 64;
 
-fn register(proxy: &Proxy, mock: &Mock, input_cost: f64) {
-    let body = json!({
-        "model_name": "priced",
-        "litellm_params": {
-            "model": "openai/priced-upstream",
-            "api_base": format!("{}/v1", mock.url()),
-            "api_key": "sk-deployment",
-        },
-        "model_info": {"input_cost_per_token": input_cost, "output_cost_per_token": OUTPUT_COST},
-    });
-    let response = proxy.manage("POST", "/model/new", Some(body));
-    assert_eq!(response.status, 200, "{}", response.text());
+/// The model every request here asks for, priced on completion tokens only.
+fn register(proxy: &Proxy, mock: &Mock) {
+    add_deployment(proxy, "priced", mock, prices(0.0, OUTPUT_COST));
 }
 
 /// A key whose budget pays for exactly `requests` requests.
 fn key_for(proxy: &Proxy, requests: u64) -> String {
     let budget = (requests * REQUEST_PICO) as f64 / 1e12;
-    let response = proxy.manage("POST", "/key/generate", Some(json!({"max_budget": budget})));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["key"].as_str().unwrap().to_string()
+    generate_key(proxy, json!({"max_budget": budget}))
 }
 
 fn ask(key: &str, stream: bool, max_tokens: u64) -> Req {
@@ -160,15 +151,20 @@ fn run_to_the_end(proxy: &Proxy, key: &str, stream: bool) -> Run {
     run(proxy.addr, key, stream, Arc::default(), Arc::default())
 }
 
+/// `/key/info` as it is now.
+fn info_now(proxy: &Proxy, key: &str) -> Value {
+    proxy
+        .manage("GET", &format!("/key/info?key={key}"), None)
+        .json()["info"]
+        .clone()
+}
+
 /// `/key/info` once the workers' reports (about once a second) show at
 /// least `requests` requests.
 fn key_info(proxy: &Proxy, key: &str, requests: u64) -> Value {
     let mut info = Value::Null;
     let reported = wait_until(Duration::from_secs(10), || {
-        info = proxy
-            .manage("GET", &format!("/key/info?key={key}"), None)
-            .json()["info"]
-            .clone();
+        info = info_now(proxy, key);
         info["request_count"].as_u64().unwrap_or(0) >= requests
     });
     assert!(reported, "request_count never reached {requests}: {info}");
@@ -184,7 +180,7 @@ fn budget_holds_under_load(latency_ms: u64, stream: bool) {
         .args(["--latency-ms", &latency_ms.to_string()])
         .start();
     let proxy = Proxy::for_mock(&mock).workers(2).start();
-    register(&proxy, &mock, 0.0);
+    register(&proxy, &mock);
     let key = key_for(&proxy, N);
 
     let result = run_to_the_end(&proxy, &key, stream);
@@ -250,7 +246,7 @@ fn a_users_budget_holds_across_their_keys() {
     const N: u64 = 120;
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).workers(2).start();
-    register(&proxy, &mock, 0.0);
+    register(&proxy, &mock);
     let budget = (N * REQUEST_PICO) as f64 / 1e12;
     let user = proxy.manage(
         "POST",
@@ -260,11 +256,7 @@ fn a_users_budget_holds_across_their_keys() {
     assert_eq!(user.status, 200, "{}", user.text());
     let user_id = user.json()["user_id"].as_str().unwrap().to_string();
     let keys: Vec<String> = (0..2)
-        .map(|_| {
-            let response = proxy.manage("POST", "/key/generate", Some(json!({"user_id": user_id})));
-            assert_eq!(response.status, 200, "{}", response.text());
-            response.json()["key"].as_str().unwrap().to_string()
-        })
+        .map(|_| generate_key(&proxy, json!({"user_id": user_id})))
         .collect();
 
     let runs: Vec<_> = keys
@@ -322,7 +314,7 @@ fn sequential_requests_get_exactly_what_fits() {
     const N: u64 = 5;
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).workers(2).start();
-    register(&proxy, &mock, 0.0);
+    register(&proxy, &mock);
     let key = key_for(&proxy, N);
     let mut conns = conn_per_worker(&proxy, 2);
 
@@ -363,6 +355,34 @@ fn sequential_requests_get_exactly_what_fits() {
     );
 }
 
+/// A server of two workers on the data directory `db`, in front of `mock`.
+fn on_db(mock: &Mock, db: &str) -> Proxy {
+    Proxy::for_mock(mock)
+        .unseeded()
+        .arg("--db")
+        .arg(db)
+        .workers(2)
+        .start()
+}
+
+/// Once `served` reaches `progress` (or after 30 s), kills the server with
+/// SIGKILL and tells the `clients` to stop; returns what they saw.
+fn kill_9_once_served<T>(
+    proxy: &Proxy,
+    progress: usize,
+    served: &AtomicUsize,
+    stop: &AtomicBool,
+    clients: JoinHandle<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.load(Ordering::SeqCst) < progress && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    proxy.proc.signal("KILL");
+    stop.store(true, Ordering::SeqCst);
+    clients.join().expect("clients")
+}
+
 /// `kill -9` in the middle of a 64-connection run, a restart on the same
 /// data directory, and the rest of the budget: never more than N in all,
 /// and the request count shown after the restart never less than what was
@@ -376,16 +396,9 @@ fn budget_holds_across_kill_9() {
     let data = TempDir::new("budget-crash");
     let db = data.path().join("data").display().to_string();
     let mock = Mock::builder().args(["--latency-ms", "20"]).start();
-    let start = || {
-        Proxy::for_mock(&mock)
-            .unseeded()
-            .arg("--db")
-            .arg(&db)
-            .workers(2)
-            .start()
-    };
+    let start = || on_db(&mock, &db);
     let mut proxy = start();
-    register(&proxy, &mock, 0.0);
+    register(&proxy, &mock);
     let key = key_for(&proxy, N);
 
     let served = Arc::new(AtomicUsize::new(0));
@@ -394,13 +407,7 @@ fn budget_holds_across_kill_9() {
         let (served, stop, key, addr) = (served.clone(), stop.clone(), key.clone(), proxy.addr);
         std::thread::spawn(move || run(addr, &key, false, served, stop))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while served.load(Ordering::SeqCst) < (N / 3) as usize && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    proxy.proc.signal("KILL");
-    stop.store(true, Ordering::SeqCst);
-    let before = clients.join().expect("clients");
+    let before = kill_9_once_served(&proxy, (N / 3) as usize, &served, &stop, clients);
     eprintln!("before the crash: {before:?}");
     assert!(
         before.served as u64 >= N / 3,
@@ -416,10 +423,7 @@ fn budget_holds_across_kill_9() {
     drop(proxy);
 
     let proxy = start();
-    let shown = proxy
-        .manage("GET", &format!("/key/info?key={key}"), None)
-        .json()["info"]
-        .clone();
+    let shown = info_now(&proxy, &key);
     let shown_count = shown["request_count"].as_u64().unwrap();
     let in_flight = CONNECTIONS as u64;
     assert!(
@@ -466,14 +470,7 @@ fn request_count_is_never_short_after_kill_9() {
     let data = TempDir::new("count-crash");
     let db = data.path().join("data").display().to_string();
     let mock = Mock::builder().args(["--latency-ms", "5"]).start();
-    let start = || {
-        Proxy::for_mock(&mock)
-            .unseeded()
-            .arg("--db")
-            .arg(&db)
-            .workers(2)
-            .start()
-    };
+    let start = || on_db(&mock, &db);
     let mut proxy = start();
     proxy.project_id = proxy.create_project("crash", UPSTREAM_KEY);
     let token = proxy.create_token(json!({"max_requests": MAX}));
@@ -488,13 +485,7 @@ fn request_count_is_never_short_after_kill_9() {
         let (served, stop, addr) = (served.clone(), stop.clone(), proxy.addr);
         std::thread::spawn(move || common::store::load(addr, &secret, CONNECTIONS, served, stop))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while served.load(Ordering::SeqCst) < 400 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    proxy.proc.signal("KILL");
-    stop.store(true, Ordering::SeqCst);
-    let before = clients.join().expect("clients");
+    let before = kill_9_once_served(&proxy, 400, &served, &stop, clients);
     assert!(before.ok >= 400, "no progress before the kill: {before:?}");
     assert_eq!(before.limited, 0, "{before:?}");
     proxy.proc.wait_exit(Duration::from_secs(10));
@@ -526,16 +517,9 @@ fn a_clean_stop_leaves_exact_figures() {
     let data = TempDir::new("budget-clean");
     let db = data.path().join("data").display().to_string();
     let mock = Mock::start();
-    let start = || {
-        Proxy::for_mock(&mock)
-            .unseeded()
-            .arg("--db")
-            .arg(&db)
-            .workers(2)
-            .start()
-    };
+    let start = || on_db(&mock, &db);
     let proxy = start();
-    register(&proxy, &mock, 0.0);
+    register(&proxy, &mock);
     let key = key_for(&proxy, N);
     let mut conns = conn_per_worker(&proxy, 2);
     const SERVED: u64 = 10;
@@ -550,10 +534,7 @@ fn a_clean_stop_leaves_exact_figures() {
     proxy.stop();
 
     let proxy = start();
-    let info = proxy
-        .manage("GET", &format!("/key/info?key={key}"), None)
-        .json()["info"]
-        .clone();
+    let info = info_now(&proxy, &key);
     assert_eq!(info["request_count"], SERVED, "{info}");
     assert_eq!(
         pico(info["spend"].as_f64().unwrap()),

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::cli::read_request;
 use common::*;
 use serde_json::{Value, json};
 
@@ -63,6 +64,11 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     found
+}
+
+/// The `seq` of each event, in order.
+fn seq_numbers(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -129,7 +135,7 @@ fn events_carry_what_each_request_did_and_no_secret() {
     dispatch_once(&data, &sink, &[]);
     let events = sink_events(&sink);
     assert_eq!(events.len(), 3, "{events:#?}");
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs = seq_numbers(&events);
     assert_eq!(seqs, [1, 2, 3]);
 
     let stream = by_request_id(&events, "ev-stream");
@@ -314,6 +320,16 @@ fn proxy_on(db: &Path, mock: &Mock, seeded: bool) -> Proxy {
     } else {
         builder.unseeded().start()
     }
+}
+
+/// A server on `db` (seeded or not) that serves `n` chats and stops: `n`
+/// more events in its log.
+fn serve_chats(db: &Path, mock: &Mock, seeded: bool, n: usize) {
+    let proxy = proxy_on(db, mock, seeded);
+    for _ in 0..n {
+        assert_eq!(proxy.call(chat(false)).status, 200);
+    }
+    proxy.stop();
 }
 
 fn start_dispatcher(db: &Path, sink: &Path) -> Proc {
@@ -525,11 +541,7 @@ fn http_dispatch(db: &Path, url: &str, extra: &[&str]) -> Exited {
 fn the_dispatcher_retries_a_failing_http_sink_and_resumes_from_its_cursor() {
     let mock = Mock::start();
     let db = TempDir::new("events-http");
-    let proxy = proxy_on(db.path(), &mock, true);
-    for _ in 0..10 {
-        assert_eq!(proxy.call(chat(false)).status, 200);
-    }
-    proxy.stop();
+    serve_chats(db.path(), &mock, true, 10);
 
     let sink = TestSink::start(3);
     let exited = http_dispatch(db.path(), &sink.url(), &["--retries", "10"]);
@@ -540,32 +552,18 @@ fn the_dispatcher_retries_a_failing_http_sink_and_resumes_from_its_cursor() {
         exited.stderr
     );
     assert!(sink.posts.load(Ordering::SeqCst) >= 3 + 3);
-    let seqs: Vec<u64> = sink
-        .events()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = seq_numbers(&sink.events());
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
 
     // More events later: the next run starts after its cursor.
-    let proxy = proxy_on(db.path(), &mock, false);
-    for _ in 0..3 {
-        assert_eq!(proxy.call(chat(false)).status, 200);
-    }
-    proxy.stop();
+    serve_chats(db.path(), &mock, false, 3);
     let exited = http_dispatch(db.path(), &sink.url(), &[]);
     assert_eq!(exited.status.code(), Some(0), "{}", exited.stderr);
-    let seqs: Vec<u64> = sink
-        .events()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = seq_numbers(&sink.events());
     assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
 
     // A sink that never answers: exit status 2 once the retries are spent.
-    let proxy = proxy_on(db.path(), &mock, false);
-    assert_eq!(proxy.call(chat(false)).status, 200);
-    proxy.stop();
+    serve_chats(db.path(), &mock, false, 1);
     let url = format!("http://{}/ingest", closed_port());
     let exited = http_dispatch(db.path(), &url, &["--retries", "1"]);
     assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
@@ -580,11 +578,7 @@ fn the_dispatcher_retries_a_failing_http_sink_and_resumes_from_its_cursor() {
 fn dispatchers_with_different_names_each_get_every_event() {
     let mock = Mock::start();
     let db = TempDir::new("events-two");
-    let proxy = proxy_on(db.path(), &mock, true);
-    for _ in 0..6 {
-        assert_eq!(proxy.call(chat(false)).status, 200);
-    }
-    proxy.stop();
+    serve_chats(db.path(), &mock, true, 6);
     let sinks = TempDir::new("events-two-sinks");
     let (a, b) = (sinks.path().join("a.jsonl"), sinks.path().join("b.jsonl"));
     dispatch_once(db.path(), &a, &["--name", "a"]);
@@ -592,10 +586,7 @@ fn dispatchers_with_different_names_each_get_every_event() {
     // A second run of "a" finds nothing new.
     dispatch_once(db.path(), &a, &["--name", "a"]);
     for sink in [&a, &b] {
-        let seqs: Vec<u64> = sink_events(sink)
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect();
+        let seqs = seq_numbers(&sink_events(sink));
         assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "{}", sink.display());
     }
 }
@@ -619,7 +610,7 @@ fn compaction_keeps_the_newest_events() {
     let sink = db.path().join("sink.jsonl");
     dispatch_once(db.path(), &sink, &[]);
     let events = sink_events(&sink);
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs = seq_numbers(&events);
     assert_eq!(seqs, (8..=12).collect::<Vec<_>>());
     assert_eq!(events[4]["request_id"], "compact-12");
 }
@@ -643,10 +634,7 @@ fn the_server_writes_the_file_event_log_itself() {
     assert_eq!(proxy.call(chat(false)).status, 200);
     // ...and what came last is delivered before the server exits.
     proxy.stop();
-    let seqs: Vec<u64> = sink_events(&sink)
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs = seq_numbers(&sink_events(&sink));
     assert_eq!(seqs, [1, 2, 3, 4]);
 }
 
@@ -748,11 +736,7 @@ fn lunary_and_helicone_get_their_ingestion_shapes() {
 fn a_cursor_taken_over_by_another_endpoint_is_warned_about() {
     let mock = Mock::start();
     let db = TempDir::new("events-endpoint");
-    let proxy = proxy_on(db.path(), &mock, true);
-    for _ in 0..4 {
-        assert_eq!(proxy.call(chat(false)).status, 200);
-    }
-    proxy.stop();
+    serve_chats(db.path(), &mock, true, 4);
     let sinks = TempDir::new("events-endpoint-sinks");
     let (a, b) = (sinks.path().join("a.jsonl"), sinks.path().join("b.jsonl"));
     let warning = "was last used with another endpoint";
@@ -782,29 +766,12 @@ fn refusing_sink(status: &'static str) -> String {
     let url = format!("http://{}/ingest", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let Ok(mut stream) = stream else { return };
+            // The request, read whole (or until the client goes away).
+            let _ = read_request(&mut stream);
             let answer =
                 format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = writer.write_all(answer.as_bytes());
+            let _ = stream.write_all(answer.as_bytes());
         }
     });
     url
@@ -814,9 +781,7 @@ fn refusing_sink(status: &'static str) -> String {
 fn a_sink_refusing_the_api_key_is_exit_status_3() {
     let mock = Mock::start();
     let db = TempDir::new("events-401");
-    let proxy = proxy_on(db.path(), &mock, true);
-    assert_eq!(proxy.call(chat(false)).status, 200);
-    proxy.stop();
+    serve_chats(db.path(), &mock, true, 1);
     let url = refusing_sink("401 Unauthorized");
     for mode in [
         &["--api-key", "wrong"][..],

@@ -523,18 +523,7 @@ fn provider_keys_are_encrypted_at_rest() {
         .unseeded()
         .env("ENCRYPTION_KEY", OTHER_ENCRYPTION_KEY)
         .run_to_exit();
-    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
-    assert_eq!(
-        exited.stderr.trim().lines().count(),
-        1,
-        "one line: {:?}",
-        exited.stderr
-    );
-    assert!(
-        exited.stderr.contains("ENCRYPTION_KEY"),
-        "{}",
-        exited.stderr
-    );
+    exited.assert_one_line(1, "ENCRYPTION_KEY");
     assert!(!exited.stderr.contains(OTHER_ENCRYPTION_KEY));
     // No key at all: refused too.
     let exited = on_db(&mock, &db).unseeded().run_to_exit();
@@ -699,10 +688,8 @@ fn a_store_from_a_newer_version_is_refused() {
     }
     let mock = Mock::start();
     let exited = on_db(&mock, &db).unseeded().run_to_exit();
-    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
-    assert!(exited.stderr.contains("99"), "{}", exited.stderr);
+    exited.assert_one_line(1, "99");
     assert!(exited.stderr.contains("upgrade"), "{}", exited.stderr);
-    assert_eq!(exited.stderr.trim().lines().count(), 1, "{}", exited.stderr);
 
     // The library refuses it as well.
     let reopened = llm_proxy::store::Store::open(&db, None);

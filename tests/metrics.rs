@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::litellm::{add_deployment, generate_key, prices};
 use common::*;
 use serde_json::{Value, json};
 
@@ -105,26 +106,6 @@ fn scrape(proxy: &Proxy) -> String {
     response.text()
 }
 
-fn register_priced_model(proxy: &Proxy, mock: &Mock) {
-    let body = json!({
-        "model_name": "priced",
-        "litellm_params": {
-            "model": "openai/priced-upstream",
-            "api_base": format!("{}/v1", mock.url()),
-            "api_key": "sk-deployment-of-priced",
-        },
-        "model_info": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002},
-    });
-    let response = proxy.manage("POST", "/model/new", Some(body));
-    assert_eq!(response.status, 200, "{}", response.text());
-}
-
-fn generate_key(proxy: &Proxy) -> String {
-    let response = proxy.manage("POST", "/key/generate", Some(json!({})));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["key"].as_str().unwrap().to_string()
-}
-
 /// Pipes `text` to `promtool check metrics`; without promtool the test
 /// fails, unless LLM_PROXY_SKIP_PROMTOOL=1.
 fn promtool_check(text: &str) {
@@ -167,8 +148,8 @@ fn every_workers_requests_add_up_in_every_scrape() {
         .env("METRICS_TOKEN", METRICS_TOKEN)
         .workers(2)
         .start();
-    register_priced_model(&proxy, &mock);
-    let priced_key = generate_key(&proxy);
+    add_deployment(&proxy, "priced", &mock, prices(0.001, 0.002));
+    let priced_key = generate_key(&proxy, json!({}));
     // Seeding (project, token), the model and the key.
     let manage_calls = 4;
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cli::read_head;
 use common::*;
 use serde_json::json;
 
@@ -771,16 +772,11 @@ fn start_overrunning_upstream() -> SocketAddr {
             let first = first.clone();
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 loop {
                     // Heads only (GET requests).
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let Some(end) = read_head(&mut stream, &mut buf) else {
+                        return;
+                    };
                     buf.drain(..end);
                     if first.swap(false, Ordering::SeqCst) {
                         let _ = stream.write_all(

@@ -460,20 +460,37 @@ fn serve_one(mut stream: TcpStream, response: &[u8], seen: &Mutex<Vec<Recorded>>
     let _ = stream.shutdown(Shutdown::Write);
 }
 
+/// Appends what `stream` reads next to `buf`; false if the client went
+/// away (end of stream or an error).
+pub fn read_more(stream: &mut impl Read, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Reads from `stream` onto `buf` until `buf` holds a whole request head;
+/// returns where the head ends, or `None` if the client went away first.
+pub fn read_head(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(end + 4);
+        }
+        if !read_more(stream, buf) {
+            return None;
+        }
+    }
+}
+
 /// Reads one request (head, and a `Content-Length` body) from `stream`;
 /// `None` if the client went away first.
 pub fn read_request(stream: &mut impl Read) -> Option<Recorded> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
+    let end = read_head(stream, &mut buf)?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let mut start = lines.next().unwrap_or_default().split(' ');
@@ -487,9 +504,8 @@ pub fn read_request(stream: &mut impl Read) -> Option<Recorded> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     while buf.len() < end + length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !read_more(stream, &mut buf) {
+            return None;
         }
     }
     Some(Recorded {

@@ -174,10 +174,44 @@ pub fn add_model(proxy: &Proxy, name: &str, model: &str) -> String {
     answer["model_id"].as_str().unwrap().to_string()
 }
 
+/// A deployment named `name` that routes to `mock`: upstream model
+/// `openai/{name}-upstream`, key `sk-deployment-of-{name}`, and
+/// `model_info` unless it is null (see [`prices`]). Returns its id.
+#[track_caller]
+pub fn add_deployment(proxy: &Proxy, name: &str, mock: &Mock, model_info: Value) -> String {
+    let mut body = json!({
+        "model_name": name,
+        "litellm_params": {
+            "model": format!("openai/{name}-upstream"),
+            "api_base": format!("{}/v1", mock.url()),
+            "api_key": format!("sk-deployment-of-{name}"),
+        },
+    });
+    if !model_info.is_null() {
+        body["model_info"] = model_info;
+    }
+    new_model(proxy, body)["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The `model_info` of a deployment priced at `input` and `output`
+/// dollars a token.
+pub fn prices(input: f64, output: f64) -> Value {
+    json!({"input_cost_per_token": input, "output_cost_per_token": output})
+}
+
 /// `POST /key/generate`; returns the answer.
 #[track_caller]
 pub fn generate(proxy: &Proxy, body: Value) -> Value {
     ok(post(proxy, "/key/generate", body))
+}
+
+/// `POST /key/generate` with `fields`; returns the new key's secret.
+#[track_caller]
+pub fn generate_key(proxy: &Proxy, fields: Value) -> String {
+    secret(&generate(proxy, fields))
 }
 
 /// The secret of a `/key/generate` (or `/user/new`) answer.

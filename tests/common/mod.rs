@@ -286,6 +286,21 @@ pub struct Exited {
     pub stderr: String,
 }
 
+impl Exited {
+    /// Asserts exit status `code` and a stderr of one line that says `says`.
+    #[track_caller]
+    pub fn assert_one_line(&self, code: i32, says: &str) {
+        assert_eq!(self.status.code(), Some(code), "{}", self.stderr);
+        assert_eq!(
+            self.stderr.trim().lines().count(),
+            1,
+            "one line: {:?}",
+            self.stderr
+        );
+        assert!(self.stderr.contains(says), "{}", self.stderr);
+    }
+}
+
 fn run_to_exit(cmd: Command, timeout: Duration) -> Exited {
     let (mut proc, _lines) = Proc::spawn(cmd);
     let Some(status) = proc.wait_exit(timeout) else {
