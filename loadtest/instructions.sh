@@ -53,6 +53,18 @@ wait_port() {
     exit 1
 }
 
+# callgrind_control OPTION PID. valgrind acts on the command only when one of
+# the server's threads runs: an idle worker may wait in the kernel for
+# longer than vgdb does, so a few health checks keep one busy meanwhile
+# (each a few thousand instructions, against millions measured).
+control() {
+    (while sleep 0.05; do curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/health"; done) &
+    local poke=$!
+    callgrind_control "$1" "$2" >/dev/null 2>&1
+    kill "$poke"
+    wait "$poke" 2>/dev/null || true
+}
+
 # Measures one binary on one path; prints instructions per request.
 measure() {
     local bin=$1 path=$2 dir=$work/run
@@ -80,9 +92,9 @@ measure() {
         --endpoint /v1/chat/completions --token "$token" -r "$REQUESTS" -c 1 --json "$body"
         --output json)
     "${run[@]}" >"$dir/warmup.json"
-    callgrind_control -z "$server" >/dev/null 2>&1
+    control -z "$server"
     "${run[@]}" >"$dir/measured.json"
-    callgrind_control -d "$server" >/dev/null 2>&1
+    control -d "$server"
     # The counts are dumped: no need to wait for a drain under valgrind.
     kill -9 "$server"
     wait "$server" 2>/dev/null || true
