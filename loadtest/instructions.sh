@@ -8,6 +8,7 @@
 # path (a registered model: body read, rewrite, usage accounting).
 #
 #   loadtest/instructions.sh BIN [BIN...]      # e.g. before and after a change
+#   PATHS=pass-through loadtest/instructions.sh BIN [BIN...]   # one path only
 #
 # Per binary and path: one server (one worker) under
 # `valgrind --tool=callgrind`, REQUESTS warm-up requests, counters zeroed,
@@ -83,7 +84,8 @@ measure() {
     wait_port "$PROXY_PORT"
     local body=$BODY
     if [[ $path == routed ]]; then
-        curl -sf -o /dev/null "http://127.0.0.1:$PROXY_PORT/model/new" \
+        # Under valgrind this call has been seen to hang: fail it instead.
+        curl -sf --max-time 120 -o /dev/null "http://127.0.0.1:$PROXY_PORT/model/new" \
             -H "Authorization: Bearer $management" -H 'Content-Type: application/json' \
             -d "{\"model_name\":\"bench-model\",\"litellm_params\":{\"model\":\"openai/gpt-4o-mini\",\"api_base\":\"http://127.0.0.1:$MOCK_PORT/v1\",\"api_key\":\"sk-mock\"},\"model_info\":{\"input_cost_per_token\":0.00000015,\"output_cost_per_token\":0.0000006}}"
         body=$ROUTED_BODY
@@ -115,7 +117,7 @@ pids+=("$!")
 wait_port "$MOCK_PORT" 2>/dev/null || sleep 1
 
 printf '%-40s %-13s %14s %8s\n' binary path 'instr/request' 'ok'
-for path in pass-through routed; do
+for path in ${PATHS:-pass-through routed}; do
     for bin in "$@"; do
         measure "$bin" "$path"
     done
