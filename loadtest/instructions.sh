@@ -25,7 +25,7 @@ BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 ROUTED_BODY='{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
 
 if [[ $# -eq 0 ]]; then
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 1
 fi
 
