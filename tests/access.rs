@@ -151,6 +151,38 @@ fn a_model_outside_the_allowlist_is_refused_on_every_endpoint() {
 }
 
 #[test]
+fn a_key_and_user_sharing_no_model_are_shown_none_and_refused_all() {
+    let mock = Mock::start();
+    let proxy = proxy_for(&mock, 1);
+    register(&proxy, "A", &mock);
+    register(&proxy, "B", &mock);
+    let user = proxy.manage(
+        "POST",
+        "/user/new",
+        Some(json!({"models": ["B"], "auto_create_key": false})),
+    );
+    let user_id = user.json()["user_id"].as_str().unwrap().to_string();
+    let disjoint = key(&proxy, json!({"user_id": user_id, "models": ["A"]}));
+
+    for path in ["/v1/models", "/model/info"] {
+        let listing = proxy.call(Req::get(path).auth(&disjoint));
+        assert_eq!(listing.status, 200, "{path}: {}", listing.text());
+        assert_eq!(
+            listing.json()["data"],
+            json!([]),
+            "{path} shows a key no model it may not use"
+        );
+    }
+    let requests = ["A", "B"].map(|model| {
+        (
+            format!("model {model}"),
+            post("/v1/chat/completions", chat(model), &disjoint),
+        )
+    });
+    assert_all_refused(&proxy, &mock, requests.into(), &[DENIED]);
+}
+
+#[test]
 fn paths_are_checked_in_their_normal_form_only() {
     let mock = Mock::start();
     let proxy = proxy_for(&mock, 2);

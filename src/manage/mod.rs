@@ -189,9 +189,11 @@ fn authorize(
 }
 
 /// The models a key may use, given its own list and its user's (empty:
-/// no restriction), by the rule the request path applies.
-pub(crate) fn allowed_models(key: &[String], user: &[String]) -> Vec<String> {
-    proxy::auth::Allowlist::new(key, user).models()
+/// no restriction), by the rule the request path applies: `None` when
+/// neither list restricts it, else the models both allow (possibly none).
+pub(crate) fn allowed_models(key: &[String], user: &[String]) -> Option<Vec<String>> {
+    let allowlist = proxy::auth::Allowlist::new(key, user);
+    allowlist.is_restricted().then(|| allowlist.models())
 }
 
 /// Whether the request carries the master key.

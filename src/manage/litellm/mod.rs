@@ -27,11 +27,11 @@ pub enum Caller {
     Anonymous,
     /// The master key: everything.
     Master,
-    /// A virtual key: the model listings, limited to these models (empty:
-    /// every model).
+    /// A virtual key: the model listings, limited to these models (`None`:
+    /// every model; empty: none, when its list and its user's share none).
     Key {
         key_id: uuid::Uuid,
-        models: Vec<String>,
+        models: Option<Vec<String>>,
     },
 }
 

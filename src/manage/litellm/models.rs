@@ -79,7 +79,9 @@ fn may_use(caller: &Caller, model_name: &str) -> bool {
     match caller {
         Caller::Master => true,
         Caller::Anonymous => false,
-        Caller::Key { models, .. } => models.is_empty() || models.iter().any(|m| m == model_name),
+        Caller::Key { models, .. } => models
+            .as_ref()
+            .is_none_or(|models| models.iter().any(|m| m == model_name)),
     }
 }
 
