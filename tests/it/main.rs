@@ -1,0 +1,42 @@
+//! The integration tests, one module per area, built as one binary so that
+//! the shared harness in `common` is compiled and linked once.
+//! `cargo test --test it AREA` runs one area (e.g. `cargo test --test it access::`).
+
+mod common;
+
+mod access;
+mod audit;
+mod benchmark_cli;
+mod body_memory;
+mod budgets;
+mod cache;
+mod client_cli;
+mod client_cli_output;
+mod client_cli_server;
+mod client_login;
+mod errors;
+mod events;
+mod first_steps_cli;
+mod full_disk;
+mod keys;
+mod lifecycle;
+mod litellm_api;
+mod litellm_cli_compat;
+mod litellm_credentials;
+mod litellm_keys;
+mod litellm_models;
+mod litellm_users;
+mod login;
+mod login_browser;
+mod manage_cli;
+mod management_api;
+mod metrics;
+mod openai_chat;
+mod operations;
+mod proxy_passthrough;
+mod request_bodies;
+mod routing;
+mod routing_config;
+mod setup_cli;
+mod smuggling;
+mod streaming;
