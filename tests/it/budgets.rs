@@ -378,8 +378,10 @@ fn kill_9_once_served<T>(
     while served.load(Ordering::SeqCst) < progress && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    proxy.proc.signal("KILL");
+    // Stop first: a client that sees its connection die must already know
+    // that the kill is why (its request in flight is still cut short).
     stop.store(true, Ordering::SeqCst);
+    proxy.proc.signal("KILL");
     clients.join().expect("clients")
 }
 
