@@ -15,9 +15,13 @@
 //!                    thread that appends them to the event log (SHARED), the dispatcher and its
 //!                    sinks (COLD)
 //! store      SHARED  the LMDB stores (heed): projects, keys, usage ledger, audit log, and the
-//!                    event log in its own environment; the only module on LMDB
+//!                    event log in its own environment; the only module on LMDB; and the forms
+//!                    secrets are stored in (key digests, encryption, password hashes)
 //! manage     COLD    the management API (/manage/...), served by the workers
 //! login      COLD    sign-in for the CLI under /sso/: start/poll, password page, OpenID Connect
+//! api        COLD    what manage and login share, one floor below both (which never import
+//!                    each other): store calls on the blocking pool, 405s, query pairs,
+//!                    RFC 3339 times, a key's allowed models, password hashing, audit records
 //! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
 //! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
 //! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
@@ -32,6 +36,7 @@
 //! ```
 
 pub mod alloc;
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod client;

@@ -8,12 +8,14 @@ use http::StatusCode;
 
 use super::oidc::{self, OidcError, Pending};
 use super::{
-    Answer, COOKIE, MAX_WRONG_PASSWORDS, Outcome, Request, audit, base_url, blocking, check_fresh,
-    load, pages, password, query_pairs, query_value, random_token, user_code,
+    Answer, COOKIE, MAX_WRONG_PASSWORDS, Outcome, Request, audit, base_url, check_fresh, load,
+    pages, random_token, user_code,
 };
+use crate::api::{blocking, query_pairs, query_value};
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
 use crate::store::crypto::{same_secret, sha256};
+use crate::store::password;
 use crate::store::{
     Login, LoginState, MAX_LOGIN_ID, NewLogin, NewUser, OidcRequest, StoreError, UserRole, Via,
 };

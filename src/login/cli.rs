@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Answer, Outcome, Request, anonymous_machine, audit, base_url, blocking, check_fresh, load,
-    random_token, user_code,
+    Answer, Outcome, Request, anonymous_machine, audit, base_url, check_fresh, load, random_token,
+    user_code,
 };
-use crate::manage::views::{rfc3339, rfc3339_opt};
+use crate::api::{allowed_models, blocking, rfc3339, rfc3339_opt};
 use crate::proxy::error::ProxyError;
 use crate::proxy::keys::CachedKey;
 use crate::server::worker::Worker;
@@ -163,7 +163,7 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
     .await?;
     let view = &key.view;
     // An empty list means every model, as in LiteLLM's key records.
-    let models = crate::manage::allowed_models(&view.models, &view.user_models).unwrap_or_default();
+    let models = allowed_models(&view.models, &view.user_models).unwrap_or_default();
     let (max_budget, spend) = match &user {
         Some((user, spend)) => (user.max_budget.map(|b| b.dollars), spend.dollars()),
         None => (view.max_budget.map(|b| b.dollars), view.spend.dollars()),

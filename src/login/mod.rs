@@ -6,13 +6,12 @@
 //!
 //! - `cli`: the JSON endpoints the CLI calls (start, poll, whoami, logout).
 //! - `browser`: the pages (sign-in form, callback, approval).
-//! - `pages`: their HTML; `password`: Argon2id hashes; `oidc`: the provider.
+//! - `pages`: their HTML; `oidc`: the provider.
 
 mod browser;
 mod cli;
 pub mod oidc;
 mod pages;
-pub mod password;
 
 use std::rc::Rc;
 
@@ -21,10 +20,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::api::{audit, blocking, not_allowed};
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
-use crate::manage::litellm::{query_pairs, query_value};
-use crate::manage::{audit, blocking, not_allowed};
 use crate::metrics::Route;
 use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};

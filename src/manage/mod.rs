@@ -4,20 +4,19 @@
 //! credentials, keys, users). Cold path: store calls run on the blocking
 //! pool, never on the worker thread.
 
-pub(crate) mod audit;
+mod audit;
 mod cache;
 pub mod litellm;
 pub mod views;
 
 pub use views::expiry_after;
 
-use std::sync::Arc;
-
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::api::{self, allowed_models, blocking, not_allowed};
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::metrics;
@@ -25,7 +24,7 @@ use crate::proxy;
 use crate::proxy::error::{ErrorStyle, ProxyError};
 use crate::server::conn::ClientConn;
 use crate::server::worker::Worker;
-use crate::store::{KeyChanges, NewKey, ProjectChanges, Store};
+use crate::store::{KeyChanges, NewKey, ProjectChanges};
 
 /// Largest management request body.
 const MAX_BODY: usize = 64 << 10;
@@ -105,7 +104,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             .stream
             .peer_addr()
             .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
-        let call = audit::Call {
+        let call = api::audit::Call {
             actor: &actor,
             method: head.method.as_str(),
             target: &target,
@@ -118,7 +117,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             request_id: &request_id,
             remote,
         };
-        audit::record(worker, call).await;
+        api::audit::record(worker, call).await;
     }
     match answer {
         Ok((status, body)) => {
@@ -186,14 +185,6 @@ fn authorize(
             Err(error) => Err(error),
         },
     }
-}
-
-/// The models a key may use, given its own list and its user's (empty:
-/// no restriction), by the rule the request path applies: `None` when
-/// neither list restricts it, else the models both allow (possibly none).
-pub(crate) fn allowed_models(key: &[String], user: &[String]) -> Option<Vec<String>> {
-    let allowlist = proxy::auth::Allowlist::new(key, user);
-    allowlist.is_restricted().then(|| allowlist.models())
 }
 
 /// Whether the request carries the master key.
@@ -352,24 +343,6 @@ async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> A
         (["cache", "purge"], _) => not_allowed(method, "POST"),
         _ => Err(ProxyError::NotFound),
     }
-}
-
-/// Runs a store call on the blocking pool (writes fsync).
-pub(crate) async fn blocking<T, F>(store: Arc<Store>, call: F) -> Result<T, ProxyError>
-where
-    F: FnOnce(&Store) -> Result<T, ProxyError> + Send + 'static,
-    T: Send + 'static,
-{
-    monoio::spawn_blocking(move || call(&store))
-        .await
-        .map_err(|_| ProxyError::Internal("the store task was cancelled".into()))?
-}
-
-pub(crate) fn not_allowed<T>(method: &Method, allow: &str) -> Result<T, ProxyError> {
-    Err(ProxyError::MethodNotAllowed {
-        method: method.clone(),
-        allow: allow.into(),
-    })
 }
 
 /// Parses a JSON body; the message names the unknown field or the field

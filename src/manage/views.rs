@@ -6,22 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
+use crate::api::{rfc3339, rfc3339_opt};
 use crate::store::{KeyRecord, Project, Usage};
 
 /// Tokens live 24 hours unless the request says otherwise (as in the seed CLI).
 pub const DEFAULT_TOKEN_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-/// The end of year 9999, the last moment RFC 3339 can write.
-const MAX_RFC3339_MS: i64 = 253_402_300_799_000;
-
-pub fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, MAX_RFC3339_MS) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-pub fn rfc3339_opt(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
-}
 
 pub fn project(project: &Project) -> Value {
     json!({

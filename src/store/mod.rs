@@ -10,6 +10,7 @@
 //!   the workers, and what a server that did not stop cleanly left leased.
 //! - `audit`: the log of management calls.
 //! - `logins`: CLI sign-ins in progress, and the keys they issue.
+//! - `password`: users' passwords as they are stored, Argon2id hashes.
 //! - `event_log`: the request event log, an LMDB environment of its own in
 //!   `<data dir>/events/` (written by the server, read by dispatchers).
 //! - `migrate`: older record layouts brought forward on open.
@@ -27,6 +28,7 @@ mod ledger;
 mod logins;
 mod migrate;
 pub mod model;
+pub mod password;
 mod read;
 mod users;
 

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{invalid, mask, parse};
-use crate::manage::{Answer, blocking, not_allowed};
+use crate::api::{blocking, not_allowed};
+use crate::manage::Answer;
 use crate::proxy::error::ProxyError;
 use crate::store::{Credential, CredentialChanges, Store};
 

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::Answer;
+use crate::api::{not_allowed, query_value};
 use crate::proxy::error::ProxyError;
 use crate::server::worker::Worker;
 
@@ -97,33 +98,33 @@ pub async fn route(
                 "litellm_version": env!("CARGO_PKG_VERSION"),
             })),
         )),
-        "/health/readiness" => super::not_allowed(method, "GET, HEAD"),
+        "/health/readiness" => not_allowed(method, "GET, HEAD"),
         "/models" | "/v1/models" if get => models::list_names(store, caller).await,
         "/model/info" | "/v1/model/info" if get => models::info(store, caller, query).await,
         "/model/new" if post => models::create(store, body).await,
         "/model/update" if post => models::update(store, body).await,
         "/model/delete" if post => models::delete(store, body).await,
         "/models" | "/v1/models" | "/model/info" | "/v1/model/info" => {
-            super::not_allowed(method, "GET, HEAD")
+            not_allowed(method, "GET, HEAD")
         }
-        "/model/new" | "/model/update" | "/model/delete" => super::not_allowed(method, "POST"),
+        "/model/new" | "/model/update" | "/model/delete" => not_allowed(method, "POST"),
         "/credentials" if get => credentials::list(store).await,
         "/credentials" if post => credentials::create(store, body).await,
-        "/credentials" => super::not_allowed(method, "GET, POST"),
+        "/credentials" => not_allowed(method, "GET, POST"),
         "/key/generate" if post => keys::generate(store, body).await,
         "/key/info" if get => keys::info(store, query).await,
         "/key/list" if get => keys::list(store, query).await,
         "/key/update" if post => keys::update(store, body).await,
         "/key/delete" if post => keys::delete(store, body).await,
-        "/key/info" | "/key/list" => super::not_allowed(method, "GET, HEAD"),
-        "/key/generate" | "/key/update" | "/key/delete" => super::not_allowed(method, "POST"),
+        "/key/info" | "/key/list" => not_allowed(method, "GET, HEAD"),
+        "/key/generate" | "/key/update" | "/key/delete" => not_allowed(method, "POST"),
         "/user/new" if post => users::create(store, body).await,
         "/user/list" if get => users::list(store, query).await,
         "/user/info" if get => users::info(store, query).await,
         "/user/update" if post => users::update(store, body).await,
         "/user/delete" if post => users::delete(store, body).await,
-        "/user/list" | "/user/info" => super::not_allowed(method, "GET, HEAD"),
-        "/user/new" | "/user/update" | "/user/delete" => super::not_allowed(method, "POST"),
+        "/user/list" | "/user/info" => not_allowed(method, "GET, HEAD"),
+        "/user/new" | "/user/update" | "/user/delete" => not_allowed(method, "POST"),
         other => match other.strip_prefix("/credentials/") {
             Some(rest) => credentials::by_path(store, method, rest).await,
             None => Err(ProxyError::NotFound),
@@ -157,21 +158,6 @@ fn invalid(field: &str, message: impl Into<String>) -> ProxyError {
         field: field.to_string(),
         message: message.into(),
     }
-}
-
-/// A query string (or an `application/x-www-form-urlencoded` body) as
-/// name/value pairs.
-pub(crate) fn query_pairs(query: impl AsRef<[u8]>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_ref())
-        .into_owned()
-        .collect()
-}
-
-pub(crate) fn query_value<'q>(pairs: &'q [(String, String)], name: &str) -> Option<&'q str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// A positive page number or size from the query.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::{Caller, invalid, normalize_numbers, parse, query_pairs, query_value};
-use crate::manage::{Answer, blocking, views::rfc3339};
+use super::{Caller, invalid, normalize_numbers, parse};
+use crate::api::{blocking, query_pairs, query_value, rfc3339};
+use crate::manage::Answer;
 use crate::proxy::error::ProxyError;
 use crate::store::{Deployment, DeploymentChanges, Store, StoreError};
 

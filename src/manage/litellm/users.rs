@@ -8,12 +8,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
-use super::{
-    invalid, lenient_number, null_as_empty, paginate, parse, query_number, query_pairs, query_value,
-};
-use crate::login::password;
-use crate::manage::views::{present, rfc3339};
-use crate::manage::{Answer, blocking};
+use super::{invalid, lenient_number, null_as_empty, paginate, parse, query_number};
+use crate::api::{blocking, hash_password, query_pairs, query_value, rfc3339};
+use crate::manage::Answer;
+use crate::manage::views::present;
 use crate::proxy::error::ProxyError;
 use crate::store::{Budget, Money, NewKey, NewUser, Store, User, UserChanges, UserRole};
 
@@ -97,7 +95,7 @@ pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
             .map(|m| Value::Object(m).to_string())
             .unwrap_or_default(),
         password_hash: match input.password.filter(|p| !p.is_empty()) {
-            Some(password) => Some(password::hash(password).await?),
+            Some(password) => Some(hash_password(password).await?),
             None => None,
         },
     };
@@ -218,7 +216,7 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         password_hash: match input.password {
             None => None,
             Some(password) => match password.filter(|p| !p.is_empty()) {
-                Some(password) => Some(Some(password::hash(password).await?)),
+                Some(password) => Some(Some(hash_password(password).await?)),
                 None => Some(None),
             },
         },

@@ -1,32 +1,45 @@
-//! Passwords for the built-in sign-in page: Argon2id hashes as PHC strings.
-//! Hashing takes tens of milliseconds of CPU on purpose, so both calls run
-//! on the blocking pool, never on a worker thread.
+//! Passwords for the built-in sign-in page: Argon2id hashes as PHC strings,
+//! the form in which a user's password is stored. Hashing takes tens of
+//! milliseconds of CPU on purpose, so both calls are made on the blocking
+//! pool, never on a worker thread (`api::hash_password` for hashing).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use crate::proxy::error::ProxyError;
-use crate::store::crypto::fill_random;
+use super::StoreError;
+use super::crypto::fill_random;
 
 /// Longest password accepted (hashing cost grows with it).
 const MAX_LEN: usize = 1024;
 
+/// Why a password was not hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Longer than `MAX_LEN` bytes: the caller's mistake (the message is
+    /// about the `password` field).
+    #[error("must be at most {MAX_LEN} bytes")]
+    TooLong,
+    /// No salt: the system's random generator failed.
+    #[error(transparent)]
+    Random(#[from] StoreError),
+    /// Argon2 refused the salt or the hash (the whole message).
+    #[error("{0}")]
+    Argon2(String),
+}
+
 /// The Argon2id PHC string of `password` (a random 16-byte salt).
-pub fn hash_blocking(password: &str) -> Result<String, ProxyError> {
+pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
     if password.len() > MAX_LEN {
-        return Err(ProxyError::InvalidField {
-            field: "password".into(),
-            message: format!("must be at most {MAX_LEN} bytes"),
-        });
+        return Err(PasswordError::TooLong);
     }
     let mut salt = [0u8; 16];
     fill_random(&mut salt)?;
     let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| ProxyError::Internal(format!("password salt: {e}")))?;
+        .map_err(|e| PasswordError::Argon2(format!("password salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| ProxyError::Internal(format!("password hash: {e}")))
+        .map_err(|e| PasswordError::Argon2(format!("password hash: {e}")))
 }
 
 /// Whether `password` matches the PHC string `hash`. With no hash (an
@@ -47,13 +60,6 @@ pub fn verify_blocking(hash: Option<&str>, password: &str) -> bool {
         .verify_password(password.as_bytes(), &parsed)
         .is_ok();
     matches && real
-}
-
-/// `hash_blocking` on the blocking pool.
-pub async fn hash(password: String) -> Result<String, ProxyError> {
-    monoio::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(|_| ProxyError::Internal("the password task was cancelled".into()))?
 }
 
 /// Argon2id (default parameters) of a random password nobody knows.
