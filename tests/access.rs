@@ -4,6 +4,14 @@
 //! whether the answer would come from the cache. Every refusal is checked at
 //! the mock upstream too: nothing of a refused request may reach it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::io::Write;

@@ -3,6 +3,14 @@
 //! `GET /manage/audit` (filters, pages) and `GET /manage/audit/{id}`, and
 //! kept across a restart.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::litellm::sha256_hex;

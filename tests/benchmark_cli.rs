@@ -2,6 +2,14 @@
 //! the real proxy on 127.0.0.1. Counts and outcomes only: no assertion here
 //! depends on how fast anything is.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

@@ -4,6 +4,14 @@
 //! the bytes held (`llm_proxy_buffered_body_bytes`) never pass the budget,
 //! and everything is given back afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -8,6 +8,14 @@
 //! for `max_tokens` equal to what the mock answers (16 tokens), so the
 //! estimate is exact: a budget of N requests must serve at most N.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -7,6 +7,14 @@
 //! A shard belongs to one worker: each sequence runs on one connection (one
 //! worker), or on a one-worker proxy.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,14 @@
 //! environment and exit codes. `client_cli_output.rs` checks what they
 //! print, `client_cli_server.rs` runs them against a real server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

@@ -2,6 +2,14 @@
 //! answers and HTTP bodies, `--debug` traces with secrets redacted, and
 //! `--help` with the seed's flags. Against a recording server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

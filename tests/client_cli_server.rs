@@ -4,6 +4,14 @@
 //! requests routed to the mock, and the exit codes the server's answers
 //! lead to.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

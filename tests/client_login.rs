@@ -3,6 +3,14 @@
 //! answers `/sso/cli/*` as docs/login.md says and records every request; and
 //! `users create|update --password -`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::io::Write;

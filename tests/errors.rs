@@ -1,6 +1,14 @@
 //! Every error path: status, OpenAI error envelope and code, and what
 //! happens to the connection afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

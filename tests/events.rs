@@ -2,6 +2,14 @@
 //! `kill -9` of the server and of the dispatcher, retries against a failing
 //! HTTP sink, several dispatchers, and compaction.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

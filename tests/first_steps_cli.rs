@@ -2,6 +2,14 @@
 //! a missing `--config` file, and an empty listing, against the real binaries
 //! and a real server.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

@@ -4,6 +4,14 @@
 //! record the dispatcher reports, management writes answer 507 "no space
 //! left on device", and everything works again once there is room.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

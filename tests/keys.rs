@@ -3,6 +3,14 @@
 //! hold exactly under concurrency and across `kill -9`, encryption at rest,
 //! secrets kept out of the log, and the schema version check.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::path::Path;

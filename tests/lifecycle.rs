@@ -1,6 +1,14 @@
 //! The server as a process: HTTPS upstreams, several workers, and draining
 //! on SIGTERM with a stream in flight.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -7,6 +7,14 @@
 //! `LLM_PROXY_REQUIRE_LITELLM=1` (set by CI, which installs it) makes that
 //! a failure.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -5,6 +5,14 @@
 //! and envelope (`param` the field), deletion refused while a model uses
 //! the credential, and names percent-decoded in the path.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::litellm::*;

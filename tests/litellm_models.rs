@@ -6,6 +6,14 @@
 //! `/models` and `/v1/models` listings: the upstream's list until a model is
 //! registered, then what the caller's key and user allow.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

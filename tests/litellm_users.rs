@@ -5,6 +5,14 @@
 //! with its status and envelope (`param` the field), and a user's keys
 //! deleted with the user.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -5,6 +5,14 @@
 //! expired, unknown, without the poll secret, another browser, sign-in
 //! off); the older LiteLLM CLI flow; and the audit log of it all.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -9,6 +9,14 @@
 //! `LLM_PROXY_REQUIRE_BROWSER=1` (set by CI, which installs them) makes that
 //! a failure.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

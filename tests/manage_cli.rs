@@ -2,6 +2,14 @@
 //! server (exact requests, output formats, exit codes) and against a real
 //! `llm-proxy server` (whole project and token lifecycles).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::cli::*;

@@ -2,6 +2,14 @@
 //! route, the JSON shapes, where secrets are shown and where only hints,
 //! and every error path with its status and envelope.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

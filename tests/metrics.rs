@@ -2,6 +2,14 @@
 //! the scrape, adding up exactly to what was sent; `METRICS_TOKEN`
 //! enforced; the text accepted by `promtool check metrics`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,14 @@
 //! scripted over a pipe (one message a line), and on a terminal (a pty from
 //! `script`) with the line editor.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

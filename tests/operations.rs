@@ -2,6 +2,14 @@
 //! from the file's directory, and a `/metrics` scrape that stays small
 //! whatever clients send.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,6 +2,14 @@
 //! bodies and headers on the way up and down, key swap, request IDs, timing
 //! headers, and connection reuse on both sides.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::*;

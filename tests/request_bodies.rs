@@ -1,6 +1,14 @@
 //! Request bodies: chunked uploads, `Expect: 100-continue`, size limits,
 //! body timeouts and pipelining.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,14 @@
 //! against the key's model allowlist and budget, and charged for the tokens
 //! they used.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

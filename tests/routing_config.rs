@@ -3,6 +3,14 @@
 //! `fallbacks` apply, its `master_key` opens the management API, and
 //! `os.environ/NAME` values come from the environment.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use common::*;

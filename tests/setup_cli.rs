@@ -1,6 +1,14 @@
 //! `llm-proxy setup`: the .env it writes, the store it initialises, and the
 //! token it prints, used end to end by a server that reads that .env.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

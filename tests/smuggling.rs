@@ -10,6 +10,14 @@
 //! never pipelines upstream). After a violation it goes on as a lenient
 //! server would, so that a desync shows as the wrong answer too.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,6 +1,14 @@
 //! Server-sent event streams through the proxy: relayed event by event,
 //! with the gateway's headers, and the ways a stream can end early.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 use std::io;
