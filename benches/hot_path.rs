@@ -11,6 +11,14 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.* | grep profile_
 //! ```
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark's setup fails by panicking, and it prints what it measured"
+)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

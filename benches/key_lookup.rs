@@ -3,6 +3,14 @@
 //! (`store::Store::lookup_key`, after hashing the secret as the cache does).
 //! Run with `cargo bench --bench key_lookup`; results in docs/benchmarks.md.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark's setup fails by panicking, and it prints what it measured"
+)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -136,6 +136,10 @@ impl Default for Recorder {
     }
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "the bounds are constants that new_with_bounds accepts (1 <= low, high >= 2 * low, sigfig <= 5)"
+)]
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_NANOS, SIGFIG).expect("constant bounds are valid")
 }

@@ -2,6 +2,14 @@
 //! the shared harness in `common` is compiled and linked once.
 //! `cargo test --test it AREA` runs one area (e.g. `cargo test --test it access::`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test fails by panicking, and prints what it saw"
+)]
+
 mod common;
 
 mod access;
