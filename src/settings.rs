@@ -189,7 +189,7 @@ pub struct ServerSettings {
     /// budget, when its body gives no `max_tokens`/`max_completion_tokens`.
     pub budget_default_max_tokens: u64,
     /// The per-worker HTTP response cache (`HTTP_CACHE_*`).
-    pub cache: crate::cache::CacheSettings,
+    pub cache: CacheSettings,
     pub metrics: MetricsSettings,
     /// Request events and their log.
     pub events: EventSettings,
@@ -437,8 +437,8 @@ impl ServerSettings {
             },
         };
         let cache = {
-            let defaults = crate::cache::CacheSettings::default();
-            crate::cache::CacheSettings {
+            let defaults = CacheSettings::default();
+            CacheSettings {
                 enabled: env.get("HTTP_CACHE_ENABLED").is_none()
                     || env.flag("HTTP_CACHE_ENABLED")?,
                 max_bytes: env.size("HTTP_CACHE_MAX_BYTES", defaults.max_bytes as u64)? as usize,
@@ -529,6 +529,32 @@ pub fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| {
             format!("invalid listen address {text:?} (try \":8080\" or \"127.0.0.1:8080\")")
         })
+}
+
+/// Settings of the response cache (`HTTP_CACHE_*`).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// Bytes one worker's shard may hold (entries are counted whole).
+    pub max_bytes: usize,
+    /// Largest answer (head and body) that is stored.
+    pub max_object_bytes: usize,
+    /// How long a `GET` answer without `max-age`/`s-maxage` is kept.
+    pub default_ttl: Duration,
+    /// Store `text/event-stream` answers (once they arrived whole).
+    pub stream_responses: bool,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 64 << 20,
+            max_object_bytes: 1 << 20,
+            default_ttl: Duration::from_secs(300),
+            stream_responses: false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,31 +24,7 @@ use crate::http::{RequestHead, ResponseHead};
 use key::{Base, Digest, Scope};
 use policy::{Consult, Directives, Lookup, Sharing};
 
-/// Settings of the response cache (`HTTP_CACHE_*`).
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    pub enabled: bool,
-    /// Bytes one worker's shard may hold (entries are counted whole).
-    pub max_bytes: usize,
-    /// Largest answer (head and body) that is stored.
-    pub max_object_bytes: usize,
-    /// How long a `GET` answer without `max-age`/`s-maxage` is kept.
-    pub default_ttl: Duration,
-    /// Store `text/event-stream` answers (once they arrived whole).
-    pub stream_responses: bool,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_bytes: 64 << 20,
-            max_object_bytes: 1 << 20,
-            default_ttl: Duration::from_secs(300),
-            stream_responses: false,
-        }
-    }
-}
+pub use crate::settings::CacheSettings;
 
 /// What an entry costs beyond its bytes (map slot, list links, fields).
 const ENTRY_OVERHEAD: usize = 256;
