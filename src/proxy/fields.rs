@@ -1,6 +1,7 @@
 //! The few fields of a request body that routing needs, read without
 //! building a document: `model` (with its position, so that it can be
-//! replaced in place), `stream` and whether `stream_options` is there.
+//! replaced in place), `stream`, whether `stream_options` is there, and the
+//! fields that bound the answer's length (for a budget's estimate).
 //! Everything else in the body is passed on byte for byte.
 
 use serde::Deserialize;
@@ -16,6 +17,41 @@ pub struct RoutingFields<'a> {
     pub model_span: (usize, usize),
     pub stream: bool,
     pub has_stream_options: bool,
+    pub limits: AnswerLimits,
+}
+
+/// The fields of a request body that bound the length of its answer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLimits {
+    pub max_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub n: Option<u64>,
+    pub best_of: Option<u64>,
+}
+
+impl AnswerLimits {
+    /// From the raw values; one that is not a whole number (a string, a
+    /// negative number) makes them all unknown: the budget's default
+    /// applies, and the upstream judges the field.
+    fn read(raw: [Option<&RawValue>; 4]) -> Self {
+        let mut values = [None; 4];
+        for (value, raw) in values.iter_mut().zip(raw) {
+            match raw.map(RawValue::get) {
+                None | Some("null") => {}
+                Some(text) => match text.parse::<u64>() {
+                    Ok(number) => *value = Some(number),
+                    Err(_) => return Self::default(),
+                },
+            }
+        }
+        let [max_tokens, max_completion_tokens, n, best_of] = values;
+        Self {
+            max_tokens,
+            max_completion_tokens,
+            n,
+            best_of,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -25,6 +61,14 @@ struct Fields<'a> {
     stream: Option<bool>,
     #[serde(borrow)]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    best_of: Option<&'a RawValue>,
 }
 
 impl<'a> RoutingFields<'a> {
@@ -53,6 +97,12 @@ impl<'a> RoutingFields<'a> {
             model_span: (start, start + text.len()),
             stream: fields.stream.unwrap_or(false),
             has_stream_options: fields.stream_options.is_some(),
+            limits: AnswerLimits::read([
+                fields.max_tokens,
+                fields.max_completion_tokens,
+                fields.n,
+                fields.best_of,
+            ]),
         }))
     }
 }

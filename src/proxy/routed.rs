@@ -11,12 +11,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::Exchange;
 use super::cached;
 use super::error::ProxyError;
-use super::fields::{self, RoutingFields};
+use super::fields::{self, AnswerLimits, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
 use super::keys::CachedKey;
 use super::models::{self, ModelTable, Route};
@@ -90,7 +88,7 @@ pub async fn handle(
             .await;
     };
     exchange.record.routed = true;
-    let estimate = estimate_cost(worker, key, &body, endpoint, &candidates);
+    let estimate = estimate_cost(worker, key, (&body, &fields.limits), endpoint, &candidates);
     let (spend, hold) = super::authorize(worker, key, super::Named::Model(name), estimate).await?;
     if let Some(consult) = cached::consult(worker, head, &conn.buf)
         && cached::lookup(worker, conn, head, key, consult, &body, exchange).await?
@@ -242,15 +240,6 @@ pub(super) fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, Pr
     Ok(spend)
 }
 
-/// The fields of a request body that bound the length of its answer.
-#[derive(Default, Deserialize)]
-struct AnswerLimits {
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    n: Option<u64>,
-    best_of: Option<u64>,
-}
-
 /// The most this request may cost, to be held out of the key's and its
 /// user's budgets (those that have one): `estimate` at the dearest price
 /// among the deployments it may go to. Keys without a budget hold nothing
@@ -258,7 +247,7 @@ struct AnswerLimits {
 fn estimate_cost(
     worker: &Worker,
     key: &CachedKey,
-    body: &[u8],
+    (body, limits): (&[u8], &AnswerLimits),
     endpoint: &[u8],
     candidates: &[Rc<Route>],
 ) -> Money {
@@ -266,7 +255,8 @@ fn estimate_cost(
     if view.max_budget.is_none() && view.user_max_budget.is_none() {
         return Money(0);
     }
-    let (prompt, completion) = estimate(body, endpoint, worker.settings.budget_default_max_tokens);
+    let default_max_tokens = worker.settings.budget_default_max_tokens;
+    let (prompt, completion) = estimate(body.len(), limits, endpoint, default_max_tokens);
     candidates
         .iter()
         .map(|route| route.cost(prompt, completion))
@@ -279,14 +269,16 @@ fn estimate_cost(
 /// `max_tokens` or `max_completion_tokens` allow (or `default_max_tokens`),
 /// for each of its `n` (or `best_of`) choices. Embeddings have no
 /// completion.
-fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
-    let prompt = (body.len() as u64).div_ceil(4);
+fn estimate(
+    body_len: usize,
+    limits: &AnswerLimits,
+    endpoint: &[u8],
+    default_max_tokens: u64,
+) -> (u64, u64) {
+    let prompt = (body_len as u64).div_ceil(4);
     if endpoint == b"/embeddings" {
         return (prompt, 0);
     }
-    // An unreadable value (a string, a negative number) bounds nothing: the
-    // default applies, and the upstream judges the field.
-    let limits: AnswerLimits = serde_json::from_slice(body).unwrap_or_default();
     let per_choice = match (limits.max_tokens, limits.max_completion_tokens) {
         (None, None) => default_max_tokens,
         (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
@@ -391,7 +383,13 @@ async fn read_whole_body(
 
 #[cfg(test)]
 mod tests {
-    use super::estimate;
+    use super::RoutingFields;
+
+    /// The estimate of a whole body, its limits read as routing reads them.
+    fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
+        let fields = RoutingFields::parse(body).unwrap().unwrap();
+        super::estimate(body.len(), &fields.limits, endpoint, default_max_tokens)
+    }
 
     #[test]
     fn estimates_from_the_body() {
