@@ -29,11 +29,11 @@ use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
 use llm_proxy::metrics::{Route, WorkerMetrics};
 use llm_proxy::providers::ProviderTable;
-use llm_proxy::proxy::RequestId;
-use llm_proxy::proxy::auth::bearer_key;
+use llm_proxy::http::RequestId;
+use llm_proxy::worker::auth::bearer_key;
 use llm_proxy::proxy::fields::{self, RoutingFields};
-use llm_proxy::proxy::record::Record;
-use llm_proxy::proxy::usage::{Usage, UsageScan};
+use llm_proxy::record::Record;
+use llm_proxy::record::usage::{Usage, UsageScan};
 use llm_proxy::store::Money;
 
 /// What the OpenAI Python client sends.
@@ -468,7 +468,7 @@ Content-Length: 68\r\n\
 /// (a thread here drops them).
 fn events(c: &mut Criterion) {
     use llm_proxy::events::{EventBuffer, InlinePath, KeyIds, RequestEvent};
-    use llm_proxy::proxy::record::CacheStatus;
+    use llm_proxy::record::CacheStatus;
 
     let (sender, receiver) = std::sync::mpsc::sync_channel(256);
     std::thread::spawn(move || while receiver.recv().is_ok() {});

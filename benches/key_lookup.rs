@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use llm_proxy::proxy::keys::KeyCache;
+use llm_proxy::worker::keys::KeyCache;
 use llm_proxy::store::{Cipher, NewKey, Store, crypto};
 
 /// Keys in the store, so that a miss walks a realistic B-tree.

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::server::worker::Worker;
 use crate::store::{AuditEntry, HIDDEN, is_secret_name, now_ms, safe_target};
+use crate::worker::Worker;
 
 /// Longest body kept in an entry.
 const MAX_BODY: usize = 16 << 10;

@@ -12,8 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::Method;
 use serde_json::Value;
 
-use crate::proxy;
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::store::Store;
 use crate::store::password::{self, PasswordError};
 
@@ -66,7 +65,7 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Value {
 /// no restriction), by the rule the request path applies: `None` when
 /// neither list restricts it, else the models both allow (possibly none).
 pub fn allowed_models(key: &[String], user: &[String]) -> Option<Vec<String>> {
-    let allowlist = proxy::auth::Allowlist::new(key, user);
+    let allowlist = crate::worker::auth::Allowlist::new(key, user);
     allowlist.is_restricted().then(|| allowlist.models())
 }
 

@@ -216,8 +216,8 @@ impl EventBuffer {
 mod tests {
     use super::*;
     use crate::events::InlinePath;
-    use crate::proxy::RequestId;
-    use crate::proxy::record::CacheStatus;
+    use crate::http::RequestId;
+    use crate::record::CacheStatus;
     use crate::store::Money;
 
     fn event() -> RequestEvent {

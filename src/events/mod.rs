@@ -17,9 +17,9 @@ pub mod sinks;
 pub mod stored;
 pub mod writer;
 
-use crate::proxy::RequestId;
-use crate::proxy::record::{CacheStatus, Capture};
-use crate::proxy::usage::Usage;
+use crate::http::RequestId;
+use crate::record::usage::Usage;
+use crate::record::{CacheStatus, Capture};
 use crate::store::Money;
 
 pub use buffer::EventBuffer;

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::RequestEvent;
-use crate::proxy::record::Capture;
+use crate::record::Capture;
 
 /// Layout of the stored form; a new layout gets a new number and its
 /// reader is kept.
@@ -135,8 +135,8 @@ pub fn decode(bytes: &[u8]) -> Option<Stored<'_>> {
 mod tests {
     use super::*;
     use crate::events::{Bodies, InlinePath, KeyIds};
-    use crate::proxy::RequestId;
-    use crate::proxy::record::CacheStatus;
+    use crate::http::RequestId;
+    use crate::record::CacheStatus;
     use crate::store::Money;
 
     #[test]

@@ -3,7 +3,9 @@
 pub mod body;
 pub mod head;
 pub mod io;
+pub mod request_id;
 pub mod rewrite;
 
 pub use body::{BodyTracker, ChunkedDecoder, Framing};
 pub use head::{HeadError, Parsed, RequestHead, ResponseHead, Span};
+pub use request_id::RequestId;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use monoio_rustls::TlsConnector;
 
 use super::record::ErrorKind;
+use crate::error::ProxyError;
 use crate::providers::Target;
-use crate::proxy::error::ProxyError;
 use crate::upstream::{self, DnsCache, UpstreamStream};
 
 /// A keep-alive connection and its read buffer.

@@ -12,13 +12,13 @@ use super::{
     pages, random_token, user_code,
 };
 use crate::api::{blocking, query_pairs, query_value};
-use crate::proxy::error::ProxyError;
-use crate::server::worker::Worker;
+use crate::error::ProxyError;
 use crate::store::crypto::{same_secret, sha256};
 use crate::store::password;
 use crate::store::{
     Login, LoginState, MAX_LOGIN_ID, NewLogin, NewUser, OidcRequest, StoreError, UserRole, Via,
 };
+use crate::worker::Worker;
 
 /// `GET /sso/key/generate?source=litellm-cli&key=<login_id>[&user_code=]`.
 pub async fn open(worker: &Worker, request: &Request) -> Outcome {

@@ -13,11 +13,11 @@ use super::{
     user_code,
 };
 use crate::api::{allowed_models, blocking, rfc3339, rfc3339_opt};
-use crate::proxy::error::ProxyError;
-use crate::proxy::keys::CachedKey;
-use crate::server::worker::Worker;
+use crate::error::ProxyError;
 use crate::store::crypto::{same_secret, sha256};
 use crate::store::{Issue, LoginState, NewLogin, StoreError, is_login_key};
+use crate::worker::Worker;
+use crate::worker::keys::CachedKey;
 
 /// Seconds the CLI waits between polls.
 const POLL_INTERVAL: u64 = 2;

@@ -21,16 +21,15 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::api::{audit, blocking, not_allowed};
+use crate::downstream::ClientConn;
+use crate::error::{ErrorStyle, ProxyError};
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::metrics::Route;
-use crate::proxy;
-use crate::proxy::error::{ErrorStyle, ProxyError};
-use crate::proxy::keys::CachedKey;
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
 use crate::store::crypto::{fill_random, hex, sha256};
 use crate::store::{Login, StoreError, now_ms};
+use crate::worker::Worker;
+use crate::worker::keys::CachedKey;
 
 /// The cookie that ties a login's pages to the browser that opened it.
 const COOKIE: &str = "llm_proxy_login";
@@ -87,7 +86,7 @@ fn is_page(path: &str) -> bool {
 }
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
-    let request_id = proxy::request_id(head, &conn.buf);
+    let request_id = crate::http::request_id::request_id(head, &conn.buf);
     let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_string(), query.to_string()),
@@ -104,9 +103,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     // whoami with the master key: not a virtual key, but it may ask too.
     let master = path == "/sso/cli/whoami"
         && (worker.settings.management_token.as_deref())
-            .is_some_and(|token| proxy::auth::presents_bearer(head, &conn.buf, token));
+            .is_some_and(|token| crate::worker::auth::presents_bearer(head, &conn.buf, token));
     let key = (!master && matches!(path.as_str(), "/sso/cli/whoami" | "/sso/cli/logout"))
-        .then(|| proxy::auth::authenticate(worker, head, &conn.buf));
+        .then(|| crate::worker::auth::authenticate(worker, head, &conn.buf));
     let peer = conn.stream.peer_addr().ok();
     let mut close = !head.keep_alive || worker.draining();
     let timeout = worker.settings.limits.body_timeout;

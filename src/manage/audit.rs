@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Answer;
 use crate::api::{blocking, rfc3339};
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::store::{AuditEntry, AuditQuery, Store};
 
 /// Entries per page unless `limit` says otherwise, and the most.

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::{Answer, parse};
 use crate::cache::Purge;
-use crate::proxy::error::ProxyError;
-use crate::server::worker::Worker;
+use crate::error::ProxyError;
+use crate::worker::Worker;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

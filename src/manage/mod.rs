@@ -17,14 +17,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::{self, allowed_models, blocking, not_allowed};
+use crate::downstream::ClientConn;
+use crate::error::{ErrorStyle, ProxyError};
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::metrics;
-use crate::proxy;
-use crate::proxy::error::{ErrorStyle, ProxyError};
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
 use crate::store::{KeyChanges, NewKey, ProjectChanges};
+use crate::worker::Worker;
 
 /// Largest management request body.
 const MAX_BODY: usize = 64 << 10;
@@ -45,7 +44,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         metrics::Route::Other => metrics::Route::Manage,
         listing => listing,
     };
-    let request_id = proxy::request_id(head, &conn.buf);
+    let request_id = crate::http::request_id::request_id(head, &conn.buf);
     let api = if litellm::owns(head.path(&conn.buf)) {
         Api::LiteLlm
     } else {
@@ -175,7 +174,7 @@ fn authorize(
         litellm::Access::AnyKey => match check_master(worker, head, buf) {
             Ok(()) => Ok(litellm::Caller::Master),
             Err(ProxyError::ManagementDisabled | ProxyError::ManagementUnauthorized) => {
-                let key = proxy::auth::authenticate(worker, head, buf)?;
+                let key = crate::worker::auth::authenticate(worker, head, buf)?;
                 let view = &key.view;
                 Ok(litellm::Caller::Key {
                     key_id: view.key_id,
@@ -197,7 +196,7 @@ fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), P
     let Some(expected) = worker.settings.management_token.as_deref() else {
         return Err(ProxyError::ManagementDisabled);
     };
-    if !proxy::auth::presents_bearer(head, buf, expected) {
+    if !crate::worker::auth::presents_bearer(head, buf, expected) {
         return Err(ProxyError::ManagementUnauthorized);
     }
     Ok(())

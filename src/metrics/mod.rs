@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use histogram::Histogram;
 
-use crate::proxy::error::ProxyError;
-use crate::proxy::record::{CacheStatus, Record};
+use crate::error::ProxyError;
+use crate::record::{CacheStatus, Record};
 
 /// Distinct routed model names a worker gives their own label; later ones
 /// are "other".
@@ -419,7 +419,7 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::usage::Usage;
+    use crate::record::usage::Usage;
     use crate::store::Money;
 
     #[test]

@@ -337,7 +337,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::{Extra, Kind, Route, WorkerMetrics};
-    use crate::proxy::record::Record;
+    use crate::record::Record;
 
     #[test]
     fn renders_every_worker_under_its_label() {

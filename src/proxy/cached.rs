@@ -9,15 +9,15 @@
 use std::time::Instant;
 
 use super::Exchange;
-use super::error::ProxyError;
-use super::keys::CachedKey;
-use super::record::CacheStatus;
 use crate::cache::policy::{Consult, Directives, Lookup};
 use crate::cache::{HitReply, Miss, Request};
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::unix_nanos;
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
+use crate::record::CacheStatus;
+use crate::worker::Worker;
+use crate::worker::keys::CachedKey;
 
 /// Whether the cache applies to this request, from its head alone: no
 /// body read, no hashing.

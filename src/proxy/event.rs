@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use super::Exchange;
-use super::error::ProxyError;
-use super::record::Capture;
+use crate::error::ProxyError;
 use crate::events::{Bodies, InlinePath, KeyIds, RequestEvent};
 use crate::http::RequestHead;
-use crate::server::worker::Worker;
+use crate::record::Capture;
+use crate::worker::Worker;
 
 /// With bodies on, asks the forward and the relay to keep both payloads.
 pub fn want_bodies(worker: &Worker, exchange: &mut Exchange) {
@@ -50,7 +50,7 @@ pub fn record(
         end,
         duration_ns: end.saturating_duration_since(exchange.received).as_nanos() as u64,
         worker: worker.id as u16,
-        key: record.key.map(|key| KeyIds {
+        key: exchange.key.map(|key| KeyIds {
             key_id: key.view.key_id,
             project_id: key.view.project_id,
             user_id: key.view.user_id.as_deref().map(Into::into),

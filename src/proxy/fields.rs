@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::error::ProxyError;
+use crate::error::ProxyError;
 
 /// What routing reads from a JSON request body.
 #[derive(Debug)]

@@ -8,14 +8,14 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use super::Exchange;
-use super::error::ProxyError;
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::io::{read_append, unix_nanos};
 use crate::http::rewrite::{Upstream, write_request_head};
 use crate::http::{BodyTracker, Parsed, RequestHead, ResponseHead};
 use crate::providers::Provider;
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
 use crate::upstream::{self, Slot, UpstreamStream};
+use crate::worker::Worker;
 
 /// Largest single read of a request body from the client.
 const BODY_READ_SIZE: usize = 64 << 10;

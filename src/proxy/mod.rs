@@ -4,33 +4,34 @@
 //! `finish` runs exactly once per request, whatever happened before it, and
 //! is the only place where a failure is rendered and logged.
 
-pub mod auth;
+mod admit;
 mod cached;
-pub mod error;
 mod event;
 pub mod fields;
 mod forward;
-pub mod keys;
-pub mod models;
-pub mod quota;
-pub mod record;
 mod relay;
 pub mod route;
 mod routed;
-pub mod usage;
 
 use std::borrow::Cow;
 use std::time::Instant;
 
-use error::ProxyError;
+use std::rc::Rc;
 
+use crate::error::ProxyError;
+use crate::http::RequestId;
+use crate::record::Record;
+use crate::worker::auth::Allowlist;
+use crate::worker::keys::CachedKey;
+use crate::worker::quota;
+
+use crate::downstream::{BodyRead, ClientConn, HeldBody};
 use crate::http::io::Reply;
 use crate::http::{Framing, RequestHead};
 use crate::metrics;
-use crate::server::conn::{BodyRead, ClientConn, HeldBody};
-use crate::server::worker::Worker;
 use crate::store;
 use crate::upstream::Slot;
+use crate::worker::Worker;
 
 /// What one request/response exchange has done so far.
 pub struct Exchange {
@@ -43,8 +44,10 @@ pub struct Exchange {
     body_done: bool,
     /// The client connection must close after this exchange.
     close: bool,
+    /// The authenticated key (absent when authentication failed).
+    pub key: Option<Rc<CachedKey>>,
     /// What the request did, for the metrics and its event.
-    pub record: record::Record,
+    pub record: Record,
     /// The endpoint, as the metrics label it (read while the head is whole).
     route: metrics::Route,
     /// A cache miss whose answer the relay may store.
@@ -60,7 +63,8 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         status: 0,
         body_done: !head.has_body(),
         close: false,
-        record: record::Record::default(),
+        key: None,
+        record: Record::default(),
         route: metrics::Route::of(head.path(&conn.buf)),
         cache: None,
     };
@@ -78,8 +82,8 @@ async fn proxy(
     head: &RequestHead,
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    let key = auth::authenticate(worker, head, &conn.buf)?;
-    exchange.record.key = Some(key.clone());
+    let key = crate::worker::auth::authenticate(worker, head, &conn.buf)?;
+    exchange.key = Some(key.clone());
     event::want_bodies(worker, exchange);
     let path = head.path(&conn.buf);
     route::check_path(path)?;
@@ -121,11 +125,11 @@ impl<'a> Named<'a> {
 /// budget check saw and the hold, settled once the cost is known.
 async fn authorize<'w>(
     worker: &'w Worker,
-    key: &'w keys::CachedKey,
+    key: &'w CachedKey,
     named: Named<'_>,
     estimate: store::Money,
 ) -> Result<(store::Spend, quota::BudgetHold<'w>), ProxyError> {
-    let allowlist = auth::Allowlist::of(&key.view);
+    let allowlist = Allowlist::of(&key.view);
     match named {
         Named::Model(model) if !allowlist.allows(model) => {
             return Err(ProxyError::ModelAccessDenied(format!(
@@ -142,8 +146,8 @@ async fn authorize<'w>(
         _ => {}
     }
     let spend = routed::check_budgets(worker, &key.view)?;
-    let hold = auth::reserve(worker, key, estimate).await?;
-    auth::admit(worker, key).await?;
+    let hold = admit::reserve(worker, key, estimate).await?;
+    admit::admit(worker, key).await?;
     Ok((spend, hold))
 }
 
@@ -182,11 +186,11 @@ async fn pass_through(
     worker: &Worker,
     conn: &mut ClientConn,
     head: &RequestHead,
-    key: &keys::CachedKey,
+    key: &CachedKey,
     read: Option<(&[u8], Option<&str>)>,
     exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
-    let upstream_auth = auth::project_upstream_auth(key)?;
+    let upstream_auth = admit::project_upstream_auth(key)?;
     let consult = cached::consult(worker, head, &conn.buf);
     let route = match route::route(worker, head, &conn.buf) {
         Ok(found) => Ok(found),
@@ -205,7 +209,7 @@ async fn pass_through(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    let restricted = auth::Allowlist::of(&key.view).is_restricted();
+    let restricted = Allowlist::of(&key.view).is_restricted();
     let owned;
     let (body, named) = match read {
         Some((body, model)) => (Some(body), model.map_or(Named::Unknown, Named::Model)),
@@ -345,60 +349,4 @@ fn log_path<'a>(head: &RequestHead, buf: &'a [u8]) -> Cow<'a, str> {
     } else {
         Cow::Borrowed("-")
     }
-}
-
-/// Longest client `X-Request-ID` that is passed on.
-const MAX_REQUEST_ID: usize = 128;
-
-/// A request's ID, held inline (no allocation on the request path): the
-/// client's `X-Request-ID` when it is sane, otherwise a fresh UUIDv4.
-pub struct RequestId {
-    len: u8,
-    bytes: [u8; MAX_REQUEST_ID],
-}
-
-impl RequestId {
-    pub fn of(head: &RequestHead, buf: &[u8]) -> Self {
-        match head.header(buf, "x-request-id") {
-            Some(value)
-                if !value.is_empty()
-                    && value.len() <= MAX_REQUEST_ID
-                    && value.iter().all(|b| b.is_ascii_graphic()) =>
-            {
-                let mut bytes = [0; MAX_REQUEST_ID];
-                bytes[..value.len()].copy_from_slice(value);
-                Self {
-                    len: value.len() as u8,
-                    bytes,
-                }
-            }
-            _ => Self::random(),
-        }
-    }
-
-    /// A random UUIDv4 from the thread's fast generator (no syscall).
-    pub fn random() -> Self {
-        let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut bytes = [0; MAX_REQUEST_ID];
-        let len = uuid.hyphenated().encode_lower(&mut bytes).len();
-        Self {
-            len: len as u8,
-            bytes,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only visible ASCII is ever stored, so this never fails.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
-    }
-}
-
-/// The client's `X-Request-ID` when it is sane, otherwise a fresh one.
-pub fn request_id(head: &RequestHead, buf: &[u8]) -> String {
-    RequestId::of(head, buf).as_str().to_owned()
-}
-
-/// A random UUIDv4 from the thread's fast generator (no syscall).
-pub fn new_request_id() -> String {
-    RequestId::random().as_str().to_owned()
 }

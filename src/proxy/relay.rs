@@ -10,16 +10,16 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::time::{Instant, Sleep};
 
 use super::Exchange;
-use super::error::ProxyError;
 use super::forward::{Destination, ResponseStart};
-use super::record::{CacheStatus, Capture};
-use super::usage::UsageScan;
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::body::ChunkError;
 use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{Stamp, write_client_head};
 use crate::http::{BodyTracker, Framing, RequestHead};
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
+use crate::record::usage::UsageScan;
+use crate::record::{CacheStatus, Capture};
+use crate::worker::Worker;
 
 const RELAY_READ_SIZE: usize = 16 << 10;
 /// Stands for timeouts too long to add to an instant.

@@ -1,10 +1,10 @@
 //! Phase 2, route: the path in its normal form, then the provider and its
 //! endpoint and method allowlists.
 
-use super::error::ProxyError;
+use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::providers::Provider;
-use crate::server::worker::Worker;
+use crate::worker::Worker;
 
 pub fn route<'w>(
     worker: &'w Worker,

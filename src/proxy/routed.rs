@@ -13,20 +13,20 @@ use std::time::Duration;
 
 use super::Exchange;
 use super::cached;
-use super::error::ProxyError;
 use super::fields::{self, AnswerLimits, RoutingFields};
 use super::forward::{self, Destination, ResponseStart};
-use super::keys::CachedKey;
-use super::models::{self, ModelTable, Route};
-use super::quota::BudgetHold;
 use super::relay::{self, Extras};
-use super::usage::UsageScan;
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::io::read_append;
 use crate::http::{Framing, RequestHead};
 use crate::litellm_config::RouterSettings;
-use crate::server::conn::ClientConn;
-use crate::server::worker::Worker;
+use crate::record::usage::UsageScan;
 use crate::store::{KeyView, Money, Spend};
+use crate::worker::Worker;
+use crate::worker::keys::CachedKey;
+use crate::worker::models::{self, ModelTable, Route};
+use crate::worker::quota::BudgetHold;
 
 /// The endpoints whose requests name a model.
 const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];

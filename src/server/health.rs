@@ -3,17 +3,16 @@
 
 use http::StatusCode;
 
-use super::conn::ClientConn;
-use super::worker::Worker;
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
 use crate::metrics::Route;
-use crate::proxy;
-use crate::proxy::error::ProxyError;
+use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let received = std::time::Instant::now();
-    let request_id = proxy::request_id(head, &conn.buf);
+    let request_id = crate::http::request_id::request_id(head, &conn.buf);
     let path = head.path(&conn.buf).to_vec();
     let body_consumed = conn.discard_buffered_body(head);
     let close = !head.keep_alive || worker.draining() || !body_consumed;

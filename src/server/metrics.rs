@@ -7,18 +7,17 @@ use std::time::Instant;
 
 use http::StatusCode;
 
-use super::conn::ClientConn;
-use super::worker::Worker;
+use crate::downstream::ClientConn;
+use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, body_response};
 use crate::metrics::render::{CONTENT_TYPE, render};
 use crate::metrics::{Extra, Kind, Route, Snapshot};
-use crate::proxy;
-use crate::proxy::error::ProxyError;
+use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let received = Instant::now();
-    let request_id = proxy::request_id(head, &conn.buf);
+    let request_id = crate::http::request_id::request_id(head, &conn.buf);
     let body_consumed = conn.discard_buffered_body(head);
     let close = !head.keep_alive || worker.draining() || !body_consumed;
     let reply = Reply {
@@ -173,7 +172,7 @@ fn admit(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), ProxyErr
     let Some(expected) = worker.settings.metrics.token.as_deref() else {
         return Ok(());
     };
-    if !proxy::auth::presents_bearer(head, buf, expected) {
+    if !crate::worker::auth::presents_bearer(head, buf, expected) {
         return Err(ProxyError::MetricsUnauthorized);
     }
     Ok(())

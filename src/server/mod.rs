@@ -1,13 +1,10 @@
 //! The gateway server: per-worker listeners and accept loops, connection
 //! handling, local endpoints, and draining on shutdown.
 
-pub mod conn;
-pub mod control;
-mod drain;
+mod conn;
 mod health;
 mod listener;
 mod metrics;
-pub mod worker;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -21,12 +18,10 @@ use std::time::Duration;
 use anyhow::Context;
 use monoio::time::Instant;
 
-pub use drain::Drain;
-
 /// How often each worker reports usage to the ledger.
 const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+use crate::worker::{BodyBudget, Drain, Worker, control};
 pub use listener::bind_listeners;
-use worker::{BodyBudget, Worker};
 
 use crate::events::{self, EventBuffer, EventWriter};
 use crate::runtime::{self, Driver};

@@ -16,8 +16,8 @@ use rustls_pki_types::ServerName;
 pub use pool::{Pool, Slot};
 pub use stream::UpstreamStream;
 
+use crate::error::ProxyError;
 use crate::providers::Target;
-use crate::proxy::error::ProxyError;
 
 /// How long a DNS answer is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);

@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::{invalid, mask, parse};
 use crate::api::{blocking, not_allowed};
+use crate::error::ProxyError;
 use crate::manage::Answer;
-use crate::proxy::error::ProxyError;
 use crate::store::{Credential, CredentialChanges, Store};
 
 fn view(s: &Store, credential: &Credential) -> Result<Value, ProxyError> {

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::{invalid, lenient_number, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, query_pairs, query_value, rfc3339, rfc3339_opt};
+use crate::error::ProxyError;
 use crate::manage::views::{present, requested_duration};
 use crate::manage::{Answer, expiry_after};
-use crate::proxy::error::ProxyError;
 use crate::store::crypto::hex;
 use crate::store::{Budget, KeyChanges, KeyRecord, Money, NewKey, Store, Usage};
 

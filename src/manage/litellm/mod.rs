@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::Answer;
 use crate::api::{not_allowed, query_value};
-use crate::proxy::error::ProxyError;
-use crate::server::worker::Worker;
+use crate::error::ProxyError;
+use crate::worker::Worker;
 
 /// Who is calling.
 pub enum Caller {

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Caller, invalid, normalize_numbers, parse};
 use crate::api::{blocking, query_pairs, query_value, rfc3339};
+use crate::error::ProxyError;
 use crate::manage::Answer;
-use crate::proxy::error::ProxyError;
 use crate::store::{Deployment, DeploymentChanges, Store, StoreError};
 
 /// `litellm_params` that are numbers (numeric strings are accepted).

@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 use super::keys::view as key_view;
 use super::{invalid, lenient_number, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, hash_password, query_pairs, query_value, rfc3339};
+use crate::error::ProxyError;
 use crate::manage::Answer;
 use crate::manage::views::present;
-use crate::proxy::error::ProxyError;
 use crate::store::{Budget, Money, NewKey, NewUser, Store, User, UserChanges, UserRole};
 
 pub fn view(user: &User, spend: Money) -> Value {

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::worker::Worker;
+use super::Worker;
 
 /// A job run on one worker's thread.
 type Job = Box<dyn FnOnce(&Worker) + Send>;

@@ -1,59 +1,13 @@
-//! Phase 1, authenticate: the client's virtual key from `Authorization`,
-//! checked against the worker's key cache (backed by the store); the
-//! models it may use (`Allowlist`); then, once the request is routed and
-//! checked, `admit` charges it to the key's quota.
+//! Admission: once the request is planned, hold an estimate of its cost
+//! out of the key's and its user's budgets (`reserve`) and charge it to the
+//! key's quota (`admit`), out of this worker's leases or new ones from the
+//! ledger.
 
-use std::rc::Rc;
-
-use super::error::ProxyError;
-use super::keys::CachedKey;
-use super::quota::{BudgetHold, Draw, Take};
-use crate::http::RequestHead;
-use crate::server::worker::Worker;
-use crate::store::{Budget, BudgetGrant, Grant, KeyView, Money, Payer, now_ms};
-
-/// The key in `Authorization: Bearer <key>`, if the header has that shape.
-pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
-    let value = value.trim_ascii();
-    let (scheme, key) = value.split_at(value.iter().position(|&b| b == b' ')?);
-    let key = key.trim_ascii();
-    (scheme.eq_ignore_ascii_case(b"bearer") && !key.is_empty()).then_some(key)
-}
-
-/// Whether the request's `Authorization: Bearer` value is `expected`,
-/// compared in constant time (the management and metrics tokens).
-pub fn presents_bearer(head: &RequestHead, buf: &[u8], expected: &str) -> bool {
-    head.header(buf, "authorization")
-        .and_then(bearer_key)
-        .is_some_and(|presented| crate::store::crypto::same_secret(expected.as_bytes(), presented))
-}
-
-/// The key presented by the client, if it is known and usable.
-pub fn authenticate(
-    worker: &Worker,
-    head: &RequestHead,
-    buf: &[u8],
-) -> Result<Rc<CachedKey>, ProxyError> {
-    let value = head
-        .header(buf, "authorization")
-        .ok_or(ProxyError::MissingKey)?;
-    let secret = bearer_key(value).ok_or(ProxyError::MissingKey)?;
-    let key = {
-        let mut cache = worker.keys.borrow_mut();
-        cache.sync(&worker.store);
-        cache
-            .lookup(&worker.store, secret)?
-            .ok_or(ProxyError::InvalidKey)?
-    };
-    let view = &key.view;
-    if !view.is_active {
-        return Err(ProxyError::KeyRevoked);
-    }
-    if view.expires_at.is_some_and(|at| at <= now_ms()) {
-        return Err(ProxyError::KeyExpired);
-    }
-    Ok(key)
-}
+use crate::error::ProxyError;
+use crate::store::{Budget, BudgetGrant, Grant, Money, Payer};
+use crate::worker::Worker;
+use crate::worker::keys::CachedKey;
+use crate::worker::quota::{BudgetHold, Draw, Take};
 
 /// The `Bearer` value of a pass-through request's upstream: the key's
 /// project's provider key, while the project is active.
@@ -63,48 +17,6 @@ pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
         // Active but without a provider key: a key made without a project.
         None if key.view.project_active => Err(ProxyError::KeyWithoutProject),
         _ => Err(ProxyError::ProjectInactive),
-    }
-}
-
-/// The models a key may use: its own `models` list and its user's. An
-/// empty list restricts nothing; a model must be in every list that is not
-/// empty. The one statement of this rule, for the request path and for the
-/// listings that show a key its models.
-#[derive(Clone, Copy)]
-pub struct Allowlist<'a> {
-    key: &'a [String],
-    user: &'a [String],
-}
-
-impl<'a> Allowlist<'a> {
-    pub fn new(key: &'a [String], user: &'a [String]) -> Self {
-        Self { key, user }
-    }
-
-    pub fn of(view: &'a KeyView) -> Self {
-        Self::new(&view.models, &view.user_models)
-    }
-
-    /// Whether any list restricts the key at all.
-    pub fn is_restricted(self) -> bool {
-        !self.key.is_empty() || !self.user.is_empty()
-    }
-
-    pub fn allows(self, model: &str) -> bool {
-        [self.key, self.user]
-            .iter()
-            .all(|list| list.is_empty() || list.iter().any(|m| m == model))
-    }
-
-    /// The models allowed, in the order of the key's list (the user's when
-    /// the key has none); empty when nothing is restricted.
-    pub fn models(self) -> Vec<String> {
-        let listed = if self.key.is_empty() {
-            self.user
-        } else {
-            self.key
-        };
-        listed.iter().filter(|m| self.allows(m)).cloned().collect()
     }
 }
 
@@ -277,40 +189,5 @@ fn over_budget(
             estimate.dollars()
         )),
         Err(error) => error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowlists() {
-        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let (a, ab, b, none) = (list(&["a"]), list(&["a", "b"]), list(&["b"]), list(&[]));
-        let open = Allowlist::new(&none, &none);
-        assert!(!open.is_restricted() && open.allows("x") && open.models().is_empty());
-        let key = Allowlist::new(&ab, &none);
-        assert!(key.is_restricted() && key.allows("b") && !key.allows("c"));
-        assert_eq!(key.models(), ab);
-        let user = Allowlist::new(&none, &a);
-        assert!(user.is_restricted() && user.allows("a") && !user.allows("b"));
-        assert_eq!(user.models(), a);
-        let both = Allowlist::new(&ab, &b);
-        assert!(both.allows("b") && !both.allows("a"));
-        assert_eq!(both.models(), b);
-        // Lists with nothing in common leave nothing, and restrict everything.
-        let disjoint = Allowlist::new(&a, &b);
-        assert!(disjoint.is_restricted() && !disjoint.allows("a") && !disjoint.allows("b"));
-        assert!(disjoint.models().is_empty());
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        assert_eq!(bearer_key(b"Bearer sk-1"), Some(&b"sk-1"[..]));
-        assert_eq!(bearer_key(b"bearer   sk-1 "), Some(&b"sk-1"[..]));
-        assert_eq!(bearer_key(b"Basic abc"), None);
-        assert_eq!(bearer_key(b"Bearer "), None);
-        assert_eq!(bearer_key(b"sk-1"), None);
     }
 }

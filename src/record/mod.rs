@@ -2,16 +2,13 @@
 //! once by `finish`, for the metrics and the request's event. Nothing here
 //! costs more than a field write on the request path.
 
-use std::rc::Rc;
+pub mod usage;
 
-use super::keys::CachedKey;
-use super::usage::Usage;
 use crate::store::Money;
+use usage::Usage;
 
 #[derive(Default)]
 pub struct Record {
-    /// The authenticated key (absent when authentication failed).
-    pub key: Option<Rc<CachedKey>>,
     /// The model the client asked for, when the body was read for it.
     pub model: Option<Box<str>>,
     /// Whether `model` is a registered model (or one of the key's aliases)

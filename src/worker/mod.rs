@@ -9,18 +9,26 @@ use event_listener::Event;
 use monoio::time::Instant;
 use monoio_rustls::TlsConnector;
 
-use super::control::Control;
-use super::drain::Drain;
+use crate::error::ProxyError;
 use crate::events::EventBuffer;
 use crate::metrics::WorkerMetrics;
-use crate::proxy::error::ProxyError;
-use crate::proxy::keys::KeyCache;
-use crate::proxy::models::ModelTable;
-use crate::proxy::quota::Quota;
 use crate::runtime::Driver;
 use crate::settings::ServerSettings;
 use crate::store::Store;
 use crate::upstream::{DnsCache, Pool};
+use keys::KeyCache;
+use models::ModelTable;
+use quota::Quota;
+
+pub mod auth;
+pub mod control;
+mod drain;
+pub mod keys;
+pub mod models;
+pub mod quota;
+
+pub use control::Control;
+pub use drain::Drain;
 
 pub struct Worker {
     pub id: usize,
