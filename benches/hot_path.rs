@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use llm_proxy::cache::policy::{self, Consult, Directives};
 use llm_proxy::cache::{CacheSettings, HitReply, Miss, Request as CacheRequest, ResponseCache};
+use llm_proxy::http::RequestId;
 use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request_head};
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
-use llm_proxy::metrics::{Route, WorkerMetrics};
+use llm_proxy::metrics::{Endpoint, WorkerMetrics};
 use llm_proxy::providers::ProviderTable;
-use llm_proxy::http::RequestId;
-use llm_proxy::worker::auth::bearer_key;
 use llm_proxy::proxy::fields::{self, RoutingFields};
 use llm_proxy::record::Record;
 use llm_proxy::record::usage::{Usage, UsageScan};
 use llm_proxy::store::Money;
+use llm_proxy::worker::auth::bearer_key;
 
 /// What the OpenAI Python client sends.
 const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
@@ -343,7 +343,7 @@ fn finished_record(model: Option<&str>) -> Record {
 /// the path) and `WorkerMetrics::record`.
 #[inline(never)]
 fn profile_metrics_record(metrics: &mut WorkerMetrics, path: &[u8], record: &Record) {
-    let route = Route::of(black_box(path));
+    let route = Endpoint::of(black_box(path));
     metrics.record(
         route,
         200,

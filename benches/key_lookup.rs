@@ -14,8 +14,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use llm_proxy::worker::keys::KeyCache;
 use llm_proxy::store::{Cipher, NewKey, Store, crypto};
+use llm_proxy::worker::keys::KeyCache;
 
 /// Keys in the store, so that a miss walks a realistic B-tree.
 const KEYS: usize = 2_000;

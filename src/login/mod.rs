@@ -25,7 +25,7 @@ use crate::downstream::ClientConn;
 use crate::error::{ErrorStyle, ProxyError};
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
-use crate::metrics::Route;
+use crate::metrics::Endpoint;
 use crate::store::crypto::{fill_random, hex, sha256};
 use crate::store::{Login, StoreError, now_ms};
 use crate::worker::Worker;
@@ -149,7 +149,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             Ok(Answer::Redirect { .. }) => StatusCode::FOUND,
             Err(error) => error.status(),
         };
-        metrics.record_local(Route::Local, status.as_u16(), received.elapsed());
+        metrics.record_local(Endpoint::Local, status.as_u16(), received.elapsed());
     }
     let reply = Reply {
         close,

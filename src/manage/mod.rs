@@ -40,8 +40,8 @@ enum Api {
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
     let received = std::time::Instant::now();
-    let endpoint = match metrics::Route::of(head.path(&conn.buf)) {
-        metrics::Route::Other => metrics::Route::Manage,
+    let endpoint = match metrics::Endpoint::of(head.path(&conn.buf)) {
+        metrics::Endpoint::Other => metrics::Endpoint::Manage,
         listing => listing,
     };
     let request_id = crate::http::request_id::request_id(head, &conn.buf);

@@ -38,7 +38,7 @@ const MODEL_SLOTS: usize = MAX_MODELS + 2;
 /// The endpoint a request went to, as its `route` label: a fixed set, so
 /// that no client can add series by inventing paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
+pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
@@ -57,59 +57,59 @@ pub enum Route {
     Other,
 }
 
-impl Route {
-    const ALL: [Route; 14] = [
-        Route::ChatCompletions,
-        Route::Completions,
-        Route::Embeddings,
-        Route::Models,
-        Route::ModelInfo,
-        Route::Moderations,
-        Route::Responses,
-        Route::ImagesGenerations,
-        Route::AudioSpeech,
-        Route::AudioTranscriptions,
-        Route::AudioTranslations,
-        Route::Manage,
-        Route::Local,
-        Route::Other,
+impl Endpoint {
+    const ALL: [Endpoint; 14] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+        Endpoint::ModelInfo,
+        Endpoint::Moderations,
+        Endpoint::Responses,
+        Endpoint::ImagesGenerations,
+        Endpoint::AudioSpeech,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
+        Endpoint::Manage,
+        Endpoint::Local,
+        Endpoint::Other,
     ];
 
     /// The known OpenAI endpoint of `path`, with or without `/v1`; `Other`
     /// for anything else.
-    pub fn of(path: &[u8]) -> Route {
+    pub fn of(path: &[u8]) -> Endpoint {
         match path.strip_prefix(b"/v1").unwrap_or(path) {
-            b"/chat/completions" => Route::ChatCompletions,
-            b"/completions" => Route::Completions,
-            b"/embeddings" => Route::Embeddings,
-            b"/models" => Route::Models,
-            b"/model/info" => Route::ModelInfo,
-            b"/moderations" => Route::Moderations,
-            b"/responses" => Route::Responses,
-            b"/images/generations" => Route::ImagesGenerations,
-            b"/audio/speech" => Route::AudioSpeech,
-            b"/audio/transcriptions" => Route::AudioTranscriptions,
-            b"/audio/translations" => Route::AudioTranslations,
-            _ => Route::Other,
+            b"/chat/completions" => Endpoint::ChatCompletions,
+            b"/completions" => Endpoint::Completions,
+            b"/embeddings" => Endpoint::Embeddings,
+            b"/models" => Endpoint::Models,
+            b"/model/info" => Endpoint::ModelInfo,
+            b"/moderations" => Endpoint::Moderations,
+            b"/responses" => Endpoint::Responses,
+            b"/images/generations" => Endpoint::ImagesGenerations,
+            b"/audio/speech" => Endpoint::AudioSpeech,
+            b"/audio/transcriptions" => Endpoint::AudioTranscriptions,
+            b"/audio/translations" => Endpoint::AudioTranslations,
+            _ => Endpoint::Other,
         }
     }
 
     pub fn label(self) -> &'static str {
         match self {
-            Route::ChatCompletions => "/v1/chat/completions",
-            Route::Completions => "/v1/completions",
-            Route::Embeddings => "/v1/embeddings",
-            Route::Models => "/v1/models",
-            Route::ModelInfo => "/v1/model/info",
-            Route::Moderations => "/v1/moderations",
-            Route::Responses => "/v1/responses",
-            Route::ImagesGenerations => "/v1/images/generations",
-            Route::AudioSpeech => "/v1/audio/speech",
-            Route::AudioTranscriptions => "/v1/audio/transcriptions",
-            Route::AudioTranslations => "/v1/audio/translations",
-            Route::Manage => "manage",
-            Route::Local => "local",
-            Route::Other => "other",
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Models => "/v1/models",
+            Endpoint::ModelInfo => "/v1/model/info",
+            Endpoint::Moderations => "/v1/moderations",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::ImagesGenerations => "/v1/images/generations",
+            Endpoint::AudioSpeech => "/v1/audio/speech",
+            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
+            Endpoint::AudioTranslations => "/v1/audio/translations",
+            Endpoint::Manage => "manage",
+            Endpoint::Local => "local",
+            Endpoint::Other => "other",
         }
     }
 }
@@ -130,12 +130,12 @@ fn key_rejection(error: &ProxyError) -> Option<&'static str> {
 struct SeriesKey(u32);
 
 impl SeriesKey {
-    fn new(route: Route, model: u8, status: u16) -> Self {
+    fn new(route: Endpoint, model: u8, status: u16) -> Self {
         Self(route as u32 | (model as u32) << 8 | (status as u32) << 16)
     }
 
-    fn route(self) -> Route {
-        Route::ALL[(self.0 & 0xff) as usize]
+    fn route(self) -> Endpoint {
+        Endpoint::ALL[(self.0 & 0xff) as usize]
     }
 
     fn model(self) -> u8 {
@@ -239,7 +239,7 @@ impl WorkerMetrics {
     /// by `finish`, with the time since the request head was read.
     pub fn record(
         &mut self,
-        route: Route,
+        route: Endpoint,
         status: u16,
         elapsed: Duration,
         record: &Record,
@@ -286,13 +286,13 @@ impl WorkerMetrics {
 
     /// Counts a request answered by the gateway itself (management, local
     /// endpoints).
-    pub fn record_local(&mut self, route: Route, status: u16, elapsed: Duration) {
+    pub fn record_local(&mut self, route: Endpoint, status: u16, elapsed: Duration) {
         self.series_mut(route, NO_MODEL, status)
             .duration
             .observe(nanos(elapsed));
     }
 
-    fn series_mut(&mut self, route: Route, model: u8, status: u16) -> &mut Series {
+    fn series_mut(&mut self, route: Endpoint, model: u8, status: u16) -> &mut Series {
         self.series
             .entry(SeriesKey::new(route, model, status))
             .or_default()
@@ -364,7 +364,7 @@ fn nanos(duration: Duration) -> u64 {
 /// One series of a snapshot, with its labels.
 #[derive(Debug, Clone)]
 pub struct SeriesSnapshot {
-    pub route: Route,
+    pub route: Endpoint,
     /// `""` when the request named no model.
     pub model: String,
     pub status: u16,
@@ -424,15 +424,21 @@ mod tests {
 
     #[test]
     fn routes_are_a_fixed_set() {
-        assert_eq!(Route::of(b"/v1/chat/completions"), Route::ChatCompletions);
-        assert_eq!(Route::of(b"/chat/completions"), Route::ChatCompletions);
-        assert_eq!(Route::of(b"/v1/embeddings"), Route::Embeddings);
-        assert_eq!(Route::of(b"/v1/chat/completions/x"), Route::Other);
-        assert_eq!(Route::of(b"/v1xyz"), Route::Other);
-        for route in Route::ALL {
+        assert_eq!(
+            Endpoint::of(b"/v1/chat/completions"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(
+            Endpoint::of(b"/chat/completions"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(Endpoint::of(b"/v1/embeddings"), Endpoint::Embeddings);
+        assert_eq!(Endpoint::of(b"/v1/chat/completions/x"), Endpoint::Other);
+        assert_eq!(Endpoint::of(b"/v1xyz"), Endpoint::Other);
+        for route in Endpoint::ALL {
             assert_eq!(SeriesKey::new(route, 7, 404).route(), route);
         }
-        let key = SeriesKey::new(Route::Other, OTHER_MODEL, 499);
+        let key = SeriesKey::new(Endpoint::Other, OTHER_MODEL, 499);
         assert_eq!((key.model(), key.status()), (OTHER_MODEL, 499));
     }
 
@@ -445,10 +451,22 @@ mod tests {
         };
         for i in 0..MAX_MODELS + 5 {
             record.model = Some(format!("model-{i}").into());
-            metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
+            metrics.record(
+                Endpoint::ChatCompletions,
+                200,
+                Duration::ZERO,
+                &record,
+                None,
+            );
         }
         record.model = Some("x".repeat(MAX_MODEL_LEN + 1).into());
-        metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
+        metrics.record(
+            Endpoint::ChatCompletions,
+            200,
+            Duration::ZERO,
+            &record,
+            None,
+        );
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.worker, 3);
         assert_eq!(snapshot.series.len(), MAX_MODELS + 1);
@@ -462,7 +480,13 @@ mod tests {
         let mut record = Record::default();
         for i in 0..10 {
             record.model = Some(format!("made-up-{i}").into());
-            metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
+            metrics.record(
+                Endpoint::ChatCompletions,
+                200,
+                Duration::ZERO,
+                &record,
+                None,
+            );
         }
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.series.len(), 1);
@@ -486,16 +510,22 @@ mod tests {
             first_byte_ns: Some(4_000),
             ..Record::default()
         };
-        metrics.record(Route::ChatCompletions, 200, Duration::ZERO, &record, None);
         metrics.record(
-            Route::Embeddings,
+            Endpoint::ChatCompletions,
+            200,
+            Duration::ZERO,
+            &record,
+            None,
+        );
+        metrics.record(
+            Endpoint::Embeddings,
             401,
             Duration::ZERO,
             &Record::default(),
             Some(&ProxyError::InvalidKey),
         );
         metrics.record(
-            Route::Embeddings,
+            Endpoint::Embeddings,
             502,
             Duration::ZERO,
             &Record::default(),

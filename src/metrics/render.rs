@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::histogram::BOUNDS_LABEL;
-use super::{Histogram, Route, Series, Snapshot};
+use super::{Endpoint, Histogram, Series, Snapshot};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -164,7 +164,7 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
     // The histograms, summed over the workers by route, model and status
     // class: 23 lines a series, so neither the number of workers nor that
     // of distinct status codes multiplies them.
-    let mut merged: BTreeMap<(Route, &str, u16), Series> = BTreeMap::new();
+    let mut merged: BTreeMap<(Endpoint, &str, u16), Series> = BTreeMap::new();
     for (_, s) in &series {
         let into = merged
             .entry((s.route, s.model.as_str(), s.status / 100))
@@ -336,7 +336,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::{Extra, Kind, Route, WorkerMetrics};
+    use crate::metrics::{Endpoint, Extra, Kind, WorkerMetrics};
     use crate::record::Record;
 
     #[test]
@@ -349,13 +349,13 @@ mod tests {
             ..Record::default()
         };
         first.record(
-            Route::ChatCompletions,
+            Endpoint::ChatCompletions,
             200,
             Duration::from_millis(3),
             &record,
             None,
         );
-        second.record_local(Route::Local, 200, Duration::from_micros(50));
+        second.record_local(Endpoint::Local, 200, Duration::from_micros(50));
         let mut snapshots = vec![first.snapshot(), second.snapshot()];
         snapshots[0].extra.push(Extra {
             name: "llm_proxy_things_total",
@@ -389,7 +389,7 @@ mod tests {
         for (i, metrics) in workers.iter_mut().enumerate() {
             for status in [400, 401, 404, 413] {
                 let elapsed = Duration::from_millis(1 + i as u64);
-                metrics.record(Route::ChatCompletions, status, elapsed, &record, None);
+                metrics.record(Endpoint::ChatCompletions, status, elapsed, &record, None);
             }
         }
         let mut snapshots: Vec<_> = workers.iter().map(WorkerMetrics::snapshot).collect();

@@ -49,7 +49,7 @@ pub struct Exchange {
     /// What the request did, for the metrics and its event.
     pub record: Record,
     /// The endpoint, as the metrics label it (read while the head is whole).
-    route: metrics::Route,
+    route: metrics::Endpoint,
     /// A cache miss whose answer the relay may store.
     cache: Option<Box<crate::cache::Miss>>,
 }
@@ -65,7 +65,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         close: false,
         key: None,
         record: Record::default(),
-        route: metrics::Route::of(head.path(&conn.buf)),
+        route: metrics::Endpoint::of(head.path(&conn.buf)),
         cache: None,
     };
     let result = proxy(worker, conn, head, &mut exchange).await;

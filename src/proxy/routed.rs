@@ -25,7 +25,7 @@ use crate::record::usage::UsageScan;
 use crate::store::{KeyView, Money, Spend};
 use crate::worker::Worker;
 use crate::worker::keys::CachedKey;
-use crate::worker::models::{self, ModelTable, Route};
+use crate::worker::models::{self, Deployment, ModelTable};
 use crate::worker::quota::BudgetHold;
 
 /// The endpoints whose requests name a model.
@@ -67,7 +67,7 @@ pub async fn handle(
     let name = requested.map(|m| key.view.model_aliases.get(m).map_or(m, String::as_str));
     // The deployments to try, drawn while the table is at hand (it is not
     // held across an `.await`).
-    let candidates: Option<Vec<Rc<Route>>> = name.and_then(|n| {
+    let candidates: Option<Vec<Rc<Deployment>>> = name.and_then(|n| {
         let table = worker.models.borrow();
         let routes = table.deployments(n)?;
         Some(candidates(&table, &worker.settings.router, n, routes))
@@ -174,8 +174,8 @@ fn candidates(
     table: &ModelTable,
     router: &RouterSettings,
     name: &str,
-    routes: &[Rc<Route>],
-) -> Vec<Rc<Route>> {
+    routes: &[Rc<Deployment>],
+) -> Vec<Rc<Deployment>> {
     let attempts = router.num_retries + 1;
     let mut order = models::draw_order(routes, attempts);
     for fallback in router.fallbacks.get(name).into_iter().flatten() {
@@ -249,7 +249,7 @@ fn estimate_cost(
     key: &CachedKey,
     (body, limits): (&[u8], &AnswerLimits),
     endpoint: &[u8],
-    candidates: &[Rc<Route>],
+    candidates: &[Rc<Deployment>],
 ) -> Money {
     let view = &key.view;
     if view.max_budget.is_none() && view.user_max_budget.is_none() {
@@ -297,7 +297,7 @@ async fn relay_and_charge(
     conn: &mut ClientConn,
     head: &RequestHead,
     key: &CachedKey,
-    route: &Route,
+    route: &Deployment,
     destination: &Destination<'_>,
     mut response: ResponseStart,
     exchange: &mut Exchange,

@@ -7,7 +7,7 @@ use crate::downstream::ClientConn;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, json_response};
-use crate::metrics::Route;
+use crate::metrics::Endpoint;
 use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
@@ -47,9 +47,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     // Counted before the answer goes out, so that a scrape that follows it
     // sees it.
     let (route, status) = match &answer {
-        Ok((status, _)) => (Route::Local, *status),
-        Err(ProxyError::NotFound) => (Route::Other, StatusCode::NOT_FOUND),
-        Err(error) => (Route::Local, error.status()),
+        Ok((status, _)) => (Endpoint::Local, *status),
+        Err(ProxyError::NotFound) => (Endpoint::Other, StatusCode::NOT_FOUND),
+        Err(error) => (Endpoint::Local, error.status()),
     };
     if let Some(mut metrics) = worker.metrics() {
         metrics.record_local(route, status.as_u16(), received.elapsed());

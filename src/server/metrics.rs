@@ -12,7 +12,7 @@ use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::{Reply, body_response};
 use crate::metrics::render::{CONTENT_TYPE, render};
-use crate::metrics::{Extra, Kind, Route, Snapshot};
+use crate::metrics::{Endpoint, Extra, Kind, Snapshot};
 use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
@@ -49,7 +49,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         }
     };
     if let Some(mut metrics) = worker.metrics() {
-        metrics.record_local(Route::Local, status.as_u16(), received.elapsed());
+        metrics.record_local(Endpoint::Local, status.as_u16(), received.elapsed());
     }
     conn.send_out().await && !close
 }

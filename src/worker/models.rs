@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::providers::{Provider, Target, Timeouts};
-use crate::store::{Deployment, Money, Store, StoreError};
+use crate::store::{self, Money, Store, StoreError};
 use crate::upstream::Slot;
 
 /// Where an OpenAI-style deployment goes when it names no `api_base`.
@@ -18,9 +18,10 @@ const OPENAI_BASE: &str = "https://api.openai.com/v1";
 /// Idle upstream connections kept per worker and origin.
 const MAX_IDLE: usize = 64;
 
-/// One deployment, ready for the request path.
+/// One deployment as this worker sends to it: the stored deployment with
+/// its provider, credentials and prices resolved.
 #[derive(Debug)]
-pub struct Route {
+pub struct Deployment {
     pub id: String,
     pub model_name: String,
     pub provider: Provider,
@@ -37,7 +38,7 @@ pub struct Route {
     pub output_cost_per_token: f64,
 }
 
-impl Route {
+impl Deployment {
     /// What a request that used these tokens cost.
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> Money {
         Money::from_dollars(
@@ -50,7 +51,7 @@ impl Route {
 #[derive(Default)]
 pub struct ModelTable {
     generation: u64,
-    groups: HashMap<String, Vec<Rc<Route>>>,
+    groups: HashMap<String, Vec<Rc<Deployment>>>,
 }
 
 impl ModelTable {
@@ -60,7 +61,7 @@ impl ModelTable {
         if generation == self.generation {
             return Ok(());
         }
-        let mut groups: HashMap<String, Vec<Rc<Route>>> = HashMap::new();
+        let mut groups: HashMap<String, Vec<Rc<Deployment>>> = HashMap::new();
         for deployment in store.list_deployments()? {
             match resolve(store, &deployment) {
                 Ok(route) => groups
@@ -85,19 +86,22 @@ impl ModelTable {
     }
 
     /// The deployments of `model_name`.
-    pub fn deployments(&self, model_name: &str) -> Option<&[Rc<Route>]> {
+    pub fn deployments(&self, model_name: &str) -> Option<&[Rc<Deployment>]> {
         self.groups.get(model_name).map(Vec::as_slice)
     }
 }
 
 /// One deployment of `routes`, drawn with probability proportional to its
 /// weight; `skip` lists ids already tried.
-pub fn pick<'r>(routes: &'r [Rc<Route>], skip: &[&str]) -> Option<&'r Rc<Route>> {
+pub fn pick<'r>(routes: &'r [Rc<Deployment>], skip: &[&str]) -> Option<&'r Rc<Deployment>> {
     pick_where(routes, |r| !skip.contains(&r.id.as_str()))
 }
 
 /// One of the routes `open` admits, drawn by weight.
-fn pick_where(routes: &[Rc<Route>], open: impl Fn(&Rc<Route>) -> bool) -> Option<&Rc<Route>> {
+fn pick_where(
+    routes: &[Rc<Deployment>],
+    open: impl Fn(&Rc<Deployment>) -> bool,
+) -> Option<&Rc<Deployment>> {
     let total: f64 = routes.iter().filter(|r| open(r)).map(|r| r.weight).sum();
     let mut point = fastrand::f64() * total;
     let mut last = None;
@@ -113,8 +117,8 @@ fn pick_where(routes: &[Rc<Route>], open: impl Fn(&Rc<Route>) -> bool) -> Option
 
 /// Up to `attempts` different deployments of `routes`, in the order they
 /// are to be tried: each drawn by weight from those not drawn yet.
-pub fn draw_order(routes: &[Rc<Route>], attempts: usize) -> Vec<Rc<Route>> {
-    let mut order: Vec<Rc<Route>> = Vec::with_capacity(attempts.min(routes.len()));
+pub fn draw_order(routes: &[Rc<Deployment>], attempts: usize) -> Vec<Rc<Deployment>> {
+    let mut order: Vec<Rc<Deployment>> = Vec::with_capacity(attempts.min(routes.len()));
     while order.len() < attempts {
         let drawn = pick_where(routes, |r| !order.iter().any(|o| Rc::ptr_eq(o, r)));
         match drawn {
@@ -133,7 +137,7 @@ fn number(map: &Map<String, Value>, name: &str) -> Option<f64> {
     map.get(name).and_then(Value::as_f64)
 }
 
-fn resolve(store: &Store, deployment: &Deployment) -> Result<Route, String> {
+fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, String> {
     let params = object(&deployment.params);
     let secrets = store
         .deployment_secrets(deployment)
@@ -187,7 +191,7 @@ fn resolve(store: &Store, deployment: &Deployment) -> Result<Route, String> {
         .filter(|w| *w > 0.0)
         .unwrap_or(1.0);
     let methods = vec![http::Method::POST];
-    Ok(Route {
+    Ok(Deployment {
         id: deployment.id.clone(),
         model_name: deployment.model_name.clone(),
         provider: Provider {
@@ -212,8 +216,8 @@ fn resolve(store: &Store, deployment: &Deployment) -> Result<Route, String> {
 mod tests {
     use super::*;
 
-    fn route(id: &str, weight: f64) -> Rc<Route> {
-        Rc::new(Route {
+    fn route(id: &str, weight: f64) -> Rc<Deployment> {
+        Rc::new(Deployment {
             id: id.into(),
             model_name: "m".into(),
             provider: crate::providers::ProviderTable::openai("http://127.0.0.1:1")
