@@ -126,6 +126,20 @@ pub enum ProxyError {
     ClientStalled,
 }
 
+/// Whose failure an error is (`ProxyError::side`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Gateway,
+}
+
+/// Whether an upstream's answer with this status is one that another
+/// deployment may do better than: a 429 or a 5xx.
+pub fn retryable_status(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
 impl ProxyError {
     /// Status, OpenAI error type and error code, in one place.
     pub fn table(&self) -> (StatusCode, &'static str, &'static str) {
@@ -335,6 +349,37 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         self.table().0
+    }
+
+    /// Whose failure this is: the client's (what it sent, or it went away),
+    /// the upstream's (it could not be reached or did not answer properly),
+    /// or the gateway's own refusal or fault.
+    pub fn side(&self) -> Side {
+        use ProxyError::*;
+        match self {
+            UpstreamConnect(_)
+            | UpstreamTls(_)
+            | UpstreamConnectTimeout
+            | UpstreamTimeout
+            | UpstreamClosed
+            | UpstreamProtocol(_)
+            | UpstreamIo(_) => Side::Upstream,
+            ClientGone | ClientStalled | ClientTimeout => Side::Client,
+            _ if self.status().is_client_error() => Side::Client,
+            _ => Side::Gateway,
+        }
+    }
+
+    /// Whether another deployment may do better: the upstream failed before
+    /// it answered. (An answer that came is judged by `retryable_status`.)
+    pub fn retryable(&self) -> bool {
+        self.side() == Side::Upstream
+    }
+
+    /// The client went away or stopped reading: nothing more can be sent to
+    /// it, not even this error.
+    pub fn client_lost(&self) -> bool {
+        matches!(self, ProxyError::ClientGone | ProxyError::ClientStalled)
     }
 
     /// Errors after which the client connection cannot be trusted for reuse.

@@ -1,30 +1,93 @@
-//! Admission: once the request is planned, hold an estimate of its cost
-//! out of the key's and its user's budgets (`reserve`) and charge it to the
-//! key's quota (`admit`), out of this worker's leases or new ones from the
-//! ledger.
+//! Phase 3, admit: the checks between the plan and the answer, the same for
+//! every request that may reach an upstream or be answered from the cache,
+//! run once: the key's and its user's `models` allowlists, their budgets
+//! (holding an estimate of the request's cost out of them), then
+//! `max_requests` (which counts the request). Budget holds and request
+//! counts come out of this worker's leases, or new ones from the ledger.
 
+use super::plan::Named;
 use crate::error::ProxyError;
-use crate::store::{Budget, BudgetGrant, Grant, Money, Payer};
+use crate::store::{Budget, BudgetGrant, Grant, KeyView, Money, Payer, Spend};
 use crate::worker::Worker;
+use crate::worker::auth::Allowlist;
 use crate::worker::keys::CachedKey;
 use crate::worker::quota::{BudgetHold, Draw, Take};
 
-/// The `Bearer` value of a pass-through request's upstream: the key's
-/// project's provider key, while the project is active.
-pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
-    match &key.upstream_auth {
-        Some(auth) if key.view.project_active => Ok(auth),
-        // Active but without a provider key: a key made without a project.
-        None if key.view.project_active => Err(ProxyError::KeyWithoutProject),
-        _ => Err(ProxyError::ProjectInactive),
+/// Admits a planned request, in this order: the key's and its user's
+/// `models` allowlists, their budgets (with a hold of `estimate`, the most
+/// the request may cost, when it is priced), then `max_requests`. A key
+/// with an allowlist may send a body only when it names an allowed model.
+/// Returns the spend the budget check saw and the hold, settled once the
+/// cost is known.
+pub async fn admit<'a>(
+    worker: &'a Worker,
+    key: &'a CachedKey,
+    named: &Named,
+    estimate: Money,
+) -> Result<(Spend, BudgetHold<'a>), ProxyError> {
+    let allowlist = Allowlist::of(&key.view);
+    match named {
+        Named::Model(model) if !allowlist.allows(model) => {
+            return Err(ProxyError::ModelAccessDenied(format!(
+                "this API key cannot use model {model:?}"
+            )));
+        }
+        Named::Unknown if allowlist.is_restricted() => {
+            return Err(ProxyError::ModelAccessDenied(
+                "this API key may use only some models: a request body must be a JSON object \
+                 naming one of them in \"model\""
+                    .into(),
+            ));
+        }
+        _ => {}
     }
+    let spend = check_budgets(worker, &key.view)?;
+    let hold = reserve(worker, key, estimate).await?;
+    count_request(worker, key).await?;
+    Ok((spend, hold))
+}
+
+/// Refuses a key (or user) at or over its budget; returns what was spent.
+/// The ledger's figure, plus what this worker has not reported yet. This is
+/// the check for every request of a budgeted key, priced or not; a priced
+/// (routed) request also holds an estimate of its cost (`reserve`), which
+/// is what keeps the budget under concurrent load.
+fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
+    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+        return Ok(Spend::default());
+    }
+    let mut spend = worker
+        .store
+        .spend_of(view.key_id, view.user_id.as_deref())?;
+    let unreported = worker.quota.borrow().unreported_cost(view.key_id);
+    spend.key = spend.key.saturating_add(unreported);
+    spend.user = spend.user.saturating_add(unreported);
+    if let Some(budget) = view.max_budget
+        && budget.is_spent(spend.key)
+    {
+        return Err(ProxyError::BudgetExceeded(format!(
+            "this key has spent ${:.6} of its ${} budget",
+            spend.key.dollars(),
+            budget.dollars
+        )));
+    }
+    if let Some(budget) = view.user_max_budget
+        && budget.is_spent(spend.user)
+    {
+        return Err(ProxyError::BudgetExceeded(format!(
+            "this key's user has spent ${:.6} of their ${} budget",
+            spend.user.dollars(),
+            budget.dollars
+        )));
+    }
+    Ok(spend)
 }
 
 /// Charges one request to the key: out of this worker's lease, or a new
 /// lease from the store's ledger (durable before the request goes out).
 /// A key with a budget and no `max_requests` is counted out of leases too,
 /// so that its request count is never short after a crash.
-pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
+async fn count_request(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
     let id = key.view.key_id;
     let limit = key.view.max_requests;
     if limit.is_some() || key.view.max_budget.is_some() {
@@ -76,7 +139,7 @@ pub async fn admit(worker: &Worker, key: &CachedKey) -> Result<(), ProxyError> {
 /// one) before the request goes upstream, out of this worker's leases or
 /// new ones from the ledger (durable before the request goes out). Refuses
 /// the request when less than `estimate` is left of either.
-pub async fn reserve<'a>(
+async fn reserve<'a>(
     worker: &'a Worker,
     key: &'a CachedKey,
     estimate: Money,

@@ -1,17 +1,15 @@
 //! The response cache on the request path: decide from the head whether
 //! the cache applies (costing nothing when it does not), look the request
 //! up, and answer a hit from the worker's shard without touching the
-//! upstream. A lookup comes after `proxy::authorize`: a hit has passed the
-//! same allowlist, budget and `max_requests` checks as a request sent
-//! upstream. A miss leaves what storing needs in `exchange.cache` for the
-//! relay.
+//! upstream. A lookup comes after `admit`: a hit has passed the same
+//! allowlist, budget and `max_requests` checks as a request sent upstream.
+//! A miss leaves what storing needs in the session for the relay.
 
 use std::time::Instant;
 
-use super::Exchange;
+use super::Session;
 use crate::cache::policy::{Consult, Directives, Lookup};
 use crate::cache::{HitReply, Miss, Request};
-use crate::downstream::ClientConn;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
 use crate::http::io::unix_nanos;
@@ -39,20 +37,18 @@ pub fn consult(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Option<Consul
 }
 
 /// Looks the request up; on a hit writes the stored answer and returns
-/// `true`. On a miss, leaves the miss in `exchange.cache` for the relay.
+/// `true`. On a miss, leaves the miss in the session for the relay.
 pub async fn lookup(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
+    s: &mut Session<'_>,
     key: &CachedKey,
     consult: Consult,
     body: &[u8],
-    exchange: &mut Exchange,
 ) -> Result<bool, ProxyError> {
+    let (worker, head) = (s.worker, s.head);
     let view = &key.view;
     let request = Request::new(
         head,
-        &conn.buf,
+        &s.conn.buf,
         body,
         (view.key_id, view.project_id),
         &consult,
@@ -61,34 +57,34 @@ pub async fn lookup(
         Lookup::Yes => worker
             .cache
             .borrow_mut()
-            .find(&request, head, &conn.buf, Instant::now()),
+            .find(&request, head, &s.conn.buf, Instant::now()),
         Lookup::Revalidate | Lookup::Bypass => None,
     };
     let Some(entry) = found else {
-        let miss = Miss::new(request, consult, head, &conn.buf);
-        exchange.record.cache = match consult.lookup {
+        let miss = Miss::new(request, consult, head, &s.conn.buf);
+        s.record.cache = match consult.lookup {
             Lookup::Bypass => CacheStatus::Bypass,
             Lookup::Yes | Lookup::Revalidate => CacheStatus::Miss,
         };
-        exchange.cache = Some(Box::new(miss));
+        s.cache = Some(Box::new(miss));
         return Ok(false);
     };
-    exchange.close |= !head.keep_alive || worker.draining();
+    s.close |= !head.keep_alive || worker.draining();
     let reply = HitReply {
-        request_id: exchange.request_id.as_str(),
-        if_none_match: head.header(&conn.buf, "if-none-match"),
+        request_id: s.request_id.as_str(),
+        if_none_match: head.header(&s.conn.buf, "if-none-match"),
         head_only: head.method == http::Method::HEAD,
-        close: exchange.close,
+        close: s.close,
         now: Instant::now(),
     };
-    conn.out.clear();
-    exchange.status = entry.write(&mut conn.out, &reply);
-    exchange.record.cache = CacheStatus::Hit;
-    exchange.response_started = true;
-    exchange.record.first_byte_ns = Some(unix_nanos());
-    if !conn.send_out().await {
+    s.conn.out.clear();
+    s.status = entry.write(&mut s.conn.out, &reply);
+    s.record.cache = CacheStatus::Hit;
+    s.response_started = true;
+    s.record.first_byte_ns = Some(unix_nanos());
+    if !s.conn.send_out().await {
         return Err(ProxyError::ClientGone);
     }
-    exchange.record.response_complete = true;
+    s.record.response_complete = true;
     Ok(true)
 }

@@ -1,32 +1,24 @@
-//! The request's event, made by `finish` from the exchange's record and
+//! The request's event, made by `finish` from the session's record and
 //! pushed into the worker's event buffer: field moves and copies, no
 //! serialization, no lock, no syscall (the writer thread does the rest).
 
 use std::time::Instant;
 
-use super::Exchange;
+use super::Session;
 use crate::error::ProxyError;
 use crate::events::{Bodies, InlinePath, KeyIds, RequestEvent};
-use crate::http::RequestHead;
 use crate::record::Capture;
-use crate::worker::Worker;
 
 /// With bodies on, asks the forward and the relay to keep both payloads.
-pub fn want_bodies(worker: &Worker, exchange: &mut Exchange) {
-    if let Some(limit) = worker.events.borrow().body_limit() {
-        Capture::want(&mut exchange.record.request, limit);
-        Capture::want(&mut exchange.record.response, limit);
+pub fn want_bodies(s: &mut Session<'_>) {
+    if let Some(limit) = s.worker.events.borrow().body_limit() {
+        Capture::want(&mut s.record.request, limit);
+        Capture::want(&mut s.record.response, limit);
     }
 }
 
-pub fn record(
-    worker: &Worker,
-    head: &RequestHead,
-    buf: &[u8],
-    exchange: Exchange,
-    result: &Result<(), ProxyError>,
-    end: Instant,
-) {
+pub fn record(exchange: Session<'_>, result: &Result<(), ProxyError>, end: Instant) {
+    let (worker, head, buf) = (exchange.worker, exchange.head, &exchange.conn.buf);
     let Ok(mut events) = worker.events.try_borrow_mut() else {
         return;
     };

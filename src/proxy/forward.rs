@@ -1,5 +1,6 @@
-//! Phase 3, forward: send the request upstream (head, then the body as it
-//! arrives) and wait for the response head.
+//! Phase 5, forward: send the request upstream (head, then the body as it
+//! arrives) and wait for the response head; for a request routed by model,
+//! over its deployments in turn until one answers (retries, fallbacks).
 
 use std::pin::pin;
 use std::time::Duration;
@@ -7,15 +8,21 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
-use super::Exchange;
-use crate::downstream::ClientConn;
+use std::rc::Rc;
+
+use super::Session;
+use super::plan::{Plan, Routed, Target};
+use crate::downstream::{ClientConn, HeldBody};
 use crate::error::ProxyError;
+use crate::error::retryable_status;
 use crate::http::io::{read_append, unix_nanos};
 use crate::http::rewrite::{Upstream, write_request_head};
-use crate::http::{BodyTracker, Parsed, RequestHead, ResponseHead};
+use crate::http::{BodyTracker, Parsed, ResponseHead};
 use crate::providers::Provider;
+use crate::record::Capture;
 use crate::upstream::{self, Slot, UpstreamStream};
 use crate::worker::Worker;
+use crate::worker::models::Deployment;
 
 /// Largest single read of a request body from the client.
 const BODY_READ_SIZE: usize = 64 << 10;
@@ -50,61 +57,232 @@ enum Failure {
     Fatal(ProxyError),
 }
 
-/// Where a request goes upstream, and what it carries there.
-pub struct Destination<'a> {
-    /// The pool stack its connections come from and go back to.
-    pub slot: Slot,
-    pub provider: &'a Provider,
-    /// The whole `Authorization` value sent upstream.
-    pub authorization: &'a [u8],
-    /// For a routed request: the endpoint path and the rewritten body, read
-    /// whole, that replace the client's.
-    pub routed: Option<(&'a [u8], &'a [u8])>,
+/// The output buffer a request body went out in is kept for the answer up
+/// to this size; larger, it is freed rather than held during the relay.
+const KEPT_OUT_CAPACITY: usize = 64 << 10;
+
+/// Where a request goes upstream.
+pub enum Destination<'a> {
+    /// The key's project's provider, with its provider key.
+    Provider {
+        slot: Slot,
+        provider: &'a Provider,
+        authorization: &'a [u8],
+    },
+    /// A model's deployment.
+    Deployment(Rc<Deployment>),
 }
 
+impl Destination<'_> {
+    /// The pool stack its connections come from and go back to.
+    pub fn slot(&self) -> &Slot {
+        match self {
+            Destination::Provider { slot, .. } => slot,
+            Destination::Deployment(deployment) => &deployment.slot,
+        }
+    }
+
+    pub fn provider(&self) -> &Provider {
+        match self {
+            Destination::Provider { provider, .. } => provider,
+            Destination::Deployment(deployment) => &deployment.provider,
+        }
+    }
+
+    /// The whole `Authorization` value sent upstream.
+    fn authorization(&self) -> &[u8] {
+        match self {
+            Destination::Provider { authorization, .. } => authorization,
+            Destination::Deployment(deployment) => &deployment.authorization,
+        }
+    }
+
+    /// The deployment, when the request was routed to one.
+    pub fn deployment(&self) -> Option<&Deployment> {
+        match self {
+            Destination::Provider { .. } => None,
+            Destination::Deployment(deployment) => Some(deployment),
+        }
+    }
+}
+
+/// A body read whole that replaces the client's, with the request target
+/// it goes to.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub target: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// The answer that is relayed: its head has come, from `destination`.
+pub struct Forwarded<'a> {
+    pub response: ResponseStart,
+    pub destination: Destination<'a>,
+    /// The client asked for a stream (a routed request's `stream`).
+    pub stream: bool,
+    /// A pass-through body read whole stays held (and counted against the
+    /// worker's budget for bodies) until the answer has been relayed.
+    pub held: Option<HeldBody<'a>>,
+}
+
+/// Sends the request where the plan says: the key's project's provider, or
+/// the model's deployments one after another, on to the next while one
+/// fails before anything reached the client (it cannot be reached, or
+/// answers 429 or 5xx), until the last, whose answer is relayed whatever it
+/// is.
+pub async fn to_candidates<'a>(
+    s: &mut Session<'_>,
+    plan: Plan<'a>,
+) -> Result<Forwarded<'a>, ProxyError> {
+    let Plan { body, target, .. } = plan;
+    match target {
+        Target::CacheOnly(error) => Err(error),
+        Target::Provider {
+            slot,
+            provider,
+            authorization,
+        } => {
+            let destination = Destination::Provider {
+                slot,
+                provider,
+                authorization,
+            };
+            // A body read already goes out with the client's own request target.
+            let target = body
+                .as_ref()
+                .map(|_| s.head.target.of(&s.conn.buf).to_vec());
+            let outgoing = target.as_deref().zip(body.as_deref());
+            let outgoing = outgoing.map(|(target, body)| Outgoing { target, body });
+            let response = forward(s, &destination, outgoing).await?;
+            Ok(Forwarded {
+                response,
+                destination,
+                stream: false,
+                held: body,
+            })
+        }
+        Target::Deployments(routed) => match body {
+            Some(body) => to_deployments(s, routed, body).await,
+            None => Err(ProxyError::Internal(
+                "a routed request without its body".into(),
+            )),
+        },
+    }
+}
+
+async fn to_deployments<'a>(
+    s: &mut Session<'_>,
+    routed: Routed,
+    mut body: HeldBody<'_>,
+) -> Result<Forwarded<'a>, ProxyError> {
+    let Routed {
+        endpoint,
+        model,
+        candidates,
+        mut rewrite,
+        stream,
+        ask_usage,
+    } = routed;
+    if candidates.is_empty() {
+        return Err(ProxyError::Internal(format!(
+            "model {model:?} has no deployment to try"
+        )));
+    }
+    let last = candidates.len() - 1;
+    for (index, deployment) in candidates.into_iter().enumerate() {
+        // The body is rewritten in place for each deployment tried: held once.
+        rewrite.apply(body.as_mut_vec(), &deployment.upstream_model, ask_usage);
+        let destination = Destination::Deployment(deployment);
+        let outgoing = Outgoing {
+            target: endpoint,
+            body: &body,
+        };
+        let response = match forward(s, &destination, Some(outgoing)).await {
+            Ok(response) if index < last && retryable_status(response.head.status) => {
+                next_deployment(s, &destination, &response.head.status);
+                continue;
+            }
+            Err(error) if index < last && error.retryable() => {
+                next_deployment(s, &destination, &error);
+                continue;
+            }
+            result => result?,
+        };
+        // No more tries: the body (and its share of the worker's budget)
+        // and the copy of it that went out are given back before the
+        // answer is relayed, which may take long.
+        drop(body);
+        if s.conn.out.capacity() > KEPT_OUT_CAPACITY {
+            s.conn.out = Vec::new();
+        }
+        return Ok(Forwarded {
+            response,
+            destination,
+            stream,
+            held: None,
+        });
+    }
+    Err(ProxyError::Internal(
+        "the last deployment tried had no answer".into(),
+    ))
+}
+
+fn next_deployment(s: &Session<'_>, failed: &Destination<'_>, why: &dyn std::fmt::Display) {
+    tracing::debug!(
+        request_id = s.request_id.as_str(),
+        deployment = failed.deployment().map_or("", |d| d.id.as_str()),
+        %why,
+        "deployment failed; trying the next"
+    );
+}
+
+/// Sends the request to `destination`, with `outgoing` instead of the
+/// client's target and body when they were read whole, and waits for the
+/// response head. A stale pooled connection is retried once on a new one.
 pub async fn forward(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
+    s: &mut Session<'_>,
     destination: &Destination<'_>,
-    exchange: &mut Exchange,
+    outgoing: Option<Outgoing<'_>>,
 ) -> Result<ResponseStart, ProxyError> {
-    let provider = destination.provider;
+    let (worker, head) = (s.worker, s.head);
+    let provider = destination.provider();
+    let conn = &mut *s.conn;
     conn.out.clear();
     let upstream = Upstream {
         base_path: &provider.target.base_path,
         authority: &provider.target.authority,
-        authorization: destination.authorization,
-        target: destination.routed.map(|(target, _)| target),
-        body_length: destination.routed.map(|(_, body)| body.len()),
+        authorization: destination.authorization(),
+        target: outgoing.map(|o| o.target),
+        body_length: outgoing.map(|o| o.body.len()),
     };
     write_request_head(
         &mut conn.out,
         &conn.buf,
         head,
         &upstream,
-        exchange.request_id.as_str(),
+        s.request_id.as_str(),
     );
 
     let mut body = BodyTracker::new(head.framing);
-    if let Some((_, routed_body)) = destination.routed {
+    if let Some(outgoing) = outgoing {
         // Read whole already (and taken out of the client buffer).
-        conn.out.extend_from_slice(routed_body);
-        exchange.body_done = true;
+        conn.out.extend_from_slice(outgoing.body);
+        s.body_done = true;
     } else {
         // Body bytes that came with the head go out in the same write.
         let window = &conn.buf[head.len..];
-        let taken = relay_body(&mut body, window, &mut conn.out, exchange).map_err(chunk_error)?;
+        let capture = s.record.request.as_mut();
+        let taken = relay_body(&mut body, window, &mut conn.out, capture).map_err(chunk_error)?;
         check_chunked_limit(worker, &body)?;
         if body.is_done() {
             conn.buf.drain(head.len..head.len + taken);
-            exchange.body_done = true;
+            s.body_done = true;
         } else {
             conn.buf.truncate(head.len);
         }
     }
     // Only a request held whole in `conn.out` can be sent again.
-    let replayable = exchange.body_done;
+    let replayable = s.body_done;
 
     let start_ns = unix_nanos();
     // One clock read for the pool's age check and, when nothing can hold the
@@ -114,16 +292,15 @@ pub async fn forward(
     let mut fresh_only = false;
     loop {
         let (stream, reused) = acquire(worker, destination, fresh_only, started).await?;
-        let sent = (reused && replayable).then_some(started);
-        match attempt(
-            worker, conn, head, provider, stream, &mut body, exchange, sent,
-        )
-        .await
-        {
+        let connection = Connection {
+            stream,
+            sent: (reused && replayable).then_some(started),
+        };
+        match attempt(s, provider, connection, &mut body).await {
             Ok((stream, response, buf)) => {
-                conn.out.clear();
+                s.conn.out.clear();
                 let stop_ns = unix_nanos();
-                exchange.record.upstream_ns = Some((start_ns, stop_ns));
+                s.record.upstream_ns = Some((start_ns, stop_ns));
                 return Ok(ResponseStart {
                     stream,
                     head: response,
@@ -148,12 +325,12 @@ async fn acquire(
     fresh_only: bool,
     now: Instant,
 ) -> Result<(UpstreamStream, bool), ProxyError> {
-    let provider = destination.provider;
+    let provider = destination.provider();
     if !fresh_only {
         let pooled = worker
             .pool
             .borrow_mut()
-            .take(&destination.slot, provider.timeouts.idle, now);
+            .take(destination.slot(), provider.timeouts.idle, now);
         if let Some(stream) = pooled {
             return Ok((stream, true));
         }
@@ -168,31 +345,35 @@ async fn acquire(
     Ok((stream, false))
 }
 
-/// One try: write the request, stream the rest of the body, read the head.
-/// `sent` is a recent clock reading that may stand for the moment the
-/// request is out; without it the clock is read once the request is out.
-#[allow(clippy::too_many_arguments)]
-async fn attempt(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
-    provider: &Provider,
-    mut stream: UpstreamStream,
-    body: &mut BodyTracker,
-    exchange: &mut Exchange,
+/// An upstream connection for one try.
+struct Connection {
+    stream: UpstreamStream,
+    /// A recent clock reading that may stand for the moment the request is
+    /// out (a pooled connection, the whole request in memory); without it
+    /// the clock is read once the request is out.
     sent: Option<Instant>,
+}
+
+/// One try: write the request, stream the rest of the body, read the head.
+async fn attempt(
+    s: &mut Session<'_>,
+    provider: &Provider,
+    connection: Connection,
+    body: &mut BodyTracker,
 ) -> Result<(UpstreamStream, ResponseHead, Vec<u8>), Failure> {
-    let out = std::mem::take(&mut conn.out);
+    let Connection { mut stream, sent } = connection;
+    let out = std::mem::take(&mut s.conn.out);
     let (result, out) = stream.write_all(out).await;
-    conn.out = out;
+    s.conn.out = out;
     if let Err(error) = result {
         return Err(Failure::Stale(ProxyError::UpstreamIo(error)));
     }
-    if !exchange.body_done {
-        stream_body(worker, conn, head, &mut stream, body, exchange)
+    if !s.body_done {
+        stream_body(s, &mut stream, body)
             .await
             .map_err(Failure::Fatal)?;
     }
+    let conn = &mut *s.conn;
     let mut buf = std::mem::take(&mut conn.relay);
     buf.clear();
     if buf.capacity() < RELAY_BUFFER {
@@ -255,13 +436,12 @@ async fn await_response_head(
 
 /// Relays the request body from the client as it arrives.
 async fn stream_body(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    head: &RequestHead,
+    s: &mut Session<'_>,
     upstream: &mut UpstreamStream,
     body: &mut BodyTracker,
-    exchange: &mut Exchange,
 ) -> Result<(), ProxyError> {
+    let (worker, head) = (s.worker, s.head);
+    let conn = &mut *s.conn;
     if head.expect_continue {
         let (result, _) = conn
             .stream
@@ -284,7 +464,8 @@ async fn stream_body(
         }
         let window = &conn.buf[head.len..];
         chunk.clear();
-        let taken = relay_body(body, window, &mut chunk, exchange).map_err(chunk_error)?;
+        let capture = s.record.request.as_mut();
+        let taken = relay_body(body, window, &mut chunk, capture).map_err(chunk_error)?;
         check_chunked_limit(worker, body)?;
         let done = body.is_done();
         if done {
@@ -300,7 +481,7 @@ async fn stream_body(
             result.map_err(ProxyError::UpstreamIo)?;
         }
         if done {
-            exchange.body_done = true;
+            s.body_done = true;
             conn.relay = chunk;
             return Ok(());
         }
@@ -358,9 +539,9 @@ fn relay_body(
     body: &mut BodyTracker,
     window: &[u8],
     out: &mut Vec<u8>,
-    exchange: &mut Exchange,
+    capture: Option<&mut Capture>,
 ) -> Result<usize, crate::http::body::ChunkError> {
-    match exchange.record.request.as_mut() {
+    match capture {
         Some(capture) => body.relay(window, out, |data| capture.feed(data)),
         None => body.relay(window, out, |_| {}),
     }

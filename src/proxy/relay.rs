@@ -1,6 +1,13 @@
-//! Phase 4, relay: send the response head to the client, then the body
+//! Phase 6, relay: send the response head to the client, then the body
 //! piece by piece as the upstream produces it (SSE events included), with
 //! one buffer read into and written from, no copies in between.
+//!
+//! How the body reaches the client is one `Passing` mode, chosen once per
+//! answer: as is (zero copy), or decoded into the output buffer first. An
+//! answer that must be rewritten as it streams (a provider's SSE events
+//! turned into OpenAI's, one event in, one event out) is a mode of the
+//! second kind: it writes through the output buffer, and only answers that
+//! need it pay for it; the pass-through keeps the zero-copy loop.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -9,17 +16,15 @@ use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::{Instant, Sleep};
 
-use super::Exchange;
+use super::Session;
 use super::forward::{Destination, ResponseStart};
-use crate::downstream::ClientConn;
 use crate::error::ProxyError;
 use crate::http::body::ChunkError;
 use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{Stamp, write_client_head};
-use crate::http::{BodyTracker, Framing, RequestHead};
+use crate::http::{BodyTracker, Framing};
 use crate::record::usage::UsageScan;
 use crate::record::{CacheStatus, Capture};
-use crate::worker::Worker;
 
 const RELAY_READ_SIZE: usize = 16 << 10;
 /// Stands for timeouts too long to add to an instant.
@@ -29,21 +34,29 @@ const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 /// response head, and a scan of the body for its token usage.
 #[derive(Default)]
 pub struct Extras<'a> {
-    pub headers: &'a [(&'a str, &'a [u8])],
+    pub headers: Vec<(&'a str, &'a [u8])>,
     pub usage: Option<&'a mut UsageScan>,
 }
 
+/// How the body reaches the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Passing {
+    /// The upstream's bytes, written from the buffer they were read into.
+    AsIs,
+    /// A chunked body decoded for an HTTP/1.0 client, which cannot read
+    /// chunked framing.
+    Dechunked,
+}
+
 pub async fn relay(
-    worker: &Worker,
-    conn: &mut ClientConn,
-    request: &RequestHead,
+    s: &mut Session<'_>,
     destination: &Destination<'_>,
     response: ResponseStart,
-    exchange: &mut Exchange,
     extras: Extras<'_>,
 ) -> Result<(), ProxyError> {
+    let (worker, request) = (s.worker, s.head);
     let Extras { headers, usage } = extras;
-    let provider = destination.provider;
+    let provider = destination.provider();
     let ResponseStart {
         mut stream,
         head,
@@ -53,51 +66,55 @@ pub async fn relay(
         arrived,
     } = response;
     // A cache miss: keep the answer while it is relayed, if it may be stored.
-    let miss = exchange.cache.take();
+    let miss = s.cache.take();
     let settings = &worker.settings.cache;
     let pending = miss
         .as_deref()
         .and_then(|miss| miss.prepare(settings, &head, &buf));
     if pending.is_some() {
-        Capture::want(&mut exchange.record.response, settings.max_object_bytes);
+        Capture::want(&mut s.record.response, settings.max_object_bytes);
     }
     let with_cache_fields: Vec<(&str, &[u8])>;
     let headers = match miss.as_deref() {
         Some(miss) => {
-            with_cache_fields = [headers, &miss.fields(pending.is_some())[..]].concat();
+            with_cache_fields = [&headers[..], &miss.fields(pending.is_some())[..]].concat();
             &with_cache_fields[..]
         }
-        None => headers,
+        None => &headers[..],
     };
     let mut taps = Taps {
         usage,
-        capture: exchange.record.response.as_mut(),
+        capture: s.record.response.as_mut(),
     };
     let framing = head.framing(&request.method);
-    // An HTTP/1.0 client cannot read chunked framing: decode it for them.
-    let dechunk = request.http10 && framing == Framing::Chunked;
-    exchange.status = head.status;
-    exchange.close |=
+    let passing = if request.http10 && framing == Framing::Chunked {
+        Passing::Dechunked
+    } else {
+        Passing::AsIs
+    };
+    let dechunk = passing == Passing::Dechunked;
+    s.status = head.status;
+    s.close |=
         !request.keep_alive || worker.draining() || framing == Framing::UntilClose || dechunk;
-    conn.out.clear();
+    s.conn.out.clear();
     let stamp = Stamp {
-        request_id: exchange.request_id.as_str(),
+        request_id: s.request_id.as_str(),
         upstream_times: (start_ns, stop_ns),
         extra: headers,
     };
-    write_client_head(&mut conn.out, &buf, &head, &stamp, exchange.close, dechunk);
+    write_client_head(&mut s.conn.out, &buf, &head, &stamp, s.close, dechunk);
 
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
     let first = &buf[head.len..];
     let taken =
-        take_body(&mut body, first, dechunk, &mut conn.out, &mut taps).map_err(protocol_error)?;
+        take_body(&mut body, first, dechunk, &mut s.conn.out, &mut taps).map_err(protocol_error)?;
     reusable &= taken == first.len();
-    exchange.response_started = true;
+    s.response_started = true;
     if taken > 0 {
-        exchange.record.first_byte_ns = Some(stop_ns);
+        s.record.first_byte_ns = Some(stop_ns);
     }
-    if !conn.send_out_since(arrived).await {
+    if !s.conn.send_out_since(arrived).await {
         return Err(ProxyError::ClientGone);
     }
     // Still the last clock reading if the whole body came with the head.
@@ -129,15 +146,15 @@ pub async fn relay(
             Err(error) => return Err(ProxyError::UpstreamIo(error)),
             Ok(n) => n,
         };
-        if exchange.record.first_byte_ns.is_none() {
-            exchange.record.first_byte_ns = Some(unix_nanos());
+        if s.record.first_byte_ns.is_none() {
+            s.record.first_byte_ns = Some(unix_nanos());
         }
-        if dechunk {
-            let taken = take_body(&mut body, &buf[..n], true, &mut conn.out, &mut taps)
+        if passing == Passing::Dechunked {
+            let taken = take_body(&mut body, &buf[..n], true, &mut s.conn.out, &mut taps)
                 .map_err(protocol_error)?;
             // Bytes after the last chunk: the upstream is out of step.
             reusable &= taken == n;
-            if !conn.send_out().await {
+            if !s.conn.send_out().await {
                 return Err(ProxyError::ClientGone);
             }
             continue;
@@ -150,7 +167,7 @@ pub async fn relay(
         .map_err(protocol_error)?;
         reusable &= taken == n;
         // A client that stops reading must not hold the upstream forever.
-        let write = conn.stream.write_all(buf.slice(..taken));
+        let write = s.conn.stream.write_all(buf.slice(..taken));
         let timer = arm(&mut write_timer, write_timeout);
         let (result, slice) = monoio::select! {
             biased;
@@ -160,10 +177,9 @@ pub async fn relay(
         buf = slice.into_inner();
         result.map_err(|_| ProxyError::ClientGone)?;
     }
-    conn.relay = buf;
-    exchange.record.response_complete = body.is_done();
-    if let (Some(miss), Some(pending), Some(capture)) =
-        (miss, pending, exchange.record.response.as_ref())
+    s.conn.relay = buf;
+    s.record.response_complete = body.is_done();
+    if let (Some(miss), Some(pending), Some(capture)) = (miss, pending, s.record.response.as_ref())
         && body.is_done()
         && !capture.overflowed
     {
@@ -172,11 +188,11 @@ pub async fn relay(
             pending,
             &capture.bytes,
             request,
-            &conn.buf,
+            &s.conn.buf,
             std::time::Instant::now(),
         );
         if stored {
-            exchange.record.cache = CacheStatus::Stored;
+            s.record.cache = CacheStatus::Stored;
         }
     }
     // The one place an upstream connection goes back to the pool: only after
@@ -186,9 +202,9 @@ pub async fn relay(
     // client or its body fails midway) and the response read to its end
     // and not a byte further. Any other way out of here drops, and so
     // closes, the connection.
-    if reusable && body.is_done() && exchange.body_done {
+    if reusable && body.is_done() && s.body_done {
         worker.pool.borrow_mut().put(
-            &destination.slot,
+            destination.slot(),
             stream,
             provider.max_idle,
             provider.timeouts.idle,

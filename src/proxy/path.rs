@@ -1,32 +1,6 @@
-//! Phase 2, route: the path in its normal form, then the provider and its
-//! endpoint and method allowlists.
+//! The path in its normal form, checked before anything is decided from it.
 
 use crate::error::ProxyError;
-use crate::http::RequestHead;
-use crate::providers::Provider;
-use crate::worker::Worker;
-
-pub fn route<'w>(
-    worker: &'w Worker,
-    head: &RequestHead,
-    buf: &[u8],
-) -> Result<(usize, &'w Provider), ProxyError> {
-    let path = head.path(buf);
-    let table = &worker.settings.providers;
-    let provider = table.default_provider();
-    if !provider.allows_path(path) {
-        return Err(ProxyError::EndpointNotAllowed(
-            String::from_utf8_lossy(path).into_owned(),
-        ));
-    }
-    if !provider.allows_method(&head.method) {
-        return Err(ProxyError::MethodNotAllowed {
-            method: head.method.clone(),
-            allow: provider.allow.clone(),
-        });
-    }
-    Ok((table.default, provider))
-}
 
 /// Refuses a path that is not in normal form, before anything is decided
 /// from it. Every decision (routing by model, the endpoint allowlist, the

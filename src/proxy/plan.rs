@@ -1,0 +1,422 @@
+//! Phase 2, plan: everything about a request that is decided before
+//! anything is checked or sent, decided once and returned as one `Plan`.
+//!
+//! - The path must be in normal form (`path`).
+//! - A `POST` to a model endpoint, while models are registered, has its
+//!   body read whole and is routed by its `model`: the model's deployments,
+//!   then its fallbacks', in the order to try them. A model that is not
+//!   registered goes to the key's project's provider, as it came.
+//! - Every other request goes to the key's project's provider (the
+//!   pass-through), if the provider's endpoint and method allowlists take
+//!   it. Its body streams upstream as it arrives, unless a decision needs
+//!   it first: the cache key, or the model a restricted key names.
+//! - Whether the cache applies, from the head alone.
+//! - The most the request may cost, held out of budgets by `admit`.
+
+use std::rc::Rc;
+
+use super::fields::{self, AnswerLimits, Rewrite, RoutingFields};
+use super::{Session, cached, path};
+use crate::cache::policy::Consult;
+use crate::downstream::{BodyRead, HeldBody};
+use crate::error::ProxyError;
+use crate::http::{Framing, RequestHead};
+use crate::litellm_config::RouterSettings;
+use crate::providers::Provider;
+use crate::store::Money;
+use crate::upstream::Slot;
+use crate::worker::Worker;
+use crate::worker::auth::Allowlist;
+use crate::worker::keys::CachedKey;
+use crate::worker::models::{self, Deployment, ModelTable};
+
+/// The endpoints whose requests name a model.
+const MODEL_ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
+
+/// What was decided for one request.
+pub struct Plan<'a> {
+    /// The body, read whole when a decision needed it.
+    pub body: Option<HeldBody<'a>>,
+    /// What the allowlists check.
+    pub named: Named,
+    /// Where the request goes.
+    pub target: Target<'a>,
+    /// How the cache is consulted, when it applies.
+    pub consult: Option<Consult>,
+    /// The most the request may cost (zero when it is not priced).
+    pub estimate: Money,
+}
+
+impl Plan<'_> {
+    /// The body read whole, or nothing.
+    pub fn body(&self) -> &[u8] {
+        self.body.as_deref().unwrap_or_default()
+    }
+}
+
+/// Where a request goes.
+pub enum Target<'a> {
+    /// The key's project's provider, with the provider key.
+    Provider {
+        slot: Slot,
+        provider: &'a Provider,
+        authorization: &'a [u8],
+    },
+    /// A registered model's deployments.
+    Deployments(Routed),
+    /// Nowhere: the provider refuses it, but the cache may still answer it
+    /// (a `HEAD` the provider does not take, from `GET`'s entry).
+    CacheOnly(ProxyError),
+}
+
+/// A request routed by its model.
+pub struct Routed {
+    /// The endpoint path without `/v1`, which the deployments are sent.
+    pub endpoint: &'static [u8],
+    /// The model's name (its alias resolved).
+    pub model: Box<str>,
+    /// The deployments to try, in order.
+    pub candidates: Vec<Rc<Deployment>>,
+    /// How the body is rewritten in place for each of them.
+    pub rewrite: Rewrite,
+    pub stream: bool,
+    /// Whether to ask a stream for its token usage (`stream_options`).
+    pub ask_usage: bool,
+}
+
+/// What a request names as its model, for the allowlists.
+pub enum Named {
+    /// The `model` of its JSON body, as the upstream will read it.
+    Model(Box<str>),
+    /// Nothing: it has no body.
+    Nothing,
+    /// Not known: a body that was not read, is not a JSON object, or has no
+    /// plain string `model`.
+    Unknown,
+}
+
+impl Named {
+    fn in_body(body: &[u8]) -> Self {
+        match RoutingFields::parse(body) {
+            Ok(Some(fields)) => Named::Model(fields.model.into()),
+            _ => Named::Unknown,
+        }
+    }
+
+    fn of(model: Option<&str>) -> Self {
+        model.map_or(Named::Unknown, |model| Named::Model(model.into()))
+    }
+}
+
+pub async fn plan<'s: 'a, 'a>(
+    s: &mut Session<'s>,
+    key: &'a CachedKey,
+) -> Result<Plan<'a>, ProxyError> {
+    let path = s.head.path(&s.conn.buf);
+    path::check_path(path)?;
+    if let Some(endpoint) = model_endpoint(s.head, path)
+        && models_registered(s.worker)?
+    {
+        return by_model(s, key, endpoint).await;
+    }
+    pass_through(s, key, None).await
+}
+
+/// The endpoint of a request that names a model (its path without `/v1`),
+/// if it is one.
+fn model_endpoint(head: &RequestHead, path: &[u8]) -> Option<&'static [u8]> {
+    if head.method != http::Method::POST {
+        return None;
+    }
+    let path = path.strip_prefix(b"/v1").unwrap_or(path);
+    MODEL_ENDPOINTS.iter().copied().find(|e| *e == path)
+}
+
+/// Whether this worker routes by model at all (any model registered).
+fn models_registered(worker: &Worker) -> Result<bool, ProxyError> {
+    let mut table = worker.models.borrow_mut();
+    table.sync(&worker.store)?;
+    Ok(!table.is_empty())
+}
+
+/// A request to a model endpoint: read the body, find the model's
+/// deployments and what the request may cost.
+async fn by_model<'s: 'a, 'a>(
+    s: &mut Session<'s>,
+    key: &'a CachedKey,
+    endpoint: &'static [u8],
+) -> Result<Plan<'a>, ProxyError> {
+    let body = read_body(s, fields::REWRITE_HEADROOM).await?;
+    let fields = RoutingFields::parse(&body)?;
+    let requested = fields.as_ref().map(|f| f.model);
+    s.record.model = requested.map(Into::into);
+    let name = requested.map(|m| key.view.model_aliases.get(m).map_or(m, String::as_str));
+    // The deployments to try, drawn while the table is at hand (it is not
+    // held across an `.await`).
+    let candidates = name.and_then(|name| {
+        let table = s.worker.models.borrow();
+        let deployments = table.deployments(name)?;
+        Some(candidates(
+            &table,
+            &s.worker.settings.router,
+            name,
+            deployments,
+        ))
+    });
+    let (Some(fields), Some(name), Some(candidates)) = (fields, name, candidates) else {
+        // Not a registered model: the key's project's provider, if it has one.
+        if key.upstream_auth.is_none() {
+            return Err(match requested {
+                Some(model) => ProxyError::ModelNotFound(model.to_string()),
+                None => ProxyError::InvalidField {
+                    field: "model".into(),
+                    message: "required".into(),
+                },
+            });
+        }
+        // The body goes as it came: the model checked is the one it names.
+        let named = Named::of(requested);
+        return pass_through(s, key, Some((body, named))).await;
+    };
+    s.record.routed = true;
+    let estimate = estimate_cost(
+        s.worker,
+        key,
+        (&body, &fields.limits),
+        endpoint,
+        &candidates,
+    );
+    let routed = Routed {
+        endpoint,
+        model: name.into(),
+        candidates,
+        rewrite: Rewrite::new(&fields),
+        stream: fields.stream,
+        ask_usage: fields.stream && !fields.has_stream_options && endpoint != b"/embeddings",
+    };
+    Ok(Plan {
+        named: Named::Model(name.into()),
+        consult: cached::consult(s.worker, s.head, &s.conn.buf),
+        body: Some(body),
+        target: Target::Deployments(routed),
+        estimate,
+    })
+}
+
+/// To the key's project's provider. `read` is the body (and the model it
+/// names) when routing has read it already (a model that is not
+/// registered).
+async fn pass_through<'s: 'a, 'a>(
+    s: &mut Session<'s>,
+    key: &'a CachedKey,
+    read: Option<(HeldBody<'a>, Named)>,
+) -> Result<Plan<'a>, ProxyError> {
+    let authorization = project_upstream_auth(key)?;
+    let consult = cached::consult(s.worker, s.head, &s.conn.buf);
+    let target = match provider_for(s.worker, s.head, &s.conn.buf) {
+        Ok((index, provider)) => Target::Provider {
+            slot: Slot::Provider(index),
+            provider,
+            authorization,
+        },
+        // A `HEAD` the provider does not take may still be answered from
+        // the cache (from `GET`'s entry); it is never sent upstream.
+        Err(error @ ProxyError::MethodNotAllowed { .. })
+            if s.head.method == http::Method::HEAD && consult.is_some() =>
+        {
+            Target::CacheOnly(error)
+        }
+        Err(error) => return Err(error),
+    };
+    let limit = s.worker.settings.limits.max_body_bytes;
+    if let Framing::Length(length) = s.head.framing
+        && length > limit
+    {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+    let restricted = Allowlist::of(&key.view).is_restricted();
+    let (body, named) = match read {
+        Some((body, named)) => (Some(body), named),
+        None if !s.head.has_body() => (None, Named::Nothing),
+        None if restricted || consult.is_some() => {
+            let body = read_body(s, 0).await?;
+            let named = if restricted {
+                Named::in_body(&body)
+            } else {
+                Named::Unknown
+            };
+            (Some(body), named)
+        }
+        None => (None, Named::Unknown),
+    };
+    Ok(Plan {
+        body,
+        named,
+        target,
+        consult,
+        // Unpriced: nothing is held, but a key at or over its budget is
+        // refused.
+        estimate: Money(0),
+    })
+}
+
+/// The `Bearer` value of a pass-through request's upstream: the key's
+/// project's provider key, while the project is active.
+pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
+    match &key.upstream_auth {
+        Some(auth) if key.view.project_active => Ok(auth),
+        // Active but without a provider key: a key made without a project.
+        None if key.view.project_active => Err(ProxyError::KeyWithoutProject),
+        _ => Err(ProxyError::ProjectInactive),
+    }
+}
+
+/// The key's project's provider, if its endpoint and method allowlists
+/// take the request: its index in the provider table, and the provider.
+fn provider_for<'w>(
+    worker: &'w Worker,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<(usize, &'w Provider), ProxyError> {
+    let path = head.path(buf);
+    let table = &worker.settings.providers;
+    let provider = table.default_provider();
+    if !provider.allows_path(path) {
+        return Err(ProxyError::EndpointNotAllowed(
+            String::from_utf8_lossy(path).into_owned(),
+        ));
+    }
+    if !provider.allows_method(&head.method) {
+        return Err(ProxyError::MethodNotAllowed {
+            method: head.method.clone(),
+            allow: provider.allow.clone(),
+        });
+    }
+    Ok((table.default, provider))
+}
+
+/// Reads the request's whole body (up to `MAX_REQUEST_SIZE`, within the
+/// worker's budget for bodies held whole) for a decision that needs it,
+/// with `headroom` spare bytes for a rewrite in place; the request's event
+/// gets it too, when it keeps bodies.
+async fn read_body<'s>(s: &mut Session<'s>, headroom: usize) -> Result<HeldBody<'s>, ProxyError> {
+    let worker = s.worker;
+    let limits = &worker.settings.limits;
+    let read = BodyRead {
+        limit: limits.max_body_bytes as usize,
+        headroom,
+        timeout: limits.body_timeout,
+    };
+    let body = s
+        .conn
+        .read_held_body(&worker.bodies, s.head, &read, &mut s.body_done)
+        .await?;
+    if let Some(capture) = s.record.request.as_mut() {
+        capture.feed(&body);
+    }
+    Ok(body)
+}
+
+/// The deployments to try, in order: up to `1 + num_retries` of the
+/// model's, drawn by weight, then as many of each of its fallbacks'.
+fn candidates(
+    table: &ModelTable,
+    router: &RouterSettings,
+    name: &str,
+    deployments: &[Rc<Deployment>],
+) -> Vec<Rc<Deployment>> {
+    let attempts = router.num_retries + 1;
+    let mut order = models::draw_order(deployments, attempts);
+    for fallback in router.fallbacks.get(name).into_iter().flatten() {
+        if let Some(deployments) = table.deployments(fallback) {
+            order.extend(models::draw_order(deployments, attempts));
+        }
+    }
+    order
+}
+
+/// The most this request may cost, to be held out of the key's and its
+/// user's budgets (those that have one): `estimate` at the dearest price
+/// among the deployments it may go to. Keys without a budget hold nothing
+/// and read nothing more of the body.
+fn estimate_cost(
+    worker: &Worker,
+    key: &CachedKey,
+    (body, limits): (&[u8], &AnswerLimits),
+    endpoint: &[u8],
+    candidates: &[Rc<Deployment>],
+) -> Money {
+    let view = &key.view;
+    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+        return Money(0);
+    }
+    let default_max_tokens = worker.settings.budget_default_max_tokens;
+    let (prompt, completion) = estimate(body.len(), limits, endpoint, default_max_tokens);
+    candidates
+        .iter()
+        .map(|deployment| deployment.cost(prompt, completion))
+        .max()
+        .unwrap_or_default()
+}
+
+/// The tokens a request may use: a prompt token for every 4 bytes of its
+/// body (the body holds the prompt and more), and the completion tokens its
+/// `max_tokens` or `max_completion_tokens` allow (or `default_max_tokens`),
+/// for each of its `n` (or `best_of`) choices. Embeddings have no
+/// completion.
+fn estimate(
+    body_len: usize,
+    limits: &AnswerLimits,
+    endpoint: &[u8],
+    default_max_tokens: u64,
+) -> (u64, u64) {
+    let prompt = (body_len as u64).div_ceil(4);
+    if endpoint == b"/embeddings" {
+        return (prompt, 0);
+    }
+    let per_choice = match (limits.max_tokens, limits.max_completion_tokens) {
+        (None, None) => default_max_tokens,
+        (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+    };
+    let choices = limits
+        .n
+        .unwrap_or(1)
+        .max(limits.best_of.unwrap_or(1))
+        .max(1);
+    (prompt, per_choice.saturating_mul(choices))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoutingFields;
+
+    /// The estimate of a whole body, its limits read as routing reads them.
+    fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
+        let fields = RoutingFields::parse(body).unwrap().unwrap();
+        super::estimate(body.len(), &fields.limits, endpoint, default_max_tokens)
+    }
+
+    #[test]
+    fn estimates_from_the_body() {
+        let chat = |extra: &str| format!(r#"{{"model":"m","messages":[]{extra}}}"#);
+        let plain = chat("");
+        assert_eq!(
+            estimate(plain.as_bytes(), b"/chat/completions", 100),
+            (plain.len().div_ceil(4) as u64, 100)
+        );
+        let limited = chat(r#","max_tokens":16"#);
+        assert_eq!(
+            estimate(limited.as_bytes(), b"/chat/completions", 100).1,
+            16
+        );
+        let both = chat(r#","max_tokens":16,"max_completion_tokens":40,"n":3"#);
+        assert_eq!(estimate(both.as_bytes(), b"/chat/completions", 100).1, 120);
+        let best_of = chat(r#","max_tokens":10,"best_of":5,"n":2"#);
+        assert_eq!(estimate(best_of.as_bytes(), b"/completions", 100).1, 50);
+        // A value that bounds nothing leaves the default.
+        let odd = chat(r#","max_tokens":"lots""#);
+        assert_eq!(estimate(odd.as_bytes(), b"/chat/completions", 100).1, 100);
+        let embed = r#"{"model":"e","input":"some text","max_tokens":9}"#;
+        assert_eq!(estimate(embed.as_bytes(), b"/embeddings", 100), (12, 0));
+    }
+}
