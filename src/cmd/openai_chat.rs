@@ -29,8 +29,8 @@ use rustyline::error::ReadlineError;
 use serde::Serialize;
 
 use crate::cli::OpenaiChatArgs;
-use crate::client::{Client, ClientError, Service};
 use crate::cmd::client::login_file::StoredLogin;
+use crate::http_client::{Client, ClientError, Service};
 
 mod exchange;
 

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Call, expect_object, quoted};
 use crate::cli::client::{ChatCommand, Format};
-use crate::client::ClientError;
 use crate::cmd::output::pretty;
+use crate::http_client::ClientError;
 
 /// Roles of the chat completions API.
 const ROLES: [&str; 6] = [

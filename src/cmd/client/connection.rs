@@ -5,7 +5,7 @@
 use super::login_file::{self, StoredLogin};
 use super::{Defaults, KEY_ENV, LOGIN_FILE_URL, URL_ENV};
 use crate::cli::client::ClientOptions;
-use crate::client::{Client, ClientError, Service};
+use crate::http_client::{Client, ClientError, Service};
 
 pub(super) fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()

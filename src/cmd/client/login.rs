@@ -17,8 +17,8 @@ use ureq::http::Method;
 use super::login_file::{self, StoredLogin};
 use super::{Defaults, LOGIN_FILE_URL, URL_ENV, browser, connect, env_var, first_set};
 use crate::cli::client::{ClientOptions, Format, LoginArgs, LogoutArgs, WhoamiArgs};
-use crate::client::{Answer, Client, ClientError, Service, encode, error_code, error_message};
 use crate::cmd::output::{any_time, cell, field_table, pretty};
+use crate::http_client::{Answer, Client, ClientError, Service, encode, error_code, error_message};
 
 const START_PATH: &str = "/sso/cli/start";
 const LOGOUT_PATH: &str = "/sso/cli/logout";

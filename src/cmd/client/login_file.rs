@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::ClientError;
+use crate::http_client::ClientError;
 
 const FILE_NAME: &str = "login.json";
 

@@ -37,7 +37,7 @@ use ureq::http::Method;
 
 use super::output::{Layout, field_table, pretty, print};
 use crate::cli::client::{ClientCommand, ClientOptions, Format, HttpCommand};
-use crate::client::ClientError;
+use crate::http_client::ClientError;
 pub(crate) use connection::stored_login;
 use connection::{connect, env_var, first_set};
 
