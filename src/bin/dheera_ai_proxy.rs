@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llm_proxy::cli::client::ClientCli;
+use llm_proxy::cli::litellm::LiteLlmCli;
 use llm_proxy::cmd;
 
 fn main() -> ExitCode {
-    cmd::process::main(ClientCli::try_parse, |cli| {
+    cmd::process::main(LiteLlmCli::try_parse, |cli| {
         cmd::client::run(&cli.command, &cmd::client::DHEERA_AI_PROXY)?;
         Ok(ExitCode::SUCCESS)
     })

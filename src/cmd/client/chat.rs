@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{Call, expect_object, quoted};
-use crate::cli::client::{ChatCommand, Format};
+use crate::cli::litellm::{ChatCommand, Format};
 use crate::cmd::output::pretty;
 use crate::http_client::ClientError;
 
@@ -115,7 +115,7 @@ fn choice_text(choice: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::client::CompletionsArgs;
+    use crate::cli::litellm::CompletionsArgs;
 
     fn completions(messages: &[&str]) -> ChatCommand {
         ChatCommand::Completions(CompletionsArgs {

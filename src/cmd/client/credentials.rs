@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Call, expect_items, expect_object, json_object, object, quoted};
-use crate::cli::client::{CredentialsCommand, Format};
+use crate::cli::litellm::{CredentialsCommand, Format};
 use crate::cmd::output::{Column, Layout, cell, listing, pretty};
 use crate::http_client::{ClientError, encode};
 

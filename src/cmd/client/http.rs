@@ -8,7 +8,7 @@ use serde_json::Value;
 use ureq::http::{HeaderName, HeaderValue, Method};
 
 use super::quoted;
-use crate::cli::client::HttpRequestArgs;
+use crate::cli::litellm::HttpRequestArgs;
 use crate::cmd::output::pretty;
 use crate::http_client::{Client, ClientError};
 

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Call, expect_items, expect_object, object, quoted};
-use crate::cli::client::{Format, InfoColumn, ModelsCommand};
+use crate::cli::litellm::{Format, InfoColumn, ModelsCommand};
 use crate::cmd::output::{ALWAYS, Column, Layout, any_time, cell, listing, pretty};
 use crate::http_client::ClientError;
 
