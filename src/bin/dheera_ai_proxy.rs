@@ -11,7 +11,7 @@ use llm_proxy::cmd;
 
 fn main() -> ExitCode {
     cmd::process::main(LiteLlmCli::try_parse, |cli| {
-        cmd::client::run(&cli.command, &cmd::client::DHEERA_AI_PROXY)?;
+        cmd::litellm::run(&cli.command, &cmd::litellm::DHEERA_AI_PROXY)?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -6,7 +6,7 @@
 //!
 //! Only the shape of the command line lives here: values that need more
 //! than a type (JSON, `KEY=VALUE`, `role:content`, durations, headers) are
-//! checked in `cmd::client`, before anything is sent, so that a mistake is
+//! checked in `cmd::litellm`, before anything is sent, so that a mistake is
 //! reported on one line.
 
 use std::time::Duration;

@@ -151,7 +151,7 @@ pub fn remove(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::client::test_env::env;
+    use crate::cmd::litellm::test_env::env;
     use std::os::unix::fs::PermissionsExt;
 
     pub(crate) fn sample(base_url: &str) -> StoredLogin {

@@ -174,7 +174,7 @@ pub(super) fn connect(
 mod tests {
     use super::super::{DHEERA_AI_PROXY, LLM_PROXY};
     use super::*;
-    use crate::cmd::client::test_env::env;
+    use crate::cmd::litellm::test_env::env;
 
     fn options(base_url: Option<&str>, api_key: Option<&str>) -> LiteLlmOptions {
         LiteLlmOptions {
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn login_at(url: &str) -> StoredLogin {
-        crate::cmd::client::test_env::login_at(url, "sk-stored-login-42")
+        crate::cmd::litellm::test_env::login_at(url, "sk-stored-login-42")
     }
 
     #[test]
