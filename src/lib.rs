@@ -30,7 +30,8 @@
 //! litellm_config COLD  a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
 //! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
 //! cli, cmd   COLD    command-line definitions, one module per subcommand
-//! client     COLD    blocking JSON client of a running server's APIs, for the client commands
+//! http_client COLD   the blocking HTTP client of the cold path: JSON calls to a running server's
+//!                    APIs for the commands, an agent for the event sinks and OpenID Connect
 //! alloc      SHARED  the global allocator (mimalloc) and giving freed memory back to the system
 //! loadgen    COLD    the load generator of `benchmark`: schedule, connections, exchanges, histograms
 //! ```
@@ -39,12 +40,12 @@ pub mod alloc;
 pub mod api;
 pub mod cache;
 pub mod cli;
-pub mod client;
 pub mod cmd;
 pub mod downstream;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod http_client;
 pub mod litellm_config;
 pub mod loadgen;
 pub mod login;

@@ -19,7 +19,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Openai(args) => match args.command {
             OpenaiCommand::Chat(args) => return cmd::openai_chat::run(&args),
         },
-        Command::Client(command) => cmd::client::run(&command, &cmd::client::LLM_PROXY)?,
+        Command::LiteLlm(command) => cmd::litellm::run(&command, &cmd::litellm::LLM_PROXY)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,12 +6,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llm_proxy::cli::client::ClientCli;
+use llm_proxy::cli::litellm::LiteLlmCli;
 use llm_proxy::cmd;
 
 fn main() -> ExitCode {
-    cmd::process::main(ClientCli::try_parse, |cli| {
-        cmd::client::run(&cli.command, &cmd::client::DHEERA_AI_PROXY)?;
+    cmd::process::main(LiteLlmCli::try_parse, |cli| {
+        cmd::litellm::run(&cli.command, &cmd::litellm::DHEERA_AI_PROXY)?;
         Ok(ExitCode::SUCCESS)
     })
 }

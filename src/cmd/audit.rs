@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::manage::{expect_object, single};
 use super::output::{Column, Layout, cell, listing, pretty, time};
 use crate::cli::AuditCommand;
-use crate::client::{Client, ClientError, with_query};
+use crate::http_client::{Client, ClientError, with_query};
 
 pub fn run(
     client: &Client,

@@ -8,7 +8,7 @@ use super::output::{
     ALWAYS, Column, Layout, cell, field_table, listing, obfuscate, pretty, print, time, yes_no,
 };
 use crate::cli::{CacheCommand, ManageArgs, ManageCommand, ProjectCommand, TokenCommand};
-use crate::client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
+use crate::http_client::{Client, ClientError, MANAGEMENT_API, encode, with_query};
 
 pub fn run(args: &ManageArgs) -> anyhow::Result<()> {
     check_arguments(&args.command)?;

@@ -8,8 +8,8 @@
 
 pub mod audit;
 pub mod benchmark;
-pub mod client;
 pub mod dispatcher;
+pub mod litellm;
 pub mod manage;
 pub mod mock_upstream;
 pub mod openai_chat;

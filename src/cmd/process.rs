@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::client::ClientError;
+use crate::http_client::ClientError;
 use crate::loadgen::LoadError;
 
 /// Parses the command line with `parse`, then runs `run` and reports its

@@ -50,7 +50,7 @@ impl Sink {
 
     pub fn http(kind: &str, url: String, api_key: Option<String>) -> Sink {
         let sink = HttpSink {
-            agent: crate::client::agent(HTTP_TIMEOUT),
+            agent: crate::http_client::agent(HTTP_TIMEOUT),
             url,
             api_key,
         };

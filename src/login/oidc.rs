@@ -560,7 +560,7 @@ fn redact(text: &str, hide: &[&str]) -> String {
 
 /// The HTTP agent for the provider: the client's, with `OIDC_CA_FILE`'s roots.
 fn agent(settings: &OidcSettings) -> ureq::Agent {
-    let mut config = crate::client::agent_config(HTTP_TIMEOUT);
+    let mut config = crate::http_client::agent_config(HTTP_TIMEOUT);
     if let Some(roots) = &settings.roots {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(roots.clone())

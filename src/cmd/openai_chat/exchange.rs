@@ -10,7 +10,7 @@ use serde_json::Value;
 use ureq::http::{self, StatusCode, header};
 
 use super::PROXY;
-use crate::client::{self, ClientError};
+use crate::http_client::{self, ClientError};
 
 /// Time allowed to open the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,7 +144,7 @@ impl Exchange {
 
     fn status_error(&self, status: StatusCode, body: &[u8]) -> ClientError {
         let code = status.as_u16();
-        let message = client::error_message(body)
+        let message = http_client::error_message(body)
             .map(|m| m.replace(self.token.as_str(), "[redacted]"))
             .unwrap_or_else(|| {
                 status
@@ -173,7 +173,7 @@ impl Exchange {
             service: PROXY.name,
             url: self.base_url.clone(),
             reason,
-            advice: client::UNREACHABLE_ADVICE.into(),
+            advice: http_client::UNREACHABLE_ADVICE.into(),
         };
         match error {
             ureq::Error::Io(e) => unreachable(match e.kind() {
@@ -227,7 +227,7 @@ fn whole_answer(body: &[u8]) -> Result<String, ClientError> {
 }
 
 fn stream_error(data: &[u8]) -> ClientError {
-    let message = client::error_message(data).unwrap_or_else(|| "no message".into());
+    let message = http_client::error_message(data).unwrap_or_else(|| "no message".into());
     ClientError::BadResponse(format!("the answer ended with an error: {message}"))
 }
 

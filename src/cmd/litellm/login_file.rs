@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::ClientError;
+use crate::http_client::ClientError;
 
 const FILE_NAME: &str = "login.json";
 
@@ -151,7 +151,7 @@ pub fn remove(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::client::test_env::env;
+    use crate::cmd::litellm::test_env::env;
     use std::os::unix::fs::PermissionsExt;
 
     pub(crate) fn sample(base_url: &str) -> StoredLogin {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-pub mod client;
+pub mod litellm;
 
-pub use client::ClientCommand;
+pub use litellm::LiteLlmCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +44,7 @@ pub enum Command {
     Openai(OpenaiArgs),
     /// The LiteLLM-style client commands (also the `dheera_ai-proxy` binary).
     #[command(flatten)]
-    Client(ClientCommand),
+    LiteLlm(LiteLlmCommand),
 }
 
 #[derive(Debug, Args)]

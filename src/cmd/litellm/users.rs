@@ -5,9 +5,9 @@ use std::io::{self, BufRead, IsTerminal};
 use serde_json::{Value, json};
 
 use super::{Call, expect_items, expect_object, list, object, page_line, quoted, spend_cell};
-use crate::cli::client::{Format, UsersCommand};
-use crate::client::{ClientError, with_query};
+use crate::cli::litellm::{Format, UsersCommand};
 use crate::cmd::output::{Column, Layout, cell, field_table, listing, pretty};
+use crate::http_client::{ClientError, with_query};
 
 /// Reads the password `--password -` stands for.
 pub(super) type ReadPassword<'a> = &'a mut dyn FnMut() -> Result<String, ClientError>;

@@ -36,8 +36,8 @@ use serde_json::{Map, Value};
 use ureq::http::Method;
 
 use super::output::{Layout, field_table, pretty, print};
-use crate::cli::client::{ClientCommand, ClientOptions, Format, HttpCommand};
-use crate::client::ClientError;
+use crate::cli::litellm::{Format, HttpCommand, LiteLlmCommand, LiteLlmOptions};
+use crate::http_client::ClientError;
 pub(crate) use connection::stored_login;
 use connection::{connect, env_var, first_set};
 
@@ -113,46 +113,46 @@ impl Call {
     }
 }
 
-pub fn run(command: &ClientCommand, defaults: &Defaults) -> anyhow::Result<()> {
+pub fn run(command: &LiteLlmCommand, defaults: &Defaults) -> anyhow::Result<()> {
     let options = command.options();
     let format = options.format;
     let layout = Layout::detect(options.wide);
     let output = match command {
-        ClientCommand::Models(args) => {
+        LiteLlmCommand::Models(args) => {
             let call = models::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             models::render(&args.command, answer, format, layout)?
         }
-        ClientCommand::Credentials(args) => {
+        LiteLlmCommand::Credentials(args) => {
             let call = credentials::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             credentials::render(&args.command, answer, format, layout)?
         }
-        ClientCommand::Keys(args) => {
+        LiteLlmCommand::Keys(args) => {
             let call = keys::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             keys::render(&args.command, answer, format, layout)?
         }
-        ClientCommand::Users(args) => {
+        LiteLlmCommand::Users(args) => {
             let call = users::plan(&args.command, &mut users::read_password_from_stdin)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             users::render(&args.command, answer, format, layout)?
         }
-        ClientCommand::Chat(args) => {
+        LiteLlmCommand::Chat(args) => {
             let call = chat::plan(&args.command)?;
             let answer = send(&call, options, defaults, Timeout::Long)?;
             chat::render(answer, format)?
         }
-        ClientCommand::Http(args) => {
+        LiteLlmCommand::Http(args) => {
             let HttpCommand::Request(request) = &args.command;
             let plan = http::plan(request)?;
             let connection = connect(options, defaults, &env_var, &stored_login, false)?;
             let client = connection.client.with_timeout(LONG_TIMEOUT);
             http::run(&client, &plan)?
         }
-        ClientCommand::Login(args) => login::login(args, defaults)?,
-        ClientCommand::Logout(args) => login::logout(args, defaults)?,
-        ClientCommand::Whoami(args) => login::whoami(args, defaults)?,
+        LiteLlmCommand::Login(args) => login::login(args, defaults)?,
+        LiteLlmCommand::Logout(args) => login::logout(args, defaults)?,
+        LiteLlmCommand::Whoami(args) => login::whoami(args, defaults)?,
     };
     print(&output)?;
     Ok(())
@@ -170,7 +170,7 @@ enum Timeout {
 /// about the call's subject becomes exit 4.
 fn send(
     call: &Call,
-    options: &ClientOptions,
+    options: &LiteLlmOptions,
     defaults: &Defaults,
     timeout: Timeout,
 ) -> Result<Option<Value>, ClientError> {

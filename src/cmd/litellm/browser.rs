@@ -70,7 +70,7 @@ fn command_line(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::client::test_env::env;
+    use crate::cmd::litellm::test_env::env;
 
     #[test]
     fn browser_variable_first() {

@@ -6,7 +6,7 @@
 //!
 //! Only the shape of the command line lives here: values that need more
 //! than a type (JSON, `KEY=VALUE`, `role:content`, durations, headers) are
-//! checked in `cmd::client`, before anything is sent, so that a mistake is
+//! checked in `cmd::litellm`, before anything is sent, so that a mistake is
 //! reported on one line.
 
 use std::time::Duration;
@@ -22,17 +22,17 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     about = "Manage models, credentials, keys and users of an llm-proxy (LiteLLM-compatible) \
              server, sign in to it, and send it chat and HTTP requests"
 )]
-pub struct ClientCli {
+pub struct LiteLlmCli {
     /// Accepted before the command too; the commands see the same values.
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
-    pub command: ClientCommand,
+    pub command: LiteLlmCommand,
 }
 
 /// Options of every client command, accepted anywhere on the line.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ClientOptions {
+pub struct LiteLlmOptions {
     /// Base URL of the proxy [env: DHEERA_AI_PROXY_URL, then LLM_PROXY_URL]
     /// [default: the one of the stored login, else http://localhost:8080;
     /// for dheera_ai-proxy http://localhost:4000]
@@ -63,7 +63,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ClientCommand {
+pub enum LiteLlmCommand {
     /// List, add, update, get and delete models.
     Models(ModelsArgs),
     /// List, create, get and delete provider credentials.
@@ -84,19 +84,19 @@ pub enum ClientCommand {
     Whoami(WhoamiArgs),
 }
 
-impl ClientCommand {
+impl LiteLlmCommand {
     /// The options as given anywhere on the command line.
-    pub fn options(&self) -> &ClientOptions {
+    pub fn options(&self) -> &LiteLlmOptions {
         match self {
-            ClientCommand::Models(args) => &args.options,
-            ClientCommand::Credentials(args) => &args.options,
-            ClientCommand::Keys(args) => &args.options,
-            ClientCommand::Users(args) => &args.options,
-            ClientCommand::Chat(args) => &args.options,
-            ClientCommand::Http(args) => &args.options,
-            ClientCommand::Login(args) => &args.options,
-            ClientCommand::Logout(args) => &args.options,
-            ClientCommand::Whoami(args) => &args.options,
+            LiteLlmCommand::Models(args) => &args.options,
+            LiteLlmCommand::Credentials(args) => &args.options,
+            LiteLlmCommand::Keys(args) => &args.options,
+            LiteLlmCommand::Users(args) => &args.options,
+            LiteLlmCommand::Chat(args) => &args.options,
+            LiteLlmCommand::Http(args) => &args.options,
+            LiteLlmCommand::Login(args) => &args.options,
+            LiteLlmCommand::Logout(args) => &args.options,
+            LiteLlmCommand::Whoami(args) => &args.options,
         }
     }
 }
@@ -108,7 +108,7 @@ impl ClientCommand {
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: ModelsCommand,
 }
@@ -196,7 +196,7 @@ pub enum InfoColumn {
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: CredentialsCommand,
 }
@@ -236,7 +236,7 @@ pub enum CredentialsCommand {
 #[derive(Debug, Args)]
 pub struct KeysArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -320,7 +320,7 @@ pub enum KeysCommand {
 #[derive(Debug, Args)]
 pub struct UsersArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: UsersCommand,
 }
@@ -412,7 +412,7 @@ pub enum UsersCommand {
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: ChatCommand,
 }
@@ -462,7 +462,7 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     #[command(subcommand)]
     pub command: HttpCommand,
 }
@@ -499,7 +499,7 @@ pub struct HttpRequestArgs {
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     /// Do not open a browser; only print the URL and the code
     #[arg(long)]
     pub no_browser: bool,
@@ -511,7 +511,7 @@ pub struct LoginArgs {
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
     /// Only delete the login file; the key stays valid on the server until it expires
     #[arg(long)]
     pub local_only: bool,
@@ -520,7 +520,7 @@ pub struct LogoutArgs {
 #[derive(Debug, Args)]
 pub struct WhoamiArgs {
     #[command(flatten)]
-    pub options: ClientOptions,
+    pub options: LiteLlmOptions,
 }
 
 // ---------------------------------------------------------------------------
@@ -573,12 +573,12 @@ mod tests {
 
     #[test]
     fn definitions_are_consistent() {
-        ClientCli::command().debug_assert();
+        LiteLlmCli::command().debug_assert();
     }
 
     #[test]
     fn options_are_accepted_before_and_after_the_command() {
-        let cli = ClientCli::try_parse_from([
+        let cli = LiteLlmCli::try_parse_from([
             "dheera_ai-proxy",
             "--base-url",
             "http://a",

@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::{Call, expect_items, expect_object, json_object, list, object, page_line, spend_cell};
-use crate::cli::client::{Format, KeysCommand};
-use crate::client::{ClientError, with_query};
+use crate::cli::litellm::{Format, KeysCommand};
 use crate::cmd::output::{Column, Layout, any_time, cell, field_table, listing, obfuscate, pretty};
+use crate::http_client::{ClientError, with_query};
 
 pub(super) fn plan(command: &KeysCommand) -> Result<Call, ClientError> {
     Ok(match command {

@@ -9,9 +9,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{Call, expect_items, expect_object, object, quoted};
-use crate::cli::client::{Format, InfoColumn, ModelsCommand};
-use crate::client::ClientError;
+use crate::cli::litellm::{Format, InfoColumn, ModelsCommand};
 use crate::cmd::output::{ALWAYS, Column, Layout, any_time, cell, listing, pretty};
+use crate::http_client::ClientError;
 
 /// `litellm_params` and `model_info` entries whose values stay strings even
 /// when they look like numbers (a key or a version may be all digits).

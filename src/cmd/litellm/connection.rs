@@ -4,8 +4,8 @@
 
 use super::login_file::{self, StoredLogin};
 use super::{Defaults, KEY_ENV, LOGIN_FILE_URL, URL_ENV};
-use crate::cli::client::ClientOptions;
-use crate::client::{Client, ClientError, Service};
+use crate::cli::litellm::LiteLlmOptions;
+use crate::http_client::{Client, ClientError, Service};
 
 pub(super) fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -52,7 +52,7 @@ struct Target {
 /// the stored login gives the key, and the base URL unless one was given,
 /// but only if that names the login's own server; then `defaults`.
 fn target(
-    options: &ClientOptions,
+    options: &LiteLlmOptions,
     defaults: &Defaults,
     env: &dyn Fn(&str) -> Option<String>,
     stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>,
@@ -136,7 +136,7 @@ impl Connection {
 /// A client for the proxy and key [`target`] chooses; with `key_required`,
 /// a missing API key fails here (exit 3).
 pub(super) fn connect(
-    options: &ClientOptions,
+    options: &LiteLlmOptions,
     defaults: &Defaults,
     env: &dyn Fn(&str) -> Option<String>,
     stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>,
@@ -174,13 +174,13 @@ pub(super) fn connect(
 mod tests {
     use super::super::{DHEERA_AI_PROXY, LLM_PROXY};
     use super::*;
-    use crate::cmd::client::test_env::env;
+    use crate::cmd::litellm::test_env::env;
 
-    fn options(base_url: Option<&str>, api_key: Option<&str>) -> ClientOptions {
-        ClientOptions {
+    fn options(base_url: Option<&str>, api_key: Option<&str>) -> LiteLlmOptions {
+        LiteLlmOptions {
             base_url: base_url.map(String::from),
             api_key: api_key.map(String::from),
-            ..ClientOptions::default()
+            ..LiteLlmOptions::default()
         }
     }
 
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn login_at(url: &str) -> StoredLogin {
-        crate::cmd::client::test_env::login_at(url, "sk-stored-login-42")
+        crate::cmd::litellm::test_env::login_at(url, "sk-stored-login-42")
     }
 
     #[test]
@@ -276,7 +276,7 @@ mod tests {
     fn stored_login_only_when_no_key_is_given_and_only_for_its_server() {
         let stored = || Ok(Some(login_at("http://proxy:8080/")));
         let none = env(&[]);
-        let run = |options: &ClientOptions, env: &dyn Fn(&str) -> Option<String>| {
+        let run = |options: &LiteLlmOptions, env: &dyn Fn(&str) -> Option<String>| {
             target(options, &LLM_PROXY, env, &stored).unwrap()
         };
         // Nothing given: the login's server and key.

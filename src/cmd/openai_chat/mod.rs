@@ -29,8 +29,8 @@ use rustyline::error::ReadlineError;
 use serde::Serialize;
 
 use crate::cli::OpenaiChatArgs;
-use crate::client::{Client, ClientError, Service};
-use crate::cmd::client::login_file::StoredLogin;
+use crate::cmd::litellm::login_file::StoredLogin;
+use crate::http_client::{Client, ClientError, Service};
 
 mod exchange;
 
@@ -88,7 +88,7 @@ impl Settings {
     fn from_args(args: &OpenaiChatArgs) -> Result<Settings, ClientError> {
         // The client checks the URL's scheme and the token's characters the
         // same way as for every other client command.
-        let (base_url, token) = base_url_and_token(args, &crate::cmd::client::stored_login)?;
+        let (base_url, token) = base_url_and_token(args, &crate::cmd::litellm::stored_login)?;
         let client = Client::new(PROXY, &base_url, token.clone())?.require_token()?;
         let base_url = client.base_url().to_string();
         if base_url.contains(['?', '#']) {
@@ -471,7 +471,7 @@ mod tests {
             }) => args,
             other => panic!("{other:?}"),
         };
-        let login = crate::cmd::client::test_env::login_at("http://proxy:8080", "sk-stored-42");
+        let login = crate::cmd::litellm::test_env::login_at("http://proxy:8080", "sk-stored-42");
         let stored = || Ok(Some(login.clone()));
         let none = || Ok(None);
         let got = |args: &[&str], stored: &dyn Fn() -> Result<Option<StoredLogin>, ClientError>| {

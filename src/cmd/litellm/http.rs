@@ -8,9 +8,9 @@ use serde_json::Value;
 use ureq::http::{HeaderName, HeaderValue, Method};
 
 use super::quoted;
-use crate::cli::client::HttpRequestArgs;
-use crate::client::{Client, ClientError};
+use crate::cli::litellm::HttpRequestArgs;
 use crate::cmd::output::pretty;
+use crate::http_client::{Client, ClientError};
 
 /// A request checked and ready to send.
 #[derive(Debug)]

@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::{Call, expect_items, expect_object, json_object, object, quoted};
-use crate::cli::client::{CredentialsCommand, Format};
-use crate::client::{ClientError, encode};
+use crate::cli::litellm::{CredentialsCommand, Format};
 use crate::cmd::output::{Column, Layout, cell, listing, pretty};
+use crate::http_client::{ClientError, encode};
 
 pub(super) fn plan(command: &CredentialsCommand) -> Result<Call, ClientError> {
     Ok(match command {

@@ -16,9 +16,9 @@ use ureq::http::Method;
 
 use super::login_file::{self, StoredLogin};
 use super::{Defaults, LOGIN_FILE_URL, URL_ENV, browser, connect, env_var, first_set};
-use crate::cli::client::{ClientOptions, Format, LoginArgs, LogoutArgs, WhoamiArgs};
-use crate::client::{Answer, Client, ClientError, Service, encode, error_code, error_message};
+use crate::cli::litellm::{Format, LiteLlmOptions, LoginArgs, LogoutArgs, WhoamiArgs};
 use crate::cmd::output::{any_time, cell, field_table, pretty};
+use crate::http_client::{Answer, Client, ClientError, Service, encode, error_code, error_message};
 
 const START_PATH: &str = "/sso/cli/start";
 const LOGOUT_PATH: &str = "/sso/cli/logout";
@@ -111,7 +111,7 @@ pub(super) fn login(args: &LoginArgs, defaults: &Defaults) -> Result<String, Cli
 /// The server to sign in to: the flag, the environment, the server of the
 /// earlier login (to renew it), or the program's default.
 fn login_url(
-    options: &ClientOptions,
+    options: &LiteLlmOptions,
     defaults: &Defaults,
     earlier: Option<&StoredLogin>,
 ) -> (&'static str, String) {

@@ -1,6 +1,7 @@
 //! A small blocking HTTP client for the cold-path commands that talk to a
 //! running server (`manage`, `openai chat` and the LiteLLM-style client
-//! commands).
+//! commands); the event sinks and the OpenID Connect sign-in take its
+//! [`agent`] alone.
 //!
 //! JSON in, JSON out ([`Client::call`]), or bytes in, bytes out
 //! ([`Client::send`]). Every failure becomes a [`ClientError`] whose one-line

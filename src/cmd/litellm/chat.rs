@@ -5,9 +5,9 @@
 use serde_json::{Value, json};
 
 use super::{Call, expect_object, quoted};
-use crate::cli::client::{ChatCommand, Format};
-use crate::client::ClientError;
+use crate::cli::litellm::{ChatCommand, Format};
 use crate::cmd::output::pretty;
+use crate::http_client::ClientError;
 
 /// Roles of the chat completions API.
 const ROLES: [&str; 6] = [
@@ -115,7 +115,7 @@ fn choice_text(choice: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::client::CompletionsArgs;
+    use crate::cli::litellm::CompletionsArgs;
 
     fn completions(messages: &[&str]) -> ChatCommand {
         ChatCommand::Completions(CompletionsArgs {
