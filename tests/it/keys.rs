@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::store::*;
 use crate::common::*;
@@ -102,14 +102,13 @@ fn revoked_key_is_401_key_revoked() {
 fn expired_key_is_401_key_expired() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).start();
-    let token = proxy.create_token(json!({"duration": "1s"}));
+    let token = proxy.create_token(json!({"duration": "100ms"}));
+    // The lifetime began before the answer arrived, so it ends by then.
+    let ended_by = SystemTime::now() + Duration::from_millis(100);
     let secret = token["token"].as_str().unwrap();
     let expires = humantime::parse_rfc3339(token["expires_at"].as_str().unwrap()).unwrap();
-    // The view has whole seconds: the real expiry is at most a second later.
-    let past = expires + Duration::from_millis(1100);
-    while std::time::SystemTime::now() < past {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The view has whole seconds: the real expiry is less than a second later.
+    sleep_until_time(ended_by.min(expires + Duration::from_secs(1)));
     let requests = mock.stat("requests");
     proxy
         .call(chat_with(secret))
@@ -129,10 +128,11 @@ fn expired_key_is_401_key_expired() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(proxy.call(chat_with(secret)).status, 200);
     // A revoked key that has also expired says revoked.
-    let token = proxy.create_token(json!({"duration": "1s"}));
+    let token = proxy.create_token(json!({"duration": "100ms"}));
+    let ended_by = SystemTime::now() + Duration::from_millis(100);
     let secret = token["token"].as_str().unwrap();
     proxy.manage("DELETE", &format!("/manage/tokens/{secret}"), None);
-    std::thread::sleep(Duration::from_millis(2100));
+    sleep_until_time(ended_by);
     proxy
         .call(chat_with(secret))
         .assert_error(401, "key_revoked");
@@ -700,6 +700,10 @@ fn a_store_from_a_newer_version_is_refused() {
     );
 }
 
+/// How long a worker answers 429 for a key whose quota it found used up
+/// before it asks the ledger again (the proxy's lease idle time).
+const USED_UP_MEMORY: Duration = Duration::from_secs(1);
+
 /// Any management write makes the workers hand back their leases; the quota
 /// handed back must be usable at once, not refused with a 429 until the
 /// next usage report.
@@ -726,8 +730,12 @@ fn unrelated_management_writes_do_not_cause_early_429s() {
     // A write that has nothing to do with this key.
     proxy.create_project("unrelated", "sk-unrelated-upstream-0000");
     let at_first_429 = 1 + serve_until_limited(&mut conn);
-    // Quota that was held back becomes usable after the next usage report.
-    std::thread::sleep(Duration::from_millis(1500));
+    let refused_at = Instant::now();
+    // Quota that was held back becomes usable after the next usage report
+    // (the one that shows every request served), once the worker has
+    // stopped remembering the key as used up (a second after the 429).
+    wait_request_count(&proxy, secret, at_first_429 as u64, Duration::from_secs(5));
+    sleep_until(refused_at + USED_UP_MEMORY);
     let served = at_first_429 + serve_until_limited(&mut conn);
     assert!(served <= 20, "the limit was exceeded: {served} served");
     assert_eq!(

@@ -7,7 +7,7 @@
 //! `/manage/tokens`.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::common::litellm::*;
 use crate::common::store::*;
@@ -155,10 +155,12 @@ fn key_durations() {
     // An expired key is refused.
     let answer = generate(
         &proxy,
-        json!({"duration": "1s", "project_id": proxy.project_id}),
+        json!({"duration": "100ms", "project_id": proxy.project_id}),
     );
+    // The lifetime began before the answer arrived, so it ends by then.
+    let ended_by = SystemTime::now() + Duration::from_millis(100);
     let key = secret(&answer);
-    std::thread::sleep(Duration::from_millis(2100));
+    sleep_until_time(ended_by);
     proxy.call(chat_with(&key)).assert_error(401, "key_expired");
     let response = get_as(&proxy, "/models", &key);
     let message = assert_lite_error(&response, 401, "auth_error", None);
@@ -443,7 +445,8 @@ fn key_update_changes_fields_and_null_clears() {
     );
     let key = secret(&answer);
     let token = answer["token"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(1100));
+    // Timestamps have whole seconds: the update's must be a later one.
+    sleep_past_second_of(timestamp(&answer["updated_at"]));
 
     // By secret: set fields, numeric strings accepted.
     let updated = ok(post(

@@ -7,7 +7,7 @@
 //! registered, then what the caller's key and user allow.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::common::litellm::*;
 use crate::common::store::*;
@@ -314,7 +314,8 @@ fn model_update_merges_and_null_removes() {
             "model_info": {"input_cost_per_token": 0.000001, "mode": "chat"}}),
     );
     let id = created["model_id"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(1100));
+    // Timestamps have whole seconds: the update's must be a later one.
+    sleep_past_second_of(timestamp(&created["model_info"]["updated_at"]));
 
     // The id at the top level; params merged, a null removes one.
     let updated = ok(post(

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::common::*;
 use serde_json::{Value, json};
@@ -403,6 +403,9 @@ fn polls_need_a_known_fresh_login_and_its_secret() {
     )));
     assert_page(&page, 404, "");
     let login = start_login(&proxy, "m");
+    // The login's second (the shortest lifetime `expires_in` can show)
+    // began before the answer arrived, so it ends by then.
+    let ended_by = SystemTime::now() + Duration::from_secs(1);
     assert_eq!(login["expires_in"], 1);
     let id = login["login_id"].as_str().unwrap();
     assert_login_error(
@@ -417,7 +420,7 @@ fn polls_need_a_known_fresh_login_and_its_secret() {
         403,
         "poll_secret_required",
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    sleep_until_time(ended_by);
     assert_login_error(&poll(&proxy, &login), 410, "login_expired");
     let page = proxy.call(Req::get(local(login["verification_uri"].as_str().unwrap())));
     assert_page(&page, 410, "expired");

@@ -1240,6 +1240,33 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// Sleeps until `at` on the monotonic clock, which the proxy's in-memory
+/// lifetimes (cache entries, leases, idle timers) are measured on too.
+pub fn sleep_until(at: Instant) {
+    let left = at.saturating_duration_since(Instant::now());
+    std::thread::sleep(left);
+}
+
+/// Sleeps until the wall clock reads `at` or later: the proxy's stored
+/// lifetimes (key expiry, logins, timestamps) are wall-clock milliseconds,
+/// so once this returns, any request sent from now on is past them.
+pub fn sleep_until_time(at: SystemTime) {
+    while let Ok(left) = at.duration_since(SystemTime::now()) {
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left);
+    }
+}
+
+/// Sleeps until the wall clock is in a later whole second than `at`: after
+/// this, a timestamp the proxy renders in whole seconds differs from `at`'s.
+pub fn sleep_past_second_of(at: SystemTime) {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let next = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 1);
+    sleep_until_time(next);
+}
+
 /// A local port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
