@@ -271,7 +271,7 @@ fn profile_rewrite(body: &[u8]) -> usize {
     }
 }
 
-/// The usage of a relayed stream: `proxy::usage::UsageScan`, fed as the
+/// The usage of a relayed stream: `record::usage::UsageScan`, fed as the
 /// relay feeds it (one read at a time).
 #[inline(never)]
 fn profile_usage_scan(payload: &[u8]) -> u64 {

@@ -1,5 +1,5 @@
 //! Key lookup on the request path: a hit in the worker's key cache
-//! (`proxy::keys::KeyCache::lookup`), and a miss that reads LMDB
+//! (`worker::keys::KeyCache::lookup`), and a miss that reads LMDB
 //! (`store::Store::lookup_key`, after hashing the secret as the cache does).
 //! Run with `cargo bench --bench key_lookup`; results in docs/benchmarks.md.
 

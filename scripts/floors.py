@@ -220,7 +220,7 @@ def match_close(toks, i):
 def module_paths(source, module):
     """All module paths `source` names, as [(absolute segments or None, line)].
 
-    `module` is the file's module path (['proxy', 'auth'] for src/proxy/auth.rs, [] for
+    `module` is the file's module path (['proxy', 'plan'] for src/proxy/plan.rs, [] for
     lib.rs, None for a binary). Paths that stay inside the file's own module or name
     another crate come back as None.
     """

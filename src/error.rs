@@ -502,6 +502,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whose_failure_and_whether_to_try_elsewhere() {
+        let io = || io::Error::from(io::ErrorKind::ConnectionReset);
+        for upstream in [
+            ProxyError::UpstreamConnect(io()),
+            ProxyError::UpstreamTls("handshake".into()),
+            ProxyError::UpstreamConnectTimeout,
+            ProxyError::UpstreamTimeout,
+            ProxyError::UpstreamClosed,
+            ProxyError::UpstreamProtocol("bad head".into()),
+            ProxyError::UpstreamIo(io()),
+        ] {
+            assert_eq!(upstream.side(), Side::Upstream, "{upstream}");
+            assert!(
+                upstream.retryable() && !upstream.client_lost(),
+                "{upstream}"
+            );
+        }
+        for client in [
+            ProxyError::ClientGone,
+            ProxyError::ClientStalled,
+            ProxyError::ClientTimeout,
+            ProxyError::InvalidKey,
+            ProxyError::BodyTooLarge(1),
+            ProxyError::BudgetExceeded("spent".into()),
+        ] {
+            assert_eq!(client.side(), Side::Client, "{client}");
+            assert!(!client.retryable(), "{client}");
+        }
+        assert!(ProxyError::ClientGone.client_lost() && ProxyError::ClientStalled.client_lost());
+        assert!(!ProxyError::ClientTimeout.client_lost());
+        for gateway in [
+            ProxyError::Internal("bug".into()),
+            ProxyError::ServerBusy,
+            ProxyError::from(StoreError::NoSpace),
+        ] {
+            assert_eq!(gateway.side(), Side::Gateway, "{gateway}");
+            assert!(!gateway.retryable(), "{gateway}");
+        }
+        assert!(retryable_status(429) && retryable_status(500) && retryable_status(503));
+        assert!(!retryable_status(200) && !retryable_status(400) && !retryable_status(404));
+    }
+
+    #[test]
     fn a_full_store_is_507_with_its_cause() {
         let error = ProxyError::from(StoreError::NoSpace);
         let (status, kind, code) = error.table();

@@ -1,39 +1,50 @@
 //! llm-proxy: a share-nothing, thread-per-core gateway for OpenAI-compatible
 //! LLM APIs, and the tools around it.
 //!
-//! Module map (HOT: on the request path; COLD: startup and tools; SHARED: both):
+//! Module map, by floor: a module imports only modules on floors below its
+//! own (`scripts/floors.py` checks it). HOT: on the request path; COLD:
+//! startup and tools; SHARED: both.
 //!
 //! ```text
-//! http       HOT     HTTP/1.1 on owned buffers: heads, chunked framing, serialization
-//! server     HOT     per-worker listeners, the connection loop, local endpoints, /metrics,
-//!                    draining, and `control`: cold-path jobs run on every worker's own thread
-//! proxy      HOT     request phases: authenticate, route, forward, relay, finish; the error table;
-//!                    the per-worker key cache and quota leases
-//! cache      HOT     the per-worker HTTP response cache: byte-bounded LRU shards, Cache-Control
-//!                    policy, tenant-scoped keys; served before the upstream is touched
-//! events     HOT     request events: the per-worker buffer `finish` pushes into (HOT), the writer
-//!                    thread that appends them to the event log (SHARED), the dispatcher and its
-//!                    sinks (COLD)
-//! store      SHARED  the LMDB stores (heed): projects, keys, usage ledger, audit log, and the
-//!                    event log in its own environment; the only module on LMDB; and the forms
-//!                    secrets are stored in (key digests, encryption, password hashes)
-//! manage     COLD    the management API (/manage/...), served by the workers
-//! login      COLD    sign-in for the CLI under /sso/: start/poll, password page, OpenID Connect
-//! api        COLD    what manage and login share, one floor below both (which never import
-//!                    each other): store calls on the blocking pool, 405s, query pairs,
-//!                    RFC 3339 times, a key's allowed models, password hashing, audit records
-//! metrics    HOT     per-worker Prometheus counters, recorded by finish, rendered together at scrape
-//! upstream   HOT     per-worker keep-alive pools, plain and TLS upstream connections
-//! providers  SHARED  the provider table (api_providers.yaml), immutable behind an Arc
-//! runtime    COLD    worker threads, one monoio runtime each, pinning, driver fallback
-//! settings   COLD    typed settings from flags, environment and the .env file
-//! litellm_config COLD  a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
-//! mock       COLD    the OpenAI-compatible mock upstream for tests, demos, benchmarks
-//! cli, cmd   COLD    command-line definitions, one module per subcommand
-//! http_client COLD   the blocking HTTP client of the cold path: JSON calls to a running server's
-//!                    APIs for the commands, an agent for the event sinks and OpenID Connect
-//! alloc      SHARED  the global allocator (mimalloc) and giving freed memory back to the system
-//! loadgen    COLD    the load generator of `benchmark`: schedule, connections, exchanges, histograms
+//! main, bin      COLD    the binaries: parse the command line, run a command, map exit codes
+//! cmd            COLD    one module per subcommand; the only place the tools are put together
+//! loadgen, mock  COLD    the load generator of `benchmark`; the OpenAI-compatible mock upstream
+//! ---------------------------------------------------------------------------------------------
+//! server         HOT     per-worker listeners, the connection loop and its dispatch to the
+//!                        handlers, /health and /metrics, shutdown and draining
+//! ---------------------------------------------------------------------------------------------
+//! proxy          HOT     the request path (start at proxy/mod.rs): authenticate, plan, admit,
+//!                        cache lookup, forward over the candidates, relay, charge, finish
+//! manage         COLD    the management APIs (/manage/..., the LiteLLM-compatible one)
+//! login          COLD    sign-in for the CLI under /sso/: start/poll, password page, OpenID Connect
+//!                        (the three handlers never import each other)
+//! ---------------------------------------------------------------------------------------------
+//! worker         HOT     one worker's state: settings, pools, key cache and authentication,
+//!                        quota and budget leases, model table, body budget, cache shard, counters,
+//!                        event buffer; `control` runs cold-path jobs on every worker's thread
+//! downstream     HOT     the client connection and its I/O: heads, bodies read whole, writes
+//! api            COLD    what the local endpoints share: the answer finisher, store calls on the
+//!                        blocking pool, 405s, query pairs, RFC 3339 times, audit records
+//! ---------------------------------------------------------------------------------------------
+//! cache          HOT     the per-worker HTTP response cache: byte-bounded LRU, Cache-Control policy
+//! events         HOT     request events: the per-worker buffer (HOT), the writer thread (SHARED),
+//!                        the dispatcher and its sinks (COLD)
+//! metrics        HOT     per-worker Prometheus counters, recorded by finish, rendered at scrape
+//! upstream       HOT     per-worker keep-alive pools, plain and TLS upstream connections, DNS
+//! ---------------------------------------------------------------------------------------------
+//! error          HOT     the one table of failures: status, type, code, whose fault, retryable
+//! record         HOT     what a request did (usage, cost, cache status, captured bodies)
+//! ---------------------------------------------------------------------------------------------
+//! http           HOT     HTTP/1.1 on owned buffers: heads, chunked framing, rewriting, request ids
+//! store          SHARED  the LMDB stores (heed), the only module on LMDB, and the forms secrets
+//!                        are stored in (key digests, encryption, password hashes)
+//! settings       COLD    typed settings from flags, environment and the .env file
+//! cli            COLD    the clap definitions
+//! providers      SHARED  the provider table (api_providers.yaml), immutable behind an Arc
+//! litellm_config COLD    a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
+//! http_client    COLD    the blocking HTTP client of the cold path (commands, event sinks, OIDC)
+//! runtime        COLD    worker threads, one monoio runtime each, pinning, driver fallback
+//! alloc          SHARED  the global allocator (mimalloc) and giving freed memory back
 //! ```
 
 pub mod alloc;
