@@ -45,10 +45,10 @@ use crate::worker::keys::CachedKey;
 /// One request on its way through the phases: the worker, the client's
 /// connection and request head, and what the request has done so far.
 pub struct Session<'a> {
-    pub worker: &'a Worker,
-    pub conn: &'a mut ClientConn,
-    pub head: &'a RequestHead,
-    pub request_id: RequestId,
+    worker: &'a Worker,
+    conn: &'a mut ClientConn,
+    head: &'a RequestHead,
+    request_id: RequestId,
     received: Instant,
     /// Once the response head went out, errors can only close the connection.
     response_started: bool,
@@ -60,7 +60,7 @@ pub struct Session<'a> {
     /// The authenticated key (absent when authentication failed).
     key: Option<Rc<CachedKey>>,
     /// What the request did, for the metrics and its event.
-    pub record: Record,
+    record: Record,
     /// The endpoint, as the metrics label it (read while the head is whole).
     endpoint: metrics::Endpoint,
     /// A cache miss whose answer the relay may store.
