@@ -121,7 +121,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         true if request.method == Method::GET || request.method == Method::HEAD => {
             Ok(cli::whoami_master())
         }
-        _ => route(worker, &request, key).await,
+        _ => dispatch(worker, &request, key).await,
     };
     if let Err(error) = &outcome
         && error.status().is_server_error()
@@ -131,8 +131,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     local.respond(worker, conn, outcome).await
 }
 
+/// The sign-in function that answers the request's method and path.
 /// `key`: the presented key, resolved for whoami and logout only.
-async fn route(
+async fn dispatch(
     worker: &Worker,
     request: &Request,
     key: Option<Result<Rc<CachedKey>, ProxyError>>,

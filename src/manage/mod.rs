@@ -65,9 +65,9 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             match conn.read_body(head, MAX_BODY, timeout).await {
                 Ok(body) => {
                     let answer = match api {
-                        Api::Manage => route(worker, &head.method, &target, &body).await,
+                        Api::Manage => dispatch(worker, &head.method, &target, &body).await,
                         Api::LiteLlm => {
-                            litellm::route(worker, caller, &head.method, &target, &body).await
+                            litellm::dispatch(worker, caller, &head.method, &target, &body).await
                         }
                     };
                     body_seen = body;
@@ -171,7 +171,8 @@ fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), P
     Ok(())
 }
 
-async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> Answer {
+/// The `/manage/...` function that answers `method` on `target`'s path.
+async fn dispatch(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> Answer {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let segments: Vec<String> = path
         .trim_end_matches('/')
