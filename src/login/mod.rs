@@ -4,12 +4,14 @@
 //! Cold path: store calls and calls to the identity provider run on the
 //! blocking pool, never on the worker thread. See docs/login.md.
 //!
-//! - `cli`: the JSON endpoints the CLI calls (start, poll, whoami, logout).
-//! - `browser`: the pages (sign-in form, callback, approval).
+//! - `device`: the JSON endpoints the machine being signed in calls (the
+//!   CLI: start, poll, then with its key whoami and logout).
+//! - `browser`: the pages its user signs in and approves on (sign-in form,
+//!   callback, approval).
 //! - `pages`: their HTML; `oidc`: the provider.
 
 mod browser;
-mod cli;
+mod device;
 pub mod oidc;
 mod pages;
 
@@ -119,7 +121,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     local.received = std::time::Instant::now();
     let outcome = match master {
         true if request.method == Method::GET || request.method == Method::HEAD => {
-            Ok(cli::whoami_master())
+            Ok(device::whoami_master())
         }
         _ => dispatch(worker, &request, key).await,
     };
@@ -147,12 +149,12 @@ async fn dispatch(
     match path {
         "/sso/cli/whoami" if is_get || *method == Method::HEAD => {
             let key = key.unwrap_or(Err(ProxyError::MissingKey))?;
-            return cli::whoami(worker, key).await;
+            return device::whoami(worker, key).await;
         }
         "/sso/cli/whoami" => return not_allowed(method, "GET, HEAD"),
         "/sso/cli/logout" if *method == Method::POST => {
             let key = key.unwrap_or(Err(ProxyError::MissingKey))?;
-            return cli::logout(worker, request, key).await;
+            return device::logout(worker, request, key).await;
         }
         "/sso/cli/logout" => return not_allowed(method, "POST"),
         _ => {}
@@ -162,12 +164,12 @@ async fn dispatch(
     }
     if let Some(id) = path.strip_prefix("/sso/cli/poll/") {
         return match is_get {
-            true => cli::poll(worker, request, &percent_decoded(id)).await,
+            true => device::poll(worker, request, &percent_decoded(id)).await,
             false => not_allowed(method, "GET"),
         };
     }
     match (path, is_get) {
-        ("/sso/cli/start", _) if *method == Method::POST => cli::start(worker, request).await,
+        ("/sso/cli/start", _) if *method == Method::POST => device::start(worker, request).await,
         ("/sso/cli/start", _) => not_allowed(method, "POST"),
         ("/sso/key/generate", true) => browser::open(worker, request).await,
         ("/sso/key/generate", false) => not_allowed(method, "GET"),

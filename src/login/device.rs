@@ -1,5 +1,8 @@
-//! The JSON endpoints the CLI calls: `POST /sso/cli/start`,
-//! `GET /sso/cli/poll/{id}`, and the key's own `GET /sso/cli/whoami` and
+//! The device side of a sign-in, as in OAuth's device authorization flow:
+//! the JSON endpoints the machine being signed in (the CLI) calls.
+//! `POST /sso/cli/start` gives it a user code and the page to open,
+//! `GET /sso/cli/poll/{id}` hands it its key once the user approved in a
+//! browser (`browser`), and with that key `GET /sso/cli/whoami` and
 //! `POST /sso/cli/logout`.
 
 use std::rc::Rc;
