@@ -239,3 +239,82 @@ fn write_page(
     let content_type = b"text/html; charset=utf-8";
     body_response(out, status, content_type, html.as_bytes(), &fields, reply);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(close: bool, errors: Errors) -> Local {
+        Local {
+            request_id: "r".into(),
+            received: Instant::now(),
+            endpoint: Endpoint::Local,
+            errors,
+            close,
+            head_only: false,
+        }
+    }
+
+    fn written(local: &Local, answer: Outcome) -> String {
+        let mut out = Vec::new();
+        local.write(&mut out, &answer);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn announces_close(text: &str) -> bool {
+        let head = text.split("\r\n\r\n").next().unwrap();
+        head.split("\r\n").any(|line| line == "Connection: close")
+    }
+
+    fn answers() -> Vec<Outcome> {
+        vec![
+            Ok(Answer::Json(StatusCode::OK, serde_json::json!({"a": 1}))),
+            Ok(Answer::JsonNoStore(StatusCode::OK, serde_json::json!({}))),
+            Ok(Answer::NoContent),
+            Ok(Answer::Page {
+                status: StatusCode::OK,
+                html: "<p>".into(),
+                cookie: Some("c=1".into()),
+            }),
+            Ok(Answer::Redirect {
+                location: "/x".into(),
+                cookie: None,
+            }),
+            Ok(Answer::Body {
+                content_type: "text/plain",
+                body: "x 1\n".into(),
+            }),
+            Err(ProxyError::NotFound),
+        ]
+    }
+
+    /// The connection's end is announced by every kind of answer, and only then.
+    #[test]
+    fn close_is_announced_when_the_connection_ends() {
+        let page = Errors::Page(|_, message| message.to_string());
+        for errors in [Errors::Json(ErrorStyle::OpenAi), page] {
+            for close in [false, true] {
+                for answer in answers() {
+                    let text = written(&local(close, errors), answer);
+                    assert_eq!(announces_close(&text), close, "{text}");
+                }
+            }
+        }
+        let text = written(&local(true, page), Ok(Answer::NoContent));
+        assert_eq!(
+            text,
+            "HTTP/1.1 204 No Content\r\nX-Request-ID: r\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    /// A JSON error after which the connection cannot be trusted announces
+    /// its end even on a kept-alive connection; an error page does not.
+    #[test]
+    fn an_error_that_must_close_announces_it_in_json_only() {
+        let error = || Err(ProxyError::BadRequest("no".into()));
+        let json = local(false, Errors::Json(ErrorStyle::WithDetail));
+        assert!(announces_close(&written(&json, error())));
+        let page = local(false, Errors::Page(|_, message| message.to_string()));
+        assert!(!announces_close(&written(&page, error())));
+    }
+}
