@@ -1,10 +1,15 @@
-//! What the management API (`manage`) and sign-in (`login`) share, so that
-//! neither imports the other: running store calls on the blocking pool,
-//! the 405 answer, query-string pairs, RFC 3339 times, the models a key may
-//! use, hashing a password off the worker thread, and (`audit`) recording a
-//! call in the audit log.
+//! What the local endpoints share (the management API in `manage`, sign-in
+//! in `login`, and the server's `/health` and `/metrics`), so that none
+//! imports another: (`respond`) the one finisher that counts, writes and
+//! sends every local answer; running store calls on the blocking pool, the
+//! 405 answer, query-string pairs, RFC 3339 times, the models a key may use,
+//! hashing a password off the worker thread, and (`audit`) recording a call
+//! in the audit log.
 
 pub mod audit;
+mod respond;
+
+pub use respond::{Answer, Errors, Local, Outcome};
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

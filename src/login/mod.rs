@@ -4,12 +4,14 @@
 //! Cold path: store calls and calls to the identity provider run on the
 //! blocking pool, never on the worker thread. See docs/login.md.
 //!
-//! - `cli`: the JSON endpoints the CLI calls (start, poll, whoami, logout).
-//! - `browser`: the pages (sign-in form, callback, approval).
+//! - `device`: the JSON endpoints the machine being signed in calls (the
+//!   CLI: start, poll, then with its key whoami and logout).
+//! - `browser`: the pages its user signs in and approves on (sign-in form,
+//!   callback, approval).
 //! - `pages`: their HTML; `oidc`: the provider.
 
 mod browser;
-mod cli;
+mod device;
 pub mod oidc;
 mod pages;
 
@@ -17,15 +19,12 @@ use std::rc::Rc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{Method, StatusCode};
-use serde_json::Value;
+use http::Method;
 
-use crate::api::{audit, blocking, not_allowed};
+use crate::api::{Answer, Errors, Local, Outcome, audit, blocking, not_allowed};
 use crate::downstream::ClientConn;
 use crate::error::{ErrorStyle, ProxyError};
 use crate::http::RequestHead;
-use crate::http::io::{Reply, json_response};
-use crate::metrics::Endpoint;
 use crate::store::crypto::{fill_random, hex, sha256};
 use crate::store::{Login, StoreError, now_ms};
 use crate::worker::Worker;
@@ -60,23 +59,6 @@ struct Request {
     request_id: String,
 }
 
-/// What a handler answers.
-enum Answer {
-    Json(StatusCode, Value),
-    Page {
-        status: StatusCode,
-        html: String,
-        /// A `Set-Cookie` value.
-        cookie: Option<String>,
-    },
-    Redirect {
-        location: String,
-        cookie: Option<String>,
-    },
-}
-
-type Outcome = Result<Answer, ProxyError>;
-
 /// Whether errors on a path are rendered as a page or as JSON.
 fn is_page(path: &str) -> bool {
     matches!(
@@ -86,7 +68,8 @@ fn is_page(path: &str) -> bool {
 }
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
-    let request_id = crate::http::request_id::request_id(head, &conn.buf);
+    let mut local = Local::new(worker, conn, head);
+    local.errors = Errors::Json(ErrorStyle::WithDetail);
     let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_string(), query.to_string()),
@@ -107,22 +90,20 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     let key = (!master && matches!(path.as_str(), "/sso/cli/whoami" | "/sso/cli/logout"))
         .then(|| crate::worker::auth::authenticate(worker, head, &conn.buf));
     let peer = conn.stream.peer_addr().ok();
-    let mut close = !head.keep_alive || worker.draining();
     let timeout = worker.settings.limits.body_timeout;
     let body = match conn.read_body(head, MAX_BODY, timeout).await {
         Ok(body) => body,
         Err(ProxyError::ClientGone) => return false,
         Err(error) => {
-            close = true;
-            let reply = Reply {
-                close,
-                head_only: false,
-            };
-            error.render_as(ErrorStyle::WithDetail, &mut conn.out, &request_id, reply);
-            conn.send_out().await;
-            return false;
+            // Not counted, and written whole even for HEAD.
+            local.close = true;
+            local.head_only = false;
+            return local.send(conn, Err(error)).await;
         }
     };
+    if is_page(&path) {
+        local.errors = Errors::Page(pages::error);
+    }
     let request = Request {
         method: head.method.clone(),
         path,
@@ -134,79 +115,27 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         poll_secret,
         remote_ip: peer.map_or_else(|| "unknown".into(), |a| a.ip().to_string()),
         remote: peer.map_or_else(|| "unknown".into(), |a| a.to_string()),
-        request_id,
+        request_id: local.request_id.clone(),
     };
-    let received = std::time::Instant::now();
+    // The time counted starts once the body is in.
+    local.received = std::time::Instant::now();
     let outcome = match master {
         true if request.method == Method::GET || request.method == Method::HEAD => {
-            Ok(cli::whoami_master())
+            Ok(device::whoami_master())
         }
-        _ => route(worker, &request, key).await,
+        _ => dispatch(worker, &request, key).await,
     };
-    if let Some(mut metrics) = worker.metrics() {
-        let status = match &outcome {
-            Ok(Answer::Json(status, _) | Answer::Page { status, .. }) => *status,
-            Ok(Answer::Redirect { .. }) => StatusCode::FOUND,
-            Err(error) => error.status(),
-        };
-        metrics.record_local(Endpoint::Local, status.as_u16(), received.elapsed());
+    if let Err(error) = &outcome
+        && error.status().is_server_error()
+    {
+        tracing::warn!(request_id = request.request_id, %error, "sign-in request failed");
     }
-    let reply = Reply {
-        close,
-        head_only: request.method == Method::HEAD,
-    };
-    let request_id = request.request_id.as_bytes();
-    match outcome {
-        Ok(Answer::Json(status, value)) => {
-            let body = serde_json::to_vec(&value).unwrap_or_default();
-            let extra: [(&str, &[u8]); 2] =
-                [("X-Request-ID", request_id), ("Cache-Control", b"no-store")];
-            json_response(&mut conn.out, status, &body, &extra, reply);
-        }
-        Ok(Answer::Page {
-            status,
-            html,
-            cookie,
-        }) => {
-            let mut extra: Vec<(&str, &[u8])> = vec![("X-Request-ID", request_id)];
-            if let Some(cookie) = &cookie {
-                extra.push(("Set-Cookie", cookie.as_bytes()));
-            }
-            pages::write(&mut conn.out, status, &html, &extra, reply);
-        }
-        Ok(Answer::Redirect { location, cookie }) => {
-            let mut extra: Vec<(&str, &[u8])> = vec![
-                ("X-Request-ID", request_id),
-                ("Location", location.as_bytes()),
-            ];
-            if let Some(cookie) = &cookie {
-                extra.push(("Set-Cookie", cookie.as_bytes()));
-            }
-            pages::write(&mut conn.out, StatusCode::FOUND, "", &extra, reply);
-        }
-        Err(error) => {
-            if error.status().is_server_error() {
-                tracing::warn!(request_id = request.request_id, %error, "sign-in request failed");
-            }
-            if is_page(&request.path) {
-                let html = pages::error(error.status(), &error.to_string());
-                let extra: [(&str, &[u8]); 1] = [("X-Request-ID", request_id)];
-                pages::write(&mut conn.out, error.status(), &html, &extra, reply);
-            } else {
-                let reply = Reply {
-                    close: reply.close || error.must_close(),
-                    ..reply
-                };
-                let id = &request.request_id;
-                error.render_as(ErrorStyle::WithDetail, &mut conn.out, id, reply);
-            }
-        }
-    }
-    conn.send_out().await && !close
+    local.respond(worker, conn, outcome).await
 }
 
+/// The sign-in function that answers the request's method and path.
 /// `key`: the presented key, resolved for whoami and logout only.
-async fn route(
+async fn dispatch(
     worker: &Worker,
     request: &Request,
     key: Option<Result<Rc<CachedKey>, ProxyError>>,
@@ -220,12 +149,12 @@ async fn route(
     match path {
         "/sso/cli/whoami" if is_get || *method == Method::HEAD => {
             let key = key.unwrap_or(Err(ProxyError::MissingKey))?;
-            return cli::whoami(worker, key).await;
+            return device::whoami(worker, key).await;
         }
         "/sso/cli/whoami" => return not_allowed(method, "GET, HEAD"),
         "/sso/cli/logout" if *method == Method::POST => {
             let key = key.unwrap_or(Err(ProxyError::MissingKey))?;
-            return cli::logout(worker, request, key).await;
+            return device::logout(worker, request, key).await;
         }
         "/sso/cli/logout" => return not_allowed(method, "POST"),
         _ => {}
@@ -235,12 +164,12 @@ async fn route(
     }
     if let Some(id) = path.strip_prefix("/sso/cli/poll/") {
         return match is_get {
-            true => cli::poll(worker, request, &percent_decoded(id)).await,
+            true => device::poll(worker, request, &percent_decoded(id)).await,
             false => not_allowed(method, "GET"),
         };
     }
     match (path, is_get) {
-        ("/sso/cli/start", _) if *method == Method::POST => cli::start(worker, request).await,
+        ("/sso/cli/start", _) if *method == Method::POST => device::start(worker, request).await,
         ("/sso/cli/start", _) => not_allowed(method, "POST"),
         ("/sso/key/generate", true) => browser::open(worker, request).await,
         ("/sso/key/generate", false) => not_allowed(method, "GET"),

@@ -1,14 +1,10 @@
 //! The sign-in pages: plain HTML5 with inline CSS and no external assets,
 //! readable on a phone. Every string that came from a user or a request is
-//! escaped here; the element ids are what browser tests look for.
+//! escaped here; the element ids are what browser tests look for. The
+//! header fields every page goes out with (no caching, the content security
+//! policy) are the finisher's, `api::Answer::Page`.
 
 use http::StatusCode;
-
-use crate::http::io::{Reply, body_response};
-
-/// No script, no outside resource; forms post only back here; no framing.
-const CSP: &[u8] =
-    b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#111;background:#fff}\
 h1{font-size:1.4rem}\
@@ -122,31 +118,6 @@ pub fn error(status: StatusCode, message: &str) -> String {
         escape(message)
     );
     page(title, &body)
-}
-
-/// A page with the headers every sign-in page carries.
-pub fn write(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    html: &str,
-    extra: &[(&str, &[u8])],
-    reply: Reply,
-) {
-    let mut headers: Vec<(&str, &[u8])> = vec![
-        ("Cache-Control", b"no-store"),
-        ("Content-Security-Policy", CSP),
-        ("Referrer-Policy", b"no-referrer"),
-        ("X-Content-Type-Options", b"nosniff"),
-    ];
-    headers.extend_from_slice(extra);
-    body_response(
-        out,
-        status,
-        b"text/html; charset=utf-8",
-        html.as_bytes(),
-        &headers,
-        reply,
-    );
 }
 
 #[cfg(test)]

@@ -16,11 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api::{self, allowed_models, blocking, not_allowed};
+use crate::api::{self, Errors, Local, allowed_models, blocking, not_allowed};
 use crate::downstream::ClientConn;
 use crate::error::{ErrorStyle, ProxyError};
 use crate::http::RequestHead;
-use crate::http::io::{Reply, json_response};
 use crate::metrics;
 use crate::store::{KeyChanges, NewKey, ProjectChanges};
 use crate::worker::Worker;
@@ -28,7 +27,7 @@ use crate::worker::Worker;
 /// Largest management request body.
 const MAX_BODY: usize = 64 << 10;
 
-/// A management answer: status and JSON body (none for 204).
+/// A management answer: a status and its JSON body (none: 204, no body).
 type Answer = Result<(StatusCode, Option<Value>), ProxyError>;
 
 /// The two APIs served here.
@@ -39,18 +38,20 @@ enum Api {
 }
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
-    let received = std::time::Instant::now();
-    let endpoint = match metrics::Endpoint::of(head.path(&conn.buf)) {
+    let mut local = Local::new(worker, conn, head);
+    local.endpoint = match metrics::Endpoint::of(head.path(&conn.buf)) {
         metrics::Endpoint::Other => metrics::Endpoint::Manage,
         listing => listing,
     };
-    let request_id = crate::http::request_id::request_id(head, &conn.buf);
     let api = if litellm::owns(head.path(&conn.buf)) {
         Api::LiteLlm
     } else {
         Api::Manage
     };
-    let mut close = !head.keep_alive || worker.draining();
+    local.errors = Errors::Json(match api {
+        Api::Manage => ErrorStyle::OpenAi,
+        Api::LiteLlm => ErrorStyle::LiteLlm,
+    });
     let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
     let mut actor = "unauthenticated".to_string();
     let mut audited = !head.path(&conn.buf).starts_with(b"/health/");
@@ -64,40 +65,34 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             match conn.read_body(head, MAX_BODY, timeout).await {
                 Ok(body) => {
                     let answer = match api {
-                        Api::Manage => route(worker, &head.method, &target, &body).await,
+                        Api::Manage => dispatch(worker, &head.method, &target, &body).await,
                         Api::LiteLlm => {
-                            litellm::route(worker, caller, &head.method, &target, &body).await
+                            litellm::dispatch(worker, caller, &head.method, &target, &body).await
                         }
                     };
                     body_seen = body;
                     answer
                 }
                 Err(error) => {
-                    close = true;
+                    local.close = true;
                     Err(error)
                 }
             }
         }
         Err(error) => {
             // The body was not read: reuse the connection only if it all arrived.
-            close |= !conn.discard_buffered_body(head);
+            local.close |= !conn.discard_buffered_body(head);
             Err(error)
         }
     };
     if matches!(&answer, Err(ProxyError::ClientGone)) {
         return false;
     }
-    let reply = Reply {
-        close,
-        head_only: head.method == Method::HEAD,
-    };
-    let status = match &answer {
-        Ok((status, _)) => *status,
-        Err(error) => error.status(),
-    };
-    if let Some(mut metrics) = worker.metrics() {
-        metrics.record_local(endpoint, status.as_u16(), received.elapsed());
-    }
+    let answer = answer.map(|(status, body)| match body {
+        Some(value) => api::Answer::Json(status, value),
+        None => api::Answer::NoContent,
+    });
+    let status = local.count(worker, &answer);
     if audited {
         let remote = conn
             .stream
@@ -113,45 +108,19 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
                 Err(error) => error.table().2,
             },
             body: &body_seen,
-            request_id: &request_id,
+            request_id: &local.request_id,
             remote,
         };
         api::audit::record(worker, call).await;
     }
-    match answer {
-        Ok((status, body)) => {
-            let body = body
-                .map(|b| serde_json::to_vec(&b).unwrap_or_default())
-                .unwrap_or_default();
-            if status == StatusCode::NO_CONTENT {
-                write_no_content(&mut conn.out, &request_id, close);
-            } else {
-                let extra: [(&str, &[u8]); 1] = [("X-Request-ID", request_id.as_bytes())];
-                json_response(&mut conn.out, status, &body, &extra, reply);
-            }
-        }
-        Err(error) => {
-            if error.status().is_server_error() {
-                tracing::error!(request_id, %error, "management request failed");
-            }
-            let style = match api {
-                Api::Manage => ErrorStyle::OpenAi,
-                Api::LiteLlm => ErrorStyle::LiteLlm,
-            };
-            error.render_as(style, &mut conn.out, &request_id, reply);
-        }
+    let request_id = local.request_id.as_str();
+    if let Err(error) = &answer
+        && error.status().is_server_error()
+    {
+        tracing::error!(request_id, %error, "management request failed");
     }
     tracing::debug!(request_id, method = %head.method, status = status.as_u16(), "management request");
-    conn.send_out().await && !close
-}
-
-fn write_no_content(out: &mut Vec<u8>, request_id: &str, close: bool) {
-    crate::http::io::status_line(out, StatusCode::NO_CONTENT);
-    crate::http::io::header(out, "X-Request-ID", request_id.as_bytes());
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    local.send(conn, answer).await
 }
 
 /// Who may call: the master key anywhere; on the LiteLLM model listings
@@ -202,7 +171,8 @@ fn check_master(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Result<(), P
     Ok(())
 }
 
-async fn route(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> Answer {
+/// The `/manage/...` function that answers `method` on `target`'s path.
+async fn dispatch(worker: &Worker, method: &Method, target: &str, body: &[u8]) -> Answer {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let segments: Vec<String> = path
         .trim_end_matches('/')

@@ -3,55 +3,28 @@
 //! for a snapshot on that worker's own thread (`Control::on_each`), so no
 //! counter is ever shared between threads.
 
-use std::time::Instant;
-
-use http::StatusCode;
-
+use crate::api::{Answer, Local};
 use crate::downstream::ClientConn;
 use crate::error::ProxyError;
 use crate::http::RequestHead;
-use crate::http::io::{Reply, body_response};
 use crate::metrics::render::{CONTENT_TYPE, render};
-use crate::metrics::{Endpoint, Extra, Kind, Snapshot};
+use crate::metrics::{Extra, Kind, Snapshot};
 use crate::worker::Worker;
 
 pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) -> bool {
-    let received = Instant::now();
-    let request_id = crate::http::request_id::request_id(head, &conn.buf);
-    let body_consumed = conn.discard_buffered_body(head);
-    let close = !head.keep_alive || worker.draining() || !body_consumed;
-    let reply = Reply {
-        close,
-        head_only: head.method == http::Method::HEAD,
-    };
-    let status = match admit(worker, head, &conn.buf) {
+    let mut local = Local::new(worker, conn, head);
+    local.close |= !conn.discard_buffered_body(head);
+    let answer = match admit(worker, head, &conn.buf) {
         Ok(()) => {
             let mut snapshots = worker.control.on_each(snapshot).await;
-            let text = render(&mut snapshots, worker.settings.workers);
-            let extra: [(&str, &[u8]); 2] = [
-                ("Cache-Control", b"no-store"),
-                ("X-Request-ID", request_id.as_bytes()),
-            ];
-            let body = text.as_bytes();
-            body_response(
-                &mut conn.out,
-                StatusCode::OK,
-                CONTENT_TYPE.as_bytes(),
-                body,
-                &extra,
-                reply,
-            );
-            StatusCode::OK
+            Ok(Answer::Body {
+                content_type: CONTENT_TYPE,
+                body: render(&mut snapshots, worker.settings.workers),
+            })
         }
-        Err(error) => {
-            error.render(&mut conn.out, &request_id, reply);
-            error.status()
-        }
+        Err(error) => Err(error),
     };
-    if let Some(mut metrics) = worker.metrics() {
-        metrics.record_local(Endpoint::Local, status.as_u16(), received.elapsed());
-    }
-    conn.send_out().await && !close
+    local.respond(worker, conn, answer).await
 }
 
 /// One worker's counters and gauges, taken on its own thread. Other

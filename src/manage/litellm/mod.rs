@@ -60,7 +60,7 @@ pub fn owns(path: &[u8]) -> bool {
     EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
-/// Routes that a virtual key may call (the others need the master key),
+/// Paths that a virtual key may call (the others need the master key),
 /// and the one that needs no key.
 pub enum Access {
     Public,
@@ -76,7 +76,8 @@ pub fn access(path: &[u8]) -> Access {
     }
 }
 
-pub async fn route(
+/// The function of this API that answers `method` on `target`'s path.
+pub async fn dispatch(
     worker: &Worker,
     caller: Caller,
     method: &Method,

@@ -1,5 +1,8 @@
-//! The JSON endpoints the CLI calls: `POST /sso/cli/start`,
-//! `GET /sso/cli/poll/{id}`, and the key's own `GET /sso/cli/whoami` and
+//! The device side of a sign-in, as in OAuth's device authorization flow:
+//! the JSON endpoints the machine being signed in (the CLI) calls.
+//! `POST /sso/cli/start` gives it a user code and the page to open,
+//! `GET /sso/cli/poll/{id}` hands it its key once the user approved in a
+//! browser (`browser`), and with that key `GET /sso/cli/whoami` and
 //! `POST /sso/cli/logout`.
 
 use std::rc::Rc;
@@ -81,7 +84,7 @@ pub async fn start(worker: &Worker, request: &Request) -> Outcome {
         login.id
     );
     let complete = format!("{uri}&user_code={}", login.user_code);
-    Ok(Answer::Json(
+    Ok(Answer::JsonNoStore(
         StatusCode::OK,
         json!({
             "login_id": login.id,
@@ -110,7 +113,10 @@ pub async fn poll(worker: &Worker, request: &Request, id: &str) -> Outcome {
     check_fresh(&login)?;
     match login.state {
         LoginState::Pending | LoginState::AwaitingApproval { .. } => {
-            return Ok(Answer::Json(StatusCode::OK, json!({"status": "pending"})));
+            return Ok(Answer::JsonNoStore(
+                StatusCode::OK,
+                json!({"status": "pending"}),
+            ));
         }
         LoginState::Refused { reason } => return Err(ProxyError::LoginRefused(reason)),
         LoginState::Issued { .. } => return Err(ProxyError::LoginExpired),
@@ -124,7 +130,7 @@ pub async fn poll(worker: &Worker, request: &Request, id: &str) -> Outcome {
     })
     .await?;
     match issued {
-        Issue::Issued { key, secret, user } => Ok(Answer::Json(
+        Issue::Issued { key, secret, user } => Ok(Answer::JsonNoStore(
             StatusCode::OK,
             json!({
                 "status": "ready",
@@ -169,7 +175,7 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
         None => (view.max_budget.map(|b| b.dollars), view.spend.dollars()),
     };
     let user = user.map(|(user, _)| user);
-    Ok(Answer::Json(
+    Ok(Answer::JsonNoStore(
         StatusCode::OK,
         json!({
             "user_id": record.user_id,
@@ -187,7 +193,7 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
 /// `GET /sso/cli/whoami` with the master key (`MANAGEMENT_TOKEN`): no user,
 /// no key record, every permission.
 pub fn whoami_master() -> Answer {
-    Answer::Json(
+    Answer::JsonNoStore(
         StatusCode::OK,
         json!({
             "master_key": true,
@@ -220,7 +226,7 @@ pub async fn logout(worker: &Worker, request: &Request, key: Rc<CachedKey>) -> O
     })
     .await?;
     audit(worker, request, &actor, 200, "logout").await;
-    Ok(Answer::Json(
+    Ok(Answer::JsonNoStore(
         StatusCode::OK,
         json!({"status": "logged_out", "key_id": key_id}),
     ))
