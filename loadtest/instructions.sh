@@ -9,6 +9,8 @@
 #
 #   loadtest/instructions.sh BIN [BIN...]      # e.g. before and after a change
 #   PATHS=pass-through loadtest/instructions.sh BIN [BIN...]   # one path only
+#   KEEP=DIR loadtest/instructions.sh BIN...   # keep each run's callgrind dump in DIR,
+#       for `callgrind_annotate --inclusive=yes DIR/<name>-<path>.cg`
 #
 # Per binary and path: one server (one worker) under
 # `valgrind --tool=callgrind`, REQUESTS warm-up requests, counters zeroed,
@@ -25,7 +27,7 @@ BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 ROUTED_BODY='{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
 
 if [[ $# -eq 0 ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 1
 fi
 
@@ -106,6 +108,9 @@ measure() {
     local dump
     dump=$(ls -v "$dir"/cg.out.* 2>/dev/null | grep -v '\.1$' | tail -1 || true)
     [[ -n $dump ]] || dump=$(ls -v "$dir"/cg.out* | tail -1)
+    if [[ -n ${KEEP:-} ]]; then
+        mkdir -p "$KEEP" && cp "$dump" "$KEEP/$(basename "$bin")-$path.cg"
+    fi
     local total
     total=$(sed -n 's/^summary: //p; s/^totals: //p' "$dump" | head -1 | awk '{print $1}')
     printf '%-40s %-13s %14s %8s\n' "$bin" "$path" "$((total / REQUESTS))" "$ok/$REQUESTS"

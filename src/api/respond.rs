@@ -133,11 +133,18 @@ impl Local {
     }
 
     /// Writes and sends `answer` without counting it; whether the connection
-    /// stays open. A JSON error that must close announces it, but the
-    /// connection is left to the client to close.
+    /// stays open.
     pub async fn send(self, conn: &mut ClientConn, answer: Outcome) -> bool {
         self.write(&mut conn.out, &answer);
-        conn.send_out().await && !self.close
+        conn.send_out().await && !self.closes(&answer)
+    }
+
+    /// Whether the connection ends after `answer`: as decided on arrival, or
+    /// after a JSON error that leaves the connection untrustworthy
+    /// (`ProxyError::must_close`), which announces it.
+    fn closes(&self, answer: &Outcome) -> bool {
+        self.close
+            || matches!((answer, self.errors), (Err(error), Errors::Json(_)) if error.must_close())
     }
 
     fn write(&self, out: &mut Vec<u8>, answer: &Outcome) {
@@ -200,7 +207,7 @@ impl Local {
             Err(error) => match self.errors {
                 Errors::Json(style) => {
                     let reply = Reply {
-                        close: reply.close || error.must_close(),
+                        close: self.closes(answer),
                         ..reply
                     };
                     error.render_as(style, out, &self.request_id, reply);
@@ -314,7 +321,15 @@ mod tests {
         let error = || Err(ProxyError::BadRequest("no".into()));
         let json = local(false, Errors::Json(ErrorStyle::WithDetail));
         assert!(announces_close(&written(&json, error())));
+        // What is announced is done: the connection is not read again.
+        assert!(json.closes(&error()));
         let page = local(false, Errors::Page(|_, message| message.to_string()));
         assert!(!announces_close(&written(&page, error())));
+        assert!(!page.closes(&error()));
+        // Every kind of answer: closed exactly when announced.
+        for at in 0..answers().len() {
+            let announced = announces_close(&written(&json, answers().remove(at)));
+            assert_eq!(json.closes(&answers().remove(at)), announced);
+        }
     }
 }

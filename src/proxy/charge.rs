@@ -13,8 +13,8 @@ use super::Session;
 use super::forward::{Destination, ResponseStart};
 use super::relay::Extras;
 use crate::error::ProxyError;
-use crate::http::Framing;
 use crate::http::io::read_append;
+use crate::http::{Framing, RequestHead};
 use crate::record::usage::{Usage, UsageScan};
 use crate::store::{Money, Spend};
 use crate::worker::keys::CachedKey;
@@ -66,21 +66,28 @@ impl<'a> Meter<'a> {
         }
     }
 
-    /// For a priced answer that is not a stream and small enough: reads it
-    /// whole and charges it now, so that its head can say what it cost.
+    /// The length of a priced answer that is read whole and charged before
+    /// its head goes out: not a stream, and small enough.
+    pub fn whole_answer(&self, request: &RequestHead, response: &ResponseStart) -> Option<u64> {
+        self.deployment?;
+        match response.head.framing(&request.method) {
+            Framing::Length(n) if !self.stream && n <= MAX_COSTED_ANSWER => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Reads the answer's `length` bytes whole and charges it now, so that
+    /// its head can say what it cost.
     pub async fn price_whole_answer(
         &mut self,
         s: &mut Session<'_>,
         response: &mut ResponseStart,
+        length: u64,
     ) -> Result<(), ProxyError> {
         let Some(deployment) = self.deployment else {
             return Ok(());
         };
-        let whole = match response.head.framing(&s.head.method) {
-            Framing::Length(n) if !self.stream && n <= MAX_COSTED_ANSWER => n,
-            _ => return Ok(()),
-        };
-        read_whole_body(response, whole, deployment.provider.timeouts.read).await?;
+        read_whole_body(response, length, deployment.provider.timeouts.read).await?;
         let mut scan = UsageScan::new(false);
         scan.feed(&response.buf[response.head.len..]);
         let usage = scan.finish();

@@ -161,8 +161,10 @@ pub async fn to_candidates<'a>(
                 held: body,
             })
         }
+        // Boxed: trying deployments in turn is the largest future here;
+        // inline, the pass-through would copy its room on every request.
         Target::Deployments(routed) => match body {
-            Some(body) => to_deployments(s, routed, body).await,
+            Some(body) => Box::pin(to_deployments(s, routed, body)).await,
             None => Err(ProxyError::Internal(
                 "a routed request without its body".into(),
             )),
@@ -335,13 +337,16 @@ async fn acquire(
             return Ok((stream, true));
         }
     }
-    let stream = upstream::connect(
+    // Boxed: connecting (DNS, TCP, TLS) is a large future, and inline it
+    // would be copied with every future that holds this one, on every
+    // request; a new connection is rare and costs far more than the box.
+    let connect = upstream::connect(
         &provider.target,
         provider.timeouts.connect,
         &worker.dns,
         &worker.tls,
-    )
-    .await?;
+    );
+    let stream = Box::pin(connect).await?;
     Ok((stream, false))
 }
 

@@ -15,9 +15,10 @@
 //!    fallbacks, until one answers;
 //! 6. relay the answer as it comes (`relay`), metering a priced one
 //!    (`charge`), then charge what it cost;
-//! 7. finish: runs exactly once per request, whatever happened before it,
-//!    and is the only place where a failure is rendered and logged, the
-//!    metrics counted and the event made (`event`).
+//! 7. finish: runs exactly once per request, whatever happened before it:
+//!    a failure is answered (`answer_error`, the only place an error is
+//!    rendered), then the request is counted in the metrics, logged, and
+//!    its event made (`event`).
 
 mod admit;
 mod cached;
@@ -85,7 +86,10 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
         head,
     };
     let result = run(&mut session).await;
-    finish(session, result).await
+    if let Err(error) = &result {
+        answer_error(&mut session, error).await;
+    }
+    finish(session, result)
 }
 
 /// The phases, in the order every request goes through them.
@@ -107,35 +111,43 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
         held: _held,
     } = forward::to_candidates(s, plan).await?;
     let mut meter = charge::Meter::new(&destination, stream, &key, (spend, hold));
-    meter.price_whole_answer(s, &mut response).await?;
+    if let Some(length) = meter.whole_answer(s.head, &response) {
+        meter.price_whole_answer(s, &mut response, length).await?;
+    }
     let result = relay::relay(s, &destination, response, meter.extras()).await;
     // Whatever was relayed is charged, a stream cut short included.
     meter.charge(s);
     result
 }
 
-async fn finish(mut session: Session<'_>, result: Result<(), ProxyError>) -> bool {
+/// Answers a failed request with its error, if the client can still be
+/// answered and nothing went out yet; otherwise the connection closes.
+async fn answer_error(session: &mut Session<'_>, error: &ProxyError) {
     let (worker, head) = (session.worker, session.head);
-    if let Err(error) = &result {
-        session.status = error.status().as_u16();
-        if session.response_started || error.client_lost() {
-            session.close = true;
-        } else {
-            if !session.body_done {
-                session.body_done = session.conn.discard_buffered_body(head);
-            }
-            session.close |=
-                error.must_close() || !session.body_done || !head.keep_alive || worker.draining();
-            let reply = Reply {
-                close: session.close,
-                head_only: head.method == http::Method::HEAD,
-            };
-            error.render(&mut session.conn.out, session.request_id.as_str(), reply);
-            if !session.conn.send_out().await {
-                session.close = true;
-            }
-        }
+    session.status = error.status().as_u16();
+    if session.response_started || error.client_lost() {
+        session.close = true;
+        return;
     }
+    if !session.body_done {
+        session.body_done = session.conn.discard_buffered_body(head);
+    }
+    session.close |=
+        error.must_close() || !session.body_done || !head.keep_alive || worker.draining();
+    let reply = Reply {
+        close: session.close,
+        head_only: head.method == http::Method::HEAD,
+    };
+    error.render(&mut session.conn.out, session.request_id.as_str(), reply);
+    if !session.conn.send_out().await {
+        session.close = true;
+    }
+}
+
+/// Ends the request: counts it in the metrics, logs it and makes its event.
+/// Returns whether the connection may be reused.
+fn finish(session: Session<'_>, result: Result<(), ProxyError>) -> bool {
+    let (worker, head) = (session.worker, session.head);
     // One clock reading ends the request for the metrics and the event.
     let ended = Instant::now();
     if let Some(mut metrics) = worker.metrics() {

@@ -119,7 +119,17 @@ pub async fn plan<'s: 'a, 'a>(
     {
         return by_model(s, key, endpoint).await;
     }
-    pass_through(s, key, None).await
+    let (mut plan, restricted) = to_provider(s, key)?;
+    // The body streams upstream as it arrives, unless a decision needs it
+    // first: the model a restricted key names, or the cache key.
+    if s.head.has_body() && (restricted || plan.consult.is_some()) {
+        let body = read_body(s, 0).await?;
+        if restricted {
+            plan.named = Named::in_body(&body);
+        }
+        plan.body = Some(body);
+    }
+    Ok(plan)
 }
 
 /// The endpoint of a request that names a model (its path without `/v1`),
@@ -176,7 +186,12 @@ async fn by_model<'s: 'a, 'a>(
         }
         // The body goes as it came: the model checked is the one it names.
         let named = Named::of(requested);
-        return pass_through(s, key, Some((body, named))).await;
+        let (plan, _) = to_provider(s, key)?;
+        return Ok(Plan {
+            body: Some(body),
+            named,
+            ..plan
+        });
     };
     s.record.routed = true;
     let estimate = estimate_cost(
@@ -203,14 +218,11 @@ async fn by_model<'s: 'a, 'a>(
     })
 }
 
-/// To the key's project's provider. `read` is the body (and the model it
-/// names) when routing has read it already (a model that is not
-/// registered).
-async fn pass_through<'s: 'a, 'a>(
-    s: &mut Session<'s>,
-    key: &'a CachedKey,
-    read: Option<(HeldBody<'a>, Named)>,
-) -> Result<Plan<'a>, ProxyError> {
+/// To the key's project's provider, with its provider key, if its
+/// allowlists take the request; the body is not read here. Also returns
+/// whether the key's allowlists restrict its models (then a body must be
+/// read for the model it names).
+fn to_provider<'a>(s: &Session<'a>, key: &'a CachedKey) -> Result<(Plan<'a>, bool), ProxyError> {
     let authorization = project_upstream_auth(key)?;
     let consult = cached::consult(s.worker, s.head, &s.conn.buf);
     let target = match provider_for(s.worker, s.head, &s.conn.buf) {
@@ -234,30 +246,20 @@ async fn pass_through<'s: 'a, 'a>(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    let restricted = Allowlist::of(&key.view).is_restricted();
-    let (body, named) = match read {
-        Some((body, named)) => (Some(body), named),
-        None if !s.head.has_body() => (None, Named::Nothing),
-        None if restricted || consult.is_some() => {
-            let body = read_body(s, 0).await?;
-            let named = if restricted {
-                Named::in_body(&body)
-            } else {
-                Named::Unknown
-            };
-            (Some(body), named)
-        }
-        None => (None, Named::Unknown),
-    };
-    Ok(Plan {
-        body,
-        named,
+    let plan = Plan {
+        body: None,
+        named: if s.head.has_body() {
+            Named::Unknown
+        } else {
+            Named::Nothing
+        },
         target,
         consult,
         // Unpriced: nothing is held, but a key at or over its budget is
         // refused.
         estimate: Money(0),
-    })
+    };
+    Ok((plan, Allowlist::of(&key.view).is_restricted()))
 }
 
 /// The `Bearer` value of a pass-through request's upstream: the key's
@@ -307,10 +309,13 @@ async fn read_body<'s>(s: &mut Session<'s>, headroom: usize) -> Result<HeldBody<
         headroom,
         timeout: limits.body_timeout,
     };
-    let body = s
-        .conn
-        .read_held_body(&worker.bodies, s.head, &read, &mut s.body_done)
-        .await?;
+    // Boxed: a large future, only for the requests that read their body
+    // whole; inline, every request would copy its room with the plan's.
+    let body = Box::pin(
+        s.conn
+            .read_held_body(&worker.bodies, s.head, &read, &mut s.body_done),
+    )
+    .await?;
     if let Some(capture) = s.record.request.as_mut() {
         capture.feed(&body);
     }
