@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::Session;
 use super::forward::{Destination, ResponseStart};
-use super::relay::Extras;
+use super::relay::{AddedFields, Extras};
 use crate::error::ProxyError;
 use crate::http::io::read_append;
 use crate::http::{Framing, RequestHead};
@@ -61,8 +61,7 @@ impl<'a> Meter<'a> {
             scan: UsageScan::new(stream),
             charged: false,
             cost_text: String::new(),
-            // Priced answers only: the pass-through formats nothing.
-            spend_text: deployment.map_or_else(String::new, |_| format!("{}", spend.key.dollars())),
+            spend_text: String::new(),
         }
     }
 
@@ -104,6 +103,10 @@ impl<'a> Meter<'a> {
         let Some(deployment) = self.deployment else {
             return Extras::default();
         };
+        if !self.charged {
+            // The spend before this answer: what is known when its head goes.
+            self.spend_text = format!("{}", self.spend.key.dollars());
+        }
         let Self {
             cost_text,
             spend_text,
@@ -113,16 +116,16 @@ impl<'a> Meter<'a> {
         } = self;
         Extras {
             headers: if *charged {
-                vec![
+                AddedFields::of(&[
                     ("x-litellm-response-cost", cost_text.as_bytes()),
                     ("x-litellm-key-spend", spend_text.as_bytes()),
                     ("x-litellm-model-id", deployment.id.as_bytes()),
-                ]
+                ])
             } else {
-                vec![
+                AddedFields::of(&[
                     ("x-litellm-key-spend", spend_text.as_bytes()),
                     ("x-litellm-model-id", deployment.id.as_bytes()),
-                ]
+                ])
             },
             usage: (!*charged).then_some(scan),
         }

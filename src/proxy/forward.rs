@@ -161,10 +161,8 @@ pub async fn to_candidates<'a>(
                 held: body,
             })
         }
-        // Boxed: trying deployments in turn is the largest future here;
-        // inline, the pass-through would copy its room on every request.
         Target::Deployments(routed) => match body {
-            Some(body) => Box::pin(to_deployments(s, routed, body)).await,
+            Some(body) => to_deployments(s, routed, body).await,
             None => Err(ProxyError::Internal(
                 "a routed request without its body".into(),
             )),
@@ -179,18 +177,12 @@ async fn to_deployments<'a>(
 ) -> Result<Forwarded<'a>, ProxyError> {
     let Routed {
         endpoint,
-        model,
         candidates,
         mut rewrite,
         stream,
         ask_usage,
     } = routed;
-    if candidates.is_empty() {
-        return Err(ProxyError::Internal(format!(
-            "model {model:?} has no deployment to try"
-        )));
-    }
-    let last = candidates.len() - 1;
+    let last = candidates.len().saturating_sub(1);
     for (index, deployment) in candidates.into_iter().enumerate() {
         // The body is rewritten in place for each deployment tried: held once.
         rewrite.apply(body.as_mut_vec(), &deployment.upstream_model, ask_usage);

@@ -73,8 +73,6 @@ pub enum Target<'a> {
 pub struct Routed {
     /// The endpoint path without `/v1`, which the deployments are sent.
     pub endpoint: &'static [u8],
-    /// The model's name (its alias resolved).
-    pub model: Box<str>,
     /// The deployments to try, in order.
     pub candidates: Vec<Rc<Deployment>>,
     /// How the body is rewritten in place for each of them.
@@ -193,6 +191,11 @@ async fn by_model<'s: 'a, 'a>(
             ..plan
         });
     };
+    if candidates.is_empty() {
+        return Err(ProxyError::Internal(format!(
+            "model {name:?} has no deployment to try"
+        )));
+    }
     s.record.routed = true;
     let estimate = estimate_cost(
         s.worker,
@@ -203,7 +206,6 @@ async fn by_model<'s: 'a, 'a>(
     );
     let routed = Routed {
         endpoint,
-        model: name.into(),
         candidates,
         rewrite: Rewrite::new(&fields),
         stream: fields.stream,
@@ -309,13 +311,10 @@ async fn read_body<'s>(s: &mut Session<'s>, headroom: usize) -> Result<HeldBody<
         headroom,
         timeout: limits.body_timeout,
     };
-    // Boxed: a large future, only for the requests that read their body
-    // whole; inline, every request would copy its room with the plan's.
-    let body = Box::pin(
-        s.conn
-            .read_held_body(&worker.bodies, s.head, &read, &mut s.body_done),
-    )
-    .await?;
+    let body = s
+        .conn
+        .read_held_body(&worker.bodies, s.head, &read, &mut s.body_done)
+        .await?;
     if let Some(capture) = s.record.request.as_mut() {
         capture.feed(&body);
     }

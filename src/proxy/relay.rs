@@ -34,8 +34,31 @@ const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 /// response head, and a scan of the body for its token usage.
 #[derive(Default)]
 pub struct Extras<'a> {
-    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub headers: AddedFields<'a>,
     pub usage: Option<&'a mut UsageScan>,
+}
+
+/// The few header fields a routed answer adds (cost, spend, deployment),
+/// held inline: no allocation.
+#[derive(Default)]
+pub struct AddedFields<'a> {
+    fields: [(&'a str, &'a [u8]); 3],
+    len: usize,
+}
+
+impl<'a> AddedFields<'a> {
+    pub fn of(fields: &[(&'a str, &'a [u8])]) -> Self {
+        let mut added = Self::default();
+        for (slot, field) in added.fields.iter_mut().zip(fields) {
+            *slot = *field;
+            added.len += 1;
+        }
+        added
+    }
+
+    fn as_slice(&self) -> &[(&'a str, &'a [u8])] {
+        &self.fields[..self.len]
+    }
 }
 
 /// How the body reaches the client.
@@ -77,10 +100,10 @@ pub async fn relay(
     let with_cache_fields: Vec<(&str, &[u8])>;
     let headers = match miss.as_deref() {
         Some(miss) => {
-            with_cache_fields = [&headers[..], &miss.fields(pending.is_some())[..]].concat();
+            with_cache_fields = [headers.as_slice(), &miss.fields(pending.is_some())[..]].concat();
             &with_cache_fields[..]
         }
-        None => &headers[..],
+        None => headers.as_slice(),
     };
     let mut taps = Taps {
         usage,
