@@ -17,15 +17,15 @@ pub fn want_bodies(s: &mut Session<'_>) {
     }
 }
 
-pub fn record(exchange: Session<'_>, result: &Result<(), ProxyError>, end: Instant) {
-    let (worker, head, buf) = (exchange.worker, exchange.head, &exchange.conn.buf);
+pub fn record(session: Session<'_>, result: &Result<(), ProxyError>, end: Instant) {
+    let (worker, head, buf) = (session.worker, session.head, &session.conn.buf);
     let Ok(mut events) = worker.events.try_borrow_mut() else {
         return;
     };
     if !events.enabled() {
         return;
     }
-    let record = exchange.record;
+    let record = session.record;
     let path = if buf.len() >= head.len {
         head.path(buf)
     } else {
@@ -38,11 +38,11 @@ pub fn record(exchange: Session<'_>, result: &Result<(), ProxyError>, end: Insta
         })
     });
     events.push(RequestEvent {
-        request_id: exchange.request_id,
+        request_id: session.request_id,
         end,
-        duration_ns: end.saturating_duration_since(exchange.received).as_nanos() as u64,
+        duration_ns: end.saturating_duration_since(session.received).as_nanos() as u64,
         worker: worker.id as u16,
-        key: exchange.key.map(|key| KeyIds {
+        key: session.key.map(|key| KeyIds {
             key_id: key.view.key_id,
             project_id: key.view.project_id,
             user_id: key.view.user_id.as_deref().map(Into::into),
@@ -50,7 +50,7 @@ pub fn record(exchange: Session<'_>, result: &Result<(), ProxyError>, end: Insta
         model: record.model,
         method: head.method.clone(),
         path: InlinePath::new(path),
-        status: exchange.status,
+        status: session.status,
         error: result.as_ref().err().map(|error| error.table().2),
         upstream_ns: record.upstream_ns,
         first_byte_ns: record.first_byte_ns,

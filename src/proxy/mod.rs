@@ -56,7 +56,7 @@ pub struct Session<'a> {
     status: u16,
     /// The request body has been read from the client entirely.
     body_done: bool,
-    /// The client connection must close after this exchange.
+    /// The client connection must close after this request.
     close: bool,
     /// The authenticated key (absent when authentication failed).
     key: Option<Rc<CachedKey>>,
