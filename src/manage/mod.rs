@@ -50,7 +50,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     };
     local.errors = Errors::Json(match api {
         Api::Manage => ErrorStyle::OpenAi,
-        Api::LiteLlm => ErrorStyle::LiteLlm,
+        Api::LiteLlm => litellm::error_style(head.path(&conn.buf)),
     });
     let target = String::from_utf8_lossy(head.target.of(&conn.buf)).into_owned();
     let mut actor = "unauthenticated".to_string();

@@ -5,6 +5,7 @@
 use std::pin::pin;
 use std::rc::Rc;
 
+use http::Method;
 use monoio::net::TcpStream;
 
 use super::{health, metrics};
@@ -64,11 +65,15 @@ impl Handler {
     fn for_request(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Self {
         let path = head.path(buf);
         if path.starts_with(b"/v1/") {
-            // `/v1/models` lists the registered models, if there are any,
-            // and always for the master key; otherwise it is the upstream's
-            // list, passed through.
+            // `/v1/models` lists the registered models, and `GET
+            // /v1/models/{id}` retrieves one, if there are any, and always
+            // for the master key; otherwise they are the upstream's, passed
+            // through (as is every other method on `/v1/models/{id}`).
+            let models = path == b"/v1/models"
+                || (path.starts_with(b"/v1/models/")
+                    && matches!(head.method, Method::GET | Method::HEAD));
             let local = path == b"/v1/model/info"
-                || (path == b"/v1/models"
+                || (models
                     && (worker.store.has_deployments().unwrap_or(false)
                         || manage::is_master(worker, head, buf)));
             return if local {

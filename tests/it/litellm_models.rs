@@ -4,7 +4,8 @@
 //! with its status and envelope (`code` the status as a string, `type`
 //! LiteLLM's, `param` the field), deployment keys never shown again, and the
 //! `/models` and `/v1/models` listings: the upstream's list until a model is
-//! registered, then what the caller's key and user allow.
+//! registered, then what the caller's key and user allow; and
+//! `/v1/models/{id}` (and `/models/{id}`), answered by the same rule.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -509,6 +510,190 @@ fn v1_models_answers_the_master_key_with_no_model_registered() {
     assert_eq!(
         ok(get(&proxy, "/v1/models")),
         json!({"object": "list", "data": []})
+    );
+}
+
+#[test]
+fn v1_models_id_retrieves_a_registered_model_here() {
+    let (mock, proxy) = start();
+    add_model(&proxy, "gpt-x", "openai/gpt-4o");
+    add_model(&proxy, "gpt-x", "azure/gpt-4o");
+    add_model(&proxy, "openai/gpt-4o", "openai/gpt-4o");
+    add_model(&proxy, "ft:gpt-4o:org::x", "anthropic/claude-3");
+    let virtual_key = secret(&generate(&proxy, json!({})));
+    let listing = ok(get(&proxy, "/v1/models"));
+    let listed_as = |name: &str| {
+        listing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {listing}"))
+    };
+
+    let before = mock_requests(&mock);
+    // OpenAI's retrieve shape, as the listing shows the model (its first
+    // deployment's provider), for a virtual key, a project key and the
+    // master key, on both paths.
+    for key in [virtual_key.as_str(), CLIENT_KEY, MANAGEMENT_TOKEN] {
+        for path in ["/v1/models/gpt-x", "/models/gpt-x"] {
+            let model = ok(get_as(&proxy, path, key));
+            assert_fields(&model, &["id", "object", "created", "owned_by"]);
+            assert_eq!(model["object"], "model");
+            assert_eq!(model["owned_by"], "openai");
+            assert_eq!(model, listed_as("gpt-x"), "{path}");
+        }
+    }
+    // The id is the rest of the path, '/' and ':' included, percent-decoded.
+    for path in [
+        "/v1/models/openai/gpt-4o",
+        "/v1/models/openai%2Fgpt-4o",
+        "/models/openai/gpt-4o",
+    ] {
+        let model = ok(get_as(&proxy, path, &virtual_key));
+        assert_eq!(model, listed_as("openai/gpt-4o"), "{path}");
+    }
+    for path in [
+        "/v1/models/ft:gpt-4o:org::x",
+        "/v1/models/ft%3Agpt-4o%3Aorg%3A%3Ax",
+    ] {
+        let model = ok(get_as(&proxy, path, &virtual_key));
+        assert_eq!(model["owned_by"], "anthropic");
+        assert_eq!(model, listed_as("ft:gpt-4o:org::x"), "{path}");
+    }
+
+    // HEAD: the same head, no body; the connection stays in step.
+    let get_answer = get_as(&proxy, "/v1/models/gpt-x", &virtual_key);
+    let mut conn = proxy.conn();
+    conn.send(
+        &Req::new("HEAD", "/v1/models/gpt-x")
+            .auth(&virtual_key)
+            .bytes(),
+    );
+    let head = conn.read_head_response().expect("HEAD response");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(get_answer.body.len().to_string().as_str())
+    );
+    let next = conn.roundtrip(&Req::get("/v1/models/gpt-x").auth(&virtual_key).bytes());
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json(), listed_as("gpt-x"));
+
+    assert_eq!(
+        mock_requests(&mock),
+        before + 1,
+        "only the counter was read: the upstream was not asked"
+    );
+}
+
+#[test]
+fn v1_models_id_is_404_for_a_model_not_registered_or_not_allowed() {
+    let (mock, proxy) = start();
+    add_model(&proxy, "alpha", "openai/gpt-4o");
+    add_model(&proxy, "beta", "openai/gpt-4o-mini");
+    let limited = secret(&generate(&proxy, json!({"models": ["alpha"]})));
+    assert_eq!(
+        ok(get_as(&proxy, "/v1/models/alpha", &limited))["id"],
+        "alpha"
+    );
+
+    // Outside the key's allowlist and not registered at all: the same 404,
+    // OpenAI's envelope with the request path's code for an unknown model.
+    let before = mock_requests(&mock);
+    let not_allowed = get_as(&proxy, "/v1/models/beta", &limited);
+    not_allowed.assert_error(404, "model_not_found");
+    let unknown = get_as(&proxy, "/v1/models/gamma", &limited);
+    unknown.assert_error(404, "model_not_found");
+    assert_eq!(not_allowed.text().replace("beta", "gamma"), unknown.text());
+    assert!(
+        not_allowed.text().contains("beta"),
+        "{}",
+        not_allowed.text()
+    );
+    for key in [CLIENT_KEY, MANAGEMENT_TOKEN] {
+        for path in ["/v1/models/gamma", "/models/gamma", "/v1/models/alpha/x"] {
+            get_as(&proxy, path, key).assert_error(404, "model_not_found");
+        }
+    }
+    // A key whose user allows none of the models sees none.
+    ok(post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "ann", "models": ["beta"], "auto_create_key": false}),
+    ));
+    let crossed = secret(&generate(
+        &proxy,
+        json!({"user_id": "ann", "models": ["alpha"]}),
+    ));
+    get_as(&proxy, "/v1/models/alpha", &crossed).assert_error(404, "model_not_found");
+    // No id is no model; bytes that are not UTF-8 name none.
+    for path in ["/v1/models/", "/models/"] {
+        get_as(&proxy, path, &limited).assert_error(404, "not_found");
+    }
+    get_as(&proxy, "/v1/models/a%FF", &limited).assert_error(404, "model_not_found");
+    assert_eq!(
+        mock_requests(&mock),
+        before + 1,
+        "the upstream was not asked"
+    );
+
+    // The key is checked as on every model path, in the same envelope.
+    get_as(&proxy, "/v1/models/alpha", "sk-not-a-key").assert_error(401, "invalid_api_key");
+    raw(&proxy, "GET", "/v1/models/alpha", "", None).assert_error(401, "missing_api_key");
+    // Only GET and HEAD are answered here: `/models/{id}` refuses the others ...
+    let refused = raw(&proxy, "POST", "/models/alpha", "{}", Some(&limited));
+    refused.assert_error(405, "method_not_allowed");
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+    // ... and `/v1/models/{id}` passes them through, as before.
+    let deleted = raw(&proxy, "DELETE", "/v1/models/alpha", "", Some(CLIENT_KEY));
+    deleted.assert_error(404, "not_found");
+    let last = mock.last_request();
+    assert_eq!(last["method"], "DELETE");
+    assert_eq!(last["target"], "/v1/models/alpha");
+}
+
+#[test]
+fn v1_models_id_is_the_upstreams_until_a_model_is_registered() {
+    let (mock, proxy) = start();
+    // Nothing registered: the upstream answers, with the project's key (the
+    // mock has no such route: its own 404).
+    let upstream = get_as(&proxy, "/v1/models/gpt-4o", CLIENT_KEY);
+    upstream.assert_error(404, "not_found");
+    assert_eq!(upstream.json()["error"]["message"], "unknown route");
+    let last = mock.last_request();
+    assert_eq!(last["method"], "GET");
+    assert_eq!(last["target"], "/v1/models/gpt-4o");
+    assert_eq!(
+        header_values(&headers_of(&last), "authorization"),
+        [format!("Bearer {UPSTREAM_KEY}")]
+    );
+    // ... and the path checks of the upstream paths apply, as before.
+    get_as(&proxy, "/v1/models/openai%2Fgpt-4o", CLIENT_KEY).assert_error(400, "bad_request");
+
+    // The master key, which is not the upstream's, is answered here.
+    let before = mock_requests(&mock);
+    get(&proxy, "/v1/models/gpt-4o").assert_error(404, "model_not_found");
+    assert_eq!(
+        mock_requests(&mock),
+        before + 1,
+        "the upstream was not asked"
+    );
+
+    // Once a model is registered, the gateway answers for every key.
+    add_model(&proxy, "gpt-x", "openai/gpt-4o");
+    let before = mock_requests(&mock);
+    get_as(&proxy, "/v1/models/gpt-4o", CLIENT_KEY).assert_error(404, "model_not_found");
+    assert_eq!(
+        ok(get_as(&proxy, "/v1/models/gpt-x", CLIENT_KEY))["id"],
+        "gpt-x"
+    );
+    assert_eq!(
+        mock_requests(&mock),
+        before + 1,
+        "the upstream was not asked"
     );
 }
 

@@ -1,8 +1,8 @@
 //! The LiteLLM-compatible management API: models, credentials, keys and
 //! users, with the LiteLLM proxy's paths, field names and envelopes, so that
 //! LiteLLM's clients work unchanged. Behind the master key
-//! (`MANAGEMENT_TOKEN`); the model listings also accept virtual keys, and
-//! show such a caller only the models it may use.
+//! (`MANAGEMENT_TOKEN`); the model listings (and `/models/{id}`) also accept
+//! virtual keys, and show such a caller only the models it may use.
 //!
 //! Request bodies are lenient as LiteLLM's are: unknown fields are ignored,
 //! numbers may come as numeric strings; a field of the wrong type is a 400
@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::Answer;
 use crate::api::{not_allowed, query_value};
-use crate::error::ProxyError;
+use crate::error::{ErrorStyle, ProxyError};
 use crate::worker::Worker;
 
 /// Who is calling.
@@ -56,7 +56,14 @@ pub fn owns(path: &[u8]) -> bool {
         b"/credentials",
         b"/health/readiness",
     ];
-    const PREFIXES: [&[u8]; 4] = [b"/model/", b"/credentials/", b"/key/", b"/user/"];
+    const PREFIXES: [&[u8]; 6] = [
+        b"/model/",
+        b"/models/",
+        b"/v1/models/",
+        b"/credentials/",
+        b"/key/",
+        b"/user/",
+    ];
     EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
@@ -72,8 +79,28 @@ pub fn access(path: &[u8]) -> Access {
     match path {
         b"/health/readiness" => Access::Public,
         b"/models" | b"/v1/models" | b"/model/info" | b"/v1/model/info" => Access::AnyKey,
+        _ if model_id(path).is_some() => Access::AnyKey,
         _ => Access::Master,
     }
+}
+
+/// The envelope of this API's errors on `path`: OpenAI's on
+/// `/models/{id}`, which OpenAI's clients call (`model_not_found` is the
+/// code they know), LiteLLM's everywhere else.
+pub fn error_style(path: &[u8]) -> ErrorStyle {
+    if model_id(path).is_some() {
+        ErrorStyle::OpenAi
+    } else {
+        ErrorStyle::LiteLlm
+    }
+}
+
+/// The still percent-encoded `{id}` of `/models/{id}` or `/v1/models/{id}`:
+/// the rest of the path, `/` and `:` included (`openai/gpt-4o`,
+/// `ft:gpt-4o:org::x`).
+fn model_id(path: &[u8]) -> Option<&[u8]> {
+    path.strip_prefix(b"/v1/models/")
+        .or_else(|| path.strip_prefix(b"/models/"))
 }
 
 /// The function of this API that answers `method` on `target`'s path.
@@ -88,6 +115,20 @@ pub async fn dispatch(
     let store = worker.store.clone();
     let get = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
+    if let Some(id) = model_id(path.as_bytes()) {
+        if !get {
+            return not_allowed(method, "GET, HEAD");
+        }
+        // No model is named by nothing, and none by bytes that are not text.
+        let name = percent_encoding::percent_decode(id).decode_utf8();
+        return match name {
+            Ok(name) if !name.is_empty() => models::retrieve(store, caller, name.into()).await,
+            Ok(_) => Err(ProxyError::NotFound),
+            Err(_) => Err(ProxyError::ModelNotFound(
+                String::from_utf8_lossy(id).into_owned(),
+            )),
+        };
+    }
     match path.trim_end_matches('/') {
         "/health/readiness" if get => Ok((
             StatusCode::OK,

@@ -54,18 +54,7 @@ pub async fn list_names(store: Arc<Store>, caller: Caller) -> Answer {
             if seen.contains(&deployment.model_name) || !may_use(&caller, &deployment.model_name) {
                 continue;
             }
-            let params = object(&deployment.params);
-            let owned_by = params
-                .get("model")
-                .and_then(Value::as_str)
-                .and_then(|m| m.split_once('/'))
-                .map_or("openai", |(provider, _)| provider);
-            data.push(json!({
-                "id": deployment.model_name,
-                "object": "model",
-                "created": deployment.created_at / 1000,
-                "owned_by": owned_by,
-            }));
+            data.push(model_object(&deployment));
             seen.push(deployment.model_name);
         }
         Ok((
@@ -74,6 +63,42 @@ pub async fn list_names(store: Arc<Store>, caller: Caller) -> Answer {
         ))
     })
     .await
+}
+
+/// `GET /models/{name}`: one model the caller may use, OpenAI's retrieve
+/// shape (as listed). A name that is not registered and one the caller may
+/// not use are the same 404, so that a key learns nothing of the others.
+pub async fn retrieve(store: Arc<Store>, caller: Caller, name: String) -> Answer {
+    blocking(store, move |s| {
+        let first = s
+            .list_deployments()?
+            .into_iter()
+            .find(|deployment| deployment.model_name == name);
+        match first {
+            Some(deployment) if may_use(&caller, &name) => {
+                Ok((StatusCode::OK, Some(model_object(&deployment))))
+            }
+            _ => Err(ProxyError::ModelNotFound(name)),
+        }
+    })
+    .await
+}
+
+/// A model name as OpenAI's `/v1/models` shows it, from its first
+/// deployment: `owned_by` is the provider prefix of the upstream model.
+fn model_object(deployment: &Deployment) -> Value {
+    let params = object(&deployment.params);
+    let owned_by = params
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|m| m.split_once('/'))
+        .map_or("openai", |(provider, _)| provider);
+    json!({
+        "id": deployment.model_name,
+        "object": "model",
+        "created": deployment.created_at / 1000,
+        "owned_by": owned_by,
+    })
 }
 
 fn may_use(caller: &Caller, model_name: &str) -> bool {
