@@ -51,12 +51,13 @@ FLOORS = [
     # The foundations, which may build on each other: HTTP framing, the store (the only module
     # on LMDB), typed settings and what they are read from (the clap definitions in `cli`, the
     # provider table and the LiteLLM-style config, immutable snapshots once loaded), the
+    # provider prefixes of LiteLLM-style deployments (`dialect`: a static table), the
     # blocking HTTP client `http_client` (the cold-path commands, the event sinks and the
     # OpenID Connect sign-in use it; it imports nothing of the crate), the worker threads and
     # their monoio runtimes (they know nothing of what runs on them) and the global allocator.
     (
         "base",
-        ["http", "store", "settings", "cli", "providers", "litellm_config", "http_client",
+        ["http", "store", "settings", "cli", "providers", "dialect", "litellm_config", "http_client",
          "runtime", "alloc"],
         True,
     ),

@@ -41,6 +41,8 @@
 //! settings       COLD    typed settings from flags, environment and the .env file
 //! cli            COLD    the clap definitions
 //! providers      SHARED  the provider table (api_providers.yaml), immutable behind an Arc
+//! dialect        SHARED  provider prefixes of `litellm_params.model`: dialect, default base URL,
+//!                        how the key is sent; unknown prefixes refused
 //! litellm_config COLD    a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
 //! http_client    COLD    the blocking HTTP client of the cold path (commands, event sinks, OIDC)
 //! runtime        COLD    worker threads, one monoio runtime each, pinning, driver fallback
@@ -52,6 +54,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod cmd;
+pub mod dialect;
 pub mod downstream;
 pub mod error;
 pub mod events;

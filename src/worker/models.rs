@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::dialect;
 use crate::providers::{Provider, Target, Timeouts};
 use crate::store::{self, Money, Store, StoreError};
 use crate::upstream::Slot;
 
-/// Where an OpenAI-style deployment goes when it names no `api_base`.
-const OPENAI_BASE: &str = "https://api.openai.com/v1";
 /// Idle upstream connections kept per worker and origin.
 const MAX_IDLE: usize = 64;
 
@@ -25,6 +24,8 @@ pub struct Deployment {
     pub id: String,
     pub model_name: String,
     pub provider: Provider,
+    /// Its provider prefix's entry: the dialect it is spoken to in.
+    pub dialect: &'static dialect::Provider,
     /// The pool stack for its origin.
     pub slot: Slot,
     /// The `model` sent upstream (`litellm_params.model` without its
@@ -167,8 +168,11 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
             .and_then(Value::as_str)
     };
     let model = setting("model").ok_or("litellm_params.model is missing")?;
-    let upstream_model = model.split_once('/').map_or(model, |(_, m)| m).to_string();
-    let base = setting("api_base").unwrap_or(OPENAI_BASE);
+    // The prefix decides the default base URL; an unknown one (stored
+    // before prefixes were checked) leaves the deployment out.
+    let (known, upstream_model) = dialect::parse(model).map_err(|e| e.to_string())?;
+    let upstream_model = upstream_model.to_string();
+    let base = known.base(setting("api_base")).map_err(|e| e.to_string())?;
     let target = Target::parse(base).map_err(|e| e.to_string())?;
     let origin: Rc<str> = format!(
         "{}://{}:{}",
@@ -177,6 +181,8 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
         target.port
     )
     .into();
+    // No key given, no `Authorization` header: a provider that takes no
+    // key (`dialect::Key::None`) gets none, and the others answer 401.
     let authorization = setting("api_key")
         .map(|key| format!("Bearer {key}").into_bytes().into_boxed_slice())
         .unwrap_or_default();
@@ -194,6 +200,7 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
     Ok(Deployment {
         id: deployment.id.clone(),
         model_name: deployment.model_name.clone(),
+        dialect: known,
         provider: Provider {
             name: deployment.model_name.clone(),
             target,
@@ -224,6 +231,7 @@ mod tests {
                 .expect("table")
                 .providers
                 .remove(0),
+            dialect: &dialect::PROVIDERS[0],
             slot: Slot::Provider(0),
             upstream_model: "m".into(),
             authorization: Box::default(),

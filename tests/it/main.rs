@@ -41,6 +41,7 @@ mod management_api;
 mod metrics;
 mod openai_chat;
 mod operations;
+mod providers;
 mod proxy_passthrough;
 mod request_bodies;
 mod routing;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Caller, invalid, normalize_numbers, parse};
 use crate::api::{blocking, query_pairs, query_value, rfc3339};
+use crate::dialect;
 use crate::error::ProxyError;
 use crate::manage::Answer;
 use crate::store::{Deployment, DeploymentChanges, Store, StoreError};
@@ -230,6 +231,25 @@ fn check_credential(s: &Store, params: &Map<String, Value>) -> Result<(), ProxyE
     Ok(())
 }
 
+/// The model's provider prefix must be known, and a provider with no
+/// default base URL needs an `api_base` (its own or its credential's).
+fn check_model(params: &Object) -> Result<(), ProxyError> {
+    let model = params
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (provider, _) =
+        dialect::parse(model).map_err(|e| invalid("litellm_params.model", e.to_string()))?;
+    let has_base = params.get("api_base").is_some_and(|v| !v.is_null())
+        || params.contains_key("litellm_credential_name");
+    if !has_base {
+        provider
+            .base(None)
+            .map_err(|e| invalid("litellm_params.api_base", e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn secrets_text(secrets: &Map<String, Value>) -> Option<String> {
     (!secrets.is_empty()).then(|| Value::Object(secrets.clone()).to_string())
 }
@@ -257,6 +277,7 @@ pub fn prepare(
             "required (the upstream model name)",
         ));
     }
+    check_model(&params)?;
     let (shown, secrets) = split_params(params)?;
     let id = info
         .as_ref()
@@ -367,6 +388,7 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
                     "required (the upstream model name)",
                 ));
             }
+            check_model(&merged)?;
             check_credential(s, &merged)?;
             changes.params = Some(Value::Object(merged).to_string());
             changes.secrets = Some(secrets_text(&merged_secrets));

@@ -1,0 +1,227 @@
+//! Provider prefixes: what the prefix of `litellm_params.model` (`groq/`,
+//! `ollama/`, ...) means, as in LiteLLM. Each known prefix names its dialect
+//! (URL shape, auth, transformers) and, for the OpenAI-compatible family, the
+//! default base URL and how the key is sent. A deployment's prefix is looked
+//! up once, when it is registered (an unknown one is refused) and when the
+//! model table is built; never per request.
+
+use std::fmt;
+
+/// How a deployment is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's Chat Completions API, relayed as is.
+    OpenAi,
+}
+
+/// How the provider key is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// `Authorization: Bearer <api_key>`, when a key is given.
+    Bearer,
+    /// The provider takes no key (a local server). A key given anyway is
+    /// sent as Bearer, for a server behind an authenticating proxy.
+    None,
+}
+
+/// One known prefix.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub prefix: &'static str,
+    pub dialect: Dialect,
+    /// Where a deployment that names no `api_base` goes; `None` when the
+    /// provider has no default and `api_base` is required.
+    pub default_base: Option<&'static str>,
+    pub key: Key,
+}
+
+const fn openai(prefix: &'static str, base: &'static str) -> Provider {
+    Provider {
+        prefix,
+        dialect: Dialect::OpenAi,
+        default_base: Some(base),
+        key: Key::Bearer,
+    }
+}
+
+const fn local(prefix: &'static str, base: Option<&'static str>) -> Provider {
+    Provider {
+        prefix,
+        dialect: Dialect::OpenAi,
+        default_base: base,
+        key: Key::None,
+    }
+}
+
+/// The prefix of a model that names none.
+pub const DEFAULT_PREFIX: &str = "openai";
+
+/// Every known prefix.
+pub static PROVIDERS: &[Provider] = &[
+    // The OpenAI-compatible family: pass-through to the provider's
+    // OpenAI-compatible API.
+    openai("openai", "https://api.openai.com/v1"),
+    openai("groq", "https://api.groq.com/openai/v1"),
+    openai("mistral", "https://api.mistral.ai/v1"),
+    openai("deepseek", "https://api.deepseek.com/v1"),
+    openai("together_ai", "https://api.together.xyz/v1"),
+    openai("fireworks_ai", "https://api.fireworks.ai/inference/v1"),
+    openai("openrouter", "https://openrouter.ai/api/v1"),
+    openai("xai", "https://api.x.ai/v1"),
+    openai("perplexity", "https://api.perplexity.ai"),
+    openai("cerebras", "https://api.cerebras.ai/v1"),
+    local("ollama", Some("http://localhost:11434/v1")),
+    local("ollama_chat", Some("http://localhost:11434/v1")),
+    local("hosted_vllm", None),
+    local("lm_studio", Some("http://localhost:1234/v1")),
+    Provider {
+        prefix: "openai_compatible",
+        dialect: Dialect::OpenAi,
+        default_base: None,
+        key: Key::Bearer,
+    },
+    // Known prefixes whose own dialects are still being built: accepted,
+    // and until their dialect lands here spoken to as OpenAI, with
+    // OpenAI's default base URL and a Bearer key.
+    openai("azure", "https://api.openai.com/v1"),
+    openai("azure_ai", "https://api.openai.com/v1"),
+    openai("anthropic", "https://api.openai.com/v1"),
+    openai("bedrock", "https://api.openai.com/v1"),
+    openai("gemini", "https://api.openai.com/v1"),
+];
+
+/// Why a deployment's model or base URL cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DialectError {
+    /// The model's prefix is not a known provider.
+    UnknownPrefix(String),
+    /// The provider has no default base URL and none was given.
+    MissingBase(&'static str),
+}
+
+impl fmt::Display for DialectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialectError::UnknownPrefix(prefix) => {
+                write!(f, "unknown provider prefix {prefix:?}; known prefixes: ")?;
+                for (i, provider) in PROVIDERS.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{}", provider.prefix)?;
+                }
+                Ok(())
+            }
+            DialectError::MissingBase(prefix) => write!(
+                f,
+                "provider {prefix:?} has no default base URL: litellm_params.api_base is required"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DialectError {}
+
+/// The provider of `prefix`.
+pub fn provider(prefix: &str) -> Option<&'static Provider> {
+    PROVIDERS.iter().find(|p| p.prefix == prefix)
+}
+
+/// Splits `litellm_params.model` into its provider and the model name sent
+/// upstream: `groq/llama-3` is groq's `llama-3`, `gpt-4o` is openai's, and
+/// `openrouter/meta/llama` is openrouter's `meta/llama`.
+pub fn parse(model: &str) -> Result<(&'static Provider, &str), DialectError> {
+    let (prefix, name) = model.split_once('/').unwrap_or((DEFAULT_PREFIX, model));
+    let provider = provider(prefix).ok_or_else(|| DialectError::UnknownPrefix(prefix.into()))?;
+    Ok((provider, name))
+}
+
+impl Provider {
+    /// The base URL a deployment goes to: its own `api_base`, else the
+    /// provider's default.
+    pub fn base<'a>(&self, api_base: Option<&'a str>) -> Result<&'a str, DialectError> {
+        api_base
+            .or(self.default_base)
+            .ok_or(DialectError::MissingBase(self.prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_names_the_provider_and_the_rest_is_the_model() {
+        let (p, m) = parse("groq/llama-3.1-8b").unwrap();
+        assert_eq!((p.prefix, m), ("groq", "llama-3.1-8b"));
+        assert_eq!(p.base(None), Ok("https://api.groq.com/openai/v1"));
+        let (p, m) = parse("openrouter/meta-llama/llama-3").unwrap();
+        assert_eq!((p.prefix, m), ("openrouter", "meta-llama/llama-3"));
+        let (p, m) = parse("gpt-4o").unwrap();
+        assert_eq!((p.prefix, m), ("openai", "gpt-4o"));
+        assert_eq!(p.base(None), Ok("https://api.openai.com/v1"));
+        assert_eq!(p.key, Key::Bearer);
+    }
+
+    #[test]
+    fn defaults_and_keys_of_the_family() {
+        for (prefix, base) in [
+            ("mistral", "https://api.mistral.ai/v1"),
+            ("deepseek", "https://api.deepseek.com/v1"),
+            ("together_ai", "https://api.together.xyz/v1"),
+            ("fireworks_ai", "https://api.fireworks.ai/inference/v1"),
+            ("xai", "https://api.x.ai/v1"),
+            ("perplexity", "https://api.perplexity.ai"),
+            ("cerebras", "https://api.cerebras.ai/v1"),
+        ] {
+            let p = provider(prefix).unwrap();
+            assert_eq!((p.default_base, p.key), (Some(base), Key::Bearer));
+        }
+        for prefix in ["ollama", "ollama_chat"] {
+            let p = provider(prefix).unwrap();
+            assert_eq!(p.default_base, Some("http://localhost:11434/v1"));
+            assert_eq!(p.key, Key::None);
+        }
+        assert_eq!(
+            provider("lm_studio").unwrap().default_base,
+            Some("http://localhost:1234/v1")
+        );
+        // A given api_base wins over the default.
+        let groq = provider("groq").unwrap();
+        assert_eq!(
+            groq.base(Some("http://127.0.0.1:9/v1")),
+            Ok("http://127.0.0.1:9/v1")
+        );
+    }
+
+    #[test]
+    fn a_provider_without_default_needs_an_api_base() {
+        for prefix in ["openai_compatible", "hosted_vllm"] {
+            let model = format!("{prefix}/m");
+            let (p, m) = parse(&model).unwrap();
+            assert_eq!(m, "m");
+            assert_eq!(p.base(None), Err(DialectError::MissingBase(p.prefix)));
+            assert_eq!(p.base(Some("http://10.0.0.1/v1")), Ok("http://10.0.0.1/v1"));
+        }
+        let message = parse("hosted_vllm/m")
+            .unwrap()
+            .0
+            .base(None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("\"hosted_vllm\""), "{message}");
+        assert!(message.contains("api_base is required"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_prefix_is_refused_naming_the_known_ones() {
+        let error = parse("opnai/gpt-4o").unwrap_err();
+        assert_eq!(error, DialectError::UnknownPrefix("opnai".into()));
+        let message = error.to_string();
+        assert!(message.contains("\"opnai\""), "{message}");
+        assert!(message.contains("openai, groq, mistral"), "{message}");
+        assert!(message.contains("azure"), "{message}");
+        // The dialects still being built are known.
+        for prefix in ["azure", "azure_ai", "anthropic", "bedrock", "gemini"] {
+            assert!(parse(&format!("{prefix}/m")).is_ok(), "{prefix}");
+        }
+    }
+}
