@@ -137,22 +137,15 @@ pub async fn to_candidates<'a>(
     let Plan { body, target, .. } = plan;
     match target {
         Target::CacheOnly(error) => Err(error),
-        Target::Provider {
-            slot,
-            provider,
-            authorization,
-        } => {
-            let destination = Destination::Provider {
-                slot,
-                provider,
-                authorization,
-            };
+        Target::Provider(destination) => {
             // A body read already goes out with the client's own request target.
             let target = body
                 .as_ref()
                 .map(|_| s.head.target.of(&s.conn.buf).to_vec());
-            let outgoing = target.as_deref().zip(body.as_deref());
-            let outgoing = outgoing.map(|(target, body)| Outgoing { target, body });
+            let outgoing = target
+                .as_deref()
+                .zip(body.as_deref())
+                .map(|(target, body)| Outgoing { target, body });
             let response = forward(s, &destination, outgoing).await?;
             Ok(Forwarded {
                 response,

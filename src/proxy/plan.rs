@@ -16,6 +16,7 @@
 use std::rc::Rc;
 
 use super::fields::{self, AnswerLimits, Rewrite, RoutingFields};
+use super::forward::Destination;
 use super::{Session, cached, path};
 use crate::cache::policy::Consult;
 use crate::downstream::{BodyRead, HeldBody};
@@ -56,12 +57,9 @@ impl Plan<'_> {
 
 /// Where a request goes.
 pub enum Target<'a> {
-    /// The key's project's provider, with the provider key.
-    Provider {
-        slot: Slot,
-        provider: &'a Provider,
-        authorization: &'a [u8],
-    },
+    /// The key's project's provider, with the provider key
+    /// (`Destination::Provider`).
+    Provider(Destination<'a>),
     /// A registered model's deployments.
     Deployments(Routed),
     /// Nowhere: the provider refuses it, but the cache may still answer it
@@ -228,11 +226,11 @@ fn to_provider<'a>(s: &Session<'a>, key: &'a CachedKey) -> Result<(Plan<'a>, boo
     let authorization = project_upstream_auth(key)?;
     let consult = cached::consult(s.worker, s.head, &s.conn.buf);
     let target = match provider_for(s.worker, s.head, &s.conn.buf) {
-        Ok((index, provider)) => Target::Provider {
+        Ok((index, provider)) => Target::Provider(Destination::Provider {
             slot: Slot::Provider(index),
             provider,
             authorization,
-        },
+        }),
         // A `HEAD` the provider does not take may still be answered from
         // the cache (from `GET`'s entry); it is never sent upstream.
         Err(error @ ProxyError::MethodNotAllowed { .. })
