@@ -5,6 +5,8 @@
 //! up once, when it is registered (an unknown one is refused) and when the
 //! model table is built; never per request.
 
+pub mod anthropic;
+
 use std::fmt;
 
 /// How a deployment is spoken to.
@@ -12,7 +14,51 @@ use std::fmt;
 pub enum Dialect {
     /// OpenAI's Chat Completions API, relayed as is.
     OpenAi,
+    /// Azure OpenAI: OpenAI's bodies, relayed as is, at Azure's URLs and
+    /// with Azure's `api-key`.
+    Azure,
+    /// Anthropic's Messages API: bodies and streams translated.
+    Anthropic,
 }
+
+/// Token counts as a provider reports them, in OpenAI's terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Every prompt token, those read from and written to the provider's
+    /// prompt cache included (OpenAI's `prompt_tokens`).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Of the prompt tokens, those read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Of the prompt tokens, those written to the provider's prompt cache.
+    pub cache_creation_tokens: u64,
+}
+
+/// A request that a dialect cannot express: answered 400
+/// `invalid_request_error`, naming the field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TranslateError {
+    /// The request field at fault (`messages[2].content`, say).
+    pub field: String,
+    pub message: String,
+}
+
+impl TranslateError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for TranslateError {}
 
 /// How the provider key is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
