@@ -1,4 +1,6 @@
-//! An OpenAI-compatible mock upstream for tests, demos and benchmarks.
+//! An OpenAI-compatible mock upstream for tests, demos and benchmarks; it
+//! also speaks Anthropic Messages (`anthropic.rs`) and Azure OpenAI
+//! (`azure.rs`).
 //!
 //! Per-request fault injection through request headers (they pass through
 //! the proxy untouched):
@@ -10,13 +12,18 @@
 //!   with bytes that are not HTTP, or never answer
 //! - `x-mock-response-header: Name: value` (repeatable): add that field to
 //!   the answer (a `Cache-Control` replaces the stream's `no-cache`)
+//! - `x-mock-stream-error-after`, `x-mock-tool-calls`, `x-mock-tool-text`:
+//!   Anthropic only, see `anthropic.rs`
 //!
 //! A stream ends with a usage chunk only when the request asks for it with
 //! `stream_options.include_usage`, as OpenAI does.
 //!
 //! `GET /mock/stats` and `GET /mock/last-request` report what this worker saw.
 
+mod anthropic;
+mod azure;
 mod openai;
+mod sse;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -38,6 +45,7 @@ use crate::http::io::{Reply, json_response, read_append, unix_nanos};
 use crate::http::{ChunkedDecoder, Framing, Parsed, RequestHead};
 use crate::runtime::{self, Driver};
 use crate::server::bind_listeners;
+use openai::Endpoint;
 
 const MAX_HEAD: usize = 64 << 10;
 const MAX_BODY: usize = 16 << 20;
@@ -75,7 +83,7 @@ struct Stats {
     streams_started: Cell<u64>,
     streams_completed: Cell<u64>,
     streams_aborted: Cell<u64>,
-    /// Raw head of the last `/v1` request, for `/mock/last-request`.
+    /// Raw head of the last `/v1` or `/openai` request, for `/mock/last-request`.
     last_head: RefCell<Vec<u8>>,
 }
 
@@ -175,6 +183,12 @@ struct Behaviour {
     chunks: u32,
     interval: Duration,
     cut_after: Option<u32>,
+    /// Anthropic streams: an `error` event after this many deltas.
+    stream_error_after: Option<u32>,
+    /// Anthropic tool answers: how many `tool_use` blocks.
+    tool_calls: Option<u32>,
+    /// Anthropic tool answers: words of a text block before them.
+    tool_text: Option<u32>,
     fault: Option<String>,
     /// Fields to add to the answer (`x-mock-response-header`).
     headers: Vec<(String, Vec<u8>)>,
@@ -188,9 +202,21 @@ impl Behaviour {
             .map(|(name, value)| (name.as_str(), value.as_slice()))
             .collect()
     }
-}
 
-impl Behaviour {
+    /// The status `x-mock-status` asks for.
+    fn status_code(&self) -> StatusCode {
+        self.status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The latency asked for, before answering.
+    async fn wait(&self) {
+        if !self.latency.is_zero() {
+            monoio::time::sleep(self.latency).await;
+        }
+    }
+
     fn of(settings: &MockSettings, head: &RequestHead, buf: &[u8]) -> Self {
         let number = |name: &str| {
             head.header(buf, name)
@@ -204,6 +230,9 @@ impl Behaviour {
             interval: number("x-mock-chunk-interval-ms")
                 .map_or(settings.chunk_interval, Duration::from_millis),
             cut_after: number("x-mock-cut-after").map(|n| n as u32),
+            stream_error_after: number("x-mock-stream-error-after").map(|n| n as u32),
+            tool_calls: number("x-mock-tool-calls").map(|n| n as u32),
+            tool_text: number("x-mock-tool-text").map(|n| n as u32),
             fault: head
                 .header(buf, "x-mock-fault")
                 .map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase()),
@@ -328,7 +357,9 @@ async fn respond<S: AsyncWriteRent>(
     stats.requests.set(stats.requests.get() + 1);
     let path = head.path(buf);
     let behaviour = Behaviour::of(&mock.settings, head, buf);
-    if path.starts_with(b"/v1/") {
+    let anthropic = path.starts_with(b"/v1/messages");
+    let azure = path.starts_with(b"/openai/");
+    if path.starts_with(b"/v1/") || azure {
         *stats.last_head.borrow_mut() = buf[..head.len].to_vec();
         match behaviour.fault.as_deref() {
             Some("close") => return Next::Close,
@@ -342,6 +373,12 @@ async fn respond<S: AsyncWriteRent>(
             }
             _ => {}
         }
+        if anthropic {
+            return anthropic::respond(mock, stream, head, buf, body, out, &behaviour).await;
+        }
+        if azure {
+            return azure::respond(mock, stream, head, buf, body, out, &behaviour).await;
+        }
         if let Some(key) = &mock.settings.api_key {
             let expected = format!("Bearer {key}");
             if head.header(buf, "authorization") != Some(expected.as_bytes()) {
@@ -354,55 +391,27 @@ async fn respond<S: AsyncWriteRent>(
                 return send(stream, out).await;
             }
         }
-        if !behaviour.latency.is_zero() {
-            monoio::time::sleep(behaviour.latency).await;
-        }
-        if let Some(status) = behaviour.status {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = openai::error(
-                "mock error requested with x-mock-status",
-                "mock_error",
-                &format!("mock_status_{}", status.as_u16()),
-            );
-            json_response(out, status, &body, &[], Reply::KEEP_ALIVE);
-            return send(stream, out).await;
+        behaviour.wait().await;
+        if behaviour.status.is_some() {
+            return openai::mock_status(stream, out, &behaviour).await;
         }
     }
     let created = unix_nanos() / 1_000_000_000;
     match (&head.method, path) {
         (&http::Method::POST, b"/v1/chat/completions") => {
-            let request: openai::ChatRequest = match serde_json::from_slice(body) {
-                Ok(request) => request,
-                Err(error) => return bad_json(stream, out, &error).await,
-            };
-            let id = format!("chatcmpl-mock{}", stats.requests.get());
-            if request.stream {
-                return stream_chat(mock, stream, out, &request, &id, created, &behaviour).await;
-            }
-            let words = behaviour.chunks;
-            let body =
-                openai::completion(&id, created, &request.model, words, request.prompt_tokens());
-            json_response(
-                out,
-                StatusCode::OK,
-                &body,
-                &behaviour.fields(),
-                Reply::KEEP_ALIVE,
-            );
+            return openai::answer(mock, stream, out, Endpoint::Chat, body, &behaviour, None).await;
         }
         (&http::Method::POST, b"/v1/embeddings") => {
-            let request: openai::EmbeddingRequest = match serde_json::from_slice(body) {
-                Ok(request) => request,
-                Err(error) => return bad_json(stream, out, &error).await,
-            };
-            let body = openai::embeddings(&request, EMBEDDING_DIMS);
-            json_response(
+            return openai::answer(
+                mock,
+                stream,
                 out,
-                StatusCode::OK,
-                &body,
-                &behaviour.fields(),
-                Reply::KEEP_ALIVE,
-            );
+                Endpoint::Embeddings,
+                body,
+                &behaviour,
+                None,
+            )
+            .await;
         }
         (&http::Method::GET | &http::Method::HEAD, b"/v1/models") => {
             json_response(
@@ -450,11 +459,14 @@ async fn respond<S: AsyncWriteRent>(
                 Reply::KEEP_ALIVE,
             );
         }
-        _ => {
-            let body = openai::error("unknown route", "invalid_request_error", "not_found");
-            json_response(out, StatusCode::NOT_FOUND, &body, &[], Reply::KEEP_ALIVE);
-        }
+        _ => return not_found(stream, out).await,
     }
+    send(stream, out).await
+}
+
+async fn not_found<S: AsyncWriteRent>(stream: &mut S, out: &mut Vec<u8>) -> Next {
+    let body = openai::error("unknown route", "invalid_request_error", "not_found");
+    json_response(out, StatusCode::NOT_FOUND, &body, &[], Reply::KEEP_ALIVE);
     send(stream, out).await
 }
 
@@ -466,98 +478,6 @@ async fn send<S: AsyncWriteRent>(stream: &mut S, out: &mut Vec<u8>) -> Next {
     } else {
         Next::Close
     }
-}
-
-async fn bad_json<S: AsyncWriteRent>(
-    stream: &mut S,
-    out: &mut Vec<u8>,
-    error: &serde_json::Error,
-) -> Next {
-    let body = openai::error(
-        &format!("invalid JSON body: {error}"),
-        "invalid_request_error",
-        "invalid_json",
-    );
-    json_response(out, StatusCode::BAD_REQUEST, &body, &[], Reply::KEEP_ALIVE);
-    send(stream, out).await
-}
-
-/// Streams a chat completion as server-sent events, one HTTP chunk each.
-async fn stream_chat<S: AsyncWriteRent>(
-    mock: &Mock,
-    stream: &mut S,
-    out: &mut Vec<u8>,
-    request: &openai::ChatRequest,
-    id: &str,
-    created: u64,
-    behaviour: &Behaviour,
-) -> Next {
-    let stats = &mock.stats;
-    stats.streams_started.set(stats.streams_started.get() + 1);
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n");
-    let fields = behaviour.fields();
-    if !fields
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
-    {
-        out.extend_from_slice(b"Cache-Control: no-cache\r\n");
-    }
-    for (name, value) in fields {
-        crate::http::io::header(out, name, value);
-    }
-    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-    let paced = !behaviour.interval.is_zero();
-    for index in 0..behaviour.chunks {
-        if behaviour.cut_after == Some(index) {
-            // Flush what was promised so far, then drop the connection.
-            let _ = send(stream, out).await;
-            stats.streams_aborted.set(stats.streams_aborted.get() + 1);
-            return Next::Close;
-        }
-        sse_event(
-            out,
-            &openai::delta_chunk(id, created, &request.model, index),
-        );
-        if paced {
-            if matches!(send(stream, out).await, Next::Close) {
-                stats.streams_aborted.set(stats.streams_aborted.get() + 1);
-                return Next::Close;
-            }
-            out.clear();
-            monoio::time::sleep(behaviour.interval).await;
-        }
-    }
-    sse_event(out, &openai::finish_chunk(id, created, &request.model));
-    if request.wants_usage() {
-        let prompt = request.prompt_tokens();
-        sse_event(
-            out,
-            &openai::usage_chunk(id, created, &request.model, prompt, behaviour.chunks as u64),
-        );
-    }
-    sse_event(out, b"[DONE]");
-    out.extend_from_slice(b"0\r\n\r\n");
-    match send(stream, out).await {
-        Next::KeepAlive => {
-            stats
-                .streams_completed
-                .set(stats.streams_completed.get() + 1);
-            Next::KeepAlive
-        }
-        Next::Close => {
-            stats.streams_aborted.set(stats.streams_aborted.get() + 1);
-            Next::Close
-        }
-    }
-}
-
-/// Appends `data: <payload>\n\n` as one HTTP chunk.
-fn sse_event(out: &mut Vec<u8>, payload: &[u8]) {
-    use std::io::Write;
-    let _ = write!(out, "{:x}\r\n", payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n\r\n");
 }
 
 fn last_request_json(raw: &[u8]) -> serde_json::Value {

@@ -1,7 +1,13 @@
-//! OpenAI-shaped payloads produced by the mock upstream.
+//! OpenAI-shaped payloads produced by the mock upstream, and the answers
+//! made of them (for `/v1` and Azure's routes).
 
+use http::StatusCode;
+use monoio::io::AsyncWriteRent;
 use serde::Deserialize;
 use serde_json::json;
+
+use super::{Behaviour, EMBEDDING_DIMS, Mock, Next, azure, send, sse};
+use crate::http::io::{Reply, json_response, unix_nanos};
 
 const WORDS: &[&str] = &[
     "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "a", "mock",
@@ -201,4 +207,100 @@ pub fn error(message: &str, kind: &str, code: &str) -> Vec<u8> {
         "error": {"message": message, "type": kind, "param": null, "code": code}
     }))
     .unwrap_or_default()
+}
+
+/// The answer `x-mock-status` asks for, in OpenAI's error envelope.
+pub(super) async fn mock_status<S: AsyncWriteRent>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    behaviour: &Behaviour,
+) -> Next {
+    let status = behaviour.status_code();
+    let body = error(
+        "mock error requested with x-mock-status",
+        "mock_error",
+        &format!("mock_status_{}", status.as_u16()),
+    );
+    json_response(out, status, &body, &[], Reply::KEEP_ALIVE);
+    send(stream, out).await
+}
+
+/// The OpenAI-shaped endpoints, for `/v1` and Azure's deployments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+/// Answers an OpenAI-shaped request; `model` (an Azure deployment) replaces
+/// the body's model in the answer.
+pub(super) async fn answer<S: AsyncWriteRent>(
+    mock: &Mock,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    endpoint: Endpoint,
+    body: &[u8],
+    behaviour: &Behaviour,
+    model: Option<&str>,
+) -> Next {
+    let created = unix_nanos() / 1_000_000_000;
+    let answer = match endpoint {
+        Endpoint::Embeddings => {
+            let mut request: EmbeddingRequest = match serde_json::from_slice(body) {
+                Ok(request) => request,
+                Err(error) => return bad_json(stream, out, &error).await,
+            };
+            if let Some(model) = model {
+                request.model = model.to_string();
+            }
+            embeddings(&request, EMBEDDING_DIMS)
+        }
+        Endpoint::Chat => {
+            let mut request: ChatRequest = match serde_json::from_slice(body) {
+                Ok(request) => request,
+                Err(error) => return bad_json(stream, out, &error).await,
+            };
+            if let Some(model) = model {
+                request.model = model.to_string();
+            }
+            let id = format!("chatcmpl-mock{}", mock.stats.requests.get());
+            let (model, prompt) = (request.model.as_str(), request.prompt_tokens());
+            if request.stream {
+                let mut tail = vec![finish_chunk(&id, created, model)];
+                if request.wants_usage() {
+                    let words = behaviour.chunks as u64;
+                    tail.push(usage_chunk(&id, created, model, prompt, words));
+                }
+                let delta = |index| delta_chunk(&id, created, model, index);
+                return sse::openai(mock, stream, out, behaviour, delta, &tail).await;
+            }
+            completion(&id, created, model, behaviour.chunks, prompt)
+        }
+        Endpoint::Completions => {
+            return azure::completions(mock, stream, out, body, behaviour, model).await;
+        }
+    };
+    json_response(
+        out,
+        StatusCode::OK,
+        &answer,
+        &behaviour.fields(),
+        Reply::KEEP_ALIVE,
+    );
+    send(stream, out).await
+}
+
+pub(super) async fn bad_json<S: AsyncWriteRent>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    problem: &serde_json::Error,
+) -> Next {
+    let body = error(
+        &format!("invalid JSON body: {problem}"),
+        "invalid_request_error",
+        "invalid_json",
+    );
+    json_response(out, StatusCode::BAD_REQUEST, &body, &[], Reply::KEEP_ALIVE);
+    send(stream, out).await
 }

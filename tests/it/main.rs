@@ -39,6 +39,7 @@ mod login_browser;
 mod manage_cli;
 mod management_api;
 mod metrics;
+mod mock_sdk;
 mod openai_chat;
 mod operations;
 mod providers;

@@ -27,7 +27,11 @@ use serde_json::Value;
 pub mod cli;
 pub mod litellm;
 pub mod pty;
+pub mod sdk;
 pub mod store;
+
+#[allow(unused_imports, reason = "for the tests that use the SDKs")]
+pub use sdk::{run_sdk_script, sdk_python};
 
 /// The key clients present to the proxy in most tests.
 pub const CLIENT_KEY: &str = "sk-client-7f3a9c41d2";
@@ -430,7 +434,7 @@ impl Mock {
         self.get_json("/mock/last-request")
     }
 
-    /// Headers of the last `/v1` request the mock received.
+    /// Headers of the last `/v1` or `/openai` request the mock received.
     pub fn last_request_headers(&self) -> Vec<(String, String)> {
         headers_of(&self.last_request())
     }
