@@ -77,11 +77,6 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
     }
 
     let (system, messages) = messages(&body)?;
-    if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
-    }
-    out.insert("messages".into(), Value::Array(messages));
-
     let thinking = match present(&body, "reasoning_effort") {
         None => None,
         Some(v) => v.as_str().and_then(thinking_budget).ok_or_else(|| {
@@ -91,6 +86,14 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
             )
         })?,
     };
+    // Anthropic refuses thinking when the assistant turn being continued
+    // called tools without its thinking blocks (a client that kept only
+    // `reasoning_content`): that request goes without thinking.
+    let thinking = thinking.filter(|_| !unsigned_tool_turn(&messages));
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    out.insert("messages".into(), Value::Array(messages));
     if let Some(budget) = thinking {
         if max_tokens <= budget {
             max_tokens += budget;
@@ -366,12 +369,50 @@ fn image(part: &Value, at: &str) -> Result<Value, TranslateError> {
     Ok(block)
 }
 
+/// Whether the last assistant message calls tools without starting with
+/// its thinking.
+fn unsigned_tool_turn(messages: &[Value]) -> bool {
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "assistant") else {
+        return false;
+    };
+    let Some(blocks) = last["content"].as_array() else {
+        return false;
+    };
+    let thinks = blocks
+        .first()
+        .is_some_and(|b| b["type"] == "thinking" || b["type"] == "redacted_thinking");
+    !thinks && blocks.iter().any(|b| b["type"] == "tool_use")
+}
+
+/// An assistant message's `thinking_blocks` (as answers give them), which
+/// Anthropic needs back to continue a tool loop with thinking.
+fn thinking_blocks(message: &Value, at: &str) -> Result<Vec<Value>, TranslateError> {
+    let blocks = match message.get("thinking_blocks") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(blocks)) => blocks,
+        Some(_) => return Err(err(format!("{at}.thinking_blocks"), "must be an array")),
+    };
+    blocks
+        .iter()
+        .enumerate()
+        .map(
+            |(j, block)| match block.get("type").and_then(Value::as_str) {
+                Some("thinking") | Some("redacted_thinking") => Ok(block.clone()),
+                _ => Err(err(
+                    format!("{at}.thinking_blocks[{j}].type"),
+                    "must be thinking or redacted_thinking",
+                )),
+            },
+        )
+        .collect()
+}
+
 fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, TranslateError> {
     let content = message.get("content").filter(|c| !c.is_null());
-    let mut blocks = match content {
+    let mut blocks = thinking_blocks(message, at)?;
+    match content {
         // An assistant's earlier answer: its text and refusal parts.
         Some(Value::Array(parts)) => {
-            let mut blocks = Vec::new();
             for (j, part) in parts.iter().enumerate() {
                 let text = match part.get("type").and_then(Value::as_str) {
                     Some("text") => part.get("text"),
@@ -389,10 +430,9 @@ fn assistant_blocks(message: &Value, at: &str) -> Result<Vec<Value>, TranslateEr
                     }
                 }
             }
-            blocks
         }
-        content => text_blocks(content, &format!("{at}.content"))?,
-    };
+        content => blocks.extend(text_blocks(content, &format!("{at}.content"))?),
+    }
     let calls = match message.get("tool_calls") {
         None | Some(Value::Null) => return Ok(blocks),
         Some(Value::Array(calls)) => calls,

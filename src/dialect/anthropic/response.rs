@@ -98,6 +98,10 @@ struct Block<'a> {
     #[serde(default)]
     thinking: Option<String>,
     #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     name: Option<String>,
@@ -121,13 +125,26 @@ pub fn to_chat(
     let mut content = String::new();
     let mut reasoning: Option<String> = None;
     let mut calls = Vec::new();
+    let mut thinking_blocks = Vec::new();
     let mut answered_by_json_tool = false;
     for block in message.content {
         match block.kind.as_str() {
             "text" => content.push_str(block.text.as_deref().unwrap_or("")),
-            "thinking" => reasoning
-                .get_or_insert_with(String::new)
-                .push_str(block.thinking.as_deref().unwrap_or("")),
+            "thinking" => {
+                let thinking = block.thinking.unwrap_or_default();
+                reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&thinking);
+                thinking_blocks.push(json!({
+                    "type": "thinking",
+                    "thinking": thinking,
+                    "signature": block.signature.unwrap_or_default(),
+                }));
+            }
+            "redacted_thinking" => thinking_blocks.push(json!({
+                "type": "redacted_thinking",
+                "data": block.data.unwrap_or_default(),
+            })),
             "tool_use" => {
                 let arguments = block.input.map_or("{}", RawValue::get);
                 let name = block.name.unwrap_or_default();
@@ -142,7 +159,7 @@ pub fn to_chat(
                     "function": {"name": name, "arguments": arguments},
                 }));
             }
-            // redacted_thinking, server tools and what comes later.
+            // Server tools and what comes later.
             _ => {}
         }
     }
@@ -162,6 +179,9 @@ pub fn to_chat(
     );
     if let Some(reasoning) = reasoning {
         reply.insert("reasoning_content".into(), reasoning.into());
+    }
+    if !thinking_blocks.is_empty() {
+        reply.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
     }
     if !calls.is_empty() {
         reply.insert("tool_calls".into(), Value::Array(calls));

@@ -334,3 +334,36 @@ fn what_anthropic_cannot_express_and_malformed_bodies_are_refused() {
     let functions = refused(json!({"messages": [user(json!("q"))], "functions": [{"name": "f"}]}));
     assert_eq!(functions.field, "functions");
 }
+
+#[test]
+fn thinking_blocks_go_back_first_and_a_tool_turn_without_them_goes_without_thinking() {
+    let thought = json!({"type": "thinking", "thinking": "use w", "signature": "sig"});
+    let call =
+        json!({"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}});
+    let turn = |blocks: Value| {
+        json!({"messages": [
+            user(json!("q")),
+            {"role": "assistant", "content": "Checking.", "thinking_blocks": blocks, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ], "reasoning_effort": "low"})
+    };
+    let out = body(turn(json!([thought])));
+    assert_eq!(out["thinking"]["budget_tokens"], 1024);
+    assert_eq!(
+        out["messages"][1]["content"],
+        json!([thought, {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "c1", "name": "w", "input": {}}])
+    );
+    let out = body(turn(Value::Null));
+    assert!(out.get("thinking").is_none());
+    assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
+    // A later plain turn starts afresh: thinking is back.
+    let mut chat = turn(Value::Null);
+    chat["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": "Done."}),
+        user(json!("again")),
+    ]);
+    assert!(body(chat).get("thinking").is_some());
+    let error = refused(turn(json!([{"type": "text", "text": "x"}])));
+    assert_eq!(error.field, "messages[1].thinking_blocks[0].type");
+}

@@ -129,3 +129,33 @@ fn what_is_not_a_message_is_an_error() {
         assert_eq!(error.field, "response");
     }
 }
+
+#[test]
+fn thinking_is_reasoning_content_and_thinking_blocks_keep_the_signatures() {
+    let content = json!([
+        {"type": "thinking", "thinking": "Step one. ", "signature": "s1"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "thinking", "thinking": "Step two.", "signature": "s2"},
+        {"type": "text", "text": "Answer."},
+    ]);
+    let (chat, _) = answer(message(content, "end_turn"), &Reading::default());
+    let reply = &chat["choices"][0]["message"];
+    assert_eq!(reply["reasoning_content"], "Step one. Step two.");
+    assert_eq!(
+        reply["thinking_blocks"],
+        json!([
+            {"type": "thinking", "thinking": "Step one. ", "signature": "s1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "thinking", "thinking": "Step two.", "signature": "s2"},
+        ])
+    );
+    let (chat, _) = answer(
+        message(json!([{"type": "text", "text": "x"}]), "end_turn"),
+        &Reading::default(),
+    );
+    assert!(
+        chat["choices"][0]["message"]
+            .get("thinking_blocks")
+            .is_none()
+    );
+}
