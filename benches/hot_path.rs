@@ -77,7 +77,8 @@ Content-Length: 350\r\n\
 const UPSTREAM: Upstream = Upstream {
     base_path: "",
     authority: "api.openai.com",
-    authorization: b"Bearer sk-upstream-0123456789abcdef0123456789abcdef",
+    auth_fields: b"Authorization: Bearer sk-upstream-0123456789abcdef0123456789abcdef\r\n",
+    identity: false,
     target: None,
     body_length: None,
 };

@@ -60,6 +60,13 @@ pub enum ProxyError {
     NotFound,
     #[error("endpoint {0} is not allowed")]
     EndpointNotAllowed(String),
+    /// A model's deployment is at a provider without this endpoint.
+    #[error("model {model:?} is served by {provider}, which has no {endpoint} endpoint")]
+    EndpointNotServed {
+        model: String,
+        provider: &'static str,
+        endpoint: String,
+    },
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: http::Method, allow: String },
     #[error("{0}")]
@@ -235,6 +242,11 @@ impl ProxyError {
                 "model_not_found",
             ),
             NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            EndpointNotServed { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "endpoint_not_supported",
+            ),
             EndpointNotAllowed(_) => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",

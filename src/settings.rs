@@ -188,6 +188,9 @@ pub struct ServerSettings {
     /// Completion tokens a routed request is assumed to use, for holding
     /// budget, when its body gives no `max_tokens`/`max_completion_tokens`.
     pub budget_default_max_tokens: u64,
+    /// The `api-version` of Azure deployments that name none themselves
+    /// (`AZURE_API_VERSION`).
+    pub azure_api_version: Option<String>,
     /// The per-worker HTTP response cache (`HTTP_CACHE_*`).
     pub cache: CacheSettings,
     pub metrics: MetricsSettings,
@@ -496,6 +499,15 @@ impl ServerSettings {
                     format!("BUDGET_DEFAULT_MAX_TOKENS: expected a number of tokens, got {text:?}")
                 })?,
                 None => DEFAULT_BUDGET_MAX_TOKENS,
+            },
+            azure_api_version: match env.get("AZURE_API_VERSION") {
+                Some(text) if crate::dialect::azure::is_api_version(text.trim()) => {
+                    Some(text.trim().to_string())
+                }
+                Some(text) => bail!(
+                    "AZURE_API_VERSION: expected a version such as 2024-10-21 or v1, got {text:?}"
+                ),
+                None => None,
             },
             cache,
             metrics: MetricsSettings {

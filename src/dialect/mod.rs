@@ -6,6 +6,7 @@
 //! model table is built; never per request.
 
 pub mod anthropic;
+pub mod azure;
 
 use std::fmt;
 
@@ -68,6 +69,9 @@ pub enum Key {
     /// The provider takes no key (a local server). A key given anyway is
     /// sent as Bearer, for a server behind an authenticating proxy.
     None,
+    /// A field of its own: `<name>: <api_key>` (Azure's `api-key`,
+    /// Anthropic's `x-api-key`).
+    Field(&'static str),
 }
 
 /// One known prefix.
@@ -126,15 +130,32 @@ pub static PROVIDERS: &[Provider] = &[
         default_base: None,
         key: Key::Bearer,
     },
-    // Known prefixes whose own dialects are still being built: accepted,
-    // and until their dialect lands here spoken to as OpenAI, with
-    // OpenAI's default base URL and a Bearer key.
-    openai("azure", "https://api.openai.com/v1"),
-    openai("azure_ai", "https://api.openai.com/v1"),
-    openai("anthropic", "https://api.openai.com/v1"),
-    openai("bedrock", "https://api.openai.com/v1"),
-    openai("gemini", "https://api.openai.com/v1"),
+    // Azure AI Foundry's serverless models: OpenAI's API at the
+    // deployment's own endpoint.
+    Provider {
+        prefix: "azure_ai",
+        dialect: Dialect::OpenAi,
+        default_base: None,
+        key: Key::Bearer,
+    },
+    // Azure OpenAI: the resource's endpoint is required.
+    Provider {
+        prefix: "azure",
+        dialect: Dialect::Azure,
+        default_base: None,
+        key: Key::Field("api-key"),
+    },
+    Provider {
+        prefix: "anthropic",
+        dialect: Dialect::Anthropic,
+        default_base: Some("https://api.anthropic.com"),
+        key: Key::Field("x-api-key"),
+    },
 ];
+
+/// Known prefixes whose dialects this gateway does not speak yet: refused
+/// at registration with that reason, rather than sent somewhere as OpenAI.
+pub const NOT_YET: &[&str] = &["bedrock", "gemini"];
 
 /// Why a deployment's model or base URL cannot be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -143,6 +164,14 @@ pub enum DialectError {
     UnknownPrefix(String),
     /// The provider has no default base URL and none was given.
     MissingBase(&'static str),
+    /// A known provider whose dialect is not spoken yet.
+    NotYet(String),
+    /// A setting that cannot be sent as it is (a name that does not fit
+    /// in a URL path, a value with a line break).
+    Invalid {
+        setting: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for DialectError {
@@ -160,6 +189,13 @@ impl fmt::Display for DialectError {
                 f,
                 "provider {prefix:?} has no default base URL: litellm_params.api_base is required"
             ),
+            DialectError::NotYet(prefix) => {
+                write!(
+                    f,
+                    "provider {prefix:?} is not supported by this gateway yet"
+                )
+            }
+            DialectError::Invalid { setting, reason } => write!(f, "{setting} {reason}"),
         }
     }
 }
@@ -176,8 +212,33 @@ pub fn provider(prefix: &str) -> Option<&'static Provider> {
 /// `openrouter/meta/llama` is openrouter's `meta/llama`.
 pub fn parse(model: &str) -> Result<(&'static Provider, &str), DialectError> {
     let (prefix, name) = model.split_once('/').unwrap_or((DEFAULT_PREFIX, model));
+    if NOT_YET.contains(&prefix) {
+        return Err(DialectError::NotYet(prefix.into()));
+    }
     let provider = provider(prefix).ok_or_else(|| DialectError::UnknownPrefix(prefix.into()))?;
+    if provider.dialect == Dialect::Azure && !is_path_name(name) {
+        return Err(DialectError::Invalid {
+            setting: "the Azure deployment name",
+            reason: "must be letters, digits, '-', '_' or '.'",
+        });
+    }
     Ok((provider, name))
+}
+
+/// A name that goes into a URL path as it is.
+pub fn is_path_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A value that can be sent in a header field: no line break or other
+/// control character.
+pub fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 impl Provider {
@@ -265,9 +326,36 @@ mod tests {
         assert!(message.contains("\"opnai\""), "{message}");
         assert!(message.contains("openai, groq, mistral"), "{message}");
         assert!(message.contains("azure"), "{message}");
-        // The dialects still being built are known.
-        for prefix in ["azure", "azure_ai", "anthropic", "bedrock", "gemini"] {
+        for prefix in ["azure", "azure_ai", "anthropic"] {
             assert!(parse(&format!("{prefix}/m")).is_ok(), "{prefix}");
         }
+        // Known, but not spoken yet: refused, saying so.
+        for prefix in ["bedrock", "gemini"] {
+            let error = parse(&format!("{prefix}/m")).unwrap_err();
+            assert_eq!(error, DialectError::NotYet(prefix.into()));
+            assert!(error.to_string().contains("not supported"), "{error}");
+        }
+    }
+
+    #[test]
+    fn azure_and_anthropic_keys_and_bases() {
+        let (azure, name) = parse("azure/gpt-4o-prod").unwrap();
+        assert_eq!((azure.dialect, name), (Dialect::Azure, "gpt-4o-prod"));
+        assert_eq!(azure.key, Key::Field("api-key"));
+        assert_eq!(azure.base(None), Err(DialectError::MissingBase("azure")));
+        let (anthropic, name) = parse("anthropic/claude-sonnet-4-5").unwrap();
+        assert_eq!(anthropic.dialect, Dialect::Anthropic);
+        assert_eq!(name, "claude-sonnet-4-5");
+        assert_eq!(anthropic.base(None), Ok("https://api.anthropic.com"));
+        assert_eq!(anthropic.key, Key::Field("x-api-key"));
+        // An Azure deployment name goes into the URL path as it is.
+        for bad in ["azure/a b", "azure/a/../b", "azure/x?y", "azure/"] {
+            assert!(
+                matches!(parse(bad), Err(DialectError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        assert!(is_field_value("sk-ant-api03-abc\tdef"));
+        assert!(!is_field_value("sk\r\nX-Evil: 1"));
     }
 }

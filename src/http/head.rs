@@ -162,6 +162,12 @@ pub enum Field {
     TransferEncoding,
     Upgrade,
     XRequestId,
+    /// `api-key`, `x-api-key`, `x-goog-api-key`: how Azure, Anthropic and
+    /// Gemini take a provider key. The gateway sends its own; a client's
+    /// (its virtual key, for an Anthropic client) never goes upstream.
+    ProviderKey,
+    /// `Accept-Encoding`: dropped where the gateway reads the answer.
+    AcceptEncoding,
     /// `Content_Length` or `Transfer_Encoding`, any case: not a framing
     /// field, but some servers read `_` as `-`.
     FramingLookalike,
@@ -179,13 +185,17 @@ impl Field {
             (2, b't') => (b"te", Field::Te),
             (4, b'h') => (b"host", Field::Host),
             (6, b'e') => (b"expect", Field::Expect),
+            (7, b'a') => (b"api-key", Field::ProviderKey),
             (7, b't') => (b"trailer", Field::Trailer),
             (7, b'u') => (b"upgrade", Field::Upgrade),
             (10, b'c') => (b"connection", Field::Connection),
             (10, b'k') => (b"keep-alive", Field::KeepAlive),
+            (9, b'x') => (b"x-api-key", Field::ProviderKey),
             (12, b'x') => (b"x-request-id", Field::XRequestId),
             (13, b'a') => (b"authorization", Field::Authorization),
             (14, b'c') => (b"content-length", Field::ContentLength),
+            (14, b'x') => (b"x-goog-api-key", Field::ProviderKey),
+            (15, b'a') => (b"accept-encoding", Field::AcceptEncoding),
             (16, b'p') => (b"proxy-connection", Field::ProxyConnection),
             (17, b't') => (b"transfer-encoding", Field::TransferEncoding),
             (18, b'p') => (b"proxy-authenticate", Field::ProxyAuthenticate),
@@ -205,8 +215,8 @@ impl Field {
     }
 
     /// Fields whose meaning on the way upstream is the gateway's alone:
-    /// the framing (computed from what the gateway sends), `Host` and
-    /// `Authorization` (the provider's), `X-Request-ID` (the request's ID)
+    /// the framing (computed from what the gateway sends), `Host`,
+    /// `Authorization` and the other provider key fields (the provider's), `X-Request-ID` (the request's ID)
     /// and `Expect` (answered by the gateway). No `Connection` option may
     /// name them: the request is refused (RFC 9110 §7.6.1 forbids a sender
     /// to name a field meant for every recipient; docs/errors.md).
@@ -218,6 +228,7 @@ impl Field {
                 | Field::FramingLookalike
                 | Field::Host
                 | Field::Authorization
+                | Field::ProviderKey
                 | Field::XRequestId
                 | Field::Expect
         )
@@ -473,6 +484,13 @@ impl ResponseHead {
     }
 
     /// Informational responses (other than 101) precede the real one.
+    pub fn header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.of(buf))
+    }
+
     pub fn is_interim(&self) -> bool {
         (100..200).contains(&self.status) && self.status != 101
     }

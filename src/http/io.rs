@@ -62,6 +62,7 @@ pub fn status_line(out: &mut Vec<u8>, status: http::StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[inline]
 pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -69,6 +70,7 @@ pub fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[inline]
 pub fn header_u64(out: &mut Vec<u8>, name: &str, value: u64) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");

@@ -16,9 +16,14 @@ pub struct Upstream<'a> {
     pub base_path: &'a str,
     /// The `Host` field value.
     pub authority: &'a str,
-    /// The whole `Authorization` field value, e.g. `Bearer sk-...`; empty
-    /// for an upstream that takes no key (none is sent).
-    pub authorization: &'a [u8],
+    /// The provider's key as whole header lines, each ending in CRLF, e.g.
+    /// `Authorization: Bearer sk-...\r\n` or `x-api-key: ...\r\n`, with
+    /// any fields the provider's dialect always wants; empty for an
+    /// upstream that takes no key.
+    pub auth_fields: &'a [u8],
+    /// The answer is read by the gateway (priced or translated): the
+    /// client's `Accept-Encoding` is not sent, so that it comes uncompressed.
+    pub identity: bool,
     /// Replaces the client's request target (a routed request's endpoint).
     pub target: Option<&'a [u8]>,
     /// The length of a body rewritten by the proxy: sent as
@@ -33,7 +38,8 @@ pub struct Upstream<'a> {
 /// `Transfer-Encoding: chunked` for a chunked body (relayed with its chunk
 /// boundaries, see `BodyTracker::relay`), `Content-Length: 0` for a method
 /// that defines content sent without any. The client's framing fields,
-/// `Host`, `Authorization`, `Expect` and `X-Request-ID` are never copied.
+/// `Host`, `Authorization` and the other provider key fields, `Expect` and
+/// `X-Request-ID` are never copied.
 pub fn write_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -53,6 +59,7 @@ pub fn write_request_head(
         let field = Field::of(name);
         if field.is_owned()
             || field.is_hop_by_hop()
+            || (upstream.identity && field == Field::AcceptEncoding)
             || listed_in_connection(buf, head.connection, name)
         {
             continue;
@@ -62,11 +69,7 @@ pub fn write_request_head(
         out.extend_from_slice(value.of(buf));
         out.extend_from_slice(b"\r\n");
     }
-    if !upstream.authorization.is_empty() {
-        out.extend_from_slice(b"Authorization: ");
-        out.extend_from_slice(upstream.authorization);
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(upstream.auth_fields);
     match (upstream.body_length, head.framing) {
         (Some(length), _) => header_u64(out, "Content-Length", length as u64),
         (None, Framing::Length(length)) => header_u64(out, "Content-Length", length),
@@ -138,6 +141,54 @@ pub fn write_client_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// How the body of a head the gateway writes itself is framed for the
+/// client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OwnFraming {
+    Length(usize),
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client's stream).
+    UntilClose,
+}
+
+/// Writes the head of an answer the gateway made from the upstream's (a
+/// translated one): the status, the content type and framing of what the
+/// gateway sends, the request ID and timing fields, and the provider's
+/// request ID (`upstream_id`) as `X-Upstream-Request-ID`.
+pub fn write_own_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    framing: OwnFraming,
+    upstream_id: Option<&[u8]>,
+    stamp: &Stamp,
+    close: bool,
+) {
+    status_line_with_reason(out, status, b"");
+    header(out, "Content-Type", content_type.as_bytes());
+    match framing {
+        OwnFraming::Length(length) => header_u64(out, "Content-Length", length as u64),
+        OwnFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        OwnFraming::UntilClose => {}
+    }
+    if framing != OwnFraming::Length(0) && content_type.starts_with("text/event-stream") {
+        out.extend_from_slice(b"Cache-Control: no-cache\r\n");
+    }
+    if let Some(id) = upstream_id {
+        header(out, "X-Upstream-Request-ID", id);
+    }
+    header(out, "X-Request-ID", stamp.request_id.as_bytes());
+    header_u64(out, "X-UPSTREAM-REQUEST-START", stamp.upstream_times.0);
+    header_u64(out, "X-UPSTREAM-REQUEST-STOP", stamp.upstream_times.1);
+    for (name, value) in stamp.extra {
+        header(out, name, value);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `HTTP/1.1 <status> <reason>`, with the canonical reason when the
 /// upstream gave none.
 pub fn status_line_with_reason(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
@@ -180,7 +231,8 @@ Expect: 100-continue\r\nX-Request-ID: theirs\r\nTE: trailers\r\nContent-Length: 
         let upstream = Upstream {
             base_path: "/openai",
             authority: "api.example.com",
-            authorization: b"Bearer sk-up",
+            auth_fields: b"Authorization: Bearer sk-up\r\n",
+            identity: false,
             target: None,
             body_length: None,
         };
@@ -194,6 +246,40 @@ X-Request-ID: req-1\r\n\r\n"
         );
     }
 
+    #[test]
+    fn a_client_never_sends_a_provider_key_field_upstream() {
+        let raw = b"POST /v1/messages HTTP/1.1\r\nHost: proxy\r\nx-api-key: sk-virtual\r\n\
+API-Key: k2\r\nx-goog-api-key: k3\r\nAccept-Encoding: gzip\r\nContent-Length: 2\r\n\r\n";
+        let Ok(Parsed::Complete(head)) = RequestHead::parse(raw) else {
+            panic!("does not parse")
+        };
+        let mut upstream = Upstream {
+            base_path: "",
+            authority: "api.anthropic.com",
+            auth_fields: b"x-api-key: sk-ant\r\nanthropic-version: 2023-06-01\r\n",
+            identity: true,
+            target: Some(b"/v1/messages"),
+            body_length: Some(5),
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, raw, &head, &upstream, "r");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\n\
+x-api-key: sk-ant\r\nanthropic-version: 2023-06-01\r\nContent-Length: 5\r\n\
+X-Request-ID: r\r\n\r\n"
+        );
+        // An answer the gateway only relays may come compressed.
+        upstream.identity = false;
+        let mut out = Vec::new();
+        write_request_head(&mut out, raw, &head, &upstream, "r");
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("\r\nAccept-Encoding: gzip\r\n")
+        );
+    }
+
     fn upstream_head(raw: &[u8], body_length: Option<usize>) -> String {
         let Ok(Parsed::Complete(head)) = RequestHead::parse(raw) else {
             panic!("does not parse")
@@ -201,7 +287,8 @@ X-Request-ID: req-1\r\n\r\n"
         let upstream = Upstream {
             base_path: "",
             authority: "up",
-            authorization: b"Bearer sk-up",
+            auth_fields: b"Authorization: Bearer sk-up\r\n",
+            identity: false,
             target: None,
             body_length,
         };

@@ -89,12 +89,21 @@ impl<'a> Meter<'a> {
         read_whole_body(response, length, deployment.provider.timeouts.read).await?;
         let mut scan = UsageScan::new(false);
         scan.feed(&response.buf[response.head.len..]);
-        let usage = scan.finish();
+        self.charge_now(s, scan.finish());
+        Ok(())
+    }
+
+    /// Charges `usage` now, before the relay: for an answer read whole
+    /// (its head then says what it cost) or one whose usage was found
+    /// otherwise (a translated stream's).
+    pub fn charge_now(&mut self, s: &mut Session<'_>, usage: Option<Usage>) {
+        if self.deployment.is_none() || self.charged {
+            return;
+        }
         let cost = self.settle(s, usage);
         self.charged = true;
         self.cost_text = format!("{}", cost.dollars());
         self.spend_text = format!("{}", self.spend.key.saturating_add(cost).dollars());
-        Ok(())
     }
 
     /// What the relay adds: the cost fields for the head, and the usage

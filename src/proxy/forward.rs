@@ -12,6 +12,8 @@ use std::rc::Rc;
 
 use super::Session;
 use super::plan::{Plan, Routed, Target};
+use super::translate::Translation;
+use crate::dialect::{Dialect, TranslateError, anthropic};
 use crate::downstream::{ClientConn, HeldBody};
 use crate::error::ProxyError;
 use crate::error::retryable_status;
@@ -67,7 +69,8 @@ pub enum Destination<'a> {
     Provider {
         slot: Slot,
         provider: &'a Provider,
-        authorization: &'a [u8],
+        /// `Authorization: Bearer <provider key>\r\n`.
+        auth_fields: &'a [u8],
     },
     /// A model's deployment.
     Deployment(Rc<Deployment>),
@@ -89,11 +92,11 @@ impl Destination<'_> {
         }
     }
 
-    /// The whole `Authorization` value sent upstream.
-    fn authorization(&self) -> &[u8] {
+    /// The provider key's header lines sent upstream.
+    fn auth_fields(&self) -> &[u8] {
         match self {
-            Destination::Provider { authorization, .. } => authorization,
-            Destination::Deployment(deployment) => &deployment.authorization,
+            Destination::Provider { auth_fields, .. } => auth_fields,
+            Destination::Deployment(deployment) => &deployment.auth_fields,
         }
     }
 
@@ -123,6 +126,9 @@ pub struct Forwarded<'a> {
     /// A pass-through body read whole stays held (and counted against the
     /// worker's budget for bodies) until the answer has been relayed.
     pub held: Option<HeldBody<'a>>,
+    /// How the answer is turned into the client's dialect, when the
+    /// deployment speaks another.
+    pub translation: Option<Translation>,
 }
 
 /// Sends the request where the plan says: the key's project's provider, or
@@ -152,6 +158,7 @@ pub async fn to_candidates<'a>(
                 destination,
                 stream: false,
                 held: body,
+                translation: None,
             })
         }
         Target::Deployments(routed) => match body {
@@ -177,12 +184,38 @@ async fn to_deployments<'a>(
     } = routed;
     let last = candidates.len().saturating_sub(1);
     for (index, deployment) in candidates.into_iter().enumerate() {
-        // The body is rewritten in place for each deployment tried: held once.
-        rewrite.apply(body.as_mut_vec(), &deployment.upstream_model, ask_usage);
-        let destination = Destination::Deployment(deployment);
+        let destination = Destination::Deployment(Rc::clone(&deployment));
+        let Some(target) = deployment.target(endpoint) else {
+            // Not an endpoint this deployment's provider has.
+            let error = ProxyError::EndpointNotServed {
+                model: deployment.model_name.clone(),
+                provider: deployment.dialect.prefix,
+                endpoint: String::from_utf8_lossy(endpoint).into_owned(),
+            };
+            if index < last {
+                next_deployment(s, &destination, &error);
+                continue;
+            }
+            return Err(error);
+        };
+        // The body goes as it came, its model rewritten in place (held
+        // once for every deployment tried), or translated into the
+        // deployment's dialect.
+        let (translated, translation) = match deployment.dialect.dialect {
+            Dialect::OpenAi | Dialect::Azure => {
+                rewrite.apply(body.as_mut_vec(), &deployment.upstream_model, ask_usage);
+                (None, None)
+            }
+            Dialect::Anthropic => {
+                let (messages, reading) =
+                    anthropic::request::from_chat(&body, &deployment.upstream_model)
+                        .map_err(translate_error)?;
+                (Some(messages), Some(Translation::AnthropicToChat(reading)))
+            }
+        };
         let outgoing = Outgoing {
-            target: endpoint,
-            body: &body,
+            target,
+            body: translated.as_deref().unwrap_or(&body),
         };
         let response = match forward(s, &destination, Some(outgoing)).await {
             Ok(response) if index < last && retryable_status(response.head.status) => {
@@ -199,6 +232,7 @@ async fn to_deployments<'a>(
         // and the copy of it that went out are given back before the
         // answer is relayed, which may take long.
         drop(body);
+        drop(translated);
         if s.conn.out.capacity() > KEPT_OUT_CAPACITY {
             s.conn.out = Vec::new();
         }
@@ -207,11 +241,20 @@ async fn to_deployments<'a>(
             destination,
             stream,
             held: None,
+            translation,
         });
     }
     Err(ProxyError::Internal(
         "the last deployment tried had no answer".into(),
     ))
+}
+
+/// A request the deployment's dialect cannot express: the client's to fix.
+fn translate_error(error: TranslateError) -> ProxyError {
+    ProxyError::InvalidField {
+        field: error.field,
+        message: error.message,
+    }
 }
 
 fn next_deployment(s: &Session<'_>, failed: &Destination<'_>, why: &dyn std::fmt::Display) {
@@ -238,7 +281,9 @@ pub async fn forward(
     let upstream = Upstream {
         base_path: &provider.target.base_path,
         authority: &provider.target.authority,
-        authorization: destination.authorization(),
+        auth_fields: destination.auth_fields(),
+        // A deployment's answer is read: priced, or translated.
+        identity: destination.deployment().is_some(),
         target: outgoing.map(|o| o.target),
         body_length: outgoing.map(|o| o.body.len()),
     };

@@ -29,6 +29,7 @@ mod forward;
 mod path;
 mod plan;
 mod relay;
+mod translate;
 
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -109,8 +110,17 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
         destination,
         stream,
         held: _held,
+        translation,
     } = forward::to_candidates(s, plan).await?;
     let mut meter = charge::Meter::new(&destination, stream, &key, (spend, hold));
+    if let Some(translation) = translation {
+        // Boxed: a large future, inline it would grow (and be copied with)
+        // every request's, while only translated answers take it.
+        let relay = translate::relay(s, &destination, response, translation, &mut meter);
+        let result = Box::pin(relay).await;
+        meter.charge(s);
+        return result;
+    }
     if let Some(length) = meter.whole_answer(s.head, &response) {
         meter.price_whole_answer(s, &mut response, length).await?;
     }

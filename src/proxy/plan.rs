@@ -31,9 +31,6 @@ use crate::worker::auth::Allowlist;
 use crate::worker::keys::CachedKey;
 use crate::worker::models::{self, Deployment, ModelTable};
 
-/// The endpoints whose requests name a model.
-const MODEL_ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
-
 /// What was decided for one request.
 pub struct Plan<'a> {
     /// The body, read whole when a decision needed it.
@@ -135,13 +132,13 @@ fn model_endpoint(head: &RequestHead, path: &[u8]) -> Option<&'static [u8]> {
         return None;
     }
     let path = path.strip_prefix(b"/v1").unwrap_or(path);
-    MODEL_ENDPOINTS.iter().copied().find(|e| *e == path)
+    models::ENDPOINTS.iter().copied().find(|e| *e == path)
 }
 
 /// Whether this worker routes by model at all (any model registered).
 fn models_registered(worker: &Worker) -> Result<bool, ProxyError> {
     let mut table = worker.models.borrow_mut();
-    table.sync(&worker.store)?;
+    table.sync(&worker.store, &worker.settings)?;
     Ok(!table.is_empty())
 }
 
@@ -223,13 +220,13 @@ async fn by_model<'s: 'a, 'a>(
 /// whether the key's allowlists restrict its models (then a body must be
 /// read for the model it names).
 fn to_provider<'a>(s: &Session<'a>, key: &'a CachedKey) -> Result<(Plan<'a>, bool), ProxyError> {
-    let authorization = project_upstream_auth(key)?;
+    let auth_fields = project_upstream_auth(key)?;
     let consult = cached::consult(s.worker, s.head, &s.conn.buf);
     let target = match provider_for(s.worker, s.head, &s.conn.buf) {
         Ok((index, provider)) => Target::Provider(Destination::Provider {
             slot: Slot::Provider(index),
             provider,
-            authorization,
+            auth_fields,
         }),
         // A `HEAD` the provider does not take may still be answered from
         // the cache (from `GET`'s entry); it is never sent upstream.
@@ -262,8 +259,8 @@ fn to_provider<'a>(s: &Session<'a>, key: &'a CachedKey) -> Result<(Plan<'a>, boo
     Ok((plan, Allowlist::of(&key.view).is_restricted()))
 }
 
-/// The `Bearer` value of a pass-through request's upstream: the key's
-/// project's provider key, while the project is active.
+/// The `Authorization` line of a pass-through request's upstream: the
+/// key's project's provider key, while the project is active.
 pub fn project_upstream_auth(key: &CachedKey) -> Result<&[u8], ProxyError> {
     match &key.upstream_auth {
         Some(auth) if key.view.project_active => Ok(auth),

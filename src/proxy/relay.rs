@@ -56,7 +56,7 @@ impl<'a> AddedFields<'a> {
         added
     }
 
-    fn as_slice(&self) -> &[(&'a str, &'a [u8])] {
+    pub fn as_slice(&self) -> &[(&'a str, &'a [u8])] {
         &self.fields[..self.len]
     }
 }

@@ -18,6 +18,15 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+impl From<crate::dialect::TokenUsage> for Usage {
+    fn from(usage: crate::dialect::TokenUsage) -> Self {
+        Self {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<Usage>,

@@ -17,7 +17,8 @@ const MAX_ENTRIES: usize = 10_000;
 #[derive(Debug)]
 pub struct CachedKey {
     pub view: KeyView,
-    /// `Bearer <provider key>`, ready to be written upstream.
+    /// `Authorization: Bearer <provider key>\r\n`, the header line ready to
+    /// be written upstream.
     pub upstream_auth: Option<Box<[u8]>>,
 }
 
@@ -53,10 +54,9 @@ impl KeyCache {
             return Ok(None);
         };
         let upstream_auth = view.upstream_key.as_deref().map(|key| {
-            let mut value = Vec::with_capacity(7 + key.len());
-            value.extend_from_slice(b"Bearer ");
-            value.extend_from_slice(key.as_bytes());
-            value.into_boxed_slice()
+            format!("Authorization: Bearer {key}\r\n")
+                .into_bytes()
+                .into_boxed_slice()
         });
         let entry = Rc::new(CachedKey {
             view,

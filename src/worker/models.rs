@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::dialect;
+use crate::dialect::{self, Dialect};
 use crate::providers::{Provider, Target, Timeouts};
+use crate::settings::ServerSettings;
 use crate::store::{self, Money, Store, StoreError};
 use crate::upstream::Slot;
 
 /// Idle upstream connections kept per worker and origin.
 const MAX_IDLE: usize = 64;
+
+/// The endpoints whose requests name a model, as paths without `/v1`.
+pub const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
 
 /// One deployment as this worker sends to it: the stored deployment with
 /// its provider, credentials and prices resolved.
@@ -31,8 +35,13 @@ pub struct Deployment {
     /// The `model` sent upstream (`litellm_params.model` without its
     /// provider prefix).
     pub upstream_model: String,
-    /// `Bearer <provider key>`; empty for an upstream that takes none.
-    pub authorization: Box<[u8]>,
+    /// The provider key as its dialect sends it, with the fields the
+    /// dialect always sends, as whole header lines (`api-key: ...\r\n`);
+    /// empty for an upstream that takes no key.
+    pub auth_fields: Box<[u8]>,
+    /// The request target sent upstream for each endpoint of `ENDPOINTS`
+    /// the deployment serves (after its base URL's path).
+    targets: Vec<(&'static [u8], Box<[u8]>)>,
     /// Share of the model's traffic, relative to its other deployments.
     pub weight: f64,
     pub input_cost_per_token: f64,
@@ -40,6 +49,15 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The request target sent upstream for `endpoint` (one of
+    /// `ENDPOINTS`), if the deployment serves it.
+    pub fn target(&self, endpoint: &[u8]) -> Option<&[u8]> {
+        self.targets
+            .iter()
+            .find(|(served, _)| *served == endpoint)
+            .map(|(_, target)| &target[..])
+    }
+
     /// What a request that used these tokens cost.
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> Money {
         Money::from_dollars(
@@ -57,14 +75,14 @@ pub struct ModelTable {
 
 impl ModelTable {
     /// Rebuilds the table if the store changed since it was built.
-    pub fn sync(&mut self, store: &Store) -> Result<(), StoreError> {
+    pub fn sync(&mut self, store: &Store, settings: &ServerSettings) -> Result<(), StoreError> {
         let generation = store.generation();
         if generation == self.generation {
             return Ok(());
         }
         let mut groups: HashMap<String, Vec<Rc<Deployment>>> = HashMap::new();
         for deployment in store.list_deployments()? {
-            match resolve(store, &deployment) {
+            match resolve(store, settings, &deployment) {
                 Ok(route) => groups
                     .entry(route.model_name.clone())
                     .or_default()
@@ -138,7 +156,11 @@ fn number(map: &Map<String, Value>, name: &str) -> Option<f64> {
     map.get(name).and_then(Value::as_f64)
 }
 
-fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, String> {
+fn resolve(
+    store: &Store,
+    settings: &ServerSettings,
+    deployment: &store::Deployment,
+) -> Result<Deployment, String> {
     let params = object(&deployment.params);
     let secrets = store
         .deployment_secrets(deployment)
@@ -168,11 +190,16 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
             .and_then(Value::as_str)
     };
     let model = setting("model").ok_or("litellm_params.model is missing")?;
-    // The prefix decides the default base URL; an unknown one (stored
-    // before prefixes were checked) leaves the deployment out.
+    // The prefix decides the dialect and the default base URL; an unknown
+    // one (stored before prefixes were checked) leaves the deployment out.
     let (known, upstream_model) = dialect::parse(model).map_err(|e| e.to_string())?;
     let upstream_model = upstream_model.to_string();
-    let base = known.base(setting("api_base")).map_err(|e| e.to_string())?;
+    let mut base = known.base(setting("api_base")).map_err(|e| e.to_string())?;
+    if known.dialect == Dialect::Anthropic {
+        // A base given as the whole Messages URL, as LiteLLM accepts it.
+        base = base.trim_end_matches('/');
+        base = base.strip_suffix("/v1/messages").unwrap_or(base);
+    }
     let target = Target::parse(base).map_err(|e| e.to_string())?;
     let origin: Rc<str> = format!(
         "{}://{}:{}",
@@ -181,11 +208,17 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
         target.port
     )
     .into();
-    // No key given, no `Authorization` header: a provider that takes no
-    // key (`dialect::Key::None`) gets none, and the others answer 401.
-    let authorization = setting("api_key")
-        .map(|key| format!("Bearer {key}").into_bytes().into_boxed_slice())
-        .unwrap_or_default();
+    let auth_fields = auth_fields(known, &setting)?;
+    let api_version = setting("api_version")
+        .map(str::to_string)
+        .or_else(|| settings.azure_api_version.clone())
+        .unwrap_or_else(|| dialect::azure::DEFAULT_API_VERSION.to_string());
+    if known.dialect == Dialect::Azure && !dialect::azure::is_api_version(&api_version) {
+        return Err(format!(
+            "api_version {api_version:?} cannot be sent in a URL"
+        ));
+    }
+    let targets = targets(known.dialect, &upstream_model, &api_version);
     let mut timeouts = Timeouts::default();
     if let Some(seconds) = number(&params, "timeout").filter(|s| *s > 0.0) {
         timeouts.response_header = Duration::from_secs_f64(seconds);
@@ -212,11 +245,68 @@ fn resolve(store: &Store, deployment: &store::Deployment) -> Result<Deployment, 
         },
         slot: Slot::Origin(origin),
         upstream_model,
-        authorization,
+        auth_fields,
+        targets,
         weight,
         input_cost_per_token: number(&info, "input_cost_per_token").unwrap_or(0.0),
         output_cost_per_token: number(&info, "output_cost_per_token").unwrap_or(0.0),
     })
+}
+
+/// The provider key as `provider` sends it, with what its dialect always
+/// sends. No key given, no key field: a provider that takes no key
+/// (`dialect::Key::None`) gets none, and the others answer 401.
+fn auth_fields<'s>(
+    provider: &dialect::Provider,
+    setting: &impl Fn(&str) -> Option<&'s str>,
+) -> Result<Box<[u8]>, String> {
+    let mut fields = String::new();
+    let key = setting("api_key");
+    // Azure takes an Entra ID token as Bearer instead of a key.
+    let ad_token = setting("azure_ad_token").filter(|_| provider.dialect == Dialect::Azure);
+    for (name, value) in [
+        ("litellm_params.api_key", key),
+        ("azure_ad_token", ad_token),
+    ] {
+        if value.is_some_and(|value| !dialect::is_field_value(value)) {
+            return Err(format!(
+                "{name} has a line break or another control character"
+            ));
+        }
+    }
+    match (provider.key, key, ad_token) {
+        (dialect::Key::Field(name), Some(key), _) => fields = format!("{name}: {key}\r\n"),
+        (_, None, Some(token)) => fields = format!("Authorization: Bearer {token}\r\n"),
+        (_, Some(key), _) => fields = format!("Authorization: Bearer {key}\r\n"),
+        (_, None, None) => {}
+    }
+    if provider.dialect == Dialect::Anthropic {
+        fields.push_str("anthropic-version: ");
+        fields.push_str(dialect::anthropic::VERSION);
+        fields.push_str("\r\n");
+    }
+    Ok(fields.into_bytes().into_boxed_slice())
+}
+
+/// The request target of each endpoint a deployment of `dialect` serves.
+fn targets(
+    dialect: Dialect,
+    upstream_model: &str,
+    api_version: &str,
+) -> Vec<(&'static [u8], Box<[u8]>)> {
+    match dialect {
+        Dialect::OpenAi => ENDPOINTS.iter().map(|e| (*e, Box::from(*e))).collect(),
+        Dialect::Azure => ENDPOINTS
+            .iter()
+            .map(|e| {
+                let endpoint = std::str::from_utf8(e).unwrap_or_default();
+                let target = dialect::azure::target(endpoint, upstream_model, api_version);
+                (*e, target.into_bytes().into_boxed_slice())
+            })
+            .collect(),
+        // Chat only: Anthropic has no completions or embeddings.
+        Dialect::Anthropic => vec![(ENDPOINTS[0], Box::from(&b"/v1/messages"[..]))],
+    }
 }
 
 #[cfg(test)]
@@ -234,7 +324,8 @@ mod tests {
             dialect: &dialect::PROVIDERS[0],
             slot: Slot::Provider(0),
             upstream_model: "m".into(),
-            authorization: Box::default(),
+            auth_fields: Box::default(),
+            targets: targets(Dialect::OpenAi, "m", ""),
             weight,
             input_cost_per_token: 1e-6,
             output_cost_per_token: 2e-6,

@@ -517,7 +517,7 @@ fn v1_models_answers_the_master_key_with_no_model_registered() {
 fn v1_models_id_retrieves_a_registered_model_here() {
     let (mock, proxy) = start();
     add_model(&proxy, "gpt-x", "openai/gpt-4o");
-    add_model(&proxy, "gpt-x", "azure/gpt-4o");
+    add_model(&proxy, "gpt-x", "groq/gpt-4o");
     add_model(&proxy, "openai/gpt-4o", "openai/gpt-4o");
     add_model(&proxy, "ft:gpt-4o:org::x", "anthropic/claude-3");
     let virtual_key = secret(&generate(&proxy, json!({})));

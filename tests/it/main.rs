@@ -22,6 +22,7 @@ mod client_cli;
 mod client_cli_output;
 mod client_cli_server;
 mod client_login;
+mod dialects;
 mod errors;
 mod events;
 mod first_steps_cli;

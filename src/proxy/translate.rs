@@ -1,0 +1,308 @@
+//! Phase 6 for an answer in another dialect than the client's: the
+//! deployment's answer turned into the one the client asked for. A whole
+//! answer is read (bounded), translated and sent with its cost in the head;
+//! a stream is translated one event at a time, each written to the client
+//! as soon as the upstream's event is complete, with no buffering beyond
+//! the event being received.
+
+use std::time::Duration;
+
+use super::Session;
+use super::charge::Meter;
+use super::forward::{Destination, ResponseStart};
+use crate::dialect::anthropic;
+use crate::dialect::{TokenUsage, TranslateError};
+use crate::error::ProxyError;
+use crate::http::io::{read_fresh, unix_nanos};
+use crate::http::rewrite::{OwnFraming, Stamp, write_own_head};
+use crate::http::{BodyTracker, Framing};
+
+/// Largest whole answer read to translate it.
+const MAX_WHOLE_ANSWER: usize = 8 << 20;
+const READ_SIZE: usize = 16 << 10;
+
+/// How a deployment's answer becomes the client's, with what the request's
+/// translation learnt for it.
+pub enum Translation {
+    /// Anthropic Messages into OpenAI Chat Completions.
+    AnthropicToChat(anthropic::request::Reading),
+}
+
+impl Translation {
+    /// A whole answer: the status, body and usage the client gets.
+    fn whole(
+        &self,
+        status: u16,
+        body: &[u8],
+        created: u64,
+    ) -> Result<(u16, Vec<u8>, Option<TokenUsage>), TranslateError> {
+        match self {
+            Translation::AnthropicToChat(reading) => {
+                if (200..300).contains(&status) {
+                    let (answer, usage) = anthropic::response::to_chat(body, reading, created)?;
+                    Ok((200, answer, Some(usage)))
+                } else {
+                    let (status, error) = anthropic::error::to_openai_error(status, body);
+                    Ok((status, error, None))
+                }
+            }
+        }
+    }
+
+    fn stream(&self, created: u64) -> anthropic::stream::ChatStream {
+        match self {
+            Translation::AnthropicToChat(reading) => {
+                anthropic::stream::ChatStream::new(reading, created)
+            }
+        }
+    }
+}
+
+pub async fn relay(
+    s: &mut Session<'_>,
+    destination: &Destination<'_>,
+    response: ResponseStart,
+    translation: Translation,
+    meter: &mut Meter<'_>,
+) -> Result<(), ProxyError> {
+    let request = s.head;
+    let ResponseStart {
+        mut stream,
+        head,
+        buf,
+        start_ns,
+        stop_ns,
+        ..
+    } = response;
+    let framing = head.framing(&request.method);
+    let streamed = (200..300).contains(&head.status)
+        && head
+            .header(&buf, "content-type")
+            .is_some_and(|t| t.trim_ascii_start().starts_with(b"text/event-stream"));
+    let upstream_id = head.header(&buf, "request-id").map(<[u8]>::to_vec);
+    let created = unix_nanos() / 1_000_000_000;
+    let mut upstream = Upstream {
+        body: BodyTracker::new(framing),
+        framing,
+        reusable: head.reusable && framing != Framing::UntilClose,
+        buf,
+        inactivity: destination.provider().timeouts.read,
+    };
+    // The body bytes that came with the head.
+    let mut payload = Vec::new();
+    let start = head.len;
+    upstream.take(start, &mut payload)?;
+    s.record.first_byte_ns = Some(stop_ns);
+    let times = (start_ns, stop_ns);
+
+    if !streamed {
+        while !upstream.body.is_done() {
+            if !upstream.read(&mut stream, &mut payload).await? {
+                break;
+            }
+            if payload.len() > MAX_WHOLE_ANSWER {
+                return Err(ProxyError::UpstreamProtocol(format!(
+                    "the answer is larger than {MAX_WHOLE_ANSWER} bytes"
+                )));
+            }
+        }
+        let (status, answer, usage) = translation
+            .whole(head.status, &payload, created)
+            .map_err(|e| ProxyError::UpstreamProtocol(format!("untranslatable answer: {e}")))?;
+        if let Some(usage) = usage {
+            meter.charge_now(s, Some(usage.into()));
+        }
+        s.status = status;
+        s.close |= !request.keep_alive || s.worker.draining();
+        let extras = meter.extras();
+        let stamp = Stamp {
+            request_id: s.request_id.as_str(),
+            upstream_times: times,
+            extra: extras.headers.as_slice(),
+        };
+        let out = &mut s.conn.out;
+        out.clear();
+        write_own_head(
+            out,
+            status,
+            "application/json",
+            OwnFraming::Length(answer.len()),
+            upstream_id.as_deref(),
+            &stamp,
+            s.close,
+        );
+        out.extend_from_slice(&answer);
+        s.response_started = true;
+        if !s.conn.send_out().await {
+            return Err(ProxyError::ClientGone);
+        }
+        s.record.response_complete = true;
+        upstream.give_back(s, destination, stream);
+        return Ok(());
+    }
+
+    let mut translator = translation.stream(created);
+    // An HTTP/1.0 client cannot read chunks: its stream ends with the
+    // connection.
+    let chunked = !request.http10;
+    s.status = 200;
+    s.close |= !request.keep_alive || s.worker.draining() || !chunked;
+    {
+        let extras = meter.extras();
+        let stamp = Stamp {
+            request_id: s.request_id.as_str(),
+            upstream_times: times,
+            extra: extras.headers.as_slice(),
+        };
+        let out = &mut s.conn.out;
+        out.clear();
+        let own = if chunked {
+            OwnFraming::Chunked
+        } else {
+            OwnFraming::UntilClose
+        };
+        write_own_head(
+            out,
+            200,
+            "text/event-stream",
+            own,
+            upstream_id.as_deref(),
+            &stamp,
+            s.close,
+        );
+    }
+    s.response_started = true;
+    let mut events = Vec::new();
+    translator.feed(&payload, &mut events);
+    push_chunk(&mut s.conn.out, &events, chunked);
+    if !s.conn.send_out().await {
+        return Err(ProxyError::ClientGone);
+    }
+    // How the upstream's stream ended, when it did not end well.
+    let mut failure = None;
+    while !upstream.body.is_done() && !translator.is_done() {
+        payload.clear();
+        match upstream.read(&mut stream, &mut payload).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+        events.clear();
+        translator.feed(&payload, &mut events);
+        if events.is_empty() {
+            continue;
+        }
+        push_chunk(&mut s.conn.out, &events, chunked);
+        if !s.conn.send_out().await {
+            return Err(ProxyError::ClientGone);
+        }
+    }
+    // The end of the stream: the last events (or an error event, for a
+    // stream cut short), then the last chunk.
+    let completed = translator.is_done();
+    events.clear();
+    translator.finish(&mut events);
+    push_chunk(&mut s.conn.out, &events, chunked);
+    if chunked {
+        s.conn.out.extend_from_slice(b"0\r\n\r\n");
+    }
+    let sent = s.conn.send_out().await;
+    meter.charge_now(s, translator.usage().map(Into::into));
+    if !sent {
+        return Err(ProxyError::ClientGone);
+    }
+    s.record.response_complete = completed && failure.is_none();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if upstream.body.is_done() {
+        upstream.give_back(s, destination, stream);
+    }
+    Ok(())
+}
+
+/// The upstream's side of a translated answer: its body as it is read.
+struct Upstream {
+    body: BodyTracker,
+    framing: Framing,
+    /// The exchange has ended at a message boundary so far.
+    reusable: bool,
+    buf: Vec<u8>,
+    inactivity: Duration,
+}
+
+impl Upstream {
+    /// Accounts for `buf[from..]`, appending its payload to `payload`.
+    fn take(&mut self, from: usize, payload: &mut Vec<u8>) -> Result<(), ProxyError> {
+        let input = &self.buf[from..];
+        let taken = self
+            .body
+            .advance_tapped(input, |data| payload.extend_from_slice(data))
+            .map_err(|e| ProxyError::UpstreamProtocol(format!("invalid chunked body: {e}")))?;
+        // Bytes after the body: the upstream is out of step.
+        self.reusable &= taken == input.len();
+        Ok(())
+    }
+
+    /// Reads once more of the body, appending its payload to `payload`;
+    /// `false` at the end of a body that ends with the connection.
+    async fn read(
+        &mut self,
+        stream: &mut crate::upstream::UpstreamStream,
+        payload: &mut Vec<u8>,
+    ) -> Result<bool, ProxyError> {
+        let limit = self.body.read_limit(READ_SIZE);
+        let buf = std::mem::take(&mut self.buf);
+        let read = monoio::time::timeout(self.inactivity, read_fresh(stream, buf, limit)).await;
+        let (result, buf) = read.map_err(|_| ProxyError::UpstreamTimeout)?;
+        self.buf = buf;
+        match result {
+            Ok(0) if self.framing == Framing::UntilClose => Ok(false),
+            Ok(0) => Err(ProxyError::UpstreamClosed),
+            Err(error) => Err(ProxyError::UpstreamIo(error)),
+            Ok(_) => {
+                self.take(0, payload)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Returns the connection to the pool after an exchange that ended
+    /// exactly at a message boundary on both sides.
+    fn give_back(
+        self,
+        s: &Session<'_>,
+        destination: &Destination<'_>,
+        stream: crate::upstream::UpstreamStream,
+    ) {
+        if self.reusable && self.body.is_done() && s.body_done {
+            let provider = destination.provider();
+            s.worker.pool.borrow_mut().put(
+                destination.slot(),
+                stream,
+                provider.max_idle,
+                provider.timeouts.idle,
+                monoio::time::Instant::now(),
+            );
+        }
+    }
+}
+
+/// Appends `data` to `out` as one chunk (or as it is, for a client that
+/// reads until the connection closes); nothing for no data, as an empty
+/// chunk would end the body.
+fn push_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
