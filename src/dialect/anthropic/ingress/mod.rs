@@ -17,7 +17,13 @@
 //!   reports usage only at the end. The `message_delta` then carries every
 //!   count (`input_tokens`, `output_tokens`, cache reads); the SDK takes the
 //!   counts of `message_delta` as the totals.
-//! - `finish_reason: stop` on an answer that calls tools is `tool_use`.
+//! - `finish_reason: stop` on an answer that calls tools is `tool_use`; a
+//!   whole answer that is an OpenAI `refusal` is a text block with
+//!   `stop_reason: refusal`.
+//! - `stop_sequence` is always null: Chat Completions does not say which
+//!   stop sequence ended the answer.
+//! - Reasoning text (`reasoning_content`) is a thinking block with an empty
+//!   signature; thinking blocks sent back are dropped from the request.
 
 pub mod request;
 pub mod response;

@@ -30,6 +30,9 @@ struct Choice {
 struct ChatMessage {
     #[serde(default)]
     content: Option<String>,
+    /// Why the model declined, in place of content (OpenAI's refusals).
+    #[serde(default)]
+    refusal: Option<String>,
     /// The reasoning text of the servers that return it (DeepSeek, vLLM).
     #[serde(default)]
     reasoning_content: Option<String>,
@@ -68,9 +71,19 @@ pub fn from_chat(chat: &[u8], reading: &Reading) -> Result<(Vec<u8>, TokenUsage)
     if let Some(thinking) = message.reasoning_content.filter(|t| !t.is_empty()) {
         content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
     }
-    if let Some(text) = message.content.filter(|t| !t.is_empty()) {
-        content.push(json!({"type": "text", "text": text}));
-    }
+    let refused = match message.content.filter(|t| !t.is_empty()) {
+        Some(text) => {
+            content.push(json!({"type": "text", "text": text}));
+            false
+        }
+        None => match message.refusal.filter(|t| !t.is_empty()) {
+            Some(refusal) => {
+                content.push(json!({"type": "text", "text": refusal}));
+                true
+            }
+            None => false,
+        },
+    };
     let calls = message.tool_calls.unwrap_or_default();
     let called_tools = !calls.is_empty();
     for (i, call) in calls.into_iter().enumerate() {
@@ -90,7 +103,11 @@ pub fn from_chat(chat: &[u8], reading: &Reading) -> Result<(Vec<u8>, TokenUsage)
         "role": "assistant",
         "model": reading.model,
         "content": content,
-        "stop_reason": stop_reason(choice.finish_reason.as_deref(), called_tools),
+        "stop_reason": if refused {
+            "refusal"
+        } else {
+            stop_reason(choice.finish_reason.as_deref(), called_tools)
+        },
         "stop_sequence": null,
         "usage": usage_json(&usage),
     });

@@ -291,6 +291,15 @@ fn stop_reasons_and_empty_content() {
         thinking["content"][0],
         json!({"type": "thinking", "thinking": "2+2", "signature": ""})
     );
+    let refused = answer(
+        json!({"role": "assistant", "content": null, "refusal": "I can't help with that."}),
+        "stop",
+    );
+    assert_eq!(refused["stop_reason"], "refusal");
+    assert_eq!(
+        refused["content"],
+        json!([{"type": "text", "text": "I can't help with that."}])
+    );
     assert_eq!(
         from_chat(b"{\"choices\":[]}", &reading())
             .unwrap_err()
