@@ -264,6 +264,7 @@ fn user_turn(content: &Value, field: &str, out: &mut Vec<Value>) -> Result<(), T
         match block_type(block, &field)? {
             "text" => parts.push(text_part(string(block, "text", &field)?)),
             "image" => parts.push(image_part(block, &field)?),
+            "document" => parts.push(document_part(block, &field)?),
             "tool_result" => out.push(tool_message(block, &field, &mut parts)?),
             other => return Err(unsupported_block(&field, other)),
         }
@@ -299,9 +300,37 @@ fn image_part(block: &Obj, field: &str) -> Result<Value, TranslateError> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
+/// A document: a base64 PDF as a `file` part, plain text as a text part.
+fn document_part(block: &Obj, field: &str) -> Result<Value, TranslateError> {
+    let source_field = format!("{field}.source");
+    let source = object(
+        block.get("source").ok_or_else(|| missing(&source_field))?,
+        &source_field,
+    )?;
+    match string(source, "type", &source_field)? {
+        "base64" => {
+            let filename = match block.get("title") {
+                Some(Value::String(title)) if !title.is_empty() => title.as_str(),
+                _ => "document.pdf",
+            };
+            let data = format!(
+                "data:{};base64,{}",
+                string(source, "media_type", &source_field)?,
+                string(source, "data", &source_field)?
+            );
+            Ok(json!({"type": "file", "file": {"filename": filename, "file_data": data}}))
+        }
+        "text" => Ok(text_part(string(source, "data", &source_field)?)),
+        other => Err(TranslateError::new(
+            format!("{source_field}.type"),
+            format!("document sources of type {other:?} cannot be sent to this model"),
+        )),
+    }
+}
+
 /// A `tool_result` block as a `tool` message. Its text blocks are joined
-/// with newlines; its images, which a `tool` message cannot carry, go to the
-/// user message that follows. `is_error` is said at the start of the text.
+/// with newlines; its images and documents, which a `tool` message cannot
+/// carry, go to the user message that follows. `is_error` is said at the start of the text.
 fn tool_message(block: &Obj, field: &str, parts: &mut Vec<Value>) -> Result<Value, TranslateError> {
     let id = string(block, "tool_use_id", field)?;
     let mut text = String::new();
@@ -320,6 +349,7 @@ fn tool_message(block: &Obj, field: &str, parts: &mut Vec<Value>) -> Result<Valu
                         text.push_str(string(inner, "text", &field)?);
                     }
                     "image" => parts.push(image_part(inner, &field)?),
+                    "document" => parts.push(document_part(inner, &field)?),
                     other => return Err(unsupported_block(&field, other)),
                 }
             }

@@ -175,8 +175,12 @@ fn malformed_requests_are_refused_naming_the_field() {
             "messages[0].content",
         ),
         (
-            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document"}]}]}"#,
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"search_result"}]}]}"#,
             "messages[0].content[0].type",
+        ),
+        (
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"u"}}]}]}"#,
+            "messages[0].content[0].source.type",
         ),
         (
             r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"file","file_id":"f"}}]}]}"#,
@@ -506,6 +510,8 @@ fn the_anthropic_sdk_reads_the_translations() {
         let (out, _) = translate(&read(&format!("{name}.sse")), &[]);
         std::fs::write(dir.join(format!("{name}.out")), out).unwrap();
     }
+    let (chat, _) = to_chat(&read("request.json"), "gpt-4o-mini").unwrap();
+    std::fs::write(dir.join("request.chat.json"), chat).unwrap();
     let (message, _) = from_chat(&read("answer_tools.json"), &reading()).unwrap();
     std::fs::write(dir.join("answer_tools.message.json"), message).unwrap();
     for status in [400, 401, 403, 404, 413, 429, 500, 503] {
