@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! first chunk            message_start (input_tokens 0), ping
-//! delta.content          [content_block_stop] content_block_start text, text_delta
+//! delta.content/refusal  [content_block_stop] content_block_start text, text_delta
 //! delta.tool_calls[i]    new i: [content_block_stop] content_block_start tool_use;
 //!                        arguments: input_json_delta (to i's block)
 //! finish_reason          content_block_stop; message_delta waits for the usage chunk
@@ -54,6 +54,9 @@ struct Delta<'a> {
     content: Option<Str<'a>>,
     #[serde(borrow, default)]
     reasoning_content: Option<Str<'a>>,
+    /// Why the model declines, in place of content (OpenAI's refusals).
+    #[serde(borrow, default)]
+    refusal: Option<Str<'a>>,
     #[serde(borrow, default)]
     tool_calls: Option<Vec<ToolDelta<'a>>>,
 }
@@ -108,6 +111,8 @@ pub struct MessagesStream {
     /// The content block of each tool call so far, by its Chat index.
     tools: Vec<(u32, u32)>,
     stop_reason: Option<&'static str>,
+    /// The model declined (a `refusal` delta): the stop reason is `refusal`.
+    refused: bool,
     usage: Option<TokenUsage>,
     phase: Phase,
 }
@@ -123,6 +128,7 @@ impl MessagesStream {
             open: None,
             tools: Vec::new(),
             stop_reason: None,
+            refused: false,
             usage: None,
             phase: Phase::Answering,
         }
@@ -289,7 +295,15 @@ impl MessagesStream {
             };
             delta_event(out, index, "thinking_delta", "thinking", thinking);
         }
-        if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+        let refusal = delta.refusal.as_deref().filter(|t| !t.is_empty());
+        if refusal.is_some() {
+            self.refused = true;
+        }
+        for text in [delta.content.as_deref(), refusal]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+        {
             let index = match self.open {
                 Some(Open::Text(index)) => index,
                 _ => {
@@ -353,9 +367,11 @@ impl MessagesStream {
             self.start("", out);
         }
         self.close(out);
-        let stop_reason = self
-            .stop_reason
-            .unwrap_or_else(|| stop_reason(None, !self.tools.is_empty()));
+        let stop_reason = match self.stop_reason {
+            _ if self.refused => "refusal",
+            Some(reason) => reason,
+            None => stop_reason(None, !self.tools.is_empty()),
+        };
         let usage = match &self.usage {
             Some(usage) => usage_json(usage),
             None => json!({"output_tokens": 0}),
