@@ -24,5 +24,7 @@ pub use request::{DEFAULT_MAX_TOKENS, Reading, from_chat};
 pub use response::to_chat;
 pub use stream::ChatStream;
 
+pub mod ingress;
+
 /// The `anthropic-version` the translations are written against.
 pub const VERSION: &str = "2023-06-01";
