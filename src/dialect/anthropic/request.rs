@@ -153,7 +153,7 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
         tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
         reading.json_tool = Some(JSON_TOOL.into());
     }
-    if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) {
+    if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) && !tools.is_empty() {
         let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
         if choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = true.into();
