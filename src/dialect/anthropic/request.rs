@@ -145,6 +145,10 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
                 "cannot be combined with response_format, which forces its own tool",
             ));
         }
+        if tools.iter().any(|t| t["name"] == JSON_TOOL) {
+            let message = format!("the name {JSON_TOOL:?} is taken by response_format");
+            return Err(err("tools", message));
+        }
         tools.push(json!({
             "name": JSON_TOOL,
             "description": "Answer with the JSON that the response format asks for.",

@@ -327,6 +327,11 @@ fn response_format_forces_the_json_tool() {
         json!({"messages": [user(json!("q"))], "response_format": json_schema, "tool_choice": "auto"}),
     );
     assert_eq!(error.field, "tool_choice");
+    let taken = json!([{"type": "function", "function": {"name": JSON_TOOL}}]);
+    let error = refused(
+        json!({"messages": [user(json!("q"))], "response_format": json_schema, "tools": taken}),
+    );
+    assert_eq!(error.field, "tools");
     let error = refused(
         json!({"messages": [user(json!("q"))], "response_format": json_schema, "reasoning_effort": "low"}),
     );
