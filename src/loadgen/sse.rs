@@ -1,11 +1,13 @@
 //! Server-sent events seen in a streamed response body: when the first
 //! `data:` line arrived, the gaps between events, and whether the stream
-//! ended with `data: [DONE]`.
+//! ended: with `data: [DONE]` (OpenAI's streams) or `event: message_stop`
+//! (Anthropic's).
 
 use std::time::{Duration, Instant};
 
-/// Enough of a line to tell `data: [DONE]` (with a CR) from anything else.
-const PREFIX: usize = 16;
+/// Enough of a line to tell `data: [DONE]` and `event: message_stop` (with
+/// a CR) from anything else.
+const PREFIX: usize = 24;
 
 #[derive(Debug, Default)]
 pub struct SseScanner {
@@ -27,7 +29,7 @@ pub struct StreamTiming {
     pub first_event: Option<Instant>,
     /// Mean time between consecutive events (needs two or more).
     pub mean_gap: Option<Duration>,
-    /// The stream ended with `data: [DONE]`.
+    /// The stream ended with `data: [DONE]` or `event: message_stop`.
     pub done: bool,
 }
 
@@ -62,6 +64,8 @@ impl SseScanner {
                 self.first_event.get_or_insert(now);
                 self.last_event = Some(now);
             }
+        } else if let Some(name) = line.strip_prefix(b"event:") {
+            self.done |= !self.long_line && name.trim_ascii() == b"message_stop";
         }
         self.line_len = 0;
         self.long_line = false;
@@ -86,6 +90,20 @@ impl SseScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anthropic_stream_ends_with_message_stop() {
+        let body = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n\
+event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
+        let mut scanner = SseScanner::default();
+        scanner.feed(body, Instant::now());
+        let timing = scanner.finish();
+        assert_eq!(timing.events, 2);
+        assert!(timing.done);
+        let mut cut = SseScanner::default();
+        cut.feed(b"event: message_start\ndata: {}\n\nevent: message_stopped\n", Instant::now());
+        assert!(!cut.finish().done);
+    }
 
     #[test]
     fn counts_events_split_anywhere_and_sees_done() {
