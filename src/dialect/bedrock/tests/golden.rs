@@ -424,23 +424,44 @@ fn verify_recomputes_the_signature() {
     };
     let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     assert_eq!(
-        verify(&auth, header, TARGET, BODY, Some("AKIDEXAMPLE"), secret),
+        verify(
+            &auth,
+            header,
+            TARGET,
+            BODY,
+            Some("AKIDEXAMPLE"),
+            Some(secret)
+        ),
         Ok(())
     );
     assert_eq!(
-        verify(&auth, header, TARGET, b"{}", Some("AKIDEXAMPLE"), secret),
+        verify(
+            &auth,
+            header,
+            TARGET,
+            b"{}",
+            Some("AKIDEXAMPLE"),
+            Some(secret)
+        ),
         Err(VerifyError::Mismatch)
     );
     assert_eq!(
-        verify(&auth, header, TARGET, BODY, Some("AKIDEXAMPLE"), "wrong"),
+        verify(
+            &auth,
+            header,
+            TARGET,
+            BODY,
+            Some("AKIDEXAMPLE"),
+            Some("wrong")
+        ),
         Err(VerifyError::Mismatch)
     );
     assert_eq!(
-        verify(&auth, header, TARGET, BODY, Some("AKIDOTHER"), secret),
+        verify(&auth, header, TARGET, BODY, Some("AKIDOTHER"), Some(secret)),
         Err(VerifyError::UnknownKey)
     );
     assert!(matches!(
-        verify("Bearer x", header, TARGET, BODY, None, secret),
+        verify("Bearer x", header, TARGET, BODY, None, None),
         Err(VerifyError::Malformed(_))
     ));
 }
