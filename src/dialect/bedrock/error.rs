@@ -50,6 +50,8 @@ fn kind_of_status(status: u16) -> (&'static str, &'static str) {
         401 | 403 => ("authentication_error", "invalid_api_key"),
         404 => ("invalid_request_error", "not_found"),
         408 => ("server_error", "timeout"),
+        // ModelErrorException: the model failed on the request.
+        424 => ("server_error", "upstream_error"),
         413 => ("invalid_request_error", "request_too_large"),
         429 => ("rate_limit_error", "rate_limit_exceeded"),
         503 => ("server_error", "overloaded"),
