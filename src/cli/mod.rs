@@ -192,6 +192,12 @@ pub struct MockArgs {
     /// Private key (PEM) for --tls-cert
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Bedrock routes: require SigV4 signatures by this access key id
+    #[arg(long, env = "MOCK_AWS_ACCESS_KEY_ID")]
+    pub aws_access_key_id: Option<String>,
+    /// Bedrock routes: check SigV4 signatures with this secret access key
+    #[arg(long, env = "MOCK_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,8 @@ pub fn run(args: &MockArgs) -> anyhow::Result<()> {
         chunk_interval: Duration::from_millis(args.chunk_interval_ms),
         api_key: args.api_key.clone(),
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        aws_access_key_id: args.aws_access_key_id.clone(),
+        aws_secret_access_key: args.aws_secret_access_key.clone(),
     };
     let scheme = if settings.tls.is_some() {
         "https"

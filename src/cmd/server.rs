@@ -168,6 +168,8 @@ fn start_demo_upstream(settings: &mut ServerSettings) -> anyhow::Result<Demo> {
         chunk_interval: Duration::from_millis(50),
         api_key: Some(DEMO_UPSTREAM_KEY.into()),
         tls: None,
+        aws_access_key_id: None,
+        aws_secret_access_key: None,
     })?;
     settings.providers = ProviderTable::openai(&format!("http://{}", mock.local_addr))?;
     settings.data_dir = std::env::temp_dir().join(format!("llm-proxy-demo-{}", std::process::id()));

@@ -1,6 +1,6 @@
 //! An OpenAI-compatible mock upstream for tests, demos and benchmarks; it
-//! also speaks Anthropic Messages (`anthropic.rs`) and Azure OpenAI
-//! (`azure.rs`).
+//! also speaks Anthropic Messages (`anthropic.rs`), Azure OpenAI
+//! (`azure.rs`) and AWS Bedrock Converse (`bedrock.rs`).
 //!
 //! Per-request fault injection through request headers (they pass through
 //! the proxy untouched):
@@ -13,7 +13,7 @@
 //! - `x-mock-response-header: Name: value` (repeatable): add that field to
 //!   the answer (a `Cache-Control` replaces the stream's `no-cache`)
 //! - `x-mock-stream-error-after`, `x-mock-tool-calls`, `x-mock-tool-text`:
-//!   Anthropic only, see `anthropic.rs`
+//!   Anthropic and Bedrock only, see `anthropic.rs` and `bedrock.rs`
 //!
 //! A stream ends with a usage chunk only when the request asks for it with
 //! `stream_options.include_usage`, as OpenAI does.
@@ -22,6 +22,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod openai;
 mod sse;
 
@@ -61,6 +62,10 @@ pub struct MockSettings {
     pub chunk_interval: Duration,
     pub api_key: Option<String>,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Bedrock routes: the access key id a request must be signed with.
+    pub aws_access_key_id: Option<String>,
+    /// Bedrock routes: the secret their signatures are checked with.
+    pub aws_secret_access_key: Option<String>,
 }
 
 pub struct MockHandle {
@@ -359,7 +364,8 @@ async fn respond<S: AsyncWriteRent>(
     let behaviour = Behaviour::of(&mock.settings, head, buf);
     let anthropic = path.starts_with(b"/v1/messages");
     let azure = path.starts_with(b"/openai/");
-    if path.starts_with(b"/v1/") || azure {
+    let bedrock = path.starts_with(b"/model/");
+    if path.starts_with(b"/v1/") || azure || bedrock {
         *stats.last_head.borrow_mut() = buf[..head.len].to_vec();
         match behaviour.fault.as_deref() {
             Some("close") => return Next::Close,
@@ -378,6 +384,9 @@ async fn respond<S: AsyncWriteRent>(
         }
         if azure {
             return azure::respond(mock, stream, head, buf, body, out, &behaviour).await;
+        }
+        if bedrock {
+            return bedrock::respond(mock, stream, head, buf, body, out, &behaviour).await;
         }
         if let Some(key) = &mock.settings.api_key {
             let expected = format!("Bearer {key}");

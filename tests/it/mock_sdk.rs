@@ -367,3 +367,243 @@ fn azure_routes_check_api_version_and_key() {
     );
     assert_eq!(response.status, 404);
 }
+
+const AWS_KEY_ID: &str = "AKIDMOCKBEDROCK1";
+const AWS_SECRET: &str = "mock/bedrock+secret/4d1f";
+const BEDROCK_MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+
+fn bedrock_mock() -> Mock {
+    Mock::builder()
+        .args([
+            "--aws-access-key-id",
+            AWS_KEY_ID,
+            "--aws-secret-access-key",
+            AWS_SECRET,
+        ])
+        .start()
+}
+
+#[test]
+fn boto3_is_a_client_of_the_bedrock_mock() {
+    let mock = bedrock_mock();
+    let Some(output) = run_sdk_script(
+        "bedrock_mock.py",
+        &[&mock.url(), AWS_KEY_ID, AWS_SECRET],
+        &[
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ],
+    ) else {
+        return;
+    };
+    assert_checks(
+        &output,
+        &[
+            "converse text, stopReason and usage",
+            "converse maxTokens",
+            "converse_stream events, text and usage",
+            "tools: toolUse block",
+            "tools: toolResult round trip ends end_turn",
+            "tools: toolChoice names the tool",
+            "stream: toolUse input in pieces",
+            "errors: 429 raises ThrottlingException",
+            "errors: ValidationException",
+            "errors: a wrong secret raises InvalidSignatureException",
+            "stream: exception frame raises EventStreamError throttlingException",
+        ],
+    );
+}
+
+/// A Converse request for the mock, signed by the dialect's signer with
+/// `secret`, with `extra` fields.
+fn bedrock(chat: Value, secret: &str, extra: &[(&str, &str)]) -> Req {
+    use llm_proxy::dialect::bedrock::{from_chat, target};
+    let (body, reading) = from_chat(chat.to_string().as_bytes(), BEDROCK_MODEL).unwrap();
+    signed(&target(BEDROCK_MODEL, reading.stream), body, secret, extra)
+}
+
+/// A `POST` of `body` to `target`, signed with `secret` and a session
+/// token, with `extra` fields (signed too).
+fn signed(target: &str, body: Vec<u8>, secret: &str, extra: &[(&str, &str)]) -> Req {
+    use llm_proxy::dialect::bedrock::{Credentials, sign};
+    // The Host that `Req` sends.
+    let host = "proxy.test";
+    let credentials = Credentials {
+        access_key_id: AWS_KEY_ID.into(),
+        secret_access_key: secret.into(),
+        session_token: Some("mock-session-token".into()),
+        region: "us-east-1".into(),
+    };
+    let mut fields = vec![("content-type", "application/json")];
+    fields.extend_from_slice(extra);
+    let now = std::time::SystemTime::now();
+    let lines = sign(&credentials, host, target, &body, &fields, now).unwrap();
+    let mut req = Req::post(target, body);
+    for (name, value) in fields {
+        req = req.header(name, value);
+    }
+    for line in String::from_utf8(lines).unwrap().lines() {
+        let (name, value) = line.split_once(": ").unwrap();
+        req = req.header(name, value);
+    }
+    req
+}
+
+#[track_caller]
+fn assert_bedrock_error(response: &Response, status: u16, kind: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let error_type = response.header("x-amzn-ErrorType").unwrap_or_default();
+    assert!(error_type.starts_with(&format!("{kind}:")), "{error_type}");
+    assert!(
+        response.json()["message"].is_string(),
+        "{}",
+        response.text()
+    );
+    assert!(response.header("x-amzn-RequestId").is_some());
+}
+
+#[test]
+fn bedrock_routes_check_signatures_and_answer_in_converse_shape() {
+    let mock = bedrock_mock();
+    let mut conn = Conn::open(mock.addr);
+    let hello = json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 50});
+    let ok = conn
+        .roundtrip(&bedrock(hello.clone(), AWS_SECRET, &[("x-mock-stream-chunks", "3")]).bytes());
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let answer = ok.json();
+    assert_eq!(
+        answer["output"]["message"]["content"][0]["text"],
+        "The quick brown"
+    );
+    assert_eq!(answer["stopReason"], "end_turn");
+    assert_eq!(answer["usage"]["outputTokens"], 3);
+    assert!(answer["metrics"]["latencyMs"].is_u64(), "{answer}");
+    // The target went out URL-encoded, and the session token signed.
+    let last = mock.last_request();
+    assert_eq!(
+        last["target"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
+    let headers = headers_of(&last);
+    assert_eq!(
+        header_values(&headers, "x-amz-security-token"),
+        vec!["mock-session-token"]
+    );
+    // Our own translation reads the answer back.
+    let reading = llm_proxy::dialect::bedrock::Reading {
+        model: BEDROCK_MODEL.into(),
+        ..Default::default()
+    };
+    let (chat, usage) = llm_proxy::dialect::bedrock::to_chat(&ok.body, &reading, 0).unwrap();
+    let chat: Value = serde_json::from_slice(&chat).unwrap();
+    assert_eq!(chat["choices"][0]["message"]["content"], "The quick brown");
+    assert_eq!(usage.completion_tokens, 3);
+
+    let wrong = conn.roundtrip(&bedrock(hello.clone(), "wrong-secret", &[]).bytes());
+    assert_bedrock_error(&wrong, 403, "InvalidSignatureException");
+    assert!(
+        wrong.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The request signature we calculated does not match")
+    );
+    // A field changed after signing breaks the signature too.
+    let mut tampered = bedrock(hello.clone(), AWS_SECRET, &[]).bytes();
+    let at = tampered.windows(5).position(|w| w == b"Hello").unwrap();
+    tampered[at] = b'J';
+    assert_bedrock_error(&conn.roundtrip(&tampered), 403, "InvalidSignatureException");
+    let unsigned = Req::post(
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse",
+        hello.to_string(),
+    );
+    assert_bedrock_error(
+        &conn.roundtrip(&unsigned.bytes()),
+        403,
+        "MissingAuthenticationTokenException",
+    );
+    let throttled = bedrock(hello.clone(), AWS_SECRET, &[("x-mock-status", "429")]);
+    assert_bedrock_error(
+        &conn.roundtrip(&throttled.bytes()),
+        429,
+        "ThrottlingException",
+    );
+    let target = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse";
+    let empty = signed(target, br#"{"messages":[]}"#.to_vec(), AWS_SECRET, &[]);
+    assert_bedrock_error(&conn.roundtrip(&empty.bytes()), 400, "ValidationException");
+}
+
+#[test]
+fn bedrock_streams_are_event_stream_frames_that_cut_or_fail_on_request() {
+    use llm_proxy::dialect::bedrock::{ChatStream, Reading};
+    let mock = bedrock_mock();
+    let chat = json!({
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let reading = Reading {
+        include_usage: true,
+        stream: true,
+        model: BEDROCK_MODEL.into(),
+    };
+    let translate = |body: &[u8]| {
+        let mut stream = ChatStream::new(&reading, 0);
+        let mut out = Vec::new();
+        stream.feed(body, &mut out);
+        stream.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let mut conn = Conn::open(mock.addr);
+    let req = bedrock(chat.clone(), AWS_SECRET, &[("x-mock-stream-chunks", "4")]);
+    let whole = conn.roundtrip(&req.bytes());
+    assert_eq!(whole.status, 200);
+    assert_eq!(
+        whole.header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    assert!(whole.is_chunked());
+    let sse = translate(&whole.body);
+    assert_eq!(sse.matches("\"content\":\"").count(), 5, "{sse}");
+    assert!(sse.contains(r#""finish_reason":"stop""#), "{sse}");
+    assert!(sse.contains(r#""completion_tokens":4"#), "{sse}");
+    assert!(sse.ends_with("data: [DONE]\n\n"), "{sse}");
+
+    // Tools: a tool call in pieces.
+    let tools = json!({
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "stream": true,
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+    });
+    let answer = conn.roundtrip(&bedrock(tools, AWS_SECRET, &[]).bytes());
+    let sse = translate(&answer.body);
+    assert!(sse.contains(r#""name":"get_weather""#), "{sse}");
+    assert!(sse.contains(r#""finish_reason":"tool_calls""#), "{sse}");
+    let arguments: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(arguments, r#"{"city":"mock city"}"#);
+
+    let request = |header: &str| {
+        bedrock(
+            chat.clone(),
+            AWS_SECRET,
+            &[("x-mock-stream-chunks", "5"), (header, "2")],
+        )
+        .bytes()
+    };
+    let cut = until_close(&mock, &request("x-mock-cut-after"));
+    assert_eq!(cut.matches("contentBlockDelta").count(), 2, "{cut}");
+    assert!(!cut.contains("messageStop"), "{cut}");
+    let failed = until_close(&mock, &request("x-mock-stream-error-after"));
+    assert_eq!(failed.matches("contentBlockDelta").count(), 2, "{failed}");
+    assert!(failed.contains("throttlingException"), "{failed}");
+    assert!(!failed.contains("messageStop"), "{failed}");
+    assert_eq!(mock.stat("streams_aborted"), 2);
+}
