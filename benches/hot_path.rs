@@ -78,6 +78,7 @@ const UPSTREAM: Upstream = Upstream {
     base_path: "",
     authority: "api.openai.com",
     auth_fields: b"Authorization: Bearer sk-upstream-0123456789abcdef0123456789abcdef\r\n",
+    extra_fields: b"",
     identity: false,
     target: None,
     body_length: None,

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("missing API key: send it as 'Authorization: Bearer <key>'")]
+    #[error("missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>')")]
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,

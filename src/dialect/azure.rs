@@ -20,6 +20,10 @@ pub fn is_api_version(version: &str) -> bool {
 /// The request target of `endpoint` (`/chat/completions`, ...) for the
 /// deployment `name` at `api_version`.
 pub fn target(endpoint: &str, name: &str, api_version: &str) -> String {
+    // The Responses API is on the resource, not on a deployment.
+    if endpoint == "/responses" && !matches!(api_version, "v1" | "latest" | "preview") {
+        return format!("/openai/responses?api-version={api_version}");
+    }
     match api_version {
         "v1" | "latest" => format!("/openai/v1{endpoint}"),
         "preview" => format!("/openai/v1{endpoint}?api-version=preview"),
@@ -53,6 +57,11 @@ mod tests {
             target("/chat/completions", "x", "preview"),
             "/openai/v1/chat/completions?api-version=preview"
         );
+        assert_eq!(
+            target("/responses", "x", "2025-04-01-preview"),
+            "/openai/responses?api-version=2025-04-01-preview"
+        );
+        assert_eq!(target("/responses", "x", "v1"), "/openai/v1/responses");
         assert!(is_api_version("2024-10-21") && is_api_version("v1"));
         assert!(!is_api_version("") && !is_api_version("2024&x=1") && !is_api_version("a b"));
     }

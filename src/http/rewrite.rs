@@ -21,6 +21,9 @@ pub struct Upstream<'a> {
     /// any fields the provider's dialect always wants; empty for an
     /// upstream that takes no key.
     pub auth_fields: &'a [u8],
+    /// More whole header lines the gateway adds (a dialect's version
+    /// field, say); empty for none.
+    pub extra_fields: &'a [u8],
     /// The answer is read by the gateway (priced or translated): the
     /// client's `Accept-Encoding` is not sent, so that it comes uncompressed.
     pub identity: bool,
@@ -70,6 +73,7 @@ pub fn write_request_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(upstream.auth_fields);
+    out.extend_from_slice(upstream.extra_fields);
     match (upstream.body_length, head.framing) {
         (Some(length), _) => header_u64(out, "Content-Length", length as u64),
         (None, Framing::Length(length)) => header_u64(out, "Content-Length", length),
@@ -232,6 +236,7 @@ Expect: 100-continue\r\nX-Request-ID: theirs\r\nTE: trailers\r\nContent-Length: 
             base_path: "/openai",
             authority: "api.example.com",
             auth_fields: b"Authorization: Bearer sk-up\r\n",
+            extra_fields: b"",
             identity: false,
             target: None,
             body_length: None,
@@ -256,7 +261,8 @@ API-Key: k2\r\nx-goog-api-key: k3\r\nAccept-Encoding: gzip\r\nContent-Length: 2\
         let mut upstream = Upstream {
             base_path: "",
             authority: "api.anthropic.com",
-            auth_fields: b"x-api-key: sk-ant\r\nanthropic-version: 2023-06-01\r\n",
+            auth_fields: b"x-api-key: sk-ant\r\n",
+            extra_fields: b"anthropic-version: 2023-06-01\r\n",
             identity: true,
             target: Some(b"/v1/messages"),
             body_length: Some(5),
@@ -288,6 +294,7 @@ X-Request-ID: r\r\n\r\n"
             base_path: "",
             authority: "up",
             auth_fields: b"Authorization: Bearer sk-up\r\n",
+            extra_fields: b"",
             identity: false,
             target: None,
             body_length,

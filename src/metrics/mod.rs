@@ -40,6 +40,9 @@ const MODEL_SLOTS: usize = MAX_MODELS + 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
     ChatCompletions,
+    /// Anthropic's Messages API, for Anthropic clients.
+    Messages,
+    MessagesCountTokens,
     Completions,
     Embeddings,
     Models,
@@ -58,8 +61,10 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 14] = [
+    const ALL: [Endpoint; 16] = [
         Endpoint::ChatCompletions,
+        Endpoint::Messages,
+        Endpoint::MessagesCountTokens,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Models,
@@ -80,6 +85,8 @@ impl Endpoint {
     pub fn of(path: &[u8]) -> Endpoint {
         match path.strip_prefix(b"/v1").unwrap_or(path) {
             b"/chat/completions" => Endpoint::ChatCompletions,
+            b"/messages" => Endpoint::Messages,
+            b"/messages/count_tokens" => Endpoint::MessagesCountTokens,
             b"/completions" => Endpoint::Completions,
             b"/embeddings" => Endpoint::Embeddings,
             b"/models" => Endpoint::Models,
@@ -97,6 +104,8 @@ impl Endpoint {
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::MessagesCountTokens => "/v1/messages/count_tokens",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Models => "/v1/models",

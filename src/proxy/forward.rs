@@ -11,6 +11,7 @@ use monoio::time::Instant;
 use std::rc::Rc;
 
 use super::Session;
+use super::fields::Rewrite;
 use super::plan::{Plan, Routed, Target};
 use super::translate::Translation;
 use crate::dialect::{Dialect, TranslateError, anthropic};
@@ -24,7 +25,7 @@ use crate::providers::Provider;
 use crate::record::Capture;
 use crate::upstream::{self, Slot, UpstreamStream};
 use crate::worker::Worker;
-use crate::worker::models::Deployment;
+use crate::worker::models::{self, Deployment};
 
 /// Largest single read of a request body from the client.
 const BODY_READ_SIZE: usize = 64 << 10;
@@ -115,6 +116,8 @@ impl Destination<'_> {
 pub struct Outgoing<'a> {
     pub target: &'a [u8],
     pub body: &'a [u8],
+    /// Header lines its dialect adds (`anthropic-version`); empty for none.
+    pub fields: &'a [u8],
 }
 
 /// The answer that is relayed: its head has come, from `destination`.
@@ -151,7 +154,11 @@ pub async fn to_candidates<'a>(
             let outgoing = target
                 .as_deref()
                 .zip(body.as_deref())
-                .map(|(target, body)| Outgoing { target, body });
+                .map(|(target, body)| Outgoing {
+                    target,
+                    body,
+                    fields: b"",
+                });
             let response = forward(s, &destination, outgoing).await?;
             Ok(Forwarded {
                 response,
@@ -198,24 +205,12 @@ async fn to_deployments<'a>(
             }
             return Err(error);
         };
-        // The body goes as it came, its model rewritten in place (held
-        // once for every deployment tried), or translated into the
-        // deployment's dialect.
-        let (translated, translation) = match deployment.dialect.dialect {
-            Dialect::OpenAi | Dialect::Azure => {
-                rewrite.apply(body.as_mut_vec(), &deployment.upstream_model, ask_usage);
-                (None, None)
-            }
-            Dialect::Anthropic => {
-                let (messages, reading) =
-                    anthropic::request::from_chat(&body, &deployment.upstream_model)
-                        .map_err(translate_error)?;
-                (Some(messages), Some(Translation::AnthropicToChat(reading)))
-            }
-        };
+        let (translated, translation) =
+            translate_for(&deployment, endpoint, &mut body, &mut rewrite, ask_usage)?;
         let outgoing = Outgoing {
             target,
             body: translated.as_deref().unwrap_or(&body),
+            fields: version_field(s, &deployment),
         };
         let response = match forward(s, &destination, Some(outgoing)).await {
             Ok(response) if index < last && retryable_status(response.head.status) => {
@@ -247,6 +242,48 @@ async fn to_deployments<'a>(
     Err(ProxyError::Internal(
         "the last deployment tried had no answer".into(),
     ))
+}
+
+/// The body for `deployment`: the client's as it came, its model rewritten
+/// in place (held once for every deployment tried), when the deployment
+/// speaks the client's dialect; else translated into the deployment's,
+/// with what the answer's translation needs.
+fn translate_for(
+    deployment: &Deployment,
+    endpoint: &[u8],
+    body: &mut HeldBody<'_>,
+    rewrite: &mut Rewrite,
+    ask_usage: bool,
+) -> Result<(Option<Vec<u8>>, Option<Translation>), ProxyError> {
+    let model = &deployment.upstream_model;
+    let anthropic_client = models::is_messages(endpoint);
+    match (deployment.dialect.dialect, anthropic_client) {
+        (Dialect::OpenAi | Dialect::Azure, false) | (Dialect::Anthropic, true) => {
+            rewrite.apply(body.as_mut_vec(), model, ask_usage);
+            Ok((None, None))
+        }
+        (Dialect::Anthropic, false) => {
+            let (messages, reading) =
+                anthropic::request::from_chat(body, model).map_err(translate_error)?;
+            Ok((Some(messages), Some(Translation::AnthropicToChat(reading))))
+        }
+        (Dialect::OpenAi | Dialect::Azure, true) => {
+            let (chat, reading) =
+                anthropic::ingress::request::to_chat(body, model).map_err(translate_error)?;
+            Ok((Some(chat), Some(Translation::ChatToMessages(reading))))
+        }
+    }
+}
+
+/// `anthropic-version` for an Anthropic deployment, unless the client (an
+/// Anthropic client) names its own.
+fn version_field(s: &Session<'_>, deployment: &Deployment) -> &'static [u8] {
+    if deployment.dialect.dialect != Dialect::Anthropic
+        || s.head.header(&s.conn.buf, "anthropic-version").is_some()
+    {
+        return b"";
+    }
+    anthropic::VERSION_FIELD
 }
 
 /// A request the deployment's dialect cannot express: the client's to fix.
@@ -282,6 +319,7 @@ pub async fn forward(
         base_path: &provider.target.base_path,
         authority: &provider.target.authority,
         auth_fields: destination.auth_fields(),
+        extra_fields: outgoing.map_or(&b""[..], |o| o.fields),
         // A deployment's answer is read: priced, or translated.
         identity: destination.deployment().is_some(),
         target: outgoing.map(|o| o.target),

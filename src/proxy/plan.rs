@@ -204,7 +204,10 @@ async fn by_model<'s: 'a, 'a>(
         candidates,
         rewrite: Rewrite::new(&fields),
         stream: fields.stream,
-        ask_usage: fields.stream && !fields.has_stream_options && endpoint != b"/embeddings",
+        // Only Chat Completions and Completions have `stream_options`.
+        ask_usage: fields.stream
+            && !fields.has_stream_options
+            && (endpoint == models::CHAT || endpoint == b"/completions"),
     };
     Ok(Plan {
         named: Named::Model(name.into()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::Session;
 use super::charge::Meter;
 use super::forward::{Destination, ResponseStart};
-use crate::dialect::anthropic;
+use crate::dialect::anthropic::{self, ingress};
 use crate::dialect::{TokenUsage, TranslateError};
 use crate::error::ProxyError;
 use crate::http::io::{read_fresh, unix_nanos};
@@ -24,8 +24,12 @@ const READ_SIZE: usize = 16 << 10;
 /// How a deployment's answer becomes the client's, with what the request's
 /// translation learnt for it.
 pub enum Translation {
-    /// Anthropic Messages into OpenAI Chat Completions.
+    /// Anthropic Messages into OpenAI Chat Completions (an OpenAI client,
+    /// an Anthropic deployment).
     AnthropicToChat(anthropic::request::Reading),
+    /// OpenAI Chat Completions into Anthropic Messages (an Anthropic
+    /// client, an OpenAI-dialect deployment).
+    ChatToMessages(ingress::request::Reading),
 }
 
 impl Translation {
@@ -36,24 +40,71 @@ impl Translation {
         body: &[u8],
         created: u64,
     ) -> Result<(u16, Vec<u8>, Option<TokenUsage>), TranslateError> {
+        let ok = (200..300).contains(&status);
         match self {
-            Translation::AnthropicToChat(reading) => {
-                if (200..300).contains(&status) {
-                    let (answer, usage) = anthropic::response::to_chat(body, reading, created)?;
-                    Ok((200, answer, Some(usage)))
-                } else {
-                    let (status, error) = anthropic::error::to_openai_error(status, body);
-                    Ok((status, error, None))
-                }
+            Translation::AnthropicToChat(reading) if ok => {
+                let (answer, usage) = anthropic::response::to_chat(body, reading, created)?;
+                Ok((200, answer, Some(usage)))
+            }
+            Translation::AnthropicToChat(_) => {
+                let (status, error) = anthropic::error::to_openai_error(status, body);
+                Ok((status, error, None))
+            }
+            Translation::ChatToMessages(reading) if ok => {
+                let (answer, usage) = ingress::response::from_chat(body, reading)?;
+                Ok((200, answer, Some(usage)))
+            }
+            Translation::ChatToMessages(_) => {
+                let (status, error) = ingress::response::error_from_openai(status, body);
+                Ok((status, error, None))
             }
         }
     }
 
-    fn stream(&self, created: u64) -> anthropic::stream::ChatStream {
+    fn stream(&self, created: u64) -> Events {
         match self {
             Translation::AnthropicToChat(reading) => {
-                anthropic::stream::ChatStream::new(reading, created)
+                Events::Chat(anthropic::stream::ChatStream::new(reading, created))
             }
+            Translation::ChatToMessages(reading) => {
+                Events::Messages(ingress::stream::MessagesStream::new(reading))
+            }
+        }
+    }
+}
+
+/// A stream's translator: one upstream event in, its translation out.
+enum Events {
+    Chat(anthropic::stream::ChatStream),
+    Messages(ingress::stream::MessagesStream),
+}
+
+impl Events {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Events::Chat(events) => events.feed(data, out),
+            Events::Messages(events) => events.feed(data, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Events::Chat(events) => events.finish(out),
+            Events::Messages(events) => events.finish(out),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Events::Chat(events) => events.is_done(),
+            Events::Messages(events) => events.is_done(),
+        }
+    }
+
+    fn usage(&self) -> Option<TokenUsage> {
+        match self {
+            Events::Chat(events) => events.usage(),
+            Events::Messages(events) => events.usage(),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Token usage read from a routed response as it is relayed: the `usage`
-//! block of a JSON answer, or of the last event of a stream that has one
-//! (the final chunk when `stream_options.include_usage` is on). Only the
-//! bytes that may hold it are kept: a JSON answer up to a limit, and for a
-//! stream the event being received.
+//! block of a JSON answer, or of the events of a stream that have one
+//! (the final chunk when `stream_options.include_usage` is on; Anthropic's
+//! `message_start` and `message_delta`; the Responses API's
+//! `response.completed`). Only the bytes that may hold it are kept: a JSON
+//! answer up to a limit, and for a stream the event being received.
 
 use memchr::memmem;
 use serde::Deserialize;
@@ -10,11 +11,9 @@ use serde::Deserialize;
 /// Largest answer (or single event) kept to read its usage.
 const MAX_KEPT: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    #[serde(default)]
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
 }
 
@@ -27,9 +26,69 @@ impl From<crate::dialect::TokenUsage> for Usage {
     }
 }
 
+/// Token counts as an answer states them, in whichever dialect: Chat
+/// Completions' `prompt_tokens` and `completion_tokens`, or the Responses
+/// API's and Anthropic's `input_tokens` and `output_tokens` (Anthropic
+/// counts the prompt cache's reads and writes apart from its input).
+#[derive(Deserialize)]
+struct Stated {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl Stated {
+    fn prompt(&self) -> Option<u64> {
+        self.prompt_tokens.or_else(|| {
+            let cached = self.cache_read_input_tokens.unwrap_or(0)
+                + self.cache_creation_input_tokens.unwrap_or(0);
+            self.input_tokens.map(|input| input + cached)
+        })
+    }
+
+    fn completion(&self) -> Option<u64> {
+        self.completion_tokens.or(self.output_tokens)
+    }
+
+    /// `earlier` with what this statement says: a stream may state the
+    /// prompt and the completion in different events.
+    fn over(&self, earlier: Option<Usage>) -> Option<Usage> {
+        let (prompt, completion) = (self.prompt(), self.completion());
+        if prompt.is_none() && completion.is_none() {
+            return earlier;
+        }
+        let earlier = earlier.unwrap_or_default();
+        Some(Usage {
+            prompt_tokens: prompt.unwrap_or(earlier.prompt_tokens),
+            completion_tokens: completion.unwrap_or(earlier.completion_tokens),
+        })
+    }
+}
+
+/// Where an answer or event states its usage: at the top, or in the
+/// message (Anthropic's `message_start`) or response (the Responses API's
+/// `response.completed`) it carries.
 #[derive(Deserialize)]
 struct WithUsage {
-    usage: Option<Usage>,
+    usage: Option<Stated>,
+    message: Option<Nested>,
+    response: Option<Nested>,
+}
+
+#[derive(Deserialize)]
+struct Nested {
+    usage: Option<Stated>,
+}
+
+impl WithUsage {
+    fn stated(self) -> Option<Stated> {
+        self.usage
+            .or_else(|| self.message.and_then(|m| m.usage))
+            .or_else(|| self.response.and_then(|r| r.usage))
+    }
 }
 
 /// Collects a response body's payload (de-chunked) and finds its usage.
@@ -72,9 +131,9 @@ impl UsageScan {
         while let Some((end, next)) = event_end(&self.kept[start..]) {
             let event = &self.kept[start..start + end];
             if memmem::find(event, b"\"usage\"").is_some()
-                && let Some(usage) = event_usage(event)
+                && let Some(stated) = event_usage(event)
             {
-                self.found = Some(usage);
+                self.found = stated.over(self.found);
             }
             start += next;
         }
@@ -94,7 +153,8 @@ impl UsageScan {
         }
         serde_json::from_slice::<WithUsage>(&self.kept)
             .ok()
-            .and_then(|body| body.usage)
+            .and_then(WithUsage::stated)
+            .and_then(|stated| stated.over(None))
     }
 }
 
@@ -117,7 +177,7 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The usage in one SSE event (`data: {...}` lines), if it has one.
-fn event_usage(event: &[u8]) -> Option<Usage> {
+fn event_usage(event: &[u8]) -> Option<Stated> {
     let text = std::str::from_utf8(event).ok()?;
     let data: String = text
         .lines()
@@ -125,7 +185,7 @@ fn event_usage(event: &[u8]) -> Option<Usage> {
         .map(str::trim_start)
         .collect::<Vec<_>>()
         .join("\n");
-    serde_json::from_str::<WithUsage>(&data).ok()?.usage
+    serde_json::from_str::<WithUsage>(&data).ok()?.stated()
 }
 
 #[cfg(test)]
@@ -168,6 +228,63 @@ data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":9}}\r
                 "parts of {size}"
             );
         }
+    }
+
+    #[test]
+    fn anthropic_usage_comes_in_two_events_and_counts_the_cache() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",",
+            "\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,",
+            "\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",",
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":",
+            "{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":31}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        for size in [1, 7, 4096] {
+            let mut scan = UsageScan::new(true);
+            for part in stream.as_bytes().chunks(size) {
+                scan.feed(part);
+            }
+            assert_eq!(
+                scan.finish(),
+                Some(Usage {
+                    prompt_tokens: 27,
+                    completion_tokens: 31
+                }),
+                "parts of {size}"
+            );
+        }
+        let whole = br#"{"id":"msg","type":"message","usage":{"input_tokens":10,"cache_read_input_tokens":4,"output_tokens":6}}"#;
+        let mut scan = UsageScan::new(false);
+        scan.feed(whole);
+        assert_eq!(
+            scan.finish(),
+            Some(Usage {
+                prompt_tokens: 14,
+                completion_tokens: 6
+            })
+        );
+    }
+
+    #[test]
+    fn responses_api_usage_in_the_completed_event() {
+        let stream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":",
+            "{\"usage\":{\"input_tokens\":8,\"input_tokens_details\":{\"cached_tokens\":3},",
+            "\"output_tokens\":4,\"total_tokens\":12}}}\n\n",
+        );
+        let mut scan = UsageScan::new(true);
+        scan.feed(stream.as_bytes());
+        assert_eq!(
+            scan.finish(),
+            Some(Usage {
+                prompt_tokens: 8,
+                completion_tokens: 4
+            })
+        );
     }
 
     #[test]

@@ -27,16 +27,22 @@ pub fn presents_bearer(head: &RequestHead, buf: &[u8], expected: &str) -> bool {
         .is_some_and(|presented| crate::store::crypto::same_secret(expected.as_bytes(), presented))
 }
 
+/// The virtual key a client presents: `Authorization: Bearer <key>`, or,
+/// as Anthropic's clients send it, `x-api-key: <key>`.
+fn presented_key<'b>(head: &RequestHead, buf: &'b [u8]) -> Option<&'b [u8]> {
+    match head.header(buf, "authorization") {
+        Some(value) => bearer_key(value),
+        None => Some(head.header(buf, "x-api-key")?.trim_ascii()).filter(|k| !k.is_empty()),
+    }
+}
+
 /// The key presented by the client, if it is known and usable.
 pub fn authenticate(
     worker: &Worker,
     head: &RequestHead,
     buf: &[u8],
 ) -> Result<Rc<CachedKey>, ProxyError> {
-    let value = head
-        .header(buf, "authorization")
-        .ok_or(ProxyError::MissingKey)?;
-    let secret = bearer_key(value).ok_or(ProxyError::MissingKey)?;
+    let secret = presented_key(head, buf).ok_or(ProxyError::MissingKey)?;
     let key = {
         let mut cache = worker.keys.borrow_mut();
         cache.sync(&worker.store);

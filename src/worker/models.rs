@@ -18,8 +18,26 @@ use crate::upstream::Slot;
 /// Idle upstream connections kept per worker and origin.
 const MAX_IDLE: usize = 64;
 
-/// The endpoints whose requests name a model, as paths without `/v1`.
-pub const ENDPOINTS: [&[u8]; 3] = [b"/chat/completions", b"/completions", b"/embeddings"];
+/// The endpoints whose requests name a model, as paths without `/v1`:
+/// OpenAI's, then Anthropic's (`MESSAGES`, for Anthropic clients).
+pub const ENDPOINTS: [&[u8]; 7] = [
+    CHAT,
+    b"/completions",
+    b"/embeddings",
+    b"/responses",
+    b"/moderations",
+    MESSAGES,
+    COUNT_TOKENS,
+];
+pub const CHAT: &[u8] = b"/chat/completions";
+pub const MESSAGES: &[u8] = b"/messages";
+pub const COUNT_TOKENS: &[u8] = b"/messages/count_tokens";
+
+/// Whether a request to `endpoint` is in Anthropic's Messages dialect
+/// (else OpenAI's).
+pub fn is_messages(endpoint: &[u8]) -> bool {
+    endpoint == MESSAGES || endpoint == COUNT_TOKENS
+}
 
 /// One deployment as this worker sends to it: the stored deployment with
 /// its provider, credentials and prices resolved.
@@ -35,9 +53,8 @@ pub struct Deployment {
     /// The `model` sent upstream (`litellm_params.model` without its
     /// provider prefix).
     pub upstream_model: String,
-    /// The provider key as its dialect sends it, with the fields the
-    /// dialect always sends, as whole header lines (`api-key: ...\r\n`);
-    /// empty for an upstream that takes no key.
+    /// The provider key as its dialect sends it, as whole header lines
+    /// (`api-key: ...\r\n`); empty for an upstream that takes no key.
     pub auth_fields: Box<[u8]>,
     /// The request target sent upstream for each endpoint of `ENDPOINTS`
     /// the deployment serves (after its base URL's path).
@@ -253,8 +270,7 @@ fn resolve(
     })
 }
 
-/// The provider key as `provider` sends it, with what its dialect always
-/// sends. No key given, no key field: a provider that takes no key
+/// The provider key as `provider` sends it. No key given, no key field: a provider that takes no key
 /// (`dialect::Key::None`) gets none, and the others answer 401.
 fn auth_fields<'s>(
     provider: &dialect::Provider,
@@ -280,32 +296,56 @@ fn auth_fields<'s>(
         (_, Some(key), _) => fields = format!("Authorization: Bearer {key}\r\n"),
         (_, None, None) => {}
     }
-    if provider.dialect == Dialect::Anthropic {
-        fields.push_str("anthropic-version: ");
-        fields.push_str(dialect::anthropic::VERSION);
-        fields.push_str("\r\n");
-    }
     Ok(fields.into_bytes().into_boxed_slice())
 }
 
 /// The request target of each endpoint a deployment of `dialect` serves.
+/// An Anthropic client's `/messages` goes to an OpenAI-dialect deployment
+/// as a Chat Completions request (translated), and an OpenAI client's
+/// chat to Anthropic as a Messages one.
 fn targets(
     dialect: Dialect,
     upstream_model: &str,
     api_version: &str,
 ) -> Vec<(&'static [u8], Box<[u8]>)> {
+    let target = |text: &str| Box::from(text.as_bytes());
     match dialect {
-        Dialect::OpenAi => ENDPOINTS.iter().map(|e| (*e, Box::from(*e))).collect(),
-        Dialect::Azure => ENDPOINTS
+        Dialect::OpenAi => ENDPOINTS
             .iter()
+            .filter(|e| **e != COUNT_TOKENS)
             .map(|e| {
-                let endpoint = std::str::from_utf8(e).unwrap_or_default();
-                let target = dialect::azure::target(endpoint, upstream_model, api_version);
-                (*e, target.into_bytes().into_boxed_slice())
+                (
+                    *e,
+                    if *e == MESSAGES {
+                        Box::from(CHAT)
+                    } else {
+                        Box::from(*e)
+                    },
+                )
             })
             .collect(),
-        // Chat only: Anthropic has no completions or embeddings.
-        Dialect::Anthropic => vec![(ENDPOINTS[0], Box::from(&b"/v1/messages"[..]))],
+        Dialect::Azure => ENDPOINTS
+            .iter()
+            .filter(|e| **e != COUNT_TOKENS)
+            .map(|e| {
+                let served = if *e == MESSAGES { CHAT } else { *e };
+                let endpoint = std::str::from_utf8(served).unwrap_or_default();
+                (
+                    *e,
+                    target(&dialect::azure::target(
+                        endpoint,
+                        upstream_model,
+                        api_version,
+                    )),
+                )
+            })
+            .collect(),
+        // Anthropic has no completions, embeddings, responses or moderations.
+        Dialect::Anthropic => vec![
+            (CHAT, target("/v1/messages")),
+            (MESSAGES, target("/v1/messages")),
+            (COUNT_TOKENS, target("/v1/messages/count_tokens")),
+        ],
     }
 }
 

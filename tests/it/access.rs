@@ -326,13 +326,18 @@ fn an_allowed_model_still_works_on_each_path() {
             .last()
             .is_some_and(|e| e == "[DONE]")
     );
+    // The Responses API names a model too: routed to its deployment.
+    let (response, reached) = send(&proxy, &mock, post("/v1/responses", chat("A"), &restricted));
+    assert!(reached, "{} {}", response.status, response.text());
+    let seen = mock.last_request();
+    assert_eq!(seen["target"], "/v1/responses");
+    assert_eq!(
+        header_value(&headers_of(&seen), "authorization"),
+        Some("Bearer sk-deployment-of-A")
+    );
     // Other endpoints reach the upstream with the project's key, the
     // client's body and target unchanged.
-    for path in [
-        "/v1/responses",
-        "/v1/chat/completions/x",
-        "/v1/audio/speech",
-    ] {
+    for path in ["/v1/chat/completions/x", "/v1/audio/speech"] {
         let (response, reached) = send(&proxy, &mock, post(path, chat("A"), &restricted));
         assert!(reached, "{path}: {} {}", response.status, response.text());
         let seen = mock.last_request();

@@ -771,3 +771,164 @@ fn a_stream_cut_before_message_stop_ends_with_an_error_not_a_hang() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"].is_string(), "{last}");
 }
+
+// ---------------------------------------------------------------------------
+// Anthropic clients: /v1/messages
+// ---------------------------------------------------------------------------
+
+fn messages_request(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 256,
+        "stream": stream,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hello there"}],
+    })
+}
+
+/// `POST path` as an Anthropic client sends it: the key in `x-api-key`.
+fn anthropic_call(proxy: &Proxy, key: &str, path: &str, body: &Value) -> Response {
+    proxy.call(
+        Req::post(path, body.to_string())
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .header("Content-Type", "application/json"),
+    )
+}
+
+#[test]
+fn messages_to_an_anthropic_deployment_pass_through_with_the_providers_key() {
+    let (_project, anthropic, proxy, key) = anthropic_setup();
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages",
+        &messages_request("claude", false),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(answer["type"], "message", "{answer}");
+    assert_eq!(answer["model"], "claude-sonnet-4-5");
+    let usage = &answer["usage"];
+    let (input, output) = (
+        usage["input_tokens"].as_u64().unwrap(),
+        usage["output_tokens"].as_u64().unwrap(),
+    );
+    let seen = anthropic.last_request();
+    assert_eq!(seen["target"], "/v1/messages");
+    let headers = headers_of(&seen);
+    // The virtual key stays here; the deployment's key goes, once.
+    assert_eq!(header_values(&headers, "x-api-key"), vec![ANTHROPIC_KEY]);
+    assert_eq!(
+        header_values(&headers, "anthropic-version"),
+        vec!["2023-06-01"]
+    );
+    let expected = input as f64 * 3e-6 + output as f64 * 15e-6;
+    assert_spend(&proxy, &key, |spend| (spend - expected).abs() < 1e-9);
+
+    // Streamed, relayed as it comes: Anthropic's own events.
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages",
+        &messages_request("claude", true),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+
+    // Counting tokens goes to Anthropic too, and is free.
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages/count_tokens",
+        &json!({"model": "claude", "messages": [{"role": "user", "content": "hello"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.json()["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        anthropic.last_request()["target"],
+        "/v1/messages/count_tokens"
+    );
+
+    // No key, a wrong key: refused here.
+    let response = proxy.call(Req::post(
+        "/v1/messages",
+        messages_request("claude", false).to_string(),
+    ));
+    response.assert_error(401, "missing_api_key");
+    let response = anthropic_call(
+        &proxy,
+        "sk-wrong",
+        "/v1/messages",
+        &messages_request("claude", false),
+    );
+    response.assert_error(401, "invalid_api_key");
+}
+
+#[test]
+fn messages_to_an_openai_deployment_are_translated_both_ways() {
+    let (_project, proxy) = start();
+    let openai = Mock::start();
+    add_deployment(&proxy, "gpt", &openai, prices(1e-6, 2e-6));
+    let key = generate_key(&proxy, json!({}));
+
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages",
+        &messages_request("gpt", false),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(answer["type"], "message", "{answer}");
+    assert_eq!(answer["role"], "assistant");
+    assert_eq!(answer["content"][0]["type"], "text");
+    assert!(!answer["content"][0]["text"].as_str().unwrap().is_empty());
+    assert_eq!(answer["stop_reason"], "end_turn");
+    assert_eq!(openai.last_request()["target"], "/v1/chat/completions");
+    let usage = &answer["usage"];
+    let expected = usage["input_tokens"].as_u64().unwrap() as f64 * 1e-6
+        + usage["output_tokens"].as_u64().unwrap() as f64 * 2e-6;
+    assert!(expected > 0.0);
+    assert_spend(&proxy, &key, |spend| (spend - expected).abs() < 1e-9);
+
+    let response = anthropic_call(&proxy, &key, "/v1/messages", &messages_request("gpt", true));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{text}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{text}");
+    assert!(names.contains(&"content_block_delta"), "{text}");
+    assert!(names.contains(&"message_delta"), "{text}");
+
+    // A Messages request the OpenAI side cannot take is the client's to fix.
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages",
+        &json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(response.status, 400, "{}", response.text());
+}
+
+#[test]
+fn a_key_without_project_reaches_every_model_endpoint_through_routing() {
+    let (_project, proxy) = start();
+    let openai = Mock::start();
+    add_deployment(&proxy, "gpt", &openai, Value::Null);
+    let key = generate_key(&proxy, json!({}));
+    for (path, body) in [
+        ("/v1/responses", json!({"model": "gpt", "input": "hello"})),
+        ("/v1/moderations", json!({"model": "gpt", "input": "hello"})),
+    ] {
+        let response = call(&proxy, &key, path, &body);
+        assert_ne!(response.status, 403, "{path}: {}", response.text());
+        let seen = openai.last_request();
+        assert_eq!(seen["target"], path, "{path} went to the deployment");
+    }
+}

@@ -66,7 +66,7 @@ pub(crate) fn event_envelope(data: &[u8]) -> serde_json::Value {
         Ok(body) => {
             let (kind, code, _) =
                 kind(&body.error.kind).unwrap_or(("server_error", "upstream_error", 500));
-            envelope(&body.error.message, kind, code)
+            envelope(&message_of(&body.error), kind, code)
         }
         Err(_) => envelope(
             &format!("the upstream stream failed: {}", snippet(data)),
@@ -93,7 +93,7 @@ pub fn to_openai_error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
                 Some((kind, code, _)) => (kind, code),
                 None => kind_of_status(status),
             };
-            envelope(&body.error.message, kind, code)
+            envelope(&message_of(&body.error), kind, code)
         }
         Err(_) => {
             let (kind, code) = kind_of_status(status);
@@ -106,6 +106,15 @@ pub fn to_openai_error(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         }
     };
     (status, serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// Anthropic's message, or its error type when the message is empty.
+fn message_of(error: &ErrorDetail) -> String {
+    if error.message.trim().is_empty() {
+        format!("the upstream answered {}", error.kind)
+    } else {
+        error.message.to_string()
+    }
 }
 
 /// The start of a body that is not Anthropic's, for a message: text, at most

@@ -28,3 +28,6 @@ pub mod ingress;
 
 /// The `anthropic-version` the translations are written against.
 pub const VERSION: &str = "2023-06-01";
+
+/// `VERSION` as the header line sent with a request that names none.
+pub const VERSION_FIELD: &[u8] = b"anthropic-version: 2023-06-01\r\n";

@@ -145,6 +145,10 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
                 "cannot be combined with response_format, which forces its own tool",
             ));
         }
+        if tools.iter().any(|t| t["name"] == JSON_TOOL) {
+            let message = format!("the name {JSON_TOOL:?} is taken by response_format");
+            return Err(err("tools", message));
+        }
         tools.push(json!({
             "name": JSON_TOOL,
             "description": "Answer with the JSON that the response format asks for.",
@@ -153,7 +157,7 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
         tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
         reading.json_tool = Some(JSON_TOOL.into());
     }
-    if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) {
+    if present(&body, "parallel_tool_calls") == Some(&Value::Bool(false)) && !tools.is_empty() {
         let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
         if choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = true.into();
@@ -264,11 +268,11 @@ fn messages(body: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), Trans
 
 /// A text block, with the part's `cache_control` when it has one.
 fn text_block(text: &str, part: Option<&Value>) -> Value {
-    let mut block = json!({"type": "text", "text": text});
-    if let Some(cache) = part.and_then(|p| p.get("cache_control")) {
-        block["cache_control"] = cache.clone();
+    let block = json!({"type": "text", "text": text});
+    match part {
+        Some(part) => with_cache(block, part),
+        None => block,
     }
-    block
 }
 
 /// Content that may only hold text (system, developer, tool results).
@@ -314,6 +318,7 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Translat
                 None => return Err(err(format!("{at}.text"), "must be a string")),
             },
             Some("image_url") => blocks.push(image(part, &at)?),
+            Some("file") => blocks.push(document(part, &at)?),
             Some(other) => {
                 return Err(err(
                     format!("{at}.type"),
@@ -326,6 +331,17 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, Translat
     Ok(blocks)
 }
 
+/// The media type and base64 data of a `data:` URL.
+fn data_url<'a>(data: &'a str, at: &str) -> Result<(&'a str, &'a str), TranslateError> {
+    let (head, data) = data
+        .split_once(',')
+        .ok_or_else(|| err(at, "a data URL without data"))?;
+    let media_type = head
+        .strip_suffix(";base64")
+        .ok_or_else(|| err(at, "a data URL must be base64-encoded"))?;
+    Ok((media_type, data))
+}
+
 /// An `image_url` part: a `data:` URL becomes a base64 source, an http(s)
 /// URL a url source.
 fn image(part: &Value, at: &str) -> Result<Value, TranslateError> {
@@ -334,39 +350,57 @@ fn image(part: &Value, at: &str) -> Result<Value, TranslateError> {
         Some(v) => v.get("url").and_then(Value::as_str).unwrap_or(""),
         None => "",
     };
+    let at = format!("{at}.image_url.url");
     let source = if let Some(data) = url.strip_prefix("data:") {
-        let (head, data) = data
-            .split_once(',')
-            .ok_or_else(|| err(format!("{at}.image_url.url"), "a data URL without data"))?;
-        let media_type = head.strip_suffix(";base64").ok_or_else(|| {
-            err(
-                format!("{at}.image_url.url"),
-                "a data URL must be base64-encoded",
-            )
-        })?;
+        let (media_type, data) = data_url(data, &at)?;
         if !IMAGE_TYPES.contains(&media_type) {
-            return Err(err(
-                format!("{at}.image_url.url"),
-                format!(
-                    "image type {media_type:?} is not one of {}",
-                    IMAGE_TYPES.join(", ")
-                ),
-            ));
+            let types = IMAGE_TYPES.join(", ");
+            let message = format!("image type {media_type:?} is not one of {types}");
+            return Err(err(at, message));
         }
         json!({"type": "base64", "media_type": media_type, "data": data})
     } else if url.starts_with("https://") || url.starts_with("http://") {
         json!({"type": "url", "url": url})
     } else {
-        return Err(err(
-            format!("{at}.image_url.url"),
-            "must be a data: URL or an http(s) URL",
-        ));
+        return Err(err(at, "must be a data: URL or an http(s) URL"));
     };
-    let mut block = json!({"type": "image", "source": source});
+    Ok(with_cache(json!({"type": "image", "source": source}), part))
+}
+
+/// A `file` part with a PDF as a `data:` URL: a document block.
+fn document(part: &Value, at: &str) -> Result<Value, TranslateError> {
+    let file = part.get("file");
+    if file.and_then(|f| f.get("file_id")).is_some() {
+        let message = "uploaded files are not available to Anthropic: send file_data";
+        return Err(err(format!("{at}.file.file_id"), message));
+    }
+    let at = format!("{at}.file.file_data");
+    let url = file
+        .and_then(|f| f.get("file_data"))
+        .and_then(Value::as_str);
+    let data = url
+        .and_then(|u| u.strip_prefix("data:"))
+        .ok_or_else(|| err(&at, "must be a data: URL"))?;
+    let (media_type, data) = data_url(data, &at)?;
+    if media_type != "application/pdf" {
+        return Err(err(
+            at,
+            format!("file type {media_type:?} is not application/pdf"),
+        ));
+    }
+    let source = json!({"type": "base64", "media_type": media_type, "data": data});
+    Ok(with_cache(
+        json!({"type": "document", "source": source}),
+        part,
+    ))
+}
+
+/// `block` with the part's `cache_control`, when it has one.
+fn with_cache(mut block: Value, part: &Value) -> Value {
     if let Some(cache) = part.get("cache_control") {
         block["cache_control"] = cache.clone();
     }
-    Ok(block)
+    block
 }
 
 /// Whether the last assistant message calls tools without starting with
@@ -518,10 +552,7 @@ fn tool(tool: &Value, i: usize) -> Result<Value, TranslateError> {
             ));
         }
     };
-    if let Some(cache) = tool.get("cache_control") {
-        out["cache_control"] = cache.clone();
-    }
-    Ok(out)
+    Ok(with_cache(out, tool))
 }
 
 fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {

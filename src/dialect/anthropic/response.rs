@@ -61,7 +61,10 @@ pub(crate) fn usage_json(tokens: &TokenUsage) -> Value {
         "prompt_tokens": tokens.prompt_tokens,
         "completion_tokens": tokens.completion_tokens,
         "total_tokens": tokens.prompt_tokens + tokens.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": tokens.cache_read_tokens},
+        "prompt_tokens_details": {
+            "cached_tokens": tokens.cache_read_tokens,
+            "cache_write_tokens": tokens.cache_creation_tokens,
+        },
     })
 }
 

@@ -95,6 +95,19 @@ struct Delta<'a> {
     stop_reason: Option<Cow<'a, str>>,
 }
 
+/// A buffer emptied for the next line or event; one that grew large for a
+/// big event is let go rather than kept for the rest of the stream.
+fn reuse(mut buffer: Vec<u8>) -> Vec<u8> {
+    if buffer.capacity() > KEPT_BUFFER {
+        return Vec::new();
+    }
+    buffer.clear();
+    buffer
+}
+
+/// The largest buffer kept from one event to the next.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// One streamed answer being translated.
 pub struct ChatStream {
     include_usage: bool,
@@ -171,8 +184,7 @@ impl ChatStream {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&data[..end]);
                 self.on_line(&line, out);
-                line.clear();
-                self.line = line;
+                self.line = reuse(line);
             }
             data = &data[end + 1..];
         }
@@ -223,8 +235,7 @@ impl ChatStream {
             if std::mem::take(&mut self.has_data) {
                 let data = std::mem::take(&mut self.data);
                 self.on_event(&data, out);
-                self.data = data;
-                self.data.clear();
+                self.data = reuse(data);
             }
             return;
         }

@@ -10,6 +10,7 @@ import sys
 
 import pydantic
 from anthropic.types import Message, RawMessageStreamEvent
+from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 events = pydantic.TypeAdapter(RawMessageStreamEvent)
@@ -33,6 +34,7 @@ def check_stream(source, translated):
             continue
         events.validate_python(event, strict=False)
     chunks = list(data_lines(translated))
+    state = ChatCompletionStreamState()
     for i, data in enumerate(chunks):
         if data == "[DONE]":
             assert i == len(chunks) - 1, f"{translated}: [DONE] is not last"
@@ -45,6 +47,13 @@ def check_stream(source, translated):
             continue
         chunk = ChatCompletionChunk.model_validate(value, strict=False)
         assert chunk.object == "chat.completion.chunk"
+        state.handle_chunk(chunk)
+    if chunks[-1] == "[DONE]":
+        # The SDK's own accumulation: each tool call whole, its arguments JSON.
+        message = state.current_completion_snapshot.choices[0].message
+        for call in message.tool_calls or []:
+            assert call.id and call.function.name, call
+            json.loads(call.function.arguments or "{}")
 
 
 def check_message(source, translated):

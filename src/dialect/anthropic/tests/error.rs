@@ -97,6 +97,12 @@ fn a_body_that_is_not_anthropics_still_gets_an_envelope() {
         (409, &json!("busy"))
     );
     assert_eq!(envelope["error"]["type"], "invalid_request_error");
+    // An error without a message is named by its type.
+    let (_, envelope) = translate(500, br#"{"type":"error","error":{"type":"api_error"}}"#);
+    assert_eq!(
+        envelope["error"]["message"],
+        "the upstream answered api_error"
+    );
     // Not an error status at all.
     assert_eq!(translate(200, b"{}").0, 502);
     let long = "x".repeat(5000);

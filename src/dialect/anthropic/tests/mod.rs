@@ -44,3 +44,11 @@ pub(super) fn pretty(bytes: &[u8]) -> Vec<u8> {
     out.push(b'\n');
     out
 }
+
+#[test]
+fn the_version_field_says_the_version() {
+    assert_eq!(
+        super::VERSION_FIELD,
+        format!("anthropic-version: {}\r\n", super::VERSION).as_bytes()
+    );
+}

@@ -109,6 +109,35 @@ fn images_become_base64_or_url_sources() {
 }
 
 #[test]
+fn pdf_files_become_documents() {
+    let out = body(json!({"messages": [user(json!([
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "a.pdf"}},
+        {"type": "text", "text": "Summarise."},
+    ]))]}));
+    assert_eq!(
+        out["messages"][0]["content"][0],
+        json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}})
+    );
+    for (file, field) in [
+        (
+            json!({"file_id": "file-abc"}),
+            "messages[0].content[0].file.file_id",
+        ),
+        (
+            json!({"file_data": "data:text/csv;base64,YSxi"}),
+            "messages[0].content[0].file.file_data",
+        ),
+        (
+            json!({"file_data": "JVBERi0x"}),
+            "messages[0].content[0].file.file_data",
+        ),
+    ] {
+        let error = refused(json!({"messages": [user(json!([{"type": "file", "file": file}]))]}));
+        assert_eq!(error.field, field);
+    }
+}
+
+#[test]
 fn tool_calls_become_tool_use_and_tool_messages_one_user_message() {
     let out = body(json!({"messages": [
         user(json!("weather?")),
@@ -298,6 +327,11 @@ fn response_format_forces_the_json_tool() {
         json!({"messages": [user(json!("q"))], "response_format": json_schema, "tool_choice": "auto"}),
     );
     assert_eq!(error.field, "tool_choice");
+    let taken = json!([{"type": "function", "function": {"name": JSON_TOOL}}]);
+    let error = refused(
+        json!({"messages": [user(json!("q"))], "response_format": json_schema, "tools": taken}),
+    );
+    assert_eq!(error.field, "tools");
     let error = refused(
         json!({"messages": [user(json!("q"))], "response_format": json_schema, "reasoning_effort": "low"}),
     );

@@ -83,7 +83,7 @@ fn usage_counts_cache_reads_and_writes_as_prompt_tokens() {
     assert_eq!(
         chat["usage"],
         json!({"prompt_tokens": 60, "completion_tokens": 5, "total_tokens": 65,
-            "prompt_tokens_details": {"cached_tokens": 30}})
+            "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 20}})
     );
     assert_eq!(
         usage,
