@@ -48,6 +48,7 @@ mod proxy_passthrough;
 mod request_bodies;
 mod routing;
 mod routing_config;
+mod sdk_gateway;
 mod setup_cli;
 mod smuggling;
 mod streaming;
