@@ -96,6 +96,10 @@ pub enum ProxyError {
     UpstreamClosed,
     #[error("the upstream sent an invalid response: {0}")]
     UpstreamProtocol(String),
+    /// A stream the upstream ended with an error event (passed on to the
+    /// client as one), or cut short.
+    #[error("the upstream's stream ended with an error")]
+    UpstreamStreamFailed,
     #[error("upstream I/O error: {0}")]
     UpstreamIo(io::Error),
     #[error("sign-in from the CLI is not enabled on this gateway (EXPERIMENTAL_UI_LOGIN)")]
@@ -302,6 +306,11 @@ impl ProxyError {
                 "upstream_error",
                 "bad_upstream_response",
             ),
+            UpstreamStreamFailed => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_stream_failed",
+            ),
             LoginDisabled => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -375,6 +384,7 @@ impl ProxyError {
             | UpstreamTimeout
             | UpstreamClosed
             | UpstreamProtocol(_)
+            | UpstreamStreamFailed
             | UpstreamIo(_) => Side::Upstream,
             ClientGone | ClientStalled | ClientTimeout => Side::Client,
             _ if self.status().is_client_error() => Side::Client,

@@ -101,7 +101,10 @@ event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
         assert_eq!(timing.events, 2);
         assert!(timing.done);
         let mut cut = SseScanner::default();
-        cut.feed(b"event: message_start\ndata: {}\n\nevent: message_stopped\n", Instant::now());
+        cut.feed(
+            b"event: message_start\ndata: {}\n\nevent: message_stopped\n",
+            Instant::now(),
+        );
         assert!(!cut.finish().done);
     }
 

@@ -107,6 +107,13 @@ impl Events {
             Events::Messages(events) => events.usage(),
         }
     }
+
+    fn failed(&self) -> bool {
+        match self {
+            Events::Chat(events) => events.failed(),
+            Events::Messages(events) => events.failed(),
+        }
+    }
 }
 
 pub async fn relay(
@@ -253,7 +260,6 @@ pub async fn relay(
     }
     // The end of the stream: the last events (or an error event, for a
     // stream cut short), then the last chunk.
-    let completed = translator.is_done();
     events.clear();
     translator.finish(&mut events);
     push_chunk(&mut s.conn.out, &events, chunked);
@@ -265,10 +271,15 @@ pub async fn relay(
     if !sent {
         return Err(ProxyError::ClientGone);
     }
-    s.record.response_complete = completed && failure.is_none();
+    // The client's stream ended with an error event: the request failed,
+    // as the client saw it.
+    if translator.failed() && failure.is_none() {
+        failure = Some(ProxyError::UpstreamStreamFailed);
+    }
     if let Some(error) = failure {
         return Err(error);
     }
+    s.record.response_complete = true;
     if upstream.body.is_done() {
         upstream.give_back(s, destination, stream);
     }

@@ -224,6 +224,12 @@ impl ChatStream {
         self.state != State::Open
     }
 
+    /// Whether it ended with an error event (the upstream's, or for a
+    /// stream cut short).
+    pub fn failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
     /// The usage reported so far (input tokens from `message_start`, output
     /// from `message_delta`).
     pub fn usage(&self) -> Option<TokenUsage> {

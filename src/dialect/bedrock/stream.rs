@@ -224,6 +224,12 @@ impl ChatStream {
         matches!(self.state, State::Ended | State::Failed)
     }
 
+    /// Whether it ended with an error event (an exception frame, or a
+    /// stream cut short).
+    pub fn failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
     /// The usage reported (by `metadata`, the last event).
     pub fn usage(&self) -> Option<TokenUsage> {
         self.usage.map(|u| u.tokens())

@@ -115,6 +115,8 @@ pub struct MessagesStream {
     refused: bool,
     usage: Option<TokenUsage>,
     phase: Phase,
+    /// It ended with an error event.
+    failed: bool,
 }
 
 impl MessagesStream {
@@ -131,6 +133,7 @@ impl MessagesStream {
             refused: false,
             usage: None,
             phase: Phase::Answering,
+            failed: false,
         }
     }
 
@@ -195,6 +198,12 @@ impl MessagesStream {
     /// message_stop or an error event has been written.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    /// Whether it ended with an error event (the upstream's, or for a
+    /// stream cut short).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// The usage the upstream reported, once it has.
@@ -387,6 +396,7 @@ impl MessagesStream {
     }
 
     fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        self.failed = true;
         let error = json!({"type": "error", "error": {"type": kind, "message": message}});
         event(out, "error", &error);
         self.phase = Phase::Done;
