@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 
 use std::fmt;
 
