@@ -1,6 +1,6 @@
 //! An OpenAI-compatible mock upstream for tests, demos and benchmarks; it
-//! also speaks Anthropic Messages (`anthropic.rs`) and Azure OpenAI
-//! (`azure.rs`).
+//! also speaks Anthropic Messages (`anthropic.rs`), Azure OpenAI
+//! (`azure.rs`) and Gemini (`gemini.rs`).
 //!
 //! Per-request fault injection through request headers (they pass through
 //! the proxy untouched):
@@ -13,7 +13,8 @@
 //! - `x-mock-response-header: Name: value` (repeatable): add that field to
 //!   the answer (a `Cache-Control` replaces the stream's `no-cache`)
 //! - `x-mock-stream-error-after`, `x-mock-tool-calls`, `x-mock-tool-text`:
-//!   Anthropic only, see `anthropic.rs`
+//!   Anthropic and Gemini only, see `anthropic.rs` and `gemini.rs`
+//! - `x-mock-blocked: 1`: Gemini only, see `gemini.rs`
 //!
 //! A stream ends with a usage chunk only when the request asks for it with
 //! `stream_options.include_usage`, as OpenAI does.
@@ -22,6 +23,7 @@
 
 mod anthropic;
 mod azure;
+mod gemini;
 mod openai;
 mod sse;
 
@@ -359,7 +361,8 @@ async fn respond<S: AsyncWriteRent>(
     let behaviour = Behaviour::of(&mock.settings, head, buf);
     let anthropic = path.starts_with(b"/v1/messages");
     let azure = path.starts_with(b"/openai/");
-    if path.starts_with(b"/v1/") || azure {
+    let gemini = path.starts_with(b"/v1beta/");
+    if path.starts_with(b"/v1/") || azure || gemini {
         *stats.last_head.borrow_mut() = buf[..head.len].to_vec();
         match behaviour.fault.as_deref() {
             Some("close") => return Next::Close,
@@ -378,6 +381,9 @@ async fn respond<S: AsyncWriteRent>(
         }
         if azure {
             return azure::respond(mock, stream, head, buf, body, out, &behaviour).await;
+        }
+        if gemini {
+            return gemini::respond(mock, stream, head, buf, body, out, &behaviour).await;
         }
         if let Some(key) = &mock.settings.api_key {
             let expected = format!("Bearer {key}");
