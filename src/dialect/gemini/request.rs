@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::response::THOUGHT_MARK;
 use crate::dialect::TranslateError;
 
 /// What the answer's translation needs to know about its request.
@@ -434,7 +435,18 @@ fn model_parts(
                 }
             }
         };
-        parts.push(json!({"functionCall": {"name": name, "args": args}}));
+        let mut part = json!({"functionCall": {"name": name, "args": args}});
+        // A signature the answer put in the id goes back to Gemini.
+        let signature = call
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.split_once(THOUGHT_MARK))
+            .map(|(_, signature)| signature)
+            .filter(|signature| !signature.is_empty());
+        if let Some(signature) = signature {
+            part["thoughtSignature"] = signature.into();
+        }
+        parts.push(part);
     }
     Ok(parts)
 }

@@ -65,6 +65,11 @@ pub(crate) fn finish_reason(reason: &str, called: bool) -> &'static str {
     }
 }
 
+/// Between a tool call's id and the thought signature of its function
+/// call (as LiteLLM writes it): the client sends the id back with the
+/// call, and the signature goes back to Gemini from it.
+pub const THOUGHT_MARK: &str = "__thought__";
+
 /// A GenerateContentResponse, whole or one chunk of a stream.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +118,10 @@ pub(crate) struct Part<'a> {
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<FunctionCall>,
+    /// The signature of the thinking behind a function call, which Gemini
+    /// needs back with the call to continue the turn.
+    #[serde(default, borrow)]
+    pub thought_signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -126,13 +135,18 @@ pub(crate) struct FunctionCall {
 }
 
 impl FunctionCall {
-    /// The call's id (Gemini's own when it gives one, else `call_<n>`) and
-    /// its arguments as a compact JSON string.
-    pub fn id_and_arguments(&self, n: usize) -> (String, String) {
-        let id = match &self.id {
+    /// The call's id (Gemini's own when it gives one, else `call_<n>`, with
+    /// the part's thought signature after [`THOUGHT_MARK`] when it has one)
+    /// and its arguments as a compact JSON string.
+    pub fn id_and_arguments(&self, n: usize, signature: Option<&str>) -> (String, String) {
+        let mut id = match &self.id {
             Some(id) if !id.is_empty() => id.clone(),
             _ => format!("call_{n}"),
         };
+        if let Some(signature) = signature.filter(|s| !s.is_empty()) {
+            id.push_str(THOUGHT_MARK);
+            id.push_str(signature);
+        }
         let arguments = match &self.args {
             None | Some(Value::Null) => "{}".to_string(),
             Some(args) => args.to_string(),
@@ -171,7 +185,8 @@ pub fn to_chat(
         let parts = candidate.content.as_ref().map_or(&[][..], |c| &c.parts);
         for part in parts {
             if let Some(call) = &part.function_call {
-                let (id, arguments) = call.id_and_arguments(calls_made);
+                let (id, arguments) =
+                    call.id_and_arguments(calls_made, part.thought_signature.as_deref());
                 calls_made += 1;
                 calls.push(json!({
                     "id": id,

@@ -9,7 +9,7 @@
 //! it comes; the `data` of the event being received is the only thing kept
 //! between calls.
 
-use super::error::{detail, envelope, event_envelope};
+use super::error::{ErrorDetail, detail, envelope, event_envelope};
 use super::request::Reading;
 use super::response::{GenerateResponse, Usage, answer_id, finish_reason};
 use crate::dialect::TokenUsage;
@@ -192,22 +192,25 @@ impl ChatStream {
     }
 
     fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        if data.windows(7).any(|w| w == b"\"error\"")
-            && let Some(error) = detail(data)
-        {
-            out.extend_from_slice(b"data: ");
-            let _ = serde_json::to_writer(&mut *out, &event_envelope(&error));
-            out.extend_from_slice(b"\n\n");
-            self.state = State::Failed;
-            return;
-        }
         let chunk: GenerateResponse = match serde_json::from_slice(data) {
             Ok(chunk) => chunk,
             Err(e) => {
+                // An error in a one-element array, or not JSON at all.
+                if let Some(error) = detail(data) {
+                    return self.upstream_error(out, &error);
+                }
                 let message = format!("the upstream sent a chunk that is not valid: {e}");
                 return self.fail(out, &message, "upstream_error", "bad_upstream_response");
             }
         };
+        // An error object reads as a chunk with nothing in it.
+        if chunk.candidates.is_empty()
+            && chunk.prompt_feedback.is_none()
+            && chunk.usage_metadata.is_none()
+            && let Some(error) = detail(data)
+        {
+            return self.upstream_error(out, &error);
+        }
         if self.head.is_empty() {
             let id = answer_id(chunk.response_id.as_deref(), self.created);
             self.head.extend_from_slice(b"{\"id\":");
@@ -244,7 +247,8 @@ impl ChatStream {
             let parts = candidate.content.as_ref().map_or(&[][..], |c| &c.parts);
             for part in parts {
                 if let Some(call) = &part.function_call {
-                    let (id, arguments) = call.id_and_arguments(self.tool_calls);
+                    let (id, arguments) =
+                        call.id_and_arguments(self.tool_calls, part.thought_signature.as_deref());
                     // OpenAI numbers the calls of each choice from 0.
                     let k = self.choices[at].calls;
                     self.choices[at].calls += 1;
@@ -328,6 +332,14 @@ impl ChatStream {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b"}]}\n\n");
+    }
+
+    /// Ends the stream with Gemini's error, in the OpenAI envelope.
+    fn upstream_error(&mut self, out: &mut Vec<u8>, error: &ErrorDetail) {
+        out.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut *out, &event_envelope(error));
+        out.extend_from_slice(b"\n\n");
+        self.state = State::Failed;
     }
 
     fn too_large(&mut self, out: &mut Vec<u8>) {

@@ -89,3 +89,30 @@ fn an_answer_that_is_not_geminis_is_an_error() {
     let error = to_chat(br#"{"candidates": 3}"#, &reading(), 1).unwrap_err();
     assert!(error.message.contains("not a Gemini answer"), "{error}");
 }
+
+#[test]
+fn a_thought_signature_rides_in_the_call_id_and_goes_back() {
+    let (chat, _) = translate(
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnbmF0dXJl"}]},
+        "finishReason": "STOP"}]}),
+    );
+    let call = chat["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["id"], "call_0__thought__c2lnbmF0dXJl");
+    // The client sends the call back, with its answer.
+    let next = json!({"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_0__thought__c2lnbmF0dXJl", "content": "done"},
+    ]});
+    let (body, _) = crate::dialect::gemini::from_chat(next.to_string().as_bytes(), "m").unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2lnbmF0dXJl"})
+    );
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "f"
+    );
+}

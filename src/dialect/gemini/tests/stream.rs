@@ -150,3 +150,40 @@ fn a_last_event_without_its_blank_line_still_counts() {
     s.finish(&mut out);
     assert_eq!(events(&out).last().unwrap(), "[DONE]");
 }
+
+#[test]
+fn an_error_spread_over_data_lines_is_still_an_error() {
+    // Google's errors come pretty-printed: one data line each.
+    let mut s = stream();
+    let mut out = Vec::new();
+    let error = "data: {\ndata:   \"error\": {\ndata:     \"code\": 400,\ndata:     \"message\": \"Bad part\",\ndata:     \"status\": \"INVALID_ARGUMENT\"\ndata:   }\ndata: }\n\n";
+    s.feed(error.as_bytes(), &mut out);
+    assert!(s.is_done());
+    s.finish(&mut out);
+    let written = events(&out);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["error"]["type"], "invalid_request_error");
+    assert_eq!(written[0]["error"]["message"], "Bad part");
+    // In a one-element array, too.
+    let mut s = stream();
+    let mut out = Vec::new();
+    let error = r#"data: [{"error": {"code": 500, "message": "Internal", "status": "INTERNAL"}}]"#;
+    s.feed(format!("{error}\r\n\r\n").as_bytes(), &mut out);
+    assert_eq!(events(&out)[0]["error"]["type"], "server_error");
+}
+
+#[test]
+fn a_streamed_call_carries_its_thought_signature_in_its_id() {
+    let mut s = stream();
+    let mut out = Vec::new();
+    let chunk = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "c2ln"}]},
+        "finishReason": "STOP", "index": 0}]});
+    s.feed(event(&chunk).as_bytes(), &mut out);
+    s.finish(&mut out);
+    let events = events(&out);
+    let call = &events[1]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(call["id"], "call_0__thought__c2ln");
+    assert_eq!(call["function"]["arguments"], "{\"a\":1}");
+    assert_eq!(events[2]["choices"][0]["finish_reason"], "tool_calls");
+}
