@@ -3,7 +3,9 @@
 Arguments come in pairs: a Gemini input (a `.sse` stream or a `.json`
 answer) and its translation (`.out` chunks or `.out.json` answer). The input
 must parse as google-genai's `GenerateContentResponse` (an error chunk aside),
-the output as the OpenAI SDK's types.
+the output as the OpenAI SDK's types. A `request` argument and a translated
+request (`.out`, JSON then a `//` line) check the request's fields with
+google-genai's types, which refuse any field they do not know.
 """
 
 import json
@@ -50,9 +52,29 @@ def check_answer(source, translated):
     assert answer.choices[0].message.role == "assistant"
 
 
+REQUEST_FIELDS = {
+    "contents": lambda v: [types.Content.model_validate(c) for c in v],
+    "systemInstruction": types.Content.model_validate,
+    "tools": lambda v: [types.Tool.model_validate(t) for t in v],
+    "toolConfig": types.ToolConfig.model_validate,
+    "generationConfig": types.GenerationConfig.model_validate,
+}
+
+
+def check_request(translated):
+    with open(translated, encoding="utf-8") as f:
+        text = f.read()
+    body = json.loads(text[: text.rindex("\n//")])
+    for field, value in body.items():
+        assert field in REQUEST_FIELDS, f"{translated}: unknown field {field}"
+        REQUEST_FIELDS[field](value)
+
+
 args = sys.argv[1:]
 for source, translated in zip(args[::2], args[1::2]):
-    if source.endswith(".sse"):
+    if source == "request":
+        check_request(translated)
+    elif source.endswith(".sse"):
         check_stream(source, translated)
     else:
         check_answer(source, translated)

@@ -105,9 +105,12 @@ fn answers_translate_as_their_golden_files() {
     }
 }
 
+/// Each request fixture.
+const REQUESTS: [&str; 3] = ["request_full", "request_json_schema", "request_reasoning"];
+
 #[test]
 fn requests_translate_as_their_golden_files() {
-    for name in ["request_full", "request_json_schema", "request_reasoning"] {
+    for name in REQUESTS {
         let (body, reading) =
             from_chat(&read(&format!("{name}.json")), "gemini-2.5-flash").unwrap();
         let mut out = pretty(&body);
@@ -116,9 +119,10 @@ fn requests_translate_as_their_golden_files() {
     }
 }
 
-/// The fixtures parse as google-genai's `GenerateContentResponse` and the
+/// The fixtures parse as google-genai's `GenerateContentResponse`, the
 /// translated outputs as the OpenAI SDK's `ChatCompletion` and
-/// `ChatCompletionChunk`. Runs when `LLM_PROXY_SDK_PYTHON` names a python
+/// `ChatCompletionChunk`, and the translated requests' fields as
+/// google-genai's types. Runs when `LLM_PROXY_SDK_PYTHON` names a python
 /// with `openai` and `google-genai`.
 #[test]
 #[allow(clippy::print_stderr)] // the reason it was skipped
@@ -137,6 +141,10 @@ fn outputs_parse_with_the_official_sdk_types() {
     for name in answers() {
         args.push(testdata(&format!("{name}.json")));
         args.push(testdata(&format!("{name}.out.json")));
+    }
+    for name in REQUESTS {
+        args.push("request".into());
+        args.push(testdata(&format!("{name}.out")));
     }
     let output = std::process::Command::new(python)
         .args(&args)
