@@ -1,6 +1,7 @@
 //! An OpenAI-compatible mock upstream for tests, demos and benchmarks; it
 //! also speaks Anthropic Messages (`anthropic.rs`), Azure OpenAI
-//! (`azure.rs`) and AWS Bedrock Converse (`bedrock.rs`).
+//! (`azure.rs`), AWS Bedrock Converse (`bedrock.rs`) and Gemini
+//! (`gemini.rs`).
 //!
 //! Per-request fault injection through request headers (they pass through
 //! the proxy untouched):
@@ -13,7 +14,8 @@
 //! - `x-mock-response-header: Name: value` (repeatable): add that field to
 //!   the answer (a `Cache-Control` replaces the stream's `no-cache`)
 //! - `x-mock-stream-error-after`, `x-mock-tool-calls`, `x-mock-tool-text`:
-//!   Anthropic and Bedrock only, see `anthropic.rs` and `bedrock.rs`
+//!   Anthropic, Bedrock and Gemini only, see their files
+//! - `x-mock-blocked: 1`: Gemini only, see `gemini.rs`
 //!
 //! A stream ends with a usage chunk only when the request asks for it with
 //! `stream_options.include_usage`, as OpenAI does.
@@ -23,6 +25,7 @@
 mod anthropic;
 mod azure;
 mod bedrock;
+mod gemini;
 mod openai;
 mod sse;
 
@@ -365,7 +368,8 @@ async fn respond<S: AsyncWriteRent>(
     let anthropic = path.starts_with(b"/v1/messages");
     let azure = path.starts_with(b"/openai/");
     let bedrock = path.starts_with(b"/model/");
-    if path.starts_with(b"/v1/") || azure || bedrock {
+    let gemini = path.starts_with(b"/v1beta/");
+    if path.starts_with(b"/v1/") || azure || bedrock || gemini {
         *stats.last_head.borrow_mut() = buf[..head.len].to_vec();
         match behaviour.fault.as_deref() {
             Some("close") => return Next::Close,
@@ -387,6 +391,9 @@ async fn respond<S: AsyncWriteRent>(
         }
         if bedrock {
             return bedrock::respond(mock, stream, head, buf, body, out, &behaviour).await;
+        }
+        if gemini {
+            return gemini::respond(mock, stream, head, buf, body, out, &behaviour).await;
         }
         if let Some(key) = &mock.settings.api_key {
             let expected = format!("Bearer {key}");

@@ -1,4 +1,4 @@
-//! `llm-proxy mock-upstream`'s Anthropic and Azure OpenAI dialects, checked
+//! `llm-proxy mock-upstream`'s Anthropic, Azure OpenAI, Bedrock and Gemini dialects, checked
 //! with the providers' official SDKs as clients (the scripts in
 //! `tests/sdk/`), and on the wire for what an SDK hides (header checks,
 //! error bodies, the exact event sequence).
@@ -606,4 +606,266 @@ fn bedrock_streams_are_event_stream_frames_that_cut_or_fail_on_request() {
     assert!(failed.contains("throttlingException"), "{failed}");
     assert!(!failed.contains("messageStop"), "{failed}");
     assert_eq!(mock.stat("streams_aborted"), 2);
+}
+
+#[test]
+fn the_gemini_sdk_is_a_client_of_the_mock() {
+    let mock = mock();
+    let Some(output) = run_sdk_script("gemini_mock.py", &[&mock.url(), MOCK_KEY], &[]) else {
+        return;
+    };
+    assert_checks(
+        &output,
+        &[
+            "generate_content text and usage_metadata",
+            "generate_content max_output_tokens",
+            "generate_content candidate_count",
+            "generate_content_stream text, finish_reason and usage_metadata",
+            "function calling: functionCall part",
+            "function calling: functionResponse round trip ends with text",
+            "function calling: mode ANY and NONE",
+            "function calling: parallel calls streamed",
+            "blocked prompt: prompt_feedback.block_reason",
+            "errors: 400, 403 and 429 raise ClientError",
+            "errors: 503 raises ServerError",
+            "errors: wrong key raises ClientError",
+            "errors: empty parts and a bad role raise ClientError",
+            "stream: error chunk raises ServerError",
+            "stream on a second model",
+        ],
+    );
+    // The script ends with a stream on its second model: the mock shows the
+    // whole target and the key header.
+    let last = mock.last_request();
+    assert_eq!(
+        last["target"],
+        "/v1beta/models/gemini-mock-2:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(
+        header_values(&headers_of(&last), "x-goog-api-key"),
+        vec![MOCK_KEY]
+    );
+}
+
+const HELLO_CONTENTS: &str = r#"{"contents":[{"role":"user","parts":[{"text":"Hello"}]}]}"#;
+
+fn gemini(target: &str, body: &str) -> Req {
+    Req::post(target, body.to_string()).header("x-goog-api-key", MOCK_KEY)
+}
+
+#[track_caller]
+fn assert_gemini_error(response: &Response, status: u16, rpc: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["error"]["code"], status, "{body}");
+    assert_eq!(body["error"]["status"], rpc, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+#[test]
+fn gemini_routes_check_the_key_and_the_body() {
+    let mock = mock();
+    let mut conn = Conn::open(mock.addr);
+    let target = "/v1beta/models/gemini-2.5-flash:generateContent";
+    let response = conn.roundtrip(&gemini(target, HELLO_CONTENTS).bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(answer["modelVersion"], "gemini-2.5-flash");
+    assert_eq!(answer["candidates"][0]["content"]["role"], "model");
+    assert_eq!(answer["candidates"][0]["finishReason"], "STOP");
+    assert!(answer["responseId"].is_string(), "{answer}");
+    assert!(
+        answer["usageMetadata"]["promptTokenCount"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // The key may come as the `key` query parameter instead.
+    let query = format!("{target}?key={MOCK_KEY}");
+    let response = conn.roundtrip(&Req::post(&query, HELLO_CONTENTS).bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let no_key = Req::post(target, HELLO_CONTENTS).bytes();
+    assert_gemini_error(&conn.roundtrip(&no_key), 403, "PERMISSION_DENIED");
+    let wrong = Req::post(target, HELLO_CONTENTS).header("x-goog-api-key", "sk-other");
+    let response = conn.roundtrip(&wrong.bytes());
+    assert_gemini_error(&response, 400, "INVALID_ARGUMENT");
+    assert!(response.text().contains("API key not valid"));
+
+    for body in [
+        "{not json",
+        r#"{"contents":[]}"#,
+        r#"{"contents":[{"role":"user","parts":[]}]}"#,
+        r#"{"contents":[{"role":"system","parts":[{"text":"x"}]}]}"#,
+    ] {
+        let response = conn.roundtrip(&gemini(target, body).bytes());
+        assert_gemini_error(&response, 400, "INVALID_ARGUMENT");
+    }
+    let unknown = "/v1beta/models/gemini-2.5-flash:embedContent";
+    assert_gemini_error(
+        &conn.roundtrip(&gemini(unknown, HELLO_CONTENTS).bytes()),
+        404,
+        "NOT_FOUND",
+    );
+    for (status, rpc) in [
+        (400, "INVALID_ARGUMENT"),
+        (403, "PERMISSION_DENIED"),
+        (404, "NOT_FOUND"),
+        (429, "RESOURCE_EXHAUSTED"),
+        (500, "INTERNAL"),
+        (503, "UNAVAILABLE"),
+        (504, "DEADLINE_EXCEEDED"),
+    ] {
+        let request = gemini(target, HELLO_CONTENTS).header("x-mock-status", status.to_string());
+        assert_gemini_error(&conn.roundtrip(&request.bytes()), status, rpc);
+    }
+
+    let blocked = gemini(target, HELLO_CONTENTS).header("x-mock-blocked", "1");
+    let answer = conn.roundtrip(&blocked.bytes()).json();
+    assert_eq!(
+        answer["promptFeedback"]["blockReason"], "SAFETY",
+        "{answer}"
+    );
+    assert!(answer.get("candidates").is_none(), "{answer}");
+
+    // Without alt=sse a stream is one JSON array of its chunks.
+    let array = "/v1beta/models/g:streamGenerateContent";
+    let request = gemini(array, HELLO_CONTENTS).header("x-mock-stream-chunks", "3");
+    let chunks = conn.roundtrip(&request.bytes()).json();
+    assert_eq!(chunks.as_array().map(Vec::len), Some(3), "{chunks}");
+    assert_eq!(chunks[2]["candidates"][0]["finishReason"], "STOP");
+}
+
+/// The chunks of a Gemini SSE body, whose events end in `\r\n\r\n`.
+fn gemini_chunks(body: &str) -> Vec<Value> {
+    assert!(body.ends_with("\r\n\r\n"), "{body:?}");
+    body.split_terminator("\r\n\r\n")
+        .map(|event| serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn gemini_streams_have_the_real_chunks_and_cut_or_fail_on_request() {
+    let mock = mock();
+    let target = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+    let tools = r#"{"contents":[{"role":"user","parts":[{"text":"Weather?"}]}],
+        "tools":[{"functionDeclarations":[
+            {"name":"a","parameters":{"type":"object","properties":{"city":{"type":"string"}}}},
+            {"name":"b"}]}]}"#;
+    let request = gemini(target, tools)
+        .header("x-mock-tool-calls", "2")
+        .header("x-mock-tool-text", "2");
+    let response = Conn::open(mock.addr).roundtrip(&request.bytes());
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let chunks = gemini_chunks(&response.text());
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert_eq!(
+        chunks[0]["candidates"][0]["content"]["parts"][0]["text"],
+        "The"
+    );
+    let parts = &chunks[2]["candidates"][0]["content"]["parts"];
+    assert_eq!(
+        parts,
+        &json!([
+            {"functionCall": {"name": "a", "args": {"city": "mock city"}}},
+            {"functionCall": {"name": "b", "args": {}}},
+        ])
+    );
+    assert_eq!(chunks[2]["candidates"][0]["finishReason"], "STOP");
+    let counts: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+
+    let request = |header: &str| {
+        gemini(target, HELLO_CONTENTS)
+            .header("x-mock-stream-chunks", "5")
+            .header(header, "2")
+            .bytes()
+    };
+    let cut = until_close(&mock, &request("x-mock-cut-after"));
+    assert_eq!(cut.matches("data: ").count(), 2, "{cut}");
+    assert!(
+        !cut.contains("finishReason") && !cut.ends_with("0\r\n\r\n"),
+        "{cut}"
+    );
+    let failed = until_close(&mock, &request("x-mock-stream-error-after"));
+    assert_eq!(failed.matches("data: ").count(), 3, "{failed}");
+    assert!(
+        failed.contains(r#"data: {"error":{"code":503,"#),
+        "{failed}"
+    );
+    assert!(!failed.contains("finishReason"), "{failed}");
+    assert_eq!(mock.stat("streams_aborted"), 2);
+}
+
+/// The dialect's translations against the mock: a Chat Completions request
+/// translated, sent to the target it names, and the answer translated back.
+#[test]
+fn the_gemini_translations_read_the_mocks_answers() {
+    use llm_proxy::dialect::gemini::{ChatStream, from_chat, target, to_chat};
+
+    let mock = mock();
+    let mut conn = Conn::open(mock.addr);
+    let chat = json!({
+        "model": "gemini/gemini-2.5-flash",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"city": {"type": "string"}}}}}],
+    });
+    let (body, reading) = from_chat(chat.to_string().as_bytes(), "gemini-2.5-flash").unwrap();
+    let request = gemini(&target("gemini-2.5-flash", false), "").body(body);
+    let response = conn.roundtrip(&request.bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let (answer, usage) = to_chat(&response.body, &reading, 1).unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather", "{answer}");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"mock city"}"#);
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+
+    let chat = json!({
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 3,
+    });
+    let (body, reading) = from_chat(chat.to_string().as_bytes(), "gemini-2.5-flash").unwrap();
+    let request = gemini(&target("gemini-2.5-flash", true), "")
+        .header("x-mock-stream-chunks", "5")
+        .body(body);
+    let response = conn.roundtrip(&request.bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let mut stream = ChatStream::new(&reading, 1);
+    let mut out = Vec::new();
+    stream.feed(&response.body, &mut out);
+    assert!(stream.is_done());
+    stream.finish(&mut out);
+    let events: Vec<&str> = std::str::from_utf8(&out)
+        .unwrap()
+        .split_terminator("\n\n")
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "The quick brown");
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("length"));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 3, "{usage}");
+    assert_eq!(stream.usage().unwrap().completion_tokens, 3);
 }

@@ -34,6 +34,10 @@ const SDK_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "all_proxy",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_GEMINI_BASE_URL",
 ];
 
 /// The Python of the SDK venv, or `None` (with the reason printed) when
