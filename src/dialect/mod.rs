@@ -22,6 +22,11 @@ pub enum Dialect {
     Azure,
     /// Anthropic's Messages API: bodies and streams translated.
     Anthropic,
+    /// AWS Bedrock's Converse API: bodies and event streams translated,
+    /// every request signed (SigV4).
+    Bedrock,
+    /// Google AI Studio's Gemini API: bodies and streams translated.
+    Gemini,
 }
 
 /// Token counts as a provider reports them, in OpenAI's terms.
@@ -72,8 +77,10 @@ pub enum Key {
     /// sent as Bearer, for a server behind an authenticating proxy.
     None,
     /// A field of its own: `<name>: <api_key>` (Azure's `api-key`,
-    /// Anthropic's `x-api-key`).
+    /// Anthropic's `x-api-key`, Gemini's `x-goog-api-key`).
     Field(&'static str),
+    /// No key: each request is signed with AWS credentials (SigV4).
+    Signed,
 }
 
 /// One known prefix.
@@ -153,11 +160,20 @@ pub static PROVIDERS: &[Provider] = &[
         default_base: Some("https://api.anthropic.com"),
         key: Key::Field("x-api-key"),
     },
+    // Bedrock's base URL is its region's (`aws_region_name`) unless given.
+    Provider {
+        prefix: "bedrock",
+        dialect: Dialect::Bedrock,
+        default_base: None,
+        key: Key::Signed,
+    },
+    Provider {
+        prefix: "gemini",
+        dialect: Dialect::Gemini,
+        default_base: Some(gemini::DEFAULT_BASE),
+        key: Key::Field(gemini::KEY_HEADER),
+    },
 ];
-
-/// Known prefixes whose dialects this gateway does not speak yet: refused
-/// at registration with that reason, rather than sent somewhere as OpenAI.
-pub const NOT_YET: &[&str] = &["bedrock", "gemini"];
 
 /// Why a deployment's model or base URL cannot be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -166,8 +182,6 @@ pub enum DialectError {
     UnknownPrefix(String),
     /// The provider has no default base URL and none was given.
     MissingBase(&'static str),
-    /// A known provider whose dialect is not spoken yet.
-    NotYet(String),
     /// A setting that cannot be sent as it is (a name that does not fit
     /// in a URL path, a value with a line break).
     Invalid {
@@ -191,12 +205,6 @@ impl fmt::Display for DialectError {
                 f,
                 "provider {prefix:?} has no default base URL: litellm_params.api_base is required"
             ),
-            DialectError::NotYet(prefix) => {
-                write!(
-                    f,
-                    "provider {prefix:?} is not supported by this gateway yet"
-                )
-            }
             DialectError::Invalid { setting, reason } => write!(f, "{setting} {reason}"),
         }
     }
@@ -214,13 +222,19 @@ pub fn provider(prefix: &str) -> Option<&'static Provider> {
 /// `openrouter/meta/llama` is openrouter's `meta/llama`.
 pub fn parse(model: &str) -> Result<(&'static Provider, &str), DialectError> {
     let (prefix, name) = model.split_once('/').unwrap_or((DEFAULT_PREFIX, model));
-    if NOT_YET.contains(&prefix) {
-        return Err(DialectError::NotYet(prefix.into()));
-    }
     let provider = provider(prefix).ok_or_else(|| DialectError::UnknownPrefix(prefix.into()))?;
-    if provider.dialect == Dialect::Azure && !is_path_name(name) {
+    // Azure's deployment and Gemini's model go into the URL path as they
+    // are (Bedrock's model id is encoded).
+    let in_path = match provider.dialect {
+        Dialect::Azure => Some("the Azure deployment name"),
+        Dialect::Gemini => Some("the Gemini model name"),
+        _ => None,
+    };
+    if let Some(setting) = in_path
+        && !is_path_name(name)
+    {
         return Err(DialectError::Invalid {
-            setting: "the Azure deployment name",
+            setting,
             reason: "must be letters, digits, '-', '_' or '.'",
         });
     }
@@ -328,15 +342,23 @@ mod tests {
         assert!(message.contains("\"opnai\""), "{message}");
         assert!(message.contains("openai, groq, mistral"), "{message}");
         assert!(message.contains("azure"), "{message}");
-        for prefix in ["azure", "azure_ai", "anthropic"] {
+        for prefix in ["azure", "azure_ai", "anthropic", "bedrock", "gemini"] {
             assert!(parse(&format!("{prefix}/m")).is_ok(), "{prefix}");
         }
-        // Known, but not spoken yet: refused, saying so.
-        for prefix in ["bedrock", "gemini"] {
-            let error = parse(&format!("{prefix}/m")).unwrap_err();
-            assert_eq!(error, DialectError::NotYet(prefix.into()));
-            assert!(error.to_string().contains("not supported"), "{error}");
-        }
+        let (bedrock, id) = parse("bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0").unwrap();
+        assert_eq!(bedrock.dialect, Dialect::Bedrock);
+        assert_eq!(id, "anthropic.claude-3-5-sonnet-20240620-v1:0");
+        assert_eq!(bedrock.key, Key::Signed);
+        let (gemini, name) = parse("gemini/gemini-2.5-flash").unwrap();
+        assert_eq!(
+            (gemini.dialect, name),
+            (Dialect::Gemini, "gemini-2.5-flash")
+        );
+        assert_eq!(gemini.key, Key::Field("x-goog-api-key"));
+        assert!(matches!(
+            parse("gemini/a:b"),
+            Err(DialectError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::charge::Meter;
 use super::forward::{Destination, ResponseStart};
 use crate::dialect::anthropic::{self, ingress};
 use crate::dialect::{TokenUsage, TranslateError};
+use crate::dialect::{bedrock, gemini};
 use crate::error::ProxyError;
 use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{OwnFraming, Stamp, write_own_head};
@@ -30,6 +31,10 @@ pub enum Translation {
     /// OpenAI Chat Completions into Anthropic Messages (an Anthropic
     /// client, an OpenAI-dialect deployment).
     ChatToMessages(ingress::request::Reading),
+    /// Gemini's generateContent into Chat Completions.
+    GeminiToChat(gemini::request::Reading),
+    /// Bedrock's Converse into Chat Completions.
+    BedrockToChat(bedrock::request::Reading),
 }
 
 impl Translation {
@@ -58,6 +63,22 @@ impl Translation {
                 let (status, error) = ingress::response::error_from_openai(status, body);
                 Ok((status, error, None))
             }
+            Translation::GeminiToChat(reading) if ok => {
+                let (answer, usage) = gemini::to_chat(body, reading, created)?;
+                Ok((200, answer, Some(usage)))
+            }
+            Translation::GeminiToChat(_) => {
+                let (status, error) = gemini::to_openai_error(status, body);
+                Ok((status, error, None))
+            }
+            Translation::BedrockToChat(reading) if ok => {
+                let (answer, usage) = bedrock::to_chat(body, reading, created)?;
+                Ok((200, answer, Some(usage)))
+            }
+            Translation::BedrockToChat(_) => {
+                let (status, error) = bedrock::to_openai_error(status, body);
+                Ok((status, error, None))
+            }
         }
     }
 
@@ -69,6 +90,12 @@ impl Translation {
             Translation::ChatToMessages(reading) => {
                 Events::Messages(ingress::stream::MessagesStream::new(reading))
             }
+            Translation::GeminiToChat(reading) => {
+                Events::Gemini(gemini::ChatStream::new(reading, created))
+            }
+            Translation::BedrockToChat(reading) => {
+                Events::Bedrock(bedrock::ChatStream::new(reading, created))
+            }
         }
     }
 }
@@ -77,6 +104,8 @@ impl Translation {
 enum Events {
     Chat(anthropic::stream::ChatStream),
     Messages(ingress::stream::MessagesStream),
+    Gemini(gemini::ChatStream),
+    Bedrock(bedrock::ChatStream),
 }
 
 impl Events {
@@ -84,6 +113,8 @@ impl Events {
         match self {
             Events::Chat(events) => events.feed(data, out),
             Events::Messages(events) => events.feed(data, out),
+            Events::Gemini(events) => events.feed(data, out),
+            Events::Bedrock(events) => events.feed(data, out),
         }
     }
 
@@ -91,6 +122,8 @@ impl Events {
         match self {
             Events::Chat(events) => events.finish(out),
             Events::Messages(events) => events.finish(out),
+            Events::Gemini(events) => events.finish(out),
+            Events::Bedrock(events) => events.finish(out),
         }
     }
 
@@ -98,6 +131,8 @@ impl Events {
         match self {
             Events::Chat(events) => events.is_done(),
             Events::Messages(events) => events.is_done(),
+            Events::Gemini(events) => events.is_done(),
+            Events::Bedrock(events) => events.is_done(),
         }
     }
 
@@ -105,6 +140,8 @@ impl Events {
         match self {
             Events::Chat(events) => events.usage(),
             Events::Messages(events) => events.usage(),
+            Events::Gemini(events) => events.usage(),
+            Events::Bedrock(events) => events.usage(),
         }
     }
 
@@ -112,6 +149,8 @@ impl Events {
         match self {
             Events::Chat(events) => events.failed(),
             Events::Messages(events) => events.failed(),
+            Events::Gemini(events) => events.failed(),
+            Events::Bedrock(events) => events.failed(),
         }
     }
 }
@@ -133,11 +172,17 @@ pub async fn relay(
         ..
     } = response;
     let framing = head.framing(&request.method);
+    // SSE, or AWS's binary event stream (Bedrock's).
     let streamed = (200..300).contains(&head.status)
-        && head
-            .header(&buf, "content-type")
-            .is_some_and(|t| t.trim_ascii_start().starts_with(b"text/event-stream"));
-    let upstream_id = head.header(&buf, "request-id").map(<[u8]>::to_vec);
+        && head.header(&buf, "content-type").is_some_and(|t| {
+            let t = t.trim_ascii_start();
+            t.starts_with(b"text/event-stream")
+                || t.starts_with(b"application/vnd.amazon.eventstream")
+        });
+    let upstream_id = ["request-id", "x-amzn-requestid"]
+        .iter()
+        .find_map(|name| head.header(&buf, name))
+        .map(<[u8]>::to_vec);
     let created = unix_nanos() / 1_000_000_000;
     let mut upstream = Upstream {
         body: BodyTracker::new(framing),

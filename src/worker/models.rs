@@ -56,8 +56,11 @@ pub struct Deployment {
     /// The provider key as its dialect sends it, as whole header lines
     /// (`api-key: ...\r\n`); empty for an upstream that takes no key.
     pub auth_fields: Box<[u8]>,
+    /// The AWS credentials each request is signed with (Bedrock's).
+    pub aws: Option<Box<dialect::bedrock::Credentials>>,
     /// The request target sent upstream for each endpoint of `ENDPOINTS`
-    /// the deployment serves (after its base URL's path).
+    /// the deployment serves (after its base URL's path). A dialect whose
+    /// target depends on the request (a stream's) makes its own.
     targets: Vec<(&'static [u8], Box<[u8]>)>,
     /// Share of the model's traffic, relative to its other deployments.
     pub weight: f64,
@@ -211,7 +214,15 @@ fn resolve(
     // one (stored before prefixes were checked) leaves the deployment out.
     let (known, upstream_model) = dialect::parse(model).map_err(|e| e.to_string())?;
     let upstream_model = upstream_model.to_string();
-    let mut base = known.base(setting("api_base")).map_err(|e| e.to_string())?;
+    let aws = match known.dialect {
+        Dialect::Bedrock => Some(Box::new(aws_credentials(&setting)?)),
+        _ => None,
+    };
+    let base = match (&aws, setting("api_base")) {
+        (Some(aws), None) => dialect::bedrock::default_base(&aws.region),
+        (_, given) => known.base(given).map_err(|e| e.to_string())?.to_string(),
+    };
+    let mut base = base.as_str();
     if known.dialect == Dialect::Anthropic {
         // A base given as the whole Messages URL, as LiteLLM accepts it.
         base = base.trim_end_matches('/');
@@ -263,6 +274,7 @@ fn resolve(
         slot: Slot::Origin(origin),
         upstream_model,
         auth_fields,
+        aws,
         targets,
         weight,
         input_cost_per_token: number(&info, "input_cost_per_token").unwrap_or(0.0),
@@ -297,6 +309,40 @@ fn auth_fields<'s>(
         (_, None, None) => {}
     }
     Ok(fields.into_bytes().into_boxed_slice())
+}
+
+/// A Bedrock deployment's AWS credentials and region (LiteLLM's names).
+fn aws_credentials<'s>(
+    setting: &impl Fn(&str) -> Option<&'s str>,
+) -> Result<dialect::bedrock::Credentials, String> {
+    let required = |name: &str| {
+        setting(name)
+            .filter(|value| !value.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("litellm_params.{name} is required for bedrock/"))
+    };
+    let credentials = dialect::bedrock::Credentials {
+        access_key_id: required("aws_access_key_id")?,
+        secret_access_key: required("aws_secret_access_key")?,
+        session_token: setting("aws_session_token").map(str::to_string),
+        region: required("aws_region_name")?,
+    };
+    // The region goes into the host name; the key id and token into fields.
+    if !dialect::is_path_name(&credentials.region) {
+        return Err("litellm_params.aws_region_name is not a region name".into());
+    }
+    let sent = [
+        Some(&credentials.access_key_id),
+        credentials.session_token.as_ref(),
+    ];
+    if sent
+        .into_iter()
+        .flatten()
+        .any(|v| !dialect::is_field_value(v))
+    {
+        return Err("an AWS credential has a line break or another control character".into());
+    }
+    Ok(credentials)
 }
 
 /// The request target of each endpoint a deployment of `dialect` serves.
@@ -340,6 +386,15 @@ fn targets(
                 )
             })
             .collect(),
+        // Chat only, at a target made per request (see `Deployment::targets`).
+        Dialect::Bedrock => vec![(
+            CHAT,
+            target(&dialect::bedrock::target(upstream_model, false)),
+        )],
+        Dialect::Gemini => vec![(
+            CHAT,
+            target(&dialect::gemini::target(upstream_model, false)),
+        )],
         // Anthropic has no completions, embeddings, responses or moderations.
         Dialect::Anthropic => vec![
             (CHAT, target("/v1/messages")),
@@ -365,6 +420,7 @@ mod tests {
             slot: Slot::Provider(0),
             upstream_model: "m".into(),
             auth_fields: Box::default(),
+            aws: None,
             targets: targets(Dialect::OpenAi, "m", ""),
             weight,
             input_cost_per_token: 1e-6,

@@ -267,14 +267,6 @@ fn azure_needs_an_api_base_and_a_deployment_name_fit_for_a_url() {
     );
     let message = assert_bad_field(&response, "litellm_params.model");
     assert!(message.contains("Azure deployment name"), "{message}");
-    // Not spoken yet: refused, not sent to OpenAI.
-    let response = post(
-        &proxy,
-        "/model/new",
-        json!({"model_name": "b", "litellm_params": {"model": "bedrock/anthropic.claude-v2"}}),
-    );
-    let message = assert_bad_field(&response, "litellm_params.model");
-    assert!(message.contains("not supported"), "{message}");
 }
 
 // ---------------------------------------------------------------------------
@@ -931,4 +923,179 @@ fn a_key_without_project_reaches_every_model_endpoint_through_routing() {
         let seen = openai.last_request();
         assert_eq!(seen["target"], path, "{path} went to the deployment");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Gemini and Bedrock
+// ---------------------------------------------------------------------------
+
+const GEMINI_KEY: &str = "AIza-gemini-deployment";
+const AWS_KEY_ID: &str = "AKIDGATEWAYTEST1";
+const AWS_SECRET: &str = "gateway/bedrock+secret";
+
+/// A proxy with `gemini` and `bedrock` models at their mocks (the Bedrock
+/// mock checks every request's SigV4 signature), priced per token.
+fn gemini_and_bedrock() -> (Mock, Mock, Mock, Proxy, String) {
+    let (project, proxy) = start();
+    let gemini = keyed_mock(GEMINI_KEY);
+    let bedrock = Mock::builder()
+        .args([
+            "--aws-access-key-id",
+            AWS_KEY_ID,
+            "--aws-secret-access-key",
+            AWS_SECRET,
+        ])
+        .start();
+    new_model(
+        &proxy,
+        json!({"model_name": "gemini", "litellm_params": {
+            "model": "gemini/gemini-2.5-flash", "api_base": gemini.url(), "api_key": GEMINI_KEY},
+            "model_info": prices(1e-6, 4e-6)}),
+    );
+    new_model(
+        &proxy,
+        json!({"model_name": "bedrock", "litellm_params": {
+            "model": "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "api_base": bedrock.url(), "aws_access_key_id": AWS_KEY_ID,
+            "aws_secret_access_key": AWS_SECRET, "aws_region_name": "us-east-1"},
+            "model_info": prices(3e-6, 15e-6)}),
+    );
+    let key = generate_key(&proxy, json!({}));
+    (project, gemini, bedrock, proxy, key)
+}
+
+/// The whole answer and the stream of `model`: Chat Completions both, the
+/// stream's text the whole answer's, usage in each.
+#[track_caller]
+fn answers_and_streams(proxy: &Proxy, key: &str, model: &str) -> (Value, Vec<String>) {
+    let response = call(
+        proxy,
+        key,
+        "/v1/chat/completions",
+        &chat_request(model, false),
+    );
+    assert_eq!(response.status, 200, "{model}: {}", response.text());
+    assert!(response.header("x-litellm-response-cost").is_some());
+    let answer = response.json();
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+    let mut body = chat_request(model, true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = call(proxy, key, "/v1/chat/completions", &body);
+    assert_eq!(response.status, 200, "{model}: {}", response.text());
+    let events = sse_data(&response.body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert_eq!(
+        sse_content(&events),
+        answer["choices"][0]["message"]["content"].as_str().unwrap(),
+        "{model}"
+    );
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert!(
+        usage["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    (answer, events)
+}
+
+#[test]
+fn gemini_deployments_answer_chat_completions() {
+    let (_project, gemini, _bedrock, proxy, key) = gemini_and_bedrock();
+    let (answer, _) = answers_and_streams(&proxy, &key, "gemini");
+    assert_eq!(answer["model"], "gemini-2.5-flash");
+    let seen = gemini.last_request();
+    assert_eq!(
+        seen["target"],
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    let headers = headers_of(&seen);
+    assert_eq!(header_values(&headers, "x-goog-api-key"), vec![GEMINI_KEY]);
+    assert_eq!(header_value(&headers, "authorization"), None);
+
+    // Tools: Gemini's functionCall is a tool call.
+    let mut body = chat_request("gemini", false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let response = call(&proxy, &key, "/v1/chat/completions", &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer = response.json();
+    assert_eq!(
+        answer["choices"][0]["finish_reason"], "tool_calls",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    // Gemini's errors in OpenAI's envelope.
+    let response = proxy.call(
+        Req::post(
+            "/v1/chat/completions",
+            chat_request("gemini", false).to_string(),
+        )
+        .auth(&key)
+        .header("x-mock-status", "429"),
+    );
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert!(response.json()["error"]["message"].is_string());
+    assert_spend(&proxy, &key, |spend| spend > 0.0);
+}
+
+#[test]
+fn bedrock_deployments_are_signed_and_answer_chat_completions() {
+    let (_project, _gemini, bedrock, proxy, key) = gemini_and_bedrock();
+    // The mock checks each request's signature with the secret.
+    let (answer, _) = answers_and_streams(&proxy, &key, "bedrock");
+    assert_eq!(answer["model"], "anthropic.claude-3-5-sonnet-20240620-v1:0");
+    let seen = bedrock.last_request();
+    assert_eq!(
+        seen["target"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+    );
+    let headers = headers_of(&seen);
+    let authorization = header_value(&headers, "authorization").unwrap();
+    assert!(
+        authorization.starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")),
+        "{authorization}"
+    );
+    assert!(header_value(&headers, "x-amz-date").is_some());
+    assert_spend(&proxy, &key, |spend| spend > 0.0);
+
+    // A wrong secret: Bedrock's refusal, in OpenAI's envelope.
+    new_model(
+        &proxy,
+        json!({"model_name": "bedrock-wrong", "litellm_params": {
+            "model": "bedrock/anthropic.claude-3-haiku", "api_base": bedrock.url(),
+            "aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": "not-the-secret",
+            "aws_region_name": "us-east-1"}}),
+    );
+    let response = call(
+        &proxy,
+        &key,
+        "/v1/chat/completions",
+        &chat_request("bedrock-wrong", false),
+    );
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert!(response.json()["error"]["message"].is_string());
+
+    // A region is needed to know where Bedrock is.
+    let response = post(
+        &proxy,
+        "/model/new",
+        json!({"model_name": "b", "litellm_params": {"model": "bedrock/x",
+            "aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET}}),
+    );
+    assert_bad_field(&response, "litellm_params.aws_region_name");
 }

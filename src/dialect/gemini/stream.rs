@@ -163,6 +163,12 @@ impl ChatStream {
         self.state != State::Open
     }
 
+    /// Whether it ended with an error event (the upstream's, or for a
+    /// stream cut short).
+    pub fn failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
     /// The usage of the last chunk that had one.
     pub fn usage(&self) -> Option<TokenUsage> {
         self.usage.map(|u| u.tokens())

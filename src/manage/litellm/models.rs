@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Caller, invalid, normalize_numbers, parse};
 use crate::api::{blocking, query_pairs, query_value, rfc3339};
-use crate::dialect;
+use crate::dialect::{self, Dialect};
 use crate::error::ProxyError;
 use crate::manage::Answer;
 use crate::store::{Deployment, DeploymentChanges, Store, StoreError};
@@ -240,8 +240,19 @@ fn check_model(params: &Object) -> Result<(), ProxyError> {
         .unwrap_or_default();
     let (provider, _) =
         dialect::parse(model).map_err(|e| invalid("litellm_params.model", e.to_string()))?;
-    let has_base = params.get("api_base").is_some_and(|v| !v.is_null())
-        || params.contains_key("litellm_credential_name");
+    let has_credential = params.contains_key("litellm_credential_name");
+    if provider.dialect == Dialect::Bedrock && !has_credential {
+        // At its region's endpoint (its keys are secrets, kept apart).
+        let region = params.get("aws_region_name").and_then(Value::as_str);
+        if region.is_none_or(|r| !dialect::is_path_name(r)) {
+            return Err(invalid(
+                "litellm_params.aws_region_name",
+                "required for bedrock/ (a region name such as us-east-1), or a litellm_credential_name that has it",
+            ));
+        }
+        return Ok(());
+    }
+    let has_base = params.get("api_base").is_some_and(|v| !v.is_null()) || has_credential;
     if !has_base {
         provider
             .base(None)
