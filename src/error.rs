@@ -437,18 +437,28 @@ impl ProxyError {
     pub fn render_as(&self, style: ErrorStyle, out: &mut Vec<u8>, request_id: &str, reply: Reply) {
         out.clear();
         let (status, kind, code) = self.table();
-        let (kind, code) = match style {
-            ErrorStyle::OpenAi | ErrorStyle::WithDetail => (kind, code.to_string()),
-            ErrorStyle::LiteLlm => (litellm_type(status, kind), status.as_u16().to_string()),
-        };
-        let mut body = serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": kind,
-                "param": self.param(),
-                "code": code,
+        let mut body = match style {
+            ErrorStyle::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": {"type": anthropic_type(status), "message": self.to_string()},
+            }),
+            _ => {
+                let (kind, code) = match style {
+                    ErrorStyle::LiteLlm => {
+                        (litellm_type(status, kind), status.as_u16().to_string())
+                    }
+                    _ => (kind, code.to_string()),
+                };
+                serde_json::json!({
+                    "error": {
+                        "message": self.to_string(),
+                        "type": kind,
+                        "param": self.param(),
+                        "code": code,
+                    }
+                })
             }
-        });
+        };
         if style == ErrorStyle::WithDetail {
             body["detail"] = self.to_string().into();
         }
@@ -479,6 +489,23 @@ pub enum ErrorStyle {
     /// `OpenAi` plus a top-level `detail` with the message: the sign-in
     /// endpoints, as LiteLLM's CLI prints `detail`.
     WithDetail,
+    /// Anthropic's `{"type":"error","error":{"type","message"}}`, its
+    /// types by status: for Anthropic clients (`/v1/messages`).
+    Anthropic,
+}
+
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
 }
 
 fn litellm_type(status: StatusCode, kind: &'static str) -> &'static str {

@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::downstream::ClientConn;
-use crate::error::ProxyError;
+use crate::error::{ErrorStyle, ProxyError};
 use crate::http::io::Reply;
 use crate::http::{RequestHead, RequestId};
 use crate::metrics;
@@ -148,7 +148,15 @@ async fn answer_error(session: &mut Session<'_>, error: &ProxyError) {
         close: session.close,
         head_only: head.method == http::Method::HEAD,
     };
-    error.render(&mut session.conn.out, session.request_id.as_str(), reply);
+    // An Anthropic client reads Anthropic's error shape.
+    let style = match session.endpoint {
+        metrics::Endpoint::Messages | metrics::Endpoint::MessagesCountTokens => {
+            ErrorStyle::Anthropic
+        }
+        _ => ErrorStyle::OpenAi,
+    };
+    let (out, request_id) = (&mut session.conn.out, session.request_id.as_str());
+    error.render_as(style, out, request_id, reply);
     if !session.conn.send_out().await {
         session.close = true;
     }

@@ -778,6 +778,16 @@ fn messages_request(model: &str, stream: bool) -> Value {
     })
 }
 
+#[track_caller]
+fn assert_anthropic_error(response: &Response, status: u16, kind: &str, says: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{body}");
+}
+
 /// `POST path` as an Anthropic client sends it: the key in `x-api-key`.
 fn anthropic_call(proxy: &Proxy, key: &str, path: &str, body: &Value) -> Response {
     proxy.call(
@@ -844,19 +854,26 @@ fn messages_to_an_anthropic_deployment_pass_through_with_the_providers_key() {
         "/v1/messages/count_tokens"
     );
 
-    // No key, a wrong key: refused here.
+    // No key, a wrong key: refused here, in Anthropic's error shape.
     let response = proxy.call(Req::post(
         "/v1/messages",
         messages_request("claude", false).to_string(),
     ));
-    response.assert_error(401, "missing_api_key");
+    assert_anthropic_error(&response, 401, "authentication_error", "missing API key");
     let response = anthropic_call(
         &proxy,
         "sk-wrong",
         "/v1/messages",
         &messages_request("claude", false),
     );
-    response.assert_error(401, "invalid_api_key");
+    assert_anthropic_error(&response, 401, "authentication_error", "invalid API key");
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages",
+        &messages_request("nope", false),
+    );
+    assert_anthropic_error(&response, 404, "not_found_error", "\"nope\"");
 }
 
 #[test]
@@ -1098,4 +1115,94 @@ fn bedrock_deployments_are_signed_and_answer_chat_completions() {
             "aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET}}),
     );
     assert_bad_field(&response, "litellm_params.aws_region_name");
+}
+
+#[test]
+fn a_litellm_config_with_every_dialect_answers_for_each_model() {
+    let openai = Mock::start();
+    let azure = keyed_mock(AZURE_KEY);
+    let anthropic = keyed_mock(ANTHROPIC_KEY);
+    let gemini = keyed_mock(GEMINI_KEY);
+    let bedrock = Mock::builder()
+        .args([
+            "--aws-access-key-id",
+            AWS_KEY_ID,
+            "--aws-secret-access-key",
+            AWS_SECRET,
+        ])
+        .start();
+    let config = format!(
+        r#"model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: {openai}/v1
+      api_key: sk-openai
+    model_info:
+      input_cost_per_token: 0.0000025
+      output_cost_per_token: 0.00001
+  - model_name: gpt-4o-azure
+    litellm_params:
+      model: azure/gpt-4o-prod
+      api_base: {azure}
+      api_key: os.environ/AZURE_KEY
+      api_version: "2024-10-21"
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: {anthropic}
+      api_key: os.environ/ANTHROPIC_KEY
+  - model_name: gemini
+    litellm_params:
+      model: gemini/gemini-2.5-flash
+      api_base: {gemini}
+      api_key: os.environ/GEMINI_KEY
+  - model_name: bedrock
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      api_base: {bedrock}
+      aws_access_key_id: os.environ/AWS_ACCESS_KEY_ID
+      aws_secret_access_key: os.environ/AWS_SECRET_ACCESS_KEY
+      aws_region_name: us-east-1
+"#,
+        openai = openai.url(),
+        azure = azure.url(),
+        anthropic = anthropic.url(),
+        gemini = gemini.url(),
+        bedrock = bedrock.url(),
+    );
+    let proxy = Proxy::for_mock(&openai)
+        .env("AZURE_KEY", AZURE_KEY)
+        .env("ANTHROPIC_KEY", ANTHROPIC_KEY)
+        .env("GEMINI_KEY", GEMINI_KEY)
+        .env("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .file("config.yaml", config)
+        .arg("--config")
+        .arg("config.yaml")
+        .start();
+    let key = generate_key(&proxy, json!({}));
+    for model in ["gpt-4o", "gpt-4o-azure", "claude", "gemini", "bedrock"] {
+        for stream in [false, true] {
+            let response = call(
+                &proxy,
+                &key,
+                "/v1/chat/completions",
+                &chat_request(model, stream),
+            );
+            assert_eq!(response.status, 200, "{model}: {}", response.text());
+            if stream {
+                let events = sse_data(&response.body);
+                assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{model}");
+                assert!(!sse_content(&events).is_empty(), "{model}");
+            } else {
+                let answer = response.json();
+                assert_eq!(answer["object"], "chat.completion", "{model}: {answer}");
+                assert!(
+                    answer["choices"][0]["message"]["content"].is_string(),
+                    "{model}"
+                );
+            }
+        }
+    }
 }

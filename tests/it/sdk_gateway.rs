@@ -14,21 +14,29 @@ use serde_json::{Value, json};
 
 const AZURE_KEY: &str = "sk-azure-of-the-sdk-test";
 const ANTHROPIC_KEY: &str = "sk-ant-of-the-sdk-test";
+const GEMINI_KEY: &str = "AIza-of-the-sdk-test";
+const AWS_KEY_ID: &str = "AKIDSDKGATEWAYTEST";
+const AWS_SECRET: &str = "sdk/gateway+secret";
 
-/// The three models, their dialect as the scripts name it, and their
-/// prices (input, output) a token.
-const MODELS: [(&str, &str, f64, f64); 3] = [
+/// The models, their dialect as the scripts name it, and their prices
+/// (input, output) a token.
+const MODELS: [(&str, &str, f64, f64); 5] = [
     ("gpt-plain", "openai", 1e-6, 2e-6),
     ("gpt-azure", "azure", 3e-6, 5e-6),
     ("claude", "anthropic", 7e-6, 11e-6),
+    ("gemini", "gemini", 13e-6, 17e-6),
+    ("bedrock", "bedrock", 19e-6, 23e-6),
 ];
+
+/// The dialects that serve Anthropic clients (`/v1/messages`).
+const MESSAGES_DIALECTS: [&str; 3] = ["openai", "azure", "anthropic"];
 
 struct Gateway {
     proxy: Proxy,
     key: String,
     key_id: String,
     sink: PathBuf,
-    _mocks: [Mock; 3],
+    _mocks: [Mock; 5],
     _dir: TempDir,
 }
 
@@ -38,6 +46,15 @@ fn gateway() -> Gateway {
     let plain = Mock::start();
     let azure = Mock::builder().args(["--api-key", AZURE_KEY]).start();
     let anthropic = Mock::builder().args(["--api-key", ANTHROPIC_KEY]).start();
+    let gemini = Mock::builder().args(["--api-key", GEMINI_KEY]).start();
+    let bedrock = Mock::builder()
+        .args([
+            "--aws-access-key-id",
+            AWS_KEY_ID,
+            "--aws-secret-access-key",
+            AWS_SECRET,
+        ])
+        .start();
     let dir = TempDir::new("sdk-gateway");
     let sink = dir.path().join("events.jsonl");
     let proxy = Proxy::for_mock(&plain)
@@ -50,6 +67,11 @@ fn gateway() -> Gateway {
                "api_version": "2024-10-21"}),
         json!({"model": "anthropic/claude-sonnet-4-5", "api_base": anthropic.url(),
                "api_key": ANTHROPIC_KEY}),
+        json!({"model": "gemini/gemini-2.5-flash", "api_base": gemini.url(),
+               "api_key": GEMINI_KEY}),
+        json!({"model": "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0",
+               "api_base": bedrock.url(), "aws_access_key_id": AWS_KEY_ID,
+               "aws_secret_access_key": AWS_SECRET, "aws_region_name": "us-east-1"}),
     ];
     for ((name, _, input, output), params) in MODELS.iter().zip(params) {
         new_model(
@@ -64,17 +86,19 @@ fn gateway() -> Gateway {
         key_id: generated["id"].as_str().unwrap().to_string(),
         proxy,
         sink,
-        _mocks: [plain, azure, anthropic],
+        _mocks: [plain, azure, anthropic, gemini, bedrock],
         _dir: dir,
     }
 }
 
-/// The script's arguments: the gateway, the key, and `model:dialect`s.
-fn script_args(gateway: &Gateway) -> Vec<String> {
+/// The script's arguments: the gateway, the key, and the `model:dialect`s
+/// of the dialects `serves`.
+fn script_args(gateway: &Gateway, serves: impl Fn(&str) -> bool) -> Vec<String> {
     let mut args = vec![gateway.proxy.url(), gateway.key.clone()];
     args.extend(
         MODELS
             .iter()
+            .filter(|(_, dialect, ..)| serves(dialect))
             .map(|(name, dialect, ..)| format!("{name}:{dialect}")),
     );
     args
@@ -212,9 +236,13 @@ fn assert_spend_and_events(gateway: Gateway, calls: &[Call], endpoint: &str) {
         total += cost;
     }
     assert!(seen > 0.0);
-    // The Anthropic model's stream that ends with an error event, on
+    // The translated models' streams that end with an error event, on
     // /v1/chat/completions.
-    let expected_failures = usize::from(endpoint == "/v1/chat/completions");
+    let expected_failures = if endpoint == "/v1/chat/completions" {
+        3
+    } else {
+        0
+    };
     assert_eq!(failed_streams, expected_failures);
     assert_close(
         events
@@ -245,7 +273,7 @@ fn assert_spend_and_events(gateway: Gateway, calls: &[Call], endpoint: &str) {
 #[test]
 fn the_openai_sdk_is_a_client_of_every_dialect() {
     let gateway = gateway();
-    let args = script_args(&gateway);
+    let args = script_args(&gateway, |_| true);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let Some(output) = run_sdk_script("gateway_openai.py", &args, &[]) else {
         return;
@@ -256,6 +284,11 @@ fn the_openai_sdk_is_a_client_of_every_dialect() {
         "429 raises RateLimitError",
         "500 raises InternalServerError",
     ];
+    let translated: &[&str] = &[
+        "tools round trip",
+        "streamed tool calls",
+        "stream error raises APIError",
+    ];
     assert_checks(
         &output,
         &[
@@ -264,14 +297,11 @@ fn the_openai_sdk_is_a_client_of_every_dialect() {
             ("gpt-azure", common),
             ("gpt-azure", &["tools passed through"]),
             ("claude", common),
-            (
-                "claude",
-                &[
-                    "tools round trip",
-                    "streamed tool calls",
-                    "stream error raises APIError",
-                ],
-            ),
+            ("claude", translated),
+            ("gemini", common),
+            ("gemini", translated),
+            ("bedrock", common),
+            ("bedrock", translated),
         ],
     );
     assert_spend_and_events(gateway, &calls(&output), "/v1/chat/completions");
@@ -280,7 +310,7 @@ fn the_openai_sdk_is_a_client_of_every_dialect() {
 #[test]
 fn the_anthropic_sdk_is_a_client_of_every_dialect() {
     let gateway = gateway();
-    let args = script_args(&gateway);
+    let args = script_args(&gateway, |dialect| MESSAGES_DIALECTS.contains(&dialect));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let Some(output) = run_sdk_script("gateway_anthropic.py", &args, &[]) else {
         return;

@@ -23,7 +23,11 @@ import openai
 BASE_URL, API_KEY = sys.argv[1], sys.argv[2]
 MODELS = [arg.rsplit(":", 1) for arg in sys.argv[3:]]
 for model, dialect in MODELS:
-    assert dialect in ("openai", "azure", "anthropic"), f"unknown dialect {dialect} for {model}"
+    assert dialect in ("openai", "azure", "anthropic", "gemini", "bedrock"), f"unknown dialect {dialect} for {model}"
+
+# The dialects the gateway translates; the mock's routes for them answer
+# tool calls and can fail a stream midway.
+TRANSLATED = ("anthropic", "gemini", "bedrock")
 
 WORDS = "The quick brown fox jumps over the lazy dog while a mock model streams its answer".split()
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -142,7 +146,7 @@ for model, dialect in MODELS:
     assert chunks[-1].usage.completion_tokens == 6, chunks[-1].usage
     ok(model, "stream")
 
-    if dialect == "anthropic":
+    if dialect in TRANSLATED:
         # Tools: the SDK parses the call; the result goes back; a text answer.
         answer = create(model, messages=ASKED, tools=TOOLS)
         choice = answer.choices[0]
@@ -183,7 +187,8 @@ for model, dialect in MODELS:
         assert sorted(calls_by_index) == [0, 1], calls_by_index
         assert [calls_by_index[i]["name"] for i in (0, 1)] == ["get_weather", "get_time"], calls_by_index
         assert all(calls_by_index[i]["id"] for i in (0, 1)), calls_by_index
-        assert pieces > 2, f"arguments in {pieces} pieces"
+        # Gemini sends a call's arguments whole; the others in pieces.
+        assert pieces >= 2 if dialect == "gemini" else pieces > 2, f"arguments in {pieces} pieces"
         streamed = json.loads(calls_by_index[0]["arguments"])
         assert streamed == arguments, (streamed, arguments)
         assert isinstance(json.loads(calls_by_index[1]["arguments"]), dict), calls_by_index
@@ -203,7 +208,7 @@ for model, dialect in MODELS:
     expect_error(model, 500, openai.InternalServerError)
     ok(model, "500 raises InternalServerError")
 
-    if dialect == "anthropic":
+    if dialect in TRANSLATED:
         # An error event mid-stream: the SDK raises after the text before it.
         rid = request_id(model)
         received = []
@@ -223,7 +228,7 @@ for model, dialect in MODELS:
             raise AssertionError("no error from the stream")
         except openai.APIError as error:
             assert not isinstance(error, openai.APIConnectionError), error
-            assert "Overloaded" in error.message, error.message
+            assert error.message, error
         assert "".join(received) == "The quick", received
         record(rid, model, 200, None)
         ok(model, "stream error raises APIError")
