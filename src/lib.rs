@@ -8,7 +8,7 @@
 //! ```text
 //! main, bin      COLD    the binaries: parse the command line, run a command, map exit codes
 //! cmd            COLD    one module per subcommand; the only place the tools are put together
-//! loadgen, mock  COLD    the load generator of `benchmark`; the OpenAI-compatible mock upstream
+//! loadgen, mock  COLD    the load generator of `benchmark`; the mock upstream (every dialect)
 //! ---------------------------------------------------------------------------------------------
 //! server         HOT     per-worker listeners, the connection loop and its dispatch to the
 //!                        handlers, /health and /metrics, shutdown and draining
@@ -41,8 +41,9 @@
 //! settings       COLD    typed settings from flags, environment and the .env file
 //! cli            COLD    the clap definitions
 //! providers      SHARED  the provider table (api_providers.yaml), immutable behind an Arc
-//! dialect        SHARED  provider prefixes of `litellm_params.model`: dialect, default base URL,
-//!                        how the key is sent; unknown prefixes refused
+//! dialect        HOT     provider prefixes of `litellm_params.model` (dialect, default base URL,
+//!                        how the key is sent; unknown prefixes refused) and the translations:
+//!                        Anthropic both ways, Bedrock (with SigV4), Gemini, event by event
 //! litellm_config COLD    a LiteLLM-style config.yaml: model_list, retries, fallbacks, master key
 //! http_client    COLD    the blocking HTTP client of the cold path (commands, event sinks, OIDC)
 //! runtime        COLD    worker threads, one monoio runtime each, pinning, driver fallback

@@ -32,7 +32,8 @@ pub enum Command {
     Server(ServerArgs),
     /// Write the .env, initialise the store, create a first project and token.
     Setup(SetupArgs),
-    /// Run an OpenAI-compatible mock upstream for tests, demos and benchmarks.
+    /// Run a mock upstream (OpenAI, Azure OpenAI, Anthropic, Bedrock and Gemini
+    /// routes) for tests, demos and benchmarks.
     MockUpstream(MockArgs),
     /// Manage projects and tokens through a running server's management API.
     Manage(ManageArgs),
@@ -183,7 +184,8 @@ pub struct MockArgs {
     /// Pause between streamed deltas, in milliseconds
     #[arg(long, default_value_t = 0)]
     pub chunk_interval_ms: u64,
-    /// Require "Authorization: Bearer <KEY>" on /v1 requests
+    /// Require this key on API requests, in each dialect's field ("Authorization:
+    /// Bearer", "api-key", "x-api-key", "x-goog-api-key")
     #[arg(long, env = "MOCK_API_KEY")]
     pub api_key: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
