@@ -146,6 +146,9 @@ pub async fn to_candidates<'a>(
     let Plan { body, target, .. } = plan;
     match target {
         Target::CacheOnly(error) => Err(error),
+        Target::Counted(_) => Err(ProxyError::Internal(
+            "a counted request is answered before it is forwarded".into(),
+        )),
         Target::Provider(destination) => {
             // A body read already goes out with the client's own request target.
             let target = body

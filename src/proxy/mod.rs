@@ -23,6 +23,7 @@
 mod admit;
 mod cached;
 mod charge;
+mod counted;
 mod event;
 pub mod fields;
 mod forward;
@@ -100,6 +101,10 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
     event::want_bodies(s);
     let plan = plan::plan(s, &key).await?;
     let (spend, hold) = admit::admit(s.worker, &key, &plan.named, plan.estimate).await?;
+    if let plan::Target::Counted(tokens) = plan.target {
+        drop(hold);
+        return counted::answer(s, tokens).await;
+    }
     if let Some(consult) = plan.consult
         && cached::lookup(s, &key, consult, plan.body()).await?
     {

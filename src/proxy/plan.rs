@@ -19,6 +19,8 @@ use super::fields::{self, AnswerLimits, Rewrite, RoutingFields};
 use super::forward::Destination;
 use super::{Session, cached, path};
 use crate::cache::policy::Consult;
+use crate::dialect::Dialect;
+use crate::dialect::anthropic::ingress;
 use crate::downstream::{BodyRead, HeldBody};
 use crate::error::ProxyError;
 use crate::http::{Framing, RequestHead};
@@ -62,6 +64,10 @@ pub enum Target<'a> {
     /// Nowhere: the provider refuses it, but the cache may still answer it
     /// (a `HEAD` the provider does not take, from `GET`'s entry).
     CacheOnly(ProxyError),
+    /// Answered here: an Anthropic client's token count for a model whose
+    /// deployment has no count of its own to ask (not Anthropic's), an
+    /// estimate (`ingress::request::estimate_input_tokens`).
+    Counted(u64),
 }
 
 /// A request routed by its model.
@@ -192,6 +198,22 @@ async fn by_model<'s: 'a, 'a>(
         )));
     }
     s.record.routed = true;
+    if endpoint == models::COUNT_TOKENS && candidates[0].dialect.dialect != Dialect::Anthropic {
+        let tokens = ingress::request::estimate_input_tokens(&body).map_err(|e| {
+            ProxyError::InvalidField {
+                field: e.field,
+                message: e.message,
+            }
+        })?;
+        let named = Named::Model(name.into());
+        return Ok(Plan {
+            body: Some(body),
+            named,
+            target: Target::Counted(tokens),
+            consult: None,
+            estimate: Money(0),
+        });
+    }
     let estimate = estimate_cost(
         s.worker,
         key,

@@ -915,6 +915,26 @@ fn messages_to_an_openai_deployment_are_translated_both_ways() {
     assert!(names.contains(&"content_block_delta"), "{text}");
     assert!(names.contains(&"message_delta"), "{text}");
 
+    // Its tokens are counted here, an estimate: a token per 4 characters of
+    // the text ("Be brief." and "hello there", the roles and field names).
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages/count_tokens",
+        &json!({"model": "gpt", "system": "Be brief.",
+                "messages": [{"role": "user", "content": "hello there"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let counted = response.json()["input_tokens"].as_u64().unwrap();
+    assert!((5..=12).contains(&counted), "{counted}");
+    let response = anthropic_call(
+        &proxy,
+        &key,
+        "/v1/messages/count_tokens",
+        &json!({"model": "gpt", "messages": "none"}),
+    );
+    assert_anthropic_error(&response, 400, "invalid_request_error", "messages");
+
     // A Messages request the OpenAI side cannot take is the client's to fix.
     let response = anthropic_call(
         &proxy,

@@ -320,7 +320,7 @@ fn the_anthropic_sdk_is_a_client_of_every_dialect() {
         "messages.stream",
         "429 raises RateLimitError",
     ];
-    let translated: &[&str] = &["tools passed through", "messages.count_tokens refused"];
+    let translated: &[&str] = &["tools passed through", "messages.count_tokens estimated"];
     assert_checks(
         &output,
         &[

@@ -549,3 +549,32 @@ fn reasoning_effort(thinking: &Value) -> Result<Option<&'static str>, TranslateE
         )),
     }
 }
+
+/// An estimate of a Messages request's input tokens (`count_tokens`) for a
+/// model without Anthropic's tokenizer behind it: a token for every four
+/// characters of its text (the system prompt, the messages' strings, the
+/// tools' definitions), at least one.
+pub fn estimate_input_tokens(messages: &[u8]) -> Result<u64, TranslateError> {
+    let body: Value = serde_json::from_slice(messages)
+        .map_err(|e| TranslateError::new("body", format!("invalid JSON: {e}")))?;
+    if !body.get("messages").is_some_and(Value::is_array) {
+        return Err(TranslateError::new(
+            "messages",
+            "required: an array of messages",
+        ));
+    }
+    fn chars(value: &Value) -> u64 {
+        match value {
+            Value::String(text) => text.chars().count() as u64,
+            Value::Array(items) => items.iter().map(chars).sum(),
+            Value::Object(fields) => fields.iter().map(|(k, v)| k.len() as u64 + chars(v)).sum(),
+            _ => 0,
+        }
+    }
+    let text: u64 = ["system", "messages", "tools"]
+        .iter()
+        .filter_map(|field| body.get(*field))
+        .map(chars)
+        .sum();
+    Ok(text.div_ceil(4).max(1))
+}
