@@ -267,6 +267,20 @@ fn azure_needs_an_api_base_and_a_deployment_name_fit_for_a_url() {
     );
     let message = assert_bad_field(&response, "litellm_params.model");
     assert!(message.contains("Azure deployment name"), "{message}");
+    let response = post(
+        &proxy,
+        "/model/new",
+        json!({"model_name": "a", "litellm_params": {
+            "model": "azure/dep", "api_base": "http://127.0.0.1:9", "api_version": "2024&x=1"}}),
+    );
+    assert_bad_field(&response, "litellm_params.api_version");
+    let response = post(
+        &proxy,
+        "/model/new",
+        json!({"model_name": "a", "litellm_params": {
+            "model": "anthropic/claude", "api_key": "sk-ant\r\nX-Evil: 1"}}),
+    );
+    assert_bad_field(&response, "litellm_params.api_key");
 }
 
 // ---------------------------------------------------------------------------

@@ -240,6 +240,33 @@ fn check_model(params: &Object) -> Result<(), ProxyError> {
         .unwrap_or_default();
     let (provider, _) =
         dialect::parse(model).map_err(|e| invalid("litellm_params.model", e.to_string()))?;
+    // Values that go into a URL or a header field as they are.
+    if provider.dialect == Dialect::Azure
+        && let Some(version) = params.get("api_version").and_then(Value::as_str)
+        && !dialect::azure::is_api_version(version)
+    {
+        return Err(invalid(
+            "litellm_params.api_version",
+            "must be a version such as 2024-10-21 or v1",
+        ));
+    }
+    for name in [
+        "api_key",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_session_token",
+    ] {
+        if params
+            .get(name)
+            .and_then(Value::as_str)
+            .is_some_and(|value| !dialect::is_field_value(value))
+        {
+            return Err(invalid(
+                &format!("litellm_params.{name}"),
+                "must not contain a line break or another control character",
+            ));
+        }
+    }
     let has_credential = params.contains_key("litellm_credential_name");
     if provider.dialect == Dialect::Bedrock && !has_credential {
         // At its region's endpoint (its keys are secrets, kept apart).
