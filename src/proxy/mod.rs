@@ -12,9 +12,11 @@
 //!    `max_requests`;
 //! 4. the cache lookup, once (`cached`): a hit is answered here;
 //! 5. forward over the plan's candidates (`forward`): retries and
-//!    fallbacks, until one answers;
-//! 6. relay the answer as it comes (`relay`), metering a priced one
-//!    (`charge`), then charge what it cost;
+//!    fallbacks, until one answers; each deployment is sent the request in
+//!    its own dialect (`prepare`);
+//! 6. relay the answer as it comes (`relay`), or translated into the
+//!    client's dialect (`translate`), metering a priced one (`charge`), then
+//!    charge what it cost;
 //! 7. finish: runs exactly once per request, whatever happened before it:
 //!    a failure is answered (`answer_error`, the only place an error is
 //!    rendered), then the request is counted in the metrics, logged, and
@@ -29,6 +31,7 @@ pub mod fields;
 mod forward;
 mod path;
 mod plan;
+mod prepare;
 mod relay;
 mod translate;
 

@@ -17,6 +17,7 @@ use crate::error::ProxyError;
 use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{OwnFraming, Stamp, write_own_head};
 use crate::http::{BodyTracker, Framing};
+use crate::upstream::UpstreamStream;
 
 /// Largest whole answer read to translate it.
 const MAX_WHOLE_ANSWER: usize = 8 << 20;
@@ -162,16 +163,15 @@ pub async fn relay(
     translation: Translation,
     meter: &mut Meter<'_>,
 ) -> Result<(), ProxyError> {
-    let request = s.head;
     let ResponseStart {
-        mut stream,
+        stream,
         head,
         buf,
         start_ns,
         stop_ns,
         ..
     } = response;
-    let framing = head.framing(&request.method);
+    let framing = head.framing(&s.head.method);
     // SSE, or AWS's binary event stream (Bedrock's).
     let streamed = (200..300).contains(&head.status)
         && head.header(&buf, "content-type").is_some_and(|t| {
@@ -183,8 +183,8 @@ pub async fn relay(
         .iter()
         .find_map(|name| head.header(&buf, name))
         .map(<[u8]>::to_vec);
-    let created = unix_nanos() / 1_000_000_000;
     let mut upstream = Upstream {
+        stream,
         body: BodyTracker::new(framing),
         framing,
         reusable: head.reusable && framing != Framing::UntilClose,
@@ -193,83 +193,139 @@ pub async fn relay(
     };
     // The body bytes that came with the head.
     let mut payload = Vec::new();
-    let start = head.len;
-    upstream.take(start, &mut payload)?;
+    upstream.take(head.len, &mut payload)?;
     s.record.first_byte_ns = Some(stop_ns);
-    let times = (start_ns, stop_ns);
-
-    if !streamed {
-        while !upstream.body.is_done() {
-            if !upstream.read(&mut stream, &mut payload).await? {
-                break;
-            }
-            if payload.len() > MAX_WHOLE_ANSWER {
-                return Err(ProxyError::UpstreamProtocol(format!(
-                    "the answer is larger than {MAX_WHOLE_ANSWER} bytes"
-                )));
-            }
-        }
-        let (status, answer, usage) = translation
-            .whole(head.status, &payload, created)
-            .map_err(|e| ProxyError::UpstreamProtocol(format!("untranslatable answer: {e}")))?;
-        if let Some(usage) = usage {
-            meter.charge_now(s, Some(usage.into()));
-        }
-        s.status = status;
-        s.close |= !request.keep_alive || s.worker.draining();
-        let extras = meter.extras();
-        let stamp = Stamp {
-            request_id: s.request_id.as_str(),
-            upstream_times: times,
-            extra: extras.headers.as_slice(),
-        };
-        let out = &mut s.conn.out;
-        out.clear();
-        write_own_head(
-            out,
-            status,
-            "application/json",
-            OwnFraming::Length(answer.len()),
-            upstream_id.as_deref(),
-            &stamp,
-            s.close,
-        );
-        out.extend_from_slice(&answer);
-        s.response_started = true;
-        if !s.conn.send_out().await {
-            return Err(ProxyError::ClientGone);
-        }
-        s.record.response_complete = true;
-        upstream.give_back(s, destination, stream);
-        return Ok(());
+    let answer = Answer {
+        status: head.status,
+        upstream_id,
+        times: (start_ns, stop_ns),
+        created: unix_nanos() / 1_000_000_000,
+    };
+    if streamed {
+        relay_stream(
+            s,
+            destination,
+            (upstream, payload),
+            (translation, answer),
+            meter,
+        )
+        .await
+    } else {
+        relay_whole(
+            s,
+            destination,
+            (upstream, payload),
+            (translation, answer),
+            meter,
+        )
+        .await
     }
+}
 
-    let mut translator = translation.stream(created);
+/// What the client's head says of the upstream's answer.
+struct Answer {
+    status: u16,
+    /// The provider's request ID, sent on as `X-Upstream-Request-ID`.
+    upstream_id: Option<Vec<u8>>,
+    /// Unix ns when the request went upstream and when the head came back.
+    times: (u64, u64),
+    /// Unix s, for the translated answer's `created`.
+    created: u64,
+}
+
+/// A whole answer: read (bounded), translated, charged, then sent with its
+/// cost in the head.
+async fn relay_whole(
+    s: &mut Session<'_>,
+    destination: &Destination<'_>,
+    (mut upstream, mut payload): (Upstream, Vec<u8>),
+    (translation, answer): (Translation, Answer),
+    meter: &mut Meter<'_>,
+) -> Result<(), ProxyError> {
+    while !upstream.body.is_done() {
+        if !upstream.read(&mut payload).await? {
+            break;
+        }
+        if payload.len() > MAX_WHOLE_ANSWER {
+            return Err(ProxyError::UpstreamProtocol(format!(
+                "the answer is larger than {MAX_WHOLE_ANSWER} bytes"
+            )));
+        }
+    }
+    let (status, body, usage) = translation
+        .whole(answer.status, &payload, answer.created)
+        .map_err(|e| ProxyError::UpstreamProtocol(format!("untranslatable answer: {e}")))?;
+    if let Some(usage) = usage {
+        meter.charge_now(s, Some(usage.into()));
+    }
+    s.status = status;
+    s.close |= !s.head.keep_alive || s.worker.draining();
+    let extras = meter.extras();
+    let stamp = Stamp {
+        request_id: s.request_id.as_str(),
+        upstream_times: answer.times,
+        extra: extras.headers.as_slice(),
+    };
+    let out = &mut s.conn.out;
+    out.clear();
+    let framing = OwnFraming::Length(body.len());
+    let upstream_id = answer.upstream_id.as_deref();
+    write_own_head(
+        out,
+        status,
+        "application/json",
+        framing,
+        upstream_id,
+        &stamp,
+        s.close,
+    );
+    out.extend_from_slice(&body);
+    s.response_started = true;
+    if !s.conn.send_out().await {
+        return Err(ProxyError::ClientGone);
+    }
+    s.record.response_complete = true;
+    upstream.give_back(s, destination);
+    Ok(())
+}
+
+/// A stream: each upstream event translated and written to the client as
+/// one chunk as soon as it is complete; the end (or an error event) when
+/// the upstream's stream ends; charged with the usage it reported.
+async fn relay_stream(
+    s: &mut Session<'_>,
+    destination: &Destination<'_>,
+    (mut upstream, mut payload): (Upstream, Vec<u8>),
+    (translation, answer): (Translation, Answer),
+    meter: &mut Meter<'_>,
+) -> Result<(), ProxyError> {
+    let mut translator = translation.stream(answer.created);
     // An HTTP/1.0 client cannot read chunks: its stream ends with the
     // connection.
-    let chunked = !request.http10;
+    let chunked = !s.head.http10;
     s.status = 200;
-    s.close |= !request.keep_alive || s.worker.draining() || !chunked;
+    s.close |= !s.head.keep_alive || s.worker.draining() || !chunked;
     {
         let extras = meter.extras();
         let stamp = Stamp {
             request_id: s.request_id.as_str(),
-            upstream_times: times,
+            upstream_times: answer.times,
             extra: extras.headers.as_slice(),
         };
-        let out = &mut s.conn.out;
-        out.clear();
-        let own = if chunked {
+        let framing = if chunked {
             OwnFraming::Chunked
         } else {
             OwnFraming::UntilClose
         };
+        let out = &mut s.conn.out;
+        out.clear();
+        let upstream_id = answer.upstream_id.as_deref();
         write_own_head(
             out,
             200,
             "text/event-stream",
-            own,
-            upstream_id.as_deref(),
+            framing,
+            upstream_id,
             &stamp,
             s.close,
         );
@@ -285,7 +341,7 @@ pub async fn relay(
     let mut failure = None;
     while !upstream.body.is_done() && !translator.is_done() {
         payload.clear();
-        match upstream.read(&mut stream, &mut payload).await {
+        match upstream.read(&mut payload).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(error) => {
@@ -326,13 +382,14 @@ pub async fn relay(
     }
     s.record.response_complete = true;
     if upstream.body.is_done() {
-        upstream.give_back(s, destination, stream);
+        upstream.give_back(s, destination);
     }
     Ok(())
 }
 
 /// The upstream's side of a translated answer: its body as it is read.
 struct Upstream {
+    stream: UpstreamStream,
     body: BodyTracker,
     framing: Framing,
     /// The exchange has ended at a message boundary so far.
@@ -356,14 +413,11 @@ impl Upstream {
 
     /// Reads once more of the body, appending its payload to `payload`;
     /// `false` at the end of a body that ends with the connection.
-    async fn read(
-        &mut self,
-        stream: &mut crate::upstream::UpstreamStream,
-        payload: &mut Vec<u8>,
-    ) -> Result<bool, ProxyError> {
+    async fn read(&mut self, payload: &mut Vec<u8>) -> Result<bool, ProxyError> {
         let limit = self.body.read_limit(READ_SIZE);
         let buf = std::mem::take(&mut self.buf);
-        let read = monoio::time::timeout(self.inactivity, read_fresh(stream, buf, limit)).await;
+        let read = read_fresh(&mut self.stream, buf, limit);
+        let read = monoio::time::timeout(self.inactivity, read).await;
         let (result, buf) = read.map_err(|_| ProxyError::UpstreamTimeout)?;
         self.buf = buf;
         match result {
@@ -379,17 +433,12 @@ impl Upstream {
 
     /// Returns the connection to the pool after an exchange that ended
     /// exactly at a message boundary on both sides.
-    fn give_back(
-        self,
-        s: &Session<'_>,
-        destination: &Destination<'_>,
-        stream: crate::upstream::UpstreamStream,
-    ) {
+    fn give_back(self, s: &Session<'_>, destination: &Destination<'_>) {
         if self.reusable && self.body.is_done() && s.body_done {
             let provider = destination.provider();
             s.worker.pool.borrow_mut().put(
                 destination.slot(),
-                stream,
+                self.stream,
                 provider.max_idle,
                 provider.timeouts.idle,
                 monoio::time::Instant::now(),
