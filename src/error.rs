@@ -471,6 +471,11 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { allow, .. } => extra.push(("Allow", allow.as_bytes())),
             // A held body is given back within moments.
             ProxyError::ServerBusy => extra.push(("Retry-After", b"1")),
+            // Spent for good: the OpenAI and Anthropic SDKs would otherwise
+            // retry a 429 twice for nothing.
+            ProxyError::QuotaExhausted | ProxyError::BudgetExceeded(_) => {
+                extra.push(("x-should-retry", b"false"))
+            }
             _ => {}
         }
         json_response(out, status, &body, &extra, reply);

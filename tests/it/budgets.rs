@@ -212,10 +212,10 @@ fn budget_holds_under_load(latency_ms: u64, stream: bool) {
             "the spend is what the answers said"
         );
     }
-    // Once reported, it stays refused.
-    proxy
-        .call(ask(&key, stream, COMPLETION_TOKENS))
-        .assert_error(400, "budget_exceeded");
+    // Once reported, it stays refused, and clients are told not to retry.
+    let refused = proxy.call(ask(&key, stream, COMPLETION_TOKENS));
+    refused.assert_error(400, "budget_exceeded");
+    assert_eq!(refused.header("x-should-retry"), Some("false"));
 }
 
 #[test]

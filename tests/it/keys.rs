@@ -196,6 +196,8 @@ fn max_requests_reached_is_429() {
         let response = send_on(&mut conn, &chat_with(secret));
         response.assert_error(429, "max_requests_exceeded");
         assert_eq!(response.json()["error"]["type"], "insufficient_quota");
+        // Waiting does not help: the SDKs are told not to retry.
+        assert_eq!(response.header("x-should-retry"), Some("false"));
         assert!(!response.closes());
     }
     // A fresh connection (maybe another worker) is refused too.
