@@ -111,6 +111,17 @@ fn litellms_own_cli_manages_the_gateway() {
     let info = lite.ok(&["models", "info"]);
     assert!(info.contains("openai/compat-upstream"), "{info}");
     assert!(!info.contains("sk-compat-upstream-secret"), "{info}");
+    // Model groups: the table, and the JSON of `/model_group/info`'s data.
+    let groups = lite.ok(&["model-groups", "list"]);
+    assert!(groups.contains("gpt-4"), "{groups}");
+    assert!(
+        groups.contains("chat") && groups.contains("1e-06"),
+        "{groups}"
+    );
+    let groups = lite.json(&["model-groups", "list", "--format", "json"]);
+    assert_eq!(groups[0]["model_group"], "gpt-4", "{groups}");
+    assert_eq!(groups[0]["providers"], json!(["openai"]), "{groups}");
+    assert_eq!(groups[0]["input_cost_per_token"], 0.000001, "{groups}");
 
     // Credentials: stored, shown masked.
     lite.ok(&[

@@ -1,11 +1,12 @@
 //! The model routes of the LiteLLM-compatible management API against the
-//! real server: `/model/new`, `/model/update`, `/model/delete` and
-//! `/model/info` (and `/v1/model/info`), their wire shapes, every error path
-//! with its status and envelope (`code` the status as a string, `type`
-//! LiteLLM's, `param` the field), deployment keys never shown again, and the
-//! `/models` and `/v1/models` listings: the upstream's list until a model is
-//! registered, then what the caller's key and user allow; and
-//! `/v1/models/{id}` (and `/models/{id}`), answered by the same rule.
+//! real server: `/model/new`, `/model/update`, `/model/delete`,
+//! `/model/info` (and `/v1/model/info`) and `/model_group/info`, their wire
+//! shapes, every error path with its status and envelope (`code` the
+//! status as a string, `type` LiteLLM's, `param` the field), deployment
+//! keys never shown again, and the `/models` and `/v1/models` listings:
+//! the upstream's list until a model is registered, then what the caller's
+//! key and user allow; and `/v1/models/{id}` (and `/models/{id}`), answered
+//! by the same rule.
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -13,7 +14,7 @@ use std::time::SystemTime;
 use crate::common::litellm::*;
 use crate::common::store::*;
 use crate::common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 // --- models ---------------------------------------------------------------------
 
@@ -805,4 +806,170 @@ fn model_listings_follow_the_callers_allowlist() {
         json!({"key": limited, "models": ["beta"]}),
     ));
     assert_eq!(listed(&ok(get_as(&proxy, "/models", &limited))), ["beta"]);
+}
+
+// --- model groups -----------------------------------------------------------------
+
+/// The fields of LiteLLM's `ModelGroupInfo`, in its order.
+const GROUP_FIELDS: [&str; 22] = [
+    "model_group",
+    "providers",
+    "max_input_tokens",
+    "max_output_tokens",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "input_cost_per_pixel",
+    "mode",
+    "tpm",
+    "rpm",
+    "itpm",
+    "otpm",
+    "supports_parallel_function_calling",
+    "supports_vision",
+    "supports_web_search",
+    "supports_url_context",
+    "supports_reasoning",
+    "supports_function_calling",
+    "supports_fast_mode",
+    "supported_reasoning_efforts",
+    "supported_openai_params",
+    "configurable_clientside_auth_params",
+];
+
+fn group_names(answer: &Value) -> Vec<String> {
+    assert_fields(answer, &["data"]);
+    answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["model_group"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn model_group_info_combines_the_deployments_of_each_name() {
+    let (_mock, proxy) = start();
+    new_model(
+        &proxy,
+        json!({"model_name": "alpha",
+            "litellm_params": {"model": "openai/gpt-4o", "rpm": 10, "tpm": "1000"},
+            "model_info": {"max_input_tokens": 128000, "max_output_tokens": 4096,
+                "input_cost_per_token": 0.000001, "output_cost_per_token": 0.000004,
+                "supports_vision": true, "mode": "chat"}}),
+    );
+    new_model(
+        &proxy,
+        json!({"model_name": "alpha",
+            "litellm_params": {"model": "anthropic/claude-3", "rpm": 5},
+            "model_info": {"max_input_tokens": 200000, "input_cost_per_token": 0.000003,
+                "output_cost_per_token": 0.000002, "supports_function_calling": true,
+                "tpm": 500}}),
+    );
+    new_model(
+        &proxy,
+        json!({"model_name": "alpha", "litellm_params": {"model": "gpt-4o-mini"}}),
+    );
+    new_model(
+        &proxy,
+        json!({"model_name": "beta", "litellm_params": {"model": "openai/text-embedding-3-small"},
+            "model_info": {"mode": "embedding"}}),
+    );
+
+    let all = ok(get(&proxy, "/model_group/info"));
+    assert_eq!(group_names(&all), ["alpha", "beta"]);
+    let alpha = &all["data"][0];
+    assert_fields(alpha, &GROUP_FIELDS);
+    assert_eq!(
+        *alpha,
+        json!({
+            "model_group": "alpha",
+            "providers": ["openai", "anthropic"],
+            "max_input_tokens": 200000,
+            "max_output_tokens": 4096,
+            "input_cost_per_token": 0.000003,
+            "output_cost_per_token": 0.000004,
+            "input_cost_per_pixel": null,
+            "mode": "chat",
+            "tpm": 1500,
+            "rpm": 15,
+            "itpm": null,
+            "otpm": null,
+            "supports_parallel_function_calling": false,
+            "supports_vision": true,
+            "supports_web_search": false,
+            "supports_url_context": false,
+            "supports_reasoning": false,
+            "supports_function_calling": true,
+            "supports_fast_mode": false,
+            "supported_reasoning_efforts": null,
+            "supported_openai_params": [],
+            "configurable_clientside_auth_params": null,
+        })
+    );
+    let beta = &all["data"][1];
+    assert_fields(beta, &GROUP_FIELDS);
+    assert_eq!(beta["providers"], json!(["openai"]));
+    assert_eq!(beta["mode"], "embedding");
+    for field in [
+        "max_input_tokens",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "tpm",
+        "rpm",
+    ] {
+        assert!(beta[field].is_null(), "{field}: {beta}");
+    }
+    assert_eq!(beta["supports_vision"], false);
+
+    // `?model_group=` narrows to one; a name not registered is no group.
+    let only = ok(get(&proxy, "/model_group/info?model_group=beta"));
+    assert_eq!(only["data"], json!([beta]));
+    let none = ok(get(&proxy, "/model_group/info?model_group=gamma"));
+    assert_eq!(none, json!({"data": []}));
+    assert_eq!(ok(get(&proxy, "/model_group/info?model_group=")), all);
+}
+
+#[test]
+fn model_group_info_follows_the_callers_allowlist() {
+    let (_mock, proxy) = start();
+    add_model(&proxy, "alpha", "openai/gpt-4o");
+    add_model(&proxy, "alpha", "openai/gpt-4o-mini");
+    add_model(&proxy, "beta", "anthropic/claude-3");
+    let all = ok(get(&proxy, "/model_group/info"));
+    assert_eq!(group_names(&all), ["alpha", "beta"]);
+
+    // A virtual key sees the groups its allowlist allows, and no other,
+    // not even by name.
+    let limited = secret(&generate(&proxy, json!({"models": ["beta", "absent"]})));
+    let seen = ok(get_as(&proxy, "/model_group/info", &limited));
+    assert_eq!(seen["data"], json!([all["data"][1]]));
+    let hidden = ok(get_as(
+        &proxy,
+        "/model_group/info?model_group=alpha",
+        &limited,
+    ));
+    assert_eq!(hidden, json!({"data": []}));
+    let open = secret(&generate(&proxy, json!({})));
+    assert_eq!(ok(get_as(&proxy, "/model_group/info", &open)), all);
+    assert_eq!(ok(get_as(&proxy, "/model_group/info", CLIENT_KEY)), all);
+
+    // No key, an unknown key: 401 in LiteLLM's envelope.
+    let response = raw(&proxy, "GET", "/model_group/info", "", None);
+    let message = assert_lite_error(&response, 401, "auth_error", None);
+    assert!(message.contains("Bearer"), "{message}");
+    let response = get_as(&proxy, "/model_group/info", "sk-unknown-key-0000");
+    assert_eq!(
+        assert_lite_error(&response, 401, "auth_error", None),
+        "invalid API key"
+    );
+    // Only GET and HEAD.
+    let refused = raw(
+        &proxy,
+        "POST",
+        "/model_group/info",
+        "{}",
+        Some(MANAGEMENT_TOKEN),
+    );
+    assert_lite_error(&refused, 405, "bad_request_error", None);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
 }

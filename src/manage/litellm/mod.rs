@@ -49,10 +49,11 @@ impl Caller {
 
 /// Whether `path` belongs to this API.
 pub fn owns(path: &[u8]) -> bool {
-    const EXACT: [&[u8]; 5] = [
+    const EXACT: [&[u8]; 6] = [
         b"/models",
         b"/v1/models",
         b"/v1/model/info",
+        b"/model_group/info",
         b"/credentials",
         b"/health/readiness",
     ];
@@ -78,7 +79,9 @@ pub enum Access {
 pub fn access(path: &[u8]) -> Access {
     match path {
         b"/health/readiness" => Access::Public,
-        b"/models" | b"/v1/models" | b"/model/info" | b"/v1/model/info" => Access::AnyKey,
+        b"/models" | b"/v1/models" | b"/model/info" | b"/v1/model/info" | b"/model_group/info" => {
+            Access::AnyKey
+        }
         _ if model_id(path).is_some() => Access::AnyKey,
         _ => Access::Master,
     }
@@ -143,10 +146,11 @@ pub async fn dispatch(
         "/health/readiness" => not_allowed(method, "GET, HEAD"),
         "/models" | "/v1/models" if get => models::list_names(store, caller).await,
         "/model/info" | "/v1/model/info" if get => models::info(store, caller, query).await,
+        "/model_group/info" if get => models::group_info(store, caller, query).await,
         "/model/new" if post => models::create(store, body).await,
         "/model/update" if post => models::update(store, body).await,
         "/model/delete" if post => models::delete(store, body).await,
-        "/models" | "/v1/models" | "/model/info" | "/v1/model/info" => {
+        "/models" | "/v1/models" | "/model/info" | "/v1/model/info" | "/model_group/info" => {
             not_allowed(method, "GET, HEAD")
         }
         "/model/new" | "/model/update" | "/model/delete" => not_allowed(method, "POST"),

@@ -1,5 +1,5 @@
-//! `/models`, `/model/info`, `/model/new`, `/model/update`, `/model/delete`:
-//! model deployments. Secret `litellm_params` (`api_key` and the like) are
+//! `/models`, `/model/info`, `/model_group/info`, `/model/new`,
+//! `/model/update`, `/model/delete`: model deployments. Secret `litellm_params` (`api_key` and the like) are
 //! sealed in the store and never shown again.
 
 use std::sync::Arc;
@@ -88,18 +88,23 @@ pub async fn retrieve(store: Arc<Store>, caller: Caller, name: String) -> Answer
 /// A model name as OpenAI's `/v1/models` shows it, from its first
 /// deployment: `owned_by` is the provider prefix of the upstream model.
 fn model_object(deployment: &Deployment) -> Value {
-    let params = object(&deployment.params);
-    let owned_by = params
-        .get("model")
-        .and_then(Value::as_str)
-        .and_then(|m| m.split_once('/'))
-        .map_or("openai", |(provider, _)| provider);
     json!({
         "id": deployment.model_name,
         "object": "model",
         "created": deployment.created_at / 1000,
-        "owned_by": owned_by,
+        "owned_by": provider(&object(&deployment.params)),
     })
+}
+
+/// The provider prefix of a deployment's upstream model
+/// (`anthropic/claude-3` → `anthropic`), `openai` without one.
+fn provider(params: &Object) -> String {
+    params
+        .get("model")
+        .and_then(Value::as_str)
+        .and_then(|m| m.split_once('/'))
+        .map_or("openai", |(provider, _)| provider)
+        .to_string()
 }
 
 fn may_use(caller: &Caller, model_name: &str) -> bool {
@@ -132,6 +137,147 @@ pub async fn info(store: Arc<Store>, caller: Caller, query: &str) -> Answer {
         Ok((StatusCode::OK, Some(json!({"data": data}))))
     })
     .await
+}
+
+/// The `supports_*` flags of LiteLLM's `ModelGroupInfo`: a group has one
+/// when any of its deployments' `model_info` sets it.
+const GROUP_FLAGS: [&str; 7] = [
+    "supports_parallel_function_calling",
+    "supports_vision",
+    "supports_web_search",
+    "supports_url_context",
+    "supports_reasoning",
+    "supports_function_calling",
+    "supports_fast_mode",
+];
+
+/// `GET /model_group/info[?model_group=NAME]`: one entry per model name the
+/// caller may use, in LiteLLM's `ModelGroupInfo` shape, combined from its
+/// deployments. An unknown name, or one the caller may not use, is an
+/// empty list (as in LiteLLM).
+pub async fn group_info(store: Arc<Store>, caller: Caller, query: &str) -> Answer {
+    let pairs = query_pairs(query);
+    let only = query_value(&pairs, "model_group")
+        .filter(|name| !name.is_empty())
+        .map(str::to_string);
+    blocking(store, move |s| {
+        let mut groups: Vec<(String, Vec<Deployment>)> = Vec::new();
+        for deployment in s.list_deployments()? {
+            if only
+                .as_ref()
+                .is_some_and(|name| *name != deployment.model_name)
+                || !may_use(&caller, &deployment.model_name)
+            {
+                continue;
+            }
+            match groups
+                .iter_mut()
+                .find(|(name, _)| *name == deployment.model_name)
+            {
+                Some((_, members)) => members.push(deployment),
+                None => groups.push((deployment.model_name.clone(), vec![deployment])),
+            }
+        }
+        let data: Vec<Value> = groups
+            .iter()
+            .map(|(name, members)| group_view(name, members))
+            .collect();
+        Ok((StatusCode::OK, Some(json!({"data": data}))))
+    })
+    .await
+}
+
+/// A model group as LiteLLM's router combines it: the providers of its
+/// deployments, the largest token limits and prices, the summed rate
+/// limits, a flag when any deployment has it, the first deployment's mode.
+fn group_view(name: &str, members: &[Deployment]) -> Value {
+    let mut providers = Vec::<String>::new();
+    let mut largest: Map<String, Value> = Map::new();
+    let mut sums: Map<String, Value> = Map::new();
+    let mut flags: Map<String, Value> = GROUP_FLAGS
+        .iter()
+        .map(|flag| (flag.to_string(), json!(false)))
+        .collect();
+    let mut mode = None;
+    let mut openai_params = None;
+    for deployment in members {
+        let params = object(&deployment.params);
+        let info = object(&deployment.model_info);
+        let provider = provider(&params);
+        if !providers.contains(&provider) {
+            providers.push(provider);
+        }
+        for field in [
+            "max_input_tokens",
+            "max_output_tokens",
+            "input_cost_per_token",
+            "output_cost_per_token",
+        ] {
+            if let Some(n) = info.get(field).and_then(Value::as_f64)
+                && largest
+                    .get(field)
+                    .and_then(Value::as_f64)
+                    .is_none_or(|current| n > current)
+            {
+                largest.insert(field.into(), info[field].clone());
+            }
+        }
+        // A deployment's limit is in its params, or else in its info.
+        for field in ["tpm", "rpm", "itpm", "otpm"] {
+            let limit = params
+                .get(field)
+                .and_then(Value::as_f64)
+                .or_else(|| info.get(field).and_then(Value::as_f64));
+            if let Some(n) = limit {
+                let total = sums.get(field).and_then(Value::as_f64).unwrap_or(0.0) + n;
+                sums.insert(field.into(), whole(total));
+            }
+        }
+        for flag in GROUP_FLAGS {
+            if info.get(flag) == Some(&Value::Bool(true)) {
+                flags.insert(flag.into(), json!(true));
+            }
+        }
+        if mode.is_none() {
+            mode = info.get("mode").and_then(Value::as_str).map(str::to_string);
+        }
+        if let Some(list) = info.get("supported_openai_params").filter(|v| v.is_array()) {
+            openai_params = Some(list.clone());
+        }
+    }
+    let mut group = Map::new();
+    group.insert("model_group".into(), json!(name));
+    group.insert("providers".into(), json!(providers));
+    for field in [
+        "max_input_tokens",
+        "max_output_tokens",
+        "input_cost_per_token",
+        "output_cost_per_token",
+    ] {
+        group.insert(field.into(), largest.remove(field).unwrap_or(Value::Null));
+    }
+    group.insert("input_cost_per_pixel".into(), Value::Null);
+    group.insert("mode".into(), json!(mode.as_deref().unwrap_or("chat")));
+    for field in ["tpm", "rpm", "itpm", "otpm"] {
+        group.insert(field.into(), sums.remove(field).unwrap_or(Value::Null));
+    }
+    group.extend(flags);
+    group.insert("supported_reasoning_efforts".into(), Value::Null);
+    group.insert(
+        "supported_openai_params".into(),
+        openai_params.unwrap_or_else(|| json!([])),
+    );
+    group.insert("configurable_clientside_auth_params".into(), Value::Null);
+    Value::Object(group)
+}
+
+/// A number as JSON: an integer when it is whole.
+fn whole(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
 }
 
 /// A deployment as `/model/info` shows it.
