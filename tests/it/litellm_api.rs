@@ -58,6 +58,8 @@ fn master_routes() -> Vec<(&'static str, &'static str)> {
         ("GET", "/key/info?key=x"),
         ("GET", "/key/list"),
         ("POST", "/key/update"),
+        ("POST", "/key/block"),
+        ("POST", "/key/unblock"),
         ("POST", "/key/delete"),
         ("POST", "/user/new"),
         ("GET", "/user/list"),

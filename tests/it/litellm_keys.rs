@@ -562,6 +562,51 @@ fn blocked_keys_get_key_revoked_on_every_worker() {
 }
 
 #[test]
+fn key_block_and_unblock_take_effect_on_every_worker() {
+    let (_mock, proxy) = start();
+    let generated = generate(&proxy, json!({"project_id": proxy.project_id}));
+    let key = secret(&generated);
+    let token = generated["token"].as_str().unwrap().to_string();
+    let mut conns = conn_per_worker(&proxy, 2);
+    for conn in &mut conns {
+        assert_eq!(send_on(conn, &chat_with(&key)).status, 200);
+    }
+    // By the secret: blocked everywhere before the answer.
+    let blocked = ok(post(&proxy, "/key/block", json!({"key": key})));
+    assert_eq!(blocked["blocked"], true);
+    assert_eq!(blocked["token"], token.as_str());
+    for conn in &mut conns {
+        send_on(conn, &chat_with(&key)).assert_error(401, "key_revoked");
+    }
+    // By the token (the secret's hash), as LiteLLM's UI sends it.
+    let unblocked = ok(post(&proxy, "/key/unblock", json!({"key": token})));
+    assert_eq!(unblocked["blocked"], false);
+    for conn in &mut conns {
+        assert_eq!(send_on(conn, &chat_with(&key)).status, 200);
+    }
+    // Bad calls.
+    assert_bad_field(&post(&proxy, "/key/block", json!({})), "key");
+    assert_not_found(&post(&proxy, "/key/block", json!({"key": "sk-nope-0000"})));
+    let response = get(&proxy, "/key/block");
+    assert_eq!(response.status, 405, "{}", response.text());
+    assert_eq!(response.header("allow"), Some("POST"));
+    // A virtual key cannot block keys.
+    let response = raw(
+        &proxy,
+        "POST",
+        "/key/block",
+        &json!({"key": key}).to_string(),
+        Some(&key),
+    );
+    assert!(
+        response.status == 401 || response.status == 403,
+        "{}",
+        response.text()
+    );
+    assert_eq!(key_info(&proxy, &key)["blocked"], false);
+}
+
+#[test]
 fn key_delete_by_keys_and_aliases_all_or_nothing() {
     let (_mock, proxy) = start();
     let by_secret = secret(&generate(&proxy, json!({"project_id": proxy.project_id})));

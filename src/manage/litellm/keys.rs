@@ -1,4 +1,5 @@
-//! `/key/generate`, `/key/info`, `/key/list`, `/key/update`, `/key/delete`:
+//! `/key/generate`, `/key/info`, `/key/list`, `/key/update`, `/key/block`,
+//! `/key/unblock`, `/key/delete`:
 //! virtual keys. These are the same records as `/manage/tokens`; a key is
 //! named by its secret, its `token` (the secret's SHA-256 in hex) or its id.
 
@@ -263,6 +264,32 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         models: input.models,
         model_aliases: input.aliases,
         metadata: input.metadata.map(|m| Value::Object(m).to_string()),
+    };
+    blocking(store, move |s| {
+        let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        let (record, usage) = s.update_key(record.id, changes)?;
+        Ok((StatusCode::OK, Some(view(&record, &usage))))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct BlockInput {
+    key: Option<String>,
+}
+
+/// `POST /key/block` and `/key/unblock {"key"}` (the secret, its hash or
+/// the key's id): the key stops, or starts again, working on every worker
+/// before the answer; the answer is the key.
+pub async fn block(store: Arc<Store>, body: &[u8], blocked: bool) -> Answer {
+    let input: BlockInput = parse(body)?;
+    let key = input
+        .key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| invalid("key", "required"))?;
+    let changes = KeyChanges {
+        is_active: Some(!blocked),
+        ..KeyChanges::default()
     };
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;

@@ -161,9 +161,13 @@ pub async fn dispatch(
         "/key/info" if get => keys::info(store, query).await,
         "/key/list" if get => keys::list(store, query).await,
         "/key/update" if post => keys::update(store, body).await,
+        "/key/block" if post => keys::block(store, body, true).await,
+        "/key/unblock" if post => keys::block(store, body, false).await,
         "/key/delete" if post => keys::delete(store, body).await,
         "/key/info" | "/key/list" => not_allowed(method, "GET, HEAD"),
-        "/key/generate" | "/key/update" | "/key/delete" => not_allowed(method, "POST"),
+        "/key/generate" | "/key/update" | "/key/block" | "/key/unblock" | "/key/delete" => {
+            not_allowed(method, "POST")
+        }
         "/user/new" if post => users::create(store, body).await,
         "/user/list" if get => users::list(store, query).await,
         "/user/info" if get => users::info(store, query).await,
