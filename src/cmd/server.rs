@@ -17,7 +17,7 @@ use crate::mock::{self, MockHandle, MockSettings};
 use crate::providers::ProviderTable;
 use crate::server;
 use crate::settings::ServerSettings;
-use crate::store::{NewKey, Store};
+use crate::store::{NewKey, Store, StoreError};
 
 /// Keys used by `--demo` when none are configured.
 const DEMO_CLIENT_KEY: &str = "sk-demo-key";
@@ -54,8 +54,17 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         seed_demo(&store)?;
     }
     load_config_models(&store, &settings.config_models)?;
-    if settings.management_token.is_none() {
-        tracing::warn!("MANAGEMENT_TOKEN is not set: the management API is disabled");
+    match &settings.management_token {
+        // The master key calls the models too, as LiteLLM's does.
+        Some(token) => match store.sync_master_key(token) {
+            Ok(()) => {}
+            // Too short, or not plain ASCII, for a key.
+            Err(StoreError::Invalid(reason)) => {
+                tracing::warn!("the master key cannot call the models: {reason}")
+            }
+            Err(error) => return Err(error).context("cannot record the master key as a key"),
+        },
+        None => tracing::warn!("MANAGEMENT_TOKEN is not set: the management API is disabled"),
     }
     let settings = Arc::new(settings);
     // Register before starting so that an early signal is not lost.

@@ -19,6 +19,9 @@ pub struct ProjectChanges {
     pub is_active: Option<bool>,
 }
 
+/// The metadata that marks the master key's record (`sync_master_key`).
+pub const MASTER_KEY_METADATA: &str = r#"{"master_key":true}"#;
+
 /// A key to create.
 #[derive(Debug, Default)]
 pub struct NewKey {
@@ -292,6 +295,7 @@ impl Store {
             let (_, key) = entry?;
             if project_id.is_some_and(|p| Some(p) != key.project_id)
                 || (active_only && !key.is_active)
+                || key.is_master()
             {
                 continue;
             }
@@ -403,6 +407,42 @@ impl Store {
         self.usage.delete(txn, id.as_bytes())?;
         self.forget_reserved(txn, super::Payer::Key(id))?;
         Ok(true)
+    }
+
+    /// Keeps the key record of the master key (the management token) in
+    /// step with it, so that it also calls the models, as LiteLLM's master
+    /// key does, its spend accounted like any key's: made when missing, and
+    /// one of an earlier master key deleted. It is left out of listings.
+    pub fn sync_master_key(&self, secret: &str) -> Result<(), StoreError> {
+        let hash = sha256(secret.as_bytes());
+        let mut txn = self.env.write_txn()?;
+        let mut current = false;
+        let mut stale = Vec::new();
+        for entry in self.keys.iter(&txn)? {
+            let (_, key) = entry?;
+            if key.is_master() {
+                if key.secret_hash == hash {
+                    current = true;
+                } else {
+                    stale.push(key.id);
+                }
+            }
+        }
+        if current && stale.is_empty() {
+            return Ok(());
+        }
+        for id in stale {
+            self.remove_key(&mut txn, id)?;
+        }
+        if !current {
+            let new = NewKey {
+                metadata: MASTER_KEY_METADATA.into(),
+                secret: Some(secret.into()),
+                ..NewKey::default()
+            };
+            self.insert_key(&mut txn, new)?;
+        }
+        self.commit_admin(txn)
     }
 
     /// The id of the key with this alias.

@@ -54,6 +54,13 @@ pub struct KeyRecord {
     pub updated_at: i64,
 }
 
+impl KeyRecord {
+    /// The record of the master key (`Store::sync_master_key`).
+    pub fn is_master(&self) -> bool {
+        self.metadata == super::admin::MASTER_KEY_METADATA
+    }
+}
+
 /// The usage ledger of one key, apart from the key so that accounting never
 /// rewrites the key record.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

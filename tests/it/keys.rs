@@ -48,9 +48,12 @@ fn missing_and_unknown_keys_are_401() {
     for request in missing {
         send_on(&mut conn, &request).assert_error(401, "missing_api_key");
     }
-    for key in ["sk-unknown-key-000000", UPSTREAM_KEY, MANAGEMENT_TOKEN] {
+    for key in ["sk-unknown-key-000000", UPSTREAM_KEY] {
         send_on(&mut conn, &chat_with(key)).assert_error(401, "invalid_api_key");
     }
+    // The master key is a key for the registered models only (it has no
+    // project): with none registered, nothing goes upstream with it.
+    send_on(&mut conn, &chat_with(MANAGEMENT_TOKEN)).assert_error(403, "key_without_project");
     assert!(
         mock.last_request().is_null(),
         "nothing may reach the upstream"

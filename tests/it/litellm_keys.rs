@@ -747,3 +747,32 @@ fn keys_and_manage_tokens_are_the_same_records() {
             .contains(&manage_id)
     );
 }
+
+#[test]
+fn the_master_key_calls_the_models_and_its_spend_is_accounted() {
+    let (mock, proxy) = start();
+    add_deployment(&proxy, "gpt-x", &mock, prices(1e-6, 2e-6));
+    let response = proxy.call(
+        Req::post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        )
+        .auth(MANAGEMENT_TOKEN),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let cost: f64 = response
+        .header("x-litellm-response-cost")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cost > 0.0);
+    // Its record is found by its secret, and left out of the listings.
+    let reached = wait_until(Duration::from_secs(10), || {
+        key_info(&proxy, MANAGEMENT_TOKEN)["spend"]
+            .as_f64()
+            .is_some_and(|spend| (spend - cost).abs() < 1e-12)
+    });
+    assert!(reached, "{}", key_info(&proxy, MANAGEMENT_TOKEN));
+    let list = ok(get(&proxy, "/key/list?return_full_object=true"));
+    assert_eq!(list["total_count"], 1, "only the seeded client key: {list}");
+}

@@ -118,11 +118,11 @@ fn missing_or_wrong_management_token_is_401() {
         .manage("GET", &format!("/manage/tokens/{CLIENT_KEY}"), None)
         .json();
     assert_eq!(token["is_active"], true);
-    // The management token is not a client key either: nothing goes
-    // upstream with it. (It may list the registered models.)
+    // The management token is a key for the registered models only (it
+    // has no project): with none registered, nothing goes upstream with it.
     proxy
         .call(Req::post("/v1/chat/completions", chat_body(false, "hi")).auth(MANAGEMENT_TOKEN))
-        .assert_error(401, "invalid_api_key");
+        .assert_error(403, "key_without_project");
 }
 
 #[test]
