@@ -9,6 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use crate::dialect::TranslateError;
+use crate::dialect::chat::{self, Turn, part_text, present};
 
 /// What the answer's translation needs to know about its request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,11 +56,6 @@ pub fn target(model: &str, stream: bool) -> String {
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
     TranslateError::new(field, message)
-}
-
-/// A field that is there and not null.
-fn present<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    body.get(field).filter(|v| !v.is_null())
 }
 
 /// The Converse body for a Chat Completions body (the model goes in the
@@ -163,64 +159,28 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
     Ok((bytes, reading))
 }
 
-/// The system blocks and the messages, consecutive same roles merged.
+/// The system blocks and the messages, consecutive same roles merged (tool
+/// results join in one user turn), as Converse wants the roles to alternate.
 fn messages(body: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), TranslateError> {
-    let list = match body.get("messages") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => return Err(err("messages", "must not be empty")),
-        Some(_) => return Err(err("messages", "must be an array of messages")),
-        None => return Err(err("messages", "is required")),
-    };
     let mut system = Vec::new();
     let mut out: Vec<Value> = Vec::new();
-    for (i, message) in list.iter().enumerate() {
-        let at = format!("messages[{i}]");
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{at}.role"), "is required"))?;
-        let content = message.get("content").filter(|c| !c.is_null());
-        let (role, blocks) = match role {
-            "system" | "developer" => {
+    chat::each_message(body, |turn, at| {
+        let (role, blocks) = match turn {
+            Turn::System(content) => {
                 system.extend(text_blocks(content, &format!("{at}.content"))?);
-                continue;
+                return Ok(());
             }
-            "user" => ("user", user_blocks(content, &format!("{at}.content"))?),
-            "assistant" => ("assistant", assistant_blocks(message, &at)?),
-            "tool" => ("user", vec![tool_result(message, &at)?]),
-            "function" => {
-                return Err(err(
-                    format!("{at}.role"),
-                    "function messages are not supported: use tool messages",
-                ));
-            }
-            other => return Err(err(format!("{at}.role"), format!("unknown role {other:?}"))),
+            Turn::User(content) => ("user", user_blocks(content, &format!("{at}.content"))?),
+            Turn::Assistant(message) => ("assistant", assistant_blocks(message, at)?),
+            Turn::Tool(message) => ("user", vec![tool_result(message, at)?]),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        // Converse wants the roles to alternate: a message of the same role
-        // as the one before joins it (tool results join in one user turn).
-        match out.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(Value::Array(content)) = last.get_mut("content") {
-                    content.extend(blocks);
-                }
-            }
-            _ => out.push(json!({"role": role, "content": blocks})),
-        }
-    }
+        chat::push_turn(&mut out, role, "content", blocks);
+        Ok(())
+    })?;
     if out.is_empty() {
         return Err(err("messages", "has no user or assistant message"));
     }
     Ok((system, out))
-}
-
-fn part_text(part: &Value) -> Option<&str> {
-    match part.get("type").and_then(Value::as_str) {
-        Some("text") => part.get("text").and_then(Value::as_str),
-        _ => None,
-    }
 }
 
 /// Content that may only hold text (system, developer, tool results).

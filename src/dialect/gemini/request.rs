@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::response::THOUGHT_MARK;
 use crate::dialect::TranslateError;
+use crate::dialect::chat::{self, Turn, part_text, present};
 
 /// What the answer's translation needs to know about its request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,11 +140,6 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<(Vec<u8>, Reading), Transla
     Ok((bytes, reading))
 }
 
-/// A field that is there and not null.
-fn present<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    body.get(field).filter(|v| !v.is_null())
-}
-
 fn generation_config(body: &Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
     let mut config = Map::new();
     for (field, name) in [
@@ -241,62 +237,27 @@ fn generation_config(body: &Map<String, Value>) -> Result<Map<String, Value>, Tr
 /// The system parts and the contents, roles `user` and `model`, a message
 /// of the same role as the one before joined to it.
 fn contents(body: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>), TranslateError> {
-    let list = match body.get("messages") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => return Err(err("messages", "must not be empty")),
-        Some(_) => return Err(err("messages", "must be an array of messages")),
-        None => return Err(err("messages", "is required")),
-    };
     let mut system = Vec::new();
     let mut out: Vec<Value> = Vec::new();
     // The function each tool call id called, for the tool messages.
     let mut calls: HashMap<String, String> = HashMap::new();
-    for (i, message) in list.iter().enumerate() {
-        let at = format!("messages[{i}]");
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(format!("{at}.role"), "is required"))?;
-        let content = message.get("content").filter(|c| !c.is_null());
-        let (role, parts) = match role {
-            "system" | "developer" => {
+    chat::each_message(body, |turn, at| {
+        let (role, parts) = match turn {
+            Turn::System(content) => {
                 system.extend(text_parts(content, &format!("{at}.content"))?);
-                continue;
+                return Ok(());
             }
-            "user" => ("user", user_parts(content, &format!("{at}.content"))?),
-            "assistant" => ("model", model_parts(message, &at, &mut calls)?),
-            "tool" => ("user", vec![function_response(message, &at, &calls)?]),
-            "function" => {
-                return Err(err(
-                    format!("{at}.role"),
-                    "function messages are not supported: use tool messages",
-                ));
-            }
-            other => return Err(err(format!("{at}.role"), format!("unknown role {other:?}"))),
+            Turn::User(content) => ("user", user_parts(content, &format!("{at}.content"))?),
+            Turn::Assistant(message) => ("model", model_parts(message, at, &mut calls)?),
+            Turn::Tool(message) => ("user", vec![function_response(message, at, &calls)?]),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(Value::Array(existing)) = last.get_mut("parts") {
-                    existing.extend(parts);
-                }
-            }
-            _ => out.push(json!({"role": role, "parts": parts})),
-        }
-    }
+        chat::push_turn(&mut out, role, "parts", parts);
+        Ok(())
+    })?;
     if out.is_empty() {
         return Err(err("messages", "has no user or assistant message"));
     }
     Ok((system, out))
-}
-
-fn part_text(part: &Value) -> Option<&str> {
-    match part.get("type").and_then(Value::as_str) {
-        Some("text") => part.get("text").and_then(Value::as_str),
-        _ => None,
-    }
 }
 
 /// Content that may only hold text (system, developer, assistant, tool).
