@@ -3,6 +3,8 @@
 //! turn it becomes, and the turns joined as those providers want them
 //! (roles alternating).
 
+use std::io::Write;
+
 use serde_json::{Map, Value, json};
 
 use super::TranslateError;
@@ -95,4 +97,50 @@ pub fn part_text(part: &Value) -> Option<&str> {
         Some("text") => part.get("text").and_then(Value::as_str),
         _ => None,
     }
+}
+
+/// The OpenAI error envelope `{"error":{"message","type","param","code"}}`.
+pub fn error_envelope(message: &str, kind: &str, code: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// Writes one `chat.completion.chunk` event: `head` (its opening fields,
+/// `{"id":…,"object":"chat.completion.chunk","created":…,"model":…,`), then
+/// choice `index` with the delta `delta` writes and its finish reason.
+pub fn write_chunk(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    index: usize,
+    finish: Option<&str>,
+    delta: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(head);
+    out.extend_from_slice(b"\"choices\":[{\"index\":");
+    let _ = write!(out, "{index}");
+    out.extend_from_slice(b",\"delta\":");
+    delta(out);
+    out.extend_from_slice(b",\"finish_reason\":");
+    match finish {
+        Some(reason) => {
+            out.push(b'"');
+            out.extend_from_slice(reason.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b"}]}\n\n");
+}
+
+/// Writes the end of a stream that finished: the usage chunk (no choices)
+/// when the client asked for it (`usage`), then `[DONE]`.
+pub fn write_end(out: &mut Vec<u8>, head: &[u8], usage: Option<&Value>) {
+    if let Some(usage) = usage {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(head);
+        out.extend_from_slice(b"\"choices\":[],\"usage\":");
+        let _ = serde_json::to_writer(&mut *out, usage);
+        out.extend_from_slice(b"}\n\n");
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
 }

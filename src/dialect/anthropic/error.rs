@@ -6,7 +6,8 @@
 //! kept, except Anthropic's own 529 `overloaded_error`, which becomes 503.
 
 use serde::Deserialize;
-use serde_json::json;
+
+pub(crate) use crate::dialect::chat::error_envelope as envelope;
 
 /// Anthropic's error body.
 #[derive(Deserialize)]
@@ -52,11 +53,6 @@ fn kind_of_status(status: u16) -> (&'static str, &'static str) {
         status if status < 500 => ("invalid_request_error", "upstream_error"),
         _ => ("server_error", "upstream_error"),
     }
-}
-
-/// The envelope `{"error":{"message","type","param","code"}}`.
-pub(crate) fn envelope(message: &str, kind: &str, code: &str) -> serde_json::Value {
-    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
 /// The OpenAI envelope for an Anthropic error in a stream (`error` event

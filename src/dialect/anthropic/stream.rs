@@ -14,6 +14,7 @@ use super::error::{envelope, event_envelope};
 use super::request::Reading;
 use super::response::{Usage, finish_reason, usage_json};
 use crate::dialect::TokenUsage;
+use crate::dialect::chat;
 
 /// The largest event accepted: a longer one ends the stream with an error.
 pub const MAX_EVENT: usize = 1 << 20;
@@ -199,15 +200,10 @@ impl ChatStream {
         }
         match self.state {
             State::Stopped => {
-                if self.include_usage {
-                    let tokens = self.usage.unwrap_or_default().tokens();
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&self.head);
-                    out.extend_from_slice(b"\"choices\":[],\"usage\":");
-                    let _ = serde_json::to_writer(&mut *out, &usage_json(&tokens));
-                    out.extend_from_slice(b"}\n\n");
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self
+                    .include_usage
+                    .then(|| usage_json(&self.usage.unwrap_or_default().tokens()));
+                chat::write_end(out, &self.head, usage.as_ref());
             }
             State::Open => self.fail(
                 out,
@@ -409,20 +405,7 @@ impl ChatStream {
 
     /// One `chat.completion.chunk` event with the delta `delta` writes.
     fn chunk(&self, out: &mut Vec<u8>, finish: Option<&str>, delta: impl FnOnce(&mut Vec<u8>)) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
-        delta(out);
-        out.extend_from_slice(b",\"finish_reason\":");
-        match finish {
-            Some(reason) => {
-                out.push(b'"');
-                out.extend_from_slice(reason.as_bytes());
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b"}]}\n\n");
+        chat::write_chunk(out, &self.head, 0, finish, delta);
     }
 
     fn too_large(&mut self, out: &mut Vec<u8>) {

@@ -7,7 +7,8 @@
 //! exception frame names it in `:exception-type` (`throttlingException`).
 
 use serde::Deserialize;
-use serde_json::json;
+
+pub(crate) use crate::dialect::chat::error_envelope as envelope;
 
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -58,11 +59,6 @@ fn kind_of_status(status: u16) -> (&'static str, &'static str) {
         status if status < 500 => ("invalid_request_error", "upstream_error"),
         _ => ("server_error", "upstream_error"),
     }
-}
-
-/// The envelope `{"error":{"message","type","param","code"}}`.
-pub(crate) fn envelope(message: &str, kind: &str, code: &str) -> serde_json::Value {
-    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
 /// The OpenAI envelope for a stream's exception frame: its

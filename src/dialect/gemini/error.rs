@@ -6,7 +6,9 @@
 //! `type` and `code` come from the RPC status name, else from the status.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+
+pub(crate) use crate::dialect::chat::error_envelope as envelope;
+use serde_json::Value;
 
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -56,11 +58,6 @@ fn kind_of_status(status: u16) -> (&'static str, &'static str) {
         status if status < 500 => ("invalid_request_error", "upstream_error"),
         _ => ("server_error", "upstream_error"),
     }
-}
-
-/// The envelope `{"error":{"message","type","param","code"}}`.
-pub(crate) fn envelope(message: &str, kind: &str, code: &str) -> Value {
-    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
 /// Gemini's error detail in `body`: an error object, or one in an array.

@@ -13,6 +13,7 @@ use super::error::{ErrorDetail, detail, envelope, event_envelope};
 use super::request::Reading;
 use super::response::{GenerateResponse, Usage, answer_id, finish_reason};
 use crate::dialect::TokenUsage;
+use crate::dialect::chat;
 
 /// The largest event accepted: a longer one ends the stream with an error.
 pub const MAX_EVENT: usize = 1 << 20;
@@ -138,15 +139,10 @@ impl ChatStream {
         }
         match self.state {
             State::Stopped => {
-                if self.include_usage {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&self.head);
-                    out.extend_from_slice(b"\"choices\":[],\"usage\":");
-                    let usage = self.usage.unwrap_or_default().json();
-                    let _ = serde_json::to_writer(&mut *out, &usage);
-                    out.extend_from_slice(b"}\n\n");
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self
+                    .include_usage
+                    .then(|| self.usage.unwrap_or_default().json());
+                chat::write_end(out, &self.head, usage.as_ref());
             }
             State::Open => self.fail(
                 out,
@@ -322,22 +318,7 @@ impl ChatStream {
         finish: Option<&str>,
         delta: impl FnOnce(&mut Vec<u8>),
     ) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(b"\"choices\":[{\"index\":");
-        out.extend_from_slice(index.to_string().as_bytes());
-        out.extend_from_slice(b",\"delta\":");
-        delta(out);
-        out.extend_from_slice(b",\"finish_reason\":");
-        match finish {
-            Some(reason) => {
-                out.push(b'"');
-                out.extend_from_slice(reason.as_bytes());
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b"}]}\n\n");
+        chat::write_chunk(out, &self.head, index, finish, delta);
     }
 
     /// Ends the stream with Gemini's error, in the OpenAI envelope.
