@@ -205,7 +205,7 @@ impl Block {
                     json!({ "text": text })
                 })
                 .collect(),
-            Block::ToolUse { input, .. } => split(&input.to_string(), INPUT_PIECES)
+            Block::ToolUse { input, .. } => super::split(&input.to_string(), INPUT_PIECES)
                 .into_iter()
                 .map(|piece| json!({"toolUse": {"input": piece}}))
                 .collect(),
@@ -218,22 +218,6 @@ impl Block {
             Block::ToolUse { input, .. } => (input.to_string().len() as u64 / 4).max(1),
         }
     }
-}
-
-/// Splits `text` into up to `pieces` parts on character boundaries.
-fn split(text: &str, pieces: usize) -> Vec<&str> {
-    let size = text.len().div_ceil(pieces).max(1);
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + size).min(text.len());
-        while !text.is_char_boundary(end) {
-            end += 1;
-        }
-        parts.push(&text[start..end]);
-        start = end;
-    }
-    parts
 }
 
 /// What the answer holds and why it stopped.

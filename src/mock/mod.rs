@@ -518,3 +518,20 @@ fn last_request_json(raw: &[u8]) -> serde_json::Value {
         _ => json!(null),
     }
 }
+
+/// Splits `text` into up to `pieces` parts on character boundaries (a
+/// tool input streamed in pieces, by the Anthropic and Bedrock routes).
+fn split(text: &str, pieces: usize) -> Vec<&str> {
+    let size = text.len().div_ceil(pieces).max(1);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + size).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        parts.push(&text[start..end]);
+        start = end;
+    }
+    parts
+}

@@ -5,6 +5,7 @@
 //! as soon as the upstream's event is complete, with no buffering beyond
 //! the event being received.
 
+use std::io::Write;
 use std::time::Duration;
 
 use super::Session;
@@ -455,7 +456,7 @@ fn push_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
         return;
     }
     if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        let _ = write!(out, "{:x}\r\n", data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     } else {
