@@ -52,8 +52,25 @@ pub enum ProxyError {
     /// Refused by a key's (or its user's) `models` allowlist; says why.
     #[error("{0}")]
     ModelAccessDenied(String),
-    #[error("budget exceeded: {0}")]
-    BudgetExceeded(String),
+    /// A budget (the key's, its user's, its team's or the key's on one
+    /// model) is spent; `resets_in`: seconds to the end of its window, for
+    /// a budget that has one.
+    #[error("budget exceeded: {message}")]
+    BudgetExceeded {
+        message: String,
+        resets_in: Option<u64>,
+    },
+    /// A rate limit is reached; says which and whose.
+    #[error("{message}")]
+    RateLimited {
+        limit: RateLimit,
+        message: String,
+        /// Seconds after which trying again may succeed.
+        retry_after: u64,
+    },
+    /// The key's team is blocked.
+    #[error("this API key's team {0:?} is blocked")]
+    TeamBlocked(String),
     #[error("model {0:?} is not available on this gateway")]
     ModelNotFound(String),
     #[error("no such route")]
@@ -235,10 +252,20 @@ impl ProxyError {
                 "key_model_access_denied",
                 "key_model_access_denied",
             ),
-            BudgetExceeded(_) => (
-                StatusCode::BAD_REQUEST,
+            BudgetExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
                 "budget_exceeded",
                 "budget_exceeded",
+            ),
+            RateLimited { limit, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                limit.code(),
+            ),
+            TeamBlocked(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "team_blocked",
             ),
             ModelNotFound(_) => (
                 StatusCode::NOT_FOUND,
@@ -400,6 +427,16 @@ impl ProxyError {
 
     /// The client went away or stopped reading: nothing more can be sent to
     /// it, not even this error.
+    /// Seconds after which the same request may succeed, for a limit
+    /// that frees up with time.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ProxyError::BudgetExceeded { resets_in, .. } => *resets_in,
+            _ => None,
+        }
+    }
+
     pub fn client_lost(&self) -> bool {
         matches!(self, ProxyError::ClientGone | ProxyError::ClientStalled)
     }
@@ -473,12 +510,39 @@ impl ProxyError {
             ProxyError::ServerBusy => extra.push(("Retry-After", b"1")),
             // Spent for good: the OpenAI and Anthropic SDKs would otherwise
             // retry a 429 twice for nothing.
-            ProxyError::QuotaExhausted | ProxyError::BudgetExceeded(_) => {
-                extra.push(("x-should-retry", b"false"))
-            }
+            ProxyError::QuotaExhausted
+            | ProxyError::BudgetExceeded {
+                resets_in: None, ..
+            } => extra.push(("x-should-retry", b"false")),
             _ => {}
         }
+        let seconds;
+        if let Some(after) = self.retry_after() {
+            seconds = after.to_string();
+            extra.push(("Retry-After", seconds.as_bytes()));
+        }
         json_response(out, status, &body, &extra, reply);
+    }
+}
+
+/// The rate limits a request may hit, each with its error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Requests,
+    Tokens,
+    Parallel,
+    /// Every deployment of the model is at its own `rpm`/`tpm`.
+    Deployments,
+}
+
+impl RateLimit {
+    pub fn code(self) -> &'static str {
+        match self {
+            RateLimit::Requests => "rpm_limit_exceeded",
+            RateLimit::Tokens => "tpm_limit_exceeded",
+            RateLimit::Parallel => "parallel_request_limit_exceeded",
+            RateLimit::Deployments => "deployments_at_limit",
+        }
     }
 }
 
@@ -579,7 +643,10 @@ mod tests {
             ProxyError::ClientTimeout,
             ProxyError::InvalidKey,
             ProxyError::BodyTooLarge(1),
-            ProxyError::BudgetExceeded("spent".into()),
+            ProxyError::BudgetExceeded {
+                message: "spent".into(),
+                resets_in: None,
+            },
         ] {
             assert_eq!(client.side(), Side::Client, "{client}");
             assert!(!client.retryable(), "{client}");

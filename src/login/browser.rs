@@ -234,6 +234,7 @@ pub async fn callback(worker: &Worker, request: &Request) -> Outcome {
             models: Vec::new(),
             metadata: String::new(),
             password_hash: None,
+            limits: Default::default(),
         };
         Ok(Some(s.create_user(new)?))
     })

@@ -127,8 +127,17 @@ impl Endpoint {
 fn key_rejection(error: &ProxyError) -> Option<&'static str> {
     use ProxyError::*;
     match error {
-        MissingKey | InvalidKey | KeyRevoked | KeyExpired | QuotaExhausted | ProjectInactive
-        | KeyWithoutProject | ModelAccessDenied(_) | BudgetExceeded(_) => Some(error.table().2),
+        MissingKey
+        | InvalidKey
+        | KeyRevoked
+        | KeyExpired
+        | QuotaExhausted
+        | ProjectInactive
+        | KeyWithoutProject
+        | ModelAccessDenied(_)
+        | BudgetExceeded { .. }
+        | RateLimited { .. }
+        | TeamBlocked(_) => Some(error.table().2),
         _ => None,
     }
 }

@@ -1,86 +1,320 @@
 //! Phase 3, admit: the checks between the plan and the answer, the same for
 //! every request that may reach an upstream or be answered from the cache,
-//! run once: the key's and its user's `models` allowlists, their budgets
-//! (holding an estimate of the request's cost out of them), then
-//! `max_requests` (which counts the request). Budget holds and request
-//! counts come out of this worker's leases, or new ones from the ledger.
+//! run once, in this order:
+//!
+//! 1. the `models` allowlists of the key, its user and its team, and the
+//!    team's block;
+//! 2. parallel requests (a slot held until the request ends);
+//! 3. tokens per minute (admitted while the minute's tokens are not used up);
+//! 4. budgets (an estimate of the request's cost held out of them);
+//! 5. requests per minute, then `max_requests` (which count the request).
+//!
+//! Limits that give something back (slots, holds) come before those that
+//! count the request, so that a request refused by one limit does not use
+//! up another. Everything comes out of this worker's leases, or new ones
+//! from the ledger (durable before the request goes out).
 
 use super::plan::Named;
-use crate::error::ProxyError;
-use crate::store::{Budget, BudgetGrant, Grant, KeyView, Money, Payer, Spend};
+use crate::error::{ProxyError, RateLimit};
+use crate::store::{Budget, BudgetGrant, Grant, Money, Payer, Spend, WindowGrant, now_ms};
 use crate::worker::Worker;
 use crate::worker::auth::Allowlist;
-use crate::worker::keys::CachedKey;
-use crate::worker::quota::{BudgetHold, Draw, Take};
+use crate::worker::keys::{CachedKey, Party};
+use crate::worker::limits::{Step, minute, seconds_left_in_minute};
+use crate::worker::quota::{Draw, Hold, Take};
 
-/// Admits a planned request, in this order: the key's and its user's
-/// `models` allowlists, their budgets (with a hold of `estimate`, the most
-/// the request may cost, when it is priced), then `max_requests`. A key
-/// with an allowlist may send a body only when it names an allowed model.
-/// Returns the spend the budget check saw and the hold, settled once the
-/// cost is known.
+/// What `admit` found: the spend the budget check saw, what the request
+/// holds, and what the answer's `x-ratelimit-*` fields say.
+pub struct Admitted<'a> {
+    pub spend: Spend,
+    pub hold: Hold<'a>,
+    pub rate: RateFields,
+}
+
+/// `x-ratelimit-{limit,remaining}-{requests,tokens}` of a rate-limited
+/// key: the tightest of its parties' limits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RateFields {
+    pub requests: Option<(u64, u64)>,
+    pub tokens: Option<(u64, u64)>,
+}
+
+/// Admits a planned request (see the module's steps). `estimate`: the
+/// most the request may cost, when it is priced.
 pub async fn admit<'a>(
     worker: &'a Worker,
     key: &'a CachedKey,
     named: &Named,
     estimate: Money,
-) -> Result<(Spend, BudgetHold<'a>), ProxyError> {
-    let allowlist = Allowlist::of(&key.view);
-    match named {
-        Named::Model(model) if !allowlist.allows(model) => {
-            return Err(ProxyError::ModelAccessDenied(format!(
-                "this API key cannot use model {model:?}"
-            )));
-        }
-        Named::Unknown if allowlist.is_restricted() => {
-            return Err(ProxyError::ModelAccessDenied(
-                "this API key may use only some models: a request body must be a JSON object \
-                 naming one of them in \"model\""
-                    .into(),
-            ));
-        }
-        _ => {}
+) -> Result<Admitted<'a>, ProxyError> {
+    check_models(key, named)?;
+    let model = match named {
+        Named::Model(model) => key.model_parties.get_key_value(&**model),
+        _ => None,
+    };
+    let parties = || key.parties.iter().chain(model.map(|(_, p)| p));
+    let mut hold = Hold::new(&worker.quota);
+    let mut rate = RateFields::default();
+    if key.parties.is_empty() && model.is_none() && key.view.max_requests.is_none() {
+        worker.quota.borrow_mut().served(key.view.key_id);
+        return Ok(Admitted {
+            spend: Spend::default(),
+            hold,
+            rate,
+        });
     }
-    let spend = check_budgets(worker, &key.view)?;
-    let hold = reserve(worker, key, estimate).await?;
-    count_request(worker, key).await?;
-    Ok((spend, hold))
+    let now = now_ms();
+    let window = minute(now);
+    for party in parties() {
+        if let Some((limit, id)) = &party.parallel {
+            if !step(worker, id, *limit, 0).await? {
+                return Err(limited(RateLimit::Parallel, party, *limit, 1));
+            }
+            hold.holds_slot(id);
+        }
+    }
+    for party in parties() {
+        if let Some((limit, id)) = &party.tpm {
+            if !step(worker, id, *limit, window).await? {
+                let wait = seconds_left_in_minute(now);
+                return Err(limited(RateLimit::Tokens, party, *limit, wait));
+            }
+            hold.draws_tokens(id);
+            let left = worker.quota.borrow().counters.remaining(id, *limit, window);
+            tighten(&mut rate.tokens, *limit, left);
+        }
+    }
+    let spend = check_budgets(worker, key, model.map(|(m, _)| m.as_str()), now)?;
+    if estimate > Money(0) {
+        for party in parties() {
+            if let Some(budget) = party.max_budget
+                && take(worker, &party.slot, estimate, budget)
+                    .await
+                    .map_err(|left| over_budget(worker, party, (budget, left), estimate, now))?
+            {
+                hold.holds(&party.slot, estimate);
+            }
+        }
+    }
+    let mut drawn: Vec<&[u8]> = Vec::new();
+    for party in parties() {
+        if let Some((limit, id)) = &party.rpm {
+            match step(worker, id, *limit, window).await {
+                Ok(true) => {
+                    drawn.push(id);
+                    let left = worker.quota.borrow().counters.remaining(id, *limit, window);
+                    tighten(&mut rate.requests, *limit, left);
+                }
+                refused => {
+                    undo(worker, &drawn, window);
+                    refused?;
+                    let wait = seconds_left_in_minute(now);
+                    return Err(limited(RateLimit::Requests, party, *limit, wait));
+                }
+            }
+        }
+    }
+    if let Err(error) = count_request(worker, key).await {
+        undo(worker, &drawn, window);
+        return Err(error);
+    }
+    Ok(Admitted { spend, hold, rate })
 }
 
-/// Refuses a key (or user) at or over its budget; returns what was spent.
-/// The ledger's figure, plus what this worker has not reported yet. This is
-/// the check for every request of a budgeted key, priced or not; a priced
-/// (routed) request also holds an estimate of its cost (`reserve`), which
-/// is what keeps the budget under concurrent load.
-fn check_budgets(worker: &Worker, view: &KeyView) -> Result<Spend, ProxyError> {
-    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+/// The allowlists of the key, its user and its team; a key with an
+/// allowlist may send a body only when it names an allowed model.
+fn check_models(key: &CachedKey, named: &Named) -> Result<(), ProxyError> {
+    if let Some(team) = &key.view.team
+        && team.blocked
+    {
+        return Err(ProxyError::TeamBlocked(team.team_id.clone()));
+    }
+    let allowlist = Allowlist::of(&key.view);
+    match named {
+        Named::Model(model) if !allowlist.allows(model) => Err(ProxyError::ModelAccessDenied(
+            format!("this API key cannot use model {model:?}"),
+        )),
+        Named::Unknown if allowlist.is_restricted() => Err(ProxyError::ModelAccessDenied(
+            "this API key may use only some models: a request body must be a JSON object \
+             naming one of them in \"model\""
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn tighten(field: &mut Option<(u64, u64)>, limit: u64, left: u64) {
+    if field.is_none_or(|(_, known)| left < known) {
+        *field = Some((limit, left));
+    }
+}
+
+fn limited(limit: RateLimit, party: &Party, value: u64, retry_after: u64) -> ProxyError {
+    let what = match limit {
+        RateLimit::Requests => format!("its limit of {value} requests per minute"),
+        RateLimit::Tokens => format!("its limit of {value} tokens per minute"),
+        RateLimit::Parallel => format!("its limit of {value} requests in parallel"),
+        RateLimit::Deployments => String::new(),
+    };
+    ProxyError::RateLimited {
+        limit,
+        message: format!("{} has reached {what}", whose(party)),
+        retry_after,
+    }
+}
+
+fn whose(party: &Party) -> &'static str {
+    match party.whose {
+        "user" => "this key's user",
+        "team" => "this key's team",
+        "model" => "this key, on this model,",
+        _ => "this key",
+    }
+}
+
+/// Gives back the requests per minute drawn for a request refused later.
+fn undo(worker: &Worker, drawn: &[&[u8]], window: i64) {
+    let mut quota = worker.quota.borrow_mut();
+    for id in drawn {
+        quota.counters.undo(id, window);
+    }
+}
+
+/// Admits one request against counter `id` (of `limit` in `window`):
+/// `Ok(false)` when the counter is full.
+async fn step(worker: &Worker, id: &[u8], limit: u64, window: i64) -> Result<bool, ProxyError> {
+    loop {
+        let step = worker.quota.borrow_mut().counters.admit(id, limit, window);
+        match step {
+            Step::Done => return Ok(true),
+            Step::Full => return Ok(false),
+            Step::Wait(event) => {
+                // Re-check after registering, in case the refill just ended.
+                let listener = event.listen();
+                if worker.quota.borrow().counters.is_refilling(id) {
+                    listener.await;
+                }
+            }
+            Step::Refill => {
+                let store = worker.store.clone();
+                let workers = worker.settings.workers;
+                let owned: Box<[u8]> = id.into();
+                // A ledger write fsyncs: never on the worker thread.
+                let grant = monoio::spawn_blocking(move || {
+                    let meter = crate::worker::limits::meter_of(&owned);
+                    store.lease_counter(&owned[1..], meter, window, limit, workers)
+                })
+                .await;
+                let mut quota = worker.quota.borrow_mut();
+                match grant {
+                    Ok(Ok(WindowGrant::Granted { amount, taken })) => {
+                        quota
+                            .counters
+                            .refilled(id, limit, window, Some((amount, taken)))
+                    }
+                    Ok(Ok(WindowGrant::Exhausted)) => {
+                        quota.counters.refilled(id, limit, window, None)
+                    }
+                    Ok(Err(error)) => {
+                        quota.counters.refill_failed(id);
+                        return Err(error.into());
+                    }
+                    Err(_) => {
+                        quota.counters.refill_failed(id);
+                        return Err(ProxyError::Internal("the ledger task was cancelled".into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a request whose key, user, team or model budget is spent;
+/// returns what was spent. The ledger's figure, plus what this worker has
+/// not reported yet. This is the check for every request of a budgeted
+/// key, priced or not; a priced (routed) request also holds an estimate of
+/// its cost, which is what keeps the budget under concurrent load.
+fn check_budgets(
+    worker: &Worker,
+    key: &CachedKey,
+    model: Option<&str>,
+    now: i64,
+) -> Result<Spend, ProxyError> {
+    let view = &key.view;
+    let model_party = model.and_then(|m| key.model_parties.get(m).map(|p| (m, p)));
+    let budgeted = key.parties.iter().any(|p| p.max_budget.is_some())
+        || model_party.is_some_and(|(_, p)| p.max_budget.is_some());
+    if !budgeted {
         return Ok(Spend::default());
     }
+    let team_id = view.team.as_ref().map(|t| t.team_id.as_str());
     let mut spend = worker
         .store
-        .spend_of(view.key_id, view.user_id.as_deref())?;
-    let unreported = worker.quota.borrow().unreported_cost(view.key_id);
+        .spend_of(view.key_id, view.user_id.as_deref(), team_id)?;
+    let unreported = worker.quota.borrow().unreported_cost(view.key_id, None);
     spend.key = spend.key.saturating_add(unreported);
     spend.user = spend.user.saturating_add(unreported);
-    if let Some(budget) = view.max_budget
-        && budget.is_spent(spend.key)
-    {
-        return Err(ProxyError::BudgetExceeded(format!(
-            "this key has spent ${:.6} of its ${} budget",
-            spend.key.dollars(),
-            budget.dollars
-        )));
+    spend.team = spend.team.saturating_add(unreported);
+    for party in &key.parties {
+        let (Some(budget), spent) = (
+            party.max_budget,
+            match party.whose {
+                "user" => spend.user,
+                "team" => spend.team,
+                _ => spend.key,
+            },
+        ) else {
+            continue;
+        };
+        if budget.is_spent(spent) {
+            return Err(spent_error(worker, party, budget, spent, now));
+        }
     }
-    if let Some(budget) = view.user_max_budget
-        && budget.is_spent(spend.user)
+    if let Some((model, party)) = model_party
+        && let Some(budget) = party.max_budget
     {
-        return Err(ProxyError::BudgetExceeded(format!(
-            "this key's user has spent ${:.6} of their ${} budget",
-            spend.user.dollars(),
-            budget.dollars
-        )));
+        let payer = Payer::KeyModel(view.key_id, model);
+        let spent = worker.store.payer_spend(payer)?.saturating_add(
+            worker
+                .quota
+                .borrow()
+                .unreported_cost(view.key_id, Some(model)),
+        );
+        if budget.is_spent(spent) {
+            return Err(spent_error(worker, party, budget, spent, now));
+        }
     }
     Ok(spend)
+}
+
+fn spent_error(
+    worker: &Worker,
+    party: &Party,
+    budget: Budget,
+    spent: Money,
+    now: i64,
+) -> ProxyError {
+    ProxyError::BudgetExceeded {
+        message: format!(
+            "{} has spent ${:.6} of its ${} budget",
+            whose(party),
+            spent.dollars(),
+            budget.dollars
+        ),
+        resets_in: resets_in(worker, party, now),
+    }
+}
+
+/// Seconds until `party`'s budget window ends, for a budget that has one.
+fn resets_in(worker: &Worker, party: &Party, now: i64) -> Option<u64> {
+    let payer = Payer::of_slot(&party.slot)?;
+    let window = worker.store.budget_window_of(payer).ok().flatten()?;
+    let end = worker
+        .store
+        .budget_reset_at(payer, Some(window))
+        .ok()
+        .flatten()?;
+    Some(((end - now).max(0) as u64).div_ceil(1_000).max(1))
 }
 
 /// Charges one request to the key: out of this worker's lease, or a new
@@ -135,47 +369,12 @@ async fn count_request(worker: &Worker, key: &CachedKey) -> Result<(), ProxyErro
     Ok(())
 }
 
-/// Holds `estimate` of the key's budget and of its user's (those that have
-/// one) before the request goes upstream, out of this worker's leases or
-/// new ones from the ledger (durable before the request goes out). Refuses
-/// the request when less than `estimate` is left of either.
-async fn reserve<'a>(
-    worker: &'a Worker,
-    key: &'a CachedKey,
-    estimate: Money,
-) -> Result<BudgetHold<'a>, ProxyError> {
-    let mut hold = BudgetHold::new(&worker.quota);
-    if estimate == Money(0) {
-        return Ok(hold);
-    }
-    let view = &key.view;
-    if let Some(budget) = view.max_budget {
-        let payer = Payer::Key(view.key_id);
-        if take(worker, payer, estimate, budget)
-            .await
-            .map_err(|left| over_budget("this key", budget, left, estimate))?
-        {
-            hold.holds(payer, estimate);
-        }
-    }
-    if let (Some(budget), Some(user_id)) = (view.user_max_budget, view.user_id.as_deref()) {
-        let payer = Payer::User(user_id);
-        if take(worker, payer, estimate, budget)
-            .await
-            .map_err(|left| over_budget("this key's user", budget, left, estimate))?
-        {
-            hold.holds(payer, estimate);
-        }
-    }
-    Ok(hold)
-}
-
-/// Holds `need` of `payer`'s budget: `Ok(true)` when held, `Ok(false)` when
-/// the ledger knows no budget (any more), `Err(Ok(left))` when it has only
-/// `left`, `Err(Err(_))` when it could not be asked.
+/// Holds `need` of the budget of the payer of `slot`: `Ok(true)` when held,
+/// `Ok(false)` when the ledger knows no budget (any more), `Err(Ok(left))`
+/// when it has only `left`, `Err(Err(_))` when it could not be asked.
 async fn take(
     worker: &Worker,
-    payer: Payer<'_>,
+    slot: &[u8],
     need: Money,
     budget: Budget,
 ) -> Result<bool, Result<Money, ProxyError>> {
@@ -183,51 +382,45 @@ async fn take(
         let take = worker
             .quota
             .borrow_mut()
-            .take_budget(payer, need, budget.amount);
+            .take_budget(slot, need, budget.amount);
         match take {
             Take::Held => return Ok(true),
             Take::Exhausted(left) => return Err(Ok(left)),
             Take::Wait(event) => {
                 let listener = event.listen();
-                if worker.quota.borrow().is_refilling_budget(payer) {
+                if worker.quota.borrow().is_refilling_budget(slot) {
                     listener.await;
                 }
             }
             Take::Refill(at_least) => {
                 let store = worker.store.clone();
                 let workers = worker.settings.workers;
-                let owned = match payer {
-                    Payer::Key(id) => Ok(id),
-                    Payer::User(user_id) => Err(user_id.to_string()),
-                };
+                let owned: Box<[u8]> = slot.into();
                 // A ledger write fsyncs: never on the worker thread.
-                let grant = monoio::spawn_blocking(move || {
-                    let payer = match &owned {
-                        Ok(id) => Payer::Key(*id),
-                        Err(user_id) => Payer::User(user_id),
-                    };
-                    store.lease_budget(payer, at_least, workers)
+                let grant = monoio::spawn_blocking(move || match Payer::of_slot(&owned) {
+                    Some(payer) => store.lease_budget(payer, at_least, workers),
+                    None => Ok(BudgetGrant::Unlimited),
                 })
                 .await;
                 let mut quota = worker.quota.borrow_mut();
                 match grant {
                     Ok(Ok(BudgetGrant::Granted(granted))) => {
-                        quota.budget_refilled(payer, budget.amount, Ok(granted))
+                        quota.budget_refilled(slot, budget.amount, Ok(granted))
                     }
                     Ok(Ok(BudgetGrant::Exhausted { left })) => {
-                        quota.budget_refilled(payer, budget.amount, Err(left))
+                        quota.budget_refilled(slot, budget.amount, Err(left))
                     }
                     Ok(Ok(BudgetGrant::Unlimited)) => {
                         // The budget was lifted since this key was read.
-                        quota.budget_refill_failed(payer);
+                        quota.budget_refill_failed(slot);
                         return Ok(false);
                     }
                     Ok(Err(error)) => {
-                        quota.budget_refill_failed(payer);
+                        quota.budget_refill_failed(slot);
                         return Err(Err(error.into()));
                     }
                     Err(_) => {
-                        quota.budget_refill_failed(payer);
+                        quota.budget_refill_failed(slot);
                         return Err(Err(ProxyError::Internal(
                             "the ledger task was cancelled".into(),
                         )));
@@ -239,18 +432,23 @@ async fn take(
 }
 
 fn over_budget(
-    whose: &str,
-    budget: Budget,
-    left: Result<Money, ProxyError>,
+    worker: &Worker,
+    party: &Party,
+    (budget, left): (Budget, Result<Money, ProxyError>),
     estimate: Money,
+    now: i64,
 ) -> ProxyError {
     match left {
-        Ok(left) => ProxyError::BudgetExceeded(format!(
-            "{whose} has ${:.6} of its ${} budget left (neither spent nor held by requests in flight), less than this request may cost (${:.6})",
-            left.dollars(),
-            budget.dollars,
-            estimate.dollars()
-        )),
+        Ok(left) => ProxyError::BudgetExceeded {
+            message: format!(
+                "{} has ${:.6} of its ${} budget left (neither spent nor held by requests in flight), less than this request may cost (${:.6})",
+                whose(party),
+                left.dollars(),
+                budget.dollars,
+                estimate.dollars()
+            ),
+            resets_in: resets_in(worker, party, now),
+        },
         Err(error) => error,
     }
 }

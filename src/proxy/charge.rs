@@ -5,11 +5,13 @@
 //! A small whole answer is read before its head goes out, so that its
 //! cost is reported in the head (`x-litellm-response-cost`); any other is
 //! scanned as it is relayed and charged afterwards, a stream cut short
-//! included. The pass-through is not priced: its meter does nothing.
+//! included. The pass-through is not priced; its answers are scanned for
+//! their usage only when the key has a tokens-per-minute limit to draw on.
 
 use std::time::Duration;
 
 use super::Session;
+use super::admit::{Admitted, RateFields};
 use super::forward::{Destination, ResponseStart};
 use super::relay::{AddedFields, Extras};
 use crate::error::ProxyError;
@@ -19,7 +21,7 @@ use crate::record::usage::{Usage, UsageScan};
 use crate::store::{Money, Spend};
 use crate::worker::keys::CachedKey;
 use crate::worker::models::Deployment;
-use crate::worker::quota::BudgetHold;
+use crate::worker::quota::Hold;
 
 /// Largest answer read whole to report its cost in the response head.
 const MAX_COSTED_ANSWER: u64 = 1 << 20;
@@ -31,7 +33,15 @@ pub struct Meter<'a> {
     key: &'a CachedKey,
     /// What the key had spent when the request was admitted.
     spend: Spend,
-    hold: Option<BudgetHold<'a>>,
+    /// Dropped with the meter, when the request ends.
+    hold: Hold<'a>,
+    /// The answer's usage is needed: it is priced, or the key has a
+    /// tokens-per-minute limit.
+    metered: bool,
+    /// The model, when the key counts its spend on it apart.
+    model: Option<&'a str>,
+    /// `x-ratelimit-*` values, as text.
+    rate_text: [String; 4],
     /// The client asked for a stream.
     stream: bool,
     /// The answer's usage, scanned as it is relayed.
@@ -49,14 +59,19 @@ impl<'a> Meter<'a> {
         destination: &'a Destination<'_>,
         stream: bool,
         key: &'a CachedKey,
-        (spend, hold): (Spend, BudgetHold<'a>),
+        admitted: Admitted<'a>,
+        model: Option<&'a str>,
     ) -> Self {
         let deployment = destination.deployment();
+        let Admitted { spend, hold, rate } = admitted;
         Self {
             deployment,
             key,
             spend,
-            hold: Some(hold),
+            metered: deployment.is_some() || hold.draws_tokens_at_all(),
+            hold,
+            model,
+            rate_text: rate_text(rate),
             stream,
             scan: UsageScan::new(stream),
             charged: false,
@@ -97,7 +112,7 @@ impl<'a> Meter<'a> {
     /// (its head then says what it cost) or one whose usage was found
     /// otherwise (a translated stream's).
     pub fn charge_now(&mut self, s: &mut Session<'_>, usage: Option<Usage>) {
-        if self.deployment.is_none() || self.charged {
+        if !self.metered || self.charged {
             return;
         }
         let cost = self.settle(s, usage);
@@ -109,33 +124,37 @@ impl<'a> Meter<'a> {
     /// What the relay adds: the cost fields for the head, and the usage
     /// scan of an answer not charged yet.
     pub fn extras(&mut self) -> Extras<'_> {
-        let Some(deployment) = self.deployment else {
+        if !self.metered {
             return Extras::default();
-        };
-        if !self.charged {
+        }
+        if !self.charged && self.deployment.is_some() {
             // The spend before this answer: what is known when its head goes.
             self.spend_text = format!("{}", self.spend.key.dollars());
         }
         let Self {
+            deployment,
             cost_text,
             spend_text,
             scan,
             charged,
+            rate_text,
             ..
         } = self;
+        let mut headers = AddedFields::default();
+        if let Some(deployment) = deployment {
+            if *charged {
+                headers.push("x-litellm-response-cost", cost_text.as_bytes());
+            }
+            headers.push("x-litellm-key-spend", spend_text.as_bytes());
+            headers.push("x-litellm-model-id", deployment.id.as_bytes());
+        }
+        for (name, text) in RATE_FIELDS.iter().zip(rate_text.iter()) {
+            if !text.is_empty() {
+                headers.push(name, text.as_bytes());
+            }
+        }
         Extras {
-            headers: if *charged {
-                AddedFields::of(&[
-                    ("x-litellm-response-cost", cost_text.as_bytes()),
-                    ("x-litellm-key-spend", spend_text.as_bytes()),
-                    ("x-litellm-model-id", deployment.id.as_bytes()),
-                ])
-            } else {
-                AddedFields::of(&[
-                    ("x-litellm-key-spend", spend_text.as_bytes()),
-                    ("x-litellm-model-id", deployment.id.as_bytes()),
-                ])
-            },
+            headers,
             usage: (!*charged).then_some(scan),
         }
     }
@@ -143,7 +162,7 @@ impl<'a> Meter<'a> {
     /// After the relay: charges what the answer reported using, unless it
     /// was charged before.
     pub fn charge(mut self, s: &mut Session<'_>) {
-        if self.deployment.is_none() || self.charged {
+        if !self.metered || self.charged {
             return;
         }
         let scan = std::mem::replace(&mut self.scan, UsageScan::new(false));
@@ -159,17 +178,36 @@ impl<'a> Meter<'a> {
             (Some(deployment), Some(u)) => deployment.cost(u.prompt_tokens, u.completion_tokens),
             _ => Money(0),
         };
-        s.worker
-            .quota
-            .borrow_mut()
-            .charge(self.key.view.key_id, cost);
-        if let Some(hold) = self.hold.take() {
-            hold.settle(cost);
+        if self.deployment.is_some() {
+            s.worker
+                .quota
+                .borrow_mut()
+                .charge(self.key.view.key_id, cost, self.model);
         }
+        let tokens = usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+        self.hold.settle(cost, tokens);
         s.record.usage = usage;
         s.record.cost = cost;
         cost
     }
+}
+
+/// The `x-ratelimit-*` fields, in the order of `rate_text`.
+const RATE_FIELDS: [&str; 4] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+];
+
+fn rate_text(rate: RateFields) -> [String; 4] {
+    let text = |value: Option<u64>| value.map(|n| n.to_string()).unwrap_or_default();
+    [
+        text(rate.requests.map(|(limit, _)| limit)),
+        text(rate.requests.map(|(_, left)| left)),
+        text(rate.tokens.map(|(limit, _)| limit)),
+        text(rate.tokens.map(|(_, left)| left)),
+    ]
 }
 
 /// Reads the rest of a `Content-Length` body of `length` bytes into

@@ -103,9 +103,15 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
     s.key = Some(key.clone());
     event::want_bodies(s);
     let plan = plan::plan(s, &key).await?;
-    let (spend, hold) = admit::admit(s.worker, &key, &plan.named, plan.estimate).await?;
+    let admitted = admit::admit(s.worker, &key, &plan.named, plan.estimate).await?;
+    // The model, when the key counts its spend on it apart.
+    let model = match &plan.named {
+        plan::Named::Model(model) => key.model_parties.get_key_value(&**model),
+        _ => None,
+    }
+    .map(|(model, _)| model.as_str());
     if let plan::Target::Counted(tokens) = plan.target {
-        drop(hold);
+        drop(admitted);
         return counted::answer(s, tokens).await;
     }
     if let Some(consult) = plan.consult
@@ -120,7 +126,7 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
         held: _held,
         translation,
     } = forward::to_candidates(s, plan).await?;
-    let mut meter = charge::Meter::new(&destination, stream, &key, (spend, hold));
+    let mut meter = charge::Meter::new(&destination, stream, &key, admitted, model);
     if let Some(translation) = translation {
         // Boxed: a large future, inline it would grow (and be copied with)
         // every request's, while only translated answers take it.

@@ -38,22 +38,22 @@ pub struct Extras<'a> {
     pub usage: Option<&'a mut UsageScan>,
 }
 
-/// The few header fields a routed answer adds (cost, spend, deployment),
-/// held inline: no allocation.
+/// The few header fields an answer adds (cost, spend, deployment, rate
+/// limits), held inline: no allocation.
 #[derive(Default)]
 pub struct AddedFields<'a> {
-    fields: [(&'a str, &'a [u8]); 3],
+    fields: [(&'a str, &'a [u8]); 7],
     len: usize,
 }
 
 impl<'a> AddedFields<'a> {
-    pub fn of(fields: &[(&'a str, &'a [u8])]) -> Self {
-        let mut added = Self::default();
-        for (slot, field) in added.fields.iter_mut().zip(fields) {
-            *slot = *field;
-            added.len += 1;
+    /// Adds a field (past the capacity, silently not: the callers add at
+    /// most as many as it holds).
+    pub fn push(&mut self, name: &'a str, value: &'a [u8]) {
+        if let Some(slot) = self.fields.get_mut(self.len) {
+            *slot = (name, value);
+            self.len += 1;
         }
-        added
     }
 
     pub fn as_slice(&self) -> &[(&'a str, &'a [u8])] {

@@ -277,6 +277,18 @@ async fn report_usage(worker: Rc<Worker>, unreported: Arc<AtomicBool>) {
     }
 }
 
+/// A key's, user's or team's spend went past its soft budget: an alert.
+fn soft_budget_crossed(worker: &Worker, crossed: &crate::store::SoftBudgetCrossed) {
+    tracing::warn!(
+        worker = worker.id,
+        kind = crossed.kind,
+        id = %crossed.id,
+        spend = crossed.spend.dollars(),
+        soft_budget = crossed.soft_budget.dollars(),
+        "soft budget crossed"
+    );
+}
+
 /// Writes this worker's reports to the ledger; `false` if they were lost.
 async fn settle(worker: &Worker) -> bool {
     let reports = worker.quota.borrow_mut().take_reports();
@@ -287,7 +299,12 @@ async fn settle(worker: &Worker) -> bool {
     // A ledger write fsyncs: off the worker thread.
     let result = monoio::spawn_blocking(move || store.settle(&reports)).await;
     match result {
-        Ok(Ok(())) => true,
+        Ok(Ok(crossed)) => {
+            for crossed in crossed {
+                soft_budget_crossed(worker, &crossed);
+            }
+            true
+        }
         Ok(Err(error)) => {
             tracing::error!(worker = worker.id, %error, "cannot record usage");
             false

@@ -8,7 +8,7 @@ use heed::RwTxn;
 use uuid::Uuid;
 
 use super::crypto::{self, new_id, new_secret, sha256};
-use super::model::{Budget, KeyRecord, Money, Project, Usage, hint, now_ms};
+use super::model::{Budget, KeyRecord, Limits, ModelLimits, Money, Project, Usage, hint, now_ms};
 use super::{Store, StoreError};
 
 /// Fields of a project that an update may change.
@@ -41,6 +41,8 @@ pub struct NewKey {
     pub metadata: String,
     /// Use this secret instead of generating one (imports, tests).
     pub secret: Option<String>,
+    pub limits: Limits,
+    pub model_limits: BTreeMap<String, ModelLimits>,
 }
 
 /// Fields of a key that an update may change. `Some(None)` clears.
@@ -58,6 +60,8 @@ pub struct KeyChanges {
     pub models: Option<Vec<String>>,
     pub model_aliases: Option<BTreeMap<String, String>>,
     pub metadata: Option<String>,
+    pub limits: Option<Limits>,
+    pub model_limits: Option<BTreeMap<String, ModelLimits>>,
 }
 
 fn check_name(name: &str) -> Result<String, StoreError> {
@@ -258,6 +262,8 @@ impl Store {
             },
             created_at: now,
             updated_at: now,
+            limits: new.limits,
+            model_limits: new.model_limits,
         };
         if let Some(project_id) = key.project_id
             && self.projects.get(txn, project_id.as_bytes())?.is_none()
@@ -273,6 +279,7 @@ impl Store {
         self.key_hashes
             .put(txn, &key.secret_hash, key.id.as_bytes())?;
         self.keys.put(txn, key.id.as_bytes(), &key)?;
+        self.set_key_windows(txn, None, &key)?;
         if new.spend > Money(0) {
             let usage = Usage {
                 spend: new.spend,
@@ -371,8 +378,16 @@ impl Store {
         if let Some(metadata) = changes.metadata {
             key.metadata = metadata;
         }
+        let before = (key.limits, key.model_limits.clone());
+        if let Some(limits) = changes.limits {
+            key.limits = limits;
+        }
+        if let Some(model_limits) = changes.model_limits {
+            key.model_limits = model_limits;
+        }
         key.updated_at = now_ms();
         self.keys.put(&mut txn, id.as_bytes(), &key)?;
+        self.set_key_windows(&mut txn, Some(before), &key)?;
         let mut usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
         if let Some(spend) = changes.spend {
             usage.spend = spend;
@@ -380,6 +395,35 @@ impl Store {
         }
         self.commit_admin(txn)?;
         Ok((key, usage))
+    }
+
+    /// Starts (or ends) the budget windows of `key` and of its per-model
+    /// budgets whose `budget_duration` changed from `before`.
+    fn set_key_windows(
+        &self,
+        txn: &mut RwTxn,
+        before: Option<(Limits, BTreeMap<String, ModelLimits>)>,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let (old, old_models) = before.unwrap_or_default();
+        self.set_budget_window(
+            txn,
+            super::Payer::Key(key.id),
+            old.budget_duration,
+            key.limits.budget_duration,
+        )?;
+        for (model, limits) in &key.model_limits {
+            let old = old_models.get(model).and_then(|m| m.budget_duration);
+            let payer = super::Payer::KeyModel(key.id, model);
+            self.set_budget_window(txn, payer, old, limits.budget_duration)?;
+        }
+        for model in old_models
+            .keys()
+            .filter(|m| !key.model_limits.contains_key(*m))
+        {
+            self.forget_payer(txn, super::Payer::KeyModel(key.id, model))?;
+        }
+        Ok(())
     }
 
     /// Deletes keys for good (their usage too); returns the ids deleted.
@@ -405,7 +449,10 @@ impl Store {
         self.key_hashes.delete(txn, &key.secret_hash)?;
         self.keys.delete(txn, id.as_bytes())?;
         self.usage.delete(txn, id.as_bytes())?;
-        self.forget_reserved(txn, super::Payer::Key(id))?;
+        self.forget_payer(txn, super::Payer::Key(id))?;
+        for model in key.model_limits.keys() {
+            self.forget_payer(txn, super::Payer::KeyModel(id, model))?;
+        }
         Ok(true)
     }
 

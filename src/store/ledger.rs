@@ -19,7 +19,7 @@
 
 use uuid::Uuid;
 
-use super::model::{Money, Usage};
+use super::model::{Budget, BudgetWindow, Money, Usage, now_ms};
 use super::{Store, StoreError};
 
 /// Largest lease handed out at once (requests; for budgets, this many
@@ -40,18 +40,41 @@ pub enum Grant {
 }
 
 /// Whose budget a lease is taken from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payer<'a> {
     Key(Uuid),
     User(&'a str),
+    Team(&'a str),
+    /// A key's use of one model (`model_max_budget`).
+    KeyModel(Uuid, &'a str),
 }
 
-impl Payer<'_> {
-    /// The payer's entry in the `reserved` database.
-    fn slot(self) -> Vec<u8> {
+impl<'a> Payer<'a> {
+    /// The payer's entry in the `reserved`, `budget_windows` and
+    /// `payer_spend` databases, and the name of its leases in the workers.
+    pub fn slot(self) -> Vec<u8> {
         match self {
             Payer::Key(id) => [&b"k"[..], id.as_bytes()].concat(),
             Payer::User(user_id) => [&b"u"[..], user_id.as_bytes()].concat(),
+            Payer::Team(team_id) => [&b"t"[..], team_id.as_bytes()].concat(),
+            Payer::KeyModel(id, model) => [&b"m"[..], id.as_bytes(), model.as_bytes()].concat(),
+        }
+    }
+
+    /// The payer whose slot this is.
+    pub fn of_slot(slot: &'a [u8]) -> Option<Self> {
+        let (tag, rest) = slot.split_first()?;
+        let text = || std::str::from_utf8(rest).ok();
+        let id = |bytes: &[u8]| Uuid::from_slice(bytes).ok();
+        match tag {
+            b'k' => Some(Payer::Key(id(rest)?)),
+            b'u' => Some(Payer::User(text()?)),
+            b't' => Some(Payer::Team(text()?)),
+            b'm' if rest.len() >= 16 => Some(Payer::KeyModel(
+                id(&rest[..16])?,
+                std::str::from_utf8(&rest[16..]).ok()?,
+            )),
+            _ => None,
         }
     }
 }
@@ -64,12 +87,12 @@ pub enum BudgetGrant {
     /// Less than was asked for is left: the budget, less what was spent
     /// and what is leased.
     Exhausted { left: Money },
-    /// No budget (or no such key or user any more).
+    /// No budget (or no such payer any more).
     Unlimited,
 }
 
 /// What one worker reports for one key.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Report {
     pub key_id: Uuid,
     /// Requests served since the last report.
@@ -77,33 +100,43 @@ pub struct Report {
     /// Leased quota handed back unused.
     pub returned: u64,
     /// What the requests served since the last report cost; added to the
-    /// key's spend and to its user's.
+    /// key's spend, its user's and its team's.
     pub cost: Money,
-    /// Leased budget of the key no longer held: spent (it is in `cost`) or
-    /// handed back.
-    pub released: Money,
+    /// The part of `cost` spent on models whose spend the key counts apart
+    /// (`model_max_budget`).
+    pub by_model: Vec<(String, Money)>,
     pub last_used_at: i64,
-}
-
-/// Leased budget of a user no longer held by a worker.
-#[derive(Debug, Clone)]
-pub struct UserRelease {
-    pub user_id: String,
-    pub released: Money,
 }
 
 /// Everything one worker reports at once, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Reports {
     pub keys: Vec<Report>,
-    pub users: Vec<UserRelease>,
+    /// Leased budget no longer held by the worker (spent, or handed back),
+    /// by payer slot.
+    pub released: Vec<(Box<[u8]>, Money)>,
+    /// Leases of per-minute and parallel limits handed back or overdrawn.
+    pub counters: Vec<super::counters::CounterReport>,
 }
 
 impl Reports {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.users.is_empty()
+        self.keys.is_empty() && self.released.is_empty() && self.counters.is_empty()
     }
 }
+
+/// A payer whose spend went past its soft budget with a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftBudgetCrossed {
+    /// `key`, `user` or `team`.
+    pub kind: &'static str,
+    pub id: String,
+    pub spend: Money,
+    pub soft_budget: Money,
+}
+
+/// A payer's budget, if it has one, and the budget's window, if it has one.
+type PayerBudget = (Option<Budget>, Option<BudgetWindow>);
 
 /// What a start after an unclean stop took as used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,28 +191,14 @@ impl Store {
         workers: usize,
     ) -> Result<BudgetGrant, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let (budget, spend) = match payer {
-            Payer::Key(id) => {
-                let Some(budget) = self
-                    .keys
-                    .get(&txn, id.as_bytes())?
-                    .and_then(|k| k.max_budget)
-                else {
-                    return Ok(BudgetGrant::Unlimited);
-                };
-                let usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
-                (budget, usage.spend)
-            }
-            Payer::User(user_id) => {
-                let Some(budget) = self.users.get(&txn, user_id)?.and_then(|u| u.max_budget) else {
-                    return Ok(BudgetGrant::Unlimited);
-                };
-                (
-                    budget,
-                    self.user_spend.get(&txn, user_id)?.unwrap_or_default(),
-                )
-            }
+        let Some((budget, window)) = self.payer_budget(&txn, payer)? else {
+            return Ok(BudgetGrant::Unlimited);
         };
+        let Some(budget) = budget else {
+            return Ok(BudgetGrant::Unlimited);
+        };
+        self.roll_window(&mut txn, payer, window, now_ms())?;
+        let spend = self.stored_spend(&txn, payer)?;
         let slot = payer.slot();
         let reserved = self.reserved.get(&txn, &slot)?.unwrap_or_default();
         let left = budget
@@ -189,6 +208,8 @@ impl Store {
             .saturating_sub(reserved.0);
         let at_least = at_least.0.max(1);
         if left < at_least {
+            // A window rolled over is worth keeping even when nothing is leased.
+            super::commit(txn, self.path())?;
             return Ok(BudgetGrant::Exhausted { left: Money(left) });
         }
         // Whole multiples of what was asked for: requests of one size then
@@ -198,16 +219,19 @@ impl Store {
         let grant = at_least.saturating_mul(units).min(left);
         self.reserved
             .put(&mut txn, &slot, &reserved.saturating_add(Money(grant)))?;
-        txn.commit()?;
+        super::commit(txn, self.path())?;
         Ok(BudgetGrant::Granted(Money(grant)))
     }
 
-    /// Records what workers served and hands back unused leases, in one
-    /// transaction.
-    pub fn settle(&self, reports: &Reports) -> Result<(), StoreError> {
+    /// Records what workers served, hands back unused leases and applies
+    /// the counters' reports, in one transaction. Returns the payers whose
+    /// spend went past their soft budget with these reports.
+    pub fn settle(&self, reports: &Reports) -> Result<Vec<SoftBudgetCrossed>, StoreError> {
+        let mut crossed = Vec::new();
         if reports.is_empty() {
-            return Ok(());
+            return Ok(crossed);
         }
+        let now = now_ms();
         let mut txn = self.env.write_txn()?;
         for report in &reports.keys {
             let id = report.key_id.as_bytes();
@@ -217,57 +241,276 @@ impl Store {
             let mut usage = self.usage.get(&txn, id)?.unwrap_or_default();
             usage.requests += report.served;
             usage.reserved = usage.reserved.saturating_sub(report.returned);
-            usage.spend = usage.spend.saturating_add(report.cost);
-            if report.cost > Money(0)
-                && let Some(user_id) = &key.user_id
-            {
-                let spend = self.user_spend.get(&txn, user_id)?.unwrap_or_default();
-                self.user_spend
-                    .put(&mut txn, user_id, &spend.saturating_add(report.cost))?;
-            }
             if report.served > 0 {
                 usage.last_used_at = Some(usage.last_used_at.unwrap_or(0).max(report.last_used_at));
             }
             self.usage.put(&mut txn, id, &usage)?;
-            self.release(&mut txn, Payer::Key(report.key_id), report.released)?;
+            if report.cost == Money(0) {
+                continue;
+            }
+            let key_payer = Payer::Key(report.key_id);
+            let soft = key.limits.soft_budget.map(|b| b.amount);
+            if let Some(spend) = self.add_spend(
+                &mut txn,
+                key_payer,
+                key.limits.budget_duration,
+                report.cost,
+                now,
+                soft,
+            )? {
+                crossed.push(SoftBudgetCrossed {
+                    kind: "key",
+                    id: key.id.to_string(),
+                    spend,
+                    soft_budget: soft.unwrap_or_default(),
+                });
+            }
+            if let Some(user_id) = &key.user_id
+                && let Some(user) = self.users.get(&txn, user_id)?
+            {
+                let soft = user.limits.soft_budget.map(|b| b.amount);
+                let payer = Payer::User(user_id);
+                let window = user.limits.budget_duration;
+                if let Some(spend) =
+                    self.add_spend(&mut txn, payer, window, report.cost, now, soft)?
+                {
+                    crossed.push(SoftBudgetCrossed {
+                        kind: "user",
+                        id: user_id.clone(),
+                        spend,
+                        soft_budget: soft.unwrap_or_default(),
+                    });
+                }
+            }
+            if let Some(team_id) = &key.team_id
+                && let Some(team) = self.teams.get(&txn, team_id)?
+            {
+                let soft = team.limits.soft_budget.map(|b| b.amount);
+                let payer = Payer::Team(team_id);
+                let window = team.limits.budget_duration;
+                if let Some(spend) =
+                    self.add_spend(&mut txn, payer, window, report.cost, now, soft)?
+                {
+                    crossed.push(SoftBudgetCrossed {
+                        kind: "team",
+                        id: team_id.clone(),
+                        spend,
+                        soft_budget: soft.unwrap_or_default(),
+                    });
+                }
+            }
+            for (model, cost) in &report.by_model {
+                let window = key.model_limits.get(model).and_then(|m| m.budget_duration);
+                let payer = Payer::KeyModel(report.key_id, model);
+                self.add_spend(&mut txn, payer, window, *cost, now, None)?;
+            }
         }
-        for release in &reports.users {
-            self.release(&mut txn, Payer::User(&release.user_id), release.released)?;
+        for (slot, released) in &reports.released {
+            self.release(&mut txn, slot, *released)?;
         }
         super::commit(txn, self.path())?;
-        Ok(())
+        self.settle_counters(&reports.counters)?;
+        Ok(crossed)
     }
 
-    /// Takes `amount` off what `payer` has leased.
-    fn release(
+    /// The budget of `payer` and its window: `None` when the payer is gone.
+    pub(super) fn payer_budget(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        payer: Payer<'_>,
+    ) -> Result<Option<PayerBudget>, StoreError> {
+        Ok(match payer {
+            Payer::Key(id) => self
+                .keys
+                .get(txn, id.as_bytes())?
+                .map(|k| (k.max_budget, k.limits.budget_duration)),
+            Payer::User(user_id) => self
+                .users
+                .get(txn, user_id)?
+                .map(|u| (u.max_budget, u.limits.budget_duration)),
+            Payer::Team(team_id) => self
+                .teams
+                .get(txn, team_id)?
+                .map(|t| (t.max_budget, t.limits.budget_duration)),
+            Payer::KeyModel(id, model) => self.keys.get(txn, id.as_bytes())?.map(|k| {
+                let limits = k.model_limits.get(model).copied().unwrap_or_default();
+                (limits.max_budget, limits.budget_duration)
+            }),
+        })
+    }
+
+    /// `payer`'s spend as stored (its current window's, if the window has
+    /// been rolled over).
+    fn stored_spend(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        payer: Payer<'_>,
+    ) -> Result<Money, StoreError> {
+        Ok(match payer {
+            Payer::Key(id) => {
+                self.usage
+                    .get(txn, id.as_bytes())?
+                    .unwrap_or_default()
+                    .spend
+            }
+            Payer::User(user_id) => self.user_spend.get(txn, user_id)?.unwrap_or_default(),
+            Payer::Team(_) | Payer::KeyModel(..) => self
+                .payer_spend
+                .get(txn, &payer.slot())?
+                .unwrap_or_default(),
+        })
+    }
+
+    fn put_spend(
         &self,
         txn: &mut heed::RwTxn,
         payer: Payer<'_>,
-        amount: Money,
+        spend: Money,
     ) -> Result<(), StoreError> {
+        match payer {
+            Payer::Key(id) => {
+                let mut usage = self.usage.get(txn, id.as_bytes())?.unwrap_or_default();
+                usage.spend = spend;
+                self.usage.put(txn, id.as_bytes(), &usage)?;
+            }
+            Payer::User(user_id) => self.user_spend.put(txn, user_id, &spend)?,
+            Payer::Team(_) | Payer::KeyModel(..) => {
+                self.payer_spend.put(txn, &payer.slot(), &spend)?
+            }
+        }
+        Ok(())
+    }
+
+    /// `payer`'s spend in its budget's current window, as of `now`.
+    pub(super) fn window_spend(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        payer: Payer<'_>,
+        now: i64,
+    ) -> Result<Money, StoreError> {
+        if let Some(end) = self.budget_windows.get(txn, &payer.slot())?
+            && end <= now
+        {
+            return Ok(Money(0));
+        }
+        self.stored_spend(txn, payer)
+    }
+
+    /// The end of `payer`'s current budget window, if its budget has one.
+    pub(super) fn window_end(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        payer: Payer<'_>,
+        window: Option<BudgetWindow>,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(window) = window else {
+            return Ok(None);
+        };
+        Ok(Some(match self.budget_windows.get(txn, &payer.slot())? {
+            Some(end) if end > now => end,
+            Some(end) => window.end_after(end, now),
+            None => window.end(now),
+        }))
+    }
+
+    /// Starts `payer`'s spend from zero if its budget window has ended,
+    /// and starts its first window if it has none yet.
+    fn roll_window(
+        &self,
+        txn: &mut heed::RwTxn,
+        payer: Payer<'_>,
+        window: Option<BudgetWindow>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let Some(window) = window else {
+            return Ok(());
+        };
+        let slot = payer.slot();
+        match self.budget_windows.get(txn, &slot)? {
+            Some(end) if end > now => {}
+            Some(end) => {
+                self.put_spend(txn, payer, Money(0))?;
+                self.budget_windows
+                    .put(txn, &slot, &window.end_after(end, now))?;
+            }
+            None => self.budget_windows.put(txn, &slot, &window.end(now))?,
+        }
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) `payer`'s budget window, starting
+    /// now; unchanged when the window is the one it has.
+    pub(super) fn set_budget_window(
+        &self,
+        txn: &mut heed::RwTxn,
+        payer: Payer<'_>,
+        old: Option<BudgetWindow>,
+        new: Option<BudgetWindow>,
+    ) -> Result<(), StoreError> {
+        let slot = payer.slot();
+        match new {
+            None => {
+                self.budget_windows.delete(txn, &slot)?;
+            }
+            Some(window)
+                if old != Some(window) || self.budget_windows.get(txn, &slot)?.is_none() =>
+            {
+                self.budget_windows.put(txn, &slot, &window.end(now_ms()))?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Adds `cost` to `payer`'s spend (in its current window); returns the
+    /// new spend if it went past `soft` with it.
+    fn add_spend(
+        &self,
+        txn: &mut heed::RwTxn,
+        payer: Payer<'_>,
+        window: Option<BudgetWindow>,
+        cost: Money,
+        now: i64,
+        soft: Option<Money>,
+    ) -> Result<Option<Money>, StoreError> {
+        self.roll_window(txn, payer, window, now)?;
+        let before = self.stored_spend(txn, payer)?;
+        let after = before.saturating_add(cost);
+        self.put_spend(txn, payer, after)?;
+        Ok(soft
+            .filter(|&soft| before < soft && after >= soft)
+            .map(|_| after))
+    }
+
+    /// Takes `amount` off what the payer of `slot` has leased.
+    fn release(&self, txn: &mut heed::RwTxn, slot: &[u8], amount: Money) -> Result<(), StoreError> {
         if amount == Money(0) {
             return Ok(());
         }
-        let slot = payer.slot();
-        let Some(reserved) = self.reserved.get(txn, &slot)? else {
+        let Some(reserved) = self.reserved.get(txn, slot)? else {
             return Ok(());
         };
         let rest = reserved.0.saturating_sub(amount.0);
         if rest == 0 {
-            self.reserved.delete(txn, &slot)?;
+            self.reserved.delete(txn, slot)?;
         } else {
-            self.reserved.put(txn, &slot, &Money(rest))?;
+            self.reserved.put(txn, slot, &Money(rest))?;
         }
         Ok(())
     }
 
-    /// Forgets what `payer` has leased (the key or user is deleted).
-    pub(super) fn forget_reserved(
+    /// Forgets what `payer` has leased, spent and its window (the payer
+    /// is deleted).
+    pub(super) fn forget_payer(
         &self,
         txn: &mut heed::RwTxn,
         payer: Payer<'_>,
     ) -> Result<(), StoreError> {
-        self.reserved.delete(txn, &payer.slot())?;
+        let slot = payer.slot();
+        self.reserved.delete(txn, &slot)?;
+        self.budget_windows.delete(txn, &slot)?;
+        self.payer_spend.delete(txn, &slot)?;
         Ok(())
     }
 
@@ -295,6 +538,7 @@ impl Store {
             None => None,
         };
         self.meta.put(&mut txn, SERVING, &[1])?;
+        self.reset_counters(&mut txn, now_ms() / 60_000)?;
         txn.commit()?;
         Ok(recovered)
     }
@@ -333,38 +577,47 @@ impl Store {
             let (slot, amount) = entry?;
             leased.push((slot.to_vec(), amount));
         }
-        let mut users: std::collections::HashMap<String, (Money, Money)> = Default::default();
+        // Users and teams: (their own lease, their keys' leases), by slot.
+        let mut owners: std::collections::HashMap<Vec<u8>, (Money, Money)> = Default::default();
         for (slot, amount) in &leased {
-            match slot.split_first() {
-                Some((b'k', id)) => {
-                    let Some(key) = self.keys.get(txn, id)? else {
+            match Payer::of_slot(slot) {
+                Some(Payer::Key(id)) => {
+                    let Some(key) = self.keys.get(txn, id.as_bytes())? else {
                         continue;
                     };
-                    let mut usage = self.usage.get(txn, id)?.unwrap_or_default();
+                    let mut usage = self.usage.get(txn, id.as_bytes())?.unwrap_or_default();
                     usage.spend = usage.spend.saturating_add(*amount);
-                    self.usage.put(txn, id, &usage)?;
+                    self.usage.put(txn, id.as_bytes(), &usage)?;
                     recovered.spend = recovered.spend.saturating_add(*amount);
-                    keys.insert(id.to_vec());
-                    if let Some(user_id) = key.user_id {
-                        let entry = users.entry(user_id).or_default();
+                    keys.insert(id.as_bytes().to_vec());
+                    let parents = [
+                        key.user_id.as_deref().map(Payer::User),
+                        key.team_id.as_deref().map(Payer::Team),
+                    ];
+                    for parent in parents.into_iter().flatten() {
+                        let entry = owners.entry(parent.slot()).or_default();
                         entry.1 = entry.1.saturating_add(*amount);
                     }
                 }
-                Some((b'u', user_id)) => {
-                    if let Ok(user_id) = std::str::from_utf8(user_id) {
-                        users.entry(user_id.to_string()).or_default().0 = *amount;
-                    }
+                Some(Payer::User(_) | Payer::Team(_)) => {
+                    owners.entry(slot.clone()).or_default().0 = *amount;
                 }
-                _ => {}
+                Some(payer @ Payer::KeyModel(..)) => {
+                    let spend = self.stored_spend(txn, payer)?;
+                    self.put_spend(txn, payer, spend.saturating_add(*amount))?;
+                }
+                None => {}
             }
         }
-        for (user_id, (own, of_keys)) in users {
-            if self.users.get(txn, &user_id)?.is_none() {
+        for (slot, (own, of_keys)) in owners {
+            let Some(payer) = Payer::of_slot(&slot) else {
+                continue;
+            };
+            if self.payer_budget(txn, payer)?.is_none() {
                 continue;
             }
-            let spend = self.user_spend.get(txn, &user_id)?.unwrap_or_default();
-            self.user_spend
-                .put(txn, &user_id, &spend.saturating_add(own.max(of_keys)))?;
+            let spend = self.stored_spend(txn, payer)?;
+            self.put_spend(txn, payer, spend.saturating_add(own.max(of_keys)))?;
         }
         self.reserved.clear(txn)?;
         recovered.keys = keys.len();
@@ -423,13 +676,14 @@ mod tests {
             served: 1,
             returned: 0,
             cost: Money(100),
-            released: Money(150),
+            by_model: Vec::new(),
             last_used_at: 1,
         };
         store
             .settle(&Reports {
                 keys: vec![report],
-                users: Vec::new(),
+                released: vec![(payer.slot().into(), Money(150))],
+                counters: Vec::new(),
             })
             .unwrap();
         assert_eq!(store.usage_of(key.id).unwrap().spend, Money(100));

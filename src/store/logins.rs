@@ -363,6 +363,7 @@ mod tests {
                 models: vec![],
                 metadata: String::new(),
                 password_hash: None,
+                limits: Default::default(),
             })
             .unwrap()
     }

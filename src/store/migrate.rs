@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use heed::types::{Bytes, SerdeBincode};
 use heed::{BytesDecode, Database, Env, RwTxn, WithoutTls};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::model::{KeyRecord, Money, Usage};
+use super::model::{Budget, KeyRecord, Money, Usage, User, UserRole};
 
 /// Version 1: keys belonged to exactly one project and had no user, model
 /// allowlist or budget; usage had no spend.
@@ -41,6 +41,113 @@ mod v1 {
     }
 }
 
+/// Version 2: keys, users and budgets, without rate limits or teams.
+mod v2 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct KeyRecord {
+        pub id: Uuid,
+        pub secret_hash: [u8; 32],
+        pub hint: String,
+        pub project_id: Option<Uuid>,
+        pub alias: Option<String>,
+        pub user_id: Option<String>,
+        pub team_id: Option<String>,
+        pub models: Vec<String>,
+        pub model_aliases: BTreeMap<String, String>,
+        pub expires_at: Option<i64>,
+        pub is_active: bool,
+        pub max_requests: Option<u64>,
+        pub max_budget: Option<Budget>,
+        pub metadata: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct User {
+        pub user_id: String,
+        pub user_email: Option<String>,
+        pub user_role: UserRole,
+        pub user_alias: Option<String>,
+        pub teams: Vec<String>,
+        pub max_budget: Option<Budget>,
+        pub models: Vec<String>,
+        pub metadata: String,
+        pub password_hash: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+/// Rewrites every key and user record in the version 3 layout: no limits
+/// besides those they had.
+pub fn v2_to_v3(env: &Env<WithoutTls>, txn: &mut RwTxn) -> Result<(), StoreError> {
+    let keys: Database<Bytes, Bytes> = env.create_database(txn, Some("keys"))?;
+    let mut rewritten = Vec::new();
+    for entry in keys.iter(txn)? {
+        let (id, bytes) = entry?;
+        let old: v2::KeyRecord = decode(bytes)?;
+        rewritten.push((
+            id.to_vec(),
+            KeyRecord {
+                id: old.id,
+                secret_hash: old.secret_hash,
+                hint: old.hint,
+                project_id: old.project_id,
+                alias: old.alias,
+                user_id: old.user_id,
+                team_id: old.team_id,
+                models: old.models,
+                model_aliases: old.model_aliases,
+                expires_at: old.expires_at,
+                is_active: old.is_active,
+                max_requests: old.max_requests,
+                max_budget: old.max_budget,
+                metadata: old.metadata,
+                created_at: old.created_at,
+                updated_at: old.updated_at,
+                limits: Default::default(),
+                model_limits: BTreeMap::new(),
+            },
+        ));
+    }
+    let keys = keys.remap_data_type::<SerdeBincode<KeyRecord>>();
+    for (id, key) in rewritten {
+        keys.put(txn, &id, &key)?;
+    }
+
+    let users: Database<Bytes, Bytes> = env.create_database(txn, Some("users"))?;
+    let mut rewritten = Vec::new();
+    for entry in users.iter(txn)? {
+        let (id, bytes) = entry?;
+        let old: v2::User = decode(bytes)?;
+        rewritten.push((
+            id.to_vec(),
+            User {
+                user_id: old.user_id,
+                user_email: old.user_email,
+                user_role: old.user_role,
+                user_alias: old.user_alias,
+                teams: old.teams,
+                max_budget: old.max_budget,
+                models: old.models,
+                metadata: old.metadata,
+                password_hash: old.password_hash,
+                created_at: old.created_at,
+                updated_at: old.updated_at,
+                limits: Default::default(),
+            },
+        ));
+    }
+    let users = users.remap_data_type::<SerdeBincode<User>>();
+    for (id, user) in rewritten {
+        users.put(txn, &id, &user)?;
+    }
+    Ok(())
+}
+
 /// Rewrites every key and usage record in the version 2 layout.
 pub fn v1_to_v2(env: &Env<WithoutTls>, txn: &mut RwTxn) -> Result<(), StoreError> {
     let keys: Database<Bytes, Bytes> = env.create_database(txn, Some("keys"))?;
@@ -50,7 +157,7 @@ pub fn v1_to_v2(env: &Env<WithoutTls>, txn: &mut RwTxn) -> Result<(), StoreError
         let old: v1::KeyRecord = decode(bytes)?;
         rewritten.push((
             id.to_vec(),
-            KeyRecord {
+            v2::KeyRecord {
                 id: old.id,
                 secret_hash: old.secret_hash,
                 hint: old.hint,
@@ -70,7 +177,7 @@ pub fn v1_to_v2(env: &Env<WithoutTls>, txn: &mut RwTxn) -> Result<(), StoreError
             },
         ));
     }
-    let keys = keys.remap_data_type::<SerdeBincode<KeyRecord>>();
+    let keys = keys.remap_data_type::<SerdeBincode<v2::KeyRecord>>();
     for (id, key) in rewritten {
         keys.put(txn, &id, &key)?;
     }
@@ -99,7 +206,7 @@ pub fn v1_to_v2(env: &Env<WithoutTls>, txn: &mut RwTxn) -> Result<(), StoreError
 
 fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, StoreError> {
     SerdeBincode::<T>::bytes_decode(bytes)
-        .map_err(|e| StoreError::Invalid(format!("cannot migrate a version 1 record: {e}")))
+        .map_err(|e| StoreError::Invalid(format!("cannot migrate an older record: {e}")))
 }
 
 #[cfg(test)]

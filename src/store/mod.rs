@@ -7,7 +7,10 @@
 //!   and of deployments and credentials. Each write bumps the store
 //!   generation, which tells every worker to re-read before the call returns.
 //! - `ledger`: quota and budget leases, usage counts and spend written by
-//!   the workers, and what a server that did not stop cleanly left leased.
+//!   the workers, and what a server that did not stop cleanly left leased;
+//!   `counters`: leases of the per-minute and parallel limits; `window`:
+//!   budget windows.
+//! - `teams`: teams and their members.
 //! - `audit`: the log of management calls.
 //! - `logins`: CLI sign-ins in progress, and the keys they issue.
 //! - `password`: users' passwords as they are stored, Argon2id hashes.
@@ -22,6 +25,7 @@
 mod admin;
 mod audit;
 mod catalog;
+mod counters;
 pub mod crypto;
 pub mod event_log;
 mod ledger;
@@ -30,7 +34,9 @@ mod migrate;
 pub mod model;
 pub mod password;
 mod read;
+mod teams;
 mod users;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,21 +47,23 @@ use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
 pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
 pub use catalog::{CredentialChanges, DeploymentChanges};
+pub use counters::{CounterReport, Meter, WindowGrant};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
-pub use ledger::{BudgetGrant, Grant, Payer, Recovered, Report, Reports, UserRelease};
+pub use ledger::{BudgetGrant, Grant, Payer, Recovered, Report, Reports, SoftBudgetCrossed};
 pub use logins::{
     Issue, Login, LoginState, MAX_LOGIN_ID, NewLogin, OidcRequest, Via, is_login_key,
 };
 pub use model::{
-    Budget, Credential, Deployment, KeyRecord, Money, Project, Usage, User, UserRole, now_ms,
+    Budget, BudgetWindow, Credential, Deployment, KeyRecord, Limits, ModelLimits, Money, Project,
+    Team, TeamMember, TeamRole, Usage, User, UserRole, now_ms,
 };
-pub use read::{KeyView, Spend};
+pub use read::{KeyView, Spend, TeamView};
 pub use users::{NewUser, UserChanges};
 
 /// Version of the record layout. Opening a store written by a newer
 /// version fails; older versions are migrated forward in `open`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Largest size the store may grow to (address space, not disk).
 const MAP_SIZE: usize = 1 << 34;
@@ -192,6 +200,16 @@ pub struct Store {
     reserved: Database<Bytes, SerdeBincode<Money>>,
     deployments: Database<Str, SerdeBincode<Deployment>>,
     credentials: Database<Str, SerdeBincode<Credential>>,
+    teams: Database<Str, SerdeBincode<Team>>,
+    /// Spend of teams (`t` + team id) and of keys' use of one model (`m` +
+    /// key id + model name), apart from their records like `usage`.
+    payer_spend: Database<Bytes, SerdeBincode<Money>>,
+    /// The end of the current budget window of each payer whose budget has
+    /// one (`budget_duration`), by the payer's slot (see `ledger::Payer`).
+    budget_windows: Database<Bytes, SerdeBincode<i64>>,
+    /// What workers have leased of per-minute and parallel limits, by
+    /// limited party and meter (see `counters`).
+    counters: counters::CounterDb,
     /// Management calls, by sequential id (big-endian, so in order).
     audit: audit::AuditDb,
     /// CLI sign-ins in progress, by login id.
@@ -222,7 +240,7 @@ impl Store {
             EnvOpenOptions::new()
                 .read_txn_without_tls()
                 .map_size(MAP_SIZE)
-                .max_dbs(16)
+                .max_dbs(24)
                 .max_readers(1024)
                 .open(dir)?
         };
@@ -239,8 +257,11 @@ impl Store {
                     found: version,
                 });
             }
-            Some(1) => {
-                migrate::v1_to_v2(&env, &mut txn)?;
+            Some(version @ (1 | 2)) => {
+                if version == 1 {
+                    migrate::v1_to_v2(&env, &mut txn)?;
+                }
+                migrate::v2_to_v3(&env, &mut txn)?;
                 meta.put(&mut txn, "schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(_) => {}
@@ -258,6 +279,10 @@ impl Store {
             reserved: env.create_database(&mut txn, Some("reserved"))?,
             deployments: env.create_database(&mut txn, Some("deployments"))?,
             credentials: env.create_database(&mut txn, Some("credentials"))?,
+            teams: env.create_database(&mut txn, Some("teams"))?,
+            payer_spend: env.create_database(&mut txn, Some("payer_spend"))?,
+            budget_windows: env.create_database(&mut txn, Some("budget_windows"))?,
+            counters: env.create_database(&mut txn, Some("counters"))?,
             audit: env.create_database(&mut txn, Some("audit"))?,
             logins: env.create_database(&mut txn, Some("logins"))?,
             env: env.clone(),

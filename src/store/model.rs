@@ -52,6 +52,10 @@ pub struct KeyRecord {
     pub metadata: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Rate limits, the budget's window and the soft budget.
+    pub limits: Limits,
+    /// Limits of the key's use of one model, by model name.
+    pub model_limits: BTreeMap<String, ModelLimits>,
 }
 
 impl KeyRecord {
@@ -162,6 +166,97 @@ impl UserRole {
     }
 }
 
+/// The limits a key, a user and a team may each have besides `max_budget`
+/// (LiteLLM's field names). A request must pass all of its key's, its
+/// user's and its team's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests per minute (a fixed window of the wall clock's minute).
+    pub rpm_limit: Option<u64>,
+    /// Tokens (prompt and completion) per minute.
+    pub tpm_limit: Option<u64>,
+    /// Requests in flight at once.
+    pub max_parallel_requests: Option<u64>,
+    /// The budget's window: spend starts again from zero at its end.
+    pub budget_duration: Option<BudgetWindow>,
+    /// Spend past which an alert is raised; requests go on.
+    pub soft_budget: Option<Budget>,
+}
+
+impl Limits {
+    /// Whether any limit is set that the request path enforces per request.
+    pub fn limits_requests(&self) -> bool {
+        self.rpm_limit.is_some() || self.tpm_limit.is_some() || self.max_parallel_requests.is_some()
+    }
+}
+
+/// Limits of a key's use of one model (`model_rpm_limit`,
+/// `model_tpm_limit`, `model_max_budget`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelLimits {
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_budget: Option<Budget>,
+    pub budget_duration: Option<BudgetWindow>,
+}
+
+/// How long a budget's window lasts: `30s`, `1h`, `1d`, `30d`, `1mo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BudgetWindow {
+    Seconds(u64),
+    /// Calendar months (UTC).
+    Months(u32),
+}
+
+/// A team: keys and users belong to it; its models, limits and budget
+/// apply to every request of its keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Team {
+    pub team_id: String,
+    pub team_alias: Option<String>,
+    /// Model names the team's keys may use; empty means every model.
+    pub models: Vec<String>,
+    pub members: Vec<TeamMember>,
+    pub max_budget: Option<Budget>,
+    pub limits: Limits,
+    /// A blocked team's keys are refused.
+    pub blocked: bool,
+    /// Free-form JSON object, as text.
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamMember {
+    pub user_id: String,
+    pub role: TeamRole,
+}
+
+/// A member's role in a team: an admin manages the team's keys and members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TeamRole {
+    Admin,
+    User,
+}
+
+impl TeamRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeamRole::Admin => "admin",
+            TeamRole::User => "user",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "admin" => Some(TeamRole::Admin),
+            "user" => Some(TeamRole::User),
+            _ => None,
+        }
+    }
+}
+
 /// A person (or service) that owns keys; its spend is the sum of its keys'.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
@@ -180,6 +275,7 @@ pub struct User {
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub limits: Limits,
 }
 
 /// One deployment of a model: where requests for `model_name` may go. Several

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::model::{Budget, Money};
+use super::ledger::Payer;
+use super::model::{Budget, Limits, ModelLimits, Money, now_ms};
 use super::{Store, StoreError, crypto};
 
 /// What the request path needs to know about a key, with its project's
@@ -29,16 +30,34 @@ pub struct KeyView {
     pub user_id: Option<String>,
     pub max_budget: Option<Budget>,
     pub user_max_budget: Option<Budget>,
-    /// Spend recorded in the ledger when the view was read.
+    /// Spend recorded in the ledger when the view was read (in the
+    /// budget's current window).
     pub spend: Money,
     pub user_spend: Money,
+    /// The key's team, when it has one that exists.
+    pub team: Option<TeamView>,
+    pub limits: Limits,
+    pub user_limits: Limits,
+    pub model_limits: BTreeMap<String, ModelLimits>,
 }
 
-/// Spend recorded for a key and its user.
+/// What the request path needs to know about a key's team.
+#[derive(Debug, Clone)]
+pub struct TeamView {
+    pub team_id: String,
+    pub models: Vec<String>,
+    pub max_budget: Option<Budget>,
+    pub limits: Limits,
+    pub blocked: bool,
+}
+
+/// Spend recorded for a key, its user and its team, in their budgets'
+/// current windows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Spend {
     pub key: Money,
     pub user: Money,
+    pub team: Money,
 }
 
 impl Store {
@@ -59,9 +78,14 @@ impl Store {
             Some(user_id) => self.users.get(&txn, user_id)?,
             None => None,
         };
-        let spend = self.usage.get(&txn, id)?.unwrap_or_default().spend;
+        let team = match &key.team_id {
+            Some(team_id) => self.teams.get(&txn, team_id)?,
+            None => None,
+        };
+        let now = now_ms();
+        let spend = self.window_spend(&txn, Payer::Key(key.id), now)?;
         let user_spend = match &key.user_id {
-            Some(user_id) => self.user_spend.get(&txn, user_id)?.unwrap_or_default(),
+            Some(user_id) => self.window_spend(&txn, Payer::User(user_id), now)?,
             None => Money(0),
         };
         drop(txn);
@@ -86,24 +110,69 @@ impl Store {
             model_aliases: key.model_aliases,
             user_id: key.user_id,
             max_budget: key.max_budget,
-            user_max_budget: user.and_then(|u| u.max_budget),
+            user_max_budget: user.as_ref().and_then(|u| u.max_budget),
             spend,
             user_spend,
+            team: team.map(|t| TeamView {
+                team_id: t.team_id,
+                models: t.models,
+                max_budget: t.max_budget,
+                limits: t.limits,
+                blocked: t.blocked,
+            }),
+            limits: key.limits,
+            user_limits: user.map(|u| u.limits).unwrap_or_default(),
+            model_limits: key.model_limits,
         }))
     }
 
-    /// What a key and its user have spent so far.
-    pub fn spend_of(&self, key_id: Uuid, user_id: Option<&str>) -> Result<Spend, StoreError> {
+    /// What a key, its user and its team have spent so far, in their
+    /// budgets' current windows.
+    pub fn spend_of(
+        &self,
+        key_id: Uuid,
+        user_id: Option<&str>,
+        team_id: Option<&str>,
+    ) -> Result<Spend, StoreError> {
         let txn = self.env.read_txn()?;
-        let key = self
-            .usage
-            .get(&txn, key_id.as_bytes())?
-            .unwrap_or_default()
-            .spend;
+        let now = now_ms();
+        let key = self.window_spend(&txn, Payer::Key(key_id), now)?;
         let user = match user_id {
-            Some(user_id) => self.user_spend.get(&txn, user_id)?.unwrap_or_default(),
+            Some(user_id) => self.window_spend(&txn, Payer::User(user_id), now)?,
             None => Money(0),
         };
-        Ok(Spend { key, user })
+        let team = match team_id {
+            Some(team_id) => self.window_spend(&txn, Payer::Team(team_id), now)?,
+            None => Money(0),
+        };
+        Ok(Spend { key, user, team })
+    }
+
+    /// What `payer` has spent in its budget's current window.
+    pub fn payer_spend(&self, payer: Payer<'_>) -> Result<Money, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.window_spend(&txn, payer, now_ms())
+    }
+
+    /// How long `payer`'s budget windows last, if its budget has them.
+    pub fn budget_window_of(
+        &self,
+        payer: Payer<'_>,
+    ) -> Result<Option<super::BudgetWindow>, StoreError> {
+        let txn = self.env.read_txn()?;
+        Ok(self
+            .payer_budget(&txn, payer)?
+            .and_then(|(_, window)| window))
+    }
+
+    /// The end of `payer`'s current budget window (`budget_reset_at`), for
+    /// a budget with `window`.
+    pub fn budget_reset_at(
+        &self,
+        payer: Payer<'_>,
+        window: Option<super::BudgetWindow>,
+    ) -> Result<Option<i64>, StoreError> {
+        let txn = self.env.read_txn()?;
+        self.window_end(&txn, payer, window, now_ms())
     }
 }

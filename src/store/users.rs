@@ -4,7 +4,7 @@
 use heed::RwTxn;
 
 use super::crypto::new_id;
-use super::model::{Budget, Money, User, UserRole, now_ms};
+use super::model::{Budget, Limits, Money, User, UserRole, now_ms};
 use super::{Store, StoreError};
 
 /// A user to create.
@@ -21,6 +21,7 @@ pub struct NewUser {
     /// A JSON object as text; empty means `{}`.
     pub metadata: String,
     pub password_hash: Option<String>,
+    pub limits: Limits,
 }
 
 /// Fields of a user that an update may change. `Some(None)` clears.
@@ -34,6 +35,7 @@ pub struct UserChanges {
     pub models: Option<Vec<String>>,
     pub metadata: Option<String>,
     pub password_hash: Option<Option<String>>,
+    pub limits: Option<Limits>,
 }
 
 impl Store {
@@ -59,6 +61,7 @@ impl Store {
             password_hash: new.password_hash,
             created_at: now,
             updated_at: now,
+            limits: new.limits,
         };
         let mut txn = self.env.write_txn()?;
         if self.users.get(&txn, &user.user_id)?.is_some() {
@@ -68,6 +71,8 @@ impl Store {
             self.check_email_free(&txn, email, &user.user_id)?;
         }
         self.users.put(&mut txn, &user.user_id, &user)?;
+        let payer = super::Payer::User(&user.user_id);
+        self.set_budget_window(&mut txn, payer, None, user.limits.budget_duration)?;
         self.commit_admin(txn)?;
         Ok(user)
     }
@@ -147,6 +152,12 @@ impl Store {
         if let Some(hash) = changes.password_hash {
             user.password_hash = hash;
         }
+        if let Some(limits) = changes.limits {
+            let payer = super::Payer::User(user_id);
+            let old = user.limits.budget_duration;
+            self.set_budget_window(&mut txn, payer, old, limits.budget_duration)?;
+            user.limits = limits;
+        }
         user.updated_at = now_ms();
         self.users.put(&mut txn, user_id, &user)?;
         self.commit_admin(txn)?;
@@ -161,7 +172,7 @@ impl Store {
         for user_id in user_ids {
             if self.users.delete(&mut txn, user_id)? {
                 self.user_spend.delete(&mut txn, user_id)?;
-                self.forget_reserved(&mut txn, super::Payer::User(user_id))?;
+                self.forget_payer(&mut txn, super::Payer::User(user_id))?;
                 deleted.push(user_id.clone());
             }
         }
@@ -176,7 +187,7 @@ impl Store {
             self.key_hashes.delete(&mut txn, hash)?;
             self.keys.delete(&mut txn, id.as_bytes())?;
             self.usage.delete(&mut txn, id.as_bytes())?;
-            self.forget_reserved(&mut txn, super::Payer::Key(*id))?;
+            self.forget_payer(&mut txn, super::Payer::Key(*id))?;
         }
         self.commit_admin(txn)?;
         Ok((deleted, doomed.len()))

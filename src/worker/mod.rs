@@ -24,6 +24,7 @@ pub mod auth;
 pub mod control;
 mod drain;
 pub mod keys;
+pub mod limits;
 pub mod models;
 pub mod quota;
 

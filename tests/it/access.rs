@@ -374,7 +374,7 @@ fn a_key_over_its_budget_is_refused_on_every_path() {
                 .body("x"),
         ),
     ];
-    assert_all_refused(&proxy, &mock, requests, &[("", 400, "budget_exceeded")]);
+    assert_all_refused(&proxy, &mock, requests, &[("", 429, "budget_exceeded")]);
     // A key under its budget is served.
     let fresh = key(&proxy, json!({"max_budget": 1}));
     assert_served(
@@ -407,7 +407,7 @@ fn cached_answers_are_refused_to_keys_that_may_not_have_them() {
         let again = conn.roundtrip(&request.bytes());
         assert_eq!(again.header("x-proxy-cache"), Some("hit"));
     }
-    let budget = ("", 400, "budget_exceeded");
+    let budget = ("", 429, "budget_exceeded");
     assert_all_refused(
         &proxy,
         &mock,

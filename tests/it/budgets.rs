@@ -114,7 +114,7 @@ fn run_with(
                             served.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(response)
-                            if response.status == 400
+                            if response.status == 429
                                 && response.error_code() == "budget_exceeded" =>
                         {
                             run.refused += 1;
@@ -214,7 +214,7 @@ fn budget_holds_under_load(latency_ms: u64, stream: bool) {
     }
     // Once reported, it stays refused, and clients are told not to retry.
     let refused = proxy.call(ask(&key, stream, COMPLETION_TOKENS));
-    refused.assert_error(400, "budget_exceeded");
+    refused.assert_error(429, "budget_exceeded");
     assert_eq!(refused.header("x-should-retry"), Some("false"));
 }
 
@@ -332,7 +332,7 @@ fn sequential_requests_get_exactly_what_fits() {
     // and nothing of it goes upstream.
     let before = mock.stat("requests");
     let greedy = send_on(&mut conns[0], &ask(&key, false, 10 * COMPLETION_TOKENS));
-    greedy.assert_error(400, "budget_exceeded");
+    greedy.assert_error(429, "budget_exceeded");
     assert_eq!(mock.stat("requests"), before + 1, "only the stats call");
     let last = send_on(&mut conns[1], &ask(&key, false, COMPLETION_TOKENS));
     assert_eq!(
@@ -342,8 +342,8 @@ fn sequential_requests_get_exactly_what_fits() {
         last.text()
     );
     for conn in &mut conns {
-        send_on(conn, &ask(&key, false, COMPLETION_TOKENS)).assert_error(400, "budget_exceeded");
-        send_on(conn, &ask(&key, true, 1)).assert_error(400, "budget_exceeded");
+        send_on(conn, &ask(&key, false, COMPLETION_TOKENS)).assert_error(429, "budget_exceeded");
+        send_on(conn, &ask(&key, true, 1)).assert_error(429, "budget_exceeded");
     }
 
     let info = key_info(&proxy, &key, N);

@@ -12,7 +12,7 @@ use crate::common::store::*;
 use crate::common::*;
 use serde_json::json;
 
-const USER_FIELDS: [&str; 11] = [
+const USER_FIELDS: [&str; 17] = [
     "user_id",
     "user_email",
     "user_role",
@@ -24,6 +24,12 @@ const USER_FIELDS: [&str; 11] = [
     "metadata",
     "created_at",
     "updated_at",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+    "budget_duration",
+    "soft_budget",
+    "budget_reset_at",
 ];
 
 const ROLES: [&str; 4] = [

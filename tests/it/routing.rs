@@ -230,8 +230,8 @@ fn tokens_are_charged_and_budgets_stop_the_key() {
     for _ in 0..200 {
         let before = deployment.stat("requests");
         let response = ask(&proxy, &key, "/v1/chat/completions", "fast", false);
-        if response.status == 400 {
-            response.assert_error(400, "budget_exceeded");
+        if response.status == 429 {
+            response.assert_error(429, "budget_exceeded");
             assert_eq!(
                 deployment.stat("requests"),
                 before + 1,
@@ -402,7 +402,7 @@ fn spend_and_budgets_survive_a_kill_and_restart() {
         user_spend >= spend - 1e-12,
         "the user's spend {user_spend} is at least the key's {spend}"
     );
-    ask(&proxy, &key, "/v1/chat/completions", "fast", false).assert_error(400, "budget_exceeded");
+    ask(&proxy, &key, "/v1/chat/completions", "fast", false).assert_error(429, "budget_exceeded");
 }
 
 #[test]
@@ -441,7 +441,7 @@ fn embeddings_are_routed_and_a_users_budget_stops_all_its_keys() {
     // The user's spend reaches the ledger; then every key of theirs is refused.
     key_info_after_reports(&proxy, &first, 1);
     let refused = proxy.call(request(&second));
-    refused.assert_error(400, "budget_exceeded");
+    refused.assert_error(429, "budget_exceeded");
     assert!(refused.text().contains("user"), "{}", refused.text());
 }
 

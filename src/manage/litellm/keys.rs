@@ -11,18 +11,23 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{invalid, lenient_number, null_as_empty, paginate, parse, query_number};
+use super::{invalid, lenient_number, limits, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, query_pairs, query_value, rfc3339, rfc3339_opt};
 use crate::error::ProxyError;
 use crate::manage::views::{present, requested_duration};
 use crate::manage::{Answer, expiry_after};
 use crate::store::crypto::hex;
-use crate::store::{Budget, KeyChanges, KeyRecord, Money, NewKey, Store, Usage};
+use crate::store::{Budget, KeyChanges, KeyRecord, Limits, Money, NewKey, Payer, Store, Usage};
 
 /// A key as LiteLLM shows it (never with its secret).
 pub fn view(key: &KeyRecord, usage: &Usage) -> Value {
+    view_with_window(key, usage, None)
+}
+
+/// `view`, with the end of the budget's current window.
+pub fn view_with_window(key: &KeyRecord, usage: &Usage, reset_at: Option<i64>) -> Value {
     let metadata: Value = serde_json::from_str(&key.metadata).unwrap_or_else(|_| json!({}));
-    json!({
+    let mut view = json!({
         "token": hex(&key.secret_hash),
         "key_name": key.hint,
         "key_alias": key.alias,
@@ -42,7 +47,20 @@ pub fn view(key: &KeyRecord, usage: &Usage) -> Value {
         "created_at": rfc3339(key.created_at),
         "updated_at": rfc3339(key.updated_at),
         "last_used_at": rfc3339_opt(usage.last_used_at),
-    })
+    });
+    limits::show(&mut view, &key.limits, reset_at);
+    limits::show_models(&mut view, &key.model_limits);
+    view
+}
+
+/// The key's view as the store has it now: spend in the budget's current
+/// window, and the window's end.
+fn current_view(s: &Store, key: &KeyRecord) -> Result<Value, crate::store::StoreError> {
+    let mut usage = s.usage_of(key.id)?;
+    let payer = Payer::Key(key.id);
+    usage.spend = s.payer_spend(payer)?;
+    let reset_at = s.budget_reset_at(payer, key.limits.budget_duration)?;
+    Ok(view_with_window(key, &usage, reset_at))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +120,10 @@ fn project(id: Option<&str>) -> Result<Option<Uuid>, ProxyError> {
 /// `POST /key/generate`: every field optional, `{}` included.
 pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
     let input: GenerateInput = parse(body)?;
+    let object = limits::object(body)?;
     let new = NewKey {
+        limits: limits::limits(&object, Limits::default())?.unwrap_or_default(),
+        model_limits: limits::model_limits(&object, &Default::default())?.unwrap_or_default(),
         project_id: project(input.project_id.as_deref())?,
         expires_at: expiry(input.duration.as_deref())?,
         max_requests: max_requests(&input.max_requests)?,
@@ -121,8 +142,7 @@ pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
     };
     blocking(store, move |s| {
         let (key, secret) = s.create_key(new)?;
-        let usage = s.usage_of(key.id)?;
-        let mut answer = view(&key, &usage);
+        let mut answer = current_view(s, &key)?;
         answer["key"] = json!(secret);
         Ok((StatusCode::OK, Some(answer)))
     })
@@ -137,10 +157,10 @@ pub async fn info(store: Arc<Store>, query: &str) -> Answer {
         .ok_or_else(|| invalid("key", "required"))?
         .to_string();
     blocking(store, move |s| {
-        let (record, usage) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
         Ok((
             StatusCode::OK,
-            Some(json!({"key": key, "info": view(&record, &usage)})),
+            Some(json!({"key": key, "info": current_view(s, &record)?})),
         ))
     })
     .await
@@ -242,6 +262,7 @@ fn given(field: Option<Option<Value>>) -> Option<Value> {
 /// `POST /key/update {"key", ...}`: the fields given change; `null` clears.
 pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     let input: UpdateInput = parse(body)?;
+    let object = limits::object(body)?;
     let key = input
         .key
         .filter(|k| !k.is_empty())
@@ -264,11 +285,18 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         models: input.models,
         model_aliases: input.aliases,
         metadata: input.metadata.map(|m| Value::Object(m).to_string()),
+        limits: None,
+        model_limits: None,
     };
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
-        let (record, usage) = s.update_key(record.id, changes)?;
-        Ok((StatusCode::OK, Some(view(&record, &usage))))
+        let changes = KeyChanges {
+            limits: limits::limits(&object, record.limits)?,
+            model_limits: limits::model_limits(&object, &record.model_limits)?,
+            ..changes
+        };
+        let (record, _) = s.update_key(record.id, changes)?;
+        Ok((StatusCode::OK, Some(current_view(s, &record)?)))
     })
     .await
 }

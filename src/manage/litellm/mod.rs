@@ -10,6 +10,7 @@
 
 mod credentials;
 mod keys;
+pub mod limits;
 pub mod models;
 mod users;
 

@@ -8,16 +8,23 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
-use super::{invalid, lenient_number, null_as_empty, paginate, parse, query_number};
+use super::{invalid, lenient_number, limits, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, hash_password, query_pairs, query_value, rfc3339};
 use crate::error::ProxyError;
 use crate::manage::Answer;
 use crate::manage::views::present;
-use crate::store::{Budget, Money, NewKey, NewUser, Store, User, UserChanges, UserRole};
+use crate::store::{
+    Budget, Limits, Money, NewKey, NewUser, Payer, Store, User, UserChanges, UserRole,
+};
 
 pub fn view(user: &User, spend: Money) -> Value {
+    view_with_window(user, spend, None)
+}
+
+/// `view`, with the end of the budget's current window.
+fn view_with_window(user: &User, spend: Money, reset_at: Option<i64>) -> Value {
     let metadata: Value = serde_json::from_str(&user.metadata).unwrap_or_else(|_| json!({}));
-    json!({
+    let mut view = json!({
         "user_id": user.user_id,
         "user_email": user.user_email,
         "user_role": user.user_role.as_str(),
@@ -29,7 +36,18 @@ pub fn view(user: &User, spend: Money) -> Value {
         "metadata": metadata,
         "created_at": rfc3339(user.created_at),
         "updated_at": rfc3339(user.updated_at),
-    })
+    });
+    limits::show(&mut view, &user.limits, reset_at);
+    view
+}
+
+/// The user's view as the store has it now: spend in the budget's current
+/// window, and the window's end.
+fn current_view(s: &Store, user: &User) -> Result<Value, crate::store::StoreError> {
+    let payer = Payer::User(&user.user_id);
+    let spend = s.payer_spend(payer)?;
+    let reset_at = s.budget_reset_at(payer, user.limits.budget_duration)?;
+    Ok(view_with_window(user, spend, reset_at))
 }
 
 fn role(text: &str) -> Result<UserRole, ProxyError> {
@@ -77,7 +95,9 @@ struct CreateInput {
 /// `POST /user/new`.
 pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
     let input: CreateInput = parse(body)?;
+    let object = limits::object(body)?;
     let new = NewUser {
+        limits: limits::limits(&object, Limits::default())?.unwrap_or_default(),
         user_id: input.user_id.filter(|u| !u.trim().is_empty()),
         user_email: email(input.user_email)?,
         user_role: input
@@ -102,7 +122,7 @@ pub async fn create(store: Arc<Store>, body: &[u8]) -> Answer {
     let with_key = input.auto_create_key.unwrap_or(true);
     blocking(store, move |s| {
         let user = s.create_user(new)?;
-        let mut answer = view(&user, Money(0));
+        let mut answer = current_view(s, &user)?;
         if with_key {
             let (key, secret) = s.create_key(NewKey {
                 user_id: Some(user.user_id.clone()),
@@ -198,6 +218,7 @@ struct UpdateInput {
 /// `POST /user/update {"user_id", ...}`.
 pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     let input: UpdateInput = parse(body)?;
+    let object = limits::object(body)?;
     let user_id = input
         .user_id
         .filter(|u| !u.is_empty())
@@ -220,12 +241,16 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
                 None => Some(None),
             },
         },
+        limits: None,
     };
     blocking(store, move |s| {
-        s.get_user(&user_id).map_err(|_| missing(&user_id))?;
+        let (user, _) = s.get_user(&user_id).map_err(|_| missing(&user_id))?;
+        let changes = UserChanges {
+            limits: limits::limits(&object, user.limits)?,
+            ..changes
+        };
         let user = s.update_user(&user_id, changes)?;
-        let (_, spend) = s.get_user(&user_id)?;
-        Ok((StatusCode::OK, Some(view(&user, spend))))
+        Ok((StatusCode::OK, Some(current_view(s, &user)?)))
     })
     .await
 }

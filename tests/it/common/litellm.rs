@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Mock, Proxy, Req, Response};
 
 /// The fields of a key record, as `/key/info` shows it.
-pub const KEY_FIELDS: [&str; 19] = [
+pub const KEY_FIELDS: [&str; 28] = [
     "token",
     "key_name",
     "key_alias",
@@ -31,6 +31,15 @@ pub const KEY_FIELDS: [&str; 19] = [
     "created_at",
     "updated_at",
     "last_used_at",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+    "budget_duration",
+    "soft_budget",
+    "budget_reset_at",
+    "model_rpm_limit",
+    "model_tpm_limit",
+    "model_max_budget",
 ];
 
 /// A mock upstream and a proxy in front of it, with the seeded project and key.
