@@ -21,6 +21,7 @@ use crate::worker::Worker;
 use crate::worker::auth::Allowlist;
 use crate::worker::keys::{CachedKey, Party};
 use crate::worker::limits::{Step, minute, seconds_left_in_minute};
+use crate::worker::models::Deployment;
 use crate::worker::quota::{Draw, Hold, Take};
 
 /// What `admit` found: the spend the budget check saw, what the request
@@ -177,6 +178,28 @@ fn undo(worker: &Worker, drawn: &[&[u8]], window: i64) {
     let mut quota = worker.quota.borrow_mut();
     for id in drawn {
         quota.counters.undo(id, window);
+    }
+}
+
+/// Whether `deployment` may be sent one more request this minute: its
+/// tokens per minute are not used up, and one of its requests per minute
+/// is drawn.
+pub async fn deployment_admits(
+    worker: &Worker,
+    deployment: &Deployment,
+) -> Result<bool, ProxyError> {
+    if deployment.rpm.is_none() && deployment.tpm.is_none() {
+        return Ok(true);
+    }
+    let window = minute(now_ms());
+    if let Some((limit, id)) = &deployment.tpm
+        && !step(worker, id, *limit, window).await?
+    {
+        return Ok(false);
+    }
+    match &deployment.rpm {
+        Some((limit, id)) => step(worker, id, *limit, window).await,
+        None => Ok(true),
     }
 }
 

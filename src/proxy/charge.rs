@@ -186,6 +186,9 @@ impl<'a> Meter<'a> {
         }
         let tokens = usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
         self.hold.settle(cost, tokens);
+        if let Some((_, id)) = self.deployment.and_then(|d| d.tpm.as_ref()) {
+            s.worker.quota.borrow_mut().counters.draw_tokens(id, tokens);
+        }
         s.record.usage = usage;
         s.record.cost = cost;
         cost

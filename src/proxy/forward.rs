@@ -15,15 +15,16 @@ use super::plan::{Plan, Routed, Target};
 use super::prepare::prepare;
 use super::translate::Translation;
 use crate::downstream::{ClientConn, HeldBody};
-use crate::error::ProxyError;
-use crate::error::retryable_status;
+use crate::error::{ProxyError, RateLimit, retryable_status};
 use crate::http::io::{read_append, unix_nanos};
 use crate::http::rewrite::{Upstream, write_request_head};
 use crate::http::{BodyTracker, Parsed, ResponseHead};
 use crate::providers::Provider;
 use crate::record::Capture;
+use crate::store::now_ms;
 use crate::upstream::{self, Slot, UpstreamStream};
 use crate::worker::Worker;
+use crate::worker::limits::seconds_left_in_minute;
 use crate::worker::models::Deployment;
 
 /// Largest single read of a request body from the client.
@@ -207,6 +208,20 @@ async fn to_deployments<'a>(
             }
             return Err(error);
         };
+        if !super::admit::deployment_admits(s.worker, &deployment).await? {
+            if index < last {
+                next_deployment(s, &destination, &"at its requests or tokens per minute");
+                continue;
+            }
+            return Err(ProxyError::RateLimited {
+                limit: RateLimit::Deployments,
+                message: format!(
+                    "model {:?}: the deployments tried are at their requests or tokens per minute",
+                    deployment.model_name
+                ),
+                retry_after: seconds_left_in_minute(now_ms()),
+            });
+        }
         let prepared = prepare(
             s,
             &deployment,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::dialect::{self, Dialect};
 use crate::providers::{Provider, Target, Timeouts};
 use crate::settings::ServerSettings;
-use crate::store::{self, Money, Store, StoreError};
+use crate::store::{self, Meter, Money, Store, StoreError};
 use crate::upstream::Slot;
 
 /// Idle upstream connections kept per worker and origin.
@@ -66,6 +66,10 @@ pub struct Deployment {
     pub weight: f64,
     pub input_cost_per_token: f64,
     pub output_cost_per_token: f64,
+    /// `litellm_params.rpm` and `tpm`: what the gateway sends it per minute,
+    /// with the names of their counters (`worker::limits`).
+    pub rpm: Option<(u64, Box<[u8]>)>,
+    pub tpm: Option<(u64, Box<[u8]>)>,
 }
 
 impl Deployment {
@@ -279,7 +283,22 @@ fn resolve(
         weight,
         input_cost_per_token: number(&info, "input_cost_per_token").unwrap_or(0.0),
         output_cost_per_token: number(&info, "output_cost_per_token").unwrap_or(0.0),
+        rpm: limit(&params, "rpm", Meter::Requests, &deployment.id),
+        tpm: limit(&params, "tpm", Meter::Tokens, &deployment.id),
     })
+}
+
+/// A deployment's per-minute limit `field`, with its counter's name: the
+/// deployment's id under its own tag in the ledger.
+fn limit(
+    params: &Map<String, Value>,
+    field: &str,
+    meter: Meter,
+    id: &str,
+) -> Option<(u64, Box<[u8]>)> {
+    let value = number(params, field).filter(|n| *n >= 1.0)?;
+    let slot = [&b"d"[..], id.as_bytes()].concat();
+    Some((value as u64, super::limits::counter_id(meter, &slot)))
 }
 
 /// The provider key as `provider` sends it. No key given, no key field: a provider that takes no key
@@ -425,6 +444,8 @@ mod tests {
             weight,
             input_cost_per_token: 1e-6,
             output_cost_per_token: 2e-6,
+            rpm: None,
+            tpm: None,
         })
     }
 

@@ -482,3 +482,45 @@ fn a_chunked_request_body_is_routed_with_a_length_of_its_own_and_bad_bodies_are_
     let ok = Req::post("/v1/chat/completions", body.clone()).auth(&key);
     assert_eq!(conn.roundtrip(&ok.bytes()).status, 200);
 }
+
+#[test]
+fn a_deployment_at_its_rpm_is_skipped_and_all_at_theirs_is_429() {
+    let small = Mock::start();
+    let large = Mock::start();
+    let proxy = Proxy::for_mock(&small).workers(2).start();
+    // The small deployment takes 3 requests a minute, the large one 5.
+    register(
+        &proxy,
+        "fast",
+        &small.url(),
+        json!({"rpm": 3, "weight": 100}),
+    );
+    register(&proxy, "fast", &large.url(), json!({"rpm": 5, "weight": 1}));
+    let key = generate_key(&proxy, json!({}));
+    let (small_before, large_before) = (small.stat("requests"), large.stat("requests"));
+    let mut served = 0;
+    let refused = loop {
+        let response = ask(&proxy, &key, "/v1/chat/completions", "fast", false);
+        if response.status != 200 {
+            break response;
+        }
+        served += 1;
+        assert!(served <= 16, "more than the deployments' 8 a minute");
+    };
+    if served > 8 {
+        // A minute began in the middle: the counts start again; nothing to check.
+        return;
+    }
+    assert_eq!(served, 8);
+    refused.assert_error(429, "deployments_at_limit");
+    let retry: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Each deployment got what its limit allows, the small one despite its
+    // weight (and the mock counts the stats call that reads its count).
+    assert_eq!(small.stat("requests") - small_before, 3 + 1);
+    assert_eq!(large.stat("requests") - large_before, 5 + 1);
+}
