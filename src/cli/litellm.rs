@@ -294,6 +294,8 @@ pub enum KeysCommand {
         /// Metadata, a JSON object
         #[arg(long, value_name = "JSON")]
         metadata: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Show a key's settings and spend (GET /key/info).
     Info {
@@ -316,6 +318,26 @@ pub enum KeysCommand {
 // ---------------------------------------------------------------------------
 // users
 // ---------------------------------------------------------------------------
+
+/// The rate limits and budget window of a key or a user (docs/limits.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LimitArgs {
+    /// Requests per minute
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpm_limit: Option<u64>,
+    /// Tokens (prompt and completion) per minute
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm_limit: Option<u64>,
+    /// Requests in flight at once
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_parallel_requests: Option<u64>,
+    /// The budget starts again after each window: 30s, 10m, 1h, 1d, 30d or 1mo
+    #[arg(long, value_name = "DURATION")]
+    pub budget_duration: Option<String>,
+    /// Spend in USD past which an alert is raised (requests go on)
+    #[arg(long, value_name = "USD", value_parser = parse_amount)]
+    pub soft_budget: Option<f64>,
+}
 
 #[derive(Debug, Args)]
 pub struct UsersArgs {
@@ -363,6 +385,8 @@ pub enum UsersCommand {
         /// Do not create a key for the user
         #[arg(long)]
         no_key: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Password for the proxy's own sign-in page; `-` reads one line from
         /// stdin, which keeps it out of `ps` and the shell history
         #[arg(long, value_name = "PASSWORD")]
@@ -390,6 +414,8 @@ pub enum UsersCommand {
         /// from stdin, which keeps it out of `ps` and the shell history
         #[arg(long, value_name = "PASSWORD")]
         password: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Show a user and their keys (GET /user/info).
     Get {

@@ -139,6 +139,36 @@ fn seed_examples() -> Vec<Case> {
             })),
         ),
         case(
+            &[
+                "keys",
+                "generate",
+                "--rpm-limit",
+                "60",
+                "--tpm-limit",
+                "10000",
+                "--max-parallel-requests",
+                "4",
+                "--budget-duration",
+                "1mo",
+                "--soft-budget",
+                "5",
+            ],
+            json!({"key": NEW_KEY, "token": "ab12"}).to_string(),
+            "POST",
+            "/key/generate",
+            Some(json!({
+                "rpm_limit": 60, "tpm_limit": 10000, "max_parallel_requests": 4,
+                "budget_duration": "1mo", "soft_budget": 5.0,
+            })),
+        ),
+        case(
+            &["users", "update", "--user-id", USER_ID, "--rpm-limit", "10"],
+            json!({"user_id": USER_ID}).to_string(),
+            "POST",
+            "/user/update",
+            Some(json!({"user_id": USER_ID, "rpm_limit": 10})),
+        ),
+        case(
             &["keys", "info", "--key", "sk-key1"],
             json!({"key": "sk-key1", "info": {"key_alias": "a"}}).to_string(),
             "GET",
@@ -496,7 +526,7 @@ fn unknown_ids_exit_4() {
 #[test]
 fn invalid_parameters_exit_1_before_sending() {
     let server = RecordingServer::json(200, "{}");
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &["credentials", "create", "c", "--values", "{oops"],
             "invalid JSON in --values",
@@ -525,6 +555,10 @@ fn invalid_parameters_exit_1_before_sending() {
         (
             &["keys", "generate", "--aliases", "{"],
             "invalid JSON in --aliases",
+        ),
+        (
+            &["keys", "generate", "--budget-duration", "soon"],
+            "--budget-duration \"soon\"",
         ),
         (
             &["keys", "generate", "--models", ","],

@@ -41,6 +41,7 @@ pub(super) fn plan(command: &KeysCommand) -> Result<Call, ClientError> {
             max_requests,
             aliases,
             metadata,
+            limits,
         } => {
             let mut body = json!({});
             if let Some(models) = models {
@@ -70,6 +71,7 @@ pub(super) fn plan(command: &KeysCommand) -> Result<Call, ClientError> {
             if let Some(metadata) = metadata {
                 body["metadata"] = Value::Object(json_object("--metadata", metadata)?);
             }
+            super::add_limits(&mut body, limits)?;
             Call::post("/key/generate", body)
         }
         KeysCommand::Info { key } => {

@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 use ureq::http::Method;
 
 use super::output::{Layout, field_table, pretty, print};
-use crate::cli::litellm::{Format, HttpCommand, LiteLlmCommand, LiteLlmOptions};
+use crate::cli::litellm::{Format, HttpCommand, LimitArgs, LiteLlmCommand, LiteLlmOptions};
 use crate::http_client::ClientError;
 pub(crate) use connection::stored_login;
 use connection::{connect, env_var, first_set};
@@ -200,6 +200,32 @@ fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>, ClientError
         ))),
         Err(e) => Err(ClientError::Usage(format!("invalid JSON in {flag}: {e}"))),
     }
+}
+
+/// Adds the limit flags given to a key's or a user's body.
+fn add_limits(body: &mut Value, limits: &LimitArgs) -> Result<(), ClientError> {
+    let counts = [
+        ("rpm_limit", limits.rpm_limit),
+        ("tpm_limit", limits.tpm_limit),
+        ("max_parallel_requests", limits.max_parallel_requests),
+    ];
+    for (field, value) in counts {
+        if let Some(value) = value {
+            body[field] = value.into();
+        }
+    }
+    if let Some(window) = &limits.budget_duration {
+        if crate::store::BudgetWindow::parse(window).is_none() {
+            return Err(ClientError::Usage(format!(
+                "--budget-duration {window:?}: give a number and s, m, h, d or mo, e.g. 1d or 1mo"
+            )));
+        }
+        body["budget_duration"] = window.trim().into();
+    }
+    if let Some(soft) = limits.soft_budget {
+        body["soft_budget"] = soft.into();
+    }
+    Ok(())
 }
 
 /// A comma-separated list without empty items; at least one item.

@@ -39,6 +39,7 @@ pub(super) fn plan(
             user_id,
             no_key,
             password,
+            limits,
         } => {
             check_email(email)?;
             let mut body = json!({"user_email": email.trim(), "user_role": role});
@@ -59,6 +60,7 @@ pub(super) fn plan(
             if let Some(models) = models {
                 body["models"] = json!(list("--models", models)?);
             }
+            super::add_limits(&mut body, limits)?;
             if let Some(user_id) = user_id {
                 if user_id.trim().is_empty() {
                     return Err(ClientError::Usage("--user-id is empty".into()));
@@ -80,6 +82,7 @@ pub(super) fn plan(
             max_budget,
             models,
             password,
+            limits,
         } => {
             check_id(user_id)?;
             let mut body = json!({"user_id": user_id});
@@ -96,9 +99,10 @@ pub(super) fn plan(
             if let Some(models) = models {
                 body["models"] = json!(list("--models", models)?);
             }
+            super::add_limits(&mut body, limits)?;
             if body.as_object().is_some_and(|fields| fields.len() == 1) && password.is_none() {
                 return Err(ClientError::Usage(
-                    "nothing to change: give --email, --role, --max-budget, --models or --password"
+                    "nothing to change: give --email, --role, --max-budget, --models, --password or a limit"
                         .into(),
                 ));
             }
