@@ -4,14 +4,11 @@
 # Wall-clock and CPU numbers drift on shared machines; instruction counts do
 # not: the same binary, requests and settings give the same count whatever
 # else the machine is doing. This script compares binaries by that count, for
-# the plain pass-through (a project key, no model registered), the routed
-# path (a registered model: body read, rewrite, usage accounting) and the
-# routed path with a rate-limited key (rpm, tpm and parallel limits set,
-# high enough never to refuse: the cost of enforcing them).
+# the plain pass-through (a project key, no model registered) and the routed
+# path (a registered model: body read, rewrite, usage accounting).
 #
 #   loadtest/instructions.sh BIN [BIN...]      # e.g. before and after a change
 #   PATHS=pass-through loadtest/instructions.sh BIN [BIN...]   # one path only
-#       (pass-through, routed, limited)
 #   KEEP=DIR loadtest/instructions.sh BIN...   # keep each run's callgrind dump in DIR,
 #       for `callgrind_annotate --inclusive=yes DIR/<name>-<path>.cg`
 #
@@ -81,7 +78,7 @@ measure() {
     local management
     management=$(sed -n 's/^MANAGEMENT_TOKEN=//p' "$dir/.env")
     local body=$BODY
-    if [[ $path == routed || $path == limited ]]; then
+    if [[ $path == routed ]]; then
         # The model is registered by the server run plainly first: under
         # valgrind, a management write (answered from the blocking pool)
         # does not come back.
@@ -94,12 +91,6 @@ measure() {
         curl -sf --max-time 30 -o /dev/null "http://127.0.0.1:$PROXY_PORT/model/new" \
             -H "Authorization: Bearer $management" -H 'Content-Type: application/json' \
             -d "{\"model_name\":\"bench-model\",\"litellm_params\":{\"model\":\"openai/gpt-4o-mini\",\"api_base\":\"http://127.0.0.1:$MOCK_PORT/v1\",\"api_key\":\"sk-mock\"},\"model_info\":{\"input_cost_per_token\":0.00000015,\"output_cost_per_token\":0.0000006}}"
-        if [[ $path == limited ]]; then
-            token=$(curl -sf --max-time 30 "http://127.0.0.1:$PROXY_PORT/key/generate" \
-                -H "Authorization: Bearer $management" -H 'Content-Type: application/json' \
-                -d '{"rpm_limit":1000000000,"tpm_limit":1000000000000,"max_parallel_requests":1000}' \
-                | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-        fi
         kill -TERM "$plain"
         wait "$plain" 2>/dev/null || true
         body=$ROUTED_BODY
@@ -141,7 +132,7 @@ pids+=("$!")
 wait_port "$MOCK_PORT" 2>/dev/null || sleep 1
 
 printf '%-40s %-13s %14s %8s\n' binary path 'instr/request' 'ok'
-for path in ${PATHS:-pass-through routed limited}; do
+for path in ${PATHS:-pass-through routed}; do
     for bin in "$@"; do
         measure "$bin" "$path"
     done
