@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use super::RequestEvent;
+use super::stored::BudgetAlert;
 use crate::http::io::unix_nanos;
 use crate::store::EventLog;
 
@@ -28,6 +29,9 @@ const SPARE_VECTORS: usize = 4;
 /// A batch of events on its way to the writer.
 pub struct Batch {
     pub events: Vec<RequestEvent>,
+    /// Budget alerts the worker's usage reports raised, written after the
+    /// events.
+    pub alerts: Vec<BudgetAlert>,
     /// Events this worker dropped since its previous batch: the writer
     /// puts them in the log's next gap record.
     pub dropped: u64,
@@ -54,6 +58,8 @@ pub struct WriterCounts {
 
 pub struct EventBuffer {
     pending: Vec<RequestEvent>,
+    /// Budget alerts waiting to go with the next batch (rare: a few a day).
+    alerts: Vec<BudgetAlert>,
     /// `None`: events are off, and `finish` builds none.
     sender: Option<SyncSender<Batch>>,
     /// Emptied vectors coming back from the writer, and the way back.
@@ -78,6 +84,7 @@ impl EventBuffer {
         let (spares_back, spares) = sync_channel(0);
         Self {
             pending: Vec::new(),
+            alerts: Vec::new(),
             sender: None,
             spares,
             spares_back,
@@ -101,6 +108,7 @@ impl EventBuffer {
             // Grows with the load and is reused from then on (`spares`): a
             // quiet server keeps no batch-sized vectors.
             pending: Vec::new(),
+            alerts: Vec::new(),
             sender: Some(sender),
             spares,
             spares_back,
@@ -140,15 +148,25 @@ impl EventBuffer {
         }
     }
 
-    /// Gives the waiting events to the writer if it has room for them;
-    /// otherwise they wait for the next try.
+    /// Takes a budget alert, to go to the writer with the next hand-over;
+    /// never blocks. With events off it is dropped (the log line and the
+    /// metric remain).
+    pub fn alert(&mut self, alert: BudgetAlert) {
+        if self.enabled() {
+            self.alerts.push(alert);
+        }
+    }
+
+    /// Gives the waiting events and alerts to the writer if it has room
+    /// for them; otherwise they wait for the next try.
     pub fn hand_over(&mut self) {
         let Some(sender) = &self.sender else { return };
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.alerts.is_empty() {
             return;
         }
         let batch = Batch {
             events: std::mem::take(&mut self.pending),
+            alerts: std::mem::take(&mut self.alerts),
             dropped: self.unreported,
             clock: (Instant::now(), unix_nanos()),
             spare: self.spares_back.clone(),
@@ -158,7 +176,10 @@ impl EventBuffer {
                 self.unreported = 0;
                 self.pending = self.spares.try_recv().unwrap_or_default();
             }
-            Err(TrySendError::Full(batch)) => self.pending = batch.events,
+            Err(TrySendError::Full(batch)) => {
+                self.pending = batch.events;
+                self.alerts = batch.alerts;
+            }
             Err(TrySendError::Disconnected(batch)) => {
                 self.dropped += batch.events.len() as u64;
                 self.sender = None;
@@ -170,10 +191,11 @@ impl EventBuffer {
     /// lets it go (it stops once every worker has closed).
     pub fn close(&mut self) {
         if let Some(sender) = self.sender.take()
-            && !self.pending.is_empty()
+            && !(self.pending.is_empty() && self.alerts.is_empty())
         {
             let batch = Batch {
                 events: std::mem::take(&mut self.pending),
+                alerts: std::mem::take(&mut self.alerts),
                 dropped: self.unreported,
                 clock: (Instant::now(), unix_nanos()),
                 spare: self.spares_back.clone(),

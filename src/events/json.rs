@@ -121,11 +121,14 @@ pub fn to_json(stored: &Stored<'_>) -> Vec<u8> {
     serde_json::to_vec(&json).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-/// The JSON of a logged event (its stored bytes); an event of an unknown
-/// layout becomes `{"undecodable": true}`.
+/// The JSON of a logged event, gap record or budget alert (its stored
+/// bytes); an event of an unknown layout becomes `{"undecodable": true}`.
 pub fn logged_to_json(bytes: &[u8]) -> Vec<u8> {
     if let Some(gap) = stored::decode_gap(bytes) {
         return gap_to_json(&gap);
+    }
+    if let Some(alert) = stored::decode_alert(bytes) {
+        return alert_to_json(&alert);
     }
     match stored::decode(bytes) {
         Some(stored) => to_json(&stored),
@@ -143,6 +146,23 @@ pub fn gap_to_json(gap: &stored::Gap) -> Vec<u8> {
         "lost_events": gap.lost,
         "first_lost_at": time(gap.first_unix_ns),
         "last_lost_at": time(gap.last_unix_ns),
+    }});
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// A budget alert as sinks receive it:
+/// `{"budget_alert":{"type":"soft_budget_crossed","kind",...}}`, an object
+/// with no `request_id`.
+pub fn alert_to_json(alert: &stored::BudgetAlert) -> Vec<u8> {
+    let time =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(alert.at_unix_ns));
+    let json = json!({"budget_alert": {
+        "type": "soft_budget_crossed",
+        "kind": alert.kind,
+        "id": alert.id,
+        "spend": alert.spend.dollars(),
+        "soft_budget": alert.soft_budget.dollars(),
+        "time": time.to_string(),
     }});
     serde_json::to_vec(&json).unwrap_or_default()
 }

@@ -1,5 +1,6 @@
 //! Request events: what each proxied request did, written to the event log
-//! and delivered from there to sinks.
+//! and delivered from there to sinks. Budget alerts (a soft budget crossed,
+//! `stored::BudgetAlert`) take the same way, from the worker that saw them.
 //!
 //! - `buffer` (HOT): the per-worker buffer `finish` pushes one event into;
 //!   no syscall, no lock, no serialization there.

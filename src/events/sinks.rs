@@ -4,7 +4,8 @@
 //!
 //! - `file`: one JSON object per line (JSONL), with `seq`.
 //! - `http`: `POST <endpoint>` with a JSON array of events (with `seq`).
-//!   Both get gap records (`{"seq":N,"gap":{...}}`) as they are.
+//!   Both get gap records (`{"seq":N,"gap":{...}}`) and budget alerts
+//!   (`{"seq":N,"budget_alert":{...}}`) as they are.
 //! - `lunary`: `POST <endpoint>/v1/runs/ingest` with `{"events": [...]}`,
 //!   a `type: "llm"` start event and an end (or error) event per request.
 //! - `helicone`: `POST <endpoint>/custom/v1/log` per request, with
@@ -83,7 +84,7 @@ impl Sink {
                 let runs: Vec<Value> = events
                     .iter()
                     .filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok())
-                    .filter(|event: &Value| !is_gap(event))
+                    .filter(|event: &Value| is_request(event))
                     .flat_map(|event: Value| lunary_events(&event))
                     .collect();
                 sink.post(
@@ -96,7 +97,7 @@ impl Sink {
                     let Ok(event) = serde_json::from_slice::<Value>(bytes) else {
                         continue;
                     };
-                    if is_gap(&event) {
+                    if !is_request(&event) {
                         continue;
                     }
                     sink.post("/custom/v1/log", helicone_log(&event).to_string().into())?;
@@ -107,10 +108,11 @@ impl Sink {
     }
 }
 
-/// A gap record (see `stored::Gap`): Lunary and Helicone have no shape
-/// for one, and get only the events around it.
-fn is_gap(event: &Value) -> bool {
-    event.get("gap").is_some()
+/// A request event, not a gap record (`stored::Gap`) or a budget alert
+/// (`stored::BudgetAlert`): Lunary and Helicone have no shape for those,
+/// and get only the request events around them.
+fn is_request(event: &Value) -> bool {
+    event.get("gap").is_none() && event.get("budget_alert").is_none()
 }
 
 /// The event's JSON with its sequence number first: `{"seq":N,...}`.

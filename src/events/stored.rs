@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::RequestEvent;
 use crate::record::Capture;
+use crate::store::Money;
 
 /// Layout of the stored form; a new layout gets a new number and its
 /// reader is kept.
@@ -123,6 +124,42 @@ pub fn decode_gap(bytes: &[u8]) -> Option<Gap> {
     }
 }
 
+/// First byte of a budget alert record.
+const BUDGET_ALERT: u8 = 0xFE;
+
+/// A budget alert record: a key's, user's or team's spend went past its
+/// soft budget. Made by the worker whose usage report crossed it, written
+/// by the writer between the request events, delivered as
+/// `{"budget_alert": {...}}` (`json::alert_to_json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetAlert {
+    /// `key`, `user` or `team`.
+    pub kind: String,
+    /// The key's id, the user's or the team's.
+    pub id: String,
+    /// The spend once past the soft budget, and the soft budget.
+    pub spend: Money,
+    pub soft_budget: Money,
+    /// Unix ns when the crossing was recorded.
+    pub at_unix_ns: u64,
+}
+
+/// The stored form of a budget alert.
+pub fn encode_alert(alert: &BudgetAlert) -> Vec<u8> {
+    let mut out = vec![BUDGET_ALERT];
+    // Writing plain fields into a Vec cannot fail.
+    let _ = bincode::serialize_into(&mut out, alert);
+    out
+}
+
+/// The budget alert in `bytes`, if they hold one.
+pub fn decode_alert(bytes: &[u8]) -> Option<BudgetAlert> {
+    match bytes.split_first() {
+        Some((&BUDGET_ALERT, rest)) => bincode::deserialize(rest).ok(),
+        _ => None,
+    }
+}
+
 /// The fields of a stored event; `None` for bytes of an unknown layout.
 pub fn decode(bytes: &[u8]) -> Option<Stored<'_>> {
     match bytes.split_first() {
@@ -137,7 +174,6 @@ mod tests {
     use crate::events::{Bodies, InlinePath, KeyIds};
     use crate::http::RequestId;
     use crate::record::CacheStatus;
-    use crate::store::Money;
 
     #[test]
     fn a_gap_record_is_told_from_an_event() {
@@ -157,6 +193,42 @@ mod tests {
                 "lost_events": 3,
                 "first_lost_at": "1970-01-01T00:00:01.000Z",
                 "last_lost_at": "1970-01-01T00:00:02.500Z",
+            }})
+        );
+    }
+
+    #[test]
+    fn a_budget_alert_is_told_from_events_and_gaps() {
+        let alert = BudgetAlert {
+            kind: "team".into(),
+            id: "red".into(),
+            spend: Money(2_500_000_000_000),
+            soft_budget: Money(2_000_000_000_000),
+            at_unix_ns: 3_000_000_000,
+        };
+        let bytes = encode_alert(&alert);
+        assert_eq!(decode_alert(&bytes), Some(alert));
+        assert!(decode(&bytes).is_none());
+        assert!(decode_gap(&bytes).is_none());
+        assert!(
+            decode_alert(&encode_gap(&Gap {
+                lost: 1,
+                first_unix_ns: 0,
+                last_unix_ns: 0
+            }))
+            .is_none()
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&crate::events::json::logged_to_json(&bytes)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"budget_alert": {
+                "type": "soft_budget_crossed",
+                "kind": "team",
+                "id": "red",
+                "spend": 2.5,
+                "soft_budget": 2.0,
+                "time": "1970-01-01T00:00:03.000Z",
             }})
         );
     }

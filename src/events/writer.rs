@@ -1,6 +1,7 @@
 //! The event writer: one OS thread per server that takes the workers'
-//! batches, encodes them (`stored`), appends them to the event log in one durable
-//! transaction per round, and compacts the log. It is not on the request
+//! batches (request events, and budget alerts now and then), encodes them
+//! (`stored`), appends them to the event log in one durable transaction per
+//! round, and compacts the log. It is not on the request
 //! path: when it falls behind, the workers count their events as dropped;
 //! when the log cannot be written (a full disk), it counts them itself.
 //! Either way the next write puts a gap record (`stored::Gap`) where the
@@ -101,29 +102,30 @@ fn write_loop(
                 encoded.clear();
                 let mut pacer = Pacer::default();
                 lost.add(batch.dropped);
-                encode(batch, &mut encoded, &mut pacer);
+                let mut alerts = encode(batch, &mut encoded, &mut pacer);
                 // Whatever else is waiting goes in the same transaction.
                 while encoded.len() < 16 * 1024
                     && let Ok(more) = receiver.try_recv()
                 {
                     lost.add(more.dropped);
-                    encode(more, &mut encoded, &mut pacer);
+                    alerts += encode(more, &mut encoded, &mut pacer);
                 }
                 if let Some(gap) = lost.record() {
                     // Before the events that follow the loss.
                     encoded.insert(0, gap);
                 }
+                // Request events, for the counters (alerts are not).
+                let events = encoded.len() - usize::from(lost.pending()) - alerts;
                 match append(log, retention, &encoded, &mut pacer) {
                     Ok(()) => {
-                        let events = encoded.len() - usize::from(lost.pending());
                         counts.written.fetch_add(events as u64, Ordering::Relaxed);
                         lost.recorded();
                         unsynced = true;
                     }
                     Err(error) => {
-                        let events = encoded.len() - usize::from(lost.pending());
                         counts.failed.fetch_add(events as u64, Ordering::Relaxed);
-                        lost.failed(events as u64, &error);
+                        // The gap record stands for the lost alerts too.
+                        lost.failed((events + alerts) as u64, &error);
                     }
                 }
             }
@@ -259,10 +261,12 @@ impl Pacer {
     }
 }
 
-/// Serializes a batch and gives its emptied vector back to its worker.
-fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) {
+/// Serializes a batch, its events then its budget alerts, and gives its
+/// emptied vector back to its worker. Returns how many alerts it held.
+fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) -> usize {
     let Batch {
         mut events,
+        alerts,
         clock,
         spare,
         ..
@@ -273,8 +277,10 @@ fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) {
         stored::encode(event, buffer::unix_ns(clock, event.end), &mut bytes);
         bytes
     }));
+    encoded.extend(alerts.iter().map(stored::encode_alert));
     events.clear();
     let _ = spare.try_send(events);
+    alerts.len()
 }
 
 /// Appends; when the log is full, compacts harder and tries once more.

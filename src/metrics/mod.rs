@@ -221,6 +221,10 @@ pub struct CacheCounts {
     pub bypasses: u64,
 }
 
+/// What a soft budget alert is about, as its `kind` label (the kinds of
+/// `store::SoftBudgetCrossed`).
+pub const SOFT_BUDGET_KINDS: [&str; 3] = ["key", "user", "team"];
+
 /// One worker's counters. Recording allocates only when a series or model
 /// is seen for the first time.
 #[derive(Debug)]
@@ -235,6 +239,9 @@ pub struct WorkerMetrics {
     cache: CacheCounts,
     /// Key rejections by error code; a handful of codes, scanned.
     rejections: Vec<(&'static str, u64)>,
+    /// Soft budgets crossed, by `SOFT_BUDGET_KINDS`: counted by the worker
+    /// whose usage report crossed them.
+    soft_budget_alerts: [u64; 3],
 }
 
 impl WorkerMetrics {
@@ -250,6 +257,14 @@ impl WorkerMetrics {
             usage: [ModelUsage::default(); MODEL_SLOTS],
             cache: CacheCounts::default(),
             rejections: Vec::new(),
+            soft_budget_alerts: [0; 3],
+        }
+    }
+
+    /// Counts a key's, user's or team's spend going past its soft budget.
+    pub fn soft_budget_crossed(&mut self, kind: &str) {
+        if let Some(slot) = SOFT_BUDGET_KINDS.iter().position(|k| *k == kind) {
+            self.soft_budget_alerts[slot] += 1;
         }
     }
 
@@ -370,6 +385,7 @@ impl WorkerMetrics {
             usage,
             cache: self.cache,
             rejections: self.rejections.clone(),
+            soft_budget_alerts: self.soft_budget_alerts,
             extra: Vec::new(),
         }
     }
@@ -402,6 +418,8 @@ pub struct Snapshot {
     pub usage: Vec<(String, ModelUsage)>,
     pub cache: CacheCounts,
     pub rejections: Vec<(&'static str, u64)>,
+    /// Soft budgets crossed, by `SOFT_BUDGET_KINDS`.
+    pub soft_budget_alerts: [u64; 3],
     /// Counters and gauges of other modules, by worker.
     pub extra: Vec<Extra>,
 }
@@ -439,6 +457,16 @@ mod tests {
     use super::*;
     use crate::record::usage::Usage;
     use crate::store::Money;
+
+    #[test]
+    fn soft_budget_alerts_are_counted_by_kind() {
+        let mut metrics = WorkerMetrics::new(0);
+        metrics.soft_budget_crossed("team");
+        metrics.soft_budget_crossed("team");
+        metrics.soft_budget_crossed("key");
+        metrics.soft_budget_crossed("project");
+        assert_eq!(metrics.snapshot().soft_budget_alerts, [1, 0, 2]);
+    }
 
     #[test]
     fn routes_are_a_fixed_set() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::histogram::BOUNDS_LABEL;
-use super::{Endpoint, Histogram, Series, Snapshot};
+use super::{Endpoint, Histogram, SOFT_BUDGET_KINDS, Series, Snapshot};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -94,6 +94,24 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
                 rejections,
                 &format!("reason=\"{code}\",{}", worker(s)),
                 *count,
+            );
+        }
+    }
+
+    let alerts = "llm_proxy_soft_budget_alerts_total";
+    family(
+        out,
+        alerts,
+        "counter",
+        "Soft budgets crossed: a key's, user's or team's spend went past its soft_budget (one alert per crossing, also a budget_alert record in the event log).",
+    );
+    for s in snapshots.iter() {
+        for (kind, count) in SOFT_BUDGET_KINDS.iter().zip(s.soft_budget_alerts) {
+            sample(
+                out,
+                alerts,
+                &format!("kind=\"{kind}\",{}", worker(s)),
+                count,
             );
         }
     }

@@ -277,8 +277,10 @@ async fn report_usage(worker: Rc<Worker>, unreported: Arc<AtomicBool>) {
     }
 }
 
-/// A key's, user's or team's spend went past its soft budget: an alert.
-fn soft_budget_crossed(worker: &Worker, crossed: &crate::store::SoftBudgetCrossed) {
+/// A key's, user's or team's spend went past its soft budget: an alert,
+/// as a log line, a `budget_alert` record in the event log (handed over
+/// with the worker's next batch) and `llm_proxy_soft_budget_alerts_total`.
+fn soft_budget_crossed(worker: &Worker, crossed: crate::store::SoftBudgetCrossed) {
     tracing::warn!(
         worker = worker.id,
         kind = crossed.kind,
@@ -287,6 +289,19 @@ fn soft_budget_crossed(worker: &Worker, crossed: &crate::store::SoftBudgetCrosse
         soft_budget = crossed.soft_budget.dollars(),
         "soft budget crossed"
     );
+    if let Some(mut metrics) = worker.metrics() {
+        metrics.soft_budget_crossed(crossed.kind);
+    }
+    worker
+        .events
+        .borrow_mut()
+        .alert(events::stored::BudgetAlert {
+            kind: crossed.kind.into(),
+            id: crossed.id,
+            spend: crossed.spend,
+            soft_budget: crossed.soft_budget,
+            at_unix_ns: crate::http::io::unix_nanos(),
+        });
 }
 
 /// Writes this worker's reports to the ledger; `false` if they were lost.
@@ -301,7 +316,7 @@ async fn settle(worker: &Worker) -> bool {
     match result {
         Ok(Ok(crossed)) => {
             for crossed in crossed {
-                soft_budget_crossed(worker, &crossed);
+                soft_budget_crossed(worker, crossed);
             }
             true
         }

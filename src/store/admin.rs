@@ -84,6 +84,17 @@ fn check_upstream_key(key: &str) -> Result<&str, StoreError> {
     Ok(key)
 }
 
+/// The chosen secret if it may be one, else a new one.
+fn chosen_or_new_secret(chosen: Option<String>) -> Result<String, StoreError> {
+    match chosen {
+        Some(secret) if secret.len() < 8 || !secret.bytes().all(|b| b.is_ascii_graphic()) => Err(
+            StoreError::Invalid("a key must be at least 8 visible ASCII characters".into()),
+        ),
+        Some(secret) => Ok(secret),
+        None => new_secret(),
+    }
+}
+
 impl Store {
     pub(super) fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
         super::commit(txn, self.path())?;
@@ -229,17 +240,7 @@ impl Store {
         txn: &mut RwTxn,
         new: NewKey,
     ) -> Result<(KeyRecord, String), StoreError> {
-        let secret = match new.secret {
-            Some(secret) => {
-                if secret.len() < 8 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(StoreError::Invalid(
-                        "a key must be at least 8 visible ASCII characters".into(),
-                    ));
-                }
-                secret
-            }
-            None => new_secret()?,
-        };
+        let secret = chosen_or_new_secret(new.secret)?;
         let now = now_ms();
         let key = KeyRecord {
             id: new_id()?,
@@ -341,9 +342,59 @@ impl Store {
         changes: KeyChanges,
     ) -> Result<(KeyRecord, Usage), StoreError> {
         let mut txn = self.env.write_txn()?;
+        let changed = self.change_key(&mut txn, id, changes)?;
+        self.commit_admin(txn)?;
+        Ok(changed)
+    }
+
+    /// Gives the key a new secret (`chosen`, or a generated one) and applies
+    /// `changes`, in one write: the same record (id, limits, spend, counts),
+    /// from now on found by the new secret's SHA-256 only, so that the old
+    /// secret stops working on every worker before this returns. The
+    /// master key's record is the management token's and is not changed
+    /// here. Returns the key with its new secret (the only time it is
+    /// available).
+    pub fn regenerate_key(
+        &self,
+        id: Uuid,
+        chosen: Option<String>,
+        changes: KeyChanges,
+    ) -> Result<(KeyRecord, Usage, String), StoreError> {
+        let secret = chosen_or_new_secret(chosen)?;
+        let hash = sha256(secret.as_bytes());
+        let mut txn = self.env.write_txn()?;
         let mut key = self
             .keys
             .get(&txn, id.as_bytes())?
+            .ok_or(StoreError::NotFound("token"))?;
+        if key.is_master() {
+            return Err(StoreError::Invalid(
+                "the master key is the MANAGEMENT_TOKEN: change it there and restart".into(),
+            ));
+        }
+        if self.key_hashes.get(&txn, &hash)?.is_some() {
+            return Err(StoreError::Invalid("that key already exists".into()));
+        }
+        self.key_hashes.delete(&mut txn, &key.secret_hash)?;
+        self.key_hashes.put(&mut txn, &hash, id.as_bytes())?;
+        key.secret_hash = hash;
+        key.hint = hint(&secret);
+        self.keys.put(&mut txn, id.as_bytes(), &key)?;
+        let (key, usage) = self.change_key(&mut txn, id, changes)?;
+        self.commit_admin(txn)?;
+        Ok((key, usage, secret))
+    }
+
+    /// `update_key` inside the caller's write transaction.
+    fn change_key(
+        &self,
+        txn: &mut RwTxn,
+        id: Uuid,
+        changes: KeyChanges,
+    ) -> Result<(KeyRecord, Usage), StoreError> {
+        let mut key = self
+            .keys
+            .get(txn, id.as_bytes())?
             .ok_or(StoreError::NotFound("token"))?;
         if let Some(active) = changes.is_active {
             key.is_active = active;
@@ -359,7 +410,7 @@ impl Store {
         }
         if let Some(alias) = changes.alias {
             if let Some(alias) = &alias {
-                self.check_alias_free(&txn, alias, id)?;
+                self.check_alias_free(txn, alias, id)?;
             }
             key.alias = alias;
         }
@@ -386,14 +437,13 @@ impl Store {
             key.model_limits = model_limits;
         }
         key.updated_at = now_ms();
-        self.keys.put(&mut txn, id.as_bytes(), &key)?;
-        self.set_key_windows(&mut txn, Some(before), &key)?;
-        let mut usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
+        self.keys.put(txn, id.as_bytes(), &key)?;
+        self.set_key_windows(txn, Some(before), &key)?;
+        let mut usage = self.usage.get(txn, id.as_bytes())?.unwrap_or_default();
         if let Some(spend) = changes.spend {
             usage.spend = spend;
-            self.usage.put(&mut txn, id.as_bytes(), &usage)?;
+            self.usage.put(txn, id.as_bytes(), &usage)?;
         }
-        self.commit_admin(txn)?;
         Ok((key, usage))
     }
 

@@ -164,7 +164,14 @@ pub fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     matches!(
         name.as_str(),
-        "key" | "keys" | "token" | "password" | "master_key" | "credential_values"
+        "key"
+            | "keys"
+            | "token"
+            | "password"
+            | "master_key"
+            | "new_key"
+            | "new_master_key"
+            | "credential_values"
     ) || name.ends_with("api_key")
         || name.contains("secret")
         || name.ends_with("_token")
@@ -220,7 +227,10 @@ fn names_a_key(segments: &[Cow<'_, str>], index: usize) -> bool {
     let reference = match parent.as_slice() {
         ["", "manage", "tokens"] => true,
         // LiteLLM's `/key/{key}/regenerate` and the like.
-        ["", "key"] => !matches!(segment, "generate" | "info" | "list" | "update" | "delete"),
+        ["", "key"] => !matches!(
+            segment,
+            "generate" | "info" | "list" | "update" | "delete" | "block" | "unblock" | "regenerate"
+        ),
         _ => false,
     };
     reference && !segment.is_empty() && Uuid::parse_str(segment).is_err()
@@ -275,10 +285,20 @@ mod tests {
                 format!("/manage/projects/{id}/tokens/revoke"),
             ),
             ("/key/generate".into(), "/key/generate".into()),
+            ("/key/regenerate".into(), "/key/regenerate".into()),
+            ("/key/block".into(), "/key/block".into()),
             ("/manage/tokens".into(), "/manage/tokens".into()),
             ("/manage/tokens/".into(), "/manage/tokens/".into()),
         ] {
             assert_eq!(safe_target(&target), logged, "{target}");
         }
+    }
+
+    #[test]
+    fn new_secrets_are_secret_names() {
+        for name in ["new_key", "new_master_key", "key", "openai_api_key"] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        assert!(!is_secret_name("key_alias"));
     }
 }

@@ -321,14 +321,17 @@ fn a_token_addressed_by_its_secret_leaves_no_secret_in_the_log_or_the_store() {
             .status,
         200
     );
-    proxy.manage("POST", &format!("/key/{by_litellm}/regenerate"), None);
+    // A regenerated key answers to its new secret only.
+    let regenerated = proxy.manage("POST", &format!("/key/{by_litellm}/regenerate"), None);
+    assert_eq!(regenerated.status, 200, "{}", regenerated.text());
+    let renewed = regenerated.json()["key"].as_str().unwrap().to_string();
     proxy.manage("GET", &format!("/manage/tokens/{by_litellm}/x"), None);
-    let deleted = proxy.manage("POST", "/key/delete", Some(json!({"keys": [by_litellm]})));
+    let deleted = proxy.manage("POST", "/key/delete", Some(json!({"keys": [renewed]})));
     assert_eq!(deleted.status, 200, "{}", deleted.text());
 
     let log = audit(&proxy, "?limit=1000");
     let text = log.to_string();
-    let secrets = [&by_api, &by_cli, &by_litellm, &by_hash];
+    let secrets = [&by_api, &by_cli, &by_litellm, &by_hash, &renewed];
     for secret in secrets {
         assert!(
             !text.contains(secret.as_str()),

@@ -808,3 +808,125 @@ fn a_sink_refusing_the_api_key_is_exit_status_3() {
     let exited = run_command(db.path(), &args, &[], DISPATCH_TIMEOUT);
     assert_eq!(exited.status.code(), Some(3), "{}", exited.stderr);
 }
+
+/// The sum over the workers of `llm_proxy_soft_budget_alerts_total{kind}`.
+fn soft_budget_alerts(proxy: &Proxy, kind: &str) -> u64 {
+    let response = proxy.call(Req::get("/metrics"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let prefix = format!("llm_proxy_soft_budget_alerts_total{{kind=\"{kind}\",");
+    response
+        .text()
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_crossed_soft_budget_is_one_budget_alert_and_a_metric() {
+    let mock = Mock::start();
+    let db = TempDir::new("events-soft-budget");
+    let proxy = Proxy::for_mock(&mock)
+        .arg("--db")
+        .arg(db.path().to_str().unwrap())
+        .workers(2)
+        .start();
+    let body = json!({
+        "model_name": "fast",
+        "litellm_params": {
+            "model": "openai/fast-upstream",
+            "api_base": format!("{}/v1", mock.url()),
+            "api_key": "sk-deployment-secret-42",
+        },
+        "model_info": {"input_cost_per_token": INPUT_COST, "output_cost_per_token": OUTPUT_COST},
+    });
+    assert_eq!(proxy.manage("POST", "/model/new", Some(body)).status, 200);
+    let chat_as = |key: &str| {
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+        let response = proxy.call(Req::post("/v1/chat/completions", body.to_string()).auth(key));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let cost: f64 = response
+            .header("x-litellm-response-cost")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(cost > 0.0);
+        cost
+    };
+    let generate = |fields: Value| {
+        let response = proxy.manage("POST", "/key/generate", Some(fields));
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()
+    };
+    // What one request costs, paid by a key without a soft budget.
+    let probe = generate(json!({}));
+    let cost = chat_as(probe["key"].as_str().unwrap());
+    // A soft budget of one and a half requests: the second one crosses it.
+    let soft_budget = cost * 1.5;
+    let watched = generate(json!({"soft_budget": soft_budget}));
+    assert_eq!(watched["soft_budget"], soft_budget, "{watched}");
+    let key = watched["key"].as_str().unwrap();
+    let key_id = watched["id"].as_str().unwrap();
+    for _ in 0..4 {
+        chat_as(key);
+    }
+    // Counted once the workers' usage reports cross it (about a second).
+    assert!(
+        wait_until(Duration::from_secs(20), || soft_budget_alerts(
+            &proxy, "key"
+        ) == 1),
+        "no alert counted: {}",
+        proxy.call(Req::get("/metrics")).text()
+    );
+    // Further spend does not cross it again.
+    chat_as(key);
+    chat_as(probe["key"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(soft_budget_alerts(&proxy, "key"), 1);
+    assert_eq!(soft_budget_alerts(&proxy, "user"), 0);
+    assert_eq!(soft_budget_alerts(&proxy, "team"), 0);
+
+    let data = db.path().to_path_buf();
+    proxy.stop();
+    let sink_dir = TempDir::new("soft-budget-sink");
+    let sink = sink_dir.path().join("events.jsonl");
+    dispatch_once(&data, &sink, &[]);
+    let events = sink_events(&sink);
+    let seqs = seq_numbers(&events);
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let (alerts, requests): (Vec<&Value>, Vec<&Value>) = events
+        .iter()
+        .partition(|event| event.get("budget_alert").is_some());
+    assert_eq!(alerts.len(), 1, "{events:#?}");
+    // Every request is still there, the alert among them.
+    let chats = requests
+        .iter()
+        .filter(|e| e["endpoint"] == "/v1/chat/completions")
+        .count();
+    assert_eq!(chats, 7, "{events:#?}");
+    let alert = &alerts[0]["budget_alert"];
+    let fields: BTreeSet<&str> = alert
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["type", "kind", "id", "spend", "soft_budget", "time"]),
+        "{alert}"
+    );
+    assert_eq!(alert["type"], "soft_budget_crossed");
+    assert_eq!(alert["kind"], "key");
+    assert_eq!(alert["id"], key_id);
+    let shown = alert["soft_budget"].as_f64().unwrap();
+    assert!((shown - soft_budget).abs() < 1e-9, "{alert}");
+    let spend = alert["spend"].as_f64().unwrap();
+    assert!(
+        spend >= soft_budget && spend <= 4.0 * cost + 1e-9,
+        "{alert}, one request costs {cost}"
+    );
+    let time = alert["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.len() == 24, "{time}");
+    assert!(alerts[0].get("request_id").is_none());
+}

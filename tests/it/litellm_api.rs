@@ -61,6 +61,8 @@ fn master_routes() -> Vec<(&'static str, &'static str)> {
         ("POST", "/key/block"),
         ("POST", "/key/unblock"),
         ("POST", "/key/delete"),
+        ("POST", "/key/regenerate"),
+        ("POST", "/key/x/regenerate"),
         ("POST", "/user/new"),
         ("GET", "/user/list"),
         ("GET", "/user/info?user_id=x"),

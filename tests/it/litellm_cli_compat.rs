@@ -1,15 +1,20 @@
 //! LiteLLM's own client, unmodified, against `llm-proxy server`: the
 //! `litellm-proxy` command from the `litellm` package on PyPI manages
-//! models, credentials, keys and users, and its keys work on the proxy.
+//! models, credentials, keys and users, and its keys work on the proxy; its
+//! `chat` and `http request POST /chat/completions` use the master key as
+//! a key for the models, and that key's spend is accounted.
 //!
 //! The command is found through `LITELLM_PROXY_CLI` or on `PATH`. Where it
 //! is not installed the test says so and passes, unless
 //! `LLM_PROXY_REQUIRE_LITELLM=1` (set by CI, which installs it) makes that
 //! a failure.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use crate::common::litellm::{add_deployment, key_info, prices};
 use crate::common::*;
 use serde_json::{Value, json};
 
@@ -42,6 +47,38 @@ impl LiteLlm {
             .expect("run litellm-proxy")
     }
 
+    /// Runs a command with the master key and `input` on its standard
+    /// input; it must succeed. Returns stdout.
+    fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new(&self.cli)
+            .args(args)
+            .env("LITELLM_PROXY_URL", &self.url)
+            .env("LITELLM_PROXY_API_KEY", MANAGEMENT_TOKEN)
+            .env("HOME", self.home.path())
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "250")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run litellm-proxy");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "litellm-proxy {args:?} failed: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
     /// Runs a command with the master key; it must succeed. Returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run_as(MANAGEMENT_TOKEN, args);
@@ -63,9 +100,11 @@ impl LiteLlm {
     }
 }
 
-#[test]
-fn litellms_own_cli_manages_the_gateway() {
-    let Some(cli) = find_cli() else {
+/// The command, or `None` when it is not installed and not required (the
+/// test then passes, and says so).
+fn cli_or_skip() -> Option<PathBuf> {
+    let cli = find_cli();
+    if cli.is_none() {
         let required = std::env::var("LLM_PROXY_REQUIRE_LITELLM").is_ok_and(|v| v == "1");
         assert!(
             !required,
@@ -74,6 +113,13 @@ fn litellms_own_cli_manages_the_gateway() {
         eprintln!(
             "skipped: litellm-proxy is not installed (pip install 'litellm[cli]' to run this test)"
         );
+    }
+    cli
+}
+
+#[test]
+fn litellms_own_cli_manages_the_gateway() {
+    let Some(cli) = cli_or_skip() else {
         return;
     };
     let mock = Mock::start();
@@ -192,4 +238,51 @@ fn litellms_own_cli_manages_the_gateway() {
     lite.ok(&["keys", "delete", "--key-aliases", "my-key"]);
     let response = proxy.call(Req::post("/v1/chat/completions", chat.to_string()).auth(&key));
     response.assert_error(401, "invalid_api_key");
+}
+
+#[test]
+fn litellms_cli_chats_with_the_master_key_and_its_spend_is_accounted() {
+    let Some(cli) = cli_or_skip() else {
+        return;
+    };
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).start();
+    add_deployment(&proxy, "gpt-4", &mock, prices(1e-6, 2e-6));
+    let lite = LiteLlm {
+        cli,
+        url: format!("http://{}", proxy.addr),
+        home: TempDir::new("litellm-home"),
+    };
+    assert_eq!(key_info(&proxy, MANAGEMENT_TOKEN)["spend"], 0.0);
+
+    // A raw request, as LiteLLM's quick start makes it with the master key.
+    let body = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]});
+    let answer = lite.json(&[
+        "http",
+        "request",
+        "POST",
+        "/chat/completions",
+        "-j",
+        &body.to_string(),
+    ]);
+    assert_eq!(answer["object"], "chat.completion", "{answer}");
+    assert_eq!(answer["model"], "gpt-4-upstream", "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.starts_with(MOCK_WORDS[0]), "{answer}");
+    let tokens = &answer["usage"];
+    let cost = tokens["prompt_tokens"].as_f64().unwrap() * 1e-6
+        + tokens["completion_tokens"].as_f64().unwrap() * 2e-6;
+    assert!(cost > 0.0, "{answer}");
+
+    // The interactive chat, streamed: one message, then /quit.
+    let chat = lite.ok_with_input(&["chat", "gpt-4"], "Hello there\n/quit\n");
+    assert!(chat.contains(&mock_text(4)), "{chat}");
+
+    // Both requests are the master key's: counted and charged to its record.
+    let mut info = Value::Null;
+    let accounted = wait_until(Duration::from_secs(10), || {
+        info = key_info(&proxy, MANAGEMENT_TOKEN);
+        info["request_count"] == 2 && info["spend"].as_f64().is_some_and(|s| s > cost + 1e-12)
+    });
+    assert!(accounted, "one request cost {cost}: {info}");
 }

@@ -1101,3 +1101,78 @@ fn a_far_future_expiry_does_not_break_the_token_list() {
         proxy.log()
     );
 }
+
+// --- a new management token ------------------------------------------------------
+
+#[test]
+fn a_restart_with_a_new_management_token_retires_the_old_one_everywhere() {
+    use crate::common::litellm::{add_deployment, generate_key, prices, sha256_hex};
+    const NEW_TOKEN: &str = "mt-rotated-0c4f9e2b71a8";
+    let mock = Mock::start();
+    let db = TempDir::new("management-token-rotation");
+    let db_arg = db.path().to_str().unwrap().to_string();
+    let model_chat = |key: &str| {
+        let body = json!({"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]});
+        Req::post("/v1/chat/completions", body.to_string()).auth(key)
+    };
+
+    // The first token opens the API and calls the models.
+    let first = Proxy::for_mock(&mock).arg("--db").arg(&db_arg).start();
+    add_deployment(&first, "gpt-x", &mock, prices(1e-6, 2e-6));
+    let client = generate_key(&first, json!({"key_alias": "kept"}));
+    let response = first.call(model_chat(MANAGEMENT_TOKEN));
+    assert_eq!(response.status, 200, "{}", response.text());
+    first.stop();
+
+    let second = Proxy::for_mock(&mock)
+        .unseeded()
+        .env("MANAGEMENT_TOKEN", NEW_TOKEN)
+        .arg("--db")
+        .arg(&db_arg)
+        .start();
+    // The old token: neither the management APIs nor the models.
+    for path in ["/manage/projects", "/manage/tokens"] {
+        second
+            .call(Req::get(path).auth(MANAGEMENT_TOKEN))
+            .assert_error(401, "invalid_management_token");
+    }
+    for path in ["/key/list", "/model/info"] {
+        let response = second.call(Req::get(path).auth(MANAGEMENT_TOKEN));
+        assert_eq!(response.status, 401, "{path}: {}", response.text());
+    }
+    second
+        .call(model_chat(MANAGEMENT_TOKEN))
+        .assert_error(401, "invalid_api_key");
+
+    // The new one: both, with the store as it was.
+    let projects = second.call(Req::get("/manage/projects").auth(NEW_TOKEN));
+    assert_eq!(projects.status, 200, "{}", projects.text());
+    assert_eq!(projects.json()[0]["name"], "test");
+    let response = second.call(model_chat(NEW_TOKEN));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(second.call(model_chat(&client)).status, 200);
+
+    // Neither master key's record is listed; only the old one's is gone.
+    let list = second.call(Req::get("/key/list?return_full_object=true").auth(NEW_TOKEN));
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json();
+    let tokens: BTreeSet<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["token"].as_str().unwrap())
+        .collect();
+    let expected = BTreeSet::from([sha256_hex(CLIENT_KEY), sha256_hex(&client)]);
+    assert_eq!(
+        tokens,
+        expected.iter().map(String::as_str).collect(),
+        "{list}"
+    );
+    let manage_tokens = second.call(Req::get("/manage/tokens").auth(NEW_TOKEN));
+    assert_eq!(manage_tokens.json().as_array().unwrap().len(), 2);
+    let info = |key: &str| second.call(Req::get(&format!("/key/info?key={key}")).auth(NEW_TOKEN));
+    assert_eq!(info(MANAGEMENT_TOKEN).status, 404);
+    let current = info(NEW_TOKEN);
+    assert_eq!(current.status, 200, "{}", current.text());
+    assert_eq!(current.json()["info"]["token"], sha256_hex(NEW_TOKEN));
+}

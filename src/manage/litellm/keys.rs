@@ -1,5 +1,5 @@
 //! `/key/generate`, `/key/info`, `/key/list`, `/key/update`, `/key/block`,
-//! `/key/unblock`, `/key/delete`:
+//! `/key/unblock`, `/key/delete`, `/key/regenerate`:
 //! virtual keys. These are the same records as `/manage/tokens`; a key is
 //! named by its secret, its `token` (the secret's SHA-256 in hex) or its id.
 
@@ -265,9 +265,22 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     let object = limits::object(body)?;
     let key = input
         .key
+        .clone()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| invalid("key", "required"))?;
-    let changes = KeyChanges {
+    let changes = changes(input)?;
+    blocking(store, move |s| {
+        let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        let changes = with_limits(changes, &object, &record)?;
+        let (record, _) = s.update_key(record.id, changes)?;
+        Ok((StatusCode::OK, Some(current_view(s, &record)?)))
+    })
+    .await
+}
+
+/// The changes an update body asks for, but its limits (`with_limits`).
+fn changes(input: UpdateInput) -> Result<KeyChanges, ProxyError> {
+    Ok(KeyChanges {
         is_active: input.blocked.map(|blocked| !blocked),
         max_requests: given(input.max_requests)
             .map(|v| max_requests(&v))
@@ -287,16 +300,83 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
         metadata: input.metadata.map(|m| Value::Object(m).to_string()),
         limits: None,
         model_limits: None,
-    };
+    })
+}
+
+/// `changes` with the limit fields of the body applied to the key's.
+fn with_limits(
+    changes: KeyChanges,
+    object: &Map<String, Value>,
+    record: &KeyRecord,
+) -> Result<KeyChanges, ProxyError> {
+    Ok(KeyChanges {
+        limits: limits::limits(object, record.limits)?,
+        model_limits: limits::model_limits(object, &record.model_limits)?,
+        ..changes
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct RegenerateInput {
+    key: Option<String>,
+    /// The new secret, chosen by the caller.
+    new_key: Option<String>,
+    new_master_key: Option<String>,
+    grace_period: Option<String>,
+}
+
+/// `POST /key/regenerate {"key", ...}` and `POST /key/{key}/regenerate`
+/// (`path_key`, still percent-encoded; a `key` in the body wins, as in
+/// LiteLLM): a new secret for the same key (id, limits, spend and counts
+/// kept); the old secret stops working on every worker before the answer.
+/// The other fields of the body change the key as `/key/update` does. The
+/// answer is the key with its new secret in `key`, the only time it is shown.
+pub async fn regenerate(store: Arc<Store>, path_key: Option<&str>, body: &[u8]) -> Answer {
+    let input: RegenerateInput = parse(body)?;
+    let update: UpdateInput = parse(body)?;
+    let object = limits::object(body)?;
+    let from_path = path_key.map(|k| {
+        percent_encoding::percent_decode_str(k)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    let key = input
+        .key
+        .filter(|k| !k.is_empty())
+        .or(from_path.filter(|k| !k.is_empty()))
+        .ok_or_else(|| invalid("key", "required"))?;
+    if input.new_master_key.is_some() {
+        return Err(invalid(
+            "new_master_key",
+            "the master key is the MANAGEMENT_TOKEN: change it there and restart",
+        ));
+    }
+    if input
+        .grace_period
+        .as_deref()
+        .is_some_and(|g| !g.trim().is_empty())
+    {
+        return Err(invalid(
+            "grace_period",
+            "not supported: the old secret stops working at once",
+        ));
+    }
+    if let Some(new_key) = &input.new_key
+        && (!new_key.starts_with("sk-") || new_key.chars().count() < 16)
+    {
+        return Err(invalid(
+            "new_key",
+            "must start with \"sk-\" and be at least 16 characters",
+        ));
+    }
+    let changes = changes(update)?;
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
-        let changes = KeyChanges {
-            limits: limits::limits(&object, record.limits)?,
-            model_limits: limits::model_limits(&object, &record.model_limits)?,
-            ..changes
-        };
-        let (record, _) = s.update_key(record.id, changes)?;
-        Ok((StatusCode::OK, Some(current_view(s, &record)?)))
+        let changes = with_limits(changes, &object, &record)?;
+        let (record, _, secret) = s.regenerate_key(record.id, input.new_key, changes)?;
+        let mut answer = current_view(s, &record)?;
+        answer["key"] = json!(secret);
+        Ok((StatusCode::OK, Some(answer)))
     })
     .await
 }

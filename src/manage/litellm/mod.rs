@@ -165,10 +165,10 @@ pub async fn dispatch(
         "/key/block" if post => keys::block(store, body, true).await,
         "/key/unblock" if post => keys::block(store, body, false).await,
         "/key/delete" if post => keys::delete(store, body).await,
+        "/key/regenerate" if post => keys::regenerate(store, None, body).await,
         "/key/info" | "/key/list" => not_allowed(method, "GET, HEAD"),
-        "/key/generate" | "/key/update" | "/key/block" | "/key/unblock" | "/key/delete" => {
-            not_allowed(method, "POST")
-        }
+        "/key/generate" | "/key/update" | "/key/block" | "/key/unblock" | "/key/delete"
+        | "/key/regenerate" => not_allowed(method, "POST"),
         "/user/new" if post => users::create(store, body).await,
         "/user/list" if get => users::list(store, query).await,
         "/user/info" if get => users::info(store, query).await,
@@ -176,10 +176,20 @@ pub async fn dispatch(
         "/user/delete" if post => users::delete(store, body).await,
         "/user/list" | "/user/info" => not_allowed(method, "GET, HEAD"),
         "/user/new" | "/user/update" | "/user/delete" => not_allowed(method, "POST"),
-        other => match other.strip_prefix("/credentials/") {
-            Some(rest) => credentials::by_path(store, method, rest).await,
-            None => Err(ProxyError::NotFound),
-        },
+        other => {
+            if let Some(rest) = other.strip_prefix("/credentials/") {
+                return credentials::by_path(store, method, rest).await;
+            }
+            // LiteLLM's `/key/{key}/regenerate`.
+            match other
+                .strip_prefix("/key/")
+                .and_then(|rest| rest.strip_suffix("/regenerate"))
+            {
+                Some(key) if post => keys::regenerate(store, Some(key), body).await,
+                Some(_) => not_allowed(method, "POST"),
+                None => Err(ProxyError::NotFound),
+            }
+        }
     }
 }
 
