@@ -34,6 +34,7 @@ mod litellm_cli_compat;
 mod litellm_credentials;
 mod litellm_keys;
 mod litellm_models;
+mod litellm_teams;
 mod litellm_users;
 mod login;
 mod login_browser;
