@@ -21,6 +21,7 @@ mod cache;
 mod client_cli;
 mod client_cli_output;
 mod client_cli_server;
+mod client_cli_teams;
 mod client_login;
 mod dialects;
 mod errors;
