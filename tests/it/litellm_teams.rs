@@ -9,6 +9,8 @@
 use crate::common::litellm::*;
 use crate::common::store::*;
 use crate::common::*;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 const TEAM_FIELDS: [&str; 17] = [
@@ -449,18 +451,26 @@ fn members_are_added_and_removed_in_step_with_their_users() {
 #[test]
 fn team_delete_deletes_its_keys_and_memberships() {
     let (mock, proxy) = start();
-    add_deployment(&proxy, "alpha", &mock, Value::Null);
+    add_deployment(&proxy, "alpha", &mock, prices(1e-6, 2e-6));
     user(&proxy, "ann", "ann@example.com");
     ok(post(
         &proxy,
         "/team/new",
-        json!({"team_id": "red", "members_with_roles": [{"user_id": "ann", "role": "admin"}]}),
+        json!({"team_id": "red", "max_budget": 5, "budget_duration": "1d",
+               "members_with_roles": [{"user_id": "ann", "role": "admin"}]}),
     ));
     new_team(&proxy, "blue");
     let red_1 = generate_key(&proxy, json!({"team_id": "red"}));
     let red_2 = generate_key(&proxy, json!({"team_id": "red", "user_id": "ann"}));
     let blue = generate_key(&proxy, json!({"team_id": "blue"}));
     assert_eq!(chat_as(&proxy, &red_1, "alpha").status, 200);
+    // The team's spend is the sum of its keys'.
+    let charged = wait_until(Duration::from_secs(10), || {
+        team_info(&proxy, "red")["team_info"]["spend"]
+            .as_f64()
+            .is_some_and(|spend| spend > 0.0)
+    });
+    assert!(charged, "{}", team_info(&proxy, "red"));
 
     // All or nothing: an unknown team deletes none.
     let response = post(&proxy, "/team/delete", json!({"team_ids": ["red", "nope"]}));
@@ -487,9 +497,11 @@ fn team_delete_deletes_its_keys_and_memberships() {
     assert_eq!(key_info(&proxy, &blue)["team_id"], "blue");
     assert_eq!(chat_as(&proxy, &blue, "alpha").status, 200);
     assert_eq!(user_teams(&proxy, "ann"), json!([]));
-    // The id may be used again, for a new team with no past.
+    // The id may be used again, for a new team with no past: no spend, no
+    // budget window.
     let again = new_team(&proxy, "red");
     assert_eq!(again["spend"], 0.0);
+    assert!(again["budget_reset_at"].is_null(), "{again}");
     assert_eq!(again["members_with_roles"], json!([]));
 }
 
