@@ -19,8 +19,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     name = "dheera_ai-proxy",
     version,
     propagate_version = true,
-    about = "Manage models, credentials, keys, users and teams of an llm-proxy (LiteLLM-compatible) \
-             server, sign in to it, and send it chat and HTTP requests"
+    about = "Manage models, credentials, keys, users and teams of an llm-proxy \
+             (LiteLLM-compatible) server, sign in to it, and send it chat and HTTP requests"
 )]
 pub struct LiteLlmCli {
     /// Accepted before the command too; the commands see the same values.

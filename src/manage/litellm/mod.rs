@@ -31,7 +31,8 @@ pub enum Caller {
     /// The master key: everything.
     Master,
     /// A virtual key: the model listings, limited to these models (`None`:
-    /// every model; empty: none, when its, its user's and its team's lists share none).
+    /// every model; empty: none, when its own list, its user's and its
+    /// team's share none).
     Key {
         key_id: uuid::Uuid,
         models: Option<Vec<String>>,
