@@ -66,11 +66,12 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
 }
 
-/// The models a key may use, given its own list and its user's (empty:
-/// no restriction), by the rule the request path applies: `None` when
-/// neither list restricts it, else the models both allow (possibly none).
-pub fn allowed_models(key: &[String], user: &[String]) -> Option<Vec<String>> {
-    let allowlist = crate::worker::auth::Allowlist::new(key, user);
+/// The models a key may use, given its own list, its user's and its
+/// team's (empty: no restriction), by the rule the request path applies:
+/// `None` when no list restricts it, else the models all allow (possibly
+/// none).
+pub fn allowed_models(view: &crate::store::KeyView) -> Option<Vec<String>> {
+    let allowlist = crate::worker::auth::Allowlist::of(view);
     allowlist.is_restricted().then(|| allowlist.models())
 }
 

@@ -1,5 +1,5 @@
 //! Clap definitions of the LiteLLM-style client commands (`models`,
-//! `credentials`, `keys`, `users`, `chat`, `http`, `login`, `logout`,
+//! `credentials`, `keys`, `users`, `teams`, `chat`, `http`, `login`, `logout`,
 //! `whoami`). One tree, used twice:
 //! flattened into the top level of `llm-proxy`, and the whole top level of
 //! `dheera_ai-proxy`.
@@ -19,8 +19,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     name = "dheera_ai-proxy",
     version,
     propagate_version = true,
-    about = "Manage models, credentials, keys and users of an llm-proxy (LiteLLM-compatible) \
-             server, sign in to it, and send it chat and HTTP requests"
+    about = "Manage models, credentials, keys, users and teams of an llm-proxy \
+             (LiteLLM-compatible) server, sign in to it, and send it chat and HTTP requests"
 )]
 pub struct LiteLlmCli {
     /// Accepted before the command too; the commands see the same values.
@@ -72,6 +72,9 @@ pub enum LiteLlmCommand {
     Keys(KeysArgs),
     /// Create, list, inspect, update and delete users.
     Users(UsersArgs),
+    /// Create, list, inspect, update, block and delete teams; add and
+    /// remove their members.
+    Teams(TeamsArgs),
     /// Run chat completions.
     Chat(ChatArgs),
     /// Make custom HTTP requests to the proxy.
@@ -92,6 +95,7 @@ impl LiteLlmCommand {
             LiteLlmCommand::Credentials(args) => &args.options,
             LiteLlmCommand::Keys(args) => &args.options,
             LiteLlmCommand::Users(args) => &args.options,
+            LiteLlmCommand::Teams(args) => &args.options,
             LiteLlmCommand::Chat(args) => &args.options,
             LiteLlmCommand::Http(args) => &args.options,
             LiteLlmCommand::Login(args) => &args.options,
@@ -428,6 +432,128 @@ pub enum UsersCommand {
         /// Ids of the users
         #[arg(value_name = "USER_ID", required = true)]
         user_ids: Vec<String>,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// teams
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct TeamsArgs {
+    #[command(flatten)]
+    pub options: LiteLlmOptions,
+    #[command(subcommand)]
+    pub command: TeamsCommand,
+}
+
+/// A team's settings, for `teams create` and `teams update`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TeamSettings {
+    /// Unique display name of the team
+    #[arg(long, value_name = "ALIAS")]
+    pub alias: Option<String>,
+    /// Models the team's keys may use, comma-separated [default: all]
+    #[arg(long, value_name = "MODELS")]
+    pub models: Option<String>,
+    /// Maximum spend of the team in USD
+    #[arg(long, value_name = "USD", value_parser = parse_amount)]
+    pub max_budget: Option<f64>,
+    /// Requests per minute of all the team's keys together
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64))]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute of all the team's keys together
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64))]
+    pub tpm_limit: Option<u64>,
+    /// Requests in flight at once, all the team's keys together
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64))]
+    pub max_parallel_requests: Option<u64>,
+    /// How long the budget lasts before it starts again: 30s, 1h, 1d, 30d, 1mo
+    #[arg(long, value_name = "DURATION")]
+    pub budget_duration: Option<String>,
+    /// Metadata, a JSON object
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// List teams (GET /team/list).
+    List {
+        /// Only the teams this user is a member of
+        #[arg(long, value_name = "ID")]
+        user_id: Option<String>,
+    },
+    /// List the teams you may join by yourself (GET /team/available).
+    Available,
+    /// Show a team, its members and its keys (GET /team/info).
+    Info {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
+    },
+    /// Create a team (POST /team/new).
+    Create {
+        /// Id of the new team [default: chosen by the server]
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: Option<String>,
+        #[command(flatten)]
+        settings: TeamSettings,
+    },
+    /// Change a team; only the given fields change (POST /team/update).
+    Update {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
+        #[command(flatten)]
+        settings: TeamSettings,
+    },
+    /// Delete teams and their keys (POST /team/delete).
+    Delete {
+        /// Ids of the teams
+        #[arg(value_name = "TEAM_ID", required = true)]
+        team_ids: Vec<String>,
+    },
+    /// Add a user to a team (POST /team/member_add).
+    #[command(group(ArgGroup::new("member").args(["user_id", "user_email"]).required(true)))]
+    AddMember {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
+        /// The user's id
+        #[arg(long, value_name = "USER_ID")]
+        user_id: Option<String>,
+        /// The user's email, instead of the id
+        #[arg(long, value_name = "EMAIL")]
+        user_email: Option<String>,
+        /// The member's role in the team
+        #[arg(long, value_name = "ROLE", default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+    },
+    /// Take a user out of a team (POST /team/member_delete).
+    #[command(group(ArgGroup::new("member").args(["user_id", "user_email"]).required(true)))]
+    RemoveMember {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
+        /// The user's id
+        #[arg(long, value_name = "USER_ID")]
+        user_id: Option<String>,
+        /// The user's email, instead of the id
+        #[arg(long, value_name = "EMAIL")]
+        user_email: Option<String>,
+    },
+    /// Refuse every request of the team's keys (POST /team/block).
+    Block {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
+    },
+    /// Let the team's keys work again (POST /team/unblock).
+    Unblock {
+        /// The team's id
+        #[arg(long, value_name = "TEAM_ID")]
+        team_id: String,
     },
 }
 

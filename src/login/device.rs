@@ -169,7 +169,7 @@ pub async fn whoami(worker: &Worker, key: Rc<CachedKey>) -> Outcome {
     .await?;
     let view = &key.view;
     // An empty list means every model, as in LiteLLM's key records.
-    let models = allowed_models(&view.models, &view.user_models).unwrap_or_default();
+    let models = allowed_models(view).unwrap_or_default();
     let (max_budget, spend) = match &user {
         Some((user, spend)) => (user.max_budget.map(|b| b.dollars), spend.dollars()),
         None => (view.max_budget.map(|b| b.dollars), view.spend.dollars()),

@@ -147,7 +147,7 @@ fn authorize(
                 let view = &key.view;
                 Ok(litellm::Caller::Key {
                     key_id: view.key_id,
-                    models: allowed_models(&view.models, &view.user_models),
+                    models: allowed_models(view),
                 })
             }
             Err(error) => Err(error),

@@ -271,6 +271,9 @@ impl Store {
         {
             return Err(StoreError::NotFound("project"));
         }
+        if let Some(team_id) = &key.team_id {
+            self.check_team_exists(txn, team_id)?;
+        }
         if self.key_hashes.get(txn, &key.secret_hash)?.is_some() {
             return Err(StoreError::Invalid("that key already exists".into()));
         }
@@ -418,6 +421,9 @@ impl Store {
             key.user_id = user_id;
         }
         if let Some(team_id) = changes.team_id {
+            if let Some(team_id) = &team_id {
+                self.check_team_exists(&txn, team_id)?;
+            }
             key.team_id = team_id;
         }
         if let Some(models) = changes.models {

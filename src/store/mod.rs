@@ -59,6 +59,7 @@ pub use model::{
     Team, TeamMember, TeamRole, Usage, User, UserRole, now_ms,
 };
 pub use read::{KeyView, Spend, TeamView};
+pub use teams::{NewTeam, TeamChanges};
 pub use users::{NewUser, UserChanges};
 
 /// Version of the record layout. Opening a store written by a newer

@@ -176,6 +176,7 @@ impl Store {
                 deleted.push(user_id.clone());
             }
         }
+        self.drop_members(&mut txn, &deleted)?;
         let mut doomed = Vec::new();
         for entry in self.keys.iter(&txn)? {
             let (_, key) = entry?;

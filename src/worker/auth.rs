@@ -60,44 +60,51 @@ pub fn authenticate(
     Ok(key)
 }
 
-/// The models a key may use: its own `models` list and its user's. An
-/// empty list restricts nothing; a model must be in every list that is not
-/// empty. The one statement of this rule, for the request path and for the
-/// listings that show a key its models.
+/// The models a key may use: its own `models` list, its user's and its
+/// team's. An empty list restricts nothing; a model must be in every list
+/// that is not empty. The one statement of this rule, for the request path
+/// and for the listings that show a key its models.
 #[derive(Clone, Copy)]
 pub struct Allowlist<'a> {
     key: &'a [String],
     user: &'a [String],
+    team: &'a [String],
 }
 
 impl<'a> Allowlist<'a> {
-    pub fn new(key: &'a [String], user: &'a [String]) -> Self {
-        Self { key, user }
+    pub fn new(key: &'a [String], user: &'a [String], team: &'a [String]) -> Self {
+        Self { key, user, team }
     }
 
     pub fn of(view: &'a KeyView) -> Self {
-        Self::new(&view.models, &view.user_models)
+        let team = view.team.as_ref().map_or(&[][..], |t| t.models.as_slice());
+        Self::new(&view.models, &view.user_models, team)
+    }
+
+    fn lists(self) -> [&'a [String]; 3] {
+        [self.key, self.user, self.team]
     }
 
     /// Whether any list restricts the key at all.
     pub fn is_restricted(self) -> bool {
-        !self.key.is_empty() || !self.user.is_empty()
+        self.lists().iter().any(|list| !list.is_empty())
     }
 
     pub fn allows(self, model: &str) -> bool {
-        [self.key, self.user]
+        self.lists()
             .iter()
             .all(|list| list.is_empty() || list.iter().any(|m| m == model))
     }
 
-    /// The models allowed, in the order of the key's list (the user's when
-    /// the key has none); empty when nothing is restricted.
+    /// The models allowed, in the order of the first list that is not
+    /// empty (the key's, else the user's, else the team's); empty when
+    /// nothing is restricted.
     pub fn models(self) -> Vec<String> {
-        let listed = if self.key.is_empty() {
-            self.user
-        } else {
-            self.key
-        };
+        let listed = self
+            .lists()
+            .into_iter()
+            .find(|list| !list.is_empty())
+            .unwrap_or_default();
         listed.iter().filter(|m| self.allows(m)).cloned().collect()
     }
 }
@@ -110,21 +117,28 @@ mod tests {
     fn allowlists() {
         let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let (a, ab, b, none) = (list(&["a"]), list(&["a", "b"]), list(&["b"]), list(&[]));
-        let open = Allowlist::new(&none, &none);
+        let open = Allowlist::new(&none, &none, &none);
         assert!(!open.is_restricted() && open.allows("x") && open.models().is_empty());
-        let key = Allowlist::new(&ab, &none);
+        let key = Allowlist::new(&ab, &none, &none);
         assert!(key.is_restricted() && key.allows("b") && !key.allows("c"));
         assert_eq!(key.models(), ab);
-        let user = Allowlist::new(&none, &a);
+        let user = Allowlist::new(&none, &a, &none);
         assert!(user.is_restricted() && user.allows("a") && !user.allows("b"));
         assert_eq!(user.models(), a);
-        let both = Allowlist::new(&ab, &b);
+        let both = Allowlist::new(&ab, &b, &none);
         assert!(both.allows("b") && !both.allows("a"));
         assert_eq!(both.models(), b);
         // Lists with nothing in common leave nothing, and restrict everything.
-        let disjoint = Allowlist::new(&a, &b);
+        let disjoint = Allowlist::new(&a, &b, &none);
         assert!(disjoint.is_restricted() && !disjoint.allows("a") && !disjoint.allows("b"));
         assert!(disjoint.models().is_empty());
+        // The team's list narrows the key's and the user's, or stands alone.
+        let team = Allowlist::new(&none, &none, &b);
+        assert!(team.is_restricted() && team.allows("b") && !team.allows("a"));
+        assert_eq!(team.models(), b);
+        let all_three = Allowlist::new(&ab, &ab, &a);
+        assert!(all_three.allows("a") && !all_three.allows("b"));
+        assert_eq!(all_three.models(), a);
     }
 
     #[test]

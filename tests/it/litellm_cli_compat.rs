@@ -286,3 +286,104 @@ fn litellms_cli_chats_with_the_master_key_and_its_spend_is_accounted() {
     });
     assert!(accounted, "one request cost {cost}: {info}");
 }
+
+#[test]
+fn litellms_own_cli_manages_teams() {
+    let Some(cli) = cli_or_skip() else {
+        return;
+    };
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).start();
+    let lite = LiteLlm {
+        cli,
+        url: format!("http://{}", proxy.addr),
+        home: TempDir::new("litellm-home"),
+    };
+    let api_base = format!("api_base={}/v1", mock.url());
+    lite.ok(&[
+        "models",
+        "add",
+        "gpt-4",
+        "--param",
+        "model=openai/compat-upstream",
+        "--param",
+        &api_base,
+    ]);
+
+    // The CLI's `teams` group has no create: its `http request` makes one,
+    // with LiteLLM's body, and adds a member.
+    lite.ok(&[
+        "users",
+        "create",
+        "--email",
+        "ann@example.com",
+        "--role",
+        "internal_user",
+    ]);
+    let created = lite.json(&[
+        "http",
+        "request",
+        "POST",
+        "/team/new",
+        "--json",
+        r#"{"team_id": "red", "team_alias": "Red team", "models": ["gpt-4"], "max_budget": 10}"#,
+    ]);
+    assert_eq!(created["team_id"], "red", "{created}");
+    let added = lite.json(&[
+        "http",
+        "request",
+        "POST",
+        "/team/member_add",
+        "--json",
+        r#"{"team_id": "red", "member": {"user_email": "ann@example.com", "role": "admin"}}"#,
+    ]);
+    assert_eq!(added["members_with_roles"][0]["role"], "admin", "{added}");
+
+    // `teams list`: its table of the teams.
+    let listed = lite.ok(&["teams", "list"]);
+    for needle in ["Red team", "red", "gpt-4", "$10"] {
+        assert!(listed.contains(needle), "{needle} in\n{listed}");
+    }
+    // `teams available`: none to join.
+    let available = lite.ok(&["teams", "available"]);
+    assert!(available.contains("No available teams"), "{available}");
+
+    // `teams assign-key`: the CLI's key is put in the team (through
+    // /key/update) and the team's models are named.
+    let assigned = lite.ok(&["teams", "assign-key", "--team-id", "red"]);
+    assert!(
+        assigned.contains("Successfully assigned key to team: red"),
+        "{assigned}"
+    );
+    assert!(
+        assigned.contains("You can now access models: gpt-4"),
+        "{assigned}"
+    );
+    let info = proxy.manage("GET", &format!("/key/info?key={MANAGEMENT_TOKEN}"), None);
+    assert_eq!(info.json()["info"]["team_id"], "red", "{}", info.text());
+    // A team that does not exist is refused.
+    let refused = lite.run_as(
+        MANAGEMENT_TOKEN,
+        &["teams", "assign-key", "--team-id", "nope"],
+    );
+    assert!(!refused.status.success());
+
+    // Blocked through `http request`: the team's keys are refused.
+    let key = lite.json(&["keys", "generate", "--team-id", "red"])["key"]
+        .as_str()
+        .expect("a key")
+        .to_string();
+    let chat = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]});
+    let response = proxy.call(Req::post("/v1/chat/completions", chat.to_string()).auth(&key));
+    assert_eq!(response.status, 200, "{}", response.text());
+    lite.ok(&[
+        "http",
+        "request",
+        "POST",
+        "/team/block",
+        "--json",
+        r#"{"team_id": "red"}"#,
+    ]);
+    let response = proxy.call(Req::post("/v1/chat/completions", chat.to_string()).auth(&key));
+    response.assert_error(401, "team_blocked");
+}

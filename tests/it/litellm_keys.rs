@@ -80,6 +80,7 @@ fn key_generate_with_an_empty_body() {
 #[test]
 fn key_generate_with_every_field() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "t-1");
     let answer = generate(
         &proxy,
         json!({
@@ -327,6 +328,8 @@ fn key_list_pages_and_filters() {
         ok(get(&proxy, "/key/list")),
         json!({"keys": [], "total_count": 0, "current_page": 1, "total_pages": 0})
     );
+    new_team(&proxy, "red");
+    new_team(&proxy, "blue");
     let specs = [
         json!({"user_id": "ann", "team_id": "red", "key_alias": "ann-1"}),
         json!({"user_id": "ann", "team_id": "blue", "key_alias": "ann-2"}),
@@ -437,6 +440,8 @@ fn key_list_pages_and_filters() {
 #[test]
 fn key_update_changes_fields_and_null_clears() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "t-1");
+    new_team(&proxy, "t-2");
     let answer = generate(
         &proxy,
         json!({"key_alias": "before", "user_id": "u-1", "team_id": "t-1", "max_budget": 5,

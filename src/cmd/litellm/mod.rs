@@ -1,5 +1,5 @@
 //! The LiteLLM-style client commands: `models`, `credentials`, `keys`,
-//! `users`, `chat`, `http`, and `login`, `logout`, `whoami`, run by
+//! `users`, `teams`, `chat`, `http`, and `login`, `logout`, `whoami`, run by
 //! `llm-proxy` and by `dheera_ai-proxy`.
 //!
 //! Every command runs in three steps:
@@ -17,7 +17,7 @@
 //!
 //! Exit statuses: 0 ok, 1 bad arguments or any other failure, 2 server
 //! unreachable, 3 no API key or the key was rejected, 4 unknown model,
-//! credential, key or user (a 404 from the server).
+//! credential, key, user or team (a 404 from the server).
 
 mod browser;
 mod chat;
@@ -28,6 +28,7 @@ mod keys;
 mod login;
 pub mod login_file;
 mod models;
+mod teams;
 mod users;
 
 use std::time::Duration;
@@ -137,6 +138,11 @@ pub fn run(command: &LiteLlmCommand, defaults: &Defaults) -> anyhow::Result<()> 
             let call = users::plan(&args.command, &mut users::read_password_from_stdin)?;
             let answer = send(&call, options, defaults, Timeout::Short)?;
             users::render(&args.command, answer, format, layout)?
+        }
+        LiteLlmCommand::Teams(args) => {
+            let call = teams::plan(&args.command)?;
+            let answer = send(&call, options, defaults, Timeout::Short)?;
+            teams::render(&args.command, answer, format, layout)?
         }
         LiteLlmCommand::Chat(args) => {
             let call = chat::plan(&args.command)?;

@@ -1,5 +1,5 @@
-//! The LiteLLM-compatible management API: models, credentials, keys and
-//! users, with the LiteLLM proxy's paths, field names and envelopes, so that
+//! The LiteLLM-compatible management API: models, credentials, keys,
+//! users and teams, with the LiteLLM proxy's paths, field names and envelopes, so that
 //! LiteLLM's clients work unchanged. Behind the master key
 //! (`MANAGEMENT_TOKEN`); the model listings (and `/models/{id}`) also accept
 //! virtual keys, and show such a caller only the models it may use.
@@ -12,6 +12,7 @@ mod credentials;
 mod keys;
 pub mod limits;
 pub mod models;
+mod teams;
 mod users;
 
 use http::{Method, StatusCode};
@@ -30,7 +31,8 @@ pub enum Caller {
     /// The master key: everything.
     Master,
     /// A virtual key: the model listings, limited to these models (`None`:
-    /// every model; empty: none, when its list and its user's share none).
+    /// every model; empty: none, when its own list, its user's and its
+    /// team's share none).
     Key {
         key_id: uuid::Uuid,
         models: Option<Vec<String>>,
@@ -58,13 +60,14 @@ pub fn owns(path: &[u8]) -> bool {
         b"/credentials",
         b"/health/readiness",
     ];
-    const PREFIXES: [&[u8]; 6] = [
+    const PREFIXES: [&[u8]; 7] = [
         b"/model/",
         b"/models/",
         b"/v1/models/",
         b"/credentials/",
         b"/key/",
         b"/user/",
+        b"/team/",
     ];
     EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
 }
@@ -176,6 +179,24 @@ pub async fn dispatch(
         "/user/delete" if post => users::delete(store, body).await,
         "/user/list" | "/user/info" => not_allowed(method, "GET, HEAD"),
         "/user/new" | "/user/update" | "/user/delete" => not_allowed(method, "POST"),
+        "/team/new" if post => teams::create(store, body).await,
+        "/team/update" if post => teams::update(store, body).await,
+        "/team/delete" if post => teams::delete(store, body).await,
+        "/team/info" if get => teams::info(store, query).await,
+        "/team/list" if get => teams::list(store, query).await,
+        "/team/available" if get => teams::available().await,
+        "/team/member_add" if post => teams::member_add(store, body).await,
+        "/team/member_delete" if post => teams::member_delete(store, body).await,
+        "/team/block" if post => teams::block(store, body, true).await,
+        "/team/unblock" if post => teams::block(store, body, false).await,
+        "/team/info" | "/team/list" | "/team/available" => not_allowed(method, "GET, HEAD"),
+        "/team/new"
+        | "/team/update"
+        | "/team/delete"
+        | "/team/member_add"
+        | "/team/member_delete"
+        | "/team/block"
+        | "/team/unblock" => not_allowed(method, "POST"),
         other => {
             if let Some(rest) = other.strip_prefix("/credentials/") {
                 return credentials::by_path(store, method, rest).await;

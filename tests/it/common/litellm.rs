@@ -223,6 +223,13 @@ pub fn generate_key(proxy: &Proxy, fields: Value) -> String {
     secret(&generate(proxy, fields))
 }
 
+/// `POST /team/new` of a team with this id and nothing else; returns the
+/// answer.
+#[track_caller]
+pub fn new_team(proxy: &Proxy, team_id: &str) -> Value {
+    ok(post(proxy, "/team/new", json!({"team_id": team_id})))
+}
+
 /// The secret of a `/key/generate` (or `/user/new`) answer.
 #[track_caller]
 pub fn secret(answer: &Value) -> String {
