@@ -150,6 +150,20 @@ impl Counters {
     pub fn refilled(&mut self, id: &[u8], limit: u64, window: i64, granted: Option<(u64, u64)>) {
         match granted {
             Some((amount, taken)) => {
+                // Tokens this worker's answers used beyond its leases and
+                // has not reported yet are paid out of the new lease first:
+                // the ledger counts the lease, not them, so admitting on the
+                // whole lease would let the minute's use run past the limit
+                // by a lease's worth per refill until the report.
+                let paid = match self.reports.get_mut(id) {
+                    Some(report) if report.0 == window => {
+                        let paid = report.2.min(amount);
+                        report.2 -= paid;
+                        paid
+                    }
+                    _ => 0,
+                };
+                let amount = amount - paid;
                 let lease = self.leases.entry(id.into()).or_insert(Lease {
                     window,
                     limit,
