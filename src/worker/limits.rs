@@ -90,6 +90,9 @@ pub struct Counters {
     full: HashMap<Box<[u8]>, (Instant, i64, u64)>,
     /// For the next report: by counter, (window, handed back, overdrawn).
     reports: HashMap<Box<[u8]>, (i64, u64, u64)>,
+    /// Tokens overdrawn that the last report carries, by counter (window,
+    /// tokens): until the next report, the ledger may not have them yet.
+    in_transit: HashMap<Box<[u8]>, (i64, u64)>,
 }
 
 impl Counters {
@@ -163,7 +166,21 @@ impl Counters {
                     }
                     _ => 0,
                 };
-                let amount = amount - paid;
+                // Those of the report being written are paid too, and the
+                // part of the lease that paid them goes back with the next
+                // report: counted twice meanwhile, never not at all.
+                let in_transit = match self.in_transit.get_mut(id) {
+                    Some(sent) if sent.0 == window => {
+                        let paid_again = sent.1.min(amount - paid);
+                        sent.1 -= paid_again;
+                        paid_again
+                    }
+                    _ => 0,
+                };
+                if in_transit > 0 {
+                    self.report(id, window, in_transit, 0);
+                }
+                let amount = amount - paid - in_transit;
                 let lease = self.leases.entry(id.into()).or_insert(Lease {
                     window,
                     limit,
@@ -286,15 +303,23 @@ impl Counters {
         }
         self.full
             .retain(|_, (at, _, _)| now.duration_since(*at) < LEASE_IDLE);
+        // The last report was written before this one is taken.
+        self.in_transit.clear();
+        let in_transit = &mut self.in_transit;
         self.reports
             .drain()
             .filter(|(_, (_, returned, overdrawn))| returned + overdrawn > 0)
-            .map(|(id, (window, returned, overdrawn))| CounterReport {
-                meter: meter_of(&id),
-                slot: id[1..].into(),
-                window,
-                returned,
-                overdrawn,
+            .map(|(id, (window, returned, overdrawn))| {
+                if overdrawn > 0 {
+                    in_transit.insert(id.clone(), (window, overdrawn));
+                }
+                CounterReport {
+                    meter: meter_of(&id),
+                    slot: id[1..].into(),
+                    window,
+                    returned,
+                    overdrawn,
+                }
             })
             .collect()
     }

@@ -74,6 +74,10 @@ struct Purses {
     /// ledger learns of it only with the report, so it is paid out of the
     /// next lease first.
     owed: HashMap<Box<[u8]>, Money>,
+    /// The same, carried by the last report: until the next one, the
+    /// ledger may not have it yet, so it is paid too (paid, it is released
+    /// from the lease: counted twice meanwhile, never not at all).
+    owed_in_transit: HashMap<Box<[u8]>, Money>,
 }
 
 /// A lease of budget: what is left of it to hold for requests.
@@ -133,14 +137,14 @@ impl Purses {
     fn refilled(&mut self, owner: &[u8], budget: Money, answer: Result<Money, Money>) {
         match answer {
             Ok(granted) => {
-                let paid = match self.owed.get_mut(owner) {
-                    Some(owed) => {
-                        let paid = Money(owed.0.min(granted.0));
-                        *owed = Money(owed.0 - paid.0);
-                        paid
+                let mut paid = Money(0);
+                for owed in [&mut self.owed, &mut self.owed_in_transit] {
+                    if let Some(owed) = owed.get_mut(owner) {
+                        let more = owed.0.min(granted.0 - paid.0);
+                        *owed = Money(owed.0 - more);
+                        paid = Money(paid.0 + more);
                     }
-                    None => Money(0),
-                };
+                }
                 // Paid: spent, no longer held.
                 self.release(owner, paid);
                 self.add_lease(owner, budget, Money(granted.0 - paid.0));
@@ -392,8 +396,9 @@ impl Quota {
     pub fn take_reports(&mut self) -> Reports {
         let now = Instant::now();
         self.money.hand_back(Some(now));
-        // What was spent beyond the leases is in the costs reported now.
-        self.money.owed.clear();
+        // What was spent beyond the leases is in the costs reported now;
+        // the last report has been written.
+        self.money.owed_in_transit = std::mem::take(&mut self.money.owed);
         let returned = &mut self.returned;
         self.leases.retain(|key, lease| {
             let idle = now.duration_since(lease.last_drawn) >= LEASE_IDLE;
@@ -682,6 +687,27 @@ mod tests {
             Take::Held
         ));
         // Released: the first hold, and the part of a lease that paid.
+        let reports = quota.take_reports();
+        assert_eq!(reports.released, vec![(payer.into(), Money(200))]);
+
+        // Spent beyond again, and reported: until the next report the
+        // ledger may not have it yet, so the next lease pays it too.
+        quota.settle_budget(payer, Money(100), Money(300));
+        let reports = quota.take_reports();
+        assert_eq!(reports.released, vec![(payer.into(), Money(100))]);
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
+        quota.budget_refilled(payer, budget, Ok(Money(300)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
         let reports = quota.take_reports();
         assert_eq!(reports.released, vec![(payer.into(), Money(200))]);
     }
