@@ -7,7 +7,8 @@
 //! - Requests per minute: one request draws one from the minute's lease.
 //! - Tokens per minute: a request is admitted while the minute's lease has
 //!   tokens left; what its answer used is drawn when known, beyond the
-//!   lease if need be (reported as overdrawn).
+//!   lease if need be (reported as overdrawn, and paid out of the next
+//!   lease until the ledger has the report).
 //! - Parallel requests: a request holds one of the worker's leased slots
 //!   until it ends.
 
