@@ -124,9 +124,8 @@ impl<'a> Meter<'a> {
     /// What the relay adds: the cost fields for the head, and the usage
     /// scan of an answer not charged yet.
     pub fn extras(&mut self) -> Extras<'_> {
-        if !self.metered {
-            return Extras::default();
-        }
+        // A key's rate fields go on every answer, metered or not (a
+        // pass-through key with only a requests-per-minute limit).
         if !self.charged && self.deployment.is_some() {
             // The spend before this answer: what is known when its head goes.
             self.spend_text = format!("{}", self.spend.key.dollars());
@@ -138,6 +137,7 @@ impl<'a> Meter<'a> {
             scan,
             charged,
             rate_text,
+            metered,
             ..
         } = self;
         let mut headers = AddedFields::default();
@@ -155,7 +155,7 @@ impl<'a> Meter<'a> {
         }
         Extras {
             headers,
-            usage: (!*charged).then_some(scan),
+            usage: (*metered && !*charged).then_some(scan),
         }
     }
 

@@ -7,7 +7,8 @@
 //! - Requests per minute: one request draws one from the minute's lease.
 //! - Tokens per minute: a request is admitted while the minute's lease has
 //!   tokens left; what its answer used is drawn when known, beyond the
-//!   lease if need be (reported as overdrawn).
+//!   lease if need be (reported as overdrawn, and paid out of the next
+//!   lease until the ledger has the report).
 //! - Parallel requests: a request holds one of the worker's leased slots
 //!   until it ends.
 
@@ -90,6 +91,9 @@ pub struct Counters {
     full: HashMap<Box<[u8]>, (Instant, i64, u64)>,
     /// For the next report: by counter, (window, handed back, overdrawn).
     reports: HashMap<Box<[u8]>, (i64, u64, u64)>,
+    /// Tokens overdrawn that the last report carries, by counter (window,
+    /// tokens): until the next report, the ledger may not have them yet.
+    in_transit: HashMap<Box<[u8]>, (i64, u64)>,
 }
 
 impl Counters {
@@ -150,6 +154,34 @@ impl Counters {
     pub fn refilled(&mut self, id: &[u8], limit: u64, window: i64, granted: Option<(u64, u64)>) {
         match granted {
             Some((amount, taken)) => {
+                // Tokens this worker's answers used beyond its leases and
+                // has not reported yet are paid out of the new lease first:
+                // the ledger counts the lease, not them, so admitting on the
+                // whole lease would let the minute's use run past the limit
+                // by a lease's worth per refill until the report.
+                let paid = match self.reports.get_mut(id) {
+                    Some(report) if report.0 == window => {
+                        let paid = report.2.min(amount);
+                        report.2 -= paid;
+                        paid
+                    }
+                    _ => 0,
+                };
+                // Those of the report being written are paid too, and the
+                // part of the lease that paid them goes back with the next
+                // report: counted twice meanwhile, never not at all.
+                let in_transit = match self.in_transit.get_mut(id) {
+                    Some(sent) if sent.0 == window => {
+                        let paid_again = sent.1.min(amount - paid);
+                        sent.1 -= paid_again;
+                        paid_again
+                    }
+                    _ => 0,
+                };
+                if in_transit > 0 {
+                    self.report(id, window, in_transit, 0);
+                }
+                let amount = amount - paid - in_transit;
                 let lease = self.leases.entry(id.into()).or_insert(Lease {
                     window,
                     limit,
@@ -272,15 +304,23 @@ impl Counters {
         }
         self.full
             .retain(|_, (at, _, _)| now.duration_since(*at) < LEASE_IDLE);
+        // The last report was written before this one is taken.
+        self.in_transit.clear();
+        let in_transit = &mut self.in_transit;
         self.reports
             .drain()
             .filter(|(_, (_, returned, overdrawn))| returned + overdrawn > 0)
-            .map(|(id, (window, returned, overdrawn))| CounterReport {
-                meter: meter_of(&id),
-                slot: id[1..].into(),
-                window,
-                returned,
-                overdrawn,
+            .map(|(id, (window, returned, overdrawn))| {
+                if overdrawn > 0 {
+                    in_transit.insert(id.clone(), (window, overdrawn));
+                }
+                CounterReport {
+                    meter: meter_of(&id),
+                    slot: id[1..].into(),
+                    window,
+                    returned,
+                    overdrawn,
+                }
             })
             .collect()
     }

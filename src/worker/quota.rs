@@ -69,6 +69,15 @@ struct Purses {
     exhausted: HashMap<Box<[u8]>, (Instant, Money, Money)>,
     /// Leased budget no longer held (spent or unused), for the next report.
     released: HashMap<Box<[u8]>, Money>,
+    /// Spent beyond this worker's leases (answers that cost more than
+    /// their hold and the lease could cover) since the last report: the
+    /// ledger learns of it only with the report, so it is paid out of the
+    /// next lease first.
+    owed: HashMap<Box<[u8]>, Money>,
+    /// The same, carried by the last report: until the next one, the
+    /// ledger may not have it yet, so it is paid too (paid, it is released
+    /// from the lease: counted twice meanwhile, never not at all).
+    owed_in_transit: HashMap<Box<[u8]>, Money>,
 }
 
 /// A lease of budget: what is left of it to hold for requests.
@@ -127,25 +136,41 @@ impl Purses {
 
     fn refilled(&mut self, owner: &[u8], budget: Money, answer: Result<Money, Money>) {
         match answer {
-            Ok(granted) => match self.purses.get_mut(owner) {
-                Some(purse) => purse.free = purse.free.saturating_add(granted),
-                None => {
-                    self.purses.insert(
-                        owner.into(),
-                        Purse {
-                            free: granted,
-                            last_drawn: Instant::now(),
-                            budget,
-                        },
-                    );
+            Ok(granted) => {
+                let mut paid = Money(0);
+                for owed in [&mut self.owed, &mut self.owed_in_transit] {
+                    if let Some(owed) = owed.get_mut(owner) {
+                        let more = owed.0.min(granted.0 - paid.0);
+                        *owed = Money(owed.0 - more);
+                        paid = Money(paid.0 + more);
+                    }
                 }
-            },
+                // Paid: spent, no longer held.
+                self.release(owner, paid);
+                self.add_lease(owner, budget, Money(granted.0 - paid.0));
+            }
             Err(left) => {
                 self.exhausted
                     .insert(owner.into(), (Instant::now(), budget, left));
             }
         }
         self.refill_failed(owner);
+    }
+
+    fn add_lease(&mut self, owner: &[u8], budget: Money, granted: Money) {
+        match self.purses.get_mut(owner) {
+            Some(purse) => purse.free = purse.free.saturating_add(granted),
+            None => {
+                self.purses.insert(
+                    owner.into(),
+                    Purse {
+                        free: granted,
+                        last_drawn: Instant::now(),
+                        budget,
+                    },
+                );
+            }
+        }
     }
 
     fn refill_failed(&mut self, owner: &[u8]) {
@@ -181,6 +206,10 @@ impl Purses {
                 purse.free = Money(purse.free.0 - covered);
                 covered
             });
+            if extra > covered {
+                let owed = self.owed.entry(owner.into()).or_default();
+                *owed = owed.saturating_add(Money(extra - covered));
+            }
             Money(held.0 + covered)
         };
         self.release(owner, spent);
@@ -367,6 +396,9 @@ impl Quota {
     pub fn take_reports(&mut self) -> Reports {
         let now = Instant::now();
         self.money.hand_back(Some(now));
+        // What was spent beyond the leases is in the costs reported now;
+        // the last report has been written.
+        self.money.owed_in_transit = std::mem::take(&mut self.money.owed);
         let returned = &mut self.returned;
         self.leases.retain(|key, lease| {
             let idle = now.duration_since(lease.last_drawn) >= LEASE_IDLE;
@@ -619,6 +651,65 @@ mod tests {
         let reports = quota.take_reports();
         // 40 + 30 handed back; the second hold of 10 is still out.
         assert_eq!(reports.released, vec![(payer.into(), Money(70))]);
+    }
+
+    #[test]
+    fn spent_beyond_the_lease_is_paid_out_of_the_next() {
+        let key = Uuid::from_u128(12);
+        let budget = Money(1_000);
+        let mut quota = Quota::default();
+        let slot = Payer::Key(key).slot();
+        let payer = &slot[..];
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(_)
+        ));
+        quota.budget_refilled(payer, budget, Ok(Money(100)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        // Twice the hold, and the lease is empty: 100 spent beyond it.
+        quota.settle_budget(payer, Money(100), Money(200));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
+        // 100 of the next lease pays for it: 50 are left, too few.
+        quota.budget_refilled(payer, budget, Ok(Money(150)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(50))
+        ));
+        quota.budget_refilled(payer, budget, Ok(Money(50)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        // Released: the first hold, and the part of a lease that paid.
+        let reports = quota.take_reports();
+        assert_eq!(reports.released, vec![(payer.into(), Money(200))]);
+
+        // Spent beyond again, and reported: until the next report the
+        // ledger may not have it yet, so the next lease pays it too.
+        quota.settle_budget(payer, Money(100), Money(300));
+        let reports = quota.take_reports();
+        assert_eq!(reports.released, vec![(payer.into(), Money(100))]);
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
+        quota.budget_refilled(payer, budget, Ok(Money(300)));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Held
+        ));
+        assert!(matches!(
+            quota.take_budget(payer, Money(100), budget),
+            Take::Refill(Money(100))
+        ));
+        let reports = quota.take_reports();
+        assert_eq!(reports.released, vec![(payer.into(), Money(200))]);
     }
 
     #[test]

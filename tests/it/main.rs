@@ -47,6 +47,8 @@ mod openai_chat;
 mod operations;
 mod providers;
 mod proxy_passthrough;
+mod rate_limits;
+mod rate_limits_load;
 mod request_bodies;
 mod routing;
 mod routing_config;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub mod cli;
+pub mod counting;
 pub mod litellm;
 pub mod pty;
 pub mod sdk;
