@@ -46,6 +46,7 @@ mod operations;
 mod providers;
 mod proxy_passthrough;
 mod request_bodies;
+mod roles;
 mod routing;
 mod routing_config;
 mod sdk_gateway;
