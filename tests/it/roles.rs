@@ -143,6 +143,7 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("POST", "/team/delete", r#"{"team_ids": ["none"]}"#, "MA"),
     ("GET", "/team/info?team_id=none", "", "MAV"),
     ("GET", "/team/list", "", "MAV"),
+    ("GET", "/team/available", "", "MAVUW"),
     (
         "POST",
         "/team/member_add",

@@ -151,6 +151,14 @@ const RULES: &[Rule] = &[
     rule("POST", "/team/delete", ADMINS, NOBODY, Teams::No),
     rule("GET", "/team/info", READERS, NOBODY, Teams::Named),
     rule("GET", "/team/list", READERS, NOBODY, Teams::No),
+    // The teams a user may join by itself.
+    rule(
+        "GET",
+        "/team/available",
+        READERS | ALL_USERS,
+        NOBODY,
+        Teams::No,
+    ),
     rule("POST", "/team/member_add", ADMINS, NOBODY, Teams::Named),
     rule("POST", "/team/member_delete", ADMINS, NOBODY, Teams::Named),
     rule("POST", "/team/block", ADMINS, NOBODY, Teams::No),
