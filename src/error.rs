@@ -146,6 +146,10 @@ pub enum ProxyError {
     IdentityProvider(String),
     #[error("this key was not issued by a sign-in: only such keys can log out")]
     NotALoginKey,
+    /// The caller's role (or its scope: its own keys, its team's) does not
+    /// allow the management call; says which role and which route.
+    #[error("{0}")]
+    RoleForbidden(String),
     /// The client went away; nothing can be sent back.
     #[error("client closed the connection")]
     ClientGone,
@@ -381,6 +385,7 @@ impl ProxyError {
                 "identity_provider_error",
             ),
             NotALoginKey => (StatusCode::FORBIDDEN, "permission_error", "not_a_login_key"),
+            RoleForbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "role_forbidden"),
             // Never rendered: there is nobody to send it to. 499 as nginx logs it.
             ClientGone => (
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),

@@ -1,5 +1,6 @@
 //! The management APIs, on the proxy's port, behind
-//! `Authorization: Bearer $MANAGEMENT_TOKEN`: `/manage/...` (projects and
+//! `Authorization: Bearer $MANAGEMENT_TOKEN` or a virtual key whose user's
+//! role allows the route (`litellm::roles`): `/manage/...` (projects and
 //! tokens) and, in `litellm`, the LiteLLM-compatible one (models,
 //! credentials, keys, users). Cold path: store calls run on the blocking
 //! pool, never on the worker thread.
@@ -56,18 +57,28 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     let mut actor = "unauthenticated".to_string();
     let mut audited = !head.path(&conn.buf).starts_with(b"/health/");
     let mut body_seen = Vec::new();
+    let listing =
+        api == Api::LiteLlm && litellm::access(head.path(&conn.buf)) == litellm::Access::AnyKey;
     let answer = match authorize(worker, api, head, &conn.buf) {
         Ok(caller) => {
             actor = caller.actor();
             // Clients listing their models with their own keys are not management.
-            audited &= matches!(caller, litellm::Caller::Master);
+            audited &= !(listing && matches!(caller, litellm::Caller::Key { .. }));
             let timeout = worker.settings.limits.body_timeout;
             match conn.read_body(head, MAX_BODY, timeout).await {
                 Ok(body) => {
-                    let answer = match api {
-                        Api::Manage => dispatch(worker, &head.method, &target, &body).await,
-                        Api::LiteLlm => {
-                            litellm::dispatch(worker, caller, &head.method, &target, &body).await
+                    let method = &head.method;
+                    let answer = match litellm::roles::check(
+                        worker, &caller, method, &target, &body,
+                    )
+                    .await
+                    {
+                        Err(refused) => Err(refused),
+                        Ok(_) if api == Api::Manage => {
+                            dispatch(worker, method, &target, &body).await
+                        }
+                        Ok(grant) => {
+                            litellm::dispatch(worker, caller, grant, method, &target, &body).await
                         }
                     };
                     body_seen = body;
@@ -123,8 +134,11 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     local.send(conn, answer).await
 }
 
-/// Who may call: the master key anywhere; on the LiteLLM model listings
-/// also a virtual key; nobody needs a key for the readiness check.
+/// Who is calling: the master key; or a virtual key, whose user's role
+/// `litellm::roles::check` weighs once the body is read; nobody needs a key
+/// for the readiness check. A request with neither the master key nor a
+/// known key is a 401 that asks for the management token, except on the
+/// model listings, which ask for a key.
 fn authorize(
     worker: &Worker,
     api: Api,
@@ -132,26 +146,36 @@ fn authorize(
     buf: &[u8],
 ) -> Result<litellm::Caller, ProxyError> {
     let access = match api {
-        Api::Manage => litellm::Access::Master,
+        Api::Manage => litellm::Access::Management,
         Api::LiteLlm => litellm::access(head.path(buf)),
     };
-    match access {
-        litellm::Access::Public => Ok(litellm::Caller::Anonymous),
-        litellm::Access::Master => {
-            check_master(worker, head, buf).map(|()| litellm::Caller::Master)
+    if access == litellm::Access::Public {
+        return Ok(litellm::Caller::Anonymous);
+    }
+    match check_master(worker, head, buf) {
+        Ok(()) => Ok(litellm::Caller::Master),
+        // Without a management token there is no management: only the listings.
+        Err(ProxyError::ManagementDisabled) if access == litellm::Access::Management => {
+            Err(ProxyError::ManagementDisabled)
         }
-        litellm::Access::AnyKey => match check_master(worker, head, buf) {
-            Ok(()) => Ok(litellm::Caller::Master),
-            Err(ProxyError::ManagementDisabled | ProxyError::ManagementUnauthorized) => {
-                let key = crate::worker::auth::authenticate(worker, head, buf)?;
-                let view = &key.view;
-                Ok(litellm::Caller::Key {
-                    key_id: view.key_id,
-                    models: allowed_models(view),
-                })
-            }
-            Err(error) => Err(error),
-        },
+        Err(ProxyError::ManagementDisabled | ProxyError::ManagementUnauthorized) => {
+            let key = match crate::worker::auth::authenticate(worker, head, buf) {
+                Ok(key) => key,
+                Err(ProxyError::MissingKey | ProxyError::InvalidKey)
+                    if access == litellm::Access::Management =>
+                {
+                    return Err(ProxyError::ManagementUnauthorized);
+                }
+                Err(error) => return Err(error),
+            };
+            let view = &key.view;
+            Ok(litellm::Caller::Key {
+                key_id: view.key_id,
+                user_id: view.user_id.clone(),
+                models: allowed_models(view),
+            })
+        }
+        Err(error) => Err(error),
     }
 }
 

@@ -422,7 +422,7 @@ impl Store {
         }
         if let Some(team_id) = changes.team_id {
             if let Some(team_id) = &team_id {
-                self.check_team_exists(&txn, team_id)?;
+                self.check_team_exists(txn, team_id)?;
             }
             key.team_id = team_id;
         }

@@ -536,10 +536,11 @@ fn purging_needs_the_management_token() {
     proxy
         .call(without)
         .assert_error(401, "invalid_management_token");
+    // A key without a user has no role that may purge.
     let with_client_key = Req::post("/manage/cache/purge", body).authed();
     proxy
         .call(with_client_key)
-        .assert_error(401, "invalid_management_token");
+        .assert_error(403, "role_forbidden");
     let bad = proxy.manage(
         "POST",
         "/manage/cache/purge",

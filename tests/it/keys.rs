@@ -653,7 +653,7 @@ fn secrets_never_reach_the_log() {
     send_on(&mut conn, &chat_with(&secret)).assert_error(401, "key_revoked");
     proxy
         .call(Req::get("/manage/projects").auth(CLIENT_KEY))
-        .assert_error(401, "invalid_management_token");
+        .assert_error(403, "role_forbidden");
 
     assert!(
         wait_until(Duration::from_secs(5), || {

@@ -44,7 +44,7 @@ fn readiness_needs_no_key_and_reports_the_version() {
     assert_eq!(response.header("allow"), Some("GET, HEAD"));
 }
 
-/// Every route that only the master key may call.
+/// Every route that only the master key (or a user's key with a role) may call.
 fn master_routes() -> Vec<(&'static str, &'static str)> {
     vec![
         ("POST", "/model/new"),
@@ -72,7 +72,7 @@ fn master_routes() -> Vec<(&'static str, &'static str)> {
 }
 
 #[test]
-fn master_routes_refuse_missing_wrong_and_virtual_keys() {
+fn master_routes_refuse_missing_wrong_and_userless_keys() {
     let (_mock, proxy) = start();
     let id = add_model(&proxy, "gpt-x", "gpt-4o");
     ok(post(
@@ -87,7 +87,7 @@ fn master_routes_refuse_missing_wrong_and_virtual_keys() {
         "credential_name": "intruder", "credential_values": {"api_key": "x"}})
     .to_string();
     for (method, path) in master_routes() {
-        for key in [None, Some(wrong.as_str()), Some(virtual_key.as_str())] {
+        for key in [None, Some(wrong.as_str())] {
             let response = raw(&proxy, method, path, &body, key);
             let message = assert_lite_error(&response, 401, "auth_error", None);
             assert!(
@@ -96,6 +96,10 @@ fn master_routes_refuse_missing_wrong_and_virtual_keys() {
             );
             assert!(!response.text().contains(MANAGEMENT_TOKEN));
         }
+        // A key without a user has no role: the model listings only.
+        let response = raw(&proxy, method, path, &body, Some(&virtual_key));
+        let message = assert_lite_error(&response, 403, "auth_error", None);
+        assert!(message.contains("no role"), "{method} {path}: {message}");
     }
     // Other schemes are not the master key either.
     for header in [

@@ -180,10 +180,10 @@ fn team_new_refuses_bad_input() {
     assert_eq!(response.status, 405, "{}", response.text());
     let response = post(&proxy, "/team/list", json!({}));
     assert_eq!(response.status, 405, "{}", response.text());
-    // The master key only.
+    // Not for a key without a user (a role): 403.
     let key = generate_key(&proxy, json!({}));
     let response = get_as(&proxy, "/team/list", &key);
-    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(response.status, 403, "{}", response.text());
 }
 
 #[test]

@@ -17,7 +17,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// A proxy with sign-in on, in front of `mock`, with the models `fast` and
 /// `slow` registered and the user alice, who may use `fast` only.
-fn start(mock: &Mock, extra: &[(&str, &str)]) -> Proxy {
+pub(crate) fn start(mock: &Mock, extra: &[(&str, &str)]) -> Proxy {
     let mut builder = Proxy::for_mock(mock).env("EXPERIMENTAL_UI_LOGIN", "true");
     for (name, value) in extra {
         builder = builder.env(name, *value);
@@ -130,7 +130,7 @@ fn sign_in(proxy: &Proxy, browser: &Browser, password: &str) -> Response {
 }
 
 /// A whole login of alice from `machine`; returns the poll's answer.
-fn log_in(proxy: &Proxy, machine: &str) -> Value {
+pub(crate) fn log_in(proxy: &Proxy, machine: &str) -> Value {
     let login = start_login(proxy, machine);
     let (_, browser) = open_page(proxy, login["verification_uri_complete"].as_str().unwrap());
     let signed_in = sign_in(proxy, &browser, PASSWORD);

@@ -50,6 +50,7 @@ mod proxy_passthrough;
 mod rate_limits;
 mod rate_limits_load;
 mod request_bodies;
+mod roles;
 mod routing;
 mod routing_config;
 mod sdk_gateway;

@@ -234,6 +234,7 @@ mod tests {
             max_requests: None,
             aliases: None,
             metadata: Some(r#"{"env": "prod"}"#.into()),
+            limits: Default::default(),
         }
     }
 

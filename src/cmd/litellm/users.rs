@@ -295,6 +295,7 @@ mod tests {
             user_id: None,
             no_key: false,
             password: None,
+            limits: Default::default(),
         }
     }
 
@@ -367,6 +368,7 @@ mod tests {
             max_budget: None,
             models: None,
             password: password.map(String::from),
+            limits: Default::default(),
         }
     }
 

@@ -2,8 +2,13 @@
 //! `/key/unblock`, `/key/delete`, `/key/regenerate`:
 //! virtual keys. These are the same records as `/manage/tokens`; a key is
 //! named by its secret, its `token` (the secret's SHA-256 in hex) or its id.
+//!
+//! A caller with a scoped grant (`roles::Grant`: an `internal_user`, or a
+//! team admin) reaches only its own keys and its teams': another key is a
+//! 403 that says so (an unknown one stays a 404), and `/key/list` shows only
+//! the keys it reaches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -11,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::roles::Grant;
 use super::{invalid, lenient_number, limits, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, query_pairs, query_value, rfc3339, rfc3339_opt};
 use crate::error::ProxyError;
@@ -117,11 +123,15 @@ fn project(id: Option<&str>) -> Result<Option<Uuid>, ProxyError> {
         .transpose()
 }
 
-/// `POST /key/generate`: every field optional, `{}` included.
-pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
+/// `POST /key/generate`: every field optional, `{}` included. A scoped
+/// caller makes keys for itself (`user_id` is its own), or, as a team
+/// admin, for its team (`team_id`, with no user or itself); never for
+/// another user, never with a project, and never above its user's budget
+/// and rate limits.
+pub async fn generate(store: Arc<Store>, grant: Grant, body: &[u8]) -> Answer {
     let input: GenerateInput = parse(body)?;
     let object = limits::object(body)?;
-    let new = NewKey {
+    let mut new = NewKey {
         limits: limits::limits(&object, Limits::default())?.unwrap_or_default(),
         model_limits: limits::model_limits(&object, &Default::default())?.unwrap_or_default(),
         project_id: project(input.project_id.as_deref())?,
@@ -141,6 +151,9 @@ pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
         secret: input.key,
     };
     blocking(store, move |s| {
+        if grant.is_scoped() {
+            scope_new_key(s, &grant, &mut new)?;
+        }
         let (key, secret) = s.create_key(new)?;
         let mut answer = current_view(s, &key)?;
         answer["key"] = json!(secret);
@@ -149,8 +162,38 @@ pub async fn generate(store: Arc<Store>, body: &[u8]) -> Answer {
     .await
 }
 
+/// Holds a scoped caller's new key to what it may make.
+fn scope_new_key(s: &Store, grant: &Grant, new: &mut NewKey) -> Result<(), ProxyError> {
+    if new.project_id.is_some() {
+        return Err(grant.refuse("may not make a key with a project_id"));
+    }
+    if let Some(team_id) = &new.team_id
+        && !grant.administers(s, team_id)?
+    {
+        return Err(grant.refuse(format_args!(
+            "may only make keys for the teams it administers, not {team_id:?}"
+        )));
+    }
+    // Never a key of another user: it would act with that user's role.
+    match &new.user_id {
+        Some(user_id) if grant.user_id.as_ref() != Some(user_id) => {
+            return Err(grant.refuse(format_args!(
+                "may only make keys for itself, not for {user_id:?}"
+            )));
+        }
+        // A team's key may have no user; any other is the caller's own.
+        None if new.team_id.is_some() => {}
+        _ => {
+            new.user_id = grant.user_id.clone();
+            grant.check_owner(new.user_id.as_deref())?;
+        }
+    }
+    let limits = new.limits;
+    grant.check_limits(s, new.max_budget, limits.rpm_limit, limits.tpm_limit)
+}
+
 /// `GET /key/info?key=K`.
-pub async fn info(store: Arc<Store>, query: &str) -> Answer {
+pub async fn info(store: Arc<Store>, grant: Grant, query: &str) -> Answer {
     let pairs = query_pairs(query);
     let key = query_value(&pairs, "key")
         .filter(|k| !k.is_empty())
@@ -158,6 +201,7 @@ pub async fn info(store: Arc<Store>, query: &str) -> Answer {
         .to_string();
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        grant.check_key(s, &record)?;
         Ok((
             StatusCode::OK,
             Some(json!({"key": key, "info": current_view(s, &record)?})),
@@ -177,8 +221,8 @@ fn not_found(key: &str) -> ProxyError {
     }
 }
 
-/// `GET /key/list`.
-pub async fn list(store: Arc<Store>, query: &str) -> Answer {
+/// `GET /key/list`: for a scoped caller, the keys it reaches.
+pub async fn list(store: Arc<Store>, grant: Grant, query: &str) -> Answer {
     let pairs = query_pairs(query);
     let page = query_number(&pairs, "page", 1, usize::MAX)?;
     let size = query_number(&pairs, "size", 10, 100)?;
@@ -191,8 +235,14 @@ pub async fn list(store: Arc<Store>, query: &str) -> Answer {
         filter("key_hash"),
     );
     blocking(store, move |s| {
-        let keys: Vec<(KeyRecord, Usage)> = s
-            .list_keys(None, false)?
+        let mut teams = HashMap::new();
+        let mut reached = Vec::new();
+        for (key, usage) in s.list_keys(None, false)? {
+            if grant.reaches(s, &key, &mut teams)? {
+                reached.push((key, usage));
+            }
+        }
+        let keys: Vec<(KeyRecord, Usage)> = reached
             .into_iter()
             .filter(|(k, _)| {
                 user_id
@@ -260,7 +310,10 @@ fn given(field: Option<Option<Value>>) -> Option<Value> {
 }
 
 /// `POST /key/update {"key", ...}`: the fields given change; `null` clears.
-pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
+/// A scoped caller changes only keys it reaches, and not their `user_id`
+/// or `spend`; it moves a key only between teams it administers, blocks
+/// only its teams' keys, and gives no more than its user's limits.
+pub async fn update(store: Arc<Store>, grant: Grant, body: &[u8]) -> Answer {
     let input: UpdateInput = parse(body)?;
     let object = limits::object(body)?;
     let key = input
@@ -272,6 +325,9 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
         let changes = with_limits(changes, &object, &record)?;
+        if grant.is_scoped() {
+            scope_changes(s, &grant, &record, &changes, &object)?;
+        }
         let (record, _) = s.update_key(record.id, changes)?;
         Ok((StatusCode::OK, Some(current_view(s, &record)?)))
     })
@@ -381,6 +437,51 @@ pub async fn regenerate(store: Arc<Store>, path_key: Option<&str>, body: &[u8]) 
     .await
 }
 
+/// Holds a scoped caller's changes to `record` to what it may change.
+fn scope_changes(
+    s: &Store,
+    grant: &Grant,
+    record: &KeyRecord,
+    changes: &KeyChanges,
+    body: &Map<String, Value>,
+) -> Result<(), ProxyError> {
+    grant.check_key(s, record)?;
+    let team_admin = |team: &Option<String>| match team {
+        Some(team_id) => grant.administers(s, team_id),
+        None => Ok(false),
+    };
+    if changes
+        .user_id
+        .as_ref()
+        .is_some_and(|user_id| *user_id != record.user_id)
+    {
+        return Err(grant.refuse("may not change a key's user_id"));
+    }
+    if changes.spend.is_some() {
+        return Err(grant.refuse("may not change a key's spend"));
+    }
+    if let Some(team_id) = &changes.team_id
+        && *team_id != record.team_id
+        && !(team_admin(&record.team_id)? && (team_id.is_none() || team_admin(team_id)?))
+    {
+        return Err(grant.refuse("may only move a key out of and into the teams it administers"));
+    }
+    if changes.is_active.is_some() && !team_admin(&record.team_id)? {
+        return Err(
+            grant.refuse("may not block or unblock a key (proxy_admin and its team's admins may)")
+        );
+    }
+    // The limits the body sets, not those the key had.
+    let set = |field: &str, value: Option<u64>| value.filter(|_| body.contains_key(field));
+    let limits = changes.limits.unwrap_or_default();
+    grant.check_limits(
+        s,
+        changes.max_budget.flatten(),
+        set("rpm_limit", limits.rpm_limit),
+        set("tpm_limit", limits.tpm_limit),
+    )
+}
+
 #[derive(Debug, Deserialize)]
 struct BlockInput {
     key: Option<String>,
@@ -389,7 +490,7 @@ struct BlockInput {
 /// `POST /key/block` and `/key/unblock {"key"}` (the secret, its hash or
 /// the key's id): the key stops, or starts again, working on every worker
 /// before the answer; the answer is the key.
-pub async fn block(store: Arc<Store>, body: &[u8], blocked: bool) -> Answer {
+pub async fn block(store: Arc<Store>, grant: Grant, body: &[u8], blocked: bool) -> Answer {
     let input: BlockInput = parse(body)?;
     let key = input
         .key
@@ -401,6 +502,7 @@ pub async fn block(store: Arc<Store>, body: &[u8], blocked: bool) -> Answer {
     };
     blocking(store, move |s| {
         let (record, _) = s.find_key(&key).map_err(|_| not_found(&key))?;
+        grant.check_key(s, &record)?;
         let (record, usage) = s.update_key(record.id, changes)?;
         Ok((StatusCode::OK, Some(view(&record, &usage))))
     })
@@ -418,7 +520,7 @@ struct DeleteInput {
 
 /// `POST /key/delete {"keys":[...], "key_aliases":[...]}`: all or nothing;
 /// an unknown key or alias is a 404 and nothing is deleted.
-pub async fn delete(store: Arc<Store>, body: &[u8]) -> Answer {
+pub async fn delete(store: Arc<Store>, grant: Grant, body: &[u8]) -> Answer {
     let input: DeleteInput = parse(body)?;
     if input.keys.is_empty() && input.key_aliases.is_empty() {
         return Err(invalid("keys", "give keys or key_aliases to delete"));
@@ -426,12 +528,17 @@ pub async fn delete(store: Arc<Store>, body: &[u8]) -> Answer {
     blocking(store, move |s| {
         let mut ids = Vec::new();
         for key in &input.keys {
-            ids.push(s.find_key(key).map_err(|_| not_found(key))?.0.id);
+            let (record, _) = s.find_key(key).map_err(|_| not_found(key))?;
+            grant.check_key(s, &record)?;
+            ids.push(record.id);
         }
         for alias in &input.key_aliases {
             let id = s
                 .key_id_by_alias(alias)?
                 .ok_or_else(|| ProxyError::Missing(format!("no key with alias {alias:?}")))?;
+            if grant.is_scoped() {
+                grant.check_key(s, &s.find_key(&id.to_string())?.0)?;
+            }
             ids.push(id);
         }
         s.delete_keys(&ids)?;

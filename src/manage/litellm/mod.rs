@@ -1,8 +1,9 @@
 //! The LiteLLM-compatible management API: models, credentials, keys,
 //! users and teams, with the LiteLLM proxy's paths, field names and envelopes, so that
 //! LiteLLM's clients work unchanged. Behind the master key
-//! (`MANAGEMENT_TOKEN`); the model listings (and `/models/{id}`) also accept
-//! virtual keys, and show such a caller only the models it may use.
+//! (`MANAGEMENT_TOKEN`) or a virtual key whose user's role allows the route
+//! (`roles`); the model listings (and `/models/{id}`) accept any virtual
+//! key, and show such a caller only the models it may use.
 //!
 //! Request bodies are lenient as LiteLLM's are: unknown fields are ignored,
 //! numbers may come as numeric strings; a field of the wrong type is a 400
@@ -12,6 +13,7 @@ mod credentials;
 mod keys;
 pub mod limits;
 pub mod models;
+pub mod roles;
 mod teams;
 mod users;
 
@@ -30,11 +32,12 @@ pub enum Caller {
     Anonymous,
     /// The master key: everything.
     Master,
-    /// A virtual key: the model listings, limited to these models (`None`:
-    /// every model; empty: none, when its own list, its user's and its
-    /// team's share none).
+    /// A virtual key: what its user's role allows (`roles`); on the model
+    /// listings, these models (`None`: every model; empty: none, when its
+    /// own list, its user's and its team's share none).
     Key {
         key_id: uuid::Uuid,
+        user_id: Option<String>,
         models: Option<Vec<String>>,
     },
 }
@@ -72,12 +75,14 @@ pub fn owns(path: &[u8]) -> bool {
     EXACT.contains(&path) || PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
-/// Paths that a virtual key may call (the others need the master key),
-/// and the one that needs no key.
+/// Who is let in before the role check: nobody needs a key for the
+/// readiness check; a listing takes any key; the other routes the master
+/// key, or a key (whose role `roles::check` then weighs).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
     AnyKey,
-    Master,
+    Management,
 }
 
 pub fn access(path: &[u8]) -> Access {
@@ -87,7 +92,7 @@ pub fn access(path: &[u8]) -> Access {
             Access::AnyKey
         }
         _ if model_id(path).is_some() => Access::AnyKey,
-        _ => Access::Master,
+        _ => Access::Management,
     }
 }
 
@@ -114,6 +119,7 @@ fn model_id(path: &[u8]) -> Option<&[u8]> {
 pub async fn dispatch(
     worker: &Worker,
     caller: Caller,
+    grant: roles::Grant,
     method: &Method,
     target: &str,
     body: &[u8],
@@ -161,21 +167,21 @@ pub async fn dispatch(
         "/credentials" if get => credentials::list(store).await,
         "/credentials" if post => credentials::create(store, body).await,
         "/credentials" => not_allowed(method, "GET, POST"),
-        "/key/generate" if post => keys::generate(store, body).await,
-        "/key/info" if get => keys::info(store, query).await,
-        "/key/list" if get => keys::list(store, query).await,
-        "/key/update" if post => keys::update(store, body).await,
-        "/key/block" if post => keys::block(store, body, true).await,
-        "/key/unblock" if post => keys::block(store, body, false).await,
-        "/key/delete" if post => keys::delete(store, body).await,
+        "/key/generate" if post => keys::generate(store, grant, body).await,
+        "/key/info" if get => keys::info(store, grant, query).await,
+        "/key/list" if get => keys::list(store, grant, query).await,
+        "/key/update" if post => keys::update(store, grant, body).await,
+        "/key/block" if post => keys::block(store, grant, body, true).await,
+        "/key/unblock" if post => keys::block(store, grant, body, false).await,
+        "/key/delete" if post => keys::delete(store, grant, body).await,
         "/key/regenerate" if post => keys::regenerate(store, None, body).await,
         "/key/info" | "/key/list" => not_allowed(method, "GET, HEAD"),
         "/key/generate" | "/key/update" | "/key/block" | "/key/unblock" | "/key/delete"
         | "/key/regenerate" => not_allowed(method, "POST"),
         "/user/new" if post => users::create(store, body).await,
         "/user/list" if get => users::list(store, query).await,
-        "/user/info" if get => users::info(store, query).await,
-        "/user/update" if post => users::update(store, body).await,
+        "/user/info" if get => users::info(store, grant, query).await,
+        "/user/update" if post => users::update(store, grant, body).await,
         "/user/delete" if post => users::delete(store, body).await,
         "/user/list" | "/user/info" => not_allowed(method, "GET, HEAD"),
         "/user/new" | "/user/update" | "/user/delete" => not_allowed(method, "POST"),

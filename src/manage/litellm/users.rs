@@ -1,5 +1,8 @@
 //! `/user/new`, `/user/list`, `/user/info`, `/user/update`, `/user/delete`:
 //! the people and services that own keys. Deleting a user deletes its keys.
+//! A caller with a user reads itself with `/user/info` (no `user_id`); a
+//! scoped caller (`internal_user`) reads and updates only itself, and
+//! changes only its alias, email and password.
 
 use std::sync::Arc;
 
@@ -8,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
+use super::roles::Grant;
 use super::{invalid, lenient_number, limits, null_as_empty, paginate, parse, query_number};
 use crate::api::{blocking, hash_password, query_pairs, query_value, rfc3339};
 use crate::error::ProxyError;
@@ -165,13 +169,17 @@ pub async fn list(store: Arc<Store>, query: &str) -> Answer {
     .await
 }
 
-/// `GET /user/info?user_id=`: the user and its keys.
-pub async fn info(store: Arc<Store>, query: &str) -> Answer {
+/// `GET /user/info?user_id=`: the user, its keys and its teams; without
+/// `user_id`, the caller's own user (as LiteLLM answers).
+pub async fn info(store: Arc<Store>, grant: Grant, query: &str) -> Answer {
     let pairs = query_pairs(query);
-    let user_id = query_value(&pairs, "user_id")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| invalid("user_id", "required"))?
-        .to_string();
+    let user_id = match query_value(&pairs, "user_id") {
+        Some("") => None,
+        Some(user_id) => Some(user_id.to_string()),
+        None => grant.user_id.clone(),
+    }
+    .ok_or_else(|| invalid("user_id", "required"))?;
+    grant.check_user(&user_id)?;
     blocking(store, move |s| {
         let (user, spend) = s.get_user(&user_id).map_err(|_| missing(&user_id))?;
         let keys: Vec<Value> = s
@@ -215,14 +223,27 @@ struct UpdateInput {
     password: Option<Option<String>>,
 }
 
-/// `POST /user/update {"user_id", ...}`.
-pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
+/// What a scoped caller may change of its own user.
+const OWN_FIELDS: [&str; 4] = ["user_id", "user_alias", "user_email", "password"];
+
+/// `POST /user/update {"user_id", ...}`; a scoped caller updates itself
+/// (no `user_id`: itself too), and only `OWN_FIELDS`.
+pub async fn update(store: Arc<Store>, grant: Grant, body: &[u8]) -> Answer {
     let input: UpdateInput = parse(body)?;
     let object = limits::object(body)?;
-    let user_id = input
-        .user_id
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| invalid("user_id", "required"))?;
+    let user_id = match input.user_id.filter(|u| !u.is_empty()) {
+        None if grant.is_scoped() => grant.user_id.clone(),
+        given => given,
+    }
+    .ok_or_else(|| invalid("user_id", "required"))?;
+    if grant.is_scoped() {
+        grant.check_user(&user_id)?;
+        if let Some(field) = object.keys().find(|f| !OWN_FIELDS.contains(&f.as_str())) {
+            return Err(grant.refuse(format_args!(
+                "may change only its user_alias, user_email and password, not {field}"
+            )));
+        }
+    }
     let changes = UserChanges {
         user_email: input.user_email.map(email).transpose()?,
         user_role: input.user_role.as_deref().map(role).transpose()?,
