@@ -41,7 +41,7 @@ pub struct Meter<'a> {
     /// The model, when the key counts its spend on it apart.
     model: Option<&'a str>,
     /// `x-ratelimit-*` values, as text.
-    rate_text: [String; 4],
+    rate_text: Option<Box<[String; 4]>>,
     /// The client asked for a stream.
     stream: bool,
     /// The answer's usage, scanned as it is relayed.
@@ -148,7 +148,10 @@ impl<'a> Meter<'a> {
             headers.push("x-litellm-key-spend", spend_text.as_bytes());
             headers.push("x-litellm-model-id", deployment.id.as_bytes());
         }
-        for (name, text) in RATE_FIELDS.iter().zip(rate_text.iter()) {
+        for (name, text) in RATE_FIELDS
+            .iter()
+            .zip(rate_text.iter().flat_map(|t| t.iter()))
+        {
             if !text.is_empty() {
                 headers.push(name, text.as_bytes());
             }
@@ -203,14 +206,18 @@ const RATE_FIELDS: [&str; 4] = [
     "x-ratelimit-remaining-tokens",
 ];
 
-fn rate_text(rate: RateFields) -> [String; 4] {
+/// The fields' values as text; `None` for a key without per-minute limits.
+fn rate_text(rate: RateFields) -> Option<Box<[String; 4]>> {
+    if rate.requests.is_none() && rate.tokens.is_none() {
+        return None;
+    }
     let text = |value: Option<u64>| value.map(|n| n.to_string()).unwrap_or_default();
-    [
+    Some(Box::new([
         text(rate.requests.map(|(limit, _)| limit)),
         text(rate.requests.map(|(_, left)| left)),
         text(rate.tokens.map(|(limit, _)| limit)),
         text(rate.tokens.map(|(_, left)| left)),
-    ]
+    ]))
 }
 
 /// Reads the rest of a `Content-Length` body of `length` bytes into

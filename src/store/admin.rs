@@ -64,6 +64,17 @@ pub struct KeyChanges {
     pub model_limits: Option<BTreeMap<String, ModelLimits>>,
 }
 
+/// The metadata that marks the master key's record is its alone: a key
+/// given it would be hidden from listings and deleted at the next start.
+fn check_metadata(metadata: &str) -> Result<(), StoreError> {
+    if metadata.trim() == MASTER_KEY_METADATA {
+        return Err(StoreError::Invalid(
+            "metadata {\"master_key\": true} is reserved for the master key".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<String, StoreError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -227,6 +238,7 @@ impl Store {
     /// Creates a key; returns it with its secret (the only time the secret
     /// is available).
     pub fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), StoreError> {
+        check_metadata(&new.metadata)?;
         let mut txn = self.env.write_txn()?;
         let created = self.insert_key(&mut txn, new)?;
         self.commit_admin(txn)?;
@@ -344,6 +356,9 @@ impl Store {
         id: Uuid,
         changes: KeyChanges,
     ) -> Result<(KeyRecord, Usage), StoreError> {
+        if let Some(metadata) = &changes.metadata {
+            check_metadata(metadata)?;
+        }
         let mut txn = self.env.write_txn()?;
         let changed = self.change_key(&mut txn, id, changes)?;
         self.commit_admin(txn)?;
@@ -363,6 +378,9 @@ impl Store {
         chosen: Option<String>,
         changes: KeyChanges,
     ) -> Result<(KeyRecord, Usage, String), StoreError> {
+        if let Some(metadata) = &changes.metadata {
+            check_metadata(metadata)?;
+        }
         let secret = chosen_or_new_secret(chosen)?;
         let hash = sha256(secret.as_bytes());
         let mut txn = self.env.write_txn()?;

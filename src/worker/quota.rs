@@ -445,6 +445,13 @@ impl Quota {
 /// hit, a client gone: nothing spent).
 pub struct Hold<'a> {
     quota: &'a RefCell<Quota>,
+    /// `None` until something is held: an unlimited key's request carries
+    /// no more than this pointer through its phases.
+    held: Option<Box<Held<'a>>>,
+}
+
+#[derive(Default)]
+struct Held<'a> {
     /// Payer slots and what is held of each.
     money: [Option<(&'a [u8], Money)>; 4],
     /// Parallel counters a slot is held of.
@@ -462,45 +469,49 @@ fn put<T>(list: &mut [Option<T>], item: T) {
 impl<'a> Hold<'a> {
     /// A hold of nothing yet.
     pub fn new(quota: &'a RefCell<Quota>) -> Self {
-        Self {
-            quota,
-            money: [None; 4],
-            slots: [None; 3],
-            tokens: [None; 4],
-        }
+        Self { quota, held: None }
+    }
+
+    fn held(&mut self) -> &mut Held<'a> {
+        self.held.get_or_insert_with(Default::default)
     }
 
     /// Records that `amount` of the budget of the payer of `slot` is held
     /// (by `take_budget`).
     pub fn holds(&mut self, slot: &'a [u8], amount: Money) {
-        put(&mut self.money, (slot, amount));
+        put(&mut self.held().money, (slot, amount));
     }
 
     /// Records that a slot of the parallel counter `id` is held.
     pub fn holds_slot(&mut self, id: &'a [u8]) {
-        put(&mut self.slots, id);
+        put(&mut self.held().slots, id);
     }
 
     /// Records that the answer's tokens are to be drawn from counter `id`.
     pub fn draws_tokens(&mut self, id: &'a [u8]) {
-        put(&mut self.tokens, id);
+        put(&mut self.held().tokens, id);
     }
 
     /// Whether the answer's tokens are to be drawn from any counter.
     pub fn draws_tokens_at_all(&self) -> bool {
-        self.tokens.iter().any(Option::is_some)
+        self.held
+            .as_ref()
+            .is_some_and(|held| held.tokens.iter().any(Option::is_some))
     }
 
     /// The request cost `cost` and used `tokens`: the cost is paid out of
     /// the budget holds (the rest given back), the tokens drawn.
     pub fn settle(&mut self, cost: Money, tokens: u64) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
         let Ok(mut quota) = self.quota.try_borrow_mut() else {
             return;
         };
-        for (slot, held) in self.money.iter_mut().filter_map(Option::take) {
-            quota.settle_budget(slot, held, cost);
+        for (slot, money) in held.money.iter_mut().filter_map(Option::take) {
+            quota.settle_budget(slot, money, cost);
         }
-        for id in self.tokens.iter_mut().filter_map(Option::take) {
+        for id in held.tokens.iter_mut().filter_map(Option::take) {
             quota.counters.draw_tokens(id, tokens);
         }
     }
@@ -508,17 +519,17 @@ impl<'a> Hold<'a> {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        if self.money.iter().all(Option::is_none) && self.slots.iter().all(Option::is_none) {
+        let Some(held) = self.held.as_mut() else {
             return;
-        }
+        };
         // Never borrowed across an `.await`, so free whenever this runs.
         let Ok(mut quota) = self.quota.try_borrow_mut() else {
             return;
         };
-        for (slot, held) in self.money.iter_mut().filter_map(Option::take) {
-            quota.settle_budget(slot, held, Money(0));
+        for (slot, money) in held.money.iter_mut().filter_map(Option::take) {
+            quota.settle_budget(slot, money, Money(0));
         }
-        for id in self.slots.iter_mut().filter_map(Option::take) {
+        for id in held.slots.iter_mut().filter_map(Option::take) {
             quota.counters.release_slot(id);
         }
     }

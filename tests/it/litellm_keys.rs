@@ -960,3 +960,29 @@ fn key_regenerate_refuses_bad_calls() {
     assert_eq!(info["key_alias"], "kept");
     assert!(info["rpm_limit"].is_null(), "{info}");
 }
+
+#[test]
+fn the_master_keys_metadata_is_reserved() {
+    let (_mock, proxy) = start();
+    let marker = json!({"master_key": true});
+    let response = proxy.manage("POST", "/key/generate", Some(json!({"metadata": marker})));
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(response.text().contains("reserved"), "{}", response.text());
+    let key = proxy.manage("POST", "/key/generate", Some(json!({})));
+    let key = key.json()["key"].as_str().unwrap().to_string();
+    let response = proxy.manage(
+        "POST",
+        "/key/update",
+        Some(json!({"key": key, "metadata": marker})),
+    );
+    assert_eq!(response.status, 400, "{}", response.text());
+    // Other metadata that mentions it is the key's own.
+    let response = proxy.manage(
+        "POST",
+        "/key/update",
+        Some(json!({"key": key, "metadata": {"master_key": true, "team": "a"}})),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let listed = proxy.manage("GET", "/key/list", None).json();
+    assert_eq!(listed["total_count"], 2, "{listed}");
+}
