@@ -359,8 +359,9 @@ fn candidates(
     order
 }
 
-/// The most this request may cost, to be held out of the key's and its
-/// user's budgets (those that have one): `estimate` at the dearest price
+/// The most this request may cost, to be held out of the budgets of the
+/// key, its user, its team and its use of the model (those that have one):
+/// `estimate` at the dearest price
 /// among the deployments it may go to. Keys without a budget hold nothing
 /// and read nothing more of the body.
 fn estimate_cost(
@@ -370,8 +371,7 @@ fn estimate_cost(
     endpoint: &[u8],
     candidates: &[Rc<Deployment>],
 ) -> Money {
-    let view = &key.view;
-    if view.max_budget.is_none() && view.user_max_budget.is_none() {
+    if !key.has_budget() {
         return Money(0);
     }
     let default_max_tokens = worker.settings.budget_default_max_tokens;

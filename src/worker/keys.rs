@@ -123,6 +123,15 @@ impl CachedKey {
         }
     }
 
+    /// Whether the key, its user, its team or its use of some model has a
+    /// budget.
+    pub fn has_budget(&self) -> bool {
+        self.parties
+            .iter()
+            .chain(self.model_parties.values())
+            .any(|p| p.max_budget.is_some())
+    }
+
     /// Whether any request-rate limit applies (the answers then say how
     /// much is left, in `x-ratelimit-*`).
     pub fn is_rate_limited(&self) -> bool {

@@ -306,6 +306,59 @@ fn a_users_budget_holds_across_their_keys() {
     );
 }
 
+#[test]
+fn a_teams_budget_holds_across_its_keys() {
+    const N: u64 = 120;
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).workers(2).start();
+    register(&proxy, &mock);
+    let budget = (N * REQUEST_PICO) as f64 / 1e12;
+    let team = proxy.manage(
+        "POST",
+        "/team/new",
+        Some(json!({"team_id": "red", "max_budget": budget})),
+    );
+    assert_eq!(team.status, 200, "{}", team.text());
+    let keys: Vec<String> = (0..2)
+        .map(|_| generate_key(&proxy, json!({"team_id": "red"})))
+        .collect();
+    let runs: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (key, addr) = (key.clone(), proxy.addr);
+            std::thread::spawn(move || {
+                run_with(
+                    addr,
+                    &key,
+                    i == 1,
+                    CONNECTIONS / 2,
+                    Arc::default(),
+                    Arc::default(),
+                )
+            })
+        })
+        .collect();
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .map(|r| r.join().expect("clients"))
+        .collect();
+    eprintln!("{runs:?}");
+    for run in &runs {
+        assert!(run.unexpected.is_empty(), "{:?}", run.unexpected);
+        assert_eq!(run.refused, CONNECTIONS / 2);
+    }
+    // Held out of the team's budget, not only checked against its spend.
+    let served: u64 = runs.iter().map(|r| r.served as u64).sum();
+    assert!(served <= N, "a team's budget of {N} requests served {served}");
+    assert!(served >= N - 2, "a team's budget of {N} requests served only {served}");
+    let reported = wait_until(Duration::from_secs(10), || {
+        let team = proxy.manage("GET", "/team/info?team_id=red", None).json();
+        pico(team["team_info"]["spend"].as_f64().unwrap_or(0.0)) == served * REQUEST_PICO
+    });
+    assert!(reported, "the team's spend never reached {served} requests' worth");
+}
+
 /// One request at a time, alternating between the two workers: exactly the
 /// number that fit. A request whose estimate does not fit in what is left
 /// is refused even when a smaller one still fits.
