@@ -188,6 +188,10 @@ pub struct ServerSettings {
     /// Completion tokens a routed request is assumed to use, for holding
     /// budget, when its body gives no `max_tokens`/`max_completion_tokens`.
     pub budget_default_max_tokens: u64,
+    /// When what is left of a budget cannot pay for a request's estimate,
+    /// lower its `max_tokens` to what it can pay for instead of refusing it
+    /// (`BUDGET_CAP_MAX_TOKENS`).
+    pub budget_cap_max_tokens: bool,
     /// The `api-version` of Azure deployments that name none themselves
     /// (`AZURE_API_VERSION`).
     pub azure_api_version: Option<String>,
@@ -500,6 +504,7 @@ impl ServerSettings {
                 })?,
                 None => DEFAULT_BUDGET_MAX_TOKENS,
             },
+            budget_cap_max_tokens: env.flag("BUDGET_CAP_MAX_TOKENS")?,
             azure_api_version: match env.get("AZURE_API_VERSION") {
                 Some(text) if crate::dialect::azure::is_api_version(text.trim()) => {
                     Some(text.trim().to_string())

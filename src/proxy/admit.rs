@@ -14,7 +14,7 @@
 //! up another. Everything comes out of this worker's leases, or new ones
 //! from the ledger (durable before the request goes out).
 
-use super::plan::Named;
+use super::plan::{CapBasis, Named};
 use crate::error::{ProxyError, RateLimit};
 use crate::store::{Budget, BudgetGrant, Grant, Money, Payer, Spend, WindowGrant, now_ms};
 use crate::worker::Worker;
@@ -30,6 +30,9 @@ pub struct Admitted<'a> {
     pub spend: Spend,
     pub hold: Hold<'a>,
     pub rate: RateFields,
+    /// The `max_tokens` a budget can pay for, lower than the request's
+    /// (`BUDGET_CAP_MAX_TOKENS`): the body is to say it.
+    pub max_tokens: Option<u64>,
 }
 
 /// `x-ratelimit-{limit,remaining}-{requests,tokens}` of a rate-limited
@@ -41,12 +44,14 @@ pub struct RateFields {
 }
 
 /// Admits a planned request (see the module's steps). `estimate`: the
-/// most the request may cost, when it is priced.
+/// most the request may cost, when it is priced; `cap`: how to lower it
+/// when a budget cannot pay for it, if the server may.
 pub async fn admit<'a>(
     worker: &'a Worker,
     key: &'a CachedKey,
     named: &Named,
-    estimate: Money,
+    mut estimate: Money,
+    cap: Option<&CapBasis>,
 ) -> Result<Admitted<'a>, ProxyError> {
     check_models(key, named)?;
     let model = match named {
@@ -62,6 +67,7 @@ pub async fn admit<'a>(
             spend: Spend::default(),
             hold,
             rate,
+            max_tokens: None,
         });
     }
     let now = now_ms();
@@ -86,13 +92,30 @@ pub async fn admit<'a>(
         }
     }
     let spend = check_budgets(worker, key, model.map(|(m, _)| m.as_str()), now)?;
+    let mut max_tokens = None;
     if estimate > Money(0) {
         for party in parties() {
-            if let Some(budget) = party.max_budget
-                && take(worker, &party.slot, estimate, budget)
-                    .await
-                    .map_err(|left| over_budget(worker, party, (budget, left), estimate, now))?
-            {
+            let Some(budget) = party.max_budget else {
+                continue;
+            };
+            let held = match take(worker, &party.slot, estimate, budget).await {
+                Err(Ok(left)) if max_tokens.is_none() => {
+                    // Less is left than the request may cost: a shorter
+                    // answer may still fit, when the server may ask for one.
+                    // What this worker's lease has free is left too.
+                    let free = worker.quota.borrow().budget_free(&party.slot);
+                    match cap.and_then(|cap| cap.within(left.saturating_add(free))) {
+                        Some((tokens, cost)) => {
+                            max_tokens = Some(tokens);
+                            estimate = cost;
+                            take(worker, &party.slot, estimate, budget).await
+                        }
+                        None => Err(Ok(left)),
+                    }
+                }
+                other => other,
+            };
+            if held.map_err(|left| over_budget(worker, party, (budget, left), estimate, now))? {
                 hold.holds(&party.slot, estimate);
             }
         }
@@ -119,7 +142,12 @@ pub async fn admit<'a>(
         undo(worker, &drawn, window);
         return Err(error);
     }
-    Ok(Admitted { spend, hold, rate })
+    Ok(Admitted {
+        spend,
+        hold,
+        rate,
+        max_tokens,
+    })
 }
 
 /// The allowlists of the key, its user and its team; a key with an

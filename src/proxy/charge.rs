@@ -63,7 +63,9 @@ impl<'a> Meter<'a> {
         model: Option<&'a str>,
     ) -> Self {
         let deployment = destination.deployment();
-        let Admitted { spend, hold, rate } = admitted;
+        let Admitted {
+            spend, hold, rate, ..
+        } = admitted;
         Self {
             deployment,
             key,

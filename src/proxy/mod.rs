@@ -102,8 +102,18 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
     let key = crate::worker::auth::authenticate(s.worker, s.head, &s.conn.buf)?;
     s.key = Some(key.clone());
     event::want_bodies(s);
-    let plan = plan::plan(s, &key).await?;
-    let admitted = admit::admit(s.worker, &key, &plan.named, plan.estimate).await?;
+    let mut plan = plan::plan(s, &key).await?;
+    let admitted = admit::admit(
+        s.worker,
+        &key,
+        &plan.named,
+        plan.estimate,
+        plan.cap.as_deref(),
+    )
+    .await?;
+    if let Some(max_tokens) = admitted.max_tokens {
+        plan.cap_max_tokens(max_tokens)?;
+    }
     // The model, when the key counts its spend on it apart.
     let model = match &plan.named {
         plan::Named::Model(model) => key.model_parties.get_key_value(&**model),

@@ -45,12 +45,96 @@ pub struct Plan<'a> {
     pub consult: Option<Consult>,
     /// The most the request may cost (zero when it is not priced).
     pub estimate: Money,
+    /// What lowering its `max_tokens` would save, when a budget that
+    /// cannot pay for the estimate may do that (`BUDGET_CAP_MAX_TOKENS`).
+    pub cap: Option<Box<CapBasis>>,
 }
 
 impl Plan<'_> {
     /// The body read whole, or nothing.
     pub fn body(&self) -> &[u8] {
         self.body.as_deref().unwrap_or_default()
+    }
+
+    /// Sets the routed body's answer length to `max_tokens` (the field it
+    /// has, `max_tokens` or `max_completion_tokens`, else `max_tokens`),
+    /// and points the model's rewrite at the new body.
+    pub fn cap_max_tokens(&mut self, max_tokens: u64) -> Result<(), ProxyError> {
+        let (Some(body), Target::Deployments(routed)) = (self.body.as_mut(), &mut self.target)
+        else {
+            return Ok(());
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ProxyError::InvalidBody(format!("invalid JSON: {e}")))?;
+        let Some(object) = value.as_object_mut() else {
+            return Ok(());
+        };
+        let mut set = false;
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if let Some(old) = object.get_mut(field).filter(|v| !v.is_null()) {
+                *old = max_tokens.into();
+                set = true;
+            }
+        }
+        if !set {
+            object.insert("max_tokens".into(), max_tokens.into());
+        }
+        let bytes = body.as_mut_vec();
+        bytes.clear();
+        serde_json::to_writer(&mut *bytes, &value)
+            .map_err(|e| ProxyError::Internal(format!("cannot write the body: {e}")))?;
+        let fields = RoutingFields::parse(bytes)?
+            .ok_or_else(|| ProxyError::Internal("the capped body lost its model".into()))?;
+        routed.rewrite = Rewrite::new(&fields);
+        Ok(())
+    }
+}
+
+/// What a routed request's estimate is made of, to find the longest
+/// answer a budget can still pay for.
+#[derive(Debug)]
+pub struct CapBasis {
+    prompt_tokens: u64,
+    /// The answer's choices (`n`, `best_of`).
+    choices: u64,
+    /// The answer length the estimate assumed, per choice.
+    max_tokens: u64,
+    /// Input and output prices per token of the deployments it may go to.
+    prices: Vec<(f64, f64)>,
+}
+
+impl CapBasis {
+    /// The longest answer (per choice) whose estimate fits in `left`, and
+    /// that estimate; `None` when not even one token's does, or when the
+    /// request's own `max_tokens` already fits.
+    pub fn within(&self, left: Money) -> Option<(u64, Money)> {
+        let left = left.dollars();
+        let tokens = self
+            .prices
+            .iter()
+            .map(|&(input, output)| {
+                let room = left - input * self.prompt_tokens as f64;
+                if output <= 0.0 {
+                    return f64::INFINITY;
+                }
+                (room / (output * self.choices as f64)).floor()
+            })
+            .fold(f64::INFINITY, f64::min);
+        if !(1.0..self.max_tokens as f64).contains(&tokens) {
+            return None;
+        }
+        let tokens = tokens as u64;
+        let cost = self
+            .prices
+            .iter()
+            .map(|&(input, output)| {
+                Money::from_dollars(
+                    input * self.prompt_tokens as f64 + output * (tokens * self.choices) as f64,
+                )
+            })
+            .max()
+            .unwrap_or_default();
+        Some((tokens, cost))
     }
 }
 
@@ -212,6 +296,7 @@ async fn by_model<'s: 'a, 'a>(
             target: Target::Counted(tokens),
             consult: None,
             estimate: Money(0),
+            cap: None,
         });
     }
     let estimate = estimate_cost(
@@ -221,6 +306,24 @@ async fn by_model<'s: 'a, 'a>(
         endpoint,
         &candidates,
     );
+    let cap = (estimate > Money(0)
+        && s.worker.settings.budget_cap_max_tokens
+        && endpoint != b"/embeddings")
+        .then(|| {
+            let default_max_tokens = s.worker.settings.budget_default_max_tokens;
+            let (prompt_tokens, completion) =
+                estimate_tokens(body.len(), &fields.limits, endpoint, default_max_tokens);
+            let choices = choices(&fields.limits);
+            Box::new(CapBasis {
+                prompt_tokens,
+                choices,
+                max_tokens: completion / choices,
+                prices: candidates
+                    .iter()
+                    .map(|d| (d.input_cost_per_token, d.output_cost_per_token))
+                    .collect(),
+            })
+        });
     let routed = Routed {
         endpoint,
         candidates,
@@ -237,6 +340,7 @@ async fn by_model<'s: 'a, 'a>(
         body: Some(body),
         target: Target::Deployments(routed),
         estimate,
+        cap,
     })
 }
 
@@ -280,6 +384,7 @@ fn to_provider<'a>(s: &Session<'a>, key: &'a CachedKey) -> Result<(Plan<'a>, boo
         // Unpriced: nothing is held, but a key at or over its budget is
         // refused.
         estimate: Money(0),
+        cap: None,
     };
     Ok((plan, Allowlist::of(&key.view).is_restricted()))
 }
@@ -375,7 +480,7 @@ fn estimate_cost(
         return Money(0);
     }
     let default_max_tokens = worker.settings.budget_default_max_tokens;
-    let (prompt, completion) = estimate(body.len(), limits, endpoint, default_max_tokens);
+    let (prompt, completion) = estimate_tokens(body.len(), limits, endpoint, default_max_tokens);
     candidates
         .iter()
         .map(|deployment| deployment.cost(prompt, completion))
@@ -388,7 +493,7 @@ fn estimate_cost(
 /// `max_tokens` or `max_completion_tokens` allow (or `default_max_tokens`),
 /// for each of its `n` (or `best_of`) choices. Embeddings have no
 /// completion.
-fn estimate(
+fn estimate_tokens(
     body_len: usize,
     limits: &AnswerLimits,
     endpoint: &[u8],
@@ -402,22 +507,47 @@ fn estimate(
         (None, None) => default_max_tokens,
         (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
     };
-    let choices = limits
+    (prompt, per_choice.saturating_mul(choices(limits)))
+}
+
+/// The answer's choices: its `n` or `best_of`, at least 1.
+fn choices(limits: &AnswerLimits) -> u64 {
+    limits
         .n
         .unwrap_or(1)
         .max(limits.best_of.unwrap_or(1))
-        .max(1);
-    (prompt, per_choice.saturating_mul(choices))
+        .max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::RoutingFields;
+    use super::{CapBasis, Money};
+
+    #[test]
+    fn the_longest_answer_a_budget_pays_for() {
+        let basis = CapBasis {
+            prompt_tokens: 100,
+            choices: 2,
+            max_tokens: 16,
+            // The dearest deployment decides.
+            prices: vec![(1e-6, 1e-6), (1e-6, 2e-6)],
+        };
+        let dollars = |d: f64| Money::from_dollars(d);
+        // 100 prompt tokens ($0.0001), then 2 choices at $0.000002 a token.
+        assert_eq!(
+            basis.within(dollars(0.0001 + 0.000040)),
+            Some((10, dollars(0.0001 + 0.000040)))
+        );
+        assert_eq!(basis.within(dollars(0.0001 + 0.000003)), None);
+        // Enough for what was asked: nothing to lower.
+        assert_eq!(basis.within(dollars(1.0)), None);
+    }
 
     /// The estimate of a whole body, its limits read as routing reads them.
     fn estimate(body: &[u8], endpoint: &[u8], default_max_tokens: u64) -> (u64, u64) {
         let fields = RoutingFields::parse(body).unwrap().unwrap();
-        super::estimate(body.len(), &fields.limits, endpoint, default_max_tokens)
+        super::estimate_tokens(body.len(), &fields.limits, endpoint, default_max_tokens)
     }
 
     #[test]

@@ -366,6 +366,15 @@ impl Quota {
         self.money.refilled(slot, budget, answer)
     }
 
+    /// What this worker's lease of the budget of the payer of `slot` has
+    /// free.
+    pub fn budget_free(&self, slot: &[u8]) -> Money {
+        self.money
+            .purses
+            .get(slot)
+            .map_or(Money(0), |purse| purse.free)
+    }
+
     /// A budget refill that ended without an answer: waiters retry.
     pub fn budget_refill_failed(&mut self, slot: &[u8]) {
         self.money.refill_failed(slot)

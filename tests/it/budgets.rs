@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::common::cli::RecordingServer;
 use crate::common::litellm::{add_deployment, generate_key, prices};
 use crate::common::store::{conn_per_worker, send_on};
 use crate::common::*;
@@ -350,13 +351,22 @@ fn a_teams_budget_holds_across_its_keys() {
     }
     // Held out of the team's budget, not only checked against its spend.
     let served: u64 = runs.iter().map(|r| r.served as u64).sum();
-    assert!(served <= N, "a team's budget of {N} requests served {served}");
-    assert!(served >= N - 2, "a team's budget of {N} requests served only {served}");
+    assert!(
+        served <= N,
+        "a team's budget of {N} requests served {served}"
+    );
+    assert!(
+        served >= N - 2,
+        "a team's budget of {N} requests served only {served}"
+    );
     let reported = wait_until(Duration::from_secs(10), || {
         let team = proxy.manage("GET", "/team/info?team_id=red", None).json();
         pico(team["team_info"]["spend"].as_f64().unwrap_or(0.0)) == served * REQUEST_PICO
     });
-    assert!(reported, "the team's spend never reached {served} requests' worth");
+    assert!(
+        reported,
+        "the team's spend never reached {served} requests' worth"
+    );
 }
 
 /// One request at a time, alternating between the two workers: exactly the
@@ -603,4 +613,78 @@ fn a_clean_stop_leaves_exact_figures() {
         N - SERVED,
         "the rest of the budget: {rest:?}"
     );
+}
+
+/// Requests of `max_tokens` 16, priced on completion tokens only, to an
+/// upstream that answers 4 completion tokens, under a budget of 20 tokens'
+/// worth: what `max_tokens` the upstream was asked for, in order, and how
+/// the last request was answered.
+fn capped_run(cap: bool) -> (Vec<u64>, Response) {
+    let upstream = RecordingServer::json(
+        200,
+        &json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "four words said here"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 4, "total_tokens": 4},
+        })
+        .to_string(),
+    );
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock)
+        .env("BUDGET_CAP_MAX_TOKENS", if cap { "true" } else { "false" })
+        .start();
+    let body = json!({
+        "model_name": "priced",
+        "litellm_params": {"model": "openai/m", "api_base": format!("{}/v1", upstream.url()), "api_key": "sk-up"},
+        "model_info": {"input_cost_per_token": 0.0, "output_cost_per_token": OUTPUT_COST},
+    });
+    assert_eq!(proxy.manage("POST", "/model/new", Some(body)).status, 200);
+    let key = generate_key(&proxy, json!({"max_budget": 20.0 * OUTPUT_COST}));
+    let mut conn = proxy.conn();
+    let mut last = None;
+    for _ in 0..10 {
+        let response = send_on(&mut conn, &ask(&key, false, COMPLETION_TOKENS));
+        let refused = response.status != 200;
+        last = Some(response);
+        if refused {
+            break;
+        }
+    }
+    let asked = upstream
+        .requests()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+            body["max_tokens"].as_u64().expect("max_tokens")
+        })
+        .collect();
+    (asked, last.expect("an answer"))
+}
+
+#[test]
+fn a_budget_may_lower_max_tokens_instead_of_refusing() {
+    // Refused as soon as less than 16 tokens' worth is left.
+    let (asked, last) = capped_run(false);
+    assert!(asked.iter().all(|&n| n == COMPLETION_TOKENS), "{asked:?}");
+    last.assert_error(429, "budget_exceeded");
+    let refused_at = asked.len();
+
+    // With BUDGET_CAP_MAX_TOKENS, the requests that do not fit go with the
+    // `max_tokens` what is left pays for, until not one token's is left.
+    let (asked, last) = capped_run(true);
+    last.assert_error(429, "budget_exceeded");
+    assert!(asked.len() > refused_at, "{asked:?} against {refused_at}");
+    assert!(
+        asked[..refused_at].iter().all(|&n| n == COMPLETION_TOKENS),
+        "{asked:?}"
+    );
+    let lowered = &asked[refused_at..];
+    assert!(
+        lowered.iter().all(|&n| (1..COMPLETION_TOKENS).contains(&n)),
+        "{asked:?}"
+    );
+    // What was asked never costs more than the budget: 20 tokens' worth.
+    let spent: u64 = asked.iter().map(|&n| n.min(4)).sum();
+    assert!(spent <= 20, "{asked:?}");
 }
