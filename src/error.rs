@@ -67,6 +67,9 @@ pub enum ProxyError {
         message: String,
         /// Seconds after which trying again may succeed.
         retry_after: u64,
+        /// The limit reached (requests or tokens per minute, requests in
+        /// parallel); `x-ratelimit-limit-*` of the answer.
+        value: u64,
     },
     /// The key's team is blocked.
     #[error("this API key's team {0:?} is blocked")]
@@ -525,6 +528,26 @@ impl ProxyError {
         if let Some(after) = self.retry_after() {
             seconds = after.to_string();
             extra.push(("Retry-After", seconds.as_bytes()));
+        }
+        // A refused key's answer says which per-minute limit, and that
+        // nothing is left of it.
+        let value;
+        if let ProxyError::RateLimited {
+            limit: limit @ (RateLimit::Requests | RateLimit::Tokens),
+            value: n,
+            ..
+        } = self
+        {
+            value = n.to_string();
+            let (limit_field, remaining_field) = match limit {
+                RateLimit::Requests => (
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                ),
+                _ => ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"),
+            };
+            extra.push((limit_field, value.as_bytes()));
+            extra.push((remaining_field, b"0"));
         }
         json_response(out, status, &body, &extra, reply);
     }

@@ -189,6 +189,7 @@ fn limited(limit: RateLimit, party: &Party, value: u64, retry_after: u64) -> Pro
         limit,
         message: format!("{} has reached {what}", whose(party)),
         retry_after,
+        value,
     }
 }
 

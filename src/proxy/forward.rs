@@ -228,6 +228,7 @@ async fn to_deployments<'a>(
                     deployment.model_name
                 ),
                 retry_after: seconds_left_in_minute(now_ms()),
+                value: 0,
             });
         }
         let prepared = prepare(

@@ -118,6 +118,9 @@ fn rpm_serves_the_limit_then_refuses_until_the_minute_ends() {
             let refused = send_on(conn, &ask("paced", &key, stream));
             assert_per_minute_refusal(&refused, "rpm_limit_exceeded");
             assert!(refused.text().contains("5 requests per minute"));
+            // The refusal also says which limit, and that none of it is left.
+            assert_eq!(header_number(&refused, "x-ratelimit-limit-requests"), 5);
+            assert_eq!(header_number(&refused, "x-ratelimit-remaining-requests"), 0);
         }
     }
     assert_eq!(mock.stat("requests"), before + 1, "only the stats call");
