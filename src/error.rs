@@ -619,6 +619,7 @@ impl From<StoreError> for ProxyError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ProxyError::ResourceNotFound(what),
+            StoreError::NoSuch(..) => ProxyError::Missing(error.to_string()),
             StoreError::NameTaken(_) => ProxyError::Conflict(error.to_string()),
             StoreError::Taken(field, value) => ProxyError::InvalidField {
                 field: field.to_string(),

@@ -100,6 +100,9 @@ pub enum StoreError {
     Crypto,
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A record named in a write does not exist: what it is, and its name.
+    #[error("no {0} {1:?}")]
+    NoSuch(&'static str, String),
     #[error("a project named {0:?} already exists")]
     NameTaken(String),
     /// A unique field (named first) already has this value.

@@ -9,7 +9,7 @@
 use heed::RwTxn;
 
 use super::crypto::new_id;
-use super::model::{Budget, Limits, Team, TeamMember, now_ms};
+use super::model::{Budget, Limits, Team, TeamMember, TeamRole, User, now_ms};
 use super::{Payer, Store, StoreError};
 
 /// A team to create.
@@ -160,14 +160,11 @@ impl Store {
     pub fn remove_team_member(&self, team_id: &str, user_id: &str) -> Result<Team, StoreError> {
         let mut txn = self.env.write_txn()?;
         let mut team = self.team_in(&txn, team_id)?;
-        let before = team.members.len();
-        team.members.retain(|m| m.user_id != user_id);
-        if team.members.len() == before {
+        if !self.part(&mut txn, &mut team, user_id)? {
             return Err(StoreError::Invalid(format!(
                 "user {user_id:?} is not a member of team {team_id:?}"
             )));
         }
-        self.leave(&mut txn, user_id, team_id)?;
         team.updated_at = now_ms();
         self.teams.put(&mut txn, team_id, &team)?;
         self.commit_admin(txn)?;
@@ -243,6 +240,82 @@ impl Store {
             team.members.push(member);
         }
         Ok(())
+    }
+
+    /// Makes a user (already written in `txn`) a member of exactly the
+    /// teams `team_ids`, in the caller's transaction, as `/user/new` and
+    /// `/user/update` name them: each must exist; a team it joins lists it
+    /// with the role `user`, a team it stays in keeps its role, a team no
+    /// longer named drops it. Returns the user, its `teams` now those teams
+    /// in the order given.
+    pub(super) fn set_user_teams(
+        &self,
+        txn: &mut RwTxn,
+        user_id: &str,
+        team_ids: &[String],
+    ) -> Result<User, StoreError> {
+        let mut wanted: Vec<String> = Vec::with_capacity(team_ids.len());
+        let mut joining = Vec::new();
+        for team_id in team_ids {
+            if wanted.contains(team_id) {
+                continue;
+            }
+            let team = self
+                .teams
+                .get(txn, team_id)?
+                .ok_or_else(|| StoreError::NoSuch("team", team_id.clone()))?;
+            if !team.members.iter().any(|m| m.user_id == user_id) {
+                joining.push(team);
+            }
+            wanted.push(team_id.clone());
+        }
+        let mut leaving = Vec::new();
+        for entry in self.teams.iter(txn)? {
+            let (_, team) = entry?;
+            if !wanted.contains(&team.team_id) && team.members.iter().any(|m| m.user_id == user_id)
+            {
+                leaving.push(team);
+            }
+        }
+        let now = now_ms();
+        for mut team in leaving {
+            self.part(txn, &mut team, user_id)?;
+            team.updated_at = now;
+            self.teams.put(txn, &team.team_id, &team)?;
+        }
+        for mut team in joining {
+            let member = TeamMember {
+                user_id: user_id.to_string(),
+                role: TeamRole::User,
+            };
+            self.join(txn, &mut team, vec![member])?;
+            team.updated_at = now;
+            self.teams.put(txn, &team.team_id, &team)?;
+        }
+        let mut user = self
+            .users
+            .get(txn, user_id)?
+            .ok_or(StoreError::NotFound("user"))?;
+        // Also drops names of teams that were never made (a user written
+        // before teams were checked), and keeps the order given.
+        if user.teams != wanted {
+            user.teams = wanted;
+            user.updated_at = now;
+            self.users.put(txn, user_id, &user)?;
+        }
+        Ok(user)
+    }
+
+    /// Takes a member out of `team` (the caller writes the team) and the
+    /// team out of the user's `teams`; `false` when it was not a member.
+    fn part(&self, txn: &mut RwTxn, team: &mut Team, user_id: &str) -> Result<bool, StoreError> {
+        let before = team.members.len();
+        team.members.retain(|m| m.user_id != user_id);
+        if team.members.len() == before {
+            return Ok(false);
+        }
+        self.leave(txn, user_id, &team.team_id)?;
+        Ok(true)
     }
 
     /// Takes `team_id` out of the user's `teams` (a user deleted since is

@@ -1,5 +1,7 @@
 //! Users: the people and services that own keys. A user's spend is kept
-//! apart from the record (`user_spend`), added to by the ledger.
+//! apart from the record (`user_spend`), added to by the ledger. The teams a
+//! user is given are memberships, written with the teams' members (see
+//! `teams.rs`).
 
 use heed::RwTxn;
 
@@ -15,6 +17,7 @@ pub struct NewUser {
     pub user_email: Option<String>,
     pub user_role: UserRole,
     pub user_alias: Option<String>,
+    /// Existing teams; the user joins each as a member with the role `user`.
     pub teams: Vec<String>,
     pub max_budget: Option<Budget>,
     pub models: Vec<String>,
@@ -30,6 +33,8 @@ pub struct UserChanges {
     pub user_email: Option<Option<String>>,
     pub user_role: Option<UserRole>,
     pub user_alias: Option<Option<String>>,
+    /// Existing teams: the user becomes a member of exactly these (see
+    /// `set_user_teams`).
     pub teams: Option<Vec<String>>,
     pub max_budget: Option<Option<Budget>>,
     pub models: Option<Vec<String>>,
@@ -45,12 +50,12 @@ impl Store {
             None => new_id()?.to_string(),
         };
         let now = now_ms();
-        let user = User {
+        let mut user = User {
             user_id,
             user_email: new.user_email,
             user_role: new.user_role,
             user_alias: new.user_alias,
-            teams: new.teams,
+            teams: Vec::new(),
             max_budget: new.max_budget,
             models: new.models,
             metadata: if new.metadata.is_empty() {
@@ -71,6 +76,9 @@ impl Store {
             self.check_email_free(&txn, email, &user.user_id)?;
         }
         self.users.put(&mut txn, &user.user_id, &user)?;
+        if !new.teams.is_empty() {
+            user = self.set_user_teams(&mut txn, &user.user_id, &new.teams)?;
+        }
         let payer = super::Payer::User(&user.user_id);
         self.set_budget_window(&mut txn, payer, None, user.limits.budget_duration)?;
         self.commit_admin(txn)?;
@@ -137,9 +145,6 @@ impl Store {
         if let Some(alias) = changes.user_alias {
             user.user_alias = alias;
         }
-        if let Some(teams) = changes.teams {
-            user.teams = teams;
-        }
         if let Some(budget) = changes.max_budget {
             user.max_budget = budget;
         }
@@ -160,6 +165,9 @@ impl Store {
         }
         user.updated_at = now_ms();
         self.users.put(&mut txn, user_id, &user)?;
+        if let Some(teams) = changes.teams {
+            user = self.set_user_teams(&mut txn, user_id, &teams)?;
+        }
         self.commit_admin(txn)?;
         Ok(user)
     }

@@ -239,6 +239,7 @@ fn seed_key_examples_run_as_written() {
 #[test]
 fn seed_user_examples_run_as_written() {
     let (_mock, proxy) = start();
+    crate::common::litellm::new_team(&proxy, "team1");
     let created = dheera(&proxy, SEED_USERS_CREATE).json();
     let id = created["user_id"]
         .as_str()

@@ -2,8 +2,9 @@
 //! real server: `/user/new` (and the key it makes), `/user/list`,
 //! `/user/info`, `/user/update` and `/user/delete`: roles, emails unique
 //! whatever their case, paging, null clearing a field, every error path
-//! with its status and envelope (`param` the field), and a user's keys
-//! deleted with the user.
+//! with its status and envelope (`param` the field), a user's teams kept
+//! in step with the teams' members, and a user's keys deleted with the
+//! user.
 
 use std::collections::BTreeSet;
 
@@ -80,6 +81,8 @@ fn user_new_defaults_roles_and_the_automatic_key() {
 #[test]
 fn user_new_with_every_field_and_without_a_key() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "red");
+    new_team(&proxy, "blue");
     let answer = ok(post(
         &proxy,
         "/user/new",
@@ -229,6 +232,7 @@ fn user_list_pages() {
 #[test]
 fn user_info_shows_the_user_and_its_keys() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "red");
     let ann = ok(post(
         &proxy,
         "/user/new",
@@ -266,6 +270,8 @@ fn user_info_shows_the_user_and_its_keys() {
 #[test]
 fn user_update_changes_fields_and_null_clears() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "red");
+    new_team(&proxy, "blue");
     let created = ok(post(
         &proxy,
         "/user/new",
@@ -321,6 +327,205 @@ fn user_update_changes_fields_and_null_clears() {
             ["teams", {"user_id": "bob", "teams": 1}],
         ]),
     );
+}
+
+// --- teams ------------------------------------------------------------------------
+
+/// The members of a team as `/team/info` shows them: `(user_id, role)`.
+#[track_caller]
+fn members(proxy: &Proxy, team_id: &str) -> Vec<(String, String)> {
+    let info = ok(get(proxy, &format!("/team/info?team_id={team_id}")));
+    info["team_info"]["members_with_roles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{info}"))
+        .iter()
+        .map(|m| {
+            let text = |field: &str| m[field].as_str().unwrap().to_string();
+            (text("user_id"), text("role"))
+        })
+        .collect()
+}
+
+fn member(user_id: &str, role: &str) -> (String, String) {
+    (user_id.to_string(), role.to_string())
+}
+
+#[track_caller]
+fn user_teams(proxy: &Proxy, user_id: &str) -> serde_json::Value {
+    ok(get(proxy, &format!("/user/info?user_id={user_id}")))["teams"].clone()
+}
+
+#[test]
+fn user_teams_must_exist_and_nothing_is_written_otherwise() {
+    let (_mock, proxy) = start();
+    new_team(&proxy, "red");
+    let keys = ok(get(&proxy, "/key/list"))["total_count"].clone();
+
+    let response = post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "ann", "teams": ["red", "nope"]}),
+    );
+    let message = assert_not_found(&response);
+    assert!(message.contains("nope"), "{message}");
+    // Neither the user, nor its key, nor a membership of the team that
+    // exists.
+    assert_not_found(&get(&proxy, "/user/info?user_id=ann"));
+    assert_eq!(ok(get(&proxy, "/user/list"))["total"], 0);
+    assert_eq!(ok(get(&proxy, "/key/list"))["total_count"], keys);
+    assert_eq!(members(&proxy, "red"), []);
+
+    ok(post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "ann", "teams": ["red"], "user_alias": "Ann",
+            "auto_create_key": false}),
+    ));
+    let before = ok(get(&proxy, "/user/info?user_id=ann"))["user_info"].clone();
+    let response = post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "user_alias": "Annie", "teams": ["ghost"]}),
+    );
+    let message = assert_not_found(&response);
+    assert!(message.contains("ghost"), "{message}");
+    // The whole update is refused: the alias too, and ann stays in red.
+    assert_eq!(
+        ok(get(&proxy, "/user/info?user_id=ann"))["user_info"],
+        before
+    );
+    assert_eq!(members(&proxy, "red"), [member("ann", "user")]);
+}
+
+#[test]
+fn a_new_user_is_a_member_of_its_teams() {
+    let (_mock, proxy) = start();
+    new_team(&proxy, "red");
+    new_team(&proxy, "blue");
+    let ann = ok(post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "ann", "teams": ["red", "blue", "red"]}),
+    ));
+    assert_eq!(ann["teams"], json!(["red", "blue"]));
+    assert_eq!(members(&proxy, "red"), [member("ann", "user")]);
+    assert_eq!(members(&proxy, "blue"), [member("ann", "user")]);
+    let listed = ok(get(&proxy, "/team/list?user_id=ann"));
+    let ids: BTreeSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["team_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["red", "blue"]));
+    // The member is an ordinary member: /team/member_delete takes it out.
+    ok(post(
+        &proxy,
+        "/team/member_delete",
+        json!({"team_id": "red", "user_id": "ann"}),
+    ));
+    assert_eq!(user_teams(&proxy, "ann"), json!(["blue"]));
+    assert_eq!(members(&proxy, "red"), []);
+}
+
+#[test]
+fn user_update_moves_the_user_between_teams() {
+    let (_mock, proxy) = start();
+    for team in ["red", "blue", "green"] {
+        new_team(&proxy, team);
+    }
+    ok(post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "ann", "teams": ["red"], "auto_create_key": false}),
+    ));
+    ok(post(
+        &proxy,
+        "/user/new",
+        json!({"user_id": "bob", "teams": ["red"], "auto_create_key": false}),
+    ));
+
+    // Out of red, into blue and green.
+    let moved = ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "teams": ["blue", "green"]}),
+    ));
+    assert_eq!(moved["teams"], json!(["blue", "green"]));
+    assert_eq!(user_teams(&proxy, "ann"), json!(["blue", "green"]));
+    assert_eq!(members(&proxy, "red"), [member("bob", "user")]);
+    assert_eq!(members(&proxy, "blue"), [member("ann", "user")]);
+    assert_eq!(members(&proxy, "green"), [member("ann", "user")]);
+
+    // And back: into red, out of green.
+    let back = ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "teams": ["red", "blue"]}),
+    ));
+    assert_eq!(back["teams"], json!(["red", "blue"]));
+    assert_eq!(
+        members(&proxy, "red"),
+        [member("bob", "user"), member("ann", "user")]
+    );
+    assert_eq!(members(&proxy, "blue"), [member("ann", "user")]);
+    assert_eq!(members(&proxy, "green"), []);
+
+    // An update without teams leaves them; an empty list leaves every team.
+    let same = ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "user_alias": "Ann"}),
+    ));
+    assert_eq!(same["teams"], json!(["red", "blue"]));
+    let none = ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "teams": []}),
+    ));
+    assert_eq!(none["teams"], json!([]));
+    assert_eq!(members(&proxy, "red"), [member("bob", "user")]);
+    assert_eq!(members(&proxy, "blue"), []);
+    assert_eq!(user_teams(&proxy, "bob"), json!(["red"]));
+}
+
+#[test]
+fn user_update_keeps_a_team_admins_role() {
+    let (_mock, proxy) = start();
+    new_team(&proxy, "red");
+    new_team(&proxy, "blue");
+    let ann = secret(&ok(post(&proxy, "/user/new", json!({"user_id": "ann"}))));
+    ok(post(
+        &proxy,
+        "/team/member_add",
+        json!({"team_id": "red", "member": {"user_id": "ann", "role": "admin"}}),
+    ));
+    assert_eq!(user_teams(&proxy, "ann"), json!(["red"]));
+
+    let updated = ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "teams": ["red", "blue"]}),
+    ));
+    assert_eq!(updated["teams"], json!(["red", "blue"]));
+    assert_eq!(members(&proxy, "red"), [member("ann", "admin")]);
+    assert_eq!(members(&proxy, "blue"), [member("ann", "user")]);
+    // Still red's admin: she makes keys for red, not for blue.
+    let generate_as = |team_id: &str| {
+        let body = json!({"team_id": team_id}).to_string();
+        raw(&proxy, "POST", "/key/generate", &body, Some(&ann))
+    };
+    assert_eq!(ok(generate_as("red"))["team_id"], "red");
+    assert_lite_error(&generate_as("blue"), 403, "auth_error", None);
+
+    // Listed again as the only team, it stays hers to administer.
+    ok(post(
+        &proxy,
+        "/user/update",
+        json!({"user_id": "ann", "teams": ["red"]}),
+    ));
+    assert_eq!(members(&proxy, "red"), [member("ann", "admin")]);
+    assert_eq!(members(&proxy, "blue"), []);
 }
 
 #[test]

@@ -400,6 +400,7 @@ fn an_internal_user_gives_its_keys_no_more_than_its_own_limits() {
 #[test]
 fn an_internal_user_reads_and_updates_only_itself() {
     let (_mock, proxy) = start();
+    new_team(&proxy, "red");
     let ann = user_with_key(&proxy, "ann", "internal_user", json!({"teams": ["red"]}));
     user_with_key(&proxy, "bob", "internal_user", json!({}));
     let as_ann = |method: &str, path: &str, body: Value| {

@@ -2,7 +2,9 @@
 //! the people and services that own keys. Deleting a user deletes its keys.
 //! A caller with a user reads itself with `/user/info` (no `user_id`); a
 //! scoped caller (`internal_user`) reads and updates only itself, and
-//! changes only its alias, email and password.
+//! changes only its alias, email and password. The `teams` given make the
+//! user a member of exactly those (existing) teams, as `/team/member_add`
+//! and `/team/member_delete` would.
 
 use std::sync::Arc;
 
