@@ -603,6 +603,25 @@ fn a_team_admin_manages_only_its_teams_keys_and_members() {
     );
     let listed = ok(get_as(&proxy, "/key/list?team_id=red", &ann));
     assert_eq!(listed["total_count"], 2, "{listed}");
+    // Her team's name and notes she may change; its budget, limits, models
+    // and block are proxy_admin's.
+    let renamed = ok(call(
+        &ann,
+        "/team/update",
+        json!({"team_id": "red", "team_alias": "Red team", "metadata": {"by": "ann"}}),
+    ));
+    assert_eq!(renamed["team_alias"], "Red team", "{renamed}");
+    for field in [
+        json!({"max_budget": 1000}),
+        json!({"rpm_limit": 1000000}),
+        json!({"budget_duration": "1s"}),
+        json!({"models": []}),
+        json!({"blocked": false}),
+    ] {
+        let mut body = field.clone();
+        body["team_id"] = json!("red");
+        assert_lite_error(&call(&ann, "/team/update", body), 403, "auth_error", None);
+    }
     // Never a key of another user, not even of her team: it would act as him.
     let response = call(
         &ann,

@@ -186,7 +186,7 @@ pub async fn dispatch(
         "/user/list" | "/user/info" => not_allowed(method, "GET, HEAD"),
         "/user/new" | "/user/update" | "/user/delete" => not_allowed(method, "POST"),
         "/team/new" if post => teams::create(store, body).await,
-        "/team/update" if post => teams::update(store, body).await,
+        "/team/update" if post => teams::update(store, grant, body).await,
         "/team/delete" if post => teams::delete(store, body).await,
         "/team/info" if get => teams::info(store, query).await,
         "/team/list" if get => teams::list(store, query).await,

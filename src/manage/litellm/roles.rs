@@ -232,6 +232,12 @@ impl Grant {
         self.scope.is_some()
     }
 
+    /// Whether the caller is proxy_admin (the master key, or a user with
+    /// that role), not one let in as a team's admin.
+    pub fn is_proxy_admin(&self) -> bool {
+        matches!(self.role, Role::ProxyAdmin)
+    }
+
     /// The refusal of something the caller's role does not allow.
     pub fn refuse(&self, what: impl fmt::Display) -> ProxyError {
         ProxyError::RoleForbidden(format!("{} {what} ({})", self.role, self.route))

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::keys::view as key_view;
+use super::roles::Grant;
 use super::{invalid, lenient_number, limits, null_as_empty, parse};
 use crate::api::{blocking, query_pairs, query_value, rfc3339};
 use crate::error::ProxyError;
@@ -244,9 +245,16 @@ struct UpdateInput {
 
 /// `POST /team/update {"team_id", ...}`: the fields given change; `null`
 /// clears. Members change through `/team/member_add` and `_delete`.
-pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
+pub async fn update(store: Arc<Store>, grant: Grant, body: &[u8]) -> Answer {
     // An object first: a list would pass for a struct's fields.
     let object = limits::object(body)?;
+    // A team's admin names it and keeps its notes; what it may spend and
+    // use, and whether it is blocked, are proxy_admin's to say.
+    if !grant.is_proxy_admin()
+        && let Some(field) = ADMIN_ONLY_FIELDS.iter().find(|f| object.contains_key(**f))
+    {
+        return Err(grant.refuse(format_args!("may not change a team's {field}")));
+    }
     let input: UpdateInput = parse(body)?;
     let team_id = required("team_id", input.team_id)?;
     let changes = TeamChanges {
@@ -271,6 +279,18 @@ pub async fn update(store: Arc<Store>, body: &[u8]) -> Answer {
     })
     .await
 }
+
+/// The fields of `/team/update` that only proxy_admin may change.
+const ADMIN_ONLY_FIELDS: [&str; 8] = [
+    "models",
+    "max_budget",
+    "blocked",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel_requests",
+    "budget_duration",
+    "soft_budget",
+];
 
 #[derive(Debug, Deserialize)]
 struct DeleteInput {
