@@ -251,10 +251,13 @@ async fn step(worker: &Worker, id: &[u8], limit: u64, window: i64) -> Result<boo
                 let store = worker.store.clone();
                 let workers = worker.settings.workers;
                 let owned: Box<[u8]> = id.into();
+                // Enough to pay what this worker owes and still admit: one
+                // ledger write, not one per lease the debt would eat.
+                let at_least = worker.quota.borrow().counters.debt(id, window) + 1;
                 // A ledger write fsyncs: never on the worker thread.
                 let grant = monoio::spawn_blocking(move || {
                     let meter = crate::worker::limits::meter_of(&owned);
-                    store.lease_counter(&owned[1..], meter, window, limit, workers)
+                    store.lease_counter(&owned[1..], meter, window, (limit, at_least), workers)
                 })
                 .await;
                 let mut quota = worker.quota.borrow_mut();

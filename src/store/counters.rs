@@ -83,13 +83,14 @@ fn counter_key(slot: &[u8], meter: Meter) -> Vec<u8> {
 
 impl Store {
     /// Leases a share of what is left of `limit` for `slot`'s `meter` in
-    /// `window`: a quarter of it split between the workers, at least 1.
+    /// `window`: a quarter of it split between the workers, at least
+    /// `at_least` (a worker's tokens owed, plus one), never more than is left.
     pub fn lease_counter(
         &self,
         slot: &[u8],
         meter: Meter,
         window: i64,
-        limit: u64,
+        (limit, at_least): (u64, u64),
         workers: usize,
     ) -> Result<WindowGrant, StoreError> {
         let key = counter_key(slot, meter);
@@ -105,7 +106,7 @@ impl Store {
         let share = remaining / (4 * workers.max(1) as u64);
         let amount = match meter {
             // Tokens are drawn by the thousand: no cap.
-            Meter::Tokens => share.max(1),
+            Meter::Tokens => share.max(at_least).max(1),
             Meter::Requests | Meter::Parallel => share.clamp(1, MAX_COUNT_LEASE),
         }
         .min(remaining);
@@ -199,7 +200,7 @@ mod tests {
         let slot = b"kslot";
         let mut total = 0;
         while let WindowGrant::Granted { amount, taken } = store
-            .lease_counter(slot, Meter::Requests, 7, 100, 2)
+            .lease_counter(slot, Meter::Requests, 7, (100, 1), 2)
             .unwrap()
         {
             total += amount;
@@ -220,7 +221,7 @@ mod tests {
         // A report on a window gone by changes nothing.
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Requests, 8, 100, 2)
+                .lease_counter(slot, Meter::Requests, 8, (100, 1), 2)
                 .unwrap(),
             WindowGrant::Granted {
                 amount: 12,
@@ -242,12 +243,40 @@ mod tests {
     }
 
     #[test]
+    fn a_token_lease_covers_what_is_owed() {
+        let (store, dir) = store("owed");
+        let slot = b"tslot";
+        // A quarter of 1,000 is 250; 600 are owed, so 601 are leased.
+        assert!(matches!(
+            store
+                .lease_counter(slot, Meter::Tokens, 1, (1_000, 601), 1)
+                .unwrap(),
+            WindowGrant::Granted {
+                amount: 601,
+                taken: 601
+            }
+        ));
+        // Never more than is left.
+        assert!(matches!(
+            store
+                .lease_counter(slot, Meter::Tokens, 1, (1_000, 601), 1)
+                .unwrap(),
+            WindowGrant::Granted {
+                amount: 399,
+                taken: 1_000
+            }
+        ));
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn tokens_used_beyond_a_lease_count_against_the_limit() {
         let (store, dir) = store("tokens");
         let slot = b"uslot";
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, 1_000, 1)
+                .lease_counter(slot, Meter::Tokens, 1, (1_000, 1), 1)
                 .unwrap(),
             WindowGrant::Granted { amount: 250, .. }
         ));
@@ -263,7 +292,7 @@ mod tests {
         assert_eq!(store.counter_taken(slot, Meter::Tokens, 1).unwrap(), 1_050);
         assert_eq!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, 1_000, 1)
+                .lease_counter(slot, Meter::Tokens, 1, (1_000, 1), 1)
                 .unwrap(),
             WindowGrant::Exhausted
         );

@@ -201,6 +201,23 @@ impl Counters {
         self.refill_failed(id);
     }
 
+    /// Tokens of `window` this worker's answers used beyond its leases that
+    /// the ledger may not have yet: what its next lease pays first, so
+    /// the lease asked for should be at least that much larger.
+    pub fn debt(&self, id: &[u8], window: i64) -> u64 {
+        let unreported = self
+            .reports
+            .get(id)
+            .filter(|report| report.0 == window)
+            .map_or(0, |report| report.2);
+        let in_transit = self
+            .in_transit
+            .get(id)
+            .filter(|sent| sent.0 == window)
+            .map_or(0, |sent| sent.1);
+        unreported + in_transit
+    }
+
     /// A refill that ended without an answer: waiters try again.
     pub fn refill_failed(&mut self, id: &[u8]) {
         if let Some(event) = self.refilling.remove(id) {
