@@ -22,7 +22,7 @@ use crate::worker::auth::Allowlist;
 use crate::worker::keys::{CachedKey, Party};
 use crate::worker::limits::{Step, minute, seconds_left_in_minute};
 use crate::worker::models::Deployment;
-use crate::worker::quota::{Draw, Hold, Take};
+use crate::worker::quota::{Draw, Hold, Take, put};
 
 /// What `admit` found: the spend the budget check saw, what the request
 /// holds, and what the answer's `x-ratelimit-*` fields say.
@@ -120,12 +120,13 @@ pub async fn admit<'a>(
             }
         }
     }
-    let mut drawn: Vec<&[u8]> = Vec::new();
+    // The key, its user, its team and the key on the model: at most four.
+    let mut drawn: [Option<&[u8]>; 4] = [None; 4];
     for party in parties() {
         if let Some((limit, id)) = &party.rpm {
             match step(worker, id, *limit, window).await {
                 Ok(true) => {
-                    drawn.push(id);
+                    put(&mut drawn, id);
                     let left = worker.quota.borrow().counters.remaining(id, *limit, window);
                     tighten(&mut rate.requests, *limit, left);
                 }
@@ -203,9 +204,9 @@ fn whose(party: &Party) -> &'static str {
 }
 
 /// Gives back the requests per minute drawn for a request refused later.
-fn undo(worker: &Worker, drawn: &[&[u8]], window: i64) {
+fn undo(worker: &Worker, drawn: &[Option<&[u8]>], window: i64) {
     let mut quota = worker.quota.borrow_mut();
-    for id in drawn {
+    for id in drawn.iter().flatten() {
         quota.counters.undo(id, window);
     }
 }
@@ -256,8 +257,7 @@ async fn step(worker: &Worker, id: &[u8], limit: u64, window: i64) -> Result<boo
                 let at_least = worker.quota.borrow().counters.debt(id, window) + 1;
                 // A ledger write fsyncs: never on the worker thread.
                 let grant = monoio::spawn_blocking(move || {
-                    let meter = crate::worker::limits::meter_of(&owned);
-                    store.lease_counter(&owned[1..], meter, window, (limit, at_least), workers)
+                    store.lease_counter(&owned, window, (limit, at_least), workers)
                 })
                 .await;
                 let mut quota = worker.quota.borrow_mut();

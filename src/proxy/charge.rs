@@ -56,7 +56,7 @@ pub struct Meter<'a> {
 impl<'a> Meter<'a> {
     /// `stream`: the client asked for a stream.
     pub fn new(
-        destination: &'a Destination<'_>,
+        (destination, response): (&'a Destination<'_>, &ResponseStart),
         stream: bool,
         key: &'a CachedKey,
         admitted: Admitted<'a>,
@@ -66,11 +66,21 @@ impl<'a> Meter<'a> {
         let Admitted {
             spend, hold, rate, ..
         } = admitted;
+        let metered = deployment.is_some() || hold.draws_tokens_at_all();
+        // The pass-through's body was not read for `stream`: when its usage
+        // is wanted, the answer says whether it is a stream.
+        let stream = stream
+            || (metered
+                && deployment.is_none()
+                && response
+                    .head
+                    .header(&response.buf, "content-type")
+                    .is_some_and(|t| t.trim_ascii_start().starts_with(b"text/event-stream")));
         Self {
             deployment,
             key,
             spend,
-            metered: deployment.is_some() || hold.draws_tokens_at_all(),
+            metered,
             hold,
             model,
             rate_text: rate_text(rate),

@@ -124,8 +124,8 @@ pub struct Outgoing<'a> {
 pub struct Forwarded<'a> {
     pub response: ResponseStart,
     pub destination: Destination<'a>,
-    /// The client asked for a stream (a routed request's `stream`); for
-    /// the pass-through, the answer is an event stream.
+    /// The client asked for a stream (a routed request's `stream`; the
+    /// pass-through's body is not read for it).
     pub stream: bool,
     /// A pass-through body read whole stays held (and counted against the
     /// worker's budget for bodies) until the answer has been relayed.
@@ -164,17 +164,10 @@ pub async fn to_candidates<'a>(
                     fields: b"",
                 });
             let response = forward(s, &destination, outgoing).await?;
-            // The body was not read for `stream`: the answer says whether
-            // it is one (its usage, for a tokens-per-minute limit, is read
-            // from its events then).
-            let stream = response
-                .head
-                .header(&response.buf, "content-type")
-                .is_some_and(|t| t.trim_ascii_start().starts_with(b"text/event-stream"));
             Ok(Forwarded {
                 response,
                 destination,
-                stream,
+                stream: false,
                 held: body,
                 translation: None,
             })

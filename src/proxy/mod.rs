@@ -136,7 +136,7 @@ async fn run(s: &mut Session<'_>) -> Result<(), ProxyError> {
         held: _held,
         translation,
     } = forward::to_candidates(s, plan).await?;
-    let mut meter = charge::Meter::new(&destination, stream, &key, admitted, model);
+    let mut meter = charge::Meter::new((&destination, &response), stream, &key, admitted, model);
     if let Some(translation) = translation {
         // Boxed: a large future, inline it would grow (and be copied with)
         // every request's, while only translated answers take it.

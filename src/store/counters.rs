@@ -51,6 +51,25 @@ impl Meter {
             Meter::Parallel => b'p',
         }
     }
+
+    /// The meter of counter `id` (`counter_id`).
+    pub fn of_counter(id: &[u8]) -> Self {
+        match id.first() {
+            Some(b'r') => Meter::Requests,
+            Some(b't') => Meter::Tokens,
+            _ => Meter::Parallel,
+        }
+    }
+}
+
+/// The name of one counter of one limited party, in the ledger and in the
+/// workers: the meter's tag, then the party's slot (`Payer::slot`, or a
+/// deployment's).
+pub fn counter_id(meter: Meter, slot: &[u8]) -> Box<[u8]> {
+    let mut id = Vec::with_capacity(slot.len() + 1);
+    id.push(meter.tag());
+    id.extend_from_slice(slot);
+    id.into_boxed_slice()
 }
 
 /// The outcome of a lease request.
@@ -67,35 +86,27 @@ pub enum WindowGrant {
 /// answers used beyond it.
 #[derive(Debug, Clone)]
 pub struct CounterReport {
-    pub slot: Box<[u8]>,
-    pub meter: Meter,
+    /// The counter (`counter_id`).
+    pub id: Box<[u8]>,
     pub window: i64,
     pub returned: u64,
     pub overdrawn: u64,
 }
 
-fn counter_key(slot: &[u8], meter: Meter) -> Vec<u8> {
-    let mut key = Vec::with_capacity(slot.len() + 1);
-    key.push(meter.tag());
-    key.extend_from_slice(slot);
-    key
-}
-
 impl Store {
-    /// Leases a share of what is left of `limit` for `slot`'s `meter` in
+    /// Leases a share of what is left of `limit` for counter `id` in
     /// `window`: a quarter of it split between the workers, at least
     /// `at_least` (a worker's tokens owed, plus one), never more than is left.
     pub fn lease_counter(
         &self,
-        slot: &[u8],
-        meter: Meter,
+        id: &[u8],
         window: i64,
         (limit, at_least): (u64, u64),
         workers: usize,
     ) -> Result<WindowGrant, StoreError> {
-        let key = counter_key(slot, meter);
+        let meter = Meter::of_counter(id);
         let mut txn = self.env.write_txn()?;
-        let mut counter = self.counters.get(&txn, &key)?.unwrap_or_default();
+        let mut counter = self.counters.get(&txn, id)?.unwrap_or_default();
         if counter.window < window {
             counter = Counter { window, taken: 0 };
         }
@@ -111,7 +122,7 @@ impl Store {
         }
         .min(remaining);
         counter.taken += amount;
-        self.counters.put(&mut txn, &key, &counter)?;
+        self.counters.put(&mut txn, id, &counter)?;
         super::commit(txn, self.path())?;
         Ok(WindowGrant::Granted {
             amount,
@@ -127,8 +138,7 @@ impl Store {
         }
         let mut txn = self.env.write_txn()?;
         for report in reports {
-            let key = counter_key(&report.slot, report.meter);
-            let mut counter = self.counters.get(&txn, &key)?.unwrap_or_default();
+            let mut counter = self.counters.get(&txn, &report.id)?.unwrap_or_default();
             if counter.window > report.window {
                 continue;
             }
@@ -142,19 +152,16 @@ impl Store {
                 .taken
                 .saturating_sub(report.returned)
                 .saturating_add(report.overdrawn);
-            self.counters.put(&mut txn, &key, &counter)?;
+            self.counters.put(&mut txn, &report.id, &counter)?;
         }
         super::commit(txn, self.path())?;
         Ok(())
     }
 
-    /// What all workers hold of `slot`'s `meter` in `window`.
-    pub fn counter_taken(&self, slot: &[u8], meter: Meter, window: i64) -> Result<u64, StoreError> {
+    /// What all workers hold of counter `id` in `window`.
+    pub fn counter_taken(&self, id: &[u8], window: i64) -> Result<u64, StoreError> {
         let txn = self.env.read_txn()?;
-        let counter = self
-            .counters
-            .get(&txn, &counter_key(slot, meter))?
-            .unwrap_or_default();
+        let counter = self.counters.get(&txn, id)?.unwrap_or_default();
         Ok(if counter.window == window {
             counter.taken
         } else {
@@ -200,7 +207,7 @@ mod tests {
         let slot = b"kslot";
         let mut total = 0;
         while let WindowGrant::Granted { amount, taken } = store
-            .lease_counter(slot, Meter::Requests, 7, (100, 1), 2)
+            .lease_counter(&counter_id(Meter::Requests, slot), 7, (100, 1), 2)
             .unwrap()
         {
             total += amount;
@@ -210,18 +217,22 @@ mod tests {
         // Handed back: leasable again.
         store
             .settle_counters(&[CounterReport {
-                slot: slot[..].into(),
-                meter: Meter::Requests,
+                id: counter_id(Meter::Requests, slot),
                 window: 7,
                 returned: 5,
                 overdrawn: 0,
             }])
             .unwrap();
-        assert_eq!(store.counter_taken(slot, Meter::Requests, 7).unwrap(), 95);
+        assert_eq!(
+            store
+                .counter_taken(&counter_id(Meter::Requests, slot), 7)
+                .unwrap(),
+            95
+        );
         // A report on a window gone by changes nothing.
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Requests, 8, (100, 1), 2)
+                .lease_counter(&counter_id(Meter::Requests, slot), 8, (100, 1), 2)
                 .unwrap(),
             WindowGrant::Granted {
                 amount: 12,
@@ -230,14 +241,18 @@ mod tests {
         ));
         store
             .settle_counters(&[CounterReport {
-                slot: slot[..].into(),
-                meter: Meter::Requests,
+                id: counter_id(Meter::Requests, slot),
                 window: 7,
                 returned: 50,
                 overdrawn: 0,
             }])
             .unwrap();
-        assert_eq!(store.counter_taken(slot, Meter::Requests, 8).unwrap(), 12);
+        assert_eq!(
+            store
+                .counter_taken(&counter_id(Meter::Requests, slot), 8)
+                .unwrap(),
+            12
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -249,7 +264,7 @@ mod tests {
         // A quarter of 1,000 is 250; 600 are owed, so 601 are leased.
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, (1_000, 601), 1)
+                .lease_counter(&counter_id(Meter::Tokens, slot), 1, (1_000, 601), 1)
                 .unwrap(),
             WindowGrant::Granted {
                 amount: 601,
@@ -259,7 +274,7 @@ mod tests {
         // Never more than is left.
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, (1_000, 601), 1)
+                .lease_counter(&counter_id(Meter::Tokens, slot), 1, (1_000, 601), 1)
                 .unwrap(),
             WindowGrant::Granted {
                 amount: 399,
@@ -276,23 +291,27 @@ mod tests {
         let slot = b"uslot";
         assert!(matches!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, (1_000, 1), 1)
+                .lease_counter(&counter_id(Meter::Tokens, slot), 1, (1_000, 1), 1)
                 .unwrap(),
             WindowGrant::Granted { amount: 250, .. }
         ));
         store
             .settle_counters(&[CounterReport {
-                slot: slot[..].into(),
-                meter: Meter::Tokens,
+                id: counter_id(Meter::Tokens, slot),
                 window: 1,
                 returned: 0,
                 overdrawn: 800,
             }])
             .unwrap();
-        assert_eq!(store.counter_taken(slot, Meter::Tokens, 1).unwrap(), 1_050);
         assert_eq!(
             store
-                .lease_counter(slot, Meter::Tokens, 1, (1_000, 1), 1)
+                .counter_taken(&counter_id(Meter::Tokens, slot), 1)
+                .unwrap(),
+            1_050
+        );
+        assert_eq!(
+            store
+                .lease_counter(&counter_id(Meter::Tokens, slot), 1, (1_000, 1), 1)
                 .unwrap(),
             WindowGrant::Exhausted
         );

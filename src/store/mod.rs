@@ -47,7 +47,7 @@ use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
 pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
 pub use catalog::{CredentialChanges, DeploymentChanges};
-pub use counters::{CounterReport, Meter, WindowGrant};
+pub use counters::{CounterReport, Meter, WindowGrant, counter_id};
 pub use crypto::Cipher;
 pub use event_log::{EventLog, Retention};
 pub use ledger::{BudgetGrant, Grant, Payer, Recovered, Report, Reports, SoftBudgetCrossed};

@@ -7,8 +7,9 @@ use std::rc::Rc;
 
 use std::collections::BTreeMap;
 
-use super::limits::counter_id;
-use crate::store::{Budget, KeyView, Limits, Meter, ModelLimits, Payer, Store, StoreError, crypto};
+use crate::store::{
+    Budget, KeyView, Limits, Meter, ModelLimits, Payer, Store, StoreError, counter_id, crypto,
+};
 
 /// Entries kept per worker before the cache starts over. An entry (the
 /// key's view, its provider header, the secret, the map slot) takes about

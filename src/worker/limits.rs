@@ -25,29 +25,6 @@ use crate::store::{CounterReport, Meter, now_ms};
 /// asks the ledger again: slots come back as other workers' requests end.
 const PARALLEL_RECHECK: Duration = Duration::from_millis(50);
 
-/// One counter of one limited party: the meter's tag, then the party's slot
-/// (`store::Payer::slot`, or a deployment's).
-pub fn counter_id(meter: Meter, slot: &[u8]) -> Box<[u8]> {
-    let tag = match meter {
-        Meter::Requests => b'r',
-        Meter::Tokens => b't',
-        Meter::Parallel => b'p',
-    };
-    let mut id = Vec::with_capacity(slot.len() + 1);
-    id.push(tag);
-    id.extend_from_slice(slot);
-    id.into_boxed_slice()
-}
-
-/// The meter of counter `id`.
-pub fn meter_of(id: &[u8]) -> Meter {
-    match id.first() {
-        Some(b'r') => Meter::Requests,
-        Some(b't') => Meter::Tokens,
-        _ => Meter::Parallel,
-    }
-}
-
 /// The minute `now_ms` falls in: the window of the per-minute limits.
 pub fn minute(now_ms: i64) -> i64 {
     now_ms.div_euclid(60_000)
@@ -99,7 +76,7 @@ pub struct Counters {
 impl Counters {
     /// Admits one request against `id` (a counter of `limit` in `window`).
     pub fn admit(&mut self, id: &[u8], limit: u64, window: i64) -> Step {
-        let meter = meter_of(id);
+        let meter = Meter::of_counter(id);
         if let Some(lease) = self.leases.get_mut(id) {
             if lease.window != window || lease.limit != limit {
                 // A minute gone by needs no report; a changed limit gets
@@ -332,8 +309,7 @@ impl Counters {
                     in_transit.insert(id.clone(), (window, overdrawn));
                 }
                 CounterReport {
-                    meter: meter_of(&id),
-                    slot: id[1..].into(),
+                    id,
                     window,
                     returned,
                     overdrawn,

@@ -298,7 +298,7 @@ fn limit(
 ) -> Option<(u64, Box<[u8]>)> {
     let value = number(params, field).filter(|n| *n >= 1.0)?;
     let slot = [&b"d"[..], id.as_bytes()].concat();
-    Some((value as u64, super::limits::counter_id(meter, &slot)))
+    Some((value as u64, store::counter_id(meter, &slot)))
 }
 
 /// The provider key as `provider` sends it. No key given, no key field: a provider that takes no key

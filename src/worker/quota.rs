@@ -469,7 +469,9 @@ struct Held<'a> {
     tokens: [Option<&'a [u8]>; 4],
 }
 
-fn put<T>(list: &mut [Option<T>], item: T) {
+/// Puts `item` in the first free place of `list` (sized for the most a
+/// request can hold: nothing is dropped).
+pub fn put<T>(list: &mut [Option<T>], item: T) {
     if let Some(free) = list.iter_mut().find(|h| h.is_none()) {
         *free = Some(item);
     }

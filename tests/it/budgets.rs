@@ -260,33 +260,7 @@ fn a_users_budget_holds_across_their_keys() {
         .map(|_| generate_key(&proxy, json!({"user_id": user_id})))
         .collect();
 
-    let runs: Vec<_> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| {
-            let (key, addr) = (key.clone(), proxy.addr);
-            std::thread::spawn(move || {
-                run_with(
-                    addr,
-                    &key,
-                    i == 1,
-                    CONNECTIONS / 2,
-                    Arc::default(),
-                    Arc::default(),
-                )
-            })
-        })
-        .collect();
-    let runs: Vec<Run> = runs
-        .into_iter()
-        .map(|r| r.join().expect("clients"))
-        .collect();
-    eprintln!("{runs:?}");
-    for run in &runs {
-        assert!(run.unexpected.is_empty(), "{:?}", run.unexpected);
-        assert_eq!(run.refused, CONNECTIONS / 2);
-    }
-    let served: u64 = runs.iter().map(|r| r.served as u64).sum();
+    let served = run_keys_to_the_end(&proxy, &keys);
     assert!(
         served <= N,
         "a user's budget of {N} requests served {served}"
@@ -307,22 +281,9 @@ fn a_users_budget_holds_across_their_keys() {
     );
 }
 
-#[test]
-fn a_teams_budget_holds_across_its_keys() {
-    const N: u64 = 120;
-    let mock = Mock::start();
-    let proxy = Proxy::for_mock(&mock).workers(2).start();
-    register(&proxy, &mock);
-    let budget = (N * REQUEST_PICO) as f64 / 1e12;
-    let team = proxy.manage(
-        "POST",
-        "/team/new",
-        Some(json!({"team_id": "red", "max_budget": budget})),
-    );
-    assert_eq!(team.status, 200, "{}", team.text());
-    let keys: Vec<String> = (0..2)
-        .map(|_| generate_key(&proxy, json!({"team_id": "red"})))
-        .collect();
+/// Half the clients on each of `keys` (the second's streamed) until each
+/// is refused; what they were served, all told.
+fn run_keys_to_the_end(proxy: &Proxy, keys: &[String]) -> u64 {
     let runs: Vec<_> = keys
         .iter()
         .enumerate()
@@ -349,8 +310,27 @@ fn a_teams_budget_holds_across_its_keys() {
         assert!(run.unexpected.is_empty(), "{:?}", run.unexpected);
         assert_eq!(run.refused, CONNECTIONS / 2);
     }
+    runs.iter().map(|r| r.served as u64).sum()
+}
+
+#[test]
+fn a_teams_budget_holds_across_its_keys() {
+    const N: u64 = 120;
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).workers(2).start();
+    register(&proxy, &mock);
+    let budget = (N * REQUEST_PICO) as f64 / 1e12;
+    let team = proxy.manage(
+        "POST",
+        "/team/new",
+        Some(json!({"team_id": "red", "max_budget": budget})),
+    );
+    assert_eq!(team.status, 200, "{}", team.text());
+    let keys: Vec<String> = (0..2)
+        .map(|_| generate_key(&proxy, json!({"team_id": "red"})))
+        .collect();
     // Held out of the team's budget, not only checked against its spend.
-    let served: u64 = runs.iter().map(|r| r.served as u64).sum();
+    let served = run_keys_to_the_end(&proxy, &keys);
     assert!(
         served <= N,
         "a team's budget of {N} requests served {served}"

@@ -2,7 +2,7 @@
 //! requests it holds at once, for the tests of parallel-request limits
 //! (the mock upstream does not say how many requests it has in flight).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -73,47 +73,23 @@ impl Drop for CountingUpstream {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn serve(mut stream: TcpStream, delay: Duration, usage: (u64, u64), counts: &Counts) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
     loop {
-        let end = loop {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                break end + 4;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some((_, body)) = super::next_request(&mut stream, &mut buf) else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + length {
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: serde_json::Value =
-            serde_json::from_slice(&buf[end..end + length]).unwrap_or_default();
-        buf.drain(..end + length);
+        let request: serde_json::Value =
+            serde_json::from_slice(&buf[body.clone()]).unwrap_or_default();
+        buf.drain(..body.end);
         let held = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         counts.max_in_flight.fetch_max(held, Ordering::SeqCst);
         std::thread::sleep(delay);
         // No longer held once the answer may be on its way: the proxy
         // cannot start another request on this slot before it has it.
         counts.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let answer = answer(body["stream"] == true, usage);
+        let answer = answer(request["stream"] == true, usage);
         if stream.write_all(&answer).is_err() {
             return;
         }

@@ -1421,31 +1421,11 @@ fn serve_scripted(
     close_after: bool,
 ) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
     loop {
-        let end = loop {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                break end + 4;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some((head, body)) = next_request(&mut stream, &mut buf) else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + length {
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..end + length);
+        buf.drain(..body.end);
         seen.lock().unwrap().push(head);
         if stream.write_all(response).is_err() {
             return;
@@ -1455,6 +1435,40 @@ fn serve_scripted(
             return;
         }
     }
+}
+
+/// Reads the next request on `stream` into `buf` (which may already hold
+/// the start of it): its head as text, and where its `Content-Length` body
+/// is in `buf`; `None` once the client is gone. The caller drains what it
+/// has handled.
+pub(crate) fn next_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, std::ops::Range<usize>)> {
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((head, end..end + length))
 }
 
 impl Drop for ScriptedUpstream {
