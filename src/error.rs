@@ -31,6 +31,9 @@ pub enum ProxyError {
     /// The store cannot write for want of room: says which (disk or map).
     #[error("{0}")]
     StoreFull(String),
+    /// Shared mode: PostgreSQL cannot be reached, so nothing can be written.
+    #[error("{0}: writes are refused until it is back; requests are still served")]
+    SharedStoreUnavailable(String),
     #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
     ManagementUnauthorized,
     #[error("the management API is disabled: set MANAGEMENT_TOKEN on the server")]
@@ -224,6 +227,11 @@ impl ProxyError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "server_error",
                 "insufficient_storage",
+            ),
+            SharedStoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "shared_store_unavailable",
             ),
             ManagementUnauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -626,6 +634,7 @@ impl From<StoreError> for ProxyError {
                 message: format!("{value:?} is already taken"),
             },
             StoreError::Invalid(message) => ProxyError::InvalidBody(message),
+            StoreError::SharedUnavailable(message) => ProxyError::SharedStoreUnavailable(message),
             full if full.is_full() => ProxyError::StoreFull(full.to_string()),
             other => ProxyError::Internal(format!("store: {other}")),
         }

@@ -167,6 +167,10 @@ pub struct ClientLimits {
 pub struct ServerSettings {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// `DATABASE_URL`: shared mode, PostgreSQL as the truth of several nodes.
+    pub database_url: Option<String>,
+    /// This node's name (`NODE_ID`; the host's name and the port by default).
+    pub node_id: String,
     pub workers: usize,
     pub pin_cores: bool,
     pub providers: ProviderTable,
@@ -474,9 +478,21 @@ impl ServerSettings {
         if limits.max_buffered_body_bytes < 64 << 10 {
             bail!("MAX_BUFFERED_BODY_BYTES must be at least 64KB");
         }
+        let database_url = args
+            .database_url
+            .clone()
+            .or_else(|| env.get("DATABASE_URL"))
+            .filter(|url| !url.is_empty());
+        let node_id = args
+            .node_id
+            .clone()
+            .or_else(|| env.get("NODE_ID"))
+            .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
         Ok(Self {
             addr,
             data_dir,
+            database_url,
+            node_id,
             workers,
             pin_cores: args.pin_cores,
             providers,
@@ -639,4 +655,13 @@ mod tests {
         assert_eq!(parse_listen_addr("127.0.0.1:0").unwrap().port(), 0);
         assert!(parse_listen_addr("nonsense").is_err());
     }
+}
+
+/// The host's name, as the kernel knows it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -77,6 +77,13 @@ pub struct ServerArgs {
     /// Deliver request events to this JSONL file from within the server (env FILE_EVENT_LOG)
     #[arg(long)]
     pub file_event_log: Option<PathBuf>,
+    /// Shared mode: PostgreSQL holding the state of several nodes (postgres://…); --db is then
+    /// this node's replica
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// This node's name in events, metrics and the shared store [default: hostname:port]
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

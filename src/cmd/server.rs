@@ -17,6 +17,7 @@ use crate::mock::{self, MockHandle, MockSettings};
 use crate::providers::ProviderTable;
 use crate::server;
 use crate::settings::ServerSettings;
+use crate::store::shared::SharedConfig;
 use crate::store::{NewKey, Store, StoreError};
 
 /// Keys used by `--demo` when none are configured.
@@ -46,6 +47,17 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         settings.require_encryption,
     )
     .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let store = Arc::new(store);
+    if let Some(url) = &settings.database_url {
+        let config = SharedConfig {
+            url: url.clone(),
+            node: settings.node_id.clone(),
+        };
+        store
+            .start_shared(config)
+            .context("cannot start in shared mode")?;
+        tracing::info!(node = %settings.node_id, "shared mode: this node's store is a replica of PostgreSQL");
+    }
     // Which store this is, without doubt: a relative path would depend on
     // where the server was started from.
     let data_dir = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
@@ -69,7 +81,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     // Register before starting so that an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    let handle = server::start(settings.clone(), Arc::new(store), listeners)?;
+    let handle = server::start(settings.clone(), store.clone(), listeners)?;
     let file_dispatcher = start_file_dispatcher(&settings, &handle)?;
     tracing::info!(
         "listening on http://{} ({} workers, {})",
@@ -102,6 +114,9 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     handle.join();
     if let Some(dispatcher) = file_dispatcher {
         dispatcher.finish();
+    }
+    if let Some(shared) = store.shared() {
+        shared.shutdown();
     }
     tracing::info!("stopped");
     Ok(())

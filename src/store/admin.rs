@@ -107,12 +107,6 @@ fn chosen_or_new_secret(chosen: Option<String>) -> Result<String, StoreError> {
 }
 
 impl Store {
-    pub(super) fn commit_admin(&self, txn: RwTxn) -> Result<(), StoreError> {
-        super::commit(txn, self.path())?;
-        self.bump_generation();
-        Ok(())
-    }
-
     pub fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
         let txn = self.env.read_txn()?;
         let mut projects = self
@@ -145,7 +139,7 @@ impl Store {
             updated_at: now,
             deactivated_at: None,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.project_names.get(&txn, &project.name)?.is_some() {
             return Err(StoreError::NameTaken(project.name));
         }
@@ -158,7 +152,7 @@ impl Store {
     }
 
     pub fn update_project(&self, id: Uuid, changes: ProjectChanges) -> Result<Project, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut project = self
             .projects
             .get(&txn, id.as_bytes())?
@@ -194,7 +188,7 @@ impl Store {
 
     /// Deletes the project and revokes its keys; returns how many were revoked.
     pub fn delete_project(&self, id: Uuid) -> Result<usize, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let project = self
             .projects
             .get(&txn, id.as_bytes())?
@@ -208,7 +202,7 @@ impl Store {
 
     /// Revokes every active key of the project; returns how many.
     pub fn revoke_project_keys(&self, id: Uuid) -> Result<usize, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.projects.get(&txn, id.as_bytes())?.is_none() {
             return Err(StoreError::NotFound("project"));
         }
@@ -239,7 +233,7 @@ impl Store {
     /// is available).
     pub fn create_key(&self, new: NewKey) -> Result<(KeyRecord, String), StoreError> {
         check_metadata(&new.metadata)?;
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let created = self.insert_key(&mut txn, new)?;
         self.commit_admin(txn)?;
         Ok(created)
@@ -359,7 +353,7 @@ impl Store {
         if let Some(metadata) = &changes.metadata {
             check_metadata(metadata)?;
         }
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let changed = self.change_key(&mut txn, id, changes)?;
         self.commit_admin(txn)?;
         Ok(changed)
@@ -383,7 +377,7 @@ impl Store {
         }
         let secret = chosen_or_new_secret(chosen)?;
         let hash = sha256(secret.as_bytes());
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut key = self
             .keys
             .get(&txn, id.as_bytes())?
@@ -503,7 +497,7 @@ impl Store {
     /// Deletes keys for good (their usage too); returns the ids deleted.
     /// Unknown ids are skipped.
     pub fn delete_keys(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut deleted = Vec::new();
         for id in ids {
             if self.remove_key(&mut txn, *id)? {
@@ -536,7 +530,7 @@ impl Store {
     /// one of an earlier master key deleted. It is left out of listings.
     pub fn sync_master_key(&self, secret: &str) -> Result<(), StoreError> {
         let hash = sha256(secret.as_bytes());
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut current = false;
         let mut stale = Vec::new();
         for entry in self.keys.iter(&txn)? {

@@ -4,8 +4,7 @@
 
 use std::borrow::Cow;
 
-use heed::types::{Bytes, SerdeBincode};
-use heed::{Database, RwTxn};
+use heed::RwTxn;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -53,13 +52,11 @@ pub struct AuditQuery {
 /// The `meta` key set once every stored target went through `safe_target`.
 const TARGETS_SAFE: &str = "audit_targets_safe";
 
-pub(super) type AuditDb = Database<Bytes, SerdeBincode<AuditEntry>>;
-
 impl Store {
     /// Appends `entry` (its id is assigned here), keeping at most `keep`
     /// entries (the oldest go), and returns the id.
     pub fn append_audit(&self, mut entry: AuditEntry, keep: u64) -> Result<u64, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         entry.id = self.last_audit_id(&txn)? + 1;
         self.audit.put(&mut txn, &entry.id.to_be_bytes(), &entry)?;
         if let Some(oldest_kept) = entry.id.checked_sub(keep.max(1) - 1)
@@ -72,7 +69,7 @@ impl Store {
             );
             self.audit.delete_range(&mut txn, &range)?;
         }
-        super::commit(txn, self.path())?;
+        self.commit_replicated(txn)?;
         Ok(entry.id)
     }
 

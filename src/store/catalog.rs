@@ -77,7 +77,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.deployments.get(&txn, &deployment.id)?.is_some() {
             return Err(StoreError::Taken("model id", deployment.id));
         }
@@ -94,7 +94,7 @@ impl Store {
         models: Vec<(String, DeploymentChanges)>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut stale = Vec::new();
         for entry in self.deployments.iter(&txn)? {
             let (id, deployment) = entry?;
@@ -135,7 +135,7 @@ impl Store {
         id: &str,
         changes: DeploymentChanges,
     ) -> Result<Deployment, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut deployment = self
             .deployments
             .get(&txn, id)?
@@ -159,7 +159,7 @@ impl Store {
     }
 
     pub fn delete_deployment(&self, id: &str) -> Result<(), StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if !self.deployments.delete(&mut txn, id)? {
             return Err(StoreError::NotFound("model"));
         }
@@ -210,7 +210,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.credentials.get(&txn, &credential.name)?.is_some() {
             return Err(StoreError::Taken("credential_name", credential.name));
         }
@@ -222,7 +222,7 @@ impl Store {
 
     /// Deletes a credential no deployment refers to.
     pub fn delete_credential(&self, name: &str) -> Result<(), StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.credentials.get(&txn, name)?.is_none() {
             return Err(StoreError::NotFound("credential"));
         }

@@ -4,7 +4,6 @@
 //! once its key is issued, and expired records go when the next one starts.
 
 use heed::RwTxn;
-use heed::types::{SerdeBincode, Str};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -16,8 +15,6 @@ use super::{Store, StoreError};
 /// The longest login id: ours are 27 characters, the ids an older CLI
 /// makes up 8 to 200.
 pub const MAX_LOGIN_ID: usize = 200;
-
-pub(super) type LoginDb = heed::Database<Str, SerdeBincode<Login>>;
 
 /// How the user proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +131,7 @@ impl Store {
             failed_passwords: 0,
             state: LoginState::Pending,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut expired = Vec::new();
         for entry in self.logins.iter(&txn)? {
             let (id, old) = entry?;
@@ -149,7 +146,7 @@ impl Store {
             return Err(StoreError::Taken("login_id", login.id));
         }
         self.logins.put(&mut txn, &login.id, &login)?;
-        super::commit(txn, self.path())?;
+        self.commit_replicated(txn)?;
         Ok(login)
     }
 
@@ -221,14 +218,14 @@ impl Store {
     }
 
     fn change_login(&self, id: &str, change: impl FnOnce(&mut Login)) -> Result<Login, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut login = self
             .logins
             .get(&txn, id)?
             .ok_or(StoreError::NotFound("login"))?;
         change(&mut login);
         self.logins.put(&mut txn, id, &login)?;
-        super::commit(txn, self.path())?;
+        self.commit_replicated(txn)?;
         Ok(login)
     }
 
@@ -242,7 +239,7 @@ impl Store {
         key_ttl_ms: i64,
         machine: &str,
     ) -> Result<Issue, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut login = self
             .logins
             .get(&txn, id)?

@@ -28,21 +28,27 @@ mod catalog;
 mod counters;
 pub mod crypto;
 pub mod event_log;
+mod journal;
 mod ledger;
 mod logins;
 mod migrate;
 pub mod model;
 pub mod password;
 mod read;
+mod replica;
+pub mod shared;
 mod teams;
 mod users;
 mod window;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use heed::types::{Bytes, SerdeBincode, Str};
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+
+use journal::{Journal, Replicated};
 
 pub use admin::{KeyChanges, NewKey, ProjectChanges};
 pub use audit::{AuditEntry, AuditQuery, HIDDEN, is_secret_name, safe_target};
@@ -110,6 +116,12 @@ pub enum StoreError {
     Taken(&'static str, String),
     #[error("{0}")]
     Invalid(String),
+    /// Shared mode: PostgreSQL cannot be reached; writes wait for it.
+    #[error("{0}")]
+    SharedUnavailable(String),
+    /// Shared mode: PostgreSQL refused a write.
+    #[error("the shared store: {0}")]
+    Shared(String),
 }
 
 impl From<heed::Error> for StoreError {
@@ -191,20 +203,20 @@ type Uuid16 = Bytes;
 pub struct Store {
     env: Env<WithoutTls>,
     meta: Database<Str, Bytes>,
-    projects: Database<Uuid16, SerdeBincode<Project>>,
-    project_names: Database<Str, Uuid16>,
-    keys: Database<Uuid16, SerdeBincode<KeyRecord>>,
-    key_hashes: Database<Bytes, Uuid16>,
+    projects: Replicated<Uuid16, SerdeBincode<Project>>,
+    project_names: Replicated<Str, Uuid16>,
+    keys: Replicated<Uuid16, SerdeBincode<KeyRecord>>,
+    key_hashes: Replicated<Bytes, Uuid16>,
     usage: Database<Uuid16, SerdeBincode<Usage>>,
-    users: Database<Str, SerdeBincode<User>>,
+    users: Replicated<Str, SerdeBincode<User>>,
     /// Spend of each user, apart from the user record like `usage`.
     user_spend: Database<Str, SerdeBincode<Money>>,
     /// Budget leased to workers and not yet spent or handed back, per key
     /// (`k` + id) and per user (`u` + user id); see `ledger`.
     reserved: Database<Bytes, SerdeBincode<Money>>,
-    deployments: Database<Str, SerdeBincode<Deployment>>,
-    credentials: Database<Str, SerdeBincode<Credential>>,
-    teams: Database<Str, SerdeBincode<Team>>,
+    deployments: Replicated<Str, SerdeBincode<Deployment>>,
+    credentials: Replicated<Str, SerdeBincode<Credential>>,
+    teams: Replicated<Str, SerdeBincode<Team>>,
     /// Spend of teams (`t` + team id) and of keys' use of one model (`m` +
     /// key id + model name), apart from their records like `usage`.
     payer_spend: Database<Bytes, SerdeBincode<Money>>,
@@ -215,10 +227,14 @@ pub struct Store {
     /// limited party and meter (see `counters`).
     counters: counters::CounterDb,
     /// Management calls, by sequential id (big-endian, so in order).
-    audit: audit::AuditDb,
+    audit: Replicated<Bytes, SerdeBincode<AuditEntry>>,
     /// CLI sign-ins in progress, by login id.
-    logins: logins::LoginDb,
+    logins: Replicated<Str, SerdeBincode<logins::Login>>,
     cipher: Option<Cipher>,
+    /// The rows the management write in progress changed (shared mode).
+    journal: Arc<Journal>,
+    /// The connection to PostgreSQL, in shared mode.
+    shared: std::sync::OnceLock<shared::Shared>,
     /// Bumped after every management write commits; workers compare it
     /// with the generation their key cache was filled at.
     generation: AtomicU64,
@@ -271,26 +287,69 @@ impl Store {
             Some(_) => {}
             None => meta.put(&mut txn, "schema_version", &SCHEMA_VERSION.to_be_bytes())?,
         }
+        let journal = Arc::new(Journal::default());
         let store = Store {
             meta,
-            projects: env.create_database(&mut txn, Some("projects"))?,
-            project_names: env.create_database(&mut txn, Some("project_names"))?,
-            keys: env.create_database(&mut txn, Some("keys"))?,
-            key_hashes: env.create_database(&mut txn, Some("key_hashes"))?,
+            projects: Replicated::new(
+                env.create_database(&mut txn, Some("projects"))?,
+                &journal::PROJECTS,
+                journal.clone(),
+            ),
+            project_names: Replicated::new(
+                env.create_database(&mut txn, Some("project_names"))?,
+                &journal::PROJECT_NAMES,
+                journal.clone(),
+            ),
+            keys: Replicated::new(
+                env.create_database(&mut txn, Some("keys"))?,
+                &journal::KEYS,
+                journal.clone(),
+            ),
+            key_hashes: Replicated::new(
+                env.create_database(&mut txn, Some("key_hashes"))?,
+                &journal::KEY_HASHES,
+                journal.clone(),
+            ),
             usage: env.create_database(&mut txn, Some("usage"))?,
-            users: env.create_database(&mut txn, Some("users"))?,
+            users: Replicated::new(
+                env.create_database(&mut txn, Some("users"))?,
+                &journal::USERS,
+                journal.clone(),
+            ),
             user_spend: env.create_database(&mut txn, Some("user_spend"))?,
             reserved: env.create_database(&mut txn, Some("reserved"))?,
-            deployments: env.create_database(&mut txn, Some("deployments"))?,
-            credentials: env.create_database(&mut txn, Some("credentials"))?,
-            teams: env.create_database(&mut txn, Some("teams"))?,
+            deployments: Replicated::new(
+                env.create_database(&mut txn, Some("deployments"))?,
+                &journal::DEPLOYMENTS,
+                journal.clone(),
+            ),
+            credentials: Replicated::new(
+                env.create_database(&mut txn, Some("credentials"))?,
+                &journal::CREDENTIALS,
+                journal.clone(),
+            ),
+            teams: Replicated::new(
+                env.create_database(&mut txn, Some("teams"))?,
+                &journal::TEAMS,
+                journal.clone(),
+            ),
             payer_spend: env.create_database(&mut txn, Some("payer_spend"))?,
             budget_windows: env.create_database(&mut txn, Some("budget_windows"))?,
             counters: env.create_database(&mut txn, Some("counters"))?,
-            audit: env.create_database(&mut txn, Some("audit"))?,
-            logins: env.create_database(&mut txn, Some("logins"))?,
+            audit: Replicated::new(
+                env.create_database(&mut txn, Some("audit"))?,
+                &journal::AUDIT,
+                journal.clone(),
+            ),
+            logins: Replicated::new(
+                env.create_database(&mut txn, Some("logins"))?,
+                &journal::LOGINS,
+                journal.clone(),
+            ),
             env: env.clone(),
             cipher,
+            journal,
+            shared: std::sync::OnceLock::new(),
             generation: AtomicU64::new(1),
         };
         let scrubbed = store.scrub_audit_targets(&mut txn)?;

@@ -82,7 +82,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.teams.get(&txn, &team.team_id)?.is_some() {
             return Err(StoreError::Taken("team_id", team.team_id));
         }
@@ -98,7 +98,7 @@ impl Store {
     }
 
     pub fn update_team(&self, team_id: &str, changes: TeamChanges) -> Result<Team, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut team = self.team_in(&txn, team_id)?;
         if let Some(alias) = changes.team_alias {
             if let Some(alias) = &alias {
@@ -146,7 +146,7 @@ impl Store {
         team_id: &str,
         members: Vec<TeamMember>,
     ) -> Result<Team, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut team = self.team_in(&txn, team_id)?;
         self.join(&mut txn, &mut team, members)?;
         team.updated_at = now_ms();
@@ -158,7 +158,7 @@ impl Store {
     /// Takes a member out of a team (and the team out of the user's
     /// `teams`); a user who is not a member is refused.
     pub fn remove_team_member(&self, team_id: &str, user_id: &str) -> Result<Team, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut team = self.team_in(&txn, team_id)?;
         if !self.part(&mut txn, &mut team, user_id)? {
             return Err(StoreError::Invalid(format!(
@@ -175,7 +175,7 @@ impl Store {
     /// their members' `teams`; returns the teams deleted and how many keys
     /// went with them. Unknown ids are skipped.
     pub fn delete_teams(&self, team_ids: &[String]) -> Result<(Vec<String>, usize), StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut deleted = Vec::new();
         for team_id in team_ids {
             let Some(team) = self.teams.get(&txn, team_id)? else {

@@ -68,7 +68,7 @@ impl Store {
             updated_at: now,
             limits: new.limits,
         };
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         if self.users.get(&txn, &user.user_id)?.is_some() {
             return Err(StoreError::Taken("user_id", user.user_id));
         }
@@ -128,7 +128,7 @@ impl Store {
     }
 
     pub fn update_user(&self, user_id: &str, changes: UserChanges) -> Result<User, StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut user = self
             .users
             .get(&txn, user_id)?
@@ -175,7 +175,7 @@ impl Store {
     /// Deletes users and every key they own; returns the users deleted and
     /// how many keys went with them. Unknown ids are skipped.
     pub fn delete_users(&self, user_ids: &[String]) -> Result<(Vec<String>, usize), StoreError> {
-        let mut txn = self.env.write_txn()?;
+        let mut txn = self.admin_txn()?;
         let mut deleted = Vec::new();
         for user_id in user_ids {
             if self.users.delete(&mut txn, user_id)? {

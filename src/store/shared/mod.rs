@@ -1,0 +1,184 @@
+//! Shared mode: PostgreSQL as the truth of several nodes, each node's LMDB
+//! its replica.
+//!
+//! The PostgreSQL client (tokio-postgres, TLS by rustls) runs on a thread
+//! of its own with a single-threaded tokio runtime (`client`), never on a
+//! worker: the request path reads LMDB and worker memory only. The rest of
+//! the store talks to that thread through [`Shared`], from blocking threads
+//! (management calls already run on the blocking pool), and waits for its
+//! answers there.
+//!
+//! - `schema`: the versioned SQL migrations.
+//! - `client`: the thread: connections, the replica kept up to date from
+//!   `LISTEN/NOTIFY` and change numbers, write sessions.
+//! - `tls`: the rustls configuration for PostgreSQL.
+//!
+//! A management write is a [`WriteSession`]: it locks the change counter in
+//! PostgreSQL (so writes of all nodes are serialised, and commit in the
+//! order of their numbers), brings the replica up to that change, runs in
+//! LMDB as in single-node mode, sends the rows it changed, and commits
+//! LMDB only after PostgreSQL committed.
+
+mod client;
+pub mod schema;
+mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::journal::Row;
+
+pub(crate) use client::spawn;
+pub use client::{connect_and_migrate, import_rows};
+pub use schema::Migrated;
+
+/// How long a management write waits for other nodes' writes before it
+/// gives up with "unavailable" (PostgreSQL's `lock_timeout`).
+pub const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("PostgreSQL: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("the shared store (PostgreSQL) is unreachable: {0}")]
+    Unavailable(String),
+    #[error(
+        "the shared store's schema is version {found}, newer than this llm-proxy understands ({known}): upgrade llm-proxy"
+    )]
+    TooNew { found: i32, known: i32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SharedError {
+    /// Whether the error says PostgreSQL could not be reached (or the
+    /// connection broke), rather than that it refused something.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            SharedError::Unavailable(_) => true,
+            SharedError::Pg(error) => error.is_closed() || error.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// One change as it reaches a replica: its number and a row it wrote.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub no: u64,
+    pub row: Row,
+}
+
+/// What a management write does when it is done with its session.
+enum Finish {
+    Commit(Vec<Row>),
+}
+
+/// A management write in progress: the change counter is locked in
+/// PostgreSQL until it commits or is dropped (which rolls back).
+pub struct WriteSession {
+    /// The last change committed before this one.
+    pub base: u64,
+    /// Changes after the replica's last applied one, up to `base`.
+    pub missed: Vec<Change>,
+    finish: oneshot::Sender<Finish>,
+    done: oneshot::Receiver<Result<u64, SharedError>>,
+}
+
+impl WriteSession {
+    /// Commits `rows` in PostgreSQL as change `base + 1` and returns its
+    /// number once committed.
+    pub fn commit(self, rows: Vec<Row>) -> Result<u64, SharedError> {
+        self.finish
+            .send(Finish::Commit(rows))
+            .map_err(|_| SharedError::Unavailable("the write session ended".into()))?;
+        self.done
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(SharedError::Unavailable("the write session ended".into())))
+    }
+}
+
+enum Command {
+    BeginWrite {
+        applied: u64,
+        reply: oneshot::Sender<Result<WriteSession, SharedError>>,
+    },
+    /// Applies what PostgreSQL has that the replica lacks, then answers.
+    CatchUp {
+        reply: oneshot::Sender<Result<u64, SharedError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Settings of shared mode.
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    /// `postgres://…` (or a key=value connection string).
+    pub url: String,
+    /// This node's name, as events, metrics and the nodes table show it.
+    pub node: String,
+}
+
+/// The store's handle on the PostgreSQL thread.
+#[derive(Debug)]
+pub struct Shared {
+    node: String,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Whether the thread's connections are up.
+    up: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether PostgreSQL was reachable at the last attempt.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, SharedError>>) -> Command,
+    ) -> Result<T, SharedError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || SharedError::Unavailable("the PostgreSQL thread has stopped".into());
+        self.commands.send(command(reply)).map_err(|_| gone())?;
+        answer.blocking_recv().map_err(|_| gone())?
+    }
+
+    /// Opens a management write (see the module's doc). Blocks: call it
+    /// off the workers.
+    pub fn begin_write(&self, applied: u64) -> Result<WriteSession, SharedError> {
+        self.ask(|reply| Command::BeginWrite { applied, reply })
+    }
+
+    /// Brings the replica up to what PostgreSQL has; returns the change
+    /// applied last.
+    pub fn catch_up(&self) -> Result<u64, SharedError> {
+        self.ask(|reply| Command::CatchUp { reply })
+    }
+
+    /// Stops the thread (after what it has in hand).
+    pub fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { reply }).is_ok() {
+            let _ = done.blocking_recv();
+        }
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
