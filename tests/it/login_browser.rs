@@ -114,13 +114,6 @@ impl E2e {
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
 #[derive(Clone, Copy)]
 enum Program {
     LlmProxy,

@@ -45,6 +45,7 @@ mod metrics;
 mod mock_sdk;
 mod openai_chat;
 mod operations;
+mod postgres_harness;
 mod providers;
 mod proxy_passthrough;
 mod rate_limits;

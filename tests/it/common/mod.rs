@@ -27,6 +27,7 @@ use serde_json::Value;
 pub mod cli;
 pub mod counting;
 pub mod litellm;
+pub mod postgres;
 pub mod pty;
 pub mod sdk;
 pub mod store;
@@ -1270,6 +1271,14 @@ pub fn sleep_past_second_of(at: SystemTime) {
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let next = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 1);
     sleep_until_time(next);
+}
+
+/// The file `name` in the first directory of `PATH` that has one.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// A local port with nothing listening on it.
