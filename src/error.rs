@@ -32,7 +32,7 @@ pub enum ProxyError {
     #[error("{0}")]
     StoreFull(String),
     /// Shared mode: PostgreSQL cannot be reached, so nothing can be written.
-    #[error("{0}: writes are refused until it is back; requests are still served")]
+    #[error("{0}")]
     SharedStoreUnavailable(String),
     #[error("missing or invalid management token: send 'Authorization: Bearer <MANAGEMENT_TOKEN>'")]
     ManagementUnauthorized,
@@ -634,7 +634,9 @@ impl From<StoreError> for ProxyError {
                 message: format!("{value:?} is already taken"),
             },
             StoreError::Invalid(message) => ProxyError::InvalidBody(message),
-            StoreError::SharedUnavailable(message) => ProxyError::SharedStoreUnavailable(message),
+            StoreError::SharedUnavailable(message) => ProxyError::SharedStoreUnavailable(format!(
+                "{message}: nothing was written; requests to the models are still served"
+            )),
             full if full.is_full() => ProxyError::StoreFull(full.to_string()),
             other => ProxyError::Internal(format!("store: {other}")),
         }

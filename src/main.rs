@@ -14,6 +14,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Setup(args) => cmd::setup::run(&args)?,
         Command::MockUpstream(args) => cmd::mock_upstream::run(&args)?,
         Command::Manage(args) => cmd::manage::run(&args)?,
+        Command::Migrate(args) => cmd::migrate::run(&args)?,
         Command::Dispatcher(args) => return cmd::dispatcher::run(&args),
         Command::Benchmark(args) => cmd::benchmark::run(&args)?,
         Command::Openai(args) => match args.command {

@@ -171,6 +171,9 @@ pub struct ServerSettings {
     pub database_url: Option<String>,
     /// This node's name (`NODE_ID`; the host's name and the port by default).
     pub node_id: String,
+    /// `SHARED_LEASE_TERM`: how long a node's slices of limits outlive its
+    /// last contact with PostgreSQL.
+    pub lease_term: Duration,
     pub workers: usize,
     pub pin_cores: bool,
     pub providers: ProviderTable,
@@ -488,11 +491,19 @@ impl ServerSettings {
             .clone()
             .or_else(|| env.get("NODE_ID"))
             .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
+        let lease_term = env.duration("SHARED_LEASE_TERM", crate::store::shared::DEFAULT_TERM)?;
+        if lease_term < crate::store::shared::MIN_TERM {
+            bail!(
+                "SHARED_LEASE_TERM must be at least {:?}",
+                crate::store::shared::MIN_TERM
+            );
+        }
         Ok(Self {
             addr,
             data_dir,
             database_url,
             node_id,
+            lease_term,
             workers,
             pin_cores: args.pin_cores,
             providers,

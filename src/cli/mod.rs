@@ -37,6 +37,8 @@ pub enum Command {
     MockUpstream(MockArgs),
     /// Manage projects and tokens through a running server's management API.
     Manage(ManageArgs),
+    /// Shared mode: bring PostgreSQL's schema up to date, and import a single-node store into it.
+    Migrate(MigrateArgs),
     /// Deliver request events from the event log to a file, an HTTP endpoint, Lunary or Helicone.
     Dispatcher(DispatcherArgs),
     /// Measure latency, throughput and errors of the proxy or of an API directly.
@@ -84,6 +86,23 @@ pub struct ServerArgs {
     /// This node's name in events, metrics and the shared store [default: hostname:port]
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL of the nodes (postgres://…) [env DATABASE_URL, or the --config file]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Copy the single-node store in --db into PostgreSQL, which must hold no records yet;
+    /// --db then is a replica that a node in shared mode may start on
+    #[arg(long)]
+    pub import: bool,
+    /// Data directory of the store to import [default: data]
+    #[arg(long, env = "DATABASE_PATH")]
+    pub db: Option<PathBuf>,
+    /// Environment file with settings [default: .env]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod benchmark;
 pub mod dispatcher;
 pub mod litellm;
 pub mod manage;
+pub mod migrate;
 pub mod mock_upstream;
 pub mod openai_chat;
 pub mod output;

@@ -52,6 +52,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         let config = SharedConfig {
             url: url.clone(),
             node: settings.node_id.clone(),
+            term: settings.lease_term,
         };
         store
             .start_shared(config)

@@ -405,6 +405,12 @@ async fn count_request(worker: &Worker, key: &CachedKey) -> Result<(), ProxyErro
                             quota.refill_failed(id);
                             break;
                         }
+                        Ok(Ok(Grant::Unavailable)) => {
+                            quota.refill_failed(id);
+                            return Err(ProxyError::SharedStoreUnavailable(
+                                "this key's max_requests is held in the shared store, which cannot be reached, and this node's share of it is used up".into(),
+                            ));
+                        }
                         Ok(Err(error)) => {
                             quota.refill_failed(id);
                             return Err(error.into());

@@ -361,7 +361,20 @@ mod tests {
     fn a_record_travels_as_json_and_comes_back_the_same() {
         let user = User {
             user_id: "ada".into(),
-            ..User::default()
+            user_email: Some("ada@example.com".into()),
+            user_role: super::super::model::UserRole::InternalUser,
+            user_alias: None,
+            teams: vec!["t1".into()],
+            max_budget: None,
+            models: vec![],
+            metadata: "{}".into(),
+            password_hash: None,
+            created_at: 1,
+            updated_at: 2,
+            limits: super::super::model::Limits {
+                rpm_limit: Some(u64::MAX),
+                ..Default::default()
+            },
         };
         let stored = bincode::serialize(&user).unwrap();
         let row = USERS.encode(b"ada", Some(&stored)).unwrap();

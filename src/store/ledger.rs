@@ -24,7 +24,7 @@ use super::{Store, StoreError};
 
 /// Largest lease handed out at once (requests; for budgets, this many
 /// times the estimate of the request that asked).
-const MAX_LEASE: u64 = 64;
+pub(super) const MAX_LEASE: u64 = 64;
 /// The mark of a server at work, in `meta`.
 const SERVING: &str = "serving";
 
@@ -37,6 +37,9 @@ pub enum Grant {
     Exhausted,
     /// The key has no limit (or no longer exists as a limited key).
     Unlimited,
+    /// Shared mode: the limit is held in PostgreSQL, which cannot be
+    /// reached, and this node's slice of it is used up.
+    Unavailable,
 }
 
 /// Whose budget a lease is taken from.
@@ -156,6 +159,15 @@ impl Store {
     /// `MAX_LEASE`): they are what keeps its request count right after a
     /// crash.
     pub fn lease(&self, key_id: Uuid, workers: usize) -> Result<Grant, StoreError> {
+        if self.shared().is_some() {
+            return self.lease_from_slice(key_id, workers);
+        }
+        self.lease_local(key_id, workers)
+    }
+
+    /// `lease` from the key's whole limit (single-node mode, and keys
+    /// whose requests are only counted).
+    pub(super) fn lease_local(&self, key_id: Uuid, workers: usize) -> Result<Grant, StoreError> {
         let mut txn = self.env.write_txn()?;
         let Some(key) = self.keys.get(&txn, key_id.as_bytes())? else {
             return Ok(Grant::Unlimited);

@@ -27,6 +27,7 @@ mod audit;
 mod catalog;
 mod counters;
 pub mod crypto;
+mod escrow;
 pub mod event_log;
 mod journal;
 mod ledger;
@@ -65,6 +66,7 @@ pub use model::{
     Team, TeamMember, TeamRole, Usage, User, UserRole, now_ms,
 };
 pub use read::{KeyView, Spend, TeamView};
+pub use replica::Imported;
 pub use teams::{NewTeam, TeamChanges};
 pub use users::{NewUser, UserChanges};
 
@@ -228,6 +230,10 @@ pub struct Store {
     counters: counters::CounterDb,
     /// Management calls, by sequential id (big-endian, so in order).
     audit: Replicated<Bytes, SerdeBincode<AuditEntry>>,
+    /// Shared mode: what this node holds of allowances leased from
+    /// PostgreSQL, and its reports of use not yet applied there (`escrow`).
+    node_allowances: escrow::AllowanceDb,
+    outbox: escrow::OutboxDb,
     /// CLI sign-ins in progress, by login id.
     logins: Replicated<Str, SerdeBincode<logins::Login>>,
     cipher: Option<Cipher>,
@@ -346,6 +352,8 @@ impl Store {
                 &journal::LOGINS,
                 journal.clone(),
             ),
+            node_allowances: env.create_database(&mut txn, Some("node_allowances"))?,
+            outbox: env.create_database(&mut txn, Some("outbox"))?,
             env: env.clone(),
             cipher,
             journal,

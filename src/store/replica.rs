@@ -14,13 +14,21 @@ use std::sync::Arc;
 use heed::RwTxn;
 
 use super::journal::{Row, TABLES, Table};
-use super::shared::{Change, Shared, SharedConfig, SharedError, WriteSession};
+use super::shared::{AllowanceLimit, Change, Shared, SharedConfig, SharedError, WriteSession};
 use super::{Store, StoreError};
 
 /// `meta`: the last change applied from the shared store (u64, big-endian).
 const APPLIED: &str = "shared_applied";
 /// `meta`: the id of the cluster this replica copies.
 const CLUSTER: &str = "shared_cluster";
+
+/// A single-node store as `migrate --import` copies it.
+#[derive(Debug)]
+pub struct Imported {
+    pub rows: Vec<Row>,
+    /// Each limited key's allowance and what it used.
+    pub used: Vec<(AllowanceLimit, i64)>,
+}
 
 /// A management write in progress. Derefs to its LMDB transaction.
 pub(super) struct AdminTxn<'s> {
@@ -112,7 +120,8 @@ impl Store {
             let applied = if rows.is_empty() {
                 session.base
             } else {
-                session.commit(rows)?
+                let limits = Store::allowance_limits(&rows)?;
+                session.commit(rows, limits)?
             };
             self.set_applied(&mut txn.txn, applied)?;
         }
@@ -183,8 +192,33 @@ impl Store {
         super::commit(txn, self.path())
     }
 
-    /// Every row of the replicated tables, as they travel (for an import).
-    pub fn replicated_rows(&self) -> Result<Vec<Row>, StoreError> {
+    /// What `migrate --import` copies into PostgreSQL: every record, and
+    /// the allowance of each key with `max_requests`, with what it used.
+    pub fn export_for_import(&self) -> Result<Imported, StoreError> {
+        let rows = self.replicated_rows()?;
+        let mut used = Vec::new();
+        let txn = self.env.read_txn()?;
+        for limit in Store::allowance_limits(&rows)? {
+            let Some(id) = limit
+                .party
+                .strip_prefix("key:")
+                .and_then(|id| id.parse::<uuid::Uuid>().ok())
+            else {
+                continue;
+            };
+            if limit.limit.is_none() {
+                continue;
+            }
+            let usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
+            // Quota still leased was possibly served: counted as used.
+            let count = usage.requests.max(usage.reserved).min(i64::MAX as u64) as i64;
+            used.push((limit, count));
+        }
+        Ok(Imported { rows, used })
+    }
+
+    /// Every row of the replicated tables, as they travel.
+    fn replicated_rows(&self) -> Result<Vec<Row>, StoreError> {
         let txn = self.env.read_txn()?;
         let mut rows = Vec::new();
         for table in TABLES {

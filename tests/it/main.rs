@@ -56,5 +56,6 @@ mod routing;
 mod routing_config;
 mod sdk_gateway;
 mod setup_cli;
+mod shared_store;
 mod smuggling;
 mod streaming;

@@ -13,8 +13,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, GenericClient};
 
 use super::{
-    Change, Command, Finish, Shared, SharedConfig, SharedError, WriteSession, schema, tls,
+    AllowanceLimit, Change, Command, Finish, Shared, SharedConfig, SharedError, TermClock,
+    WriteSession, schema, tls,
 };
+use crate::store::escrow::{Batch, Slice};
 use crate::store::Store;
 use crate::store::journal::{Row, Table};
 
@@ -34,12 +36,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) fn spawn(config: SharedConfig, store: Arc<Store>) -> Result<Shared, SharedError> {
     let (commands, inbox) = mpsc::unbounded_channel();
     let up = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(TermClock::new(config.term));
     let (ready, started) = std::sync::mpsc::channel();
     let node = config.node.clone();
     let thread = std::thread::Builder::new()
         .name("postgres".into())
         .spawn({
             let up = up.clone();
+            let term = term.clone();
             move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -53,7 +57,7 @@ pub(crate) fn spawn(config: SharedConfig, store: Arc<Store>) -> Result<Shared, S
                         return;
                     }
                 };
-                runtime.block_on(run(config, store, inbox, up, ready));
+                runtime.block_on(run(config, store, inbox, up, term, ready));
             }
         })
         .map_err(|e| SharedError::Invalid(format!("cannot start the PostgreSQL thread: {e}")))?;
@@ -64,6 +68,7 @@ pub(crate) fn spawn(config: SharedConfig, store: Arc<Store>) -> Result<Shared, S
         node,
         commands,
         up,
+        term,
         thread: std::sync::Mutex::new(Some(thread)),
     })
 }
@@ -75,12 +80,13 @@ async fn run(
     store: Arc<Store>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
     up: Arc<AtomicBool>,
+    term: Arc<TermClock>,
     ready: Ready,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let outcome = connected(&config, &store, &mut inbox, &up, &mut ready).await;
+        let outcome = connected(&config, &store, &mut inbox, &up, &term, &mut ready).await;
         up.store(false, Ordering::Release);
         let error = match outcome {
             Ok(()) => return,
@@ -139,6 +145,9 @@ fn refuse(command: Command, error: &SharedError) {
         Command::CatchUp { reply } => {
             let _ = reply.send(Err(unavailable()));
         }
+        Command::TakeSlice { reply, .. } => {
+            let _ = reply.send(Err(unavailable()));
+        }
         Command::Shutdown { reply } => {
             let _ = reply.send(());
         }
@@ -163,6 +172,7 @@ async fn connected(
     store: &Arc<Store>,
     inbox: &mut mpsc::UnboundedReceiver<Command>,
     up: &AtomicBool,
+    clock: &TermClock,
     ready: &mut Option<Ready>,
 ) -> Result<(), SharedError> {
     let pg: tokio_postgres::Config = config
@@ -195,20 +205,34 @@ async fn connected(
     )
     .await?;
     catch_up(&main, store, &config.node).await?;
+    let term = hold_term(&main, store, config, clock).await?;
+    send_reports(&mut main, store, false).await?;
     up.store(true, Ordering::Release);
     if let Some(ready) = ready.take() {
         let _ = ready.send(Ok(()));
     } else {
         tracing::info!("shared store reachable again");
     }
+    let mut term = term;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
             command = inbox.recv() => match command {
                 None => return Ok(()),
                 Some(Command::Shutdown { reply }) => {
+                    if let Err(error) = give_back(&mut main, store, &term).await {
+                        tracing::warn!(%error, "shared store: this node's slices of limits could not be handed back; they are taken back when its term expires");
+                    }
                     let _ = reply.send(());
                     return Ok(());
+                }
+                Some(Command::TakeSlice { party, meter, want, reply }) => {
+                    let slice = take_slice(&mut main, &term, &party, meter, want).await;
+                    let failed = matches!(&slice, Err(error) if error.is_unreachable());
+                    let _ = reply.send(slice);
+                    if failed {
+                        return Err(SharedError::Unavailable("a lease could not be taken".into()));
+                    }
                 }
                 Some(Command::BeginWrite { applied, reply }) => {
                     tokio::spawn(write_session(writer.clone(), applied, reply));
@@ -226,6 +250,17 @@ async fn connected(
                 catch_up(&main, store, &config.node).await?;
             },
             _ = heartbeat.tick() => {
+                let asked = std::time::Instant::now();
+                if renew_term(&main, &term, config.term).await? {
+                    clock.renewed(asked);
+                } else {
+                    clock.expire();
+                    tracing::warn!("shared store: this node's lease term expired; what it held of limits is counted as used");
+                    let renewed = hold_term(&main, store, config, clock).await?;
+                    term.clone_from(&renewed);
+                }
+                reclaim_expired(&main).await?;
+                send_reports(&mut main, store, false).await?;
                 catch_up(&main, store, &config.node).await?;
             },
         }
@@ -358,12 +393,13 @@ async fn write_session(
     }
     // A writer that drops its session (or takes too long) rolls back: the
     // transaction's drop does.
-    let Ok(Ok(Finish::Commit(rows))) = tokio::time::timeout(SESSION_TIMEOUT, finished).await else {
+    let Ok(Ok(Finish::Commit(rows, limits))) = tokio::time::timeout(SESSION_TIMEOUT, finished).await else {
         return;
     };
     let change = base + 1;
     let committed = async {
         write_rows(&txn, &rows, change).await?;
+        set_limits(&txn, &limits).await?;
         txn.execute(
             "UPDATE llm_proxy_cluster SET change_no = $1",
             &[&(change as i64)],
@@ -400,6 +436,247 @@ async fn write_rows(
     Ok(())
 }
 
+/// Renews this node's term, or starts one (a new node, or one whose term
+/// expired); returns the term. The node's clock starts from the renewal.
+async fn hold_term(
+    main: &Client,
+    store: &Arc<Store>,
+    config: &SharedConfig,
+    clock: &TermClock,
+) -> Result<String, SharedError> {
+    let held = blocking(store, |store| store.lease_term()).await?;
+    if let Some(term) = held {
+        let term = term.to_string();
+        let asked = std::time::Instant::now();
+        if renew_term(main, &term, config.term).await? {
+            clock.renewed(asked);
+            return Ok(term);
+        }
+    }
+    let term = crate::store::crypto::new_id().map_err(store_error)?;
+    blocking(store, move |store| store.begin_term(term)).await?;
+    let term = term.to_string();
+    let asked = std::time::Instant::now();
+    main.execute(
+        "INSERT INTO llm_proxy_lease_terms (term, node, expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))",
+        &[&term, &config.node, &config.term.as_secs_f64()],
+    )
+    .await?;
+    clock.renewed(asked);
+    Ok(term)
+}
+
+/// Pushes a live term's end forward; false when it has expired.
+async fn renew_term(main: &Client, term: &str, length: Duration) -> Result<bool, SharedError> {
+    let renewed = main
+        .execute(
+            "UPDATE llm_proxy_lease_terms SET expires_at = now() + make_interval(secs => $2)
+             WHERE term = $1 AND NOT expired",
+            &[&term, &length.as_secs_f64()],
+        )
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Expires the terms not renewed in time (any node may) and counts what
+/// they held as used.
+async fn reclaim_expired(main: &Client) -> Result<(), SharedError> {
+    main.execute(
+        "WITH dead AS (
+             UPDATE llm_proxy_lease_terms SET expired = true
+             WHERE expires_at < now() AND NOT expired RETURNING term
+         ), gone AS (
+             DELETE FROM llm_proxy_leases l USING dead WHERE l.term = dead.term
+             RETURNING l.party, l.meter, l.held
+         )
+         UPDATE llm_proxy_allowances a
+         SET leased = a.leased - g.held, used = a.used + g.held,
+             written_off = a.written_off + g.held
+         FROM (SELECT party, meter, sum(held)::bigint AS held FROM gone GROUP BY party, meter) g
+         WHERE a.party = g.party AND a.meter = g.meter",
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A slice of what is left of an allowance: at most `want`, a quarter of
+/// what is left while much is, down to one near the end.
+async fn take_slice(
+    main: &mut Client,
+    term: &str,
+    party: &str,
+    meter: &str,
+    want: u64,
+) -> Result<Slice, SharedError> {
+    let txn = main.transaction().await?;
+    let live = txn
+        .query_opt(
+            "SELECT 1 FROM llm_proxy_lease_terms WHERE term = $1 AND NOT expired FOR SHARE",
+            &[&term],
+        )
+        .await?;
+    if live.is_none() {
+        return Ok(Slice::Unavailable);
+    }
+    let left: Option<i64> = txn
+        .query_opt(
+            "SELECT lim - used - leased FROM llm_proxy_allowances
+             WHERE party = $1 AND meter = $2 AND lim IS NOT NULL FOR UPDATE",
+            &[&party, &meter],
+        )
+        .await?
+        .map(|row| row.get(0));
+    let left = left.unwrap_or(0);
+    if left <= 0 {
+        return Ok(Slice::Exhausted);
+    }
+    let slice = (left / 4).clamp(1, want.min(i64::MAX as u64) as i64).min(left);
+    txn.execute(
+        "UPDATE llm_proxy_allowances SET leased = leased + $3 WHERE party = $1 AND meter = $2",
+        &[&party, &meter, &slice],
+    )
+    .await?;
+    txn.execute(
+        "INSERT INTO llm_proxy_leases (term, party, meter, held) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (term, party, meter) DO UPDATE SET held = llm_proxy_leases.held + excluded.held",
+        &[&term, &party, &meter, &slice],
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Slice::Granted(slice as u64))
+}
+
+/// Sends the outbox's batches (after moving what was used since the last
+/// report into a new one; with `return_all`, everything not handed to a
+/// worker too), each applied once.
+async fn send_reports(
+    main: &mut Client,
+    store: &Arc<Store>,
+    return_all: bool,
+) -> Result<(), SharedError> {
+    let batches = blocking(store, move |store| store.prepare_reports(return_all)).await?;
+    for (number, batch) in batches {
+        apply_batch(main, number, &batch).await?;
+        blocking(store, move |store| store.report_sent(number)).await?;
+    }
+    Ok(())
+}
+
+async fn apply_batch(main: &mut Client, number: u64, batch: &Batch) -> Result<(), SharedError> {
+    let term = uuid::Uuid::from_bytes(batch.term).to_string();
+    let txn = main.transaction().await?;
+    let first = txn
+        .execute(
+            "INSERT INTO llm_proxy_reports (term, batch) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&term, &(number as i64)],
+        )
+        .await?;
+    if first == 0 {
+        // Applied before; its answer was lost.
+        return Ok(());
+    }
+    for entry in &batch.entries {
+        let used = entry.used.min(i64::MAX as u64) as i64;
+        let returned = entry.returned.min(i64::MAX as u64) as i64;
+        let held = txn
+            .execute(
+                "UPDATE llm_proxy_leases SET held = greatest(0, held - $4 - $5)
+                 WHERE term = $1 AND party = $2 AND meter = $3",
+                &[&term, &entry.party, &entry.meter, &used, &returned],
+            )
+            .await?;
+        if held == 1 {
+            txn.execute(
+                "UPDATE llm_proxy_allowances
+                 SET used = used + $3, leased = greatest(0, leased - $3 - $4)
+                 WHERE party = $1 AND meter = $2",
+                &[&entry.party, &entry.meter, &used, &returned],
+            )
+            .await?;
+        } else {
+            // The term expired and what it held was counted as used:
+            // what was handed back is not.
+            txn.execute(
+                "UPDATE llm_proxy_allowances
+                 SET used = greatest(0, used - $4), written_off = greatest(0, written_off - $3 - $4)
+                 WHERE party = $1 AND meter = $2",
+                &[&entry.party, &entry.meter, &used, &returned],
+            )
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// At a clean stop: reports, hands back every slice's unused part, and
+/// ends the term (what it still holds, which should be nothing, counts as
+/// used).
+async fn give_back(main: &mut Client, store: &Arc<Store>, term: &str) -> Result<(), SharedError> {
+    send_reports(main, store, true).await?;
+    let txn = main.transaction().await?;
+    txn.execute(
+        "WITH gone AS (
+             DELETE FROM llm_proxy_leases WHERE term = $1 RETURNING party, meter, held
+         )
+         UPDATE llm_proxy_allowances a
+         SET leased = a.leased - g.held, used = a.used + g.held,
+             written_off = a.written_off + g.held
+         FROM (SELECT party, meter, sum(held)::bigint AS held FROM gone GROUP BY party, meter) g
+         WHERE a.party = g.party AND a.meter = g.meter",
+        &[&term],
+    )
+    .await?;
+    txn.execute(
+        "UPDATE llm_proxy_lease_terms SET expired = true WHERE term = $1",
+        &[&term],
+    )
+    .await?;
+    txn.commit().await?;
+    blocking(store, |store| store.end_term()).await
+}
+
+/// Runs a store call (an LMDB write) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    call: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, SharedError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store))
+        .await
+        .map_err(|e| SharedError::Invalid(e.to_string()))?
+        .map_err(store_error)
+}
+
+/// Sets (or removes) the limits of allowances. What was used and leased
+/// stays: a limit lowered below it leaves nothing to lease.
+async fn set_limits(client: &impl GenericClient, limits: &[AllowanceLimit]) -> Result<(), SharedError> {
+    for limit in limits {
+        match limit.limit {
+            Some(value) => {
+                client
+                    .execute(
+                        "INSERT INTO llm_proxy_allowances (party, meter, lim) VALUES ($1, $2, $3)
+                         ON CONFLICT (party, meter) DO UPDATE SET lim = excluded.lim",
+                        &[&limit.party, &limit.meter, &value],
+                    )
+                    .await?;
+            }
+            None => {
+                client
+                    .execute(
+                        "UPDATE llm_proxy_allowances SET lim = NULL WHERE party = $1 AND meter = $2",
+                        &[&limit.party, &limit.meter],
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `job` on a runtime of its own (for the commands that use
 /// PostgreSQL once, not a server's thread).
 fn block_on<T>(
@@ -426,7 +703,11 @@ pub fn connect_and_migrate(url: &str) -> Result<(schema::Migrated, String), Shar
 /// Writes `rows` (a single-node store's records) into an empty shared
 /// store as its first change; returns the cluster's id and that change's
 /// number. Refused when the shared store already holds records.
-pub fn import_rows(url: &str, rows: &[Row]) -> Result<(String, u64), SharedError> {
+pub fn import_rows(
+    url: &str,
+    rows: &[Row],
+    used: &[(AllowanceLimit, i64)],
+) -> Result<(String, u64), SharedError> {
     block_on(async {
         let pg: tokio_postgres::Config = url
             .parse()
@@ -449,6 +730,14 @@ pub fn import_rows(url: &str, rows: &[Row]) -> Result<(String, u64), SharedError
         }
         let change = base as u64 + 1;
         write_rows(&txn, rows, change).await?;
+        for (allowance, count) in used {
+            txn.execute(
+                "INSERT INTO llm_proxy_allowances (party, meter, lim, used) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (party, meter) DO UPDATE SET lim = excluded.lim, used = excluded.used",
+                &[&allowance.party, &allowance.meter, &allowance.limit, count],
+            )
+            .await?;
+        }
         txn.execute(
             "UPDATE llm_proxy_cluster SET change_no = $1",
             &[&(change as i64)],

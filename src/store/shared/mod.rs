@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::escrow::Slice;
 use super::journal::Row;
 
 pub(crate) use client::spawn;
@@ -74,7 +75,16 @@ pub struct Change {
 
 /// What a management write does when it is done with its session.
 enum Finish {
-    Commit(Vec<Row>),
+    Commit(Vec<Row>, Vec<AllowanceLimit>),
+}
+
+/// The limit of an allowance as a management write set it (`None`: the
+/// allowance is gone: no limit any more, or its key was deleted).
+#[derive(Debug, Clone)]
+pub struct AllowanceLimit {
+    pub party: String,
+    pub meter: &'static str,
+    pub limit: Option<i64>,
 }
 
 /// A management write in progress: the change counter is locked in
@@ -91,9 +101,9 @@ pub struct WriteSession {
 impl WriteSession {
     /// Commits `rows` in PostgreSQL as change `base + 1` and returns its
     /// number once committed.
-    pub fn commit(self, rows: Vec<Row>) -> Result<u64, SharedError> {
+    pub fn commit(self, rows: Vec<Row>, limits: Vec<AllowanceLimit>) -> Result<u64, SharedError> {
         self.finish
-            .send(Finish::Commit(rows))
+            .send(Finish::Commit(rows, limits))
             .map_err(|_| SharedError::Unavailable("the write session ended".into()))?;
         self.done
             .blocking_recv()
@@ -106,6 +116,13 @@ enum Command {
         applied: u64,
         reply: oneshot::Sender<Result<WriteSession, SharedError>>,
     },
+    /// A slice of an allowance for this node's term.
+    TakeSlice {
+        party: String,
+        meter: &'static str,
+        want: u64,
+        reply: oneshot::Sender<Result<Slice, SharedError>>,
+    },
     /// Applies what PostgreSQL has that the replica lacks, then answers.
     CatchUp {
         reply: oneshot::Sender<Result<u64, SharedError>>,
@@ -115,6 +132,50 @@ enum Command {
     },
 }
 
+/// The end of this node's lease term as the node counts it: from the
+/// moment it asked for the last renewal that succeeded, so that it stops
+/// using its slices before PostgreSQL could take them back.
+#[derive(Debug)]
+pub struct TermClock {
+    origin: std::time::Instant,
+    /// How long a term lasts without renewal.
+    term: Duration,
+    /// Milliseconds after `origin`; 0: no live term.
+    until: std::sync::atomic::AtomicU64,
+}
+
+impl TermClock {
+    fn new(term: Duration) -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            term,
+            until: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.until.load(Ordering::Acquire)
+    }
+
+    /// A renewal asked for at `asked` succeeded.
+    fn renewed(&self, asked: std::time::Instant) {
+        // A sixth of the term: room for the clocks' drift and a slow renewal.
+        let until = asked.saturating_duration_since(self.origin) + self.term - self.term / 6;
+        self.until
+            .fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    fn expire(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+}
+
+/// How long a lease term lasts without renewal (it is renewed every
+/// second), by default (`SHARED_LEASE_TERM`).
+pub const DEFAULT_TERM: Duration = Duration::from_secs(20);
+/// The shortest term allowed: a few renewals must fit in one.
+pub const MIN_TERM: Duration = Duration::from_secs(3);
+
 /// Settings of shared mode.
 #[derive(Debug, Clone)]
 pub struct SharedConfig {
@@ -122,6 +183,10 @@ pub struct SharedConfig {
     pub url: String,
     /// This node's name, as events, metrics and the nodes table show it.
     pub node: String,
+    /// How long this node's lease term lasts without renewal: how long it
+    /// may serve limited keys from its slices while PostgreSQL is
+    /// unreachable, and how long a vanished node's slices stay lost.
+    pub term: Duration,
 }
 
 /// The store's handle on the PostgreSQL thread.
@@ -131,6 +196,8 @@ pub struct Shared {
     commands: mpsc::UnboundedSender<Command>,
     /// Whether the thread's connections are up.
     up: Arc<AtomicBool>,
+    /// Until when this node may hand out its slices (see `escrow`).
+    term: Arc<TermClock>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -152,6 +219,29 @@ impl Shared {
         let gone = || SharedError::Unavailable("the PostgreSQL thread has stopped".into());
         self.commands.send(command(reply)).map_err(|_| gone())?;
         answer.blocking_recv().map_err(|_| gone())?
+    }
+
+    /// Whether this node's lease term is surely still live in PostgreSQL.
+    pub fn term_is_live(&self) -> bool {
+        self.term.is_live()
+    }
+
+    /// Asks PostgreSQL for a slice of an allowance. Blocks: call it off
+    /// the workers.
+    pub fn take_slice(&self, party: &str, meter: &'static str, want: u64) -> Slice {
+        let party = party.to_string();
+        match self.ask(|reply| Command::TakeSlice {
+            party,
+            meter,
+            want,
+            reply,
+        }) {
+            Ok(slice) => slice,
+            Err(error) => {
+                tracing::debug!(%error, "no slice of a limit from the shared store");
+                Slice::Unavailable
+            }
+        }
     }
 
     /// Opens a management write (see the module's doc). Blocks: call it

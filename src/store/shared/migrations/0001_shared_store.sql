@@ -33,7 +33,8 @@ CREATE TABLE llm_proxy_nodes (
 );
 
 -- Limits held in escrow: of each party's allowance (`lim`), what was used
--- and what nodes hold leased. `used + leased <= lim` always.
+-- and what nodes hold leased. A lease is taken only out of what is left,
+-- so `used + leased` never passes `lim` (unless `lim` is lowered).
 CREATE TABLE llm_proxy_allowances (
     party text NOT NULL,
     meter text NOT NULL,
@@ -42,15 +43,14 @@ CREATE TABLE llm_proxy_allowances (
     leased bigint NOT NULL DEFAULT 0,
     -- What leases of nodes that vanished held, taken as used (see below).
     written_off bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (party, meter),
-    CHECK (lim IS NULL OR used + leased <= lim)
+    PRIMARY KEY (party, meter)
 );
 
 -- A node's time of holding leases. A node renews it while it can reach the
 -- database; one not renewed in time has expired, and what its leases held
 -- is taken as used (written off): the node may have served it.
 CREATE TABLE llm_proxy_lease_terms (
-    term uuid PRIMARY KEY,
+    term text PRIMARY KEY,
     node text NOT NULL,
     expires_at timestamptz NOT NULL,
     expired boolean NOT NULL DEFAULT false
@@ -58,7 +58,7 @@ CREATE TABLE llm_proxy_lease_terms (
 
 -- What each term holds of each allowance.
 CREATE TABLE llm_proxy_leases (
-    term uuid NOT NULL REFERENCES llm_proxy_lease_terms (term),
+    term text NOT NULL REFERENCES llm_proxy_lease_terms (term),
     party text NOT NULL,
     meter text NOT NULL,
     held bigint NOT NULL CHECK (held >= 0),
@@ -68,7 +68,7 @@ CREATE TABLE llm_proxy_leases (
 -- Reports of use already applied, so that a report sent again (its answer
 -- was lost) is applied once.
 CREATE TABLE llm_proxy_reports (
-    term uuid NOT NULL,
+    term text NOT NULL,
     batch bigint NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (term, batch)

