@@ -476,6 +476,12 @@ async fn take(
                         quota.budget_refill_failed(slot);
                         return Ok(false);
                     }
+                    Ok(Ok(BudgetGrant::Unavailable)) => {
+                        quota.budget_refill_failed(slot);
+                        return Err(Err(ProxyError::SharedStoreUnavailable(
+                            "this budget is held in the shared store, which cannot be reached, and this node's share of it is used up".into(),
+                        )));
+                    }
                     Ok(Err(error)) => {
                         quota.budget_refill_failed(slot);
                         return Err(Err(error.into()));

@@ -23,10 +23,14 @@ use heed::{Database, RwTxn};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::model::{Money, now_ms};
+use super::{BudgetGrant, Payer, Store, StoreError};
 
 /// The meter of `max_requests`.
 pub const REQUESTS: &str = "requests";
+/// The meter of budgets: `budget`, or `budget@<end of the window>` for a
+/// budget with a window (each window is an allowance of its own).
+const BUDGET: &str = "budget";
 
 /// Largest slice a node asks for at once, per worker.
 const SLICE_PER_WORKER: u64 = 64;
@@ -36,7 +40,13 @@ const SLICE_PER_WORKER: u64 = 64;
 pub struct NodeAllowance {
     pub ceiling: u64,
     pub reported: u64,
+    /// When a worker was last handed some of it (unix ms): a slice idle
+    /// for `IDLE_RETURN` goes back, for other nodes to use.
+    pub touched_at: i64,
 }
+
+/// How long a slice may sit unused in a node before it is handed back.
+const IDLE_RETURN_MS: i64 = 3_000;
 
 /// A report of use: for each allowance, what was used since the last
 /// report and what is handed back.
@@ -67,6 +77,37 @@ pub fn key_party(id: Uuid) -> String {
     format!("key:{id}")
 }
 
+/// The name of a payer's allowance in PostgreSQL.
+fn payer_party(payer: Payer<'_>) -> String {
+    match payer {
+        Payer::Key(id) => key_party(id),
+        Payer::User(user) => format!("user:{user}"),
+        Payer::Team(team) => format!("team:{team}"),
+        Payer::KeyModel(id, model) => format!("keymodel:{id}:{model}"),
+    }
+}
+
+fn party_payer(party: &str) -> Option<Payer<'_>> {
+    let (kind, rest) = party.split_once(':')?;
+    match kind {
+        "key" => Some(Payer::Key(rest.parse().ok()?)),
+        "user" => Some(Payer::User(rest)),
+        "team" => Some(Payer::Team(rest)),
+        "keymodel" => {
+            let (id, model) = rest.split_at_checked(36)?;
+            Some(Payer::KeyModel(id.parse().ok()?, model.strip_prefix(':')?))
+        }
+        _ => None,
+    }
+}
+
+fn budget_meter(window_end: Option<i64>) -> String {
+    match window_end {
+        Some(end) => format!("{BUDGET}@{end}"),
+        None => BUDGET.to_string(),
+    }
+}
+
 fn entry_name(party: &str, meter: &str) -> String {
     format!("{meter} {party}")
 }
@@ -76,12 +117,21 @@ fn split_name(name: &str) -> Option<(&str, &str)> {
     Some((party, meter))
 }
 
+/// What a node used of an allowance, and handed to its workers.
+#[derive(Debug, Clone, Copy)]
+struct LocalUse {
+    used: u64,
+    handed: u64,
+}
+
 /// The outcome of asking PostgreSQL for a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slice {
     Granted(u64),
-    /// Nothing is left of the allowance.
-    Exhausted,
+    /// Less than was needed is left of the allowance: this much.
+    Exhausted {
+        left: u64,
+    },
     /// PostgreSQL cannot be reached, or this node's term has expired.
     Unavailable,
 }
@@ -101,32 +151,77 @@ impl Store {
     /// taken as reported (it is counted as used there).
     pub fn begin_term(&self, term: Uuid) -> Result<(), StoreError> {
         let mut txn = self.env.write_txn()?;
-        let held: Vec<(String, NodeAllowance)> = self
-            .node_allowances
-            .iter(&txn)?
-            .map(|entry| entry.map(|(name, held)| (name.to_string(), held)))
-            .collect::<Result<_, _>>()?;
-        for (name, mut held) in held {
-            let reserved = self.handed_out(&txn, &name)?;
-            held.ceiling = reserved;
-            held.reported = held.reported.max(reserved);
-            self.node_allowances.put(&mut txn, &name, &held)?;
+        let now = now_ms();
+        for (name, mut held) in self.held_allowances(&txn)? {
+            let Some((party, meter)) = split_name(&name) else {
+                continue;
+            };
+            match self.local_use(&txn, party, meter, now)? {
+                Some(local) => {
+                    held.ceiling = local.handed;
+                    held.reported = held.reported.max(local.handed);
+                    self.node_allowances.put(&mut txn, &name, &held)?;
+                }
+                None => {
+                    self.node_allowances.delete(&mut txn, &name)?;
+                }
+            }
         }
         self.outbox.clear(&mut txn)?;
         self.meta.put(&mut txn, TERM, term.as_bytes())?;
         super::commit(txn, self.path())
     }
 
-    /// What the workers were handed of an allowance (`usage.reserved`).
-    fn handed_out(&self, txn: &RwTxn, name: &str) -> Result<u64, StoreError> {
-        let Some((party, _)) = split_name(name) else {
-            return Ok(0);
+    fn held_allowances(&self, txn: &RwTxn) -> Result<Vec<(String, NodeAllowance)>, StoreError> {
+        Ok(self
+            .node_allowances
+            .iter(txn)?
+            .map(|entry| entry.map(|(name, held)| (name.to_string(), held)))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// What this node used of an allowance and what its workers were
+    /// handed of it (used, or leased and not yet used); `None` when the
+    /// allowance is no longer the party's (its key is gone, or its budget
+    /// window has passed).
+    fn local_use(
+        &self,
+        txn: &RwTxn,
+        party: &str,
+        meter: &str,
+        now: i64,
+    ) -> Result<Option<LocalUse>, StoreError> {
+        if meter == REQUESTS {
+            let Some(Payer::Key(id)) = party_payer(party) else {
+                return Ok(None);
+            };
+            let usage = self.usage.get(txn, id.as_bytes())?.unwrap_or_default();
+            return Ok(Some(LocalUse {
+                used: usage.requests,
+                handed: usage.reserved.max(usage.requests),
+            }));
+        }
+        let Some(payer) = party_payer(party) else {
+            return Ok(None);
         };
-        let Some(id) = party.strip_prefix("key:").and_then(|id| id.parse::<Uuid>().ok()) else {
-            return Ok(0);
+        let Some(window) = meter.strip_prefix(BUDGET) else {
+            return Ok(None);
         };
-        let usage = self.usage.get(txn, id.as_bytes())?.unwrap_or_default();
-        Ok(usage.reserved.max(usage.requests))
+        let slot = payer.slot();
+        if let Some(end) = window.strip_prefix('@') {
+            let current = self.budget_windows.get(txn, &slot)?;
+            if current.map(|c| c.to_string()).as_deref() != Some(end)
+                || current.is_some_and(|c| c <= now)
+            {
+                return Ok(None);
+            }
+        }
+        let used = self.stored_spend(txn, payer)?.0;
+        let reserved = self.reserved.get(txn, &slot)?.unwrap_or_default().0;
+        Ok(Some(LocalUse {
+            used,
+            handed: used.saturating_add(reserved),
+        }))
     }
 
     /// Shared mode's `lease`: from the node's slice, asking PostgreSQL for
@@ -154,16 +249,22 @@ impl Store {
             }
             let mut usage = self.usage.get(&txn, key_id.as_bytes())?.unwrap_or_default();
             usage.reserved = usage.reserved.max(usage.requests);
-            let held = self.node_allowances.get(&txn, &name)?.unwrap_or(NodeAllowance {
-                ceiling: usage.reserved,
-                reported: usage.requests,
-            });
+            let mut held = self
+                .node_allowances
+                .get(&txn, &name)?
+                .unwrap_or(NodeAllowance {
+                    ceiling: usage.reserved,
+                    reported: usage.requests,
+                    touched_at: 0,
+                });
             let free = held.ceiling.saturating_sub(usage.reserved);
             if free > 0 && shared.term_is_live() {
                 let share = free / (4 * workers.max(1) as u64);
                 let grant = share.clamp(1, super::ledger::MAX_LEASE).min(free);
                 usage.reserved += grant;
+                held.touched_at = now_ms();
                 self.usage.put(&mut txn, key_id.as_bytes(), &usage)?;
+                self.node_allowances.put(&mut txn, &name, &held)?;
                 super::commit(txn, self.path())?;
                 return Ok(super::Grant::Granted(grant));
             }
@@ -173,54 +274,151 @@ impl Store {
             }
             asked = true;
             let want = SLICE_PER_WORKER * workers.max(1) as u64;
-            match shared.take_slice(&party, REQUESTS, want) {
-                Slice::Granted(granted) => {
-                    let mut txn = self.env.write_txn()?;
-                    let mut usage = self.usage.get(&txn, key_id.as_bytes())?.unwrap_or_default();
-                    usage.reserved = usage.reserved.max(usage.requests);
-                    let mut held =
-                        self.node_allowances.get(&txn, &name)?.unwrap_or(NodeAllowance {
-                            ceiling: usage.reserved,
-                            reported: usage.requests,
-                        });
-                    held.ceiling = held.ceiling.max(usage.reserved) + granted;
-                    self.node_allowances.put(&mut txn, &name, &held)?;
-                    super::commit(txn, self.path())?;
-                }
-                Slice::Exhausted => return Ok(super::Grant::Exhausted),
+            match shared.take_slice(&party, REQUESTS.into(), want, 1, None) {
+                Slice::Granted(granted) => self.add_to_ceiling(&name, granted, |store, txn| {
+                    let usage = store.usage.get(txn, key_id.as_bytes())?.unwrap_or_default();
+                    Ok(LocalUse {
+                        used: usage.requests,
+                        handed: usage.reserved.max(usage.requests),
+                    })
+                })?,
+                Slice::Exhausted { .. } => return Ok(super::Grant::Exhausted),
                 Slice::Unavailable => return Ok(super::Grant::Unavailable),
             }
         }
     }
 
-    /// Moves what was used since the last report (and, when `return_all`,
-    /// every slice's part not handed to a worker) into a new batch of the
-    /// outbox. Returns the batches waiting to be sent, oldest first.
+    /// Records a slice from PostgreSQL: the node's ceiling rises by it,
+    /// committed before any worker gets some of it.
+    fn add_to_ceiling(
+        &self,
+        name: &str,
+        granted: u64,
+        local: impl Fn(&Store, &RwTxn) -> Result<LocalUse, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        let now = local(self, &txn)?;
+        let mut held = self
+            .node_allowances
+            .get(&txn, name)?
+            .unwrap_or(NodeAllowance {
+                ceiling: now.handed,
+                reported: now.used,
+                touched_at: 0,
+            });
+        held.ceiling = held.ceiling.max(now.handed).saturating_add(granted);
+        self.node_allowances.put(&mut txn, name, &held)?;
+        super::commit(txn, self.path())
+    }
+
+    /// Shared mode's `lease_budget`: from the node's slice of the payer's
+    /// budget (of its current window), asking PostgreSQL for another slice
+    /// when what is left of it is less than `at_least`.
+    pub(super) fn lease_budget_from_slice(
+        &self,
+        payer: Payer<'_>,
+        at_least: Money,
+        workers: usize,
+    ) -> Result<BudgetGrant, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Err(StoreError::Invalid("not in shared mode".into()));
+        };
+        let party = payer_party(payer);
+        let slot = payer.slot();
+        let at_least = at_least.0.max(1);
+        let mut asked = false;
+        loop {
+            let now = now_ms();
+            let mut txn = self.env.write_txn()?;
+            let Some((Some(budget), window)) = self.payer_budget(&txn, payer)? else {
+                return Ok(BudgetGrant::Unlimited);
+            };
+            self.roll_window(&mut txn, payer, window, now)?;
+            let window_end = match window {
+                Some(_) => self.budget_windows.get(&txn, &slot)?,
+                None => None,
+            };
+            let meter = budget_meter(window_end);
+            let name = entry_name(&party, &meter);
+            let spend = self.stored_spend(&txn, payer)?.0;
+            let reserved = self.reserved.get(&txn, &slot)?.unwrap_or_default().0;
+            let handed = spend.saturating_add(reserved);
+            let mut held = self
+                .node_allowances
+                .get(&txn, &name)?
+                .unwrap_or(NodeAllowance {
+                    ceiling: handed,
+                    reported: spend,
+                    touched_at: 0,
+                });
+            let free = held.ceiling.saturating_sub(handed);
+            if free >= at_least && shared.term_is_live() {
+                let share = free / (4 * workers.max(1) as u64);
+                let units = (share / at_least).clamp(1, super::ledger::MAX_LEASE);
+                let grant = at_least.saturating_mul(units).min(free);
+                held.touched_at = now;
+                self.reserved
+                    .put(&mut txn, &slot, &Money(reserved.saturating_add(grant)))?;
+                self.node_allowances.put(&mut txn, &name, &held)?;
+                super::commit(txn, self.path())?;
+                return Ok(BudgetGrant::Granted(Money(grant)));
+            }
+            // A window rolled over is worth keeping even when nothing is leased.
+            super::commit(txn, self.path())?;
+            if asked {
+                return Ok(BudgetGrant::Exhausted { left: Money(free) });
+            }
+            asked = true;
+            let limit = budget.amount.0.min(i64::MAX as u64) as i64;
+            let want = at_least.saturating_mul(super::ledger::MAX_LEASE * workers.max(1) as u64);
+            let need = at_least - free.min(at_least);
+            match shared.take_slice(&party, meter.clone(), want, need, Some(limit)) {
+                Slice::Granted(granted) => {
+                    self.add_to_ceiling(&name, granted, |store, txn| {
+                        let spend = store.stored_spend(txn, payer)?.0;
+                        let reserved = store.reserved.get(txn, &slot)?.unwrap_or_default().0;
+                        Ok(LocalUse {
+                            used: spend,
+                            handed: spend.saturating_add(reserved),
+                        })
+                    })?;
+                }
+                Slice::Exhausted { left } => {
+                    return Ok(BudgetGrant::Exhausted {
+                        left: Money(free.saturating_add(left)),
+                    });
+                }
+                Slice::Unavailable => return Ok(BudgetGrant::Unavailable),
+            }
+        }
+    }
+
+    /// Moves what was used since the last report, and what is not needed
+    /// (slices idle for a while, those of budget windows that have passed,
+    /// and with `return_all` every slice's part not handed to a worker),
+    /// into a new batch of the outbox. Returns the batches waiting to be
+    /// sent, oldest first.
     pub fn prepare_reports(&self, return_all: bool) -> Result<Vec<(u64, Batch)>, StoreError> {
         let mut txn = self.env.write_txn()?;
         let Some(term) = self.meta.get(&txn, TERM)?.map(<[u8]>::to_vec) else {
             return Ok(Vec::new());
         };
+        let now = now_ms();
         let mut entries = Vec::new();
-        let held: Vec<(String, NodeAllowance)> = self
-            .node_allowances
-            .iter(&txn)?
-            .map(|entry| entry.map(|(name, held)| (name.to_string(), held)))
-            .collect::<Result<_, _>>()?;
-        for (name, mut held) in held {
+        for (name, mut held) in self.held_allowances(&txn)? {
             let Some((party, meter)) = split_name(&name) else {
                 continue;
             };
-            let Some(id) = party.strip_prefix("key:").and_then(|id| id.parse::<Uuid>().ok())
-            else {
-                continue;
-            };
-            let usage = self.usage.get(&txn, id.as_bytes())?.unwrap_or_default();
-            let used = usage.requests.saturating_sub(held.reported);
-            let returned = if return_all {
-                held.ceiling.saturating_sub(usage.reserved.max(usage.requests))
-            } else {
-                0
+            let (used, returned) = match self.local_use(&txn, party, meter, now)? {
+                Some(local) => {
+                    let idle = now.saturating_sub(held.touched_at) > IDLE_RETURN_MS;
+                    let free = held.ceiling.saturating_sub(local.handed);
+                    let returned = if return_all || idle { free } else { 0 };
+                    (local.used.saturating_sub(held.reported), returned)
+                }
+                // Gone, or a window that has passed: whatever is left of it
+                // goes back, and so does the entry.
+                None => (0, held.ceiling.saturating_sub(held.reported)),
             };
             if used == 0 && returned == 0 {
                 continue;
@@ -233,7 +431,11 @@ impl Store {
                 used,
                 returned,
             });
-            self.node_allowances.put(&mut txn, &name, &held)?;
+            if held.ceiling <= held.reported && self.local_use(&txn, party, meter, now)?.is_none() {
+                self.node_allowances.delete(&mut txn, &name)?;
+            } else {
+                self.node_allowances.put(&mut txn, &name, &held)?;
+            }
         }
         if !entries.is_empty() {
             let number = self
@@ -322,7 +524,22 @@ mod tests {
 
     #[test]
     fn names_split_back() {
-        let name = entry_name("key:abc", REQUESTS);
-        assert_eq!(split_name(&name), Some(("key:abc", REQUESTS)));
+        let name = entry_name("user:ada@example.com", "budget@17");
+        assert_eq!(
+            split_name(&name),
+            Some(("user:ada@example.com", "budget@17"))
+        );
+        let id = Uuid::from_u128(7);
+        for payer in [
+            Payer::Key(id),
+            Payer::User("ada@example.com"),
+            Payer::Team("t:1"),
+            Payer::KeyModel(id, "gpt:4"),
+        ] {
+            let party = payer_party(payer);
+            assert_eq!(party_payer(&party), Some(payer), "{party}");
+        }
+        assert_eq!(budget_meter(Some(5)), "budget@5");
+        assert_eq!(budget_meter(None), "budget");
     }
 }

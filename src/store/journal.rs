@@ -131,6 +131,14 @@ pub static AUDIT: Table = Table {
     key: KeyForm::Hex,
     value: record::<AuditEntry>(),
 };
+/// The start of each payer's budget window, as management set it: every
+/// node counts the same windows from it. (A node moves its copy forward as
+/// windows pass; those moves are its own, and the same on every node.)
+pub static BUDGET_WINDOWS: Table = Table {
+    name: "budget_windows",
+    key: KeyForm::Hex,
+    value: record::<i64>(),
+};
 pub static LOGINS: Table = Table {
     name: "logins",
     key: KeyForm::Text,
@@ -138,7 +146,7 @@ pub static LOGINS: Table = Table {
 };
 
 /// Every replicated table.
-pub static TABLES: [&Table; 10] = [
+pub static TABLES: [&Table; 11] = [
     &PROJECTS,
     &PROJECT_NAMES,
     &KEYS,
@@ -149,6 +157,7 @@ pub static TABLES: [&Table; 10] = [
     &TEAMS,
     &AUDIT,
     &LOGINS,
+    &BUDGET_WINDOWS,
 ];
 
 /// A row as it travels: `body` is `None` for a deleted row.

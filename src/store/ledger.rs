@@ -92,6 +92,9 @@ pub enum BudgetGrant {
     Exhausted { left: Money },
     /// No budget (or no such payer any more).
     Unlimited,
+    /// Shared mode: the budget is held in PostgreSQL, which cannot be
+    /// reached, and this node's slice of it is used up.
+    Unavailable,
 }
 
 /// What one worker reports for one key.
@@ -202,6 +205,9 @@ impl Store {
         at_least: Money,
         workers: usize,
     ) -> Result<BudgetGrant, StoreError> {
+        if self.shared().is_some() {
+            return self.lease_budget_from_slice(payer, at_least, workers);
+        }
         let mut txn = self.env.write_txn()?;
         let Some((budget, window)) = self.payer_budget(&txn, payer)? else {
             return Ok(BudgetGrant::Unlimited);
@@ -353,7 +359,7 @@ impl Store {
 
     /// `payer`'s spend as stored (its current window's, if the window has
     /// been rolled over).
-    fn stored_spend(
+    pub(super) fn stored_spend(
         &self,
         txn: &heed::RoTxn<'_, heed::WithoutTls>,
         payer: Payer<'_>,
@@ -428,7 +434,7 @@ impl Store {
 
     /// Starts `payer`'s spend from zero if its budget window has ended,
     /// and starts its first window if it has none yet.
-    fn roll_window(
+    pub(super) fn roll_window(
         &self,
         txn: &mut heed::RwTxn,
         payer: Payer<'_>,

@@ -224,7 +224,7 @@ pub struct Store {
     payer_spend: Database<Bytes, SerdeBincode<Money>>,
     /// The end of the current budget window of each payer whose budget has
     /// one (`budget_duration`), by the payer's slot (see `ledger::Payer`).
-    budget_windows: Database<Bytes, SerdeBincode<i64>>,
+    budget_windows: Replicated<Bytes, SerdeBincode<i64>>,
     /// What workers have leased of per-minute and parallel limits, by
     /// limited party and meter (see `counters`).
     counters: counters::CounterDb,
@@ -340,7 +340,11 @@ impl Store {
                 journal.clone(),
             ),
             payer_spend: env.create_database(&mut txn, Some("payer_spend"))?,
-            budget_windows: env.create_database(&mut txn, Some("budget_windows"))?,
+            budget_windows: Replicated::new(
+                env.create_database(&mut txn, Some("budget_windows"))?,
+                &journal::BUDGET_WINDOWS,
+                journal.clone(),
+            ),
             counters: env.create_database(&mut txn, Some("counters"))?,
             audit: Replicated::new(
                 env.create_database(&mut txn, Some("audit"))?,

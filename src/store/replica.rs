@@ -246,6 +246,7 @@ impl Store {
             "credentials" => self.credentials.raw(),
             "teams" => self.teams.raw(),
             "audit" => self.audit.raw(),
+            "budget_windows" => self.budget_windows.raw(),
             _ => self.logins.raw(),
         }
     }

@@ -47,7 +47,7 @@ fn models_status(proxy: &Proxy, key: &str) -> u16 {
 }
 
 fn chat_with(proxy: &Proxy, key: &str) -> Response {
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    let body = json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
     proxy.call(Req::post("/v1/chat/completions", body.to_string()).auth(key))
 }
 
@@ -73,16 +73,25 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
     let mock = Mock::start();
     let dirs = TempDir::new("shared-nodes");
     let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| node(&pg, &mock, &format!("node{i}"), &dirs.path().join(format!("n{i}"))))
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("node{i}"),
+                &dirs.path().join(format!("n{i}")),
+            )
+        })
         .collect();
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
     let key = generate_key(&nodes[0], json!({"models": [MODEL]}));
     // Made through node 1: usable on nodes 2 and 3 as soon as they applied it.
     let mut reached = Vec::new();
     for other in &nodes[1..] {
-        reached.push(wait_until(Duration::from_secs(5), "the key on another node", || {
-            models_status(other, &key) == 200
-        }));
+        reached.push(wait_until(
+            Duration::from_secs(5),
+            "the key on another node",
+            || models_status(other, &key) == 200,
+        ));
         let answer = chat_with(other, &key);
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
@@ -135,7 +144,12 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
     assert_eq!(aliases, "1");
     // Every node reported the last change it applied.
     let applied = pg.psql("SELECT count(DISTINCT applied) FROM llm_proxy_nodes");
-    assert_eq!(applied, "1", "{}", pg.psql("SELECT node, applied FROM llm_proxy_nodes"));
+    assert_eq!(
+        applied,
+        "1",
+        "{}",
+        pg.psql("SELECT node, applied FROM llm_proxy_nodes")
+    );
 }
 
 #[test]
@@ -163,6 +177,16 @@ fn a_node_that_was_down_catches_up_when_it_starts_again() {
 /// Hammers `key` on every node from `per_node` connections each, until
 /// every connection got a refusal `code`; returns the requests served.
 fn hammer(nodes: &[&Proxy], key: &str, per_node: usize, stop: &AtomicBool) -> (usize, Vec<String>) {
+    hammer_with(nodes, key, per_node, stop, "hi")
+}
+
+fn hammer_with(
+    nodes: &[&Proxy],
+    key: &str,
+    per_node: usize,
+    stop: &AtomicBool,
+    content: &str,
+) -> (usize, Vec<String>) {
     let served = Arc::new(AtomicUsize::new(0));
     let unexpected = Arc::new(std::sync::Mutex::new(Vec::new()));
     std::thread::scope(|scope| {
@@ -171,8 +195,9 @@ fn hammer(nodes: &[&Proxy], key: &str, per_node: usize, stop: &AtomicBool) -> (u
                 let served = served.clone();
                 let unexpected = unexpected.clone();
                 let addr = node.addr;
-                let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
-                    .to_string();
+                let body =
+                    json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": content}]})
+                        .to_string();
                 scope.spawn(move || {
                     let request = Req::post("/v1/chat/completions", body).auth(key).bytes();
                     let mut refused_in_a_row = 0;
@@ -201,7 +226,10 @@ fn hammer(nodes: &[&Proxy], key: &str, per_node: usize, stop: &AtomicBool) -> (u
                             }
                             503 => std::thread::sleep(Duration::from_millis(20)),
                             other => {
-                                unexpected.lock().unwrap().push(format!("{other}: {}", answer.text()));
+                                unexpected
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{other}: {}", answer.text()));
                                 return;
                             }
                         }
@@ -229,20 +257,36 @@ fn max_requests_holds_exactly_across_three_nodes() {
     let mock = Mock::start();
     let dirs = TempDir::new("shared-quota");
     let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| node(&pg, &mock, &format!("q{i}"), &dirs.path().join(format!("q{i}"))))
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("q{i}"),
+                &dirs.path().join(format!("q{i}")),
+            )
+        })
         .collect();
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let generated = ok(post(&nodes[0], "/key/generate", json!({"models": [MODEL], "max_requests": 1000})));
+    let generated = ok(post(
+        &nodes[0],
+        "/key/generate",
+        json!({"models": [MODEL], "max_requests": 1000}),
+    ));
     let key = generated["key"].as_str().unwrap().to_string();
     let id = generated["id"].as_str().unwrap().to_string();
     for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key everywhere", || models_status(node, &key) == 200);
+        wait_until(Duration::from_secs(5), "the key everywhere", || {
+            models_status(node, &key) == 200
+        });
     }
     let stop = AtomicBool::new(false);
     let refs: Vec<&Proxy> = nodes.iter().collect();
     let (served, unexpected) = hammer(&refs, &key, 8, &stop);
     assert!(unexpected.is_empty(), "{unexpected:?}");
-    assert_eq!(served, 1000, "three nodes served the key's 1000 requests, not one more or less");
+    assert_eq!(
+        served, 1000,
+        "three nodes served the key's 1000 requests, not one more or less"
+    );
     for node in &nodes {
         chat_with(node, &key).assert_error(429, "max_requests_exceeded");
     }
@@ -251,4 +295,80 @@ fn max_requests_holds_exactly_across_three_nodes() {
     }
     // A clean stop hands back what each node held: all used, nothing leased.
     assert_eq!(allowance(&pg, &id), (1000, 0, 0));
+}
+
+/// What one request of the budget tests costs: the mock answers "Sixteen
+/// chars ok" with 16 completion tokens, at a dollar per million.
+const REQUEST_COST: f64 = 0.000016;
+
+#[test]
+fn a_budget_holds_across_three_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-budget");
+    let nodes: Vec<Proxy> = (1..=3)
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("b{i}"),
+                &dirs.path().join(format!("b{i}")),
+            )
+        })
+        .collect();
+    add_deployment(
+        &nodes[0],
+        MODEL,
+        &mock,
+        crate::common::litellm::prices(0.0, 0.000001),
+    );
+    // A budget of 100 requests for the key, and one of 60 for its team.
+    ok(post(
+        &nodes[0],
+        "/team/new",
+        json!({"team_id": "t", "max_budget": 60.0 * REQUEST_COST}),
+    ));
+    let key = generate_key(
+        &nodes[0],
+        json!({"models": [MODEL], "max_budget": 100.0 * REQUEST_COST}),
+    );
+    let team_key = generate_key(&nodes[1], json!({"models": [MODEL], "team_id": "t"}));
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the keys everywhere", || {
+            models_status(node, &key) == 200 && models_status(node, &team_key) == 200
+        });
+    }
+    let refs: Vec<&Proxy> = nodes.iter().collect();
+    for (key, requests) in [(&key, 100), (&team_key, 60)] {
+        let first = chat_with(&nodes[2], key);
+        assert_eq!(first.status, 200, "{}", first.text());
+        let stop = AtomicBool::new(false);
+        let (served, unexpected) = hammer_with(&refs, key, 6, &stop, "Sixteen chars ok");
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        println!("a budget of {requests} requests over three nodes: {served} served");
+        let served = served + 1;
+        assert!(
+            served <= requests,
+            "{served} served of a budget of {requests}"
+        );
+        // What is stranded in other nodes' slices comes back when idle; a
+        // node holds at most one request's worth it cannot use.
+        assert!(
+            served + 3 >= requests,
+            "{served} served of a budget of {requests}"
+        );
+    }
+    for node in nodes {
+        node.stop();
+    }
+    let spent = pg.psql(
+        "SELECT sum(used) FROM llm_proxy_allowances WHERE meter = 'budget' AND party LIKE 'team:%'",
+    );
+    let spent: i64 = spent.parse().unwrap();
+    assert!(
+        spent as f64 <= 60.0 * REQUEST_COST * 1e12 + 1.0,
+        "team spent {spent} pico$"
+    );
+    let leased = pg.psql("SELECT sum(leased) FROM llm_proxy_allowances");
+    assert_eq!(leased, "0", "a clean stop hands every slice back");
 }

@@ -13,11 +13,11 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, GenericClient};
 
 use super::{
-    AllowanceLimit, Change, Command, Finish, Shared, SharedConfig, SharedError, TermClock,
-    WriteSession, schema, tls,
+    AllowanceLimit, Change, Command, Finish, Shared, SharedConfig, SharedError, SliceAsk,
+    TermClock, WriteSession, schema, tls,
 };
-use crate::store::escrow::{Batch, Slice};
 use crate::store::Store;
+use crate::store::escrow::{Batch, Slice};
 use crate::store::journal::{Row, Table};
 
 /// The channel changes are announced on (payload: the change number).
@@ -226,8 +226,8 @@ async fn connected(
                     let _ = reply.send(());
                     return Ok(());
                 }
-                Some(Command::TakeSlice { party, meter, want, reply }) => {
-                    let slice = take_slice(&mut main, &term, &party, meter, want).await;
+                Some(Command::TakeSlice { ask, reply }) => {
+                    let slice = take_slice(&mut main, &term, &ask).await;
                     let failed = matches!(&slice, Err(error) if error.is_unreachable());
                     let _ = reply.send(slice);
                     if failed {
@@ -393,7 +393,9 @@ async fn write_session(
     }
     // A writer that drops its session (or takes too long) rolls back: the
     // transaction's drop does.
-    let Ok(Ok(Finish::Commit(rows, limits))) = tokio::time::timeout(SESSION_TIMEOUT, finished).await else {
+    let Ok(Ok(Finish::Commit(rows, limits))) =
+        tokio::time::timeout(SESSION_TIMEOUT, finished).await
+    else {
         return;
     };
     let change = base + 1;
@@ -502,14 +504,10 @@ async fn reclaim_expired(main: &Client) -> Result<(), SharedError> {
 }
 
 /// A slice of what is left of an allowance: at most `want`, a quarter of
-/// what is left while much is, down to one near the end.
-async fn take_slice(
-    main: &mut Client,
-    term: &str,
-    party: &str,
-    meter: &str,
-    want: u64,
-) -> Result<Slice, SharedError> {
+/// what is left while much is, down to what is asked for near the end;
+/// none when less than `at_least` is left.
+async fn take_slice(main: &mut Client, term: &str, ask: &SliceAsk) -> Result<Slice, SharedError> {
+    let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
     let txn = main.transaction().await?;
     let live = txn
         .query_opt(
@@ -520,28 +518,40 @@ async fn take_slice(
     if live.is_none() {
         return Ok(Slice::Unavailable);
     }
+    if let Some(limit) = ask.limit {
+        txn.execute(
+            "INSERT INTO llm_proxy_allowances (party, meter, lim) VALUES ($1, $2, $3)
+             ON CONFLICT (party, meter) DO UPDATE SET lim = excluded.lim",
+            &[&ask.party, &ask.meter, &limit],
+        )
+        .await?;
+    }
     let left: Option<i64> = txn
         .query_opt(
             "SELECT lim - used - leased FROM llm_proxy_allowances
              WHERE party = $1 AND meter = $2 AND lim IS NOT NULL FOR UPDATE",
-            &[&party, &meter],
+            &[&ask.party, &ask.meter],
         )
         .await?
         .map(|row| row.get(0));
-    let left = left.unwrap_or(0);
-    if left <= 0 {
-        return Ok(Slice::Exhausted);
+    let left = left.unwrap_or(0).max(0);
+    let at_least = clamp(ask.at_least).max(1);
+    if left < at_least {
+        txn.commit().await?;
+        return Ok(Slice::Exhausted { left: left as u64 });
     }
-    let slice = (left / 4).clamp(1, want.min(i64::MAX as u64) as i64).min(left);
+    let slice = (left / 4)
+        .clamp(at_least, clamp(ask.want).max(at_least))
+        .min(left);
     txn.execute(
         "UPDATE llm_proxy_allowances SET leased = leased + $3 WHERE party = $1 AND meter = $2",
-        &[&party, &meter, &slice],
+        &[&ask.party, &ask.meter, &slice],
     )
     .await?;
     txn.execute(
         "INSERT INTO llm_proxy_leases (term, party, meter, held) VALUES ($1, $2, $3, $4)
          ON CONFLICT (term, party, meter) DO UPDATE SET held = llm_proxy_leases.held + excluded.held",
-        &[&term, &party, &meter, &slice],
+        &[&term, &ask.party, &ask.meter, &slice],
     )
     .await?;
     txn.commit().await?;
@@ -652,7 +662,10 @@ async fn blocking<T: Send + 'static>(
 
 /// Sets (or removes) the limits of allowances. What was used and leased
 /// stays: a limit lowered below it leaves nothing to lease.
-async fn set_limits(client: &impl GenericClient, limits: &[AllowanceLimit]) -> Result<(), SharedError> {
+async fn set_limits(
+    client: &impl GenericClient,
+    limits: &[AllowanceLimit],
+) -> Result<(), SharedError> {
     for limit in limits {
         match limit.limit {
             Some(value) => {

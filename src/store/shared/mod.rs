@@ -111,6 +111,16 @@ impl WriteSession {
     }
 }
 
+/// A request for a slice of an allowance (see `Shared::take_slice`).
+#[derive(Debug)]
+struct SliceAsk {
+    party: String,
+    meter: String,
+    want: u64,
+    at_least: u64,
+    limit: Option<i64>,
+}
+
 enum Command {
     BeginWrite {
         applied: u64,
@@ -118,9 +128,7 @@ enum Command {
     },
     /// A slice of an allowance for this node's term.
     TakeSlice {
-        party: String,
-        meter: &'static str,
-        want: u64,
+        ask: SliceAsk,
         reply: oneshot::Sender<Result<Slice, SharedError>>,
     },
     /// Applies what PostgreSQL has that the replica lacks, then answers.
@@ -226,16 +234,26 @@ impl Shared {
         self.term.is_live()
     }
 
-    /// Asks PostgreSQL for a slice of an allowance. Blocks: call it off
-    /// the workers.
-    pub fn take_slice(&self, party: &str, meter: &'static str, want: u64) -> Slice {
-        let party = party.to_string();
-        match self.ask(|reply| Command::TakeSlice {
-            party,
+    /// Asks PostgreSQL for a slice of an allowance: at most `want`, none
+    /// unless at least `at_least` is left. `limit` (budgets) sets the
+    /// allowance's limit first, as this node's replica has it. Blocks: call
+    /// it off the workers.
+    pub fn take_slice(
+        &self,
+        party: &str,
+        meter: String,
+        want: u64,
+        at_least: u64,
+        limit: Option<i64>,
+    ) -> Slice {
+        let ask = SliceAsk {
+            party: party.to_string(),
             meter,
             want,
-            reply,
-        }) {
+            at_least,
+            limit,
+        };
+        match self.ask(|reply| Command::TakeSlice { ask, reply }) {
             Ok(slice) => slice,
             Err(error) => {
                 tracing::debug!(%error, "no slice of a limit from the shared store");
