@@ -601,6 +601,15 @@ impl Default for CacheSettings {
     }
 }
 
+/// The host's name, as the kernel knows it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,13 +675,4 @@ mod tests {
         assert_eq!(parse_listen_addr("127.0.0.1:0").unwrap().port(), 0);
         assert!(parse_listen_addr("nonsense").is_err());
     }
-}
-
-/// The host's name, as the kernel knows it.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

@@ -270,6 +270,12 @@ async fn step(worker: &Worker, id: &[u8], limit: u64, window: i64) -> Result<boo
                     Ok(Ok(WindowGrant::Exhausted)) => {
                         quota.counters.refilled(id, limit, window, None)
                     }
+                    Ok(Ok(WindowGrant::Unavailable)) => {
+                        quota.counters.refill_failed(id);
+                        return Err(ProxyError::SharedStoreUnavailable(
+                            "this rate limit is held in the shared store, which cannot be reached, and this node's share of it is used up".into(),
+                        ));
+                    }
                     Ok(Err(error)) => {
                         quota.counters.refill_failed(id);
                         return Err(error.into());

@@ -24,15 +24,15 @@ use super::{Store, StoreError};
 pub type CounterDb = Database<Bytes, SerdeBincode<Counter>>;
 
 /// Largest lease of requests or parallel slots handed out at once.
-const MAX_COUNT_LEASE: u64 = 1_024;
+pub(super) const MAX_COUNT_LEASE: u64 = 1_024;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Counter {
     /// The minute counted (unix milliseconds ÷ 60,000); 0 for parallel slots.
-    window: i64,
+    pub(super) window: i64,
     /// Leased to workers in that window, used or not yet handed back, plus
     /// tokens used beyond leases.
-    taken: u64,
+    pub(super) taken: u64,
 }
 
 /// What is counted of a limited party.
@@ -44,6 +44,15 @@ pub enum Meter {
 }
 
 impl Meter {
+    /// The name of the meter in the shared store.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Meter::Requests => "rpm",
+            Meter::Tokens => "tpm",
+            Meter::Parallel => "parallel",
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             Meter::Requests => b'r',
@@ -80,6 +89,9 @@ pub enum WindowGrant {
     Granted { amount: u64, taken: u64 },
     /// Nothing is left of the limit in this window.
     Exhausted,
+    /// Shared mode: the limit is held in PostgreSQL, which cannot be
+    /// reached, and this node's slice of it is used up.
+    Unavailable,
 }
 
 /// A worker's report on one lease: what it hands back unused, and what its
@@ -104,6 +116,9 @@ impl Store {
         (limit, at_least): (u64, u64),
         workers: usize,
     ) -> Result<WindowGrant, StoreError> {
+        if self.shared().is_some() {
+            return self.lease_counter_from_slice(id, window, (limit, at_least), workers);
+        }
         let meter = Meter::of_counter(id);
         let mut txn = self.env.write_txn()?;
         let mut counter = self.counters.get(&txn, id)?.unwrap_or_default();

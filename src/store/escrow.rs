@@ -23,8 +23,9 @@ use heed::{Database, RwTxn};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::counters::{Counter, MAX_COUNT_LEASE};
 use super::model::{Money, now_ms};
-use super::{BudgetGrant, Payer, Store, StoreError};
+use super::{BudgetGrant, Meter, Payer, Store, StoreError, WindowGrant, counter_id};
 
 /// The meter of `max_requests`.
 pub const REQUESTS: &str = "requests";
@@ -99,6 +100,47 @@ fn party_payer(party: &str) -> Option<Payer<'_>> {
         }
         _ => None,
     }
+}
+
+/// The name of a counter's party in PostgreSQL: its payer's, or the hex
+/// of its slot for a deployment's.
+fn counter_party(id: &[u8]) -> String {
+    let slot = id.get(1..).unwrap_or_default();
+    match Payer::of_slot(slot) {
+        Some(payer) => payer_party(payer),
+        None => format!(
+            "slot:{}",
+            slot.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+/// The meter of a counter's allowance: `rpm@<minute>`, `tpm@<minute>` or
+/// `parallel`.
+fn counter_meter(meter: Meter, window: i64) -> String {
+    match meter {
+        Meter::Parallel => meter.name().to_string(),
+        Meter::Requests | Meter::Tokens => format!("{}@{window}", meter.name()),
+    }
+}
+
+/// The counter (its id) and window an allowance of a counter names.
+fn counter_of(party: &str, meter: &str) -> Option<(Box<[u8]>, i64)> {
+    let (name, window) = match meter.split_once('@') {
+        Some((name, window)) => (name, window.parse().ok()?),
+        None => (meter, 0),
+    };
+    let meter = [Meter::Requests, Meter::Tokens, Meter::Parallel]
+        .into_iter()
+        .find(|m| m.name() == name)?;
+    let slot = match party.strip_prefix("slot:") {
+        Some(hex) => (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?,
+        None => party_payer(party)?.slot(),
+    };
+    Some((counter_id(meter, &slot), window))
 }
 
 fn budget_meter(window_end: Option<i64>) -> String {
@@ -191,6 +233,22 @@ impl Store {
         meter: &str,
         now: i64,
     ) -> Result<Option<LocalUse>, StoreError> {
+        if let Some((counter, window)) = counter_of(party, meter) {
+            let stored = self.counters.get(txn, &counter)?.unwrap_or_default();
+            let minute = now / 60_000;
+            let current = match window {
+                0 => true,
+                window => window == minute && stored.window == window,
+            };
+            return Ok(current.then_some(LocalUse {
+                used: 0,
+                handed: if stored.window == window {
+                    stored.taken
+                } else {
+                    0
+                },
+            }));
+        }
         if meter == REQUESTS {
             let Some(Payer::Key(id)) = party_payer(party) else {
                 return Ok(None);
@@ -393,6 +451,101 @@ impl Store {
         }
     }
 
+    /// Shared mode's `lease_counter`: from the node's slice of the
+    /// counter's limit in `window` (a minute; 0 for parallel slots). What
+    /// a node takes of a minute counts as used there; what it does not
+    /// hand out goes back when idle.
+    pub(super) fn lease_counter_from_slice(
+        &self,
+        id: &[u8],
+        window: i64,
+        (limit, at_least): (u64, u64),
+        workers: usize,
+    ) -> Result<WindowGrant, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Err(StoreError::Invalid("not in shared mode".into()));
+        };
+        let meter = Meter::of_counter(id);
+        let party = counter_party(id);
+        let meter_name = counter_meter(meter, window);
+        let name = entry_name(&party, &meter_name);
+        let mut asked = false;
+        loop {
+            let mut txn = self.env.write_txn()?;
+            let mut counter = self.counters.get(&txn, id)?.unwrap_or_default();
+            if counter.window < window {
+                counter = Counter { window, taken: 0 };
+            }
+            let mut held = self
+                .node_allowances
+                .get(&txn, &name)?
+                .unwrap_or(NodeAllowance {
+                    ceiling: counter.taken,
+                    reported: 0,
+                    touched_at: 0,
+                });
+            let free = held.ceiling.saturating_sub(counter.taken);
+            let need = match meter {
+                Meter::Tokens => at_least.max(1),
+                Meter::Requests | Meter::Parallel => 1,
+            };
+            if free >= need && shared.term_is_live() {
+                let share = free / (4 * workers.max(1) as u64);
+                let amount = match meter {
+                    Meter::Tokens => share.max(need),
+                    Meter::Requests | Meter::Parallel => share.clamp(1, MAX_COUNT_LEASE),
+                }
+                .min(free);
+                counter.taken += amount;
+                held.touched_at = now_ms();
+                self.counters.put(&mut txn, id, &counter)?;
+                self.node_allowances.put(&mut txn, &name, &held)?;
+                super::commit(txn, self.path())?;
+                return Ok(WindowGrant::Granted {
+                    amount,
+                    taken: counter.taken,
+                });
+            }
+            // Tokens used beyond the node's slice are owed to it first.
+            let owed = counter.taken.saturating_sub(held.ceiling);
+            drop(txn);
+            if asked {
+                return Ok(WindowGrant::Exhausted);
+            }
+            asked = true;
+            let want = match meter {
+                Meter::Tokens => need.saturating_mul(4 * workers.max(1) as u64),
+                Meter::Requests | Meter::Parallel => MAX_COUNT_LEASE * workers.max(1) as u64,
+            };
+            let limit = limit.min(i64::MAX as u64) as i64;
+            let need = need.saturating_sub(free).saturating_add(owed);
+            match shared.take_slice(
+                &party,
+                meter_name.clone(),
+                want.max(need),
+                need,
+                Some(limit),
+            ) {
+                Slice::Granted(granted) => {
+                    self.add_to_ceiling(&name, granted, |store, txn| {
+                        let counter = store.counters.get(txn, id)?.unwrap_or_default();
+                        let taken = if counter.window == window {
+                            counter.taken
+                        } else {
+                            0
+                        };
+                        Ok(LocalUse {
+                            used: 0,
+                            handed: taken,
+                        })
+                    })?;
+                }
+                Slice::Exhausted { .. } => return Ok(WindowGrant::Exhausted),
+                Slice::Unavailable => return Ok(WindowGrant::Unavailable),
+            }
+        }
+    }
+
     /// Moves what was used since the last report, and what is not needed
     /// (slices idle for a while, those of budget windows that have passed,
     /// and with `return_all` every slice's part not handed to a worker),
@@ -411,7 +564,9 @@ impl Store {
             };
             let (used, returned) = match self.local_use(&txn, party, meter, now)? {
                 Some(local) => {
-                    let idle = now.saturating_sub(held.touched_at) > IDLE_RETURN_MS;
+                    // Parallel slots free now are of use to other nodes at once.
+                    let idle = now.saturating_sub(held.touched_at) > IDLE_RETURN_MS
+                        || meter == Meter::Parallel.name();
                     let free = held.ceiling.saturating_sub(local.handed);
                     let returned = if return_all || idle { free } else { 0 };
                     (local.used.saturating_sub(held.reported), returned)
@@ -540,6 +695,15 @@ mod tests {
             assert_eq!(party_payer(&party), Some(payer), "{party}");
         }
         assert_eq!(budget_meter(Some(5)), "budget@5");
+        let rpm = counter_id(Meter::Requests, &Payer::User("ada").slot());
+        let party = counter_party(&rpm);
+        assert_eq!(party, "user:ada");
+        let meter = counter_meter(Meter::Requests, 29_000_000);
+        assert_eq!(counter_of(&party, &meter), Some((rpm, 29_000_000)));
+        let deployment = counter_id(Meter::Parallel, b"d\x01\xff");
+        let party = counter_party(&deployment);
+        assert_eq!(counter_of(&party, "parallel"), Some((deployment, 0)));
+        assert_eq!(counter_of("user:ada", "budget"), None);
         assert_eq!(budget_meter(None), "budget");
     }
 }

@@ -230,7 +230,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str) -> Result<Vec<u8>, StoreError> {
     let bad = || StoreError::Invalid(format!("{text:?} is not hex"));
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..text.len())
@@ -248,8 +248,11 @@ fn unhex(text: &str) -> Result<Vec<u8>, StoreError> {
 /// the journal is only ever touched by the thread that holds it.
 #[derive(Debug, Default)]
 pub struct Journal {
-    rows: Mutex<Option<Vec<(&'static Table, Vec<u8>, Option<Vec<u8>>)>>>,
+    rows: Mutex<Option<Vec<Noted>>>,
 }
+
+/// A row as written: its table, key and value (`None`: deleted).
+type Noted = (&'static Table, Vec<u8>, Option<Vec<u8>>);
 
 impl Journal {
     /// Starts noting rows (a management write opened).
@@ -288,9 +291,7 @@ impl Journal {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<Vec<(&'static Table, Vec<u8>, Option<Vec<u8>>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Noted>>> {
         // A panic while the lock was held left at worst a partial list,
         // which the next `open` replaces.
         self.rows

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::counting::CountingUpstream;
 use crate::common::litellm::{add_deployment, generate_key, ok, post};
 use crate::common::postgres::PgCluster;
 use crate::common::*;
@@ -371,4 +372,101 @@ fn a_budget_holds_across_three_nodes() {
     );
     let leased = pg.psql("SELECT sum(leased) FROM llm_proxy_allowances");
     assert_eq!(leased, "0", "a clean stop hands every slice back");
+}
+
+#[test]
+fn requests_per_minute_and_parallel_requests_hold_across_three_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-rpm");
+    let nodes: Vec<Proxy> = (1..=3)
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("r{i}"),
+                &dirs.path().join(format!("r{i}")),
+            )
+        })
+        .collect();
+    add_deployment(&nodes[0], MODEL, &mock, Value::Null);
+    let key = generate_key(&nodes[0], json!({"models": [MODEL], "rpm_limit": 30}));
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key everywhere", || {
+            models_status(node, &key) == 200
+        });
+    }
+    crate::rate_limits::fresh_minute(20);
+    let minute = crate::rate_limits::now_ms() / 60_000;
+    let refs: Vec<&Proxy> = nodes.iter().collect();
+    let stop = AtomicBool::new(false);
+    let (served, unexpected) = hammer(&refs, &key, 6, &stop);
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    let same_minute = crate::rate_limits::now_ms() / 60_000 == minute;
+    println!("rpm 30 over three nodes: {served} served (in one minute: {same_minute})");
+    if same_minute {
+        assert!(served <= 30, "{served} requests in a minute with rpm 30");
+        assert!(served >= 20, "only {served} of 30");
+    }
+    // In PostgreSQL, the nodes' slices of the minute never passed the limit.
+    let taken = pg.psql(&format!(
+        "SELECT coalesce(max(used + leased), 0) FROM llm_proxy_allowances WHERE meter = 'rpm@{minute}'"
+    ));
+    assert!(taken.parse::<i64>().unwrap() <= 30, "{taken}");
+
+    // Two requests at once at most, over all nodes: an upstream that holds
+    // each answer 300 ms, and three clients per node asking at once.
+    let upstream = CountingUpstream::start(Duration::from_millis(300), (4, 16));
+    crate::common::litellm::new_model(
+        &nodes[0],
+        json!({"model_name": "slow", "litellm_params": {
+            "model": "openai/slow-upstream",
+            "api_base": format!("{}/v1", upstream.url()),
+            "api_key": "sk-counting",
+        }}),
+    );
+    let parallel = generate_key(
+        &nodes[0],
+        json!({"models": ["slow"], "max_parallel_requests": 2}),
+    );
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key everywhere", || {
+            models_status(node, &parallel) == 200
+        });
+    }
+    let (served, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for node in &nodes {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..4 {
+                        let body = json!({"model": "slow", "max_tokens": 16,
+                            "messages": [{"role": "user", "content": "hi"}]});
+                        let answer = node.call(
+                            Req::post("/v1/chat/completions", body.to_string()).auth(&parallel),
+                        );
+                        match answer.status {
+                            200 => served.fetch_add(1, Ordering::SeqCst),
+                            _ => {
+                                answer.assert_error(429, "parallel_request_limit_exceeded");
+                                refused.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                });
+            }
+        }
+    });
+    println!(
+        "max_parallel_requests 2 over three nodes: {} served, {} refused, at most {} at once upstream",
+        served.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+        upstream.max_in_flight()
+    );
+    assert!(served.load(Ordering::SeqCst) >= 2);
+    assert!(
+        upstream.max_in_flight() <= 2,
+        "{} at once",
+        upstream.max_in_flight()
+    );
 }

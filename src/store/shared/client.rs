@@ -500,6 +500,18 @@ async fn reclaim_expired(main: &Client) -> Result<(), SharedError> {
         &[],
     )
     .await?;
+    // Minutes of rate limits two minutes gone are of no more use.
+    main.batch_execute(
+        "WITH old AS (
+             DELETE FROM llm_proxy_allowances
+             WHERE (meter LIKE 'rpm@%' OR meter LIKE 'tpm@%')
+               AND split_part(meter, '@', 2)::bigint
+                   < floor(extract(epoch FROM now()) / 60)::bigint - 2
+             RETURNING party, meter
+         )
+         DELETE FROM llm_proxy_leases l USING old WHERE l.party = old.party AND l.meter = old.meter",
+    )
+    .await?;
     Ok(())
 }
 
