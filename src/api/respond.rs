@@ -96,6 +96,9 @@ pub struct Local {
     pub close: bool,
     /// Answering `HEAD`: the head of the answer, without its body.
     pub head_only: bool,
+    /// Shared mode, a write asked to wait for the nodes: how many applied
+    /// it (`X-Nodes-Applied`, on JSON and empty answers).
+    pub nodes_applied: Option<String>,
 }
 
 impl Local {
@@ -109,6 +112,7 @@ impl Local {
             errors: Errors::Json(ErrorStyle::OpenAi),
             close: !head.keep_alive || worker.draining(),
             head_only: head.method == Method::HEAD,
+            nodes_applied: None,
         }
     }
 
@@ -156,17 +160,27 @@ impl Local {
         match answer {
             Ok(Answer::Json(status, value)) => {
                 let body = serde_json::to_vec(value).unwrap_or_default();
-                json_response(out, *status, &body, &[("X-Request-ID", id)], reply);
+                let mut extra: Vec<(&str, &[u8])> = vec![("X-Request-ID", id)];
+                if let Some(nodes) = &self.nodes_applied {
+                    extra.push(("X-Nodes-Applied", nodes.as_bytes()));
+                }
+                json_response(out, *status, &body, &extra, reply);
             }
             Ok(Answer::JsonNoStore(status, value)) => {
                 let body = serde_json::to_vec(value).unwrap_or_default();
-                let extra: [(&str, &[u8]); 2] =
-                    [("X-Request-ID", id), ("Cache-Control", b"no-store")];
+                let mut extra: Vec<(&str, &[u8])> =
+                    vec![("X-Request-ID", id), ("Cache-Control", b"no-store")];
+                if let Some(nodes) = &self.nodes_applied {
+                    extra.push(("X-Nodes-Applied", nodes.as_bytes()));
+                }
                 json_response(out, *status, &body, &extra, reply);
             }
             Ok(Answer::NoContent) => {
                 status_line(out, StatusCode::NO_CONTENT);
                 header(out, "X-Request-ID", id);
+                if let Some(nodes) = &self.nodes_applied {
+                    header(out, "X-Nodes-Applied", nodes.as_bytes());
+                }
                 if self.close {
                     out.extend_from_slice(b"Connection: close\r\n");
                 }

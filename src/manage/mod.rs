@@ -99,6 +99,19 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     if matches!(&answer, Err(ProxyError::ClientGone)) {
         return false;
     }
+    let answer = match (answer, wait_for_nodes(head, &conn.buf)) {
+        // The write is committed; the wait only says how far it got.
+        (Ok(answer), Some(timeout)) if head.method != Method::GET => {
+            let store = worker.store.clone();
+            match api::blocking(store, move |s| Ok(s.wait_for_nodes(timeout)?)).await {
+                Ok(Some(nodes)) => local.nodes_applied = Some(nodes_applied(&nodes)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot tell which nodes applied a write"),
+            }
+            Ok(answer)
+        }
+        (answer, _) => answer,
+    };
     let answer = answer.map(|(status, body)| match body {
         Some(value) => api::Answer::Json(status, value),
         None => api::Answer::NoContent,
@@ -132,6 +145,28 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
     }
     tracing::debug!(request_id, method = %head.method, status = status.as_u16(), "management request");
     local.send(conn, answer).await
+}
+
+/// Longest wait a client may ask for with `X-Wait-For-Nodes`.
+const MAX_NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `X-Wait-For-Nodes: <seconds>`: in shared mode, a write answers once
+/// every live node applied it, or after that many seconds (at most 30).
+fn wait_for_nodes(head: &RequestHead, buf: &[u8]) -> Option<std::time::Duration> {
+    let value = head.header(buf, "x-wait-for-nodes")?;
+    let seconds: f64 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+    (seconds.is_finite() && seconds > 0.0)
+        .then(|| std::time::Duration::from_secs_f64(seconds).min(MAX_NODE_WAIT))
+}
+
+/// `X-Nodes-Applied`: `applied/live`, and the nodes still behind.
+fn nodes_applied(nodes: &crate::store::shared::NodesApplied) -> String {
+    let mut text = format!("{}/{}", nodes.applied, nodes.live);
+    if !nodes.pending.is_empty() {
+        text.push_str("; pending=");
+        text.push_str(&nodes.pending.join(","));
+    }
+    text
 }
 
 /// Who is calling: the master key; or a virtual key, whose user's role

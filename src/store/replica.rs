@@ -129,6 +129,19 @@ impl Store {
         super::commit(txn, self.path())
     }
 
+    /// Shared mode: waits (at most `timeout`) until every live node applied
+    /// what this one has; `None` in single-node mode.
+    pub fn wait_for_nodes(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<super::shared::NodesApplied>, StoreError> {
+        let Some(shared) = self.shared() else {
+            return Ok(None);
+        };
+        let change = self.applied_change()?;
+        Ok(Some(shared.wait_for_nodes(change, timeout)?))
+    }
+
     /// The last change applied from the shared store (0: none).
     pub fn applied_change(&self) -> Result<u64, StoreError> {
         let txn = self.env.read_txn()?;

@@ -133,6 +133,19 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
         blocked[blocked.len() - 1] < Duration::from_millis(1500),
         "{blocked:?}"
     );
+    // A write that asks to wait for the nodes answers once all applied it.
+    let answer = nodes[0].call(
+        Req::post("/key/generate", json!({"models": [MODEL]}).to_string())
+            .auth(MANAGEMENT_TOKEN)
+            .header("Content-Type", "application/json")
+            .header("X-Wait-For-Nodes", "5"),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-nodes-applied"), Some("3/3"));
+    let waited = answer.json()["key"].as_str().unwrap().to_string();
+    for node in &nodes {
+        assert_eq!(models_status(node, &waited), 200, "on {}", node.addr);
+    }
     // Deleted through node 3: gone everywhere.
     ok(post(&nodes[2], "/key/delete", json!({"keys": [key]})));
     for node in &nodes {

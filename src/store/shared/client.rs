@@ -148,6 +148,9 @@ fn refuse(command: Command, error: &SharedError) {
         Command::TakeSlice { reply, .. } => {
             let _ = reply.send(Err(unavailable()));
         }
+        Command::WaitForNodes { reply, .. } => {
+            let _ = reply.send(Err(unavailable()));
+        }
         Command::Shutdown { reply } => {
             let _ = reply.send(());
         }
@@ -239,6 +242,12 @@ async fn connected(
                 }
                 Some(Command::CatchUp { reply }) => {
                     let _ = reply.send(catch_up(&main, store, &config.node).await);
+                }
+                Some(Command::WaitForNodes { change, timeout, reply }) => {
+                    let pg = pg.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(wait_for_nodes(&pg, change, timeout).await);
+                    });
                 }
             },
             note = notes.recv() => {
@@ -436,6 +445,44 @@ async fn write_rows(
             .await?;
     }
     Ok(())
+}
+
+/// How long ago a node must have been seen to count as live.
+const LIVE_WITHIN_SECS: f64 = 5.0;
+
+/// Polls the nodes table (on a connection of its own: the wait must not
+/// hold up this node's catch-up) until every live node applied `change`.
+async fn wait_for_nodes(
+    pg: &tokio_postgres::Config,
+    change: u64,
+    timeout: Duration,
+) -> Result<super::NodesApplied, SharedError> {
+    let client = open(pg).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let rows = client
+            .query(
+                "SELECT node, applied >= $1 FROM llm_proxy_nodes
+                 WHERE seen_at > now() - make_interval(secs => $2) ORDER BY node",
+                &[&(change as i64), &LIVE_WITHIN_SECS],
+            )
+            .await?;
+        let mut state = super::NodesApplied {
+            live: rows.len(),
+            ..Default::default()
+        };
+        for row in rows {
+            if row.get::<_, bool>(1) {
+                state.applied += 1;
+            } else {
+                state.pending.push(row.get(0));
+            }
+        }
+        if state.pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Renews this node's term, or starts one (a new node, or one whose term

@@ -131,6 +131,12 @@ enum Command {
         ask: SliceAsk,
         reply: oneshot::Sender<Result<Slice, SharedError>>,
     },
+    /// Waits until every live node applied `change` (or `timeout`).
+    WaitForNodes {
+        change: u64,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<NodesApplied, SharedError>>,
+    },
     /// Applies what PostgreSQL has that the replica lacks, then answers.
     CatchUp {
         reply: oneshot::Sender<Result<u64, SharedError>>,
@@ -183,6 +189,15 @@ impl TermClock {
 pub const DEFAULT_TERM: Duration = Duration::from_secs(20);
 /// The shortest term allowed: a few renewals must fit in one.
 pub const MIN_TERM: Duration = Duration::from_secs(3);
+
+/// How many of the live nodes (those seen in the last few seconds) have
+/// applied a change, and the names of those that have not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodesApplied {
+    pub applied: usize,
+    pub live: usize,
+    pub pending: Vec<String>,
+}
 
 /// Settings of shared mode.
 #[derive(Debug, Clone)]
@@ -266,6 +281,20 @@ impl Shared {
     /// off the workers.
     pub fn begin_write(&self, applied: u64) -> Result<WriteSession, SharedError> {
         self.ask(|reply| Command::BeginWrite { applied, reply })
+    }
+
+    /// Waits (at most `timeout`) until every live node has applied
+    /// `change`. Blocks: call it off the workers.
+    pub fn wait_for_nodes(
+        &self,
+        change: u64,
+        timeout: Duration,
+    ) -> Result<NodesApplied, SharedError> {
+        self.ask(|reply| Command::WaitForNodes {
+            change,
+            timeout,
+            reply,
+        })
     }
 
     /// Brings the replica up to what PostgreSQL has; returns the change
