@@ -273,6 +273,7 @@ mod tests {
             errors,
             close,
             head_only: false,
+            nodes_applied: None,
         }
     }
 

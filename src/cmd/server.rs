@@ -75,6 +75,11 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
             Err(StoreError::Invalid(reason)) => {
                 tracing::warn!("the master key cannot call the models: {reason}")
             }
+            Err(StoreError::SharedUnavailable(reason)) => {
+                tracing::warn!(
+                    "the master key is not recorded as a key (restart once the shared store is back): {reason}"
+                )
+            }
             Err(error) => return Err(error).context("cannot record the master key as a key"),
         },
         None => tracing::warn!("MANAGEMENT_TOKEN is not set: the management API is disabled"),
@@ -283,7 +288,14 @@ fn load_config_models(store: &Store, models: &[ConfigModel]) -> anyhow::Result<(
     if !models.is_empty() {
         tracing::info!(models = models.len(), "models from the config file");
     }
-    store
-        .replace_config_deployments(prepared)
-        .context("cannot store the config file's models")
+    match store.replace_config_deployments(prepared) {
+        // Shared mode, PostgreSQL down: the replica serves the models it has.
+        Err(StoreError::SharedUnavailable(reason)) => {
+            tracing::warn!(
+                "the config file's models are not stored; the replica's are served (restart once the shared store is back): {reason}"
+            );
+            Ok(())
+        }
+        result => result.context("cannot store the config file's models"),
+    }
 }

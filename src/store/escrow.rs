@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::counters::{Counter, MAX_COUNT_LEASE};
+use super::journal::{self, Row};
 use super::model::{Money, now_ms};
 use super::{BudgetGrant, Meter, Payer, Store, StoreError, WindowGrant, counter_id};
 
@@ -44,6 +45,8 @@ pub struct NodeAllowance {
     /// When a worker was last handed some of it (unix ms): a slice idle
     /// for `IDLE_RETURN` goes back, for other nodes to use.
     pub touched_at: i64,
+    /// Taken off the ceiling, to go back with the next report.
+    pub returning: u64,
 }
 
 /// How long a slice may sit unused in a node before it is handed back.
@@ -202,6 +205,7 @@ impl Store {
                 Some(local) => {
                     held.ceiling = local.handed;
                     held.reported = held.reported.max(local.handed);
+                    held.returning = 0;
                     self.node_allowances.put(&mut txn, &name, &held)?;
                 }
                 None => {
@@ -314,6 +318,7 @@ impl Store {
                     ceiling: usage.reserved,
                     reported: usage.requests,
                     touched_at: 0,
+                    returning: 0,
                 });
             let free = held.ceiling.saturating_sub(usage.reserved);
             if free > 0 && shared.term_is_live() {
@@ -363,6 +368,7 @@ impl Store {
                 ceiling: now.handed,
                 reported: now.used,
                 touched_at: 0,
+                returning: 0,
             });
         held.ceiling = held.ceiling.max(now.handed).saturating_add(granted);
         self.node_allowances.put(&mut txn, name, &held)?;
@@ -408,6 +414,7 @@ impl Store {
                     ceiling: handed,
                     reported: spend,
                     touched_at: 0,
+                    returning: 0,
                 });
             let free = held.ceiling.saturating_sub(handed);
             if free >= at_least && shared.term_is_live() {
@@ -483,6 +490,7 @@ impl Store {
                     ceiling: counter.taken,
                     reported: 0,
                     touched_at: 0,
+                    returning: 0,
                 });
             let free = held.ceiling.saturating_sub(counter.taken);
             let need = match meter {
@@ -569,17 +577,24 @@ impl Store {
                         || meter == Meter::Parallel.name();
                     let free = held.ceiling.saturating_sub(local.handed);
                     let returned = if return_all || idle { free } else { 0 };
-                    (local.used.saturating_sub(held.reported), returned)
+                    (
+                        local.used.saturating_sub(held.reported),
+                        returned + held.returning,
+                    )
                 }
                 // Gone, or a window that has passed: whatever is left of it
                 // goes back, and so does the entry.
-                None => (0, held.ceiling.saturating_sub(held.reported)),
+                None => (
+                    0,
+                    held.ceiling.saturating_sub(held.reported) + held.returning,
+                ),
             };
             if used == 0 && returned == 0 {
                 continue;
             }
             held.reported += used;
-            held.ceiling -= returned;
+            held.ceiling -= returned - held.returning;
+            held.returning = 0;
             entries.push(BatchEntry {
                 party: party.to_string(),
                 meter: meter.to_string(),
@@ -623,6 +638,57 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         super::commit(txn, self.path())?;
         Ok(waiting)
+    }
+
+    /// A party's record changed (its limits may be lower now): this node
+    /// hands out nothing more of the slices it holds of the party's
+    /// allowances, and gives back what it has not handed out with its
+    /// next report; new slices are taken under the new limits.
+    pub(super) fn drop_slices(&self, txn: &mut RwTxn, row: &Row) -> Result<(), StoreError> {
+        let prefix = if std::ptr::eq(row.table, &journal::KEYS) {
+            let (id, _) = row.table.decode(row)?;
+            let Ok(id) = Uuid::from_slice(&id) else {
+                return Ok(());
+            };
+            id.to_string()
+        } else if std::ptr::eq(row.table, &journal::USERS) {
+            format!("user:{}", row.id)
+        } else if std::ptr::eq(row.table, &journal::TEAMS) {
+            format!("team:{}", row.id)
+        } else {
+            return Ok(());
+        };
+        let now = now_ms();
+        for (name, mut held) in self.held_allowances(txn)? {
+            let Some((party, meter)) = split_name(&name) else {
+                continue;
+            };
+            // A key's own allowances, and its per-model budgets.
+            let of_party = party == prefix
+                || party.strip_prefix("key:") == Some(prefix.as_str())
+                || party
+                    .strip_prefix("keymodel:")
+                    .is_some_and(|rest| rest.starts_with(prefix.as_str()));
+            if !of_party {
+                continue;
+            }
+            if let Some(local) = self.local_use(txn, party, meter, now)? {
+                // Workers give back what they leased under the old limits
+                // (`worker::quota`), unused: of requests and budgets only
+                // what was used stays. A minute's count keeps what its
+                // workers took, used or not.
+                let keep = if meter == REQUESTS || meter.starts_with(BUDGET) {
+                    local.used
+                } else {
+                    local.handed
+                };
+                let free = held.ceiling.saturating_sub(keep.max(held.reported));
+                held.ceiling -= free;
+                held.returning += free;
+                self.node_allowances.put(txn, &name, &held)?;
+            }
+        }
+        Ok(())
     }
 
     /// A batch PostgreSQL applied: it leaves the outbox.

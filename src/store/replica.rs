@@ -116,6 +116,11 @@ impl Store {
     /// log, sign-ins in progress).
     pub(super) fn commit_replicated(&self, mut txn: AdminTxn<'_>) -> Result<(), StoreError> {
         let rows = self.journal.close()?;
+        if txn.session.is_some() {
+            for row in &rows {
+                self.drop_slices(&mut txn.txn, row)?;
+            }
+        }
         if let Some(session) = txn.session.take() {
             let applied = if rows.is_empty() {
                 session.base
@@ -291,6 +296,7 @@ impl Store {
         for change in changes.iter().filter(|c| c.no > applied) {
             let (key, value) = change.row.table.decode(&change.row)?;
             let db = self.raw_table(change.row.table);
+            self.drop_slices(txn, &change.row)?;
             match value {
                 Some(value) => db.put(txn, &key, &value)?,
                 None => {

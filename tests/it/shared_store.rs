@@ -483,3 +483,60 @@ fn requests_per_minute_and_parallel_requests_hold_across_three_nodes() {
         upstream.max_in_flight()
     );
 }
+
+#[test]
+fn a_lowered_max_requests_holds_on_nodes_that_hold_slices() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-lower");
+    let nodes: Vec<Proxy> = (1..=2)
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("l{i}"),
+                &dirs.path().join(format!("l{i}")),
+            )
+        })
+        .collect();
+    add_deployment(&nodes[0], MODEL, &mock, Value::Null);
+    let generated = ok(post(
+        &nodes[0],
+        "/key/generate",
+        json!({"models": [MODEL], "max_requests": 1000}),
+    ));
+    let key = generated["key"].as_str().unwrap().to_string();
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key everywhere", || {
+            models_status(node, &key) == 200
+        });
+        for _ in 0..10 {
+            assert_eq!(chat_with(node, &key).status, 200);
+        }
+    }
+    // Both nodes hold slices of what was left; the limit drops to 25.
+    let answer = nodes[1].call(
+        Req::post(
+            "/key/update",
+            json!({"key": key, "max_requests": 25}).to_string(),
+        )
+        .auth(MANAGEMENT_TOKEN)
+        .header("Content-Type", "application/json")
+        .header("X-Wait-For-Nodes", "5"),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let refs: Vec<&Proxy> = nodes.iter().collect();
+    let (at_once, unexpected) = hammer(&refs, &key, 4, &AtomicBool::new(false));
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    // What the nodes held goes back with their next reports (every
+    // second): then the 5 left are served, and no more.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (later, unexpected) = hammer(&refs, &key, 4, &AtomicBool::new(false));
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    let served = at_once + later;
+    println!(
+        "max_requests lowered from 1000 to 25 after 20: {at_once} more served at once, {later} after the nodes reported"
+    );
+    assert!(served <= 5, "{served} served past the lowered limit");
+    assert!(served >= 4, "only {served} of the 5 left served");
+}

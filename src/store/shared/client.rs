@@ -90,7 +90,7 @@ async fn run(
         up.store(false, Ordering::Release);
         let error = match outcome {
             Ok(()) => return,
-            Err(error) if !error.is_unreachable() => {
+            Err(error) if error.is_fatal() => {
                 match ready.take() {
                     Some(ready) => {
                         let _ = ready.send(Err(error));

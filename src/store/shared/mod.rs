@@ -42,7 +42,7 @@ pub const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Pg(#[from] tokio_postgres::Error),
     #[error("the shared store (PostgreSQL) is unreachable: {0}")]
     Unavailable(String),
@@ -54,15 +54,46 @@ pub enum SharedError {
     Invalid(String),
 }
 
+/// tokio-postgres says "db error" for every error the server sends: the
+/// server's own message and code say what happened.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
+}
+
 impl SharedError {
-    /// Whether the error says PostgreSQL could not be reached (or the
-    /// connection broke), rather than that it refused something.
+    /// Whether the error is PostgreSQL being out of reach for now (down,
+    /// restarting, the connection cut, too busy, or other nodes' writes
+    /// holding the lock too long), rather than a refusal that trying again
+    /// would not change.
     pub fn is_unreachable(&self) -> bool {
         match self {
             SharedError::Unavailable(_) => true,
-            SharedError::Pg(error) => error.is_closed() || error.as_db_error().is_none(),
+            SharedError::Pg(error) => match error.as_db_error() {
+                None => true,
+                Some(db) => {
+                    let code = db.code().code();
+                    // 08: connection exceptions; 57P01-57P03: shut down,
+                    // restarting, not yet accepting; 53300: too many
+                    // connections; 55P03: lock_timeout.
+                    code.starts_with("08")
+                        || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "55P03")
+                }
+            },
             _ => false,
         }
+    }
+
+    /// Whether the PostgreSQL thread should give up rather than reconnect:
+    /// what a new connection cannot change (the schema is too new, the
+    /// replica belongs to another cluster, the URL is wrong).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SharedError::TooNew { .. } | SharedError::Invalid(_))
     }
 }
 

@@ -33,6 +33,9 @@ pub async fn migrate(client: &mut Client) -> Result<(Migrated, String), SharedEr
     let txn = client.transaction().await?;
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await?;
+    // "relation already exists, skipping" is no news.
+    txn.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     txn.batch_execute(
         "CREATE TABLE IF NOT EXISTS llm_proxy_schema (
              version integer PRIMARY KEY,
