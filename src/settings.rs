@@ -169,8 +169,13 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// `DATABASE_URL`: shared mode, PostgreSQL as the truth of several nodes.
     pub database_url: Option<String>,
-    /// This node's name (`NODE_ID`; the host's name and the port by default).
+    /// This node's name (`NODE_ID`; the host's name and the port by default):
+    /// in every event record, as the `node` label of every metric, and in
+    /// the shared store.
     pub node_id: String,
+    /// `node_id` is the default one: on port 0 it names the port bound
+    /// (`listening_on`).
+    node_id_is_default: bool,
     /// `SHARED_LEASE_TERM`: how long a node's slices of limits outlive its
     /// last contact with PostgreSQL.
     pub lease_term: Duration,
@@ -490,7 +495,13 @@ impl ServerSettings {
             .node_id
             .clone()
             .or_else(|| env.get("NODE_ID"))
-            .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &node_id {
+            check_node_id(id)?;
+        }
+        let node_id_is_default = node_id.is_none();
+        let node_id = node_id.unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
         let lease_term = env.duration("SHARED_LEASE_TERM", crate::store::shared::DEFAULT_TERM)?;
         if lease_term < crate::store::shared::MIN_TERM {
             bail!(
@@ -503,6 +514,7 @@ impl ServerSettings {
             data_dir,
             database_url,
             node_id,
+            node_id_is_default,
             lease_term,
             workers,
             pin_cores: args.pin_cores,
@@ -550,6 +562,30 @@ impl ServerSettings {
             login: LoginSettings::resolve(&env)?,
         })
     }
+
+    /// Settles what depends on the address the server actually got: the
+    /// default node id of a server told to listen on port 0 names the port
+    /// bound, not 0.
+    pub fn listening_on(&mut self, local: SocketAddr) {
+        if self.node_id_is_default && self.addr.port() == 0 {
+            self.node_id = format!("{}:{}", host_name(), local.port());
+        }
+    }
+}
+
+/// Longest `NODE_ID`: a label value and a field of every event record.
+const MAX_NODE_ID: usize = 128;
+
+/// A node id goes into every event record and metric sample: printable,
+/// and short.
+fn check_node_id(id: &str) -> anyhow::Result<()> {
+    if id.len() > MAX_NODE_ID {
+        bail!("NODE_ID: at most {MAX_NODE_ID} bytes, got {}", id.len());
+    }
+    if id.chars().any(char::is_control) {
+        bail!("NODE_ID: control characters are not allowed, got {id:?}");
+    }
+    Ok(())
 }
 
 fn is_yaml(path: &Path) -> bool {

@@ -27,6 +27,7 @@ const DEMO_UPSTREAM_KEY: &str = "sk-mock-upstream";
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let mut settings = ServerSettings::resolve(args)?;
     let listeners = server::listen(&settings)?;
+    settings.listening_on(listeners[0].local_addr()?);
     let demo = if args.demo {
         Some(start_demo_upstream(&mut settings)?)
     } else {

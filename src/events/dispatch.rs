@@ -79,7 +79,7 @@ pub fn run(
             .map(|(seq, bytes)| {
                 if let Some(gap) = stored::decode_gap(&bytes) {
                     report_gap(&options.name, seq, &gap);
-                    lost += gap.lost;
+                    lost += gap.record.lost;
                 }
                 (seq, json::logged_to_json(&bytes))
             })
@@ -123,13 +123,15 @@ pub fn run(
 
 /// A gap record: the server lost events there (a full disk, say). Sinks
 /// get the record itself; the operator gets this line.
-fn report_gap(name: &str, seq: u64, gap: &stored::Gap) {
+fn report_gap(name: &str, seq: u64, read: &stored::Read<'_, stored::Gap>) {
+    let gap = &read.record;
     let lost_at = |ns: u64| {
         humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
     };
     tracing::warn!(
         dispatcher = name,
         seq,
+        node = read.node.unwrap_or(""),
         lost = gap.lost,
         first_lost_at = %lost_at(gap.first_unix_ns),
         last_lost_at = %lost_at(gap.last_unix_ns),

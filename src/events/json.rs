@@ -17,6 +17,10 @@ struct EventJson<'a> {
     /// RFC 3339, when the request finished.
     time: String,
     time_unix_ms: u64,
+    /// The server that served it (`NODE_ID`); absent in events written
+    /// before events named their node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     worker: u16,
     method: &'a str,
     endpoint: std::borrow::Cow<'a, str>,
@@ -78,6 +82,7 @@ pub fn to_json(stored: &Stored<'_>) -> Vec<u8> {
         time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(end_ns))
             .to_string(),
         time_unix_ms: end_ns / 1_000_000,
+        node: stored.node,
         worker: stored.worker,
         method: stored.method,
         endpoint: String::from_utf8_lossy(stored.endpoint.0),
@@ -125,10 +130,10 @@ pub fn to_json(stored: &Stored<'_>) -> Vec<u8> {
 /// bytes); an event of an unknown layout becomes `{"undecodable": true}`.
 pub fn logged_to_json(bytes: &[u8]) -> Vec<u8> {
     if let Some(gap) = stored::decode_gap(bytes) {
-        return gap_to_json(&gap);
+        return gap_to_json(&gap.record, gap.node);
     }
     if let Some(alert) = stored::decode_alert(bytes) {
-        return alert_to_json(&alert);
+        return alert_to_json(&alert.record, alert.node);
     }
     match stored::decode(bytes) {
         Some(stored) => to_json(&stored),
@@ -136,35 +141,47 @@ pub fn logged_to_json(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A gap record as sinks receive it: `{"gap":{"lost_events":N,...}}`, an
-/// object with no `request_id`.
-pub fn gap_to_json(gap: &stored::Gap) -> Vec<u8> {
+/// A gap record as sinks receive it:
+/// `{"node":"edge-7","gap":{"lost_events":N,...}}`, an object with no
+/// `request_id`.
+pub fn gap_to_json(gap: &stored::Gap, node: Option<&str>) -> Vec<u8> {
     let time = |ns: u64| {
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
     };
-    let json = json!({"gap": {
+    let fields = json!({
         "lost_events": gap.lost,
         "first_lost_at": time(gap.first_unix_ns),
         "last_lost_at": time(gap.last_unix_ns),
-    }});
-    serde_json::to_vec(&json).unwrap_or_default()
+    });
+    record_json(node, "gap", fields)
 }
 
 /// A budget alert as sinks receive it:
-/// `{"budget_alert":{"type":"soft_budget_crossed","kind",...}}`, an object
-/// with no `request_id`.
-pub fn alert_to_json(alert: &stored::BudgetAlert) -> Vec<u8> {
+/// `{"node":"edge-7","budget_alert":{"type":"soft_budget_crossed","kind",...}}`,
+/// an object with no `request_id`.
+pub fn alert_to_json(alert: &stored::BudgetAlert, node: Option<&str>) -> Vec<u8> {
     let time =
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(alert.at_unix_ns));
-    let json = json!({"budget_alert": {
+    let fields = json!({
         "type": "soft_budget_crossed",
         "kind": alert.kind,
         "id": alert.id,
         "spend": alert.spend.dollars(),
         "soft_budget": alert.soft_budget.dollars(),
         "time": time.to_string(),
-    }});
-    serde_json::to_vec(&json).unwrap_or_default()
+    });
+    record_json(node, "budget_alert", fields)
+}
+
+/// A record that is not a request event: the node that wrote it (when the
+/// record names it) and its fields under `kind`, in that order.
+fn record_json(node: Option<&str>, kind: &str, fields: Value) -> Vec<u8> {
+    let mut object = Map::new();
+    if let Some(node) = node {
+        object.insert("node".into(), node.into());
+    }
+    object.insert(kind.into(), fields);
+    serde_json::to_vec(&object).unwrap_or_default()
 }
 
 /// A body as JSON when it is JSON, otherwise as a string.

@@ -4,8 +4,8 @@
 //!
 //! - `file`: one JSON object per line (JSONL), with `seq`.
 //! - `http`: `POST <endpoint>` with a JSON array of events (with `seq`).
-//!   Both get gap records (`{"seq":N,"gap":{...}}`) and budget alerts
-//!   (`{"seq":N,"budget_alert":{...}}`) as they are.
+//!   Both get gap records (`{"seq":N,"node":...,"gap":{...}}`) and budget
+//!   alerts (`{"seq":N,"node":...,"budget_alert":{...}}`) as they are.
 //! - `lunary`: `POST <endpoint>/v1/runs/ingest` with `{"events": [...]}`,
 //!   a `type: "llm"` start event and an end (or error) event per request.
 //! - `helicone`: `POST <endpoint>/custom/v1/log` per request, with
@@ -227,6 +227,7 @@ fn lunary_events(event: &Value) -> Vec<Value> {
         .pointer("/choices/0/message")
         .unwrap_or(&event["response_body"]);
     let metadata = json!({
+        "node": event["node"],
         "key_id": event["key_id"],
         "project_id": event["project_id"],
         "endpoint": event["endpoint"],
@@ -279,6 +280,7 @@ fn helicone_log(event: &Value) -> Value {
         ("Helicone-User-Id", &event["user_id"]),
         ("Helicone-Property-Key-Id", &event["key_id"]),
         ("Helicone-Property-Project-Id", &event["project_id"]),
+        ("Helicone-Property-Node", &event["node"]),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.as_str().map(|v| (name.to_string(), json!(v))))
@@ -293,6 +295,21 @@ fn helicone_log(event: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lunary_and_helicone_are_told_the_node() {
+        let event = json!({"request_id": "r", "node": "edge-7", "status": 200});
+        assert_eq!(lunary_events(&event)[0]["metadata"]["node"], "edge-7");
+        let meta = &helicone_log(&event)["providerRequest"]["meta"];
+        assert_eq!(meta["Helicone-Property-Node"], "edge-7");
+        // An event from before events named their node: no property.
+        let old = json!({"request_id": "r", "status": 200});
+        assert!(
+            helicone_log(&old)["providerRequest"]["meta"]
+                .get("Helicone-Property-Node")
+                .is_none()
+        );
+    }
 
     #[test]
     fn seq_goes_first() {

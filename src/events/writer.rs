@@ -34,10 +34,12 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
+    /// Starts the writer of the node `node`: every record it writes names it.
     pub fn start(
         log: Arc<EventLog>,
         retention: Retention,
         body_limit: Option<usize>,
+        node: Arc<str>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
         let counts = Arc::new(WriterCounts::default());
@@ -45,7 +47,7 @@ impl EventWriter {
             let (log, counts) = (log.clone(), counts.clone());
             std::thread::Builder::new()
                 .name("event-writer".into())
-                .spawn(move || write_loop(&log, &retention, &receiver, &counts))?
+                .spawn(move || write_loop(&log, &retention, &receiver, &counts, &node))?
         };
         Ok(Self {
             log,
@@ -88,6 +90,7 @@ fn write_loop(
     retention: &Retention,
     receiver: &Receiver<Batch>,
     counts: &WriterCounts,
+    node: &str,
 ) {
     compact(log, retention);
     let mut last_compaction = Instant::now();
@@ -102,15 +105,15 @@ fn write_loop(
                 encoded.clear();
                 let mut pacer = Pacer::default();
                 lost.add(batch.dropped);
-                let mut alerts = encode(batch, &mut encoded, &mut pacer);
+                let mut alerts = encode(batch, node, &mut encoded, &mut pacer);
                 // Whatever else is waiting goes in the same transaction.
                 while encoded.len() < 16 * 1024
                     && let Ok(more) = receiver.try_recv()
                 {
                     lost.add(more.dropped);
-                    alerts += encode(more, &mut encoded, &mut pacer);
+                    alerts += encode(more, node, &mut encoded, &mut pacer);
                 }
-                if let Some(gap) = lost.record() {
+                if let Some(gap) = lost.record(node) {
                     // Before the events that follow the loss.
                     encoded.insert(0, gap);
                 }
@@ -135,7 +138,7 @@ fn write_loop(
         if lost.pending() && lost.retry_due() {
             // No event came since the loss: the gap record alone, once
             // there is room for it.
-            write_gap(log, retention, &mut lost);
+            write_gap(log, retention, &mut lost, node);
         }
         if unsynced && last_compaction.elapsed() >= COMPACT_INTERVAL {
             compact(log, retention);
@@ -147,7 +150,7 @@ fn write_loop(
         }
     }
     if lost.pending() {
-        write_gap(log, retention, &mut lost);
+        write_gap(log, retention, &mut lost, node);
     }
     compact(log, retention);
     sync(log);
@@ -186,8 +189,8 @@ impl Lost {
     }
 
     /// The gap record to write, if any.
-    fn record(&self) -> Option<Vec<u8>> {
-        self.gap.as_ref().map(stored::encode_gap)
+    fn record(&self, node: &str) -> Option<Vec<u8>> {
+        self.gap.as_ref().map(|gap| stored::encode_gap(gap, node))
     }
 
     /// The gap record is in the log.
@@ -223,8 +226,8 @@ impl Lost {
 }
 
 /// Writes the waiting gap record on its own.
-fn write_gap(log: &EventLog, retention: &Retention, lost: &mut Lost) {
-    let Some(gap) = lost.record() else { return };
+fn write_gap(log: &EventLog, retention: &Retention, lost: &mut Lost, node: &str) {
+    let Some(gap) = lost.record(node) else { return };
     match append(log, retention, &[gap], &mut Pacer::default()) {
         Ok(()) => lost.recorded(),
         Err(error) => lost.failed(0, &error),
@@ -261,9 +264,10 @@ impl Pacer {
     }
 }
 
-/// Serializes a batch, its events then its budget alerts, and gives its
-/// emptied vector back to its worker. Returns how many alerts it held.
-fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) -> usize {
+/// Serializes a batch, its events then its budget alerts, each naming
+/// `node`, and gives its emptied vector back to its worker. Returns how
+/// many alerts it held.
+fn encode(batch: Batch, node: &str, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) -> usize {
     let Batch {
         mut events,
         alerts,
@@ -274,10 +278,10 @@ fn encode(batch: Batch, encoded: &mut Vec<Vec<u8>>, pacer: &mut Pacer) -> usize 
     encoded.extend(events.iter().map(|event| {
         pacer.step();
         let mut bytes = Vec::with_capacity(192);
-        stored::encode(event, buffer::unix_ns(clock, event.end), &mut bytes);
+        stored::encode(event, buffer::unix_ns(clock, event.end), node, &mut bytes);
         bytes
     }));
-    encoded.extend(alerts.iter().map(stored::encode_alert));
+    encoded.extend(alerts.iter().map(|alert| stored::encode_alert(alert, node)));
     events.clear();
     let _ = spare.try_send(events);
     alerts.len()

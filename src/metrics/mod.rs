@@ -2,7 +2,9 @@
 //! `WorkerMetrics` of its own (plain integers behind the worker's
 //! `RefCell`: no atomics, no locks on the request path); a `/metrics` scrape
 //! takes a `Snapshot` of every worker on its own thread and renders them
-//! together (`render`), each worker's series under its `worker` label.
+//! together (`render`), each worker's series under its `worker` label and
+//! every series under the server's `node` label (`NODE_ID`, constant per
+//! process: it keeps several nodes apart in one Prometheus).
 //!
 //! Label values are bounded and never chosen by a client: `route` is one of
 //! a fixed set, `model` a registered model (or key alias) a request was

@@ -1,7 +1,8 @@
 //! The Prometheus text exposition format (version 0.0.4) of every
 //! worker's snapshot: one family at a time, HELP and TYPE first, each
 //! worker's counters under its `worker` label, the histograms summed over
-//! the workers.
+//! the workers, and every sample under the `node` label of the server
+//! (`NODE_ID`), written in one place (`Page::sample`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,26 +13,22 @@ use super::{Endpoint, Histogram, SOFT_BUDGET_KINDS, Series, Snapshot};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders `snapshots` (one per worker that answered) for a server of
-/// `workers` workers.
-pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
+/// `workers` workers named `node`.
+pub fn render(snapshots: &mut [Snapshot], workers: usize, node: &str) -> String {
     snapshots.sort_by_key(|s| s.worker);
-    let mut out = String::with_capacity(16 << 10);
-    let out = &mut out;
+    let out = &mut Page::new(node);
 
-    family(
-        out,
+    out.family(
         "llm_proxy_build_info",
         "gauge",
         "The running build; always 1.",
     );
-    sample(
-        out,
+    out.sample(
         "llm_proxy_build_info",
         &format!("version=\"{}\"", env!("CARGO_PKG_VERSION")),
         1,
     );
-    family(
-        out,
+    out.family(
         "llm_proxy_start_time_seconds",
         "gauge",
         "When the server started, in unix seconds.",
@@ -41,36 +38,27 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
         .map(|s| s.started)
         .fold(f64::INFINITY, f64::min);
     if started.is_finite() {
-        sample_f64(out, "llm_proxy_start_time_seconds", "", started);
+        out.sample("llm_proxy_start_time_seconds", "", started);
     }
-    family(
-        out,
+    out.family(
         "llm_proxy_workers",
         "gauge",
         "Worker threads of the server.",
     );
-    sample(out, "llm_proxy_workers", "", workers as u64);
-    family(
-        out,
+    out.sample("llm_proxy_workers", "", workers as u64);
+    out.family(
         "llm_proxy_workers_reporting",
         "gauge",
         "Workers whose counters are in this scrape (fewer than llm_proxy_workers while one is busy or stopping).",
     );
-    sample(
-        out,
-        "llm_proxy_workers_reporting",
-        "",
-        snapshots.len() as u64,
-    );
-    family(
-        out,
+    out.sample("llm_proxy_workers_reporting", "", snapshots.len() as u64);
+    out.family(
         "llm_proxy_active_connections",
         "gauge",
         "Open client connections.",
     );
     for s in snapshots.iter() {
-        sample(
-            out,
+        out.sample(
             "llm_proxy_active_connections",
             &worker(s),
             s.connections as u64,
@@ -81,16 +69,14 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
     cache(out, snapshots);
 
     let rejections = "llm_proxy_key_rejections_total";
-    family(
-        out,
+    out.family(
         rejections,
         "counter",
         "Requests refused for their key, by error code (missing, invalid, revoked or expired key, quota, budget, model access).",
     );
     for s in snapshots.iter() {
         for (code, count) in &s.rejections {
-            sample(
-                out,
+            out.sample(
                 rejections,
                 &format!("reason=\"{code}\",{}", worker(s)),
                 *count,
@@ -99,26 +85,19 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
     }
 
     let alerts = "llm_proxy_soft_budget_alerts_total";
-    family(
-        out,
+    out.family(
         alerts,
         "counter",
         "Soft budgets crossed: a key's, user's or team's spend went past its soft_budget (one alert per crossing, also a budget_alert record in the event log).",
     );
     for s in snapshots.iter() {
         for (kind, count) in SOFT_BUDGET_KINDS.iter().zip(s.soft_budget_alerts) {
-            sample(
-                out,
-                alerts,
-                &format!("kind=\"{kind}\",{}", worker(s)),
-                count,
-            );
+            out.sample(alerts, &format!("kind=\"{kind}\",{}", worker(s)), count);
         }
     }
 
     let spend = "llm_proxy_spend_dollars_total";
-    family(
-        out,
+    out.family(
         spend,
         "counter",
         "What requests cost, in dollars, by requested model.",
@@ -126,12 +105,11 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
     for s in snapshots.iter() {
         for (model, usage) in &s.usage {
             let labels = format!("model=\"{}\",{}", escape(model), worker(s));
-            sample_f64(out, spend, &labels, usage.spend as f64 / 1e12);
+            out.sample(spend, &labels, usage.spend as f64 / 1e12);
         }
     }
     let tokens = "llm_proxy_tokens_total";
-    family(
-        out,
+    out.family(
         tokens,
         "counter",
         "Tokens used, by requested model and type (prompt, completion).",
@@ -144,16 +122,16 @@ pub fn render(snapshots: &mut [Snapshot], workers: usize) -> String {
                 ("completion", usage.completion_tokens),
             ] {
                 let labels = format!("model=\"{model}\",type=\"{kind}\",{}", worker(s));
-                sample(out, tokens, &labels, count);
+                out.sample(tokens, &labels, count);
             }
         }
     }
 
     extras(out, snapshots);
-    std::mem::take(out)
+    std::mem::take(&mut out.text)
 }
 
-fn requests(out: &mut String, snapshots: &[Snapshot]) {
+fn requests(out: &mut Page, snapshots: &[Snapshot]) {
     // Sorted by labels, so that a family reads in a stable order.
     let mut series: Vec<_> = snapshots
         .iter()
@@ -163,8 +141,7 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
         (a.route, &a.model, a.status, wa).cmp(&(b.route, &b.model, b.status, wb))
     });
     let total = "llm_proxy_requests_total";
-    family(
-        out,
+    out.family(
         total,
         "counter",
         "Requests served, by route, requested model, status and worker.",
@@ -176,7 +153,7 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
             escape(&s.model),
             s.status
         );
-        sample(out, total, &labels, s.series.duration.count());
+        out.sample(total, &labels, s.series.duration.count());
     }
 
     // The histograms, summed over the workers by route, model and status
@@ -203,42 +180,39 @@ fn requests(out: &mut String, snapshots: &[Snapshot]) {
         })
         .collect();
     let name = "llm_proxy_request_duration_seconds";
-    family(
-        out,
+    out.family(
         name,
         "histogram",
         "From a request's head read to the request finished.",
     );
     for (labels, s) in &labelled {
-        histogram(out, name, labels, &s.duration);
+        out.histogram(name, labels, &s.duration);
     }
     let name = "llm_proxy_upstream_duration_seconds";
-    family(
-        out,
+    out.family(
         name,
         "histogram",
         "From a request sent upstream to the upstream's response head.",
     );
     for (labels, s) in &labelled {
         if s.upstream.count() > 0 {
-            histogram(out, name, labels, &s.upstream);
+            out.histogram(name, labels, &s.upstream);
         }
     }
     let name = "llm_proxy_upstream_first_byte_seconds";
-    family(
-        out,
+    out.family(
         name,
         "histogram",
         "From a request sent upstream to the first response body bytes relayed to the client (time to first token of a stream).",
     );
     for (labels, s) in &labelled {
         if s.first_byte.count() > 0 {
-            histogram(out, name, labels, &s.first_byte);
+            out.histogram(name, labels, &s.first_byte);
         }
     }
 }
 
-fn cache(out: &mut String, snapshots: &[Snapshot]) {
+fn cache(out: &mut Page, snapshots: &[Snapshot]) {
     type Count = fn(&Snapshot) -> u64;
     let counters: [(&str, &str, Count); 4] = [
         (
@@ -263,15 +237,15 @@ fn cache(out: &mut String, snapshots: &[Snapshot]) {
         ),
     ];
     for (name, help, value) in counters {
-        family(out, name, "counter", help);
+        out.family(name, "counter", help);
         for s in snapshots {
-            sample(out, name, &worker(s), value(s));
+            out.sample(name, &worker(s), value(s));
         }
     }
 }
 
 /// Other modules' counters: one family per name, in the order first seen.
-fn extras(out: &mut String, snapshots: &[Snapshot]) {
+fn extras(out: &mut Page, snapshots: &[Snapshot]) {
     let mut names: Vec<&str> = Vec::new();
     for extra in snapshots.iter().flat_map(|s| &s.extra) {
         if !names.contains(&extra.name) {
@@ -283,7 +257,7 @@ fn extras(out: &mut String, snapshots: &[Snapshot]) {
         for s in snapshots {
             for extra in s.extra.iter().filter(|e| e.name == name) {
                 if first {
-                    family(out, name, extra.kind.as_str(), extra.help);
+                    out.family(name, extra.kind.as_str(), extra.help);
                     first = false;
                 }
                 let mut labels = String::new();
@@ -291,7 +265,7 @@ fn extras(out: &mut String, snapshots: &[Snapshot]) {
                     let _ = write!(labels, "{label}=\"{}\",", escape(value));
                 }
                 labels.push_str(&worker(s));
-                sample(out, name, &labels, extra.value);
+                out.sample(name, &labels, extra.value);
             }
         }
     }
@@ -301,35 +275,45 @@ fn worker(snapshot: &Snapshot) -> String {
     format!("worker=\"{}\"", snapshot.worker)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The page being rendered, and the one place sample lines are written:
+/// every sample ends its labels with `node`.
+struct Page {
+    text: String,
+    /// `node="<NODE_ID>"`, escaped: the label of every sample, so that
+    /// several nodes scraped into one Prometheus stay apart.
+    node: String,
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
-    let _ = if labels.is_empty() {
-        writeln!(out, "{name} {value}")
-    } else {
-        writeln!(out, "{name}{{{labels}}} {value}")
-    };
-}
-
-fn sample_f64(out: &mut String, name: &str, labels: &str, value: f64) {
-    let _ = if labels.is_empty() {
-        writeln!(out, "{name} {value}")
-    } else {
-        writeln!(out, "{name}{{{labels}}} {value}")
-    };
-}
-
-fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
-    let mut cumulative = histogram.cumulative();
-    for (bound, count) in BOUNDS_LABEL.iter().zip(cumulative.by_ref()) {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+impl Page {
+    fn new(node: &str) -> Self {
+        Self {
+            text: String::with_capacity(16 << 10),
+            node: format!("node=\"{}\"", escape(node)),
+        }
     }
-    let total = cumulative.next().unwrap_or(0);
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum_seconds());
-    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample: `name{labels,node="..."} value` (`labels` may be empty).
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let node = &self.node;
+        let comma = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(self.text, "{name}{{{labels}{comma}{node}}} {value}");
+    }
+
+    fn histogram(&mut self, name: &str, labels: &str, histogram: &Histogram) {
+        let mut cumulative = histogram.cumulative();
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in BOUNDS_LABEL.iter().zip(cumulative.by_ref()) {
+            self.sample(&bucket, &format!("{labels},le=\"{bound}\""), count);
+        }
+        let total = cumulative.next().unwrap_or(0);
+        self.sample(&bucket, &format!("{labels},le=\"+Inf\""), total);
+        self.sample(&format!("{name}_sum"), labels, histogram.sum_seconds());
+        self.sample(&format!("{name}_count"), labels, total);
+    }
 }
 
 /// A label value as the text format wants it: `\`, `"` and newlines escaped.
@@ -382,18 +366,40 @@ mod tests {
             labels: vec![("reason", "full".into())],
             value: 7,
         });
-        let text = render(&mut snapshots, 2);
+        let text = render(&mut snapshots, 2, "edge-7");
         assert!(text.contains(
-            "llm_proxy_requests_total{route=\"/v1/chat/completions\",model=\"we\\\"ird\\\\model\\n\",status=\"200\",worker=\"1\"} 1\n"
+            "llm_proxy_requests_total{route=\"/v1/chat/completions\",model=\"we\\\"ird\\\\model\\n\",status=\"200\",worker=\"1\",node=\"edge-7\"} 1\n"
         ));
         assert!(text.contains(
-            "llm_proxy_request_duration_seconds_bucket{route=\"local\",model=\"\",status_class=\"2xx\",le=\"0.0001\"} 1\n"
+            "llm_proxy_request_duration_seconds_bucket{route=\"local\",model=\"\",status_class=\"2xx\",le=\"0.0001\",node=\"edge-7\"} 1\n"
         ));
-        assert!(text.contains("llm_proxy_active_connections{worker=\"0\"} 0\n"));
+        assert!(text.contains("llm_proxy_active_connections{worker=\"0\",node=\"edge-7\"} 0\n"));
         assert!(text.contains("# TYPE llm_proxy_things_total counter\n"));
-        assert!(text.contains("llm_proxy_things_total{reason=\"full\",worker=\"1\"} 7\n"));
-        assert!(text.contains("llm_proxy_workers 2\n"));
+        assert!(
+            text.contains(
+                "llm_proxy_things_total{reason=\"full\",worker=\"1\",node=\"edge-7\"} 7\n"
+            )
+        );
+        assert!(text.contains("llm_proxy_workers{node=\"edge-7\"} 2\n"));
         assert_eq!(text.matches("# TYPE llm_proxy_requests_total").count(), 1);
+    }
+
+    #[test]
+    fn every_sample_names_the_node_last() {
+        let mut metrics = WorkerMetrics::new(0);
+        metrics.record_local(Endpoint::Local, 200, Duration::from_micros(50));
+        metrics.soft_budget_crossed("key");
+        let text = render(&mut [metrics.snapshot()], 1, "rack \"b\"\\7");
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() > 30, "{text}");
+        for line in samples {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            assert!(
+                series.ends_with("{node=\"rack \\\"b\\\"\\\\7\"}")
+                    || series.ends_with(",node=\"rack \\\"b\\\"\\\\7\"}"),
+                "{line}"
+            );
+        }
     }
 
     #[test]
@@ -411,10 +417,10 @@ mod tests {
             }
         }
         let mut snapshots: Vec<_> = workers.iter().map(WorkerMetrics::snapshot).collect();
-        let text = render(&mut snapshots, 4);
+        let text = render(&mut snapshots, 4, "edge-7");
         // 16 counters, one per worker and status; one histogram.
         assert_eq!(text.matches("llm_proxy_requests_total{").count(), 16);
-        let count = "llm_proxy_request_duration_seconds_count{route=\"/v1/chat/completions\",model=\"m\",status_class=\"4xx\"} 16\n";
+        let count = "llm_proxy_request_duration_seconds_count{route=\"/v1/chat/completions\",model=\"m\",status_class=\"4xx\",node=\"edge-7\"} 16\n";
         assert!(text.contains(count), "{text}");
         assert_eq!(
             text.matches("llm_proxy_request_duration_seconds_count{")

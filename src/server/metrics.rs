@@ -19,7 +19,7 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             let mut snapshots = worker.control.on_each(snapshot).await;
             Ok(Answer::Body {
                 content_type: CONTENT_TYPE,
-                body: render(&mut snapshots, worker.settings.workers),
+                body: render(&mut snapshots, worker.settings.workers, &worker.node),
             })
         }
         Err(error) => Err(error),

@@ -130,7 +130,10 @@ pub fn start(
     let inboxes: Arc<Mutex<Vec<Option<control::Inbox>>>> =
         Arc::new(Mutex::new(inboxes.into_iter().map(Some).collect()));
     let worker_drains = drains.clone();
-    let events = start_events(&settings)?;
+    // One copy of the node id for the whole process: the workers and the
+    // event writer share it.
+    let node: Arc<str> = settings.node_id.as_str().into();
+    let events = start_events(&settings, &node)?;
     let event_buffers: Vec<EventBuffer> = (0..settings.workers)
         .map(|_| {
             events
@@ -154,6 +157,7 @@ pub fn start(
                 driver,
                 pool: RefCell::new(Pool::new(settings.providers.providers.len())),
                 settings: settings.clone(),
+                node: node.clone(),
                 tls: tls_config.clone().into(),
                 dns: DnsCache::default(),
                 drain: worker_drains[id].clone(),
@@ -243,7 +247,7 @@ async fn run_worker(
 }
 
 /// Opens the event log and starts its writer, unless events are off.
-fn start_events(settings: &ServerSettings) -> anyhow::Result<Option<EventWriter>> {
+fn start_events(settings: &ServerSettings, node: &Arc<str>) -> anyhow::Result<Option<EventWriter>> {
     let events = &settings.events;
     if !events.enabled {
         return Ok(None);
@@ -251,8 +255,13 @@ fn start_events(settings: &ServerSettings) -> anyhow::Result<Option<EventWriter>
     let dir = event_log::dir_of(&settings.data_dir);
     let log = EventLog::open_for_writing(&dir, events.retention.max_bytes)
         .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
-    let writer = EventWriter::start(Arc::new(log), events.retention, events.body_limit)
-        .context("cannot start the event writer")?;
+    let writer = EventWriter::start(
+        Arc::new(log),
+        events.retention,
+        events.body_limit,
+        node.clone(),
+    )
+    .context("cannot start the event writer")?;
     Ok(Some(writer))
 }
 

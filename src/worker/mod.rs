@@ -35,6 +35,9 @@ pub struct Worker {
     pub id: usize,
     pub driver: Driver,
     pub settings: Arc<ServerSettings>,
+    /// This node's name (`NODE_ID`), one copy shared by the workers and the
+    /// event writer: the `node` of every event record and metric sample.
+    pub node: Arc<str>,
     pub tls: TlsConnector,
     /// Idle upstream connections, by provider index.
     pub pool: RefCell<Pool>,

@@ -43,6 +43,7 @@ mod manage_cli;
 mod management_api;
 mod metrics;
 mod mock_sdk;
+mod node_id;
 mod openai_chat;
 mod operations;
 mod postgres_harness;

@@ -16,10 +16,10 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const CHAT: &str = "/v1/chat/completions";
 
 /// The samples of one scrape: name, labels, value.
-struct Samples(Vec<(String, BTreeMap<String, String>, f64)>);
+pub struct Samples(pub Vec<(String, BTreeMap<String, String>, f64)>);
 
 impl Samples {
-    fn parse(text: &str) -> Self {
+    pub fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
         for line in text
             .lines()
@@ -106,7 +106,7 @@ fn scrape(proxy: &Proxy) -> String {
 
 /// Pipes `text` to `promtool check metrics`; without promtool the test
 /// fails, unless LLM_PROXY_SKIP_PROMTOOL=1.
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
