@@ -34,8 +34,11 @@ pub const REQUESTS: &str = "requests";
 /// budget with a window (each window is an allowance of its own).
 const BUDGET: &str = "budget";
 
-/// Largest slice a node asks for at once, per worker.
-const SLICE_PER_WORKER: u64 = 64;
+/// Largest slice of requests a node asks for at once, per worker (and,
+/// for budgets, of requests' worth): a slice is at most a quarter of
+/// what is left, so this caps it only while much is left. A node asks
+/// PostgreSQL again about once per this many requests per worker.
+const SLICE_PER_WORKER: u64 = 1024;
 
 /// What a node holds of one allowance.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -435,7 +438,7 @@ impl Store {
             }
             asked = true;
             let limit = budget.amount.0.min(i64::MAX as u64) as i64;
-            let want = at_least.saturating_mul(super::ledger::MAX_LEASE * workers.max(1) as u64);
+            let want = at_least.saturating_mul(SLICE_PER_WORKER * workers.max(1) as u64);
             let need = at_least - free.min(at_least);
             match shared.take_slice(&party, meter.clone(), want, need, Some(limit)) {
                 Slice::Granted(granted) => {
@@ -522,7 +525,8 @@ impl Store {
             }
             asked = true;
             let want = match meter {
-                Meter::Tokens => need.saturating_mul(4 * workers.max(1) as u64),
+                // Tokens go by the thousand: a quarter of what is left.
+                Meter::Tokens => u64::MAX,
                 Meter::Requests | Meter::Parallel => MAX_COUNT_LEASE * workers.max(1) as u64,
             };
             let limit = limit.min(i64::MAX as u64) as i64;
