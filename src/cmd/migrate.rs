@@ -61,7 +61,7 @@ fn import(url: &str, dir: &Path, env: &Env) -> anyhow::Result<()> {
     let (cluster, change) = shared::import_rows(url, &imported.rows, &imported.used)?;
     store.mark_imported(&cluster, change)?;
     println!(
-        "imported {} records ({} keys with max_requests, their counts kept) from {} into cluster {cluster}",
+        "imported {} records and {} limits (with what they used) from {} into cluster {cluster}",
         imported.rows.len(),
         imported.used.len(),
         dir.display()

@@ -695,6 +695,63 @@ impl Store {
         Ok(())
     }
 
+    /// For `migrate --import`: the allowance of every budget (of keys,
+    /// users, teams and keys' models) in its current window, with what was
+    /// spent (and is held by workers) counted as used.
+    pub(super) fn budgets_for_import(
+        &self,
+    ) -> Result<Vec<(super::shared::AllowanceLimit, i64)>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let now = now_ms();
+        let mut payers: Vec<(String, Option<String>)> = Vec::new();
+        for entry in self.keys.iter(&txn)? {
+            let (_, key) = entry?;
+            payers.push((key_party(key.id), None));
+            for model in key.model_limits.keys() {
+                payers.push((key_party(key.id), Some(model.clone())));
+            }
+        }
+        for entry in self.users.iter(&txn)? {
+            payers.push((format!("user:{}", entry?.0), None));
+        }
+        for entry in self.teams.iter(&txn)? {
+            payers.push((format!("team:{}", entry?.0), None));
+        }
+        let mut budgets = Vec::new();
+        for (party, model) in &payers {
+            let party = match model {
+                Some(model) => format!("keymodel:{}:{model}", &party["key:".len()..]),
+                None => party.clone(),
+            };
+            let Some(payer) = party_payer(&party) else {
+                continue;
+            };
+            let Some((Some(budget), window)) = self.payer_budget(&txn, payer)? else {
+                continue;
+            };
+            let slot = payer.slot();
+            let end = match window {
+                Some(_) => match self.budget_windows.get(&txn, &slot)? {
+                    // A window that has passed starts from nothing.
+                    Some(end) if end > now => Some(end),
+                    _ => continue,
+                },
+                None => None,
+            };
+            let spent = self.stored_spend(&txn, payer)?.0;
+            let held = self.reserved.get(&txn, &slot)?.unwrap_or_default().0;
+            budgets.push((
+                super::shared::AllowanceLimit {
+                    meter: budget_meter(end),
+                    party,
+                    limit: Some(budget.amount.0.min(i64::MAX as u64) as i64),
+                },
+                spent.saturating_add(held).min(i64::MAX as u64) as i64,
+            ));
+        }
+        Ok(budgets)
+    }
+
     /// A batch PostgreSQL applied: it leaves the outbox.
     pub fn report_sent(&self, number: u64) -> Result<(), StoreError> {
         let mut txn = self.env.write_txn()?;
@@ -735,7 +792,7 @@ impl Store {
             };
             limits.push(super::shared::AllowanceLimit {
                 party: key_party(id),
-                meter: REQUESTS,
+                meter: REQUESTS.to_string(),
                 limit,
             });
         }

@@ -232,6 +232,8 @@ impl Store {
             let count = usage.requests.max(usage.reserved).min(i64::MAX as u64) as i64;
             used.push((limit, count));
         }
+        drop(txn);
+        used.extend(self.budgets_for_import()?);
         Ok(Imported { rows, used })
     }
 

@@ -114,7 +114,7 @@ enum Finish {
 #[derive(Debug, Clone)]
 pub struct AllowanceLimit {
     pub party: String,
-    pub meter: &'static str,
+    pub meter: String,
     pub limit: Option<i64>,
 }
 
