@@ -57,6 +57,7 @@ mod routing;
 mod routing_config;
 mod sdk_gateway;
 mod setup_cli;
+mod shared_failures;
 mod shared_store;
 mod smuggling;
 mod streaming;

@@ -22,14 +22,20 @@ use crate::common::*;
 use serde_json::{Value, json};
 
 /// The model every test registers, routed to the mock.
-const MODEL: &str = "shared-model";
+pub(crate) const MODEL: &str = "shared-model";
 
 /// A node of the cluster: a server in shared mode on its own data directory.
-fn node(pg: &PgCluster, mock: &Mock, name: &str, db: &Path) -> Proxy {
+pub(crate) fn node(pg: &PgCluster, mock: &Mock, name: &str, db: &Path) -> Proxy {
     node_with(pg, mock, name, db, &[])
 }
 
-fn node_with(pg: &PgCluster, mock: &Mock, name: &str, db: &Path, env: &[(&str, &str)]) -> Proxy {
+pub(crate) fn node_with(
+    pg: &PgCluster,
+    mock: &Mock,
+    name: &str,
+    db: &Path,
+    env: &[(&str, &str)],
+) -> Proxy {
     let mut builder = Proxy::for_mock(mock)
         .unseeded()
         .env("DATABASE_URL", pg.url())
@@ -43,18 +49,18 @@ fn node_with(pg: &PgCluster, mock: &Mock, name: &str, db: &Path, env: &[(&str, &
 }
 
 /// `GET /v1/models` with `key`: the cheapest call that checks a key.
-fn models_status(proxy: &Proxy, key: &str) -> u16 {
+pub(crate) fn models_status(proxy: &Proxy, key: &str) -> u16 {
     proxy.call(Req::get("/v1/models").auth(key)).status
 }
 
-fn chat_with(proxy: &Proxy, key: &str) -> Response {
+pub(crate) fn chat_with(proxy: &Proxy, key: &str) -> Response {
     let body = json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
     proxy.call(Req::post("/v1/chat/completions", body.to_string()).auth(key))
 }
 
 /// Polls until `check` holds; returns how long it took, or panics after `limit`.
 #[track_caller]
-fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
@@ -257,7 +263,7 @@ fn hammer_with(
 }
 
 /// `used`, `leased`, `written_off` of a key's allowance of requests.
-fn allowance(pg: &PgCluster, key_id: &str) -> (i64, i64, i64) {
+pub(crate) fn allowance(pg: &PgCluster, key_id: &str) -> (i64, i64, i64) {
     let row = pg.psql(&format!(
         "SELECT used, leased, written_off FROM llm_proxy_allowances WHERE party = 'key:{key_id}' AND meter = 'requests'"
     ));
