@@ -54,6 +54,10 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(error) = error.downcast_ref::<LoadError>() {
         return error.exit_code();
     }
+    // `migrate`: PostgreSQL is the server that cannot be reached.
+    if let Some(error) = error.downcast_ref::<crate::store::shared::SharedError>() {
+        return if error.is_unreachable() { 2 } else { 1 };
+    }
     error
         .downcast_ref::<ClientError>()
         .map_or(1, ClientError::exit_code)

@@ -122,7 +122,7 @@ pub enum StoreError {
     #[error("{0}")]
     SharedUnavailable(String),
     /// Shared mode: PostgreSQL refused a write.
-    #[error("the shared store: {0}")]
+    #[error("{0}")]
     Shared(String),
 }
 

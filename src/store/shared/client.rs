@@ -137,7 +137,12 @@ async fn run(
 
 /// Answers a command that needs PostgreSQL while it is unreachable.
 fn refuse(command: Command, error: &SharedError) {
-    let unavailable = || SharedError::Unavailable(error.to_string());
+    let unavailable = || {
+        SharedError::Unavailable(match error {
+            SharedError::Unavailable(reason) => reason.clone(),
+            other => other.to_string(),
+        })
+    };
     match command {
         Command::BeginWrite { reply, .. } => {
             let _ = reply.send(Err(unavailable()));
