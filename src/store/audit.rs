@@ -49,6 +49,9 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
+/// `meta`: the id of the last entry copied to PostgreSQL (shared mode).
+const AUDIT_SHIPPED: &str = "audit_shipped";
+
 /// The `meta` key set once every stored target went through `safe_target`.
 const TARGETS_SAFE: &str = "audit_targets_safe";
 
@@ -56,7 +59,11 @@ impl Store {
     /// Appends `entry` (its id is assigned here), keeping at most `keep`
     /// entries (the oldest go), and returns the id.
     pub fn append_audit(&self, mut entry: AuditEntry, keep: u64) -> Result<u64, StoreError> {
-        let mut txn = self.admin_txn()?;
+        // Each node keeps its own log; in shared mode it is also copied to
+        // PostgreSQL in batches (`shared`), never under the lock of
+        // management writes: a flood of refused calls must not hold up the
+        // cluster's writes.
+        let mut txn = self.env.write_txn()?;
         entry.id = self.last_audit_id(&txn)? + 1;
         self.audit.put(&mut txn, &entry.id.to_be_bytes(), &entry)?;
         if let Some(oldest_kept) = entry.id.checked_sub(keep.max(1) - 1)
@@ -69,8 +76,36 @@ impl Store {
             );
             self.audit.delete_range(&mut txn, &range)?;
         }
-        self.commit_replicated(txn)?;
+        super::commit(txn, self.path())?;
         Ok(entry.id)
+    }
+
+    /// Shared mode: entries not yet copied to PostgreSQL, oldest first, at
+    /// most `limit`.
+    pub fn audit_to_ship(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.env.read_txn()?;
+        let shipped = self
+            .meta
+            .get(&txn, AUDIT_SHIPPED)?
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map_or(0, u64::from_be_bytes);
+        let start = (shipped + 1).to_be_bytes();
+        let range = (
+            std::ops::Bound::Included(&start[..]),
+            std::ops::Bound::Unbounded,
+        );
+        let mut entries = Vec::new();
+        for item in self.audit.range(&txn, &range)?.take(limit) {
+            entries.push(item?.1);
+        }
+        Ok(entries)
+    }
+
+    /// Shared mode: entries up to `id` are in PostgreSQL.
+    pub fn audit_shipped(&self, id: u64) -> Result<(), StoreError> {
+        let mut txn = self.env.write_txn()?;
+        self.meta.put(&mut txn, AUDIT_SHIPPED, &id.to_be_bytes())?;
+        super::commit(txn, self.path())
     }
 
     /// Entries written by versions before `safe_target` could name a

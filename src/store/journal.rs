@@ -1,8 +1,8 @@
 //! The rows a management write changed, for shared mode.
 //!
 //! The databases whose truth is PostgreSQL's in shared mode (projects,
-//! keys, users, teams, deployments, credentials, the audit log, sign-ins
-//! and their indexes) are each wrapped in a [`Replicated`]: it reads like
+//! keys, users, teams, deployments, credentials, sign-ins, the starts of
+//! budget windows, and the indexes) are each wrapped in a [`Replicated`]: it reads like
 //! the heed database it wraps, and its `put` and `delete` also note the
 //! row in the store's [`Journal`] while a management write is open. The
 //! management code therefore writes LMDB as it always did; what it wrote
@@ -26,7 +26,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::StoreError;
-use super::audit::AuditEntry;
 use super::logins::Login;
 use super::model::{Credential, Deployment, KeyRecord, Project, Team, User};
 
@@ -126,11 +125,6 @@ pub static TEAMS: Table = Table {
     key: KeyForm::Text,
     value: record::<Team>(),
 };
-pub static AUDIT: Table = Table {
-    name: "audit",
-    key: KeyForm::Hex,
-    value: record::<AuditEntry>(),
-};
 /// The start of each payer's budget window, as management set it: every
 /// node counts the same windows from it. (A node moves its copy forward as
 /// windows pass; those moves are its own, and the same on every node.)
@@ -146,7 +140,7 @@ pub static LOGINS: Table = Table {
 };
 
 /// Every replicated table.
-pub static TABLES: [&Table; 11] = [
+pub static TABLES: [&Table; 10] = [
     &PROJECTS,
     &PROJECT_NAMES,
     &KEYS,
@@ -155,7 +149,6 @@ pub static TABLES: [&Table; 11] = [
     &DEPLOYMENTS,
     &CREDENTIALS,
     &TEAMS,
-    &AUDIT,
     &LOGINS,
     &BUDGET_WINDOWS,
 ];

@@ -229,7 +229,7 @@ pub struct Store {
     /// limited party and meter (see `counters`).
     counters: counters::CounterDb,
     /// Management calls, by sequential id (big-endian, so in order).
-    audit: Replicated<Bytes, SerdeBincode<AuditEntry>>,
+    audit: Database<Bytes, SerdeBincode<AuditEntry>>,
     /// Shared mode: what this node holds of allowances leased from
     /// PostgreSQL, and its reports of use not yet applied there (`escrow`).
     node_allowances: escrow::AllowanceDb,
@@ -346,11 +346,7 @@ impl Store {
                 journal.clone(),
             ),
             counters: env.create_database(&mut txn, Some("counters"))?,
-            audit: Replicated::new(
-                env.create_database(&mut txn, Some("audit"))?,
-                &journal::AUDIT,
-                journal.clone(),
-            ),
+            audit: env.create_database(&mut txn, Some("audit"))?,
             logins: Replicated::new(
                 env.create_database(&mut txn, Some("logins"))?,
                 &journal::LOGINS,

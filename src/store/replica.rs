@@ -265,7 +265,6 @@ impl Store {
             "deployments" => self.deployments.raw(),
             "credentials" => self.credentials.raw(),
             "teams" => self.teams.raw(),
-            "audit" => self.audit.raw(),
             "budget_windows" => self.budget_windows.raw(),
             _ => self.logins.raw(),
         }

@@ -635,11 +635,11 @@ fn a_schema_newer_than_the_binary_is_refused_and_migrate_says_what_it_did() {
     let fresh = database_url(&pg, "fresh");
     let first = Cli::new(["migrate", "--database-url", &fresh]).run();
     let said = first.ok().trim().to_string();
-    assert!(said.contains("version 0 → 1"), "{said}");
+    assert!(said.contains("version 0 → 2"), "{said}");
     assert_eq!(said.lines().count(), 1, "{said}");
     let second = Cli::new(["migrate", "--database-url", &fresh]).run();
     let again = second.ok().trim().to_string();
-    assert!(again.contains("version 1 (up to date)"), "{again}");
+    assert!(again.contains("version 2 (up to date)"), "{again}");
     println!("migrate on a fresh database: {said:?}; again: {again:?}");
 
     // A node migrates its database; then a newer llm-proxy's migration.

@@ -546,3 +546,32 @@ fn a_lowered_max_requests_holds_on_nodes_that_hold_slices() {
     assert!(served <= 5, "{served} served past the lowered limit");
     assert!(served >= 4, "only {served} of the 5 left served");
 }
+
+#[test]
+fn every_nodes_audit_log_is_copied_to_postgres_without_the_write_lock() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-audit");
+    let nodes: Vec<Proxy> = (1..=2)
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("a{i}"),
+                &dirs.path().join(format!("a{i}")),
+            )
+        })
+        .collect();
+    generate_key(&nodes[0], json!({"key_alias": "audited"}));
+    // Refused calls are audited too; they take no change number.
+    let before = pg.psql("SELECT change_no FROM llm_proxy_cluster");
+    for _ in 0..20 {
+        let refused = nodes[1].call(Req::post("/key/generate", "{}").auth("sk-not-the-token-123"));
+        assert_eq!(refused.status, 401);
+    }
+    assert_eq!(pg.psql("SELECT change_no FROM llm_proxy_cluster"), before);
+    wait_until(Duration::from_secs(5), "the audit copied", || {
+        pg.psql("SELECT count(*) FROM llm_proxy_audit WHERE node = 'a2' AND entry->>'status' = '401'") == "20"
+            && pg.psql("SELECT count(*) FROM llm_proxy_audit WHERE node = 'a1' AND entry->>'target' = '/key/generate'") == "1"
+    });
+}

@@ -275,6 +275,7 @@ async fn connected(
                 }
                 reclaim_expired(&main).await?;
                 send_reports(&mut main, store, false).await?;
+                ship_audit(&main, store, &config.node).await?;
                 catch_up(&main, store, &config.node).await?;
             },
         }
@@ -710,6 +711,38 @@ async fn give_back(main: &mut Client, store: &Arc<Store>, term: &str) -> Result<
     .await?;
     txn.commit().await?;
     blocking(store, |store| store.end_term()).await
+}
+
+/// Copies the audit entries this node wrote since the last copy (a
+/// batch at a time; one copied twice is the same row).
+async fn ship_audit(main: &Client, store: &Arc<Store>, node: &str) -> Result<(), SharedError> {
+    const BATCH: usize = 500;
+    loop {
+        let entries = blocking(store, |store| store.audit_to_ship(BATCH)).await?;
+        let Some(last) = entries.last().map(|entry| entry.id) else {
+            return Ok(());
+        };
+        let insert = main
+            .prepare(
+                "INSERT INTO llm_proxy_audit (node, id, at, entry)
+                 VALUES ($1, $2, to_timestamp($3::float8 / 1000), $4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for entry in &entries {
+            let json = serde_json::to_value(entry)
+                .map_err(|e| SharedError::Invalid(format!("an audit entry: {e}")))?;
+            main.execute(
+                &insert,
+                &[&node, &(entry.id as i64), &(entry.at as f64), &json],
+            )
+            .await?;
+        }
+        blocking(store, move |store| store.audit_shipped(last)).await?;
+        if entries.len() < BATCH {
+            return Ok(());
+        }
+    }
 }
 
 /// Runs a store call (an LMDB write) on tokio's blocking pool.

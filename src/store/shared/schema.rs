@@ -8,10 +8,16 @@ use tokio_postgres::Client;
 use super::SharedError;
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: [(&str, &str); 1] = [(
-    "shared store",
-    include_str!("migrations/0001_shared_store.sql"),
-)];
+const MIGRATIONS: [(&str, &str); 2] = [
+    (
+        "shared store",
+        include_str!("migrations/0001_shared_store.sql"),
+    ),
+    (
+        "audit log copied by each node",
+        include_str!("migrations/0002_audit.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
