@@ -317,6 +317,7 @@ impl Store {
                 continue;
             }
             let usage = self.usage.get(&txn, key.id.as_bytes())?.unwrap_or_default();
+            let usage = self.shown_usage(&txn, key.id, usage)?;
             keys.push((key, usage));
         }
         keys.sort_by_key(|(key, _)| key.created_at);
@@ -342,6 +343,7 @@ impl Store {
         }
         .ok_or(StoreError::NotFound("token"))?;
         let usage = self.usage.get(&txn, key.id.as_bytes())?.unwrap_or_default();
+        let usage = self.shown_usage(&txn, key.id, usage)?;
         Ok((key, usage))
     }
 

@@ -85,7 +85,7 @@ pub fn key_party(id: Uuid) -> String {
 }
 
 /// The name of a payer's allowance in PostgreSQL.
-fn payer_party(payer: Payer<'_>) -> String {
+pub(super) fn payer_party(payer: Payer<'_>) -> String {
     match payer {
         Payer::Key(id) => key_party(id),
         Payer::User(user) => format!("user:{user}"),

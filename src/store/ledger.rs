@@ -538,9 +538,12 @@ impl Store {
         Ok(self.reserved.get(&txn, &payer.slot())?.unwrap_or_default())
     }
 
+    /// A key's use as the management API shows it (in shared mode, the
+    /// sums over the nodes: see `usage`).
     pub fn usage_of(&self, key_id: Uuid) -> Result<Usage, StoreError> {
         let txn = self.env.read_txn()?;
-        Ok(self.usage.get(&txn, key_id.as_bytes())?.unwrap_or_default())
+        let usage = self.usage.get(&txn, key_id.as_bytes())?.unwrap_or_default();
+        self.shown_usage(&txn, key_id, usage)
     }
 
     /// Marks the store as served by this process (one server per data

@@ -39,6 +39,7 @@ mod read;
 mod replica;
 pub mod shared;
 mod teams;
+mod usage;
 mod users;
 mod window;
 
@@ -68,6 +69,7 @@ pub use model::{
 pub use read::{KeyView, Spend, TeamView};
 pub use replica::Imported;
 pub use teams::{NewTeam, TeamChanges};
+pub use usage::PartyUse;
 pub use users::{NewUser, UserChanges};
 
 /// Version of the record layout. Opening a store written by a newer
@@ -234,6 +236,10 @@ pub struct Store {
     /// PostgreSQL, and its reports of use not yet applied there (`escrow`).
     node_allowances: escrow::AllowanceDb,
     outbox: escrow::OutboxDb,
+    /// Shared mode: this node's figures of use as last published, and the
+    /// nodes' sums as last read (`usage`).
+    published: usage::UseDb,
+    cluster_usage: usage::UseDb,
     /// CLI sign-ins in progress, by login id.
     logins: Replicated<Str, SerdeBincode<logins::Login>>,
     cipher: Option<Cipher>,
@@ -354,6 +360,8 @@ impl Store {
             ),
             node_allowances: env.create_database(&mut txn, Some("node_allowances"))?,
             outbox: env.create_database(&mut txn, Some("outbox"))?,
+            published: env.create_database(&mut txn, Some("published"))?,
+            cluster_usage: env.create_database(&mut txn, Some("cluster_usage"))?,
             env: env.clone(),
             cipher,
             journal,

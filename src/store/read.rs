@@ -151,7 +151,8 @@ impl Store {
     /// What `payer` has spent in its budget's current window.
     pub fn payer_spend(&self, payer: Payer<'_>) -> Result<Money, StoreError> {
         let txn = self.env.read_txn()?;
-        self.window_spend(&txn, payer, now_ms())
+        let own = self.window_spend(&txn, payer, now_ms())?;
+        self.shown_spend(&txn, payer, own)
     }
 
     /// How long `payer`'s budget windows last, if its budget has them.

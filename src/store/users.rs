@@ -95,6 +95,7 @@ impl Store {
                 .user_spend
                 .get(&txn, &user.user_id)?
                 .unwrap_or_default();
+            let spend = self.shown_spend(&txn, super::Payer::User(&user.user_id), spend)?;
             users.push((user, spend));
         }
         users.sort_by(|(a, _), (b, _)| (a.created_at, &a.user_id).cmp(&(b.created_at, &b.user_id)));
@@ -108,6 +109,7 @@ impl Store {
             .get(&txn, user_id)?
             .ok_or(StoreError::NotFound("user"))?;
         let spend = self.user_spend.get(&txn, user_id)?.unwrap_or_default();
+        let spend = self.shown_spend(&txn, super::Payer::User(user_id), spend)?;
         Ok((user, spend))
     }
 

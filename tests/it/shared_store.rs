@@ -310,6 +310,12 @@ fn max_requests_holds_exactly_across_three_nodes() {
     for node in &nodes {
         chat_with(node, &key).assert_error(429, "max_requests_exceeded");
     }
+    // Every node shows the key's use over all nodes, a second or two later.
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the sum of use", || {
+            crate::common::litellm::key_info(node, &key)["request_count"] == 1000
+        });
+    }
     for node in nodes {
         node.stop();
     }
@@ -378,6 +384,31 @@ fn a_budget_holds_across_three_nodes() {
             "{served} served of a budget of {requests}"
         );
     }
+    // Spend as every node shows it: the sum over the nodes.
+    let shown = |node: &Proxy| {
+        crate::common::litellm::key_info(node, &key)["spend"]
+            .as_f64()
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the key's spend on every node",
+        || {
+            nodes.iter().all(|node| {
+                (shown(node) - shown(&nodes[0])).abs() < 1e-12 && shown(node) > 90.0 * REQUEST_COST
+            })
+        },
+    );
+    println!("the key's spend as the nodes show it: {}", shown(&nodes[0]));
+    assert!(shown(&nodes[0]) <= 100.0 * REQUEST_COST + 1e-12);
+    let team = ok(crate::common::litellm::get(
+        &nodes[2],
+        "/team/info?team_id=t",
+    ));
+    println!(
+        "the team's spend as node 3 shows it: {}",
+        team["team_info"]["spend"]
+    );
     for node in nodes {
         node.stop();
     }

@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use super::SharedError;
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: [(&str, &str); 2] = [
+const MIGRATIONS: [(&str, &str); 3] = [
     (
         "shared store",
         include_str!("migrations/0001_shared_store.sql"),
@@ -16,6 +16,10 @@ const MIGRATIONS: [(&str, &str); 2] = [
     (
         "audit log copied by each node",
         include_str!("migrations/0002_audit.sql"),
+    ),
+    (
+        "use counted by each node",
+        include_str!("migrations/0003_node_usage.sql"),
     ),
 ];
 
