@@ -41,6 +41,15 @@ const WORKERS: u64 = 2;
 /// The largest lease a worker holds at once (`MAX_LEASE` in
 /// src/store/ledger.rs).
 const MAX_LEASE: u64 = 64;
+/// The shared store's schema version: the number of migrations in
+/// src/store/shared/migrations/.
+fn schema_version() -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/shared/migrations");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count()
+}
 /// How long a hammer may go on before the test gives up on it.
 const LOAD_LIMIT: Duration = Duration::from_secs(40);
 
@@ -86,8 +95,15 @@ impl Load {
 /// `shared_store_unavailable` is retried after a pause. Returns when all
 /// are done.
 fn hammer(addrs: &[SocketAddr], key: &str, load: &Load) {
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let request = Req::post("/v1/chat/completions", body).auth(key).bytes();
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    hammer_until(addrs, key, load, &body, "max_requests_exceeded");
+}
+
+/// [`hammer`] with a chosen body, until refused with `refusal`.
+fn hammer_until(addrs: &[SocketAddr], key: &str, load: &Load, body: &Value, refusal: &str) {
+    let request = Req::post("/v1/chat/completions", body.to_string())
+        .auth(key)
+        .bytes();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for &addr in addrs {
@@ -117,7 +133,7 @@ fn hammer(addrs: &[SocketAddr], key: &str, load: &Load) {
                                 refused_in_a_row = 0;
                                 load.served.fetch_add(1, Ordering::Relaxed);
                             }
-                            (429, Some("max_requests_exceeded")) => {
+                            (429, Some(code)) if code == refusal => {
                                 // Another worker or node may still hold a
                                 // slice: a few more tries.
                                 refused_in_a_row += 1;
@@ -631,15 +647,19 @@ fn a_schema_newer_than_the_binary_is_refused_and_migrate_says_what_it_did() {
     let dirs = TempDir::new("shared-schema");
 
     // `migrate` on a fresh database, twice.
+    let schema = schema_version();
     pg.psql("CREATE DATABASE fresh");
     let fresh = database_url(&pg, "fresh");
     let first = Cli::new(["migrate", "--database-url", &fresh]).run();
     let said = first.ok().trim().to_string();
-    assert!(said.contains("version 0 → 2"), "{said}");
+    assert!(said.contains(&format!("version 0 → {schema}")), "{said}");
     assert_eq!(said.lines().count(), 1, "{said}");
     let second = Cli::new(["migrate", "--database-url", &fresh]).run();
     let again = second.ok().trim().to_string();
-    assert!(again.contains("version 2 (up to date)"), "{again}");
+    assert!(
+        again.contains(&format!("version {schema} (up to date)")),
+        "{again}"
+    );
     println!("migrate on a fresh database: {said:?}; again: {again:?}");
 
     // A node migrates its database; then a newer llm-proxy's migration.
@@ -830,4 +850,77 @@ fn a_refusal_in_shared_mode_is_one_line_on_stderr() {
         .arg(dirs.path().join("b").to_str().unwrap())
         .run_to_exit()
         .assert_one_line(1, "newer than this llm-proxy");
+}
+
+/// A budget across three nodes with `kill -9` of one mid-load: never more
+/// than the budget is spent; what the dead node held is written off once
+/// its term expires.
+#[test]
+fn a_budget_holds_across_a_node_killed_mid_load() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-kill-budget");
+    let mut nodes = three_nodes(&pg, &mock, &dirs, "bk", &[SHORT_TERM]);
+    // A dollar per million completion tokens; the mock answers "Sixteen
+    // chars ok" with 16: 16 µ$ a request, 200 of them in the budget.
+    add_deployment(
+        &nodes[0],
+        MODEL,
+        &mock,
+        crate::common::litellm::prices(0.0, 0.000001),
+    );
+    let generated = ok(post(
+        &nodes[0],
+        "/key/generate",
+        json!({"models": [MODEL], "max_budget": 200.0 * 0.000016}),
+    ));
+    let key = generated["key"].as_str().unwrap().to_string();
+    let id = generated["id"].as_str().unwrap().to_string();
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key on every node", || {
+            models_status(node, &key) == 200
+        });
+    }
+    let body = json!({"model": MODEL, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
+    let targets = addrs(&nodes);
+    let load = Load::default();
+    let mut victim = nodes.pop().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| hammer_until(&targets, &key, &load, &body, "budget_exceeded"));
+        wait_until(Duration::from_secs(60), "60 requests served", || {
+            load.served() >= 60
+        });
+        kill(&mut victim);
+    });
+    let served = load.served();
+    assert!(load.unexpected().is_empty(), "{:?}", load.unexpected());
+    assert!(
+        served <= 200,
+        "served {served} with a budget of 200 requests"
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "the dead node's term to expire",
+        || live_terms(&pg, "bk3") == 0,
+    );
+    for node in nodes {
+        node.stop();
+    }
+    let row = pg.psql(&format!(
+        "SELECT lim, used, leased, written_off FROM llm_proxy_allowances \
+         WHERE party = 'key:{id}' AND meter = 'budget'"
+    ));
+    let figures: Vec<i64> = row.split('|').map(|n| n.parse().unwrap()).collect();
+    let (lim, used, leased, written_off) = (figures[0], figures[1], figures[2], figures[3]);
+    println!(
+        "budget of 200 requests, kill -9 of 1 node of 3 at 60 served: served {served}, \
+         written off {} requests' worth",
+        written_off / 16_000_000
+    );
+    assert_eq!(leased, 0, "{row}");
+    assert!(used <= lim, "{row}");
+    // Every request served was paid for: what the clients got is within
+    // what PostgreSQL counts as used.
+    assert!(served as i64 * 16_000_000 <= used, "{row}");
 }
