@@ -11,6 +11,9 @@
 //! - `schema`: the versioned SQL migrations.
 //! - `client`: the thread: connections, the replica kept up to date from
 //!   `LISTEN/NOTIFY` and change numbers, write sessions.
+//! - `leases`: lease terms, slices of limits, reports of use (the
+//!   PostgreSQL side of `store::escrow`).
+//! - `publish`: the audit log and the figures of use each node copies.
 //! - `tls`: the rustls configuration for PostgreSQL.
 //!
 //! A management write is a [`WriteSession`]: it locks the change counter in
@@ -20,6 +23,8 @@
 //! LMDB only after PostgreSQL committed.
 
 mod client;
+mod leases;
+mod publish;
 pub mod schema;
 mod tls;
 
