@@ -55,6 +55,13 @@ wait_port() {
     exit 1
 }
 
+for port in "$MOCK_PORT" "$SINGLE_PORT" "$NODE1_PORT" "$NODE2_PORT" "$PG_PORT"; do
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
+        echo "port $port is taken (a run left behind?): stop what listens there first" >&2
+        exit 1
+    fi
+done
+
 # PostgreSQL, with pg_stat_statements to count what the nodes ask of it.
 mkdir -p "$work/pg"
 [[ ${#as_pg[@]} == 0 ]] || chown postgres "$work" "$work/pg"
@@ -84,8 +91,17 @@ wait_port "$MOCK_PORT"
 for port in "$SINGLE_PORT" "$NODE1_PORT" "$NODE2_PORT"; do wait_port "$port"; done
 
 manage() { # PORT PATH BODY
-    curl -sf --max-time 30 "http://127.0.0.1:$1$2" -H "Authorization: Bearer $TOKEN" \
-        -H 'Content-Type: application/json' -H 'X-Wait-For-Nodes: 5' -d "$3"
+    local answer status
+    answer=$(curl -s --max-time 30 -w '\n%{http_code}' "http://127.0.0.1:$1$2" \
+        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -H 'X-Wait-For-Nodes: 5' -d "$3")
+    status=${answer##*$'\n'}
+    if [[ $status != 2* ]]; then
+        echo "POST $2 on port $1 answered $status: ${answer%$'\n'*}" >&2
+        tail -n 5 "$work"/*.log "$work/pg/log" >&2
+        exit 1
+    fi
+    echo "${answer%$'\n'*}"
 }
 key_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
 model="{\"model_name\":\"bench-model\",\"litellm_params\":{\"model\":\"openai/gpt-4o-mini\",\"api_base\":\"http://127.0.0.1:$MOCK_PORT/v1\",\"api_key\":\"sk-mock\"},\"model_info\":{\"input_cost_per_token\":0.00000015,\"output_cost_per_token\":0.0000006}}"
