@@ -394,10 +394,23 @@ fn postgres_down_under_load(how: &str, down: impl Fn(&PgCluster)) {
         served, 1000,
         "the key's 1000 requests, not one more or less"
     );
+    // What the nodes counted while PostgreSQL was down reaches it: every
+    // node shows the sum, exactly.
+    for node in &nodes {
+        wait_until(
+            Duration::from_secs(10),
+            "the sum of use on every node",
+            || crate::common::litellm::key_info(node, &key)["request_count"] == 1000,
+        );
+    }
     for node in nodes {
         node.stop();
     }
     assert_eq!(allowance(&pg, &id), (1000, 0, 0));
+    let counted = pg.psql(&format!(
+        "SELECT sum(requests) FROM llm_proxy_node_usage WHERE party = 'key:{id}'"
+    ));
+    assert_eq!(counted, "1000", "the nodes' counts in PostgreSQL");
 }
 
 #[test]

@@ -231,6 +231,12 @@ async fn connected(
             command = inbox.recv() => match command {
                 None => return Ok(()),
                 Some(Command::Shutdown { reply }) => {
+                    // The last second's audit entries and figures of use too.
+                    let copied = ship_audit(&main, store, &config.node).await;
+                    let shared = share_usage(&main, store, &config.node, &mut usage_seen).await;
+                    if let Err(error) = copied.and(shared) {
+                        tracing::warn!(%error, "shared store: the last audit entries or figures of use are copied at the next start");
+                    }
                     if let Err(error) = give_back(&mut main, store, &term).await {
                         tracing::warn!(%error, "shared store: this node's slices of limits could not be handed back; they are taken back when its term expires");
                     }
