@@ -120,7 +120,6 @@ ticks() { # PIDS...: utime+stime, summed
     for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
     echo "$total"
 }
-pg_ticks() { ticks $(pgrep -u postgres -f "postgres" 2>/dev/null || pgrep -f "$work/pg"); }
 pg_counts() {
     psql -d llmproxy -c "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'llmproxy'), (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements)"
 }
