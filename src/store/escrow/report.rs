@@ -18,7 +18,11 @@ impl Store {
     /// sent, oldest first.
     pub fn prepare_reports(&self, return_all: bool) -> Result<Vec<(u64, Batch)>, StoreError> {
         let mut txn = self.env.write_txn()?;
-        let Some(term) = self.meta.get(&txn, TERM)?.map(<[u8]>::to_vec) else {
+        let Some(term) = self
+            .meta
+            .get(&txn, TERM)?
+            .and_then(|term| <[u8; 16]>::try_from(term).ok())
+        else {
             return Ok(Vec::new());
         };
         let now = now_ms();
@@ -70,16 +74,8 @@ impl Store {
                 .get(&txn, NEXT_BATCH)?
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
                 .map_or(1, u64::from_be_bytes);
-            let mut term_bytes = [0; 16];
-            term_bytes.copy_from_slice(&term[..16.min(term.len())]);
-            self.outbox.put(
-                &mut txn,
-                &number.to_be_bytes(),
-                &Batch {
-                    term: term_bytes,
-                    entries,
-                },
-            )?;
+            self.outbox
+                .put(&mut txn, &number.to_be_bytes(), &Batch { term, entries })?;
             self.meta
                 .put(&mut txn, NEXT_BATCH, &(number + 1).to_be_bytes())?;
         }
