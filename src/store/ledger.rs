@@ -496,9 +496,14 @@ impl Store {
         let before = self.stored_spend(txn, payer)?;
         let after = before.saturating_add(cost);
         self.put_spend(txn, payer, after)?;
-        Ok(soft
-            .filter(|&soft| before < soft && after >= soft)
-            .map(|_| after))
+        let Some(soft) = soft else {
+            return Ok(None);
+        };
+        // Shared mode: the soft budget is the cluster's; what the other
+        // nodes spent is known a second or two late.
+        let seen = self.spend_across_nodes(txn, payer, before)?;
+        let seen_after = seen.saturating_add(cost);
+        Ok((seen < soft && seen_after >= soft).then_some(seen_after))
     }
 
     /// Takes `amount` off what the payer of `slot` has leased.

@@ -149,4 +149,33 @@ impl Store {
             },
         )
     }
+
+    /// A payer's spend over all nodes, as well as this node knows it: the
+    /// last sums read, with this node's part as it is now (`own`) in place
+    /// of what it last published. `own` alone in single-node mode.
+    pub(super) fn spend_across_nodes(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        payer: Payer<'_>,
+        own: Money,
+    ) -> Result<Money, StoreError> {
+        let party = super::escrow::payer_party(payer);
+        let Some(sum) = self.cluster_use(txn, &party)? else {
+            return Ok(own);
+        };
+        if sum.window_end != 0 && sum.window_end <= now_ms() {
+            return Ok(own);
+        }
+        let published = self
+            .published
+            .get(txn, &party)?
+            .filter(|mine| mine.window_end == sum.window_end)
+            .map_or(0, |mine| mine.spend);
+        Ok(Money(
+            sum.spend
+                .saturating_sub(published)
+                .saturating_add(own.0)
+                .max(own.0),
+        ))
+    }
 }

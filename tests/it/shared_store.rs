@@ -606,3 +606,74 @@ fn every_nodes_audit_log_is_copied_to_postgres_without_the_write_lock() {
             && pg.psql("SELECT count(*) FROM llm_proxy_audit WHERE node = 'a1' AND entry->>'target' = '/key/generate'") == "1"
     });
 }
+
+/// The sum over the workers of `llm_proxy_soft_budget_alerts_total{kind}`.
+fn soft_budget_alerts(proxy: &Proxy, kind: &str) -> u64 {
+    let response = proxy.call(Req::get("/metrics"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let prefix = format!("llm_proxy_soft_budget_alerts_total{{kind=\"{kind}\",");
+    response
+        .text()
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_soft_budget_is_crossed_by_the_spend_of_all_nodes() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-soft");
+    let nodes: Vec<Proxy> = (1..=2)
+        .map(|i| {
+            node(
+                &pg,
+                &mock,
+                &format!("s{i}"),
+                &dirs.path().join(format!("s{i}")),
+            )
+        })
+        .collect();
+    add_deployment(
+        &nodes[0],
+        MODEL,
+        &mock,
+        crate::common::litellm::prices(0.0, 0.000001),
+    );
+    // Alert at 10 requests' worth: 6 through one node, then 6 through the
+    // other; neither alone passes it.
+    let key = generate_key(
+        &nodes[0],
+        json!({"models": [MODEL], "soft_budget": 9.5 * REQUEST_COST}),
+    );
+    wait_until(Duration::from_secs(5), "the key on node 2", || {
+        models_status(&nodes[1], &key) == 200
+    });
+    for _ in 0..6 {
+        assert_eq!(chat_with(&nodes[0], &key).status, 200);
+    }
+    // Node 2 reads node 1's figures within a couple of seconds.
+    wait_until(
+        Duration::from_secs(10),
+        "node 1's spend seen by node 2",
+        || {
+            let spend = crate::common::litellm::key_info(&nodes[1], &key)["spend"]
+                .as_f64()
+                .unwrap();
+            (spend - 6.0 * REQUEST_COST).abs() < 1e-12
+        },
+    );
+    assert_eq!(soft_budget_alerts(&nodes[0], "key"), 0);
+    for _ in 0..6 {
+        assert_eq!(chat_with(&nodes[1], &key).status, 200);
+    }
+    wait_until(Duration::from_secs(5), "the alert", || {
+        soft_budget_alerts(&nodes[1], "key") == 1
+    });
+    assert_eq!(
+        soft_budget_alerts(&nodes[0], "key"),
+        0,
+        "one alert, not one per node"
+    );
+}
