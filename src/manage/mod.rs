@@ -91,6 +91,10 @@ pub async fn handle(worker: &Worker, conn: &mut ClientConn, head: &RequestHead) 
             }
         }
         Err(error) => {
+            // A model listing refused for its key is a client's error, as a
+            // chat with that key would be, not a management call: not
+            // audited (a flood of bad keys would be a flood of writes).
+            audited &= !listing;
             // The body was not read: reuse the connection only if it all arrived.
             local.close |= !conn.discard_buffered_body(head);
             Err(error)

@@ -31,6 +31,10 @@ fn management_calls_are_recorded_with_secrets_hidden() {
     assert_eq!(refused.status, 401);
     proxy.call(Req::get("/health/readiness"));
     proxy.call(Req::get("/v1/models").auth(&key));
+    // A model listing with a key that is not one is a client's error, as
+    // a chat with it would be: not audited either.
+    let unknown = proxy.call(Req::get("/v1/models").auth("sk-not-a-key-0123456789"));
+    assert_eq!(unknown.status, 401);
 
     let log = audit(&proxy, "");
     let all = entries(&log);
