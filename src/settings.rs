@@ -179,6 +179,8 @@ pub struct ServerSettings {
     /// `SHARED_LEASE_TERM`: how long a node's slices of limits outlive its
     /// last contact with PostgreSQL.
     pub lease_term: Duration,
+    /// `DATABASE_CA_FILE`: an extra CA to trust for TLS to PostgreSQL.
+    pub database_ca_file: Option<PathBuf>,
     pub workers: usize,
     pub pin_cores: bool,
     pub providers: ProviderTable,
@@ -516,6 +518,10 @@ impl ServerSettings {
             node_id,
             node_id_is_default,
             lease_term,
+            database_ca_file: args
+                .database_ca_file
+                .clone()
+                .or_else(|| env.path("DATABASE_CA_FILE")),
             workers,
             pin_cores: args.pin_cores,
             providers,

@@ -86,6 +86,9 @@ pub struct ServerArgs {
     /// This node's name in events, metrics and the shared store [default: hostname:port]
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
+    /// Extra CA certificate (PEM) to trust for TLS to PostgreSQL
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,9 @@ pub struct MigrateArgs {
     /// Data directory of the store to import [default: data]
     #[arg(long, env = "DATABASE_PATH")]
     pub db: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for TLS to PostgreSQL
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
     /// Environment file with settings [default: .env]
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -22,7 +22,11 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     else {
         bail!("DATABASE_URL is not set: give --database-url postgres://…");
     };
-    let (migrated, cluster) = shared::connect_and_migrate(&url)?;
+    let ca_file = args
+        .database_ca_file
+        .clone()
+        .or_else(|| env.path("DATABASE_CA_FILE"));
+    let (migrated, cluster) = shared::connect_and_migrate(&url, ca_file.as_deref())?;
     if migrated.from == migrated.to {
         println!(
             "PostgreSQL schema: version {} (up to date), cluster {cluster}",
@@ -40,12 +44,12 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
             .clone()
             .or_else(|| env.path("DATABASE_PATH"))
             .unwrap_or_else(|| PathBuf::from("data"));
-        import(&url, &dir, &env)?;
+        import(&url, ca_file.as_deref(), &dir, &env)?;
     }
     Ok(())
 }
 
-fn import(url: &str, dir: &Path, env: &Env) -> anyhow::Result<()> {
+fn import(url: &str, ca_file: Option<&Path>, dir: &Path, env: &Env) -> anyhow::Result<()> {
     if !dir.join("data.mdb").exists() {
         bail!("{} holds no store to import", dir.display());
     }
@@ -58,7 +62,7 @@ fn import(url: &str, dir: &Path, env: &Env) -> anyhow::Result<()> {
         );
     }
     let imported = store.export_for_import()?;
-    let (cluster, change) = shared::import_rows(url, &imported.rows, &imported.used)?;
+    let (cluster, change) = shared::import_rows(url, ca_file, &imported.rows, &imported.used)?;
     store.mark_imported(&cluster, change)?;
     println!(
         "imported {} records and {} limits (with what they used) from {} into cluster {cluster}",

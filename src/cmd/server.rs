@@ -54,6 +54,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
             url: url.clone(),
             node: settings.node_id.clone(),
             term: settings.lease_term,
+            ca_file: settings.database_ca_file.clone(),
         };
         store
             .start_shared(config)

@@ -677,3 +677,51 @@ fn a_soft_budget_is_crossed_by_the_spend_of_all_nodes() {
         "one alert, not one per node"
     );
 }
+
+#[test]
+fn nodes_speak_tls_to_postgres_and_check_its_certificate() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let Some(pg) = PgCluster::start_with_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
+    else {
+        return;
+    };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-tls");
+    let ca = dirs.write("postgres-ca.pem", cert.cert.pem());
+    let url = format!("{}?sslmode=require", pg.url());
+    // Trusting the server's CA: the node connects, over TLS.
+    let node = Proxy::for_mock(&mock)
+        .unseeded()
+        .env("DATABASE_URL", url.clone())
+        .env("DATABASE_CA_FILE", ca.to_str().unwrap())
+        .env("NODE_ID", "tls")
+        .arg("--db")
+        .arg(dirs.path().join("tls").to_str().unwrap())
+        .start();
+    add_deployment(&node, MODEL, &mock, Value::Null);
+    let key = generate_key(&node, json!({"models": [MODEL]}));
+    assert_eq!(chat_with(&node, &key).status, 200);
+    let encrypted = pg.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE ssl AND usename = 'llmproxy' AND application_name <> 'psql'",
+    );
+    assert!(
+        encrypted.parse::<u32>().unwrap() >= 3,
+        "TLS connections: {encrypted}"
+    );
+    // Without it, the certificate is not trusted: the node does not start.
+    let refused = Proxy::for_mock(&mock)
+        .unseeded()
+        .env("DATABASE_URL", url)
+        .env("NODE_ID", "untrusting")
+        .arg("--db")
+        .arg(dirs.path().join("other").to_str().unwrap())
+        .run_to_exit();
+    assert_ne!(refused.status.code(), Some(0), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("certificate"),
+        "says why: {}",
+        refused.stderr
+    );
+}

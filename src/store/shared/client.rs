@@ -163,8 +163,27 @@ fn refuse(command: Command, error: &SharedError) {
     }
 }
 
-async fn open(config: &tokio_postgres::Config) -> Result<Client, SharedError> {
-    let (client, connection) = config.connect(tls::connector()?).await?;
+/// Where PostgreSQL is and how to speak TLS to it.
+#[derive(Clone)]
+struct Target {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl Target {
+    fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, SharedError> {
+        let config = url
+            .parse()
+            .map_err(|e| SharedError::Invalid(format!("DATABASE_URL: {e}")))?;
+        Ok(Target {
+            config,
+            tls: tls::connector(ca_file)?,
+        })
+    }
+}
+
+async fn open(target: &Target) -> Result<Client, SharedError> {
+    let (client, connection) = target.config.connect(target.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "PostgreSQL connection ended");
@@ -184,10 +203,7 @@ async fn connected(
     clock: &TermClock,
     ready: &mut Option<Ready>,
 ) -> Result<(), SharedError> {
-    let pg: tokio_postgres::Config = config
-        .url
-        .parse()
-        .map_err(|e| SharedError::Invalid(format!("DATABASE_URL: {e}")))?;
+    let pg = Target::new(&config.url, config.ca_file.as_deref())?;
     let mut main = open(&pg).await?;
     let (_, cluster) = schema::migrate(&mut main).await?;
     {
@@ -295,10 +311,8 @@ async fn connected(
 /// A connection that listens on the changes channel: each notification
 /// comes out of the returned receiver, which closes with the connection.
 /// The client must be kept as long as notifications are wanted.
-async fn listen(
-    config: &tokio_postgres::Config,
-) -> Result<(Client, mpsc::UnboundedReceiver<()>), SharedError> {
-    let (client, mut connection) = config.connect(tls::connector()?).await?;
+async fn listen(target: &Target) -> Result<(Client, mpsc::UnboundedReceiver<()>), SharedError> {
+    let (client, mut connection) = target.config.connect(target.tls.clone()).await?;
     let (notify, notes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -469,7 +483,7 @@ const LIVE_WITHIN_SECS: f64 = 5.0;
 /// Polls the nodes table (on a connection of its own: the wait must not
 /// hold up this node's catch-up) until every live node applied `change`.
 async fn wait_for_nodes(
-    pg: &tokio_postgres::Config,
+    pg: &Target,
     change: u64,
     timeout: Duration,
 ) -> Result<super::NodesApplied, SharedError> {
@@ -556,11 +570,12 @@ fn block_on<T>(
 }
 
 /// `llm-proxy migrate`: applies the migrations the database lacks.
-pub fn connect_and_migrate(url: &str) -> Result<(schema::Migrated, String), SharedError> {
+pub fn connect_and_migrate(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(schema::Migrated, String), SharedError> {
     block_on(async {
-        let pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| SharedError::Invalid(format!("DATABASE_URL: {e}")))?;
+        let pg = Target::new(url, ca_file)?;
         let mut client = open(&pg).await?;
         schema::migrate(&mut client).await
     })
@@ -571,13 +586,12 @@ pub fn connect_and_migrate(url: &str) -> Result<(schema::Migrated, String), Shar
 /// number. Refused when the shared store already holds records.
 pub fn import_rows(
     url: &str,
+    ca_file: Option<&std::path::Path>,
     rows: &[Row],
     used: &[(AllowanceLimit, i64)],
 ) -> Result<(String, u64), SharedError> {
     block_on(async {
-        let pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| SharedError::Invalid(format!("DATABASE_URL: {e}")))?;
+        let pg = Target::new(url, ca_file)?;
         let mut client = open(&pg).await?;
         let (_, cluster) = schema::migrate(&mut client).await?;
         let txn = client.transaction().await?;

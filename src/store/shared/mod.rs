@@ -246,6 +246,9 @@ pub struct SharedConfig {
     /// may serve limited keys from its slices while PostgreSQL is
     /// unreachable, and how long a vanished node's slices stay lost.
     pub term: Duration,
+    /// Extra CA certificates (PEM) to trust for TLS to PostgreSQL
+    /// (`DATABASE_CA_FILE`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The store's handle on the PostgreSQL thread.

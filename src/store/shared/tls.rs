@@ -1,20 +1,16 @@
-//! TLS to PostgreSQL with rustls (ring): the system's roots, or the bundled
-//! webpki roots where the system has none. Whether TLS is used follows the
-//! URL's `sslmode` (`prefer` by default: TLS when the server offers it).
+//! TLS to PostgreSQL with rustls (ring): the roots of `http::tls` (the
+//! system's, plus `DATABASE_CA_FILE`). Whether TLS is used follows the URL's
+//! `sslmode` (`prefer` by default: TLS when the server offers it).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::SharedError;
 
-pub fn connector() -> Result<MakeRustlsConnect, SharedError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
+pub fn connector(extra_ca: Option<&Path>) -> Result<MakeRustlsConnect, SharedError> {
+    let roots = crate::http::tls::roots(extra_ca).map_err(SharedError::Invalid)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -55,6 +55,38 @@ impl PgCluster {
     /// saying so when PostgreSQL is not installed (a failure when
     /// `LLM_PROXY_REQUIRE_POSTGRES=1`).
     pub fn start() -> Option<PgCluster> {
+        Self::start_with(|_| {})
+    }
+
+    /// A new cluster that speaks TLS (and plain text) with this certificate
+    /// and key (PEM): `ssl = on` in its configuration.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Option<PgCluster> {
+        Self::start_with(|cluster| {
+            use std::os::unix::fs::PermissionsExt;
+            let data = cluster.data();
+            for (name, contents, mode) in [
+                ("server.crt", cert_pem, 0o644),
+                ("server.key", key_pem, 0o600),
+            ] {
+                let path = data.join(name);
+                std::fs::write(&path, contents).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                if let Some(user) = &cluster.user {
+                    chown(&path, Some(user.uid), Some(user.gid)).unwrap();
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).unwrap();
+        })
+    }
+
+    /// [`start`](Self::start), with `configure` run between `initdb` and
+    /// the server's start.
+    fn start_with(configure: impl FnOnce(&PgCluster)) -> Option<PgCluster> {
         let (bin, psql) = find_binaries()?;
         let user = User::for_server();
         let dir = TempDir::new("pg");
@@ -78,6 +110,7 @@ impl PgCluster {
             .arg("--no-sync");
         let (status, out, err) = run(initdb);
         assert!(status.success(), "initdb failed ({status}):\n{out}{err}");
+        configure(&cluster);
         // The port is free when picked, not necessarily when the server
         // binds it: another test may take it in between; then another one.
         let mut attempts = 0;
