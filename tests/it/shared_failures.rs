@@ -937,3 +937,117 @@ fn a_budget_holds_across_a_node_killed_mid_load() {
     // what PostgreSQL counts as used.
     assert!(served as i64 * 16_000_000 <= used, "{row}");
 }
+
+/// A budget across three nodes while PostgreSQL is killed and started
+/// again under load: never more than the budget is spent; the nodes' slices
+/// carry them through the outage, and the rest is served once it is back.
+#[test]
+fn a_budget_holds_with_postgres_killed_under_load() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-pg-budget");
+    let nodes = three_nodes(&pg, &mock, &dirs, "pb", &[]);
+    add_deployment(
+        &nodes[0],
+        MODEL,
+        &mock,
+        crate::common::litellm::prices(0.0, 0.000001),
+    );
+    // 16 µ$ a request (16 completion tokens at a dollar per million).
+    let generated = ok(post(
+        &nodes[0],
+        "/key/generate",
+        json!({"models": [MODEL], "max_budget": 400.0 * 0.000016}),
+    ));
+    let key = generated["key"].as_str().unwrap().to_string();
+    let id = generated["id"].as_str().unwrap().to_string();
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key on every node", || {
+            models_status(node, &key) == 200
+        });
+    }
+    let body = json!({"model": MODEL, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
+    let targets = addrs(&nodes);
+    let load = Load::default();
+    std::thread::scope(|scope| {
+        scope.spawn(|| hammer_until(&targets, &key, &load, &body, "budget_exceeded"));
+        wait_until(Duration::from_secs(60), "100 requests served", || {
+            load.served() >= 100
+        });
+        pg.kill();
+        std::thread::sleep(Duration::from_secs(2));
+        pg.start_again();
+    });
+    let served = load.served();
+    assert!(load.unexpected().is_empty(), "{:?}", load.unexpected());
+    assert_eq!(load.cut(), 0, "no node died: no request was cut");
+    println!(
+        "budget of 400 requests, PostgreSQL killed at 100 served: {served} served, {} refused with 503 meanwhile",
+        load.unavailable()
+    );
+    assert!(
+        served <= 400,
+        "served {served} with a budget of 400 requests"
+    );
+    // What a worker holds and cannot use (less than one request's worth,
+    // in each of the 2 workers of the 3 nodes) is all that may go unserved.
+    assert!(served >= 394, "only {served} of 400 served");
+    for node in nodes {
+        node.stop();
+    }
+    let row = pg.psql(&format!(
+        "SELECT used, leased FROM llm_proxy_allowances WHERE party = 'key:{id}' AND meter = 'budget'"
+    ));
+    let figures: Vec<i64> = row.split('|').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(figures[1], 0, "nothing leased after clean stops: {row}");
+    assert_eq!(
+        figures[0],
+        served as i64 * 16_000_000,
+        "PostgreSQL counts exactly what was served: {row}"
+    );
+}
+
+/// Requests per minute across three nodes with `kill -9` of one: never
+/// more than the limit in the minute.
+#[test]
+fn requests_per_minute_hold_across_a_node_killed_mid_load() {
+    let Some(pg) = PgCluster::start() else { return };
+    let mock = Mock::start();
+    let dirs = TempDir::new("shared-kill-rpm");
+    let mut nodes = three_nodes(&pg, &mock, &dirs, "rk", &[SHORT_TERM]);
+    add_deployment(&nodes[0], MODEL, &mock, Value::Null);
+    let key = generate_key(&nodes[0], json!({"models": [MODEL], "rpm_limit": 200}));
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the key on every node", || {
+            models_status(node, &key) == 200
+        });
+    }
+    crate::rate_limits::fresh_minute(20);
+    let minute = crate::rate_limits::now_ms() / 60_000;
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    let targets = addrs(&nodes);
+    let load = Load::default();
+    let mut victim = nodes.pop().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| hammer_until(&targets, &key, &load, &body, "rpm_limit_exceeded"));
+        wait_until(Duration::from_secs(30), "60 requests served", || {
+            load.served() >= 60
+        });
+        kill(&mut victim);
+    });
+    let served = load.served();
+    let same_minute = crate::rate_limits::now_ms() / 60_000 == minute;
+    assert!(load.unexpected().is_empty(), "{:?}", load.unexpected());
+    println!(
+        "rpm 200, kill -9 of 1 node of 3 at 60 served: {served} served (one minute: {same_minute}), {} cut",
+        load.cut()
+    );
+    if same_minute {
+        assert!(served <= 200, "{served} requests in a minute with rpm 200");
+    }
+    let taken = pg.psql(&format!(
+        "SELECT coalesce(max(used + leased), 0) FROM llm_proxy_allowances WHERE meter = 'rpm@{minute}'"
+    ));
+    assert!(taken.parse::<i64>().unwrap() <= 200, "{taken}");
+}
