@@ -34,7 +34,45 @@ fn snapshot(worker: &Worker) -> Snapshot {
     snapshot.connections = worker.connections.get();
     body_budget(worker, &mut snapshot.extra);
     event_counters(worker, &mut snapshot.extra);
+    shared_store(worker, &mut snapshot.extra);
     snapshot
+}
+
+/// Shared mode, once per process (under worker 0): whether PostgreSQL is
+/// reachable, the last change this node's replica applied, and whether its
+/// lease term is live (its slices of limits usable).
+fn shared_store(worker: &Worker, extra: &mut Vec<Extra>) {
+    let Some(shared) = worker.store.shared() else {
+        return;
+    };
+    if worker.id != 0 {
+        return;
+    }
+    let gauge = |name, help, value| Extra {
+        name,
+        help,
+        kind: Kind::Gauge,
+        labels: Vec::new(),
+        value,
+    };
+    extra.push(gauge(
+        "llm_proxy_shared_store_up",
+        "1 while this node reaches PostgreSQL (shared mode), else 0.",
+        u64::from(shared.is_up()),
+    ));
+    extra.push(gauge(
+        "llm_proxy_shared_store_term_live",
+        "1 while this node's lease term is live: it may hand out its slices of limits.",
+        u64::from(shared.term_is_live()),
+    ));
+    // A short read transaction, not held across an await.
+    if let Ok(change) = worker.store.applied_change() {
+        extra.push(gauge(
+            "llm_proxy_replica_applied_change",
+            "The last change of the shared store this node's replica applied (compare across nodes).",
+            change,
+        ));
+    }
 }
 
 /// The bytes of request bodies the worker holds whole right now, and the

@@ -458,8 +458,18 @@ fn management_writes_are_refused_while_postgres_is_down_and_requests_go_on() {
 
     let projects = "SELECT count(*) FROM llm_proxy_records WHERE tbl = 'projects'";
     let project_records = pg.psql(projects);
+    for node in &nodes {
+        assert_eq!(gauge(node, "llm_proxy_shared_store_up"), Some(1));
+        assert_eq!(gauge(node, "llm_proxy_shared_store_term_live"), Some(1));
+    }
 
     pg.kill();
+    // Each node says it lost PostgreSQL (within a heartbeat).
+    for node in &nodes {
+        wait_until(Duration::from_secs(5), "the node to say so", || {
+            gauge(node, "llm_proxy_shared_store_up") == Some(0)
+        });
+    }
     let mut refusal = String::new();
     for node in &nodes {
         // LiteLLM's envelope on its routes (`code` the status), the
@@ -1050,4 +1060,16 @@ fn requests_per_minute_hold_across_a_node_killed_mid_load() {
         "SELECT coalesce(max(used + leased), 0) FROM llm_proxy_allowances WHERE meter = 'rpm@{minute}'"
     ));
     assert!(taken.parse::<i64>().unwrap() <= 200, "{taken}");
+}
+
+/// The value of an unlabelled (but for `node` and `worker`) gauge in
+/// `/metrics`, if it is there.
+fn gauge(proxy: &Proxy, name: &str) -> Option<u64> {
+    let page = proxy.call(Req::get("/metrics")).text();
+    page.lines()
+        .find(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
+        .and_then(|line| line.rsplit_once(' '))
+        .and_then(|(_, value)| value.parse().ok())
 }

@@ -162,6 +162,21 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
     // PostgreSQL holds the records as JSON a person can read.
     let aliases = pg.psql("SELECT count(*) FROM llm_proxy_records WHERE tbl = 'deployments' AND body->>'model_name' = 'shared-model'");
     assert_eq!(aliases, "1");
+    // Every node says, in its metrics, which change it applied last: the same.
+    let applied: Vec<Option<String>> = nodes
+        .iter()
+        .map(|node| {
+            node.call(Req::get("/metrics"))
+                .text()
+                .lines()
+                .find(|line| line.starts_with("llm_proxy_replica_applied_change{"))
+                .map(|line| line.rsplit_once(' ').unwrap().1.to_string())
+        })
+        .collect();
+    assert!(
+        applied[0].is_some() && applied.iter().all(|a| a == &applied[0]),
+        "{applied:?}"
+    );
     // Every node reported the last change it applied.
     let applied = pg.psql("SELECT count(DISTINCT applied) FROM llm_proxy_nodes");
     assert_eq!(
