@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, GenericClient};
 
-use super::leases::{give_back, hold_term, reclaim_expired, renew_term, send_reports, take_slice};
+use super::leases::{
+    drop_past_minutes, give_back, hold_term, reclaim_expired, renew_term, send_reports, take_slice,
+};
 use super::publish::{share_usage, ship_audit};
 use super::{
     AllowanceLimit, Change, Command, Finish, Shared, SharedConfig, SharedError, TermClock,
@@ -241,6 +243,8 @@ async fn connected(
     let mut term = term;
     // When the nodes' sums of use were last read (PostgreSQL's clock).
     let mut usage_seen: Option<f64> = None;
+    // Heartbeats since this connection began.
+    let mut beats: u64 = 0;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
@@ -299,6 +303,10 @@ async fn connected(
                     term.clone_from(&renewed);
                 }
                 reclaim_expired(&main).await?;
+                beats += 1;
+                if beats % 60 == 0 {
+                    drop_past_minutes(&main).await?;
+                }
                 send_reports(&mut main, store, false).await?;
                 ship_audit(&main, store, &config.node).await?;
                 share_usage(&main, store, &config.node, &mut usage_seen).await?;

@@ -78,7 +78,12 @@ pub(super) async fn reclaim_expired(main: &Client) -> Result<(), SharedError> {
         &[],
     )
     .await?;
-    // Minutes of rate limits two minutes gone are of no more use.
+    Ok(())
+}
+
+/// Drops the allowances of minutes of rate limits two minutes gone: of no
+/// more use. A scan of the allowances, so a node runs it once a minute.
+pub(super) async fn drop_past_minutes(main: &Client) -> Result<(), SharedError> {
     main.batch_execute(
         "WITH old AS (
              DELETE FROM llm_proxy_allowances
