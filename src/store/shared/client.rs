@@ -304,7 +304,7 @@ async fn connected(
                 }
                 reclaim_expired(&main).await?;
                 beats += 1;
-                if beats % 60 == 0 {
+                if beats.is_multiple_of(60) {
                     drop_past_minutes(&main).await?;
                 }
                 send_reports(&mut main, store, false).await?;
