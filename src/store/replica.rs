@@ -34,6 +34,10 @@ pub struct Imported {
 pub(super) struct AdminTxn<'s> {
     txn: RwTxn<'s>,
     session: Option<WriteSession>,
+    /// Changes of other nodes were applied when the write opened: the
+    /// workers must re-read even if the write itself is one they need not
+    /// see.
+    caught_up: bool,
     _journal: JournalOpen<'s>,
 }
 
@@ -94,13 +98,16 @@ impl Store {
             None => None,
         };
         let mut txn = self.env.write_txn()?;
+        let mut caught_up = false;
         if let Some(session) = &session {
-            self.apply_in(&mut txn, &session.missed)?;
+            let before = self.applied_in(&txn)?;
+            caught_up = self.apply_in(&mut txn, &session.missed)? != before;
         }
         self.journal.open();
         Ok(AdminTxn {
             txn,
             session,
+            caught_up,
             _journal: JournalOpen(self),
         })
     }
@@ -112,8 +119,9 @@ impl Store {
         Ok(())
     }
 
-    /// Commits a management write that no worker needs to see (the audit
-    /// log, sign-ins in progress).
+    /// Commits a management write that no worker needs to see (sign-ins in
+    /// progress); the workers re-read all the same when other nodes'
+    /// changes came in with it.
     pub(super) fn commit_replicated(&self, mut txn: AdminTxn<'_>) -> Result<(), StoreError> {
         let rows = self.journal.close()?;
         if txn.session.is_some() {
@@ -130,8 +138,12 @@ impl Store {
             };
             self.set_applied(&mut txn.txn, applied)?;
         }
-        let AdminTxn { txn, .. } = txn;
-        super::commit(txn, self.path())
+        let AdminTxn { txn, caught_up, .. } = txn;
+        super::commit(txn, self.path())?;
+        if caught_up {
+            self.bump_generation();
+        }
+        Ok(())
     }
 
     /// Shared mode: waits (at most `timeout`) until every live node applied
