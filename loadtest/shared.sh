@@ -11,6 +11,7 @@
 # it, each with one worker per node and the nodes pinned to core 0 (load
 # generator, mock and PostgreSQL on core 1):
 #   single  one node, LMDB only;
+#   node    one node of two on one PostgreSQL, all the load on it (its CPU alone);
 #   shared  two nodes on one PostgreSQL, the load split between them.
 # Two keys each: one unlimited, one with max_requests, a budget, rpm and tpm
 # limits high enough never to refuse (what is measured is the cost of
@@ -114,6 +115,8 @@ for setup in single shared; do
     keys[$setup/unlimited]=$(manage "$port" /key/generate '{}' | key_of)
     keys[$setup/limited]=$(manage "$port" /key/generate "$limits" | key_of)
 done
+keys[node/unlimited]=${keys[shared/unlimited]}
+keys[node/limited]=${keys[shared/limited]}
 
 ticks() { # PIDS...: utime+stime, summed
     local total=0 pid
@@ -132,6 +135,7 @@ bench() { # PORT KEY N OUT
 turn() { # SETUP KIND
     local setup=$1 key=${keys[$1/$2]} before after pg_before pg_after
     local procs=("$single")
+    [[ $setup == node ]] && procs=("$node1")
     [[ $setup == shared ]] && procs=("$node1" "$node2")
     before=$(ticks "${procs[@]}")
     pg_before=$(pg_counts)
@@ -141,7 +145,9 @@ turn() { # SETUP KIND
         bench "$NODE2_PORT" "$key" $((REQUESTS / 2)) "$work/b.json"
         wait "$a"
     else
-        bench "$SINGLE_PORT" "$key" "$REQUESTS" "$work/a.json"
+        local port=$SINGLE_PORT
+        [[ $setup == node ]] && port=$NODE1_PORT
+        bench "$port" "$key" "$REQUESTS" "$work/a.json"
         echo '{"status":{"200":0},"latency_us":{"p99":0}}' >"$work/b.json"
     fi
     after=$(ticks "${procs[@]}")
@@ -164,10 +170,10 @@ PY
 }
 
 # A warm-up turn each, not counted.
-for setup in single shared; do for kind in unlimited limited; do turn "$setup" "$kind" >/dev/null; done; done
+for setup in single node shared; do for kind in unlimited limited; do turn "$setup" "$kind" >/dev/null; done; done
 declare -A results
 for round in $(seq 1 "$ROUNDS"); do
-    for setup in single shared; do
+    for setup in single node shared; do
         for kind in unlimited limited; do
             line=$(turn "$setup" "$kind")
             results[$setup/$kind]+="$line;"
@@ -176,9 +182,9 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 echo
-python3 - "${results[single/unlimited]}" "${results[single/limited]}" "${results[shared/unlimited]}" "${results[shared/limited]}" <<'PY'
+python3 - "${results[single/unlimited]}" "${results[single/limited]}" "${results[node/unlimited]}" "${results[node/limited]}" "${results[shared/unlimited]}" "${results[shared/limited]}" <<'PY'
 import statistics, sys
-names = ["single unlimited", "single limited", "shared unlimited", "shared limited"]
+names = ["single unlimited", "single limited", "node unlimited", "node limited", "shared unlimited", "shared limited"]
 medians = {}
 for name, text in zip(names, sys.argv[1:]):
     rows = [[float(x) for x in line.split()] for line in text.strip(";").split(";")]
@@ -186,8 +192,10 @@ for name, text in zip(names, sys.argv[1:]):
     cpu, p99, xacts, statements = medians[name]
     print(f"{name:17} cpu {cpu:6.1f} µs/req  p99 {p99:6.2f} ms  pg {xacts:6.2f} xacts, {statements:6.2f} statements per 1000 requests")
 for kind in ["unlimited", "limited"]:
-    s, d = medians[f"single {kind}"], medians[f"shared {kind}"]
-    print(f"{kind}: shared/single cpu {d[0] / s[0]:.3f}x, p99 {d[1] / s[1] if s[1] else float('nan'):.2f}x")
+    s = medians[f"single {kind}"]
+    for setup in ["node", "shared"]:
+        d = medians[f"{setup} {kind}"]
+        print(f"{kind}: {setup}/single cpu {d[0] / s[0]:.3f}x, p99 {d[1] / s[1] if s[1] else float('nan'):.2f}x")
 PY
 echo "idle: PostgreSQL statements per second of the two nodes (heartbeats, catch-up, reclaim):"
 b=$(pg_counts); sleep 10; a=$(pg_counts)
