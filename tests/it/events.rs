@@ -809,19 +809,6 @@ fn a_sink_refusing_the_api_key_is_exit_status_3() {
     assert_eq!(exited.status.code(), Some(3), "{}", exited.stderr);
 }
 
-/// The sum over the workers of `llm_proxy_soft_budget_alerts_total{kind}`.
-fn soft_budget_alerts(proxy: &Proxy, kind: &str) -> u64 {
-    let response = proxy.call(Req::get("/metrics"));
-    assert_eq!(response.status, 200, "{}", response.text());
-    let prefix = format!("llm_proxy_soft_budget_alerts_total{{kind=\"{kind}\",");
-    response
-        .text()
-        .lines()
-        .filter(|line| line.starts_with(&prefix))
-        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn a_crossed_soft_budget_is_one_budget_alert_and_a_metric() {
     let mock = Mock::start();

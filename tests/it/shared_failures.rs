@@ -29,7 +29,8 @@ use crate::common::litellm::{add_deployment, assert_lite_error, generate_key, ge
 use crate::common::postgres::PgCluster;
 use crate::common::*;
 use crate::shared_store::{
-    MODEL, allowance, chat_with, models_status, node, node_with, wait_until,
+    MODEL, REQUEST_COST, add_priced_model, allowance, chat_with, key_everywhere, models_status,
+    node, node_with, nodes, priced_request, wait_until,
 };
 
 /// A lease term short enough to wait for one to expire.
@@ -159,40 +160,6 @@ fn hammer_until(addrs: &[SocketAddr], key: &str, load: &Load, body: &Value, refu
     });
 }
 
-/// Three nodes named `{prefix}1..3`, each on `dirs/{name}`, with `env`.
-fn three_nodes(
-    pg: &PgCluster,
-    mock: &Mock,
-    dirs: &TempDir,
-    prefix: &str,
-    env: &[(&str, &str)],
-) -> Vec<Proxy> {
-    (1..=3)
-        .map(|i| {
-            let name = format!("{prefix}{i}");
-            node_with(pg, mock, &name, &dirs.path().join(&name), env)
-        })
-        .collect()
-}
-
-/// A key to `MODEL` with `max_requests`, made through the first node and
-/// waited for on all: its secret and its id.
-fn limited_key(nodes: &[&Proxy], max_requests: u64) -> (String, String) {
-    let generated = ok(post(
-        nodes[0],
-        "/key/generate",
-        json!({"models": [MODEL], "max_requests": max_requests}),
-    ));
-    let key = generated["key"].as_str().unwrap().to_string();
-    let id = generated["id"].as_str().unwrap().to_string();
-    for node in nodes {
-        wait_until(Duration::from_secs(5), "the key on every node", || {
-            models_status(node, &key) == 200
-        });
-    }
-    (key, id)
-}
-
 fn addrs(nodes: &[Proxy]) -> Vec<SocketAddr> {
     nodes.iter().map(|node| node.addr).collect()
 }
@@ -220,9 +187,9 @@ fn a_node_killed_mid_load_costs_at_most_what_it_held_and_that_is_written_off() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-kill-node");
-    let mut nodes = three_nodes(&pg, &mock, &dirs, "k", &[SHORT_TERM]);
+    let mut nodes = nodes(&pg, &mock, &dirs, "k", 3, &[SHORT_TERM]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let (key, id) = limited_key(&nodes.iter().collect::<Vec<_>>(), 1000);
+    let (key, id) = key_everywhere(&nodes, json!({"models": [MODEL], "max_requests": 1000}));
     let targets = addrs(&nodes);
     let load = Load::default();
     let mut victim = nodes.pop().unwrap();
@@ -277,9 +244,9 @@ fn a_node_killed_mid_load_and_restarted_within_its_term_renews_it_and_hands_back
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-restart-node");
-    let mut nodes = three_nodes(&pg, &mock, &dirs, "r", &[SHORT_TERM]);
+    let mut nodes = nodes(&pg, &mock, &dirs, "r", 3, &[SHORT_TERM]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let (key, id) = limited_key(&nodes.iter().collect::<Vec<_>>(), 1000);
+    let (key, id) = key_everywhere(&nodes, json!({"models": [MODEL], "max_requests": 1000}));
     let targets = addrs(&nodes);
     let load = Load::default();
     let mut victim = nodes.pop().unwrap();
@@ -348,9 +315,9 @@ fn postgres_down_under_load(how: &str, down: impl Fn(&PgCluster)) {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-pg-down");
-    let nodes = three_nodes(&pg, &mock, &dirs, "p", &[]);
+    let nodes = nodes(&pg, &mock, &dirs, "p", 3, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let (key, id) = limited_key(&nodes.iter().collect::<Vec<_>>(), 1000);
+    let (key, id) = key_everywhere(&nodes, json!({"models": [MODEL], "max_requests": 1000}));
     let targets = addrs(&nodes);
     let load = Load::default();
     let (before, while_down, refused_while_down, back) = std::thread::scope(|scope| {
@@ -444,14 +411,9 @@ fn management_writes_are_refused_while_postgres_is_down_and_requests_go_on() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-manage-down");
-    let nodes = three_nodes(&pg, &mock, &dirs, "m", &[]);
+    let nodes = nodes(&pg, &mock, &dirs, "m", 3, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let key = generate_key(&nodes[0], json!({"models": [MODEL]}));
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key on every node", || {
-            models_status(node, &key) == 200
-        });
-    }
+    let (key, _) = key_everywhere(&nodes, json!({"models": [MODEL]}));
     let listed = key_list(&nodes[0]);
     let in_postgres = "SELECT count(*) FROM llm_proxy_records WHERE tbl = 'keys'";
     let records = pg.psql(in_postgres);
@@ -459,15 +421,15 @@ fn management_writes_are_refused_while_postgres_is_down_and_requests_go_on() {
     let projects = "SELECT count(*) FROM llm_proxy_records WHERE tbl = 'projects'";
     let project_records = pg.psql(projects);
     for node in &nodes {
-        assert_eq!(gauge(node, "llm_proxy_shared_store_up"), Some(1));
-        assert_eq!(gauge(node, "llm_proxy_shared_store_term_live"), Some(1));
+        assert_eq!(metric(node, "llm_proxy_shared_store_up"), Some(1));
+        assert_eq!(metric(node, "llm_proxy_shared_store_term_live"), Some(1));
     }
 
     pg.kill();
     // Each node says it lost PostgreSQL (within a heartbeat).
     for node in &nodes {
         wait_until(Duration::from_secs(5), "the node to say so", || {
-            gauge(node, "llm_proxy_shared_store_up") == Some(0)
+            metric(node, "llm_proxy_shared_store_up") == Some(0)
         });
     }
     let mut refusal = String::new();
@@ -883,29 +845,15 @@ fn a_budget_holds_across_a_node_killed_mid_load() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-kill-budget");
-    let mut nodes = three_nodes(&pg, &mock, &dirs, "bk", &[SHORT_TERM]);
+    let mut nodes = nodes(&pg, &mock, &dirs, "bk", 3, &[SHORT_TERM]);
     // A dollar per million completion tokens; the mock answers "Sixteen
     // chars ok" with 16: 16 µ$ a request, 200 of them in the budget.
-    add_deployment(
-        &nodes[0],
-        MODEL,
-        &mock,
-        crate::common::litellm::prices(0.0, 0.000001),
+    add_priced_model(&nodes[0], &mock);
+    let (key, id) = key_everywhere(
+        &nodes,
+        json!({"models": [MODEL], "max_budget": 200.0 * REQUEST_COST}),
     );
-    let generated = ok(post(
-        &nodes[0],
-        "/key/generate",
-        json!({"models": [MODEL], "max_budget": 200.0 * 0.000016}),
-    ));
-    let key = generated["key"].as_str().unwrap().to_string();
-    let id = generated["id"].as_str().unwrap().to_string();
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key on every node", || {
-            models_status(node, &key) == 200
-        });
-    }
-    let body = json!({"model": MODEL, "max_tokens": 16,
-        "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
+    let body = priced_request();
     let targets = addrs(&nodes);
     let load = Load::default();
     let mut victim = nodes.pop().unwrap();
@@ -956,28 +904,14 @@ fn a_budget_holds_with_postgres_killed_under_load() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-pg-budget");
-    let nodes = three_nodes(&pg, &mock, &dirs, "pb", &[]);
-    add_deployment(
-        &nodes[0],
-        MODEL,
-        &mock,
-        crate::common::litellm::prices(0.0, 0.000001),
-    );
+    let nodes = nodes(&pg, &mock, &dirs, "pb", 3, &[]);
+    add_priced_model(&nodes[0], &mock);
     // 16 µ$ a request (16 completion tokens at a dollar per million).
-    let generated = ok(post(
-        &nodes[0],
-        "/key/generate",
-        json!({"models": [MODEL], "max_budget": 400.0 * 0.000016}),
-    ));
-    let key = generated["key"].as_str().unwrap().to_string();
-    let id = generated["id"].as_str().unwrap().to_string();
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key on every node", || {
-            models_status(node, &key) == 200
-        });
-    }
-    let body = json!({"model": MODEL, "max_tokens": 16,
-        "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
+    let (key, id) = key_everywhere(
+        &nodes,
+        json!({"models": [MODEL], "max_budget": 400.0 * REQUEST_COST}),
+    );
+    let body = priced_request();
     let targets = addrs(&nodes);
     let load = Load::default();
     std::thread::scope(|scope| {
@@ -1025,14 +959,9 @@ fn requests_per_minute_hold_across_a_node_killed_mid_load() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-kill-rpm");
-    let mut nodes = three_nodes(&pg, &mock, &dirs, "rk", &[SHORT_TERM]);
+    let mut nodes = nodes(&pg, &mock, &dirs, "rk", 3, &[SHORT_TERM]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let key = generate_key(&nodes[0], json!({"models": [MODEL], "rpm_limit": 200}));
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key on every node", || {
-            models_status(node, &key) == 200
-        });
-    }
+    let (key, _) = key_everywhere(&nodes, json!({"models": [MODEL], "rpm_limit": 200}));
     crate::rate_limits::fresh_minute(20);
     let minute = crate::rate_limits::now_ms() / 60_000;
     let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
@@ -1060,16 +989,4 @@ fn requests_per_minute_hold_across_a_node_killed_mid_load() {
         "SELECT coalesce(max(used + leased), 0) FROM llm_proxy_allowances WHERE meter = 'rpm@{minute}'"
     ));
     assert!(taken.parse::<i64>().unwrap() <= 200, "{taken}");
-}
-
-/// The value of an unlabelled (but for `node` and `worker`) gauge in
-/// `/metrics`, if it is there.
-fn gauge(proxy: &Proxy, name: &str) -> Option<u64> {
-    let page = proxy.call(Req::get("/metrics")).text();
-    page.lines()
-        .find(|line| {
-            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
-        })
-        .and_then(|line| line.rsplit_once(' '))
-        .and_then(|(_, value)| value.parse().ok())
 }

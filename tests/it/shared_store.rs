@@ -48,13 +48,65 @@ pub(crate) fn node_with(
     builder.start()
 }
 
+/// `count` nodes named `{prefix}1`, `{prefix}2`, … on `dirs/{name}`, with `env`.
+pub(crate) fn nodes(
+    pg: &PgCluster,
+    mock: &Mock,
+    dirs: &TempDir,
+    prefix: &str,
+    count: usize,
+    env: &[(&str, &str)],
+) -> Vec<Proxy> {
+    (1..=count)
+        .map(|i| {
+            let name = format!("{prefix}{i}");
+            node_with(pg, mock, &name, &dirs.path().join(&name), env)
+        })
+        .collect()
+}
+
+/// A key made through the first node with `fields`, once every node
+/// accepts it: its secret and its id.
+pub(crate) fn key_everywhere(nodes: &[Proxy], fields: Value) -> (String, String) {
+    let generated = ok(post(&nodes[0], "/key/generate", fields));
+    let key = generated["key"].as_str().unwrap().to_string();
+    let id = generated["id"].as_str().unwrap().to_string();
+    for node in nodes {
+        wait_until(Duration::from_secs(5), "the key on every node", || {
+            models_status(node, &key) == 200
+        });
+    }
+    (key, id)
+}
+
+/// What one request of the budget tests costs: the mock answers "Sixteen
+/// chars ok" with 16 completion tokens, at a dollar per million
+/// ([`add_priced_model`]).
+pub(crate) const REQUEST_COST: f64 = 0.000016;
+
+/// `MODEL` on `mock`, at a dollar per million completion tokens.
+pub(crate) fn add_priced_model(node: &Proxy, mock: &Mock) {
+    add_deployment(
+        node,
+        MODEL,
+        mock,
+        crate::common::litellm::prices(0.0, 0.000001),
+    );
+}
+
+/// A request that costs [`REQUEST_COST`].
+pub(crate) fn priced_request() -> Value {
+    json!({"model": MODEL, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Sixteen chars ok"}]})
+}
+
 /// `GET /v1/models` with `key`: the cheapest call that checks a key.
 pub(crate) fn models_status(proxy: &Proxy, key: &str) -> u16 {
     proxy.call(Req::get("/v1/models").auth(key)).status
 }
 
 pub(crate) fn chat_with(proxy: &Proxy, key: &str) -> Response {
-    let body = json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Sixteen chars ok"}]});
+    let body = priced_request();
     proxy.call(Req::post("/v1/chat/completions", body.to_string()).auth(key))
 }
 
@@ -79,16 +131,7 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-nodes");
-    let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("node{i}"),
-                &dirs.path().join(format!("n{i}")),
-            )
-        })
-        .collect();
+    let nodes = nodes(&pg, &mock, &dirs, "node", 3, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
     let key = generate_key(&nodes[0], json!({"models": [MODEL]}));
     // Made through node 1: usable on nodes 2 and 3 as soon as they applied it.
@@ -163,15 +206,9 @@ fn a_key_made_on_one_node_works_on_all_and_a_block_on_another_stops_it_everywher
     let aliases = pg.psql("SELECT count(*) FROM llm_proxy_records WHERE tbl = 'deployments' AND body->>'model_name' = 'shared-model'");
     assert_eq!(aliases, "1");
     // Every node says, in its metrics, which change it applied last: the same.
-    let applied: Vec<Option<String>> = nodes
+    let applied: Vec<Option<u64>> = nodes
         .iter()
-        .map(|node| {
-            node.call(Req::get("/metrics"))
-                .text()
-                .lines()
-                .find(|line| line.starts_with("llm_proxy_replica_applied_change{"))
-                .map(|line| line.rsplit_once(' ').unwrap().1.to_string())
-        })
+        .map(|node| metric(node, "llm_proxy_replica_applied_change"))
         .collect();
     assert!(
         applied[0].is_some() && applied.iter().all(|a| a == &applied[0]),
@@ -291,29 +328,9 @@ fn max_requests_holds_exactly_across_three_nodes() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-quota");
-    let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("q{i}"),
-                &dirs.path().join(format!("q{i}")),
-            )
-        })
-        .collect();
+    let nodes = nodes(&pg, &mock, &dirs, "q", 3, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let generated = ok(post(
-        &nodes[0],
-        "/key/generate",
-        json!({"models": [MODEL], "max_requests": 1000}),
-    ));
-    let key = generated["key"].as_str().unwrap().to_string();
-    let id = generated["id"].as_str().unwrap().to_string();
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key everywhere", || {
-            models_status(node, &key) == 200
-        });
-    }
+    let (key, id) = key_everywhere(&nodes, json!({"models": [MODEL], "max_requests": 1000}));
     let stop = AtomicBool::new(false);
     let refs: Vec<&Proxy> = nodes.iter().collect();
     let (served, unexpected) = hammer(&refs, &key, 8, &stop);
@@ -338,31 +355,13 @@ fn max_requests_holds_exactly_across_three_nodes() {
     assert_eq!(allowance(&pg, &id), (1000, 0, 0));
 }
 
-/// What one request of the budget tests costs: the mock answers "Sixteen
-/// chars ok" with 16 completion tokens, at a dollar per million.
-const REQUEST_COST: f64 = 0.000016;
-
 #[test]
 fn a_budget_holds_across_three_nodes() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-budget");
-    let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("b{i}"),
-                &dirs.path().join(format!("b{i}")),
-            )
-        })
-        .collect();
-    add_deployment(
-        &nodes[0],
-        MODEL,
-        &mock,
-        crate::common::litellm::prices(0.0, 0.000001),
-    );
+    let nodes = nodes(&pg, &mock, &dirs, "b", 3, &[]);
+    add_priced_model(&nodes[0], &mock);
     // A budget of 100 requests for the key, and one of 60 for its team.
     ok(post(
         &nodes[0],
@@ -444,23 +443,9 @@ fn requests_per_minute_and_parallel_requests_hold_across_three_nodes() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-rpm");
-    let nodes: Vec<Proxy> = (1..=3)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("r{i}"),
-                &dirs.path().join(format!("r{i}")),
-            )
-        })
-        .collect();
+    let nodes = nodes(&pg, &mock, &dirs, "r", 3, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let key = generate_key(&nodes[0], json!({"models": [MODEL], "rpm_limit": 30}));
-    for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key everywhere", || {
-            models_status(node, &key) == 200
-        });
-    }
+    let (key, _) = key_everywhere(&nodes, json!({"models": [MODEL], "rpm_limit": 30}));
     crate::rate_limits::fresh_minute(20);
     let minute = crate::rate_limits::now_ms() / 60_000;
     let refs: Vec<&Proxy> = nodes.iter().collect();
@@ -541,27 +526,10 @@ fn a_lowered_max_requests_holds_on_nodes_that_hold_slices() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-lower");
-    let nodes: Vec<Proxy> = (1..=2)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("l{i}"),
-                &dirs.path().join(format!("l{i}")),
-            )
-        })
-        .collect();
+    let nodes = nodes(&pg, &mock, &dirs, "l", 2, &[]);
     add_deployment(&nodes[0], MODEL, &mock, Value::Null);
-    let generated = ok(post(
-        &nodes[0],
-        "/key/generate",
-        json!({"models": [MODEL], "max_requests": 1000}),
-    ));
-    let key = generated["key"].as_str().unwrap().to_string();
+    let (key, _) = key_everywhere(&nodes, json!({"models": [MODEL], "max_requests": 1000}));
     for node in &nodes {
-        wait_until(Duration::from_secs(5), "the key everywhere", || {
-            models_status(node, &key) == 200
-        });
         for _ in 0..10 {
             assert_eq!(chat_with(node, &key).status, 200);
         }
@@ -598,16 +566,7 @@ fn every_nodes_audit_log_is_copied_to_postgres_without_the_write_lock() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-audit");
-    let nodes: Vec<Proxy> = (1..=2)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("a{i}"),
-                &dirs.path().join(format!("a{i}")),
-            )
-        })
-        .collect();
+    let nodes = nodes(&pg, &mock, &dirs, "a", 2, &[]);
     generate_key(&nodes[0], json!({"key_alias": "audited"}));
     // Refused calls are audited too; they take no change number.
     let before = pg.psql("SELECT change_no FROM llm_proxy_cluster");
@@ -622,40 +581,13 @@ fn every_nodes_audit_log_is_copied_to_postgres_without_the_write_lock() {
     });
 }
 
-/// The sum over the workers of `llm_proxy_soft_budget_alerts_total{kind}`.
-fn soft_budget_alerts(proxy: &Proxy, kind: &str) -> u64 {
-    let response = proxy.call(Req::get("/metrics"));
-    assert_eq!(response.status, 200, "{}", response.text());
-    let prefix = format!("llm_proxy_soft_budget_alerts_total{{kind=\"{kind}\",");
-    response
-        .text()
-        .lines()
-        .filter(|line| line.starts_with(&prefix))
-        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn a_soft_budget_is_crossed_by_the_spend_of_all_nodes() {
     let Some(pg) = PgCluster::start() else { return };
     let mock = Mock::start();
     let dirs = TempDir::new("shared-soft");
-    let nodes: Vec<Proxy> = (1..=2)
-        .map(|i| {
-            node(
-                &pg,
-                &mock,
-                &format!("s{i}"),
-                &dirs.path().join(format!("s{i}")),
-            )
-        })
-        .collect();
-    add_deployment(
-        &nodes[0],
-        MODEL,
-        &mock,
-        crate::common::litellm::prices(0.0, 0.000001),
-    );
+    let nodes = nodes(&pg, &mock, &dirs, "s", 2, &[]);
+    add_priced_model(&nodes[0], &mock);
     // Alert at 10 requests' worth: 6 through one node, then 6 through the
     // other; neither alone passes it.
     let key = generate_key(

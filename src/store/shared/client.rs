@@ -41,7 +41,6 @@ pub(crate) fn spawn(config: SharedConfig, store: Arc<Store>) -> Result<Shared, S
     let up = Arc::new(AtomicBool::new(false));
     let term = Arc::new(TermClock::new(config.term));
     let (ready, started) = std::sync::mpsc::channel();
-    let node = config.node.clone();
     let thread = std::thread::Builder::new()
         .name("postgres".into())
         .spawn({
@@ -68,7 +67,6 @@ pub(crate) fn spawn(config: SharedConfig, store: Arc<Store>) -> Result<Shared, S
         .recv()
         .map_err(|_| SharedError::Invalid("the PostgreSQL thread stopped at start".into()))??;
     Ok(Shared {
-        node,
         commands,
         up,
         term,
@@ -148,9 +146,6 @@ fn refuse(command: Command, error: &SharedError) {
     };
     match command {
         Command::BeginWrite { reply, .. } => {
-            let _ = reply.send(Err(unavailable()));
-        }
-        Command::CatchUp { reply } => {
             let _ = reply.send(Err(unavailable()));
         }
         Command::TakeSlice { reply, .. } => {
@@ -273,9 +268,6 @@ async fn connected(
                 }
                 Some(Command::BeginWrite { applied, reply }) => {
                     tokio::spawn(write_session(writer.clone(), applied, reply));
-                }
-                Some(Command::CatchUp { reply }) => {
-                    let _ = reply.send(catch_up(&main, store, &config.node).await);
                 }
                 Some(Command::WaitForNodes { change, timeout, reply }) => {
                     let pg = pg.clone();

@@ -173,10 +173,6 @@ enum Command {
         timeout: Duration,
         reply: oneshot::Sender<Result<NodesApplied, SharedError>>,
     },
-    /// Applies what PostgreSQL has that the replica lacks, then answers.
-    CatchUp {
-        reply: oneshot::Sender<Result<u64, SharedError>>,
-    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -254,7 +250,6 @@ pub struct SharedConfig {
 /// The store's handle on the PostgreSQL thread.
 #[derive(Debug)]
 pub struct Shared {
-    node: String,
     commands: mpsc::UnboundedSender<Command>,
     /// Whether the thread's connections are up.
     up: Arc<AtomicBool>,
@@ -264,10 +259,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Whether PostgreSQL was reachable at the last attempt.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -334,12 +325,6 @@ impl Shared {
             timeout,
             reply,
         })
-    }
-
-    /// Brings the replica up to what PostgreSQL has; returns the change
-    /// applied last.
-    pub fn catch_up(&self) -> Result<u64, SharedError> {
-        self.ask(|reply| Command::CatchUp { reply })
     }
 
     /// Stops the thread (after what it has in hand).

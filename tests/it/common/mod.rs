@@ -1568,3 +1568,27 @@ pub fn api_config(base_url: &str, timeouts: &[(&str, &str)]) -> String {
     }
     yaml
 }
+
+/// The sum over the workers of `llm_proxy_soft_budget_alerts_total{kind}`.
+pub fn soft_budget_alerts(proxy: &Proxy, kind: &str) -> u64 {
+    let response = proxy.call(Req::get("/metrics"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    let prefix = format!("llm_proxy_soft_budget_alerts_total{{kind=\"{kind}\",");
+    response
+        .text()
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The value of the first sample of the metric family `name` in
+/// `/metrics` (a gauge labelled only by `node` and `worker`), if any.
+pub fn metric(proxy: &Proxy, name: &str) -> Option<u64> {
+    let page = proxy.call(Req::get("/metrics")).text();
+    let labelled = format!("{name}{{");
+    page.lines()
+        .find(|line| line.starts_with(&labelled))
+        .and_then(|line| line.rsplit_once(' '))
+        .and_then(|(_, value)| value.parse().ok())
+}
