@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use llm_proxy::cache::policy::{self, Consult, Directives};
-use llm_proxy::cache::{CacheSettings, HitReply, Miss, Request as CacheRequest, ResponseCache};
+use llm_proxy::cache::{
+    CacheSettings, HitReply, Miss, Request as CacheRequest, ResponseCache, Shared,
+};
 use llm_proxy::http::RequestId;
 use llm_proxy::http::rewrite::{Stamp, Upstream, write_client_head, write_request_head};
 use llm_proxy::http::{BodyTracker, ChunkedDecoder, Framing, Parsed, RequestHead, ResponseHead};
@@ -374,12 +376,13 @@ fn cache_with_answer(raw: &[u8], settings: &CacheSettings) -> (ResponseCache, Re
     let body = &raw[head.len..];
     let consult = cache_consult(raw, &head, false);
     let request = CacheRequest::new(&head, raw, body, (KEY_ID, Some(PROJECT_ID)), &consult);
-    let miss = Miss::new(request, consult, &head, raw);
+    let miss = Miss::new(request, consult, (&head, raw), 0);
     let answer = response_head(LOADTEST_RESPONSE);
     let pending = miss
         .prepare(settings, &answer, LOADTEST_RESPONSE)
         .expect("the answer may be stored");
-    let mut cache = ResponseCache::new(settings);
+    // Worker 0's shard of a server of two workers.
+    let mut cache = ResponseCache::new(Shared::new(2, settings.max_bytes), 0);
     let stored = cache.insert(&miss, pending, &[b'x'; 350], &head, raw, Instant::now());
     assert!(stored);
     (cache, head)
@@ -397,12 +400,13 @@ fn cache_consult(raw: &[u8], head: &RequestHead, post_entries: bool) -> Consult 
     .expect("the cache applies")
 }
 
-/// What a hit costs before its answer is written: whether the cache
-/// applies, the key (SHA-256 over method, path, query, body, scope) and
-/// the LRU lookup.
+/// What a hit costs before its answer is written: whether other shards
+/// sent news, whether the cache applies, the key (SHA-256 over method,
+/// path, query, body, scope) and the LRU lookup.
 #[inline(never)]
 fn profile_cache_lookup(cache: &mut ResponseCache, raw: &[u8], head: &RequestHead) -> bool {
     let raw = black_box(raw);
+    cache.catch_up(Instant::now(), |_| ());
     let consult = cache_consult(raw, head, cache.has_post_entries());
     let request = CacheRequest::new(
         head,
@@ -445,6 +449,7 @@ Content-Length: 68\r\n\
     let mut out = Vec::with_capacity(4096);
     group.bench_function("hit lookup and answer written (350 B body)", |b| {
         b.iter(|| {
+            shard.catch_up(Instant::now(), |_| ());
             let consult = cache_consult(&post, &head, true);
             let body = &post[head.len..];
             let request =
@@ -457,6 +462,7 @@ Content-Length: 68\r\n\
                 head_only: false,
                 close: false,
                 now: Instant::now(),
+                worker: 0,
             };
             entry.map(|e| e.write(&mut out, &reply))
         })

@@ -214,13 +214,17 @@ pub struct ModelUsage {
 }
 
 /// How requests used the response cache.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CacheCounts {
     pub hits: u64,
     /// Including the misses whose answer was stored.
     pub misses: u64,
     pub stores: u64,
     pub bypasses: u64,
+    /// Answers stored by other workers that this worker's shard took in.
+    pub shared: u64,
+    /// From an answer stored on one worker to this one holding it.
+    pub share_delay: Histogram,
 }
 
 /// What a soft budget alert is about, as its `kind` label (the kinds of
@@ -261,6 +265,13 @@ impl WorkerMetrics {
             rejections: Vec::new(),
             soft_budget_alerts: [0; 3],
         }
+    }
+
+    /// Counts an answer another worker stored reaching this worker's
+    /// shard, `delay` after it was stored.
+    pub fn cache_shared(&mut self, delay: Duration) {
+        self.cache.shared += 1;
+        self.cache.share_delay.observe(nanos(delay));
     }
 
     /// Counts a key's, user's or team's spend going past its soft budget.
@@ -385,7 +396,7 @@ impl WorkerMetrics {
             connections: 0,
             series,
             usage,
-            cache: self.cache,
+            cache: self.cache.clone(),
             rejections: self.rejections.clone(),
             soft_budget_alerts: self.soft_budget_alerts,
             extra: Vec::new(),

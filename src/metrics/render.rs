@@ -214,7 +214,7 @@ fn requests(out: &mut Page, snapshots: &[Snapshot]) {
 
 fn cache(out: &mut Page, snapshots: &[Snapshot]) {
     type Count = fn(&Snapshot) -> u64;
-    let counters: [(&str, &str, Count); 4] = [
+    let counters: [(&str, &str, Count); 5] = [
         (
             "llm_proxy_cache_hits_total",
             "Requests answered from the response cache.",
@@ -235,6 +235,11 @@ fn cache(out: &mut Page, snapshots: &[Snapshot]) {
             "Requests that asked to skip the response cache.",
             |s| s.cache.bypasses,
         ),
+        (
+            "llm_proxy_cache_shared_total",
+            "Answers stored by another worker that reached this worker's shard.",
+            |s| s.cache.shared,
+        ),
     ];
     for (name, help, value) in counters {
         out.family(name, "counter", help);
@@ -242,6 +247,17 @@ fn cache(out: &mut Page, snapshots: &[Snapshot]) {
             out.sample(name, &worker(s), value(s));
         }
     }
+    let mut delay = Histogram::default();
+    for s in snapshots {
+        delay.merge(&s.cache.share_delay);
+    }
+    let name = "llm_proxy_cache_share_delay_seconds";
+    out.family(
+        name,
+        "histogram",
+        "From an answer stored on one worker to another worker's shard holding it (summed over the workers).",
+    );
+    out.histogram(name, "", &delay);
 }
 
 /// Other modules' counters: one family per name, in the order first seen.
@@ -306,11 +322,12 @@ impl Page {
     fn histogram(&mut self, name: &str, labels: &str, histogram: &Histogram) {
         let mut cumulative = histogram.cumulative();
         let bucket = format!("{name}_bucket");
+        let comma = if labels.is_empty() { "" } else { "," };
         for (bound, count) in BOUNDS_LABEL.iter().zip(cumulative.by_ref()) {
-            self.sample(&bucket, &format!("{labels},le=\"{bound}\""), count);
+            self.sample(&bucket, &format!("{labels}{comma}le=\"{bound}\""), count);
         }
         let total = cumulative.next().unwrap_or(0);
-        self.sample(&bucket, &format!("{labels},le=\"+Inf\""), total);
+        self.sample(&bucket, &format!("{labels}{comma}le=\"+Inf\""), total);
         self.sample(&format!("{name}_sum"), labels, histogram.sum_seconds());
         self.sample(&format!("{name}_count"), labels, total);
     }

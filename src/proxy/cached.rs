@@ -1,8 +1,9 @@
 //! The response cache on the request path: decide from the head whether
 //! the cache applies (costing nothing when it does not), look the request
-//! up, and answer a hit from the worker's shard without touching the
-//! upstream. A lookup comes after `admit`: a hit has passed the same
-//! allowlist, budget and `max_requests` checks as a request sent upstream.
+//! up, and answer a hit from the worker's shard (which holds what every
+//! worker stored) without touching the upstream. A lookup comes after
+//! `admit`: a hit has passed the same allowlist, budget and `max_requests`
+//! checks as a request sent upstream.
 //! A miss leaves what storing needs in the session for the relay.
 
 use std::time::Instant;
@@ -24,11 +25,17 @@ pub fn consult(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Option<Consul
     if !settings.enabled {
         return None;
     }
-    let post_entries = match head.method {
-        http::Method::GET | http::Method::HEAD => false,
-        http::Method::POST => worker.cache.borrow().has_post_entries(),
-        _ => return None,
-    };
+    if !matches!(
+        head.method,
+        http::Method::GET | http::Method::HEAD | http::Method::POST
+    ) {
+        return None;
+    }
+    // What other workers stored before this request began is looked up
+    // as if stored here.
+    crate::worker::cache_notes::catch_up(worker, Instant::now());
+    let post_entries =
+        head.method == http::Method::POST && worker.cache.borrow().has_post_entries();
     crate::cache::policy::consult(
         &head.method,
         Directives::of_request(head, buf),
@@ -53,15 +60,34 @@ pub async fn lookup(
         (view.key_id, view.project_id),
         &consult,
     );
-    let found = match consult.lookup {
-        Lookup::Yes => worker
-            .cache
-            .borrow_mut()
-            .find(&request, head, &s.conn.buf, Instant::now()),
+    let now = Instant::now();
+    let hit = match consult.lookup {
+        Lookup::Yes => {
+            // The entry is written out while the shard is borrowed: no
+            // reference to it is taken, so a hit touches no shared count.
+            let mut cache = worker.cache.borrow_mut();
+            let found = cache.find(&request, head, &s.conn.buf, now);
+            let status = found.map(|entry| {
+                s.close |= !head.keep_alive || worker.draining();
+                let reply = HitReply {
+                    request_id: s.request_id.as_str(),
+                    if_none_match: head.header(&s.conn.buf, "if-none-match"),
+                    head_only: head.method == http::Method::HEAD,
+                    close: s.close,
+                    now,
+                    worker: worker.id,
+                };
+                s.conn.out.clear();
+                entry.write(&mut s.conn.out, &reply)
+            });
+            // An expired entry this shard dropped: so do the others.
+            cache.publish();
+            status
+        }
         Lookup::Revalidate | Lookup::Bypass => None,
     };
-    let Some(entry) = found else {
-        let miss = Miss::new(request, consult, head, &s.conn.buf);
+    let Some(status) = hit else {
+        let miss = Miss::new(request, consult, (head, &s.conn.buf), worker.id);
         s.record.cache = match consult.lookup {
             Lookup::Bypass => CacheStatus::Bypass,
             Lookup::Yes | Lookup::Revalidate => CacheStatus::Miss,
@@ -69,16 +95,7 @@ pub async fn lookup(
         s.cache = Some(Box::new(miss));
         return Ok(false);
     };
-    s.close |= !head.keep_alive || worker.draining();
-    let reply = HitReply {
-        request_id: s.request_id.as_str(),
-        if_none_match: head.header(&s.conn.buf, "if-none-match"),
-        head_only: head.method == http::Method::HEAD,
-        close: s.close,
-        now: Instant::now(),
-    };
-    s.conn.out.clear();
-    s.status = entry.write(&mut s.conn.out, &reply);
+    s.status = status;
     s.record.cache = CacheStatus::Hit;
     s.response_started = true;
     s.record.first_byte_ns = Some(unix_nanos());

@@ -18,13 +18,16 @@ use monoio::time::{Instant, Sleep};
 
 use super::Session;
 use super::forward::{Destination, ResponseStart};
+use crate::cache::{Miss, Pending};
 use crate::error::ProxyError;
+use crate::http::RequestHead;
 use crate::http::body::ChunkError;
 use crate::http::io::{read_fresh, unix_nanos};
 use crate::http::rewrite::{Stamp, write_client_head};
 use crate::http::{BodyTracker, Framing};
 use crate::record::usage::UsageScan;
 use crate::record::{CacheStatus, Capture};
+use crate::worker::Worker;
 
 const RELAY_READ_SIZE: usize = 16 << 10;
 /// Stands for timeouts too long to add to an instant.
@@ -126,6 +129,7 @@ pub async fn relay(
         extra: headers,
     };
     write_client_head(&mut s.conn.out, &buf, &head, &stamp, s.close, dechunk);
+    let mut keeping = miss.zip(pending);
 
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
@@ -136,6 +140,16 @@ pub async fn relay(
     s.response_started = true;
     if taken > 0 {
         s.record.first_byte_ns = Some(stop_ns);
+    }
+    if body.is_done() {
+        keep(
+            worker,
+            &mut keeping,
+            taps.capture.as_deref(),
+            request,
+            &s.conn.buf,
+            &mut s.record.cache,
+        );
     }
     if !s.conn.send_out_since(arrived).await {
         return Err(ProxyError::ClientGone);
@@ -177,6 +191,16 @@ pub async fn relay(
                 .map_err(protocol_error)?;
             // Bytes after the last chunk: the upstream is out of step.
             reusable &= taken == n;
+            if body.is_done() {
+                keep(
+                    worker,
+                    &mut keeping,
+                    taps.capture.as_deref(),
+                    request,
+                    &s.conn.buf,
+                    &mut s.record.cache,
+                );
+            }
             if !s.conn.send_out().await {
                 return Err(ProxyError::ClientGone);
             }
@@ -189,6 +213,16 @@ pub async fn relay(
         }
         .map_err(protocol_error)?;
         reusable &= taken == n;
+        if body.is_done() {
+            keep(
+                worker,
+                &mut keeping,
+                taps.capture.as_deref(),
+                request,
+                &s.conn.buf,
+                &mut s.record.cache,
+            );
+        }
         // A client that stops reading must not hold the upstream forever.
         let write = s.conn.stream.write_all(buf.slice(..taken));
         let timer = arm(&mut write_timer, write_timeout);
@@ -202,21 +236,16 @@ pub async fn relay(
     }
     s.conn.relay = buf;
     s.record.response_complete = body.is_done();
-    if let (Some(miss), Some(pending), Some(capture)) = (miss, pending, s.record.response.as_ref())
-        && body.is_done()
-        && !capture.overflowed
-    {
-        let stored = worker.cache.borrow_mut().insert(
-            &miss,
-            pending,
-            &capture.bytes,
+    if body.is_done() {
+        // An answer read to its close (no framing) is whole only now.
+        keep(
+            worker,
+            &mut keeping,
+            taps.capture.as_deref(),
             request,
             &s.conn.buf,
-            std::time::Instant::now(),
+            &mut s.record.cache,
         );
-        if stored {
-            s.record.cache = CacheStatus::Stored;
-        }
     }
     // The one place an upstream connection goes back to the pool: only after
     // an exchange that ended exactly at a message boundary on both sides,
@@ -235,6 +264,34 @@ pub async fn relay(
         );
     }
     Ok(())
+}
+
+/// Keeps a miss's answer once its body has arrived whole (and within the
+/// object limit), and sends it to the other workers' shards, before the
+/// last bytes go to the client: a request sent once the client has the
+/// answer finds it on every worker. Runs once; later calls find nothing
+/// to keep.
+fn keep(
+    worker: &Worker,
+    keeping: &mut Option<(Box<Miss>, Pending)>,
+    capture: Option<&Capture>,
+    request: &RequestHead,
+    buf: &[u8],
+    status: &mut CacheStatus,
+) {
+    let Some((miss, pending)) = keeping.take() else {
+        return;
+    };
+    let Some(capture) = capture.filter(|c| !c.overflowed) else {
+        return;
+    };
+    let mut cache = worker.cache.borrow_mut();
+    let now = std::time::Instant::now();
+    if cache.insert(&miss, pending, &capture.bytes, request, buf, now) {
+        *status = CacheStatus::Stored;
+    }
+    // What it stored, and what it evicted to make room.
+    cache.publish();
 }
 
 /// Sets `timer` (made on first use) to go off `timeout` from now.

@@ -33,6 +33,7 @@ fn snapshot(worker: &Worker) -> Snapshot {
     let mut snapshot = worker.metrics.borrow().snapshot();
     snapshot.connections = worker.connections.get();
     body_budget(worker, &mut snapshot.extra);
+    cache_figures(worker, &mut snapshot.extra);
     event_counters(worker, &mut snapshot.extra);
     shared_store(worker, &mut snapshot.extra);
     snapshot
@@ -71,6 +72,40 @@ fn shared_store(worker: &Worker, extra: &mut Vec<Extra>) {
             "llm_proxy_replica_applied_change",
             "The last change of the shared store this node's replica applied (compare across nodes).",
             change,
+        ));
+    }
+}
+
+/// The answers in this worker's shard of the response cache; under worker
+/// 0, the bytes and distinct answers of all shards, each counted once.
+fn cache_figures(worker: &Worker, extra: &mut Vec<Extra>) {
+    if !worker.settings.cache.enabled {
+        return;
+    }
+    let cache = worker.cache.borrow();
+    let gauge = |name, help, value: usize| Extra {
+        name,
+        help,
+        kind: Kind::Gauge,
+        labels: Vec::new(),
+        value: value as u64,
+    };
+    extra.push(gauge(
+        "llm_proxy_cache_shard_entries",
+        "Answers in the worker's shard of the response cache (every worker holds every answer).",
+        cache.len(),
+    ));
+    if worker.id == 0 {
+        let held = cache.shared();
+        extra.push(gauge(
+            "llm_proxy_cache_bytes",
+            "Bytes the response cache holds, each answer counted once for all workers (bounded by HTTP_CACHE_MAX_BYTES).",
+            held.bytes(),
+        ));
+        extra.push(gauge(
+            "llm_proxy_cache_entries",
+            "Distinct answers the response cache holds.",
+            held.entries(),
         ));
     }
 }

@@ -20,7 +20,7 @@ use monoio::time::Instant;
 
 /// How often each worker reports usage to the ledger.
 const USAGE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-use crate::worker::{BodyBudget, Drain, Worker, control};
+use crate::worker::{BodyBudget, Drain, Worker, cache_notes, control};
 pub use listener::bind_listeners;
 
 use crate::events::{self, EventBuffer, EventWriter};
@@ -143,6 +143,9 @@ pub fn start(
         .collect();
     let event_buffers: Arc<Mutex<Vec<Option<EventBuffer>>>> =
         Arc::new(Mutex::new(event_buffers.into_iter().map(Some).collect()));
+    // What the cache's shards share: one count of bytes (an entry is held
+    // once) and a mailbox each for the others' stores.
+    let cache = crate::cache::Shared::new(settings.workers, settings.cache.max_bytes);
     let threads = runtime::spawn_workers(
         "worker",
         settings.workers,
@@ -169,7 +172,7 @@ pub fn start(
                 quota: RefCell::default(),
                 control: control.clone(),
                 metrics: RefCell::new(crate::metrics::WorkerMetrics::new(id)),
-                cache: RefCell::new(crate::cache::ResponseCache::new(&settings.cache)),
+                cache: RefCell::new(crate::cache::ResponseCache::new(cache.clone(), id)),
                 events: RefCell::new(events.unwrap_or_else(EventBuffer::disabled)),
             });
             run_worker(worker, listener, inbox, worker_unreported.clone())
@@ -206,6 +209,9 @@ async fn run_worker(
     }
     if let Some(inbox) = inbox {
         monoio::spawn(control::serve_inbox(worker.clone(), inbox));
+    }
+    if worker.settings.cache.enabled && worker.settings.workers > 1 {
+        monoio::spawn(cache_notes::serve(worker.clone()));
     }
     let drain = worker.drain.clone();
     let mut drained = pin!(drain.wait());

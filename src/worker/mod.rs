@@ -21,6 +21,7 @@ use models::ModelTable;
 use quota::Quota;
 
 pub mod auth;
+pub mod cache_notes;
 pub mod control;
 mod drain;
 pub mod keys;
