@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{BenchMethod, BenchOutput, BenchmarkArgs};
 use crate::loadgen::{
-    self, ErrorKind, LoadError, LoadReport, LoadSettings, Percentiles, RESERVED_HEADERS,
-    RequestSpec, Sample,
+    self, CacheCounts, ErrorKind, LoadError, LoadReport, LoadSettings, Percentiles,
+    RESERVED_HEADERS, Recorder, RequestSpec, Sample,
 };
 use crate::providers::Target;
 
@@ -328,6 +328,15 @@ fn json_report(header: &Header, report: &LoadReport) -> Value {
             "miss": r.cache.miss,
             "bypass": r.cache.bypass,
             "hit_ratio": r.cache.hit_ratio(),
+            "workers_answered": r.cache_workers.len(),
+            "workers": r.cache_workers.iter().map(|(worker, counts)| json!({
+                "worker": worker,
+                "hit": counts.hit,
+                "miss": counts.miss,
+                "bypass": counts.bypass,
+                "hit_ratio": counts.hit_ratio(),
+            })).collect::<Vec<_>>(),
+            "without_worker": r.cache_without_worker(),
             "hit_latency_us": percentiles_json(Percentiles::of(&r.hit_latency)),
             "miss_latency_us": percentiles_json(Percentiles::of(&r.miss_latency)),
         },
@@ -425,6 +434,7 @@ fn text_report(header: &Header, report: &LoadReport, request: Option<&str>, debu
             r.cache.miss,
             r.cache.bypass
         );
+        write_cache_workers(&mut out, r);
         if let Some(p) = Percentiles::of(&r.hit_latency) {
             let _ = writeln!(out, "Cache hit   {}", percentile_line(&p));
         }
@@ -456,6 +466,59 @@ fn text_report(header: &Header, report: &LoadReport, request: Option<&str>, debu
         }
     }
     out
+}
+
+/// Width the per-worker line wraps at.
+const WRAP: usize = 100;
+/// The report's label column.
+const INDENT: &str = "            ";
+
+/// Under the cache line, when responses named the proxy worker that answered
+/// (`X-PROXY-CACHE-WORKER`): how many workers answered and each one's hit
+/// ratio, wrapped; then how many responses named no worker, if any did not.
+fn write_cache_workers(out: &mut String, r: &Recorder) {
+    if r.cache_workers.is_empty() {
+        return;
+    }
+    let answered = r.cache_workers.len();
+    let mut line = format!(
+        "{INDENT}{answered} proxy worker{} answered:",
+        plural(answered)
+    );
+    let last = answered - 1;
+    for (i, (worker, counts)) in r.cache_workers.iter().enumerate() {
+        let mut item = format!("#{worker} {}", worker_ratio(counts));
+        if i < last {
+            item.push(',');
+        }
+        if line.chars().count() + 1 + item.chars().count() > WRAP {
+            let _ = writeln!(out, "{line}");
+            line = INDENT.to_string();
+        } else {
+            line.push(' ');
+        }
+        line.push_str(&item);
+    }
+    let _ = writeln!(out, "{line}");
+    let without = r.cache_without_worker();
+    if without > 0 {
+        let _ = writeln!(
+            out,
+            "{INDENT}{without} response{} named no worker",
+            if without == 1 { "" } else { "s" }
+        );
+    }
+}
+
+/// `90.0% (9/10)`: hits over the worker's responses; bypasses named when any.
+fn worker_ratio(counts: &CacheCounts) -> String {
+    let ratio = counts.hit_ratio().unwrap_or(0.0) * 100.0;
+    let bypass = if counts.bypass > 0 {
+        format!(", bypass: {}", counts.bypass)
+    } else {
+        String::new()
+    };
+    format!("{ratio:.1}% ({}/{}{bypass})", counts.hit, counts.total())
 }
 
 fn write_samples<'a>(
@@ -513,5 +576,73 @@ mod tests {
         assert_eq!(human(12_345), "12.3µs");
         assert_eq!(human(12_345_678), "12.35ms");
         assert_eq!(human(2_500_000_000), "2.50s");
+    }
+
+    fn with_workers(workers: &[(u16, CacheCounts)], without: u64) -> Recorder {
+        let mut r = Recorder::new();
+        for (worker, counts) in workers {
+            r.cache.merge(counts);
+            r.cache_workers.insert(*worker, *counts);
+        }
+        r.cache.hit += without;
+        r
+    }
+
+    fn counts(hit: u64, miss: u64, bypass: u64) -> CacheCounts {
+        CacheCounts { hit, miss, bypass }
+    }
+
+    #[test]
+    fn the_per_worker_line_names_each_worker_in_order() {
+        let r = with_workers(
+            &[
+                (2, counts(8, 1, 1)),
+                (0, counts(9, 1, 0)),
+                (1, counts(10, 0, 0)),
+            ],
+            0,
+        );
+        let mut out = String::new();
+        write_cache_workers(&mut out, &r);
+        assert_eq!(
+            out,
+            "            3 proxy workers answered: #0 90.0% (9/10), #1 100.0% (10/10), #2 80.0% (8/10, bypass: 1)\n"
+        );
+
+        let r = with_workers(&[(0, counts(0, 1, 0))], 4);
+        let mut out = String::new();
+        write_cache_workers(&mut out, &r);
+        assert_eq!(
+            out,
+            "            1 proxy worker answered: #0 0.0% (0/1)\n            4 responses named no worker\n"
+        );
+
+        // No worker named: nothing.
+        let mut out = String::new();
+        write_cache_workers(&mut out, &with_workers(&[], 5));
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn many_workers_wrap_under_the_label_column() {
+        let workers: Vec<_> = (0..64).map(|w| (w, counts(24, 1, 0))).collect();
+        let mut out = String::new();
+        write_cache_workers(&mut out, &with_workers(&workers, 0));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.len() > 5, "{out}");
+        assert!(
+            lines[0].starts_with("            64 proxy workers answered: #0 96.0% (24/25), #1 ")
+        );
+        for line in &lines {
+            assert!(line.chars().count() <= WRAP, "{line:?}");
+            assert!(
+                line.starts_with(INDENT) && !line[INDENT.len()..].starts_with(' '),
+                "{line:?}"
+            );
+        }
+        for w in 0..64 {
+            assert_eq!(out.matches(&format!("#{w} ")).count(), 1, "#{w} in {out}");
+        }
+        assert!(out.ends_with("#63 96.0% (24/25)\n"), "{out}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use monoio::io::AsyncWriteRentExt;
 
 use super::conn::Conn;
-use super::record::{CacheState, ErrorKind, Measured, StreamMeasured};
+use super::record::{CacheState, ErrorKind, MAX_CACHE_WORKERS, Measured, StreamMeasured};
 use super::request::RequestTemplate;
 use super::sample::{MAX_SAMPLE_BODY, Sample};
 use super::sse::SseScanner;
@@ -69,6 +69,7 @@ struct HeadFacts {
     /// `X-UPSTREAM-REQUEST-START` and `-STOP`, unix nanoseconds.
     upstream: Option<(u64, u64)>,
     cache: Option<CacheState>,
+    cache_worker: Option<u16>,
     sample: Option<Sample>,
 }
 
@@ -188,6 +189,7 @@ async fn run(
                 .saturating_duration_since(start),
             split,
             cache: head.cache,
+            cache_worker: head.cache_worker,
             stream,
             sample,
         }),
@@ -257,6 +259,7 @@ fn facts(
     let cache = value("cache-status")
         .and_then(cache_state)
         .or_else(|| value("x-proxy-cache").and_then(cache_state));
+    let cache_worker = value("x-proxy-cache-worker").and_then(cache_worker);
     let sample = want_sample(head.status).then(|| Sample {
         status: head.status,
         reason: String::from_utf8_lossy(head.reason.of(buf)).into_owned(),
@@ -280,6 +283,7 @@ fn facts(
         reusable: head.reusable,
         upstream,
         cache,
+        cache_worker,
         sample,
     }
 }
@@ -306,6 +310,20 @@ fn cache_state(value: &[u8]) -> Option<CacheState> {
     }
 }
 
+/// `X-PROXY-CACHE-WORKER: <n>`, llm-proxy's index of the worker thread that
+/// answered: a decimal number of at most four digits, below
+/// [`MAX_CACHE_WORKERS`]; anything else (a sign, a name, a bigger number)
+/// names no worker.
+fn cache_worker(value: &[u8]) -> Option<u16> {
+    if value.is_empty() || value.len() > 4 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let index = value
+        .iter()
+        .fold(0u16, |n, digit| n * 10 + u16::from(digit - b'0'));
+    (index < MAX_CACHE_WORKERS).then_some(index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +340,26 @@ mod tests {
         assert_eq!(cache_state(b"conditional-hit"), Some(CacheState::Hit));
         assert_eq!(cache_state(b"bypass"), Some(CacheState::Bypass));
         assert_eq!(cache_state(b"whatever"), None);
+    }
+
+    #[test]
+    fn reads_the_worker_index() {
+        assert_eq!(cache_worker(b"0"), Some(0));
+        assert_eq!(cache_worker(b"7"), Some(7));
+        assert_eq!(cache_worker(b"007"), Some(7));
+        assert_eq!(cache_worker(b"1023"), Some(1023));
+        // Past the cap, or not a plain decimal number: ignored.
+        assert_eq!(cache_worker(b"1024"), None);
+        assert_eq!(cache_worker(b"9999"), None);
+        assert_eq!(cache_worker(b"00000"), None);
+        assert_eq!(cache_worker(b"99999999999999999999999"), None);
+        assert_eq!(cache_worker(b""), None);
+        assert_eq!(cache_worker(b"-1"), None);
+        assert_eq!(cache_worker(b"+1"), None);
+        assert_eq!(cache_worker(b"1.5"), None);
+        assert_eq!(cache_worker(b"0x1"), None);
+        assert_eq!(cache_worker(b"two"), None);
+        assert_eq!(cache_worker(b"1 2"), None);
+        assert_eq!(cache_worker("١".as_bytes()), None);
     }
 }

@@ -12,6 +12,10 @@ use super::sample::Sample;
 const MAX_NANOS: u64 = 3_600 * 1_000_000_000;
 /// Significant decimal digits kept by the histograms.
 const SIGFIG: u8 = 3;
+/// Proxy workers told apart by `X-PROXY-CACHE-WORKER`: indices 0 to 1023.
+/// A higher index is ignored, so a target cannot make the per-worker counts
+/// grow without bound.
+pub const MAX_CACHE_WORKERS: u16 = 1024;
 
 /// Why a request produced no complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +77,20 @@ pub struct CacheCounts {
 }
 
 impl CacheCounts {
+    pub fn add(&mut self, state: CacheState) {
+        match state {
+            CacheState::Hit => self.hit += 1,
+            CacheState::Miss => self.miss += 1,
+            CacheState::Bypass => self.bypass += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &CacheCounts) {
+        self.hit += other.hit;
+        self.miss += other.miss;
+        self.bypass += other.bypass;
+    }
+
     pub fn total(&self) -> u64 {
         self.hit + self.miss + self.bypass
     }
@@ -94,6 +112,9 @@ pub struct Measured {
     /// Upstream time and proxy overhead, from `X-UPSTREAM-REQUEST-START/STOP`.
     pub split: Option<(Duration, Duration)>,
     pub cache: Option<CacheState>,
+    /// `X-PROXY-CACHE-WORKER`: the proxy worker that answered, below
+    /// [`MAX_CACHE_WORKERS`].
+    pub cache_worker: Option<u16>,
     /// Streamed requests only.
     pub stream: Option<StreamMeasured>,
     pub sample: Option<Sample>,
@@ -118,6 +139,9 @@ pub struct Recorder {
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub cache: CacheCounts,
+    /// The responses in `cache` that named the proxy worker which answered,
+    /// by worker (at most [`MAX_CACHE_WORKERS`] entries).
+    pub cache_workers: BTreeMap<u16, CacheCounts>,
     /// Latency of the responses the cache answered, and of those it did not
     /// (misses and bypasses).
     pub hit_latency: Histogram<u64>,
@@ -162,6 +186,7 @@ impl Recorder {
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
             cache: CacheCounts::default(),
+            cache_workers: BTreeMap::new(),
             hit_latency: histogram(),
             miss_latency: histogram(),
             streams: 0,
@@ -201,21 +226,18 @@ impl Recorder {
             self.upstream.saturating_record(nanos(upstream));
             self.overhead.saturating_record(nanos(overhead));
         }
-        let latency = nanos(measured.latency);
-        match measured.cache {
-            Some(CacheState::Hit) => {
-                self.cache.hit += 1;
-                self.hit_latency.saturating_record(latency);
+        if let Some(state) = measured.cache {
+            self.cache.add(state);
+            if let Some(worker) = measured.cache_worker {
+                self.cache_workers.entry(worker).or_default().add(state);
             }
-            Some(CacheState::Miss) => {
-                self.cache.miss += 1;
-                self.miss_latency.saturating_record(latency);
+            let latency = nanos(measured.latency);
+            match state {
+                CacheState::Hit => self.hit_latency.saturating_record(latency),
+                CacheState::Miss | CacheState::Bypass => {
+                    self.miss_latency.saturating_record(latency)
+                }
             }
-            Some(CacheState::Bypass) => {
-                self.cache.bypass += 1;
-                self.miss_latency.saturating_record(latency);
-            }
-            None => {}
         }
         if let Some(sample) = measured.sample {
             self.samples.entry(sample.status).or_insert(sample);
@@ -239,9 +261,10 @@ impl Recorder {
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
         }
-        self.cache.hit += other.cache.hit;
-        self.cache.miss += other.cache.miss;
-        self.cache.bypass += other.cache.bypass;
+        self.cache.merge(&other.cache);
+        for (worker, counts) in &other.cache_workers {
+            self.cache_workers.entry(*worker).or_default().merge(counts);
+        }
         self.streams += other.streams;
         self.stream_events += other.stream_events;
         self.connections_opened += other.connections_opened;
@@ -257,6 +280,12 @@ impl Recorder {
 
     pub fn errors_total(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// Responses that named a cache state but no proxy worker.
+    pub fn cache_without_worker(&self) -> u64 {
+        let named: u64 = self.cache_workers.values().map(CacheCounts::total).sum();
+        self.cache.total().saturating_sub(named)
     }
 }
 
@@ -303,8 +332,17 @@ mod tests {
             ttfb: Duration::from_millis(ms / 2),
             split: Some((Duration::from_millis(1), Duration::from_micros(20))),
             cache: Some(CacheState::Hit),
+            cache_worker: None,
             stream: None,
             sample: None,
+        }
+    }
+
+    fn cached(state: CacheState, worker: Option<u16>) -> Measured {
+        Measured {
+            cache: Some(state),
+            cache_worker: worker,
+            ..ok(200, 1)
         }
     }
 
@@ -334,5 +372,42 @@ mod tests {
         let latency = Percentiles::of(&a.latency).unwrap();
         assert_eq!(latency.count, 2);
         assert!(latency.max >= 20_000_000 && latency.max < 20_100_000);
+    }
+
+    #[test]
+    fn cache_states_are_counted_per_worker_and_merged() {
+        let mut a = Recorder::new();
+        a.response(cached(CacheState::Miss, Some(0)));
+        a.response(cached(CacheState::Hit, Some(0)));
+        a.response(cached(CacheState::Hit, Some(2)));
+        a.response(cached(CacheState::Hit, None));
+        // A worker but no cache state: nothing to count.
+        a.response(Measured {
+            cache: None,
+            cache_worker: Some(5),
+            ..ok(200, 1)
+        });
+        let mut b = Recorder::new();
+        b.response(cached(CacheState::Miss, Some(2)));
+        b.response(cached(CacheState::Bypass, Some(1)));
+        b.response(cached(CacheState::Hit, Some(0)));
+        a.merge(b);
+
+        let counts = |worker: u16| {
+            let c = a.cache_workers[&worker];
+            (c.hit, c.miss, c.bypass)
+        };
+        assert_eq!(
+            a.cache_workers.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(counts(0), (2, 1, 0));
+        assert_eq!(counts(1), (0, 0, 1));
+        assert_eq!(counts(2), (1, 1, 0));
+        assert_eq!(a.cache_workers[&0].hit_ratio(), Some(2.0 / 3.0));
+        assert_eq!(a.cache.total(), 7);
+        assert_eq!(a.cache_without_worker(), 1);
+        assert!(Recorder::new().cache_workers.is_empty());
+        assert_eq!(Recorder::new().cache_without_worker(), 0);
     }
 }

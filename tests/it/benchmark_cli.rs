@@ -469,3 +469,93 @@ fn cache_runs_report_the_hit_ratio_and_hit_and_miss_latency() {
     assert_eq!(count(&report, "/cache/hit_latency_us/count"), 20);
     assert_eq!(report["cache"]["miss_latency_us"], Value::Null);
 }
+
+/// A 200 with the cache headers llm-proxy sends, as a raw HTTP/1.1 answer.
+fn cached_answer(cache_headers: &str) -> Vec<u8> {
+    let body = r#"{"ok":true}"#;
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{cache_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Request `n` of 33: the first 30 come from worker `n % 3`, each worker's
+/// first answer a miss and request 5 (worker 2) a bypass; the last three
+/// name no usable worker (none, past the cap, not a number).
+fn three_workers(n: usize) -> Vec<u8> {
+    let headers = match n {
+        5 => "Cache-Status: llm-proxy; fwd=bypass\r\nX-PROXY-CACHE-WORKER: 2\r\n".to_string(),
+        0..30 => format!(
+            "X-PROXY-CACHE: {}\r\nX-PROXY-CACHE-WORKER: {}\r\n",
+            if n < 3 { "miss" } else { "hit" },
+            n % 3
+        ),
+        30 => "X-PROXY-CACHE: hit\r\n".to_string(),
+        31 => "X-PROXY-CACHE: hit\r\nX-PROXY-CACHE-WORKER: 1024\r\n".to_string(),
+        _ => "X-PROXY-CACHE: hit\r\nX-PROXY-CACHE-WORKER: two\r\n".to_string(),
+    };
+    cached_answer(&headers)
+}
+
+#[test]
+fn cache_runs_report_the_hit_ratio_of_each_proxy_worker() {
+    let body = chat_body(false, "cache this answer");
+    let args = ["-r", "33", "-c", "4", "--workers", "2", "--cache"];
+
+    let server = ScriptedUpstream::answering(three_workers);
+    let run = bench(&server.url(), &body, &args).run();
+    let text = run.ok();
+    assert_eq!(server.requests().len(), 33);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Cache       "))
+        .unwrap_or_else(|| panic!("no cache line in {text}"));
+    assert_eq!(
+        lines[at..at + 3],
+        [
+            "Cache       hit ratio 87.9% (hit: 29, miss: 3, bypass: 1)",
+            "            3 proxy workers answered: #0 90.0% (9/10), #1 90.0% (9/10), #2 80.0% (8/10, bypass: 1)",
+            "            3 responses named no worker",
+        ],
+        "{text}"
+    );
+    assert!(lines[at + 3].starts_with("Cache hit   p50 "), "{text}");
+
+    let server = ScriptedUpstream::answering(three_workers);
+    let mut json_args = args.to_vec();
+    json_args.extend(["--output", "json"]);
+    let report = bench(&server.url(), &body, &json_args).run().json();
+    assert_no_errors(&report);
+    let cache = &report["cache"];
+    assert_eq!(
+        (&cache["hit"], &cache["miss"], &cache["bypass"]),
+        (&json!(29), &json!(3), &json!(1)),
+        "{report:#}"
+    );
+    assert_eq!(cache["workers_answered"], 3, "{report:#}");
+    assert_eq!(
+        cache["workers"],
+        json!([
+            {"worker": 0, "hit": 9, "miss": 1, "bypass": 0, "hit_ratio": 0.9},
+            {"worker": 1, "hit": 9, "miss": 1, "bypass": 0, "hit_ratio": 0.9},
+            {"worker": 2, "hit": 8, "miss": 1, "bypass": 1, "hit_ratio": 0.8},
+        ]),
+        "{report:#}"
+    );
+    assert_eq!(cache["without_worker"], 3, "{report:#}");
+
+    // A gateway that does not name its workers: the overall ratio alone.
+    let server = ScriptedUpstream::answering(|_| cached_answer("X-PROXY-CACHE: hit\r\n"));
+    let text = bench(&server.url(), &body, &args).run().ok().to_string();
+    assert!(
+        text.contains("Cache       hit ratio 100.0% (hit: 33, miss: 0, bypass: 0)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("worker"), "{text}");
+    let report = bench(&server.url(), &body, &json_args).run().json();
+    assert_eq!(report["cache"]["workers_answered"], 0, "{report:#}");
+    assert_eq!(report["cache"]["workers"], json!([]), "{report:#}");
+    assert_eq!(report["cache"]["without_worker"], 33, "{report:#}");
+}

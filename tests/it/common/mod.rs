@@ -9,8 +9,8 @@
 //!   close), keeping the connection for reuse.
 //! - [`TcpRelay`]: a counting TCP forwarder, to see how many upstream
 //!   connections the proxy opens (and to cut them).
-//! - [`ScriptedUpstream`]: a tiny upstream that answers with fixed bytes, for
-//!   response shapes the mock cannot produce.
+//! - [`ScriptedUpstream`]: a tiny upstream that answers with fixed bytes (or
+//!   bytes chosen per request), for response shapes the mock cannot produce.
 
 #![allow(dead_code)]
 
@@ -1478,6 +1478,57 @@ pub(crate) fn next_request(
         }
     }
     Some((head, end..end + length))
+}
+
+impl ScriptedUpstream {
+    /// Keep-alive; answers the `n`th request it reads (counted from 0 over
+    /// every connection, in the order they arrive) with `respond(n)`.
+    pub fn answering(respond: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let respond = Arc::new(respond);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        let numbered = Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (respond, seen, numbered) = (respond.clone(), seen.clone(), numbered.clone());
+                std::thread::spawn(move || {
+                    serve_numbered(stream, respond.as_ref(), &numbered, &seen)
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            stop,
+        }
+    }
+}
+
+fn serve_numbered(
+    mut stream: TcpStream,
+    respond: &dyn Fn(usize) -> Vec<u8>,
+    numbered: &AtomicUsize,
+    seen: &Mutex<Vec<String>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some((head, body)) = next_request(&mut stream, &mut buf) else {
+            return;
+        };
+        buf.drain(..body.end);
+        seen.lock().unwrap().push(head);
+        let n = numbered.fetch_add(1, Ordering::SeqCst);
+        if stream.write_all(&respond(n)).is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for ScriptedUpstream {
