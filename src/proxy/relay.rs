@@ -111,6 +111,8 @@ pub async fn relay(
     let mut taps = Taps {
         usage,
         capture: s.record.response.as_mut(),
+        keeping: None,
+        cache_status: &mut s.record.cache,
     };
     let framing = head.framing(&request.method);
     let passing = if request.http10 && framing == Framing::Chunked {
@@ -129,7 +131,7 @@ pub async fn relay(
         extra: headers,
     };
     write_client_head(&mut s.conn.out, &buf, &head, &stamp, s.close, dechunk);
-    let mut keeping = miss.zip(pending);
+    taps.keeping = miss.zip(pending);
 
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
@@ -142,14 +144,7 @@ pub async fn relay(
         s.record.first_byte_ns = Some(stop_ns);
     }
     if body.is_done() {
-        keep(
-            worker,
-            &mut keeping,
-            taps.capture.as_deref(),
-            request,
-            &s.conn.buf,
-            &mut s.record.cache,
-        );
+        taps.keep(worker, request, &s.conn.buf);
     }
     if !s.conn.send_out_since(arrived).await {
         return Err(ProxyError::ClientGone);
@@ -192,14 +187,7 @@ pub async fn relay(
             // Bytes after the last chunk: the upstream is out of step.
             reusable &= taken == n;
             if body.is_done() {
-                keep(
-                    worker,
-                    &mut keeping,
-                    taps.capture.as_deref(),
-                    request,
-                    &s.conn.buf,
-                    &mut s.record.cache,
-                );
+                taps.keep(worker, request, &s.conn.buf);
             }
             if !s.conn.send_out().await {
                 return Err(ProxyError::ClientGone);
@@ -214,14 +202,7 @@ pub async fn relay(
         .map_err(protocol_error)?;
         reusable &= taken == n;
         if body.is_done() {
-            keep(
-                worker,
-                &mut keeping,
-                taps.capture.as_deref(),
-                request,
-                &s.conn.buf,
-                &mut s.record.cache,
-            );
+            taps.keep(worker, request, &s.conn.buf);
         }
         // A client that stops reading must not hold the upstream forever.
         let write = s.conn.stream.write_all(buf.slice(..taken));
@@ -238,14 +219,7 @@ pub async fn relay(
     s.record.response_complete = body.is_done();
     if body.is_done() {
         // An answer read to its close (no framing) is whole only now.
-        keep(
-            worker,
-            &mut keeping,
-            taps.capture.as_deref(),
-            request,
-            &s.conn.buf,
-            &mut s.record.cache,
-        );
+        taps.keep(worker, request, &s.conn.buf);
     }
     // The one place an upstream connection goes back to the pool: only after
     // an exchange that ended exactly at a message boundary on both sides,
@@ -266,34 +240,6 @@ pub async fn relay(
     Ok(())
 }
 
-/// Keeps a miss's answer once its body has arrived whole (and within the
-/// object limit), and sends it to the other workers' shards, before the
-/// last bytes go to the client: a request sent once the client has the
-/// answer finds it on every worker. Runs once; later calls find nothing
-/// to keep.
-fn keep(
-    worker: &Worker,
-    keeping: &mut Option<(Box<Miss>, Pending)>,
-    capture: Option<&Capture>,
-    request: &RequestHead,
-    buf: &[u8],
-    status: &mut CacheStatus,
-) {
-    let Some((miss, pending)) = keeping.take() else {
-        return;
-    };
-    let Some(capture) = capture.filter(|c| !c.overflowed) else {
-        return;
-    };
-    let mut cache = worker.cache.borrow_mut();
-    let now = std::time::Instant::now();
-    if cache.insert(&miss, pending, &capture.bytes, request, buf, now) {
-        *status = CacheStatus::Stored;
-    }
-    // What it stored, and what it evicted to make room.
-    cache.publish();
-}
-
 /// Sets `timer` (made on first use) to go off `timeout` from now.
 fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep> {
     let now = Instant::now();
@@ -311,11 +257,36 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep
 struct Taps<'a> {
     usage: Option<&'a mut UsageScan>,
     capture: Option<&'a mut Capture>,
+    /// A miss's answer to keep once it has arrived whole.
+    keeping: Option<(Box<Miss>, Pending)>,
+    /// Where the exchange says whether the answer was kept.
+    cache_status: &'a mut CacheStatus,
 }
 
 impl Taps<'_> {
     fn is_idle(&self) -> bool {
         self.usage.is_none() && self.capture.is_none()
+    }
+
+    /// Keeps the miss's answer, its body having arrived whole (and within
+    /// the object limit), and sends it to the other workers' shards, before
+    /// the last bytes go to the client: a request sent once the client has
+    /// the answer finds it on every worker. Runs once; later calls find
+    /// nothing to keep.
+    fn keep(&mut self, worker: &Worker, request: &RequestHead, buf: &[u8]) {
+        let Some((miss, pending)) = self.keeping.take() else {
+            return;
+        };
+        let Some(capture) = self.capture.as_deref().filter(|c| !c.overflowed) else {
+            return;
+        };
+        let mut cache = worker.cache.borrow_mut();
+        let now = std::time::Instant::now();
+        if cache.insert(&miss, pending, &capture.bytes, request, buf, now) {
+            *self.cache_status = CacheStatus::Stored;
+        }
+        // What it stored, and what it evicted to make room.
+        cache.publish();
     }
 
     fn feed(&mut self, data: &[u8]) {
