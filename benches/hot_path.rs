@@ -415,7 +415,9 @@ fn profile_cache_lookup(cache: &mut ResponseCache, raw: &[u8], head: &RequestHea
         (KEY_ID, Some(PROJECT_ID)),
         &consult,
     );
-    cache.find(&request, head, raw, Instant::now()).is_some()
+    cache
+        .find(&request, (head, raw), Instant::now(), |_| ())
+        .is_some()
 }
 
 fn cache(c: &mut Criterion) {
@@ -454,7 +456,6 @@ Content-Length: 68\r\n\
             let body = &post[head.len..];
             let request =
                 CacheRequest::new(&head, &post, body, (KEY_ID, Some(PROJECT_ID)), &consult);
-            let entry = shard.find(&request, &head, &post, Instant::now());
             out.clear();
             let reply = HitReply {
                 request_id: REQUEST_ID,
@@ -464,7 +465,9 @@ Content-Length: 68\r\n\
                 now: Instant::now(),
                 worker: 0,
             };
-            entry.map(|e| e.write(&mut out, &reply))
+            shard.find(&request, (&head, &post), Instant::now(), |e| {
+                e.write(&mut out, &reply)
+            })
         })
     });
     group.finish();

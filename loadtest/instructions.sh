@@ -4,8 +4,10 @@
 # Wall-clock and CPU numbers drift on shared machines; instruction counts do
 # not: the same binary, requests and settings give the same count whatever
 # else the machine is doing. This script compares binaries by that count, for
-# the plain pass-through (a project key, no model registered) and the routed
-# path (a registered model: body read, rewrite, usage accounting).
+# the plain pass-through (a project key, no model registered), the routed
+# path (a registered model: body read, rewrite, usage accounting) and cache
+# hits (the pass-through request opted in to the response cache with
+# `benchmark --cache`: every request after the first is answered from it).
 #
 #   loadtest/instructions.sh BIN [BIN...]      # e.g. before and after a change
 #   PATHS=pass-through loadtest/instructions.sh BIN [BIN...]   # one path only
@@ -105,6 +107,7 @@ measure() {
     local run=("$bin" benchmark --base-url "http://127.0.0.1:$PROXY_PORT"
         --endpoint /v1/chat/completions --token "$token" -r "$REQUESTS" -c 1 --json "$body"
         --output json)
+    [[ $path == cache-hit ]] && run+=(--cache)
     "${run[@]}" >"$dir/warmup.json"
     control -z "$server"
     "${run[@]}" >"$dir/measured.json"
@@ -132,7 +135,7 @@ pids+=("$!")
 wait_port "$MOCK_PORT" 2>/dev/null || sleep 1
 
 printf '%-40s %-13s %14s %8s\n' binary path 'instr/request' 'ok'
-for path in ${PATHS:-pass-through routed}; do
+for path in ${PATHS:-pass-through routed cache-hit}; do
     for bin in "$@"; do
         measure "$bin" "$path"
     done

@@ -63,11 +63,9 @@ pub async fn lookup(
     let now = Instant::now();
     let hit = match consult.lookup {
         Lookup::Yes => {
-            // The entry is written out while the shard is borrowed: no
-            // reference to it is taken, so a hit touches no shared count.
+            // The entry is written out while the shard lends it.
             let mut cache = worker.cache.borrow_mut();
-            let found = cache.find(&request, head, &s.conn.buf, now);
-            let status = found.map(|entry| {
+            let status = cache.find(&request, (head, &s.conn.buf), now, |entry| {
                 s.close |= !head.keep_alive || worker.draining();
                 let reply = HitReply {
                     request_id: s.request_id.as_str(),
