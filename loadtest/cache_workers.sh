@@ -63,7 +63,9 @@ declare -A env_of key_of
 for bin in "$AFTER" $BEFORE; do
     dir="$work/$(basename "$bin")-$RANDOM"
     mkdir -p "$dir"
-    "$bin" setup --openai-key sk-mock --config "$dir/.env" --db "$dir/data" >/dev/null
+    # The project's key from `setup`: pass-through, no model registered.
+    key_of[$bin]=$("$bin" setup --openai-key sk-mock --config "$dir/.env" --db "$dir/data" |
+        sed -n 's/^Token: //p')
     env_of[$bin]=$dir/.env
 done
 
@@ -74,13 +76,6 @@ start() { # bin workers
         >"$work/server.log" 2>&1 &
     server=$!
     wait_port "$PROXY_PORT"
-    if [[ -z ${key_of[$bin]:-} ]]; then
-        local management
-        management=$(sed -n 's/^MANAGEMENT_TOKEN=//p' "${env_of[$bin]}")
-        key_of[$bin]=$(curl -sf "http://127.0.0.1:$PROXY_PORT/key/generate" \
-            -H "Authorization: Bearer $management" -H 'Content-Type: application/json' -d '{}' |
-            python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-    fi
 }
 stop() {
     kill "$server" 2>/dev/null || true

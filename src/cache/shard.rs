@@ -1,10 +1,10 @@
 //! One worker's shard: every answer the server's workers stored, in a
 //! least-recently-used list of its own, so a lookup is a local map read
 //! with no lock. An answer stored here is sent to the other shards as a
-//! note (`publish`); what they store arrives the same way, taken in by a
-//! task of the worker as it comes (`receive`) and, so that no lookup
+//! note (`publish`); what they store arrives the same way (`catch_up`),
+//! taken in by a task of the worker as it comes and, so that no lookup
 //! misses what was stored before it began, by the lookup itself when the
-//! shard's count of news is ahead of what it took in (`catch_up`).
+//! shard's count of news is ahead of what it took in.
 //!
 //! The bytes are bounded for the server as a whole (`Held`): the shard
 //! that stores past the bound evicts its least recently used answers
@@ -89,10 +89,9 @@ impl ResponseCache {
         &self.shared
     }
 
-    /// Where the other shards' notes arrive, for the task that takes them
-    /// in as they come.
-    pub fn inbox(&self) -> Option<flume::Receiver<Batch>> {
-        self.shared.inbox(self.id)
+    /// Resolves when another shard sends this one news after the call.
+    pub fn on_arrival(&self) -> Option<event_listener::EventListener> {
+        self.shared.on_arrival(self.id)
     }
 
     /// Takes in the notes other shards sent and this one has not seen: one
@@ -102,18 +101,15 @@ impl ResponseCache {
         if self.shared.sent_to(self.id) <= self.received {
             return;
         }
-        let Some(inbox) = self.shared.inbox(self.id) else {
-            return;
-        };
         let mut shared = shared;
-        while let Ok(batch) = inbox.try_recv() {
+        while let Some(batch) = self.shared.next_for(self.id) {
             self.receive(&batch, now, &mut shared);
         }
     }
 
     /// Takes in a batch of another shard's notes, then tells the others
     /// what that dropped here (an older answer to the same request).
-    pub fn receive(&mut self, batch: &Batch, now: Instant, mut shared: impl FnMut(Duration)) {
+    fn receive(&mut self, batch: &Batch, now: Instant, mut shared: impl FnMut(Duration)) {
         self.received += 1;
         for note in batch.iter() {
             if let Note::Stored { entry, .. } = note {

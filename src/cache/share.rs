@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use concurrent_queue::ConcurrentQueue;
+use event_listener::{Event, EventListener};
+
 use super::entry::Entry;
 use super::key::Digest;
 
@@ -23,27 +26,26 @@ pub struct Shared {
     mailboxes: Box<[Mailbox]>,
 }
 
-/// The way into one shard. Its own line of memory: the count is read on
-/// every lookup of its shard and written by the others' stores.
+/// The way into one shard: a lock-free queue (the others push, the shard
+/// pops), a count of batches sent, and an event that wakes the shard's
+/// task. Its own line of memory: the count is read on every lookup of its
+/// shard and written by the others' stores.
 #[repr(align(128))]
 struct Mailbox {
-    sender: flume::Sender<Batch>,
-    receiver: flume::Receiver<Batch>,
+    queue: ConcurrentQueue<Batch>,
     /// Batches sent so far: a shard whose count of batches taken is lower
     /// has news waiting.
     sent: AtomicU64,
+    arrived: Event,
 }
 
 impl Shared {
     pub fn new(shards: usize, max_bytes: usize) -> Arc<Self> {
         let mailboxes = (0..shards.max(1))
-            .map(|_| {
-                let (sender, receiver) = flume::unbounded();
-                Mailbox {
-                    sender,
-                    receiver,
-                    sent: AtomicU64::new(0),
-                }
+            .map(|_| Mailbox {
+                queue: ConcurrentQueue::unbounded(),
+                sent: AtomicU64::new(0),
+                arrived: Event::new(),
             })
             .collect();
         Arc::new(Self {
@@ -99,8 +101,10 @@ impl Shared {
     /// the batch is in the mailbox, so a shard that sees it finds the batch.
     pub(super) fn send(&self, from: usize, batch: &Batch) {
         for (id, mailbox) in self.mailboxes.iter().enumerate() {
-            if id != from && mailbox.sender.send(batch.clone()).is_ok() {
+            // An unbounded queue is never full, and never closed.
+            if id != from && mailbox.queue.push(batch.clone()).is_ok() {
                 mailbox.sent.fetch_add(1, Ordering::Release);
+                mailbox.arrived.notify(1);
             }
         }
     }
@@ -112,10 +116,17 @@ impl Shared {
             .map_or(0, |mailbox| mailbox.sent.load(Ordering::Acquire))
     }
 
-    pub(super) fn inbox(&self, id: usize) -> Option<flume::Receiver<Batch>> {
+    /// The next batch waiting for shard `id`.
+    pub(super) fn next_for(&self, id: usize) -> Option<Batch> {
+        self.mailboxes.get(id)?.queue.pop().ok()
+    }
+
+    /// Resolves once a batch is sent to shard `id` after this call (listen,
+    /// then take in what is waiting, then wait: nothing slips between).
+    pub(super) fn on_arrival(&self, id: usize) -> Option<EventListener> {
         self.mailboxes
             .get(id)
-            .map(|mailbox| mailbox.receiver.clone())
+            .map(|mailbox| mailbox.arrived.listen())
     }
 }
 

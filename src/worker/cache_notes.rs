@@ -20,14 +20,12 @@ pub fn catch_up(worker: &Worker, now: Instant) {
 
 /// Takes in the other workers' news as it arrives, until the server stops.
 pub async fn serve(worker: Rc<Worker>) {
-    let Some(inbox) = worker.cache.borrow().inbox() else {
-        return;
-    };
-    while let Ok(batch) = inbox.recv_async().await {
-        worker
-            .cache
-            .borrow_mut()
-            .receive(&batch, Instant::now(), |delay| count_shared(&worker, delay));
+    loop {
+        let Some(arrival) = worker.cache.borrow().on_arrival() else {
+            return;
+        };
+        catch_up(&worker, Instant::now());
+        arrival.await;
     }
 }
 
