@@ -15,13 +15,13 @@ use serde_json::json;
 
 /// `/v1` requests the mock answered since `since` (a reading of its
 /// request counter; each reading is itself a request).
-struct Upstream<'a> {
+pub(crate) struct Upstream<'a> {
     mock: &'a Mock,
     seen: u64,
 }
 
 impl<'a> Upstream<'a> {
-    fn of(mock: &'a Mock) -> Self {
+    pub(crate) fn of(mock: &'a Mock) -> Self {
         Self {
             mock,
             seen: mock.stat("requests"),
@@ -29,7 +29,7 @@ impl<'a> Upstream<'a> {
     }
 
     /// Requests that reached the mock since the last call.
-    fn requests(&mut self) -> u64 {
+    pub(crate) fn requests(&mut self) -> u64 {
         let now = self.mock.stat("requests");
         let new = now - self.seen - 1;
         self.seen = now;
@@ -49,7 +49,7 @@ fn cache_state(response: &Response) -> (Option<&str>, Option<&str>) {
 }
 
 #[track_caller]
-fn assert_hit(response: &Response) {
+pub(crate) fn assert_hit(response: &Response) {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
         cache_state(response),
@@ -62,7 +62,7 @@ fn assert_hit(response: &Response) {
 }
 
 #[track_caller]
-fn assert_miss(response: &Response, status: &str) {
+pub(crate) fn assert_miss(response: &Response, status: &str) {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
         cache_state(response),
@@ -518,7 +518,7 @@ fn purges_reach_every_worker() {
 /// Whether a HEAD request for `target` is a hit or a miss. HEAD looks up
 /// without storing; the mock's provider does not take HEAD, so a miss is
 /// refused with 405 (a hit never reaches it).
-fn probe(conn: &mut Conn, target: &str) -> Option<String> {
+pub(crate) fn probe(conn: &mut Conn, target: &str) -> Option<String> {
     conn.send(&Req::new("HEAD", target).authed().bytes());
     let response = conn.read_head_response().expect("HEAD response");
     match response.header("x-proxy-cache") {
