@@ -146,6 +146,9 @@ fn an_answer_stored_by_one_worker_is_a_hit_on_every_worker() {
     let hit = proxy.call(plain);
     assert_eq!(hit.body, stored.body);
     assert_eq!(upstream.requests(), 1);
+    // The workers' tasks that take in each other's answers do not keep the
+    // server from stopping.
+    proxy.stop();
 }
 
 #[test]
@@ -636,4 +639,56 @@ fn stores_of_one_request_at_once_on_several_workers_settle_on_the_newest_answer(
     let one = (0..WORKERS).map(|w| (w, 1)).collect::<Vec<_>>();
     wait_until(Duration::from_secs(2), || held() == one);
     assert_eq!(held(), one);
+}
+
+#[test]
+fn stores_of_many_answers_at_once_stay_within_the_bound_and_agree() {
+    const CLIENTS: usize = 16;
+    const DISTINCT: usize = 10;
+    let size = answer_size();
+    let mock = Mock::start();
+    let proxy = room_for_three(&mock, size);
+    let target = |n: usize| format!("/v1/models?n={}", n % DISTINCT);
+    // Round after round, every client stores one of ten answers at the same
+    // time, each on its own connection: all four workers store and evict
+    // at once.
+    for round in 0..5 {
+        let barrier = std::sync::Barrier::new(CLIENTS);
+        std::thread::scope(|scope| {
+            for client in 0..CLIENTS {
+                let (proxy, barrier) = (&proxy, &barrier);
+                let request = Req::get(&target(round * CLIENTS + client)).authed().bytes();
+                scope.spawn(move || {
+                    let mut conn = proxy.conn();
+                    barrier.wait();
+                    let response = conn.roundtrip(&request);
+                    assert_eq!(response.status, 200, "{}", response.text());
+                });
+            }
+        });
+    }
+    // Within the bound, each answer counted once, and every worker holds
+    // the same answers.
+    let entries = metric(&proxy, "llm_proxy_cache_entries").unwrap();
+    assert!((1..=3).contains(&entries), "{entries} answers held");
+    assert_eq!(
+        metric(&proxy, "llm_proxy_cache_bytes"),
+        Some(entries * size)
+    );
+    let held = || per_worker(&proxy, "llm_proxy_cache_shard_entries");
+    let same = (0..WORKERS).map(|w| (w, entries)).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(2), || held() == same);
+    assert_eq!(held(), same);
+    let states = || {
+        let mut conn = proxy.conn();
+        (0..DISTINCT)
+            .map(|n| probe(&mut conn, &target(n)).expect("a cache state"))
+            .collect::<Vec<_>>()
+    };
+    let first = states();
+    let hits = first.iter().filter(|s| *s == "hit").count();
+    assert_eq!(hits as u64, entries, "{first:?}");
+    for _ in 0..20 {
+        assert_eq!(states(), first);
+    }
 }
