@@ -305,6 +305,28 @@ fn tenants_are_apart_on_every_worker_and_public_answers_are_shared() {
     let theirs = proxy.call(request(other, "GET", "/v1/models?public"));
     assert_hit(&theirs);
     assert_eq!(upstream.requests(), 0);
+
+    // A `private` answer is the asking key's alone, on every worker; the
+    // project's other keys do not see it.
+    let same_project = "sk-client-same-project-2";
+    proxy.create_token(json!({"token": same_project}));
+    let private = |key: &str, method: &str| {
+        Req::new(method, "/v1/models?private").auth(key).header(
+            "x-mock-response-header",
+            "Cache-Control: private, max-age=60",
+        )
+    };
+    assert_miss(&proxy.call(private(CLIENT_KEY, "GET")), "stored");
+    for _ in 0..20 {
+        assert_eq!(probe_new(&proxy, private(CLIENT_KEY, "HEAD")), "hit");
+        assert_eq!(probe_new(&proxy, private(same_project, "HEAD")), "miss");
+    }
+    // The project's shared answer is its other keys' too.
+    assert_eq!(
+        probe_new(&proxy, request(same_project, "HEAD", "/v1/models")),
+        "hit"
+    );
+    assert_eq!(upstream.requests(), 1);
 }
 
 #[test]
