@@ -470,6 +470,68 @@ fn cache_runs_report_the_hit_ratio_and_hit_and_miss_latency() {
     assert_eq!(report["cache"]["miss_latency_us"], Value::Null);
 }
 
+#[test]
+fn cache_runs_through_a_proxy_with_two_workers_hit_on_both_after_the_first_answer() {
+    let mock = Mock::start();
+    let proxy = Proxy::for_mock(&mock).workers(2).start();
+    let requests_before = mock.stat("requests");
+    let body = chat_body(false, "cache this answer on every worker");
+    // 24 connections: both proxy workers answer some (all but 2 times in
+    // 2^24). The probe's answer is stored, and every worker has it for the
+    // next request: one miss in the whole run.
+    let args = [
+        "--token",
+        CLIENT_KEY,
+        "-r",
+        "80",
+        "-c",
+        "24",
+        "--workers",
+        "2",
+        "--cache",
+    ];
+    let mut json_args = args.to_vec();
+    json_args.extend(["--output", "json"]);
+    let report = bench(&proxy.url(), &body, &json_args).run().json();
+    assert_no_errors(&report);
+    let cache = &report["cache"];
+    assert_eq!(
+        (&cache["hit"], &cache["miss"], &cache["bypass"]),
+        (&json!(79), &json!(1), &json!(0)),
+        "{report:#}"
+    );
+    assert_eq!(cache["hit_ratio"], json!(79.0 / 80.0), "{report:#}");
+    assert_eq!(cache["workers_answered"], 2, "{report:#}");
+    assert_eq!(cache["without_worker"], 0, "{report:#}");
+    let workers = cache["workers"].as_array().unwrap();
+    let field =
+        |name: &str| -> Vec<u64> { workers.iter().map(|w| w[name].as_u64().unwrap()).collect() };
+    assert_eq!(field("worker"), [0, 1], "{report:#}");
+    assert_eq!(field("hit").iter().sum::<u64>(), 79, "{report:#}");
+    let mut misses = field("miss");
+    misses.sort_unstable();
+    assert_eq!(misses, [0, 1], "{report:#}");
+    assert!(field("hit").iter().all(|&hits| hits > 0), "{report:#}");
+    // /mock/stats is a request too.
+    assert_eq!(mock.stat("requests") - requests_before, 2);
+
+    // Again: every answer a hit, on both workers.
+    let text = bench(&proxy.url(), &body, &args).run().ok().to_string();
+    assert!(
+        text.contains("Cache       hit ratio 100.0% (hit: 80, miss: 0, bypass: 0)\n"),
+        "{text}"
+    );
+    let workers_line = text
+        .lines()
+        .find(|line| line.contains("proxy workers answered"))
+        .unwrap_or_else(|| panic!("no worker line in {text}"));
+    assert!(
+        workers_line.starts_with("            2 proxy workers answered: #0 100.0% ("),
+        "{text}"
+    );
+    assert!(workers_line.contains(", #1 100.0% ("), "{text}");
+}
+
 /// A 200 with the cache headers llm-proxy sends, as a raw HTTP/1.1 answer.
 fn cached_answer(cache_headers: &str) -> Vec<u8> {
     let body = r#"{"ok":true}"#;

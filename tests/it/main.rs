@@ -18,6 +18,7 @@ mod benchmark_cli;
 mod body_memory;
 mod budgets;
 mod cache;
+mod cache_workers;
 mod client_cli;
 mod client_cli_output;
 mod client_cli_server;
