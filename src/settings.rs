@@ -621,7 +621,8 @@ pub fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     pub enabled: bool,
-    /// Bytes one worker's shard may hold (entries are counted whole).
+    /// Bytes the whole server's cache may hold (each entry counted once,
+    /// whole, however many workers' shards hold it).
     pub max_bytes: usize,
     /// Largest answer (head and body) that is stored.
     pub max_object_bytes: usize,

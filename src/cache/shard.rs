@@ -112,10 +112,9 @@ impl ResponseCache {
     fn receive(&mut self, batch: &Batch, now: Instant, mut shared: impl FnMut(Duration)) {
         self.received += 1;
         for note in batch.iter() {
-            if let Note::Stored { entry, .. } = note {
-                shared(now.saturating_duration_since(entry.stored));
+            if let Some(stored) = self.apply(note) {
+                shared(now.saturating_duration_since(stored));
             }
-            self.apply(note);
         }
         self.publish();
     }
@@ -256,8 +255,9 @@ impl ResponseCache {
         true
     }
 
-    /// Takes in what another shard did.
-    fn apply(&mut self, note: &Note) {
+    /// Takes in what another shard did; for an answer it stored that this
+    /// shard now holds, returns when it was stored.
+    fn apply(&mut self, note: &Note) -> Option<Instant> {
         match note {
             Note::Stored {
                 primary,
@@ -266,7 +266,7 @@ impl ResponseCache {
                 entry,
             } => {
                 if entry.is_retired() {
-                    return;
+                    return None;
                 }
                 if let Some(held) = self.entries.peek(full)
                     && (Arc::ptr_eq(&held.entry, entry) || held.entry.stored > entry.stored)
@@ -276,9 +276,10 @@ impl ResponseCache {
                     if !Arc::ptr_eq(&held.entry, entry) {
                         self.retire(*full, entry.clone());
                     }
-                    return;
+                    return None;
                 }
                 self.place(*primary, *full, vary, entry.clone());
+                Some(entry.stored)
             }
             Note::Dropped { full, entry } => {
                 if self
@@ -288,6 +289,7 @@ impl ResponseCache {
                 {
                     self.take(full);
                 }
+                None
             }
         }
     }
