@@ -88,26 +88,37 @@ metric_sum() { # name: the sum of its samples
     curl -sf "http://127.0.0.1:$PROXY_PORT/metrics" |
         awk -v n="$1" '$1 ~ "^"n"[{ ]" || $1 == n {s += $NF} END {printf "%d\n", s}'
 }
-share_delay() { # mean µs, share within 100 µs, within 1 ms (or "-")
+share_delay() { # mean µs, share within 100 µs, within 1 ms, count (or "-")
     curl -sf "http://127.0.0.1:$PROXY_PORT/metrics" | python3 -c '
 import re, sys
-b, total, s = {}, 0, 0.0
+buckets, total, seconds = {}, 0, 0.0
 for line in sys.stdin:
-    if not line.startswith("llm_proxy_cache_share_delay_seconds"): continue
+    if not line.startswith("llm_proxy_cache_share_delay_seconds"):
+        continue
     value = float(line.rsplit(" ", 1)[1])
-    m = re.search(r"le=\"([^\"]+)\"", line)
-    if m: b[m.group(1)] = value
-    elif line.startswith("llm_proxy_cache_share_delay_seconds_sum"): s = value
-    elif line.startswith("llm_proxy_cache_share_delay_seconds_count"): total = value
-if not total: print("- - - 0"); sys.exit()
-print(f"{s / total * 1e6:.0f} {b.get(\"0.0001\", 0) / total * 100:.1f}% {b.get(\"0.001\", 0) / total * 100:.1f}% {total:.0f}")'
+    bound = re.search(r"le=\"([^\"]+)\"", line)
+    if bound:
+        buckets[bound.group(1)] = value
+    elif line.startswith("llm_proxy_cache_share_delay_seconds_sum"):
+        seconds = value
+    elif line.startswith("llm_proxy_cache_share_delay_seconds_count"):
+        total = value
+if not total:
+    print("- - - 0")
+else:
+    within = lambda bound: buckets.get(bound, 0) / total * 100
+    mean = seconds / total * 1e6
+    low, mid = within("0.0001"), within("0.001")
+    print(f"{mean:.0f} {low:.1f}% {mid:.1f}% {total:.0f}")'
 }
 cpu_us() { python3 -c "print(f'{($2 - $1) * 1e6 / $hz / $3:.2f}')"; }
 
 hits() { # bin: CPU µs per hit
     local bin=$1 before after
+    # Warm-up on 64 connections: whichever build, every worker has seen the
+    # answer (or been sent it) before the measured run.
     taskset -c 1 "$bin" benchmark --base-url "http://127.0.0.1:$PROXY_PORT" \
-        --endpoint /v1/chat/completions --token "${key_of[$bin]}" -r 2000 -c 4 --cache \
+        --endpoint /v1/chat/completions --token "${key_of[$bin]}" -r 2000 -c 64 --cache \
         --json "$BODY" --output json >/dev/null
     before=$(ticks)
     taskset -c 1 "$bin" benchmark --base-url "http://127.0.0.1:$PROXY_PORT" \

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::Worker;
 
+/// How long the intake task lets news gather after it took some in, before
+/// it listens again: a burst of stores on other workers wakes this one
+/// about once a millisecond, not once a store (a lookup takes in what is
+/// waiting itself, so no hit waits for this).
+const GATHER: Duration = Duration::from_millis(1);
+
 /// Takes in, before a lookup, the news that has not been taken in yet
 /// (one atomic read when there is none).
 pub fn catch_up(worker: &Worker, now: Instant) {
@@ -26,6 +32,8 @@ pub async fn serve(worker: Rc<Worker>) {
         };
         catch_up(&worker, Instant::now());
         arrival.await;
+        catch_up(&worker, Instant::now());
+        monoio::time::sleep(GATHER).await;
     }
 }
 
