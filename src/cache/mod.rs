@@ -32,7 +32,7 @@ use policy::{Consult, Directives, Lookup, Sharing};
 pub use crate::settings::CacheSettings;
 pub use entry::{Entry, HitReply};
 pub use shard::ResponseCache;
-pub use share::{Batch, Note, Shared};
+pub use share::Shared;
 
 /// What an entry costs beyond its bytes (the entry's fields, one shard's
 /// map slot and list links).

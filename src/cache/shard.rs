@@ -6,7 +6,7 @@
 //! misses what was stored before it began, by the lookup itself when the
 //! shard's count of news is ahead of what it took in.
 //!
-//! The bytes are bounded for the server as a whole (`Held`): the shard
+//! The bytes are bounded for the server as a whole (`Shared`): the shard
 //! that stores past the bound evicts its least recently used answers
 //! everywhere, sparing those another worker used since this one last did.
 
@@ -97,11 +97,10 @@ impl ResponseCache {
     /// Takes in the notes other shards sent and this one has not seen: one
     /// atomic read when there are none. `shared` hears, for each answer
     /// stored elsewhere, how long it took to get here.
-    pub fn catch_up(&mut self, now: Instant, shared: impl FnMut(Duration)) {
+    pub fn catch_up(&mut self, now: Instant, mut shared: impl FnMut(Duration)) {
         if self.shared.sent_to(self.id) <= self.received {
             return;
         }
-        let mut shared = shared;
         while let Some(batch) = self.shared.next_for(self.id) {
             self.receive(&batch, now, &mut shared);
         }
