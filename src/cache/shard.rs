@@ -97,10 +97,11 @@ impl ResponseCache {
     /// Takes in the notes other shards sent and this one has not seen: one
     /// atomic read when there are none. `shared` hears, for each answer
     /// stored elsewhere, how long it took to get here.
-    pub fn catch_up(&mut self, now: Instant, mut shared: impl FnMut(Duration)) {
+    pub fn catch_up(&mut self, mut shared: impl FnMut(Duration)) {
         if self.shared.sent_to(self.id) <= self.received {
             return;
         }
+        let now = Instant::now();
         while let Some(batch) = self.shared.next_for(self.id) {
             self.receive(&batch, now, &mut shared);
         }
@@ -455,7 +456,7 @@ Connection: keep-alive\r\nSet-Cookie: a=b\r\nx-request-id: up-1\r\nETag: \"v1\"\
     /// Sends `from`'s news; `to` takes in what is waiting for it.
     fn tell(from: &mut ResponseCache, to: &mut ResponseCache) {
         from.publish();
-        to.catch_up(Instant::now(), |_| ());
+        to.catch_up(|_| ());
     }
 
     /// What an answer to `GET /x` counts (targets of two bytes here).
@@ -492,10 +493,10 @@ Connection: keep-alive\r\nSet-Cookie: a=b\r\nx-request-id: up-1\r\nETag: \"v1\"\
         let (mut two, mut three) = (sibling(&one, 1), sibling(&one, 2));
         assert!(store(&mut one, "/m"));
         one.publish();
-        two.catch_up(Instant::now(), |_| ());
+        two.catch_up(|_| ());
         assert!(cached(&mut two, "/m"));
         let mut delays = Vec::new();
-        three.catch_up(Instant::now(), |delay| delays.push(delay));
+        three.catch_up(|delay| delays.push(delay));
         assert_eq!(delays.len(), 1);
         assert!(cached(&mut three, "/m"));
         assert_eq!(
@@ -518,7 +519,7 @@ Connection: keep-alive\r\nSet-Cookie: a=b\r\nx-request-id: up-1\r\nETag: \"v1\"\
         // News of a store that reaches a shard after the answer was purged
         // elsewhere is not taken in.
         let mut four = sibling(&one, 3);
-        four.catch_up(Instant::now(), |_| ());
+        four.catch_up(|_| ());
         assert_eq!((four.received, four.len()), (1, 0));
     }
 
@@ -584,9 +585,9 @@ Connection: keep-alive\r\nSet-Cookie: a=b\r\nx-request-id: up-1\r\nETag: \"v1\"\
         two.publish();
         // Each takes in the other's answer; the second drops the older one
         // and says so.
-        one.catch_up(Instant::now(), |_| ());
-        two.catch_up(Instant::now(), |_| ());
-        one.catch_up(Instant::now(), |_| ());
+        one.catch_up(|_| ());
+        two.catch_up(|_| ());
+        one.catch_up(|_| ());
         let stored = |c: &ResponseCache| {
             c.entries
                 .iter()

@@ -33,7 +33,7 @@ pub fn consult(worker: &Worker, head: &RequestHead, buf: &[u8]) -> Option<Consul
     }
     // What other workers stored before this request began is looked up
     // as if stored here.
-    crate::worker::cache_notes::catch_up(worker, Instant::now());
+    crate::worker::cache_notes::catch_up(worker);
     let post_entries =
         head.method == http::Method::POST && worker.cache.borrow().has_post_entries();
     crate::cache::policy::consult(

@@ -131,7 +131,9 @@ pub async fn relay(
         extra: headers,
     };
     write_client_head(&mut s.conn.out, &buf, &head, &stamp, s.close, dechunk);
-    taps.keeping = miss.zip(pending);
+    if let (Some(miss), Some(pending)) = (miss, pending) {
+        taps.keeping = Some(Box::new((miss, pending)));
+    }
 
     let mut body = BodyTracker::new(framing);
     let mut reusable = head.reusable && framing != Framing::UntilClose;
@@ -257,8 +259,9 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Duration) -> Pin<&mut Sleep
 struct Taps<'a> {
     usage: Option<&'a mut UsageScan>,
     capture: Option<&'a mut Capture>,
-    /// A miss's answer to keep once it has arrived whole.
-    keeping: Option<(Box<Miss>, Pending)>,
+    /// A miss's answer to keep once it has arrived whole (boxed: the
+    /// requests the cache does not apply to move one word around).
+    keeping: Option<Box<(Box<Miss>, Pending)>>,
     /// Where the exchange says whether the answer was kept.
     cache_status: &'a mut CacheStatus,
 }
@@ -273,10 +276,21 @@ impl Taps<'_> {
     /// the last bytes go to the client: a request sent once the client has
     /// the answer finds it on every worker. Runs once; later calls find
     /// nothing to keep.
+    #[inline]
     fn keep(&mut self, worker: &Worker, request: &RequestHead, buf: &[u8]) {
-        let Some((miss, pending)) = self.keeping.take() else {
-            return;
-        };
+        if let Some(keeping) = self.keeping.take() {
+            self.store(*keeping, worker, request, buf);
+        }
+    }
+
+    #[inline(never)]
+    fn store(
+        &mut self,
+        (miss, pending): (Box<Miss>, Pending),
+        worker: &Worker,
+        request: &RequestHead,
+        buf: &[u8],
+    ) {
         let Some(capture) = self.capture.as_deref().filter(|c| !c.overflowed) else {
             return;
         };

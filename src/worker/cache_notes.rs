@@ -5,7 +5,7 @@
 //! request reaches.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Worker;
 
@@ -17,11 +17,11 @@ const GATHER: Duration = Duration::from_millis(1);
 
 /// Takes in, before a lookup, the news that has not been taken in yet
 /// (one atomic read when there is none).
-pub fn catch_up(worker: &Worker, now: Instant) {
+pub fn catch_up(worker: &Worker) {
     worker
         .cache
         .borrow_mut()
-        .catch_up(now, |delay| count_shared(worker, delay));
+        .catch_up(|delay| count_shared(worker, delay));
 }
 
 /// Takes in the other workers' news as it arrives, until the server stops.
@@ -30,9 +30,9 @@ pub async fn serve(worker: Rc<Worker>) {
         let Some(arrival) = worker.cache.borrow().on_arrival() else {
             return;
         };
-        catch_up(&worker, Instant::now());
+        catch_up(&worker);
         arrival.await;
-        catch_up(&worker, Instant::now());
+        catch_up(&worker);
         monoio::time::sleep(GATHER).await;
     }
 }
