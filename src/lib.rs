@@ -20,13 +20,15 @@
 //!                        (the three handlers never import each other)
 //! ---------------------------------------------------------------------------------------------
 //! worker         HOT     one worker's state: settings, pools, key cache and authentication,
-//!                        quota and budget leases, model table, body budget, cache shard, counters,
+//!                        quota and budget leases, model table, body budget, cache shard and the
+//!                        other shards' news (cache_notes), counters,
 //!                        event buffer; `control` runs cold-path jobs on every worker's thread
 //! downstream     HOT     the client connection and its I/O: heads, bodies read whole, writes
 //! api            COLD    what the local endpoints share: the answer finisher, store calls on the
 //!                        blocking pool, 405s, query pairs, RFC 3339 times, audit records
 //! ---------------------------------------------------------------------------------------------
-//! cache          HOT     the per-worker HTTP response cache: byte-bounded LRU, Cache-Control policy
+//! cache          HOT     the HTTP response cache: a shard per worker, each holding every answer
+//!                        (immutable, shared), byte-bounded LRU for the server, Cache-Control policy
 //! events         HOT     request events: the per-worker buffer (HOT), the writer thread (SHARED),
 //!                        the dispatcher and its sinks (COLD)
 //! metrics        HOT     per-worker Prometheus counters, recorded by finish, rendered at scrape
