@@ -131,7 +131,6 @@ impl Shared {
 }
 
 /// What a shard changed that the other shards of the server must learn.
-#[derive(Clone)]
 pub enum Note {
     /// An answer stored under `full` (`primary` before `Vary`; `vary`
     /// empty when the answer has none).

@@ -314,14 +314,7 @@ fn the_cache_can_be_turned_off() {
 fn tenants_do_not_see_each_others_answers() {
     let mock = Mock::start();
     let proxy = one_worker(&mock).start();
-    let other_project = proxy.create_project("other", "sk-upstream-other-1");
-    let response = proxy.manage(
-        "POST",
-        "/manage/tokens",
-        Some(json!({"project_id": other_project, "token": "sk-client-other-project"})),
-    );
-    assert_eq!(response.status, 201, "{}", response.text());
-    let other = "sk-client-other-project";
+    let other = other_tenants_key(&proxy);
     let mut upstream = Upstream::of(&mock);
     let mut conn = proxy.conn();
 
@@ -518,6 +511,19 @@ fn purges_reach_every_worker() {
 /// Whether a HEAD request for `target` is a hit or a miss. HEAD looks up
 /// without storing; the mock's provider does not take HEAD, so a miss is
 /// refused with 405 (a hit never reaches it).
+/// The client key of a second project (another tenant) made on `proxy`.
+pub(crate) fn other_tenants_key(proxy: &Proxy) -> &'static str {
+    let key = "sk-client-other-project";
+    let project = proxy.create_project("other", "sk-upstream-other-1");
+    let response = proxy.manage(
+        "POST",
+        "/manage/tokens",
+        Some(json!({"project_id": project, "token": key})),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    key
+}
+
 pub(crate) fn probe(conn: &mut Conn, target: &str) -> Option<String> {
     conn.send(&Req::new("HEAD", target).authed().bytes());
     let response = conn.read_head_response().expect("HEAD response");

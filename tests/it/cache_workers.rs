@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cache::{Upstream, assert_hit, assert_miss, probe};
+use crate::cache::{Upstream, assert_hit, assert_miss, other_tenants_key, probe};
 use crate::common::*;
 
 const CHAT: &str = "/v1/chat/completions";
@@ -257,14 +257,7 @@ fn vary_is_kept_on_every_worker() {
 fn tenants_are_apart_on_every_worker_and_public_answers_are_shared() {
     let mock = Mock::start();
     let proxy = Proxy::for_mock(&mock).workers(WORKERS).start();
-    let other_project = proxy.create_project("other", "sk-upstream-other-1");
-    let response = proxy.manage(
-        "POST",
-        "/manage/tokens",
-        Some(json!({"project_id": other_project, "token": "sk-client-other-project"})),
-    );
-    assert_eq!(response.status, 201, "{}", response.text());
-    let other = "sk-client-other-project";
+    let other = other_tenants_key(&proxy);
     let mut upstream = Upstream::of(&mock);
 
     let request = |key: &str, method: &str, target: &str| {

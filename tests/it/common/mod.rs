@@ -1391,20 +1391,33 @@ pub struct ScriptedUpstream {
 impl ScriptedUpstream {
     /// With `close_after`, the connection is closed after each response.
     pub fn start(response: impl Into<Vec<u8>>, close_after: bool) -> Self {
-        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        let response: Vec<u8> = response.into();
+        Self::serve(Arc::new(move |_| response.clone()), close_after)
+    }
+
+    /// Keep-alive; answers the `n`th request it reads (counted from 0 over
+    /// every connection, in the order they arrive) with `respond(n)`.
+    pub fn answering(respond: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        Self::serve(Arc::new(respond), false)
+    }
+
+    fn serve(respond: Arc<Respond>, close_after: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (seen, stopped) = (requests.clone(), stop.clone());
+        let numbered = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (response, seen) = (response.clone(), seen.clone());
-                std::thread::spawn(move || serve_scripted(stream, &response, &seen, close_after));
+                let (respond, seen, numbered) = (respond.clone(), seen.clone(), numbered.clone());
+                std::thread::spawn(move || {
+                    serve_scripted(stream, respond.as_ref(), (&numbered, &seen), close_after)
+                });
             }
         });
         Self {
@@ -1423,10 +1436,13 @@ impl ScriptedUpstream {
     }
 }
 
+/// What a scripted upstream answers its `n`th request with.
+type Respond = dyn Fn(usize) -> Vec<u8> + Send + Sync;
+
 fn serve_scripted(
     mut stream: TcpStream,
-    response: &[u8],
-    seen: &Mutex<Vec<String>>,
+    respond: &Respond,
+    (numbered, seen): (&AtomicUsize, &Mutex<Vec<String>>),
     close_after: bool,
 ) {
     let mut buf = Vec::new();
@@ -1436,7 +1452,8 @@ fn serve_scripted(
         };
         buf.drain(..body.end);
         seen.lock().unwrap().push(head);
-        if stream.write_all(response).is_err() {
+        let n = numbered.fetch_add(1, Ordering::SeqCst);
+        if stream.write_all(&respond(n)).is_err() {
             return;
         }
         if close_after {
@@ -1478,57 +1495,6 @@ pub(crate) fn next_request(
         }
     }
     Some((head, end..end + length))
-}
-
-impl ScriptedUpstream {
-    /// Keep-alive; answers the `n`th request it reads (counted from 0 over
-    /// every connection, in the order they arrive) with `respond(n)`.
-    pub fn answering(respond: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> Self {
-        let respond = Arc::new(respond);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopped) = (requests.clone(), stop.clone());
-        let numbered = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (respond, seen, numbered) = (respond.clone(), seen.clone(), numbered.clone());
-                std::thread::spawn(move || {
-                    serve_numbered(stream, respond.as_ref(), &numbered, &seen)
-                });
-            }
-        });
-        Self {
-            addr,
-            requests,
-            stop,
-        }
-    }
-}
-
-fn serve_numbered(
-    mut stream: TcpStream,
-    respond: &dyn Fn(usize) -> Vec<u8>,
-    numbered: &AtomicUsize,
-    seen: &Mutex<Vec<String>>,
-) {
-    let mut buf = Vec::new();
-    loop {
-        let Some((head, body)) = next_request(&mut stream, &mut buf) else {
-            return;
-        };
-        buf.drain(..body.end);
-        seen.lock().unwrap().push(head);
-        let n = numbered.fetch_add(1, Ordering::SeqCst);
-        if stream.write_all(&respond(n)).is_err() {
-            return;
-        }
-    }
 }
 
 impl Drop for ScriptedUpstream {
